@@ -1,0 +1,135 @@
+"""Conventions shared by every module, and the checks that enforce them.
+
+Scales and names used throughout the library:
+
+- An image batch ``x`` has shape ``(B, C, H, W)`` with values in ``[-1, 1]``; a flat batch (the Gaussian-mixture
+  testbed) has shape ``(B, d)``. The per-sample shape ``x.shape[1:]`` is the *signal shape*.
+- Measurement noise ``sigma_y`` is a standard deviation on that same ``[-1, 1]`` scale: ``y = A(x) + sigma_y n``
+  with ``n ~ N(0, I)``.
+- Diffusion time is the discrete variance-preserving chain of guided-diffusion: an integer timestep ``t`` in
+  ``[0, T)`` (``T = 1000`` for the published checkpoints) with ``alpha_bar_t`` decreasing from about 1 to about 0,
+  and ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``.
+- Randomness: every draw comes from a :class:`BatchRNG`, one ``torch.Generator`` per sample, seeded from the
+  user's seed and the sample's index, so a sample's result never depends on the batch it was computed in.
+
+Errors in user input raise :class:`ValueError` whose message names the argument and what was expected.
+This module imports nothing else from the package.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BatchRNG",
+    "check_finite",
+    "check_nonnegative",
+    "check_positive_int",
+    "check_signal_shape",
+    "check_unit_interval",
+    "derive_seed",
+]
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf; return ``x`` unchanged."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or Inf values; expected finite numbers")
+    return x
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite real number >= 0."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(name: str, value: float, *, open_left: bool = True) -> float:
+    """Raise ``ValueError`` unless ``value`` lies in ``(0, 1]`` (or ``[0, 1]`` with ``open_left=False``)."""
+    ok = isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value <= 1
+    ok = ok and (value > 0 if open_left else value >= 0)
+    if not ok:
+        interval = "(0, 1]" if open_left else "[0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_signal_shape(name: str, x: Tensor, expected: Sequence[int], what: str = "the operator") -> Tensor:
+    """Check that ``x`` is a finite batch ``(B, *expected)``; the message names ``name`` and ``what`` expects it."""
+    check_finite(name, x)
+    expected = tuple(expected)
+    if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        want = ", ".join(["*", *map(str, expected)])
+        raise ValueError(f"{name} has shape {tuple(x.shape)} but {what} expects ({want})")
+    return x
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` of a run seeded with ``seed`` (numpy's SeedSequence mixing)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class BatchRNG:
+    """One ``torch.Generator`` per sample, so that sample ``i``'s random draws depend only on its own seed.
+
+    ``BatchRNG.from_seed(seed, ids)`` derives the generator of sample ``ids[k]`` from ``(seed, ids[k])``; running
+    the same ids in batches of any size, in any order, gives the same draws per sample.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        if len(seeds) == 0:
+            raise ValueError("seeds must hold at least one seed")
+        self.device = torch.device(device)
+        self.seeds = [int(s) for s in seeds]
+        self.generators = []
+        for s in self.seeds:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(s)
+            self.generators.append(g)
+
+    @classmethod
+    def from_seed(
+        cls, seed: int, ids: int | Sequence[int], device: torch.device | str = "cpu"
+    ) -> BatchRNG:
+        """Generators for samples ``ids`` (or ``range(ids)`` when an int) of a run seeded with ``seed``."""
+        if isinstance(ids, (int, np.integer)):
+            ids = range(check_positive_int("batch size", int(ids)))
+        return cls([derive_seed(seed, i) for i in ids], device)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Standard normal draws of shape ``(B, *shape)``, row ``i`` from generator ``i``."""
+        return torch.stack(
+            [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+    def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Uniform ``[0, 1)`` draws of shape ``(B, *shape)``, row ``i`` from generator ``i``."""
+        return torch.stack(
+            [torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        """Standard normal draws shaped like ``x`` (``x.shape[0]`` must equal the number of generators)."""
+        if x.shape[0] != len(self):
+            raise ValueError(f"batch has {x.shape[0]} samples but the BatchRNG holds {len(self)} generators")
+        return self.randn(*x.shape[1:], dtype=x.dtype).to(x.device)
