@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -41,12 +41,16 @@ from .conventions import BatchRNG, check_positive_int
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 
 __all__ = [
+    "EpsModel",
     "Schedule",
     "Variance",
+    "chain_index",
     "ddim_step",
     "ddpm_step",
+    "denoise",
     "eps_from_x0",
     "p_mean_variance",
+    "sample",
     "x0_from_eps",
 ]
 
@@ -265,3 +269,61 @@ def ddpm_step(out: dict[str, Tensor], i: Tensor, rng: BatchRNG) -> Tensor:
     mean = out["mean"]
     nonzero = (i != 0).to(mean.dtype).reshape(-1, *([1] * (mean.dim() - 1))).to(mean.device)
     return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * rng.randn_like(mean)
+
+
+# ------------------------------------------------------------------------------------------------- samplers
+class EpsModel(Protocol):
+    """What the samplers need of a prior: ``predict(x_t, t) -> (eps, var_values | None)`` (see priors.base)."""
+
+    variance: Variance
+
+    def predict(self, x_t: Tensor, t: Tensor) -> Any: ...
+
+
+def chain_index(i: int, x: Tensor) -> Tensor:
+    """A (B,) int64 tensor filled with chain index ``i`` on ``x``'s device."""
+    return torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
+
+
+def denoise(prior: EpsModel, schedule: Schedule, x_t: Tensor, i: Tensor) -> tuple[Any, Tensor]:
+    """The prior's output at chain indices ``i`` and Tweedie's ``x0_hat``; one network evaluation."""
+    out = prior.predict(x_t, schedule.timesteps(i))
+    return out, x0_from_eps(x_t, out.eps, schedule.alpha_bar(i, x_t))
+
+
+def sample(
+    prior: EpsModel,
+    x_T: Tensor,
+    schedule: Schedule,
+    *,
+    sampler: Literal["ddim", "ddpm"] = "ddim",
+    eta: float = 0.0,
+    rng: BatchRNG | None = None,
+    clip: bool = False,
+    progress: bool = False,
+) -> Tensor:
+    """Unconditional sampling from ``x_T`` at the last level of ``schedule`` down to the data; ``len(schedule)`` NFE.
+
+    ``sampler="ddim"`` with ``eta=0`` integrates the probability-flow ODE (deterministic, the inverse of
+    :func:`reguidance.inversion.invert`); ``"ddpm"`` draws ancestral steps with the prior's own variance.
+    """
+    from tqdm.auto import tqdm
+
+    x = x_T
+    with torch.inference_mode():
+        for k in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc=f"{sampler} sampling"):
+            i = chain_index(k, x)
+            out, x0 = denoise(prior, schedule, x, i)
+            if clip:
+                x0 = x0.clamp(-1, 1)
+            if sampler == "ddim":
+                eps = eps_from_x0(x, x0, schedule.alpha_bar(i, x)) if clip else out.eps
+                x = ddim_step(x0, eps, schedule.alpha_bar(i - 1, x), schedule.alpha_bar(i, x), eta, rng)
+            elif sampler == "ddpm":
+                if rng is None:
+                    raise ValueError("sampler='ddpm' needs an rng")
+                pmv = p_mean_variance(schedule, x, i, out.eps, out.var_values, prior.variance, clip)
+                x = ddpm_step(pmv, i, rng)
+            else:
+                raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    return x

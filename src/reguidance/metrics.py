@@ -1,0 +1,39 @@
+"""Metrics and their uncertainty: per-sample values in, means with 95% intervals out.
+
+Intervals are normal-approximation intervals ``mean +- 1.96 s / sqrt(n)`` (``s`` the sample standard deviation),
+adequate for the n >= 30 samples our reports use; paired differences use the same on per-sample differences.
+This module imports nothing of ours but the conventions module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["mean_ci95", "paired_difference"]
+
+Z95 = 1.959963984540054
+
+
+def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+    """``{"mean": m, "ci95": [lo, hi]}`` of per-sample values (NaN-free); a single value gives a zero-width interval."""
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("values must hold at least one number")
+    mean = float(v.mean())
+    half = Z95 * float(v.std()) / math.sqrt(v.numel()) if v.numel() > 1 else 0.0
+    return {"mean": mean, "ci95": [mean - half, mean + half]}
+
+
+def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:
+    """Mean of ``after - before`` with its 95% interval, and the win rate (fraction of samples that improved)."""
+    a = torch.as_tensor(after, dtype=torch.float64).flatten()
+    b = torch.as_tensor(before, dtype=torch.float64).flatten()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have equal length, got {a.numel()} and {b.numel()}")
+    diff = a - b
+    wins = (diff > 0) if higher_is_better else (diff < 0)
+    return {**mean_ci95(diff), "win_rate": float(wins.double().mean())}

@@ -1,0 +1,575 @@
+r"""Forward operators of linear inverse problems and their measurement noise.
+
+A measurement of a signal ``x`` is
+
+    y = A(x) + sigma_y n,        n ~ N(0, I),
+
+with ``A`` linear. Signals are image batches ``x: (B, C, H, W)`` in ``[-1, 1]`` or flat batches ``x: (B, d)``;
+``sigma_y`` is a standard deviation on that same ``[-1, 1]`` scale (no hidden rescaling anywhere). Every operator
+is a :class:`torch.nn.Module` whose masks and kernels are buffers, so ``.to(device)`` and ``state_dict`` carry
+them. Each one provides
+
+- ``forward(x)`` the noiseless ``A x``: ``(B, *x_shape) -> (B, *y_shape)``;
+- ``adjoint(y)`` the exact adjoint ``A^T y``: ``<A x, y> = <x, A^T y>`` for every ``x`` and ``y``;
+- ``pinv(y)`` a cheap pseudo-inverse, or a documented approximate right inverse (``A pinv(y) ~ y``); it is the
+  *classical candidate* handed to ReGuidance;
+- ``measure(x, rng)`` a noisy measurement drawn with one generator per sample (:class:`BatchRNG`), so that a
+  sample's noise never depends on the batch it was drawn in;
+- ``num_measurements`` ``m``, the number of observed scalar entries per sample, and the per-sample diagnostics
+  ``residual_norm(x, y) = ||y - A x||_2`` and ``consistency(x, y) = ||A x - y||_2 / (sigma_y sqrt(m))``, which is
+  about 1 when ``x`` explains ``y`` up to the noise.
+
+An operator is either *shared* by all samples (``batch_size is None``) or holds per-sample parameters (the masks
+of :class:`Inpainting`) for ``batch_size`` samples; :meth:`Operator.select` restricts it to some of them.
+
+Operators: :class:`MatrixOperator` (dense ``(m, d)`` matrix on flat signals), :class:`Inpainting` (masks),
+:class:`SuperResolution` (average pooling or antialiased bicubic downsampling), :class:`Blur` and
+:class:`GaussianBlur` (circular convolution).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .conventions import (
+    BatchRNG,
+    check_finite,
+    check_nonnegative,
+    check_positive_int,
+    check_signal_shape,
+    check_unit_interval,
+)
+
+__all__ = [
+    "Blur",
+    "GaussianBlur",
+    "Inpainting",
+    "MatrixOperator",
+    "Operator",
+    "SuperResolution",
+]
+
+Index = int | slice | Sequence[int] | Tensor
+
+
+def _check_shape(name: str, shape: Sequence[int], ndim: int | None = None) -> tuple[int, ...]:
+    """A per-sample shape as a tuple of ints >= 1 (with ``ndim`` entries when given)."""
+    try:
+        out = tuple(check_positive_int(name, s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of integers >= 1, got {shape!r}") from None
+    if len(out) == 0 or (ndim is not None and len(out) != ndim):
+        want = f"{ndim} entries" if ndim is not None else "at least one entry"
+        raise ValueError(f"{name} must have {want}, got {shape!r}")
+    return out
+
+
+def _image_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
+    c, h, w = _check_shape("x_shape", x_shape, ndim=3)
+    return c, h, w
+
+
+def _as_index(index: Index) -> Index:
+    """An index that keeps the batch dimension (an int becomes a one-element list)."""
+    if isinstance(index, (int, np.integer)):
+        return [int(index)]
+    return index
+
+
+class Operator(nn.Module):
+    """A linear forward operator ``A: (B, *x_shape) -> (B, *y_shape)`` with Gaussian noise of std ``sigma_y``.
+
+    Subclasses set ``x_shape`` and ``y_shape`` through ``__init__`` and implement :meth:`_forward`, the
+    unvalidated ``A x``. The adjoint defaults to the vector-Jacobian product of :meth:`_forward` (exact, since
+    ``A`` is linear); subclasses override :meth:`_adjoint` where a closed form is cheap, and :meth:`_pinv`.
+    """
+
+    x_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+
+    def __init__(self, x_shape: Sequence[int], y_shape: Sequence[int], sigma_y: float = 0.0) -> None:
+        super().__init__()
+        self.x_shape = _check_shape("x_shape", x_shape)
+        self.y_shape = _check_shape("y_shape", y_shape)
+        self.sigma_y = sigma_y
+
+    # ------------------------------------------------------------------------------------------ attributes
+    @property
+    def sigma_y(self) -> float:
+        """Measurement noise std on the ``[-1, 1]`` scale (>= 0)."""
+        return self._sigma_y
+
+    @sigma_y.setter
+    def sigma_y(self, value: float) -> None:
+        self._sigma_y = check_nonnegative("sigma_y", value)
+
+    @property
+    def batch_size(self) -> int | None:
+        """Number of samples with their own parameters; ``None`` when the operator is shared by all samples."""
+        return None
+
+    @property
+    def num_measurements(self) -> int | Tensor:
+        """Observed scalar entries per sample ``m``: an int when shared, else a ``(batch_size,)`` int64 tensor."""
+        return math.prod(self.y_shape)
+
+    @property
+    def device(self) -> torch.device:
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def extra_repr(self) -> str:
+        return f"x_shape={self.x_shape}, y_shape={self.y_shape}, sigma_y={self.sigma_y}"
+
+    # ---------------------------------------------------------------------------------------- validation
+    def _check_batch(self, name: str, n: int) -> None:
+        b = self.batch_size
+        if b is not None and b != 1 and n != b:
+            raise ValueError(
+                f"{name} has batch size {n} but {type(self).__name__} holds parameters for {b} samples; "
+                "use select() to restrict it to the samples at hand"
+            )
+
+    def check_signal(self, x: Tensor, name: str = "x") -> Tensor:
+        """Check that ``x`` is a finite ``(B, *x_shape)`` batch this operator can act on."""
+        check_signal_shape(name, x, self.x_shape, type(self).__name__)
+        self._check_batch(name, x.shape[0])
+        return x
+
+    def check_measurement(self, y: Tensor, name: str = "measurement") -> Tensor:
+        """Check that ``y`` is a finite ``(B, *y_shape)`` batch this operator can act on."""
+        check_signal_shape(name, y, self.y_shape, type(self).__name__)
+        self._check_batch(name, y.shape[0])
+        return y
+
+    def _check_pair(self, x: Tensor, y: Tensor) -> None:
+        self.check_signal(x)
+        self.check_measurement(y)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has batch size {x.shape[0]} but measurement has batch size {y.shape[0]}")
+
+    # ------------------------------------------------------------------------------------ the operator
+    def _forward(self, x: Tensor) -> Tensor:
+        """``A x`` without validation; ``x: (B, *x_shape) -> (B, *y_shape)``."""
+        raise NotImplementedError
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        """``A^T y`` as the vector-Jacobian product of the linear map :meth:`_forward`."""
+        zeros = y.new_zeros((y.shape[0], *self.x_shape))
+        _, vjp = torch.func.vjp(self._forward, zeros)
+        return vjp(y)[0]
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no cheap pseudo-inverse")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The noiseless measurement ``A x``: ``x (B, *x_shape) -> (B, *y_shape)``."""
+        return self._forward(self.check_signal(x))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """The exact adjoint ``A^T y``: ``y (B, *y_shape) -> (B, *x_shape)``."""
+        return self._adjoint(self.check_measurement(y))
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """A cheap pseudo-inverse (see the subclass for which one): ``y (B, *y_shape) -> (B, *x_shape)``."""
+        return self._pinv(self.check_measurement(y))
+
+    def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
+        """A noisy measurement ``A x + sigma_y n``, ``n`` drawn from sample ``i``'s generator in ``rng``.
+
+        The noise is always drawn (also when ``sigma_y = 0``), so the generators advance the same way whatever
+        the noise level.
+        """
+        ax = self(x)
+        return ax + self.sigma_y * rng.randn_like(ax)
+
+    # ---------------------------------------------------------------------------------------- diagnostics
+    def residual_norm(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample ``||y - A x||_2`` (B,) for ``x (B, *x_shape)`` and ``y (B, *y_shape)``."""
+        self._check_pair(x, y)
+        return (y - self._forward(x)).flatten(1).norm(dim=1)
+
+    def consistency(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample ``||A x - y||_2 / (sigma_y sqrt(m))`` (B,); about 1 when ``x`` explains ``y``.
+
+        Raises ``ValueError`` when ``sigma_y = 0``, where the ratio is undefined.
+        """
+        if self.sigma_y == 0:
+            raise ValueError("sigma_y is 0, so consistency ||A x - y|| / (sigma_y sqrt(m)) is undefined")
+        r = self.residual_norm(x, y)
+        m = torch.as_tensor(self.num_measurements, dtype=r.dtype, device=r.device)
+        return r / (self.sigma_y * torch.sqrt(m))
+
+    def matrix(self, dtype: torch.dtype = torch.float64, chunk: int = 1024) -> Tensor:
+        """The dense matrix of ``A`` for one sample, ``(prod(y_shape), prod(x_shape))``, row-major flattening.
+
+        Built by applying :meth:`forward` to the identity basis, ``chunk`` columns at a time; meant for small
+        signals (the Gaussian-mixture testbed). Needs a shared operator, or one holding a single sample.
+        """
+        if self.batch_size not in (None, 1):
+            raise ValueError(
+                f"{type(self).__name__} holds parameters for {self.batch_size} samples; "
+                "matrix() needs one: call select(i).matrix()"
+            )
+        d = math.prod(self.x_shape)
+        cols = []
+        for start in range(0, d, chunk):
+            stop = min(start + chunk, d)
+            basis = torch.zeros(stop - start, d, dtype=dtype, device=self.device)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+            cols.append(self._forward(basis.reshape(-1, *self.x_shape)).reshape(stop - start, -1))
+        return torch.cat(cols).T.contiguous()
+
+    def select(self, index: Index) -> Operator:
+        """The operator restricted to samples ``index``; a shared operator returns itself."""
+        if self.batch_size is None:
+            return self
+        raise NotImplementedError(f"{type(self).__name__} does not implement select()")
+
+
+# ------------------------------------------------------------------------------------------------ matrix
+class MatrixOperator(Operator):
+    """``A x = x M^T`` for flat signals ``x: (B, d)`` and a dense matrix ``M: (m, d)``, shared by all samples.
+
+    ``pinv`` is the Moore-Penrose pseudo-inverse ``M^+``, computed once (in float64) at construction.
+    """
+
+    def __init__(self, matrix: Tensor, sigma_y: float = 0.0) -> None:
+        if not isinstance(matrix, Tensor) or matrix.dim() != 2 or matrix.numel() == 0:
+            raise ValueError(f"matrix must be a non-empty 2-D tensor (m, d), got {getattr(matrix, 'shape', matrix)}")
+        if not matrix.is_floating_point():
+            matrix = matrix.to(torch.get_default_dtype())
+        check_finite("matrix", matrix)
+        m, d = matrix.shape
+        super().__init__((d,), (m,), sigma_y)
+        self.register_buffer("weight", matrix.detach().clone())
+        self.register_buffer("weight_pinv", torch.linalg.pinv(matrix.detach().double()).to(matrix.dtype))
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.to(x.dtype).T
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y @ self.weight.to(y.dtype)
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        return y @ self.weight_pinv.to(y.dtype).T
+
+    def matrix(self, dtype: torch.dtype = torch.float64, chunk: int = 1024) -> Tensor:
+        return self.weight.to(dtype).clone()
+
+
+# -------------------------------------------------------------------------------------------- inpainting
+class Inpainting(Operator):
+    """``A x = x * mask``: keep the observed entries, zero the others; ``y`` has ``x``'s shape.
+
+    ``mask`` is 0/1 with shape ``(B or 1, 1 or C, *spatial)`` for images (a one-channel mask is shared by all
+    channels) or ``(B or 1, d)`` for flat signals; a leading 1 means one mask for every sample. ``x_shape``
+    defaults to ``mask.shape[1:]``; pass it to apply a one-channel mask to ``C``-channel images.
+
+    The operator is its own adjoint and pseudo-inverse (an orthogonal projection): ``adjoint = pinv = y * mask``.
+    :meth:`measure` adds noise on the observed entries only, ``y = mask (x + sigma_y n)``, so unobserved entries
+    stay 0 and ``consistency`` is about 1 for the true signal. ``num_measurements`` counts the observed entries
+    over all channels. ``top_left`` (B, 2) optionally records the box positions the mask was built from.
+    """
+
+    mask: Tensor
+    top_left: Tensor | None
+
+    def __init__(
+        self,
+        mask: Tensor,
+        sigma_y: float = 0.0,
+        *,
+        x_shape: Sequence[int] | None = None,
+        top_left: Tensor | None = None,
+    ) -> None:
+        if not isinstance(mask, Tensor) or mask.dim() < 2:
+            got = getattr(mask, "shape", mask)
+            raise ValueError(f"mask must be a tensor (B or 1, 1 or C, *spatial) or (B or 1, d), got {got!r}")
+        check_finite("mask", mask)
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must hold only 0 and 1 (observed = 1)")
+        shape = tuple(mask.shape[1:]) if x_shape is None else _check_shape("x_shape", x_shape)
+        compatible = len(shape) == mask.dim() - 1 and (
+            tuple(mask.shape[1:]) == shape
+            or (len(shape) >= 2 and mask.shape[1] == 1 and tuple(mask.shape[2:]) == shape[1:])
+        )
+        if not compatible:
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)} but x_shape is {shape}; expected (B or 1, {shape[0]} or 1, "
+                f"{', '.join(map(str, shape[1:]))}) for images or (B or 1, d) for flat signals"
+            )
+        super().__init__(shape, shape, sigma_y)
+        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+        if top_left is not None:
+            top_left = torch.as_tensor(top_left, dtype=torch.int64)
+            if top_left.dim() != 2 or top_left.shape != (mask.shape[0], 2):
+                raise ValueError(
+                    f"top_left has shape {tuple(top_left.shape)}; expected ({mask.shape[0]}, 2) matching the mask"
+                )
+            top_left = top_left.to(mask.device)
+        self.register_buffer("top_left", top_left)
+
+    # ------------------------------------------------------------------------------------------- factories
+    @classmethod
+    def box(
+        cls,
+        x_shape: Sequence[int],
+        size: int | Sequence[int],
+        top_left: Tensor | Sequence[int] | None = None,
+        sigma_y: float = 0.0,
+    ) -> Inpainting:
+        """A missing ``size = (h, w)`` (or ``h = w = size``) box in images ``x_shape = (C, H, W)``.
+
+        ``top_left`` (B, 2) int holds each image's box corner ``(row, col)``; ``None`` centres one box shared
+        by all images at ``((H - h) // 2, (W - w) // 2)``. The mask is ``(B or 1, 1, H, W)``, shared by channels.
+        """
+        c, h_img, w_img = _image_shape(x_shape)
+        h, w = cls._box_size(size, h_img, w_img)
+        if top_left is None:
+            corners = torch.tensor([[(h_img - h) // 2, (w_img - w) // 2]], dtype=torch.int64)
+        else:
+            corners = torch.as_tensor(top_left)
+            if corners.dim() == 1:
+                corners = corners.unsqueeze(0)
+            if corners.dim() != 2 or corners.shape[1] != 2 or corners.shape[0] < 1:
+                raise ValueError(f"top_left must have shape (B, 2), got {tuple(corners.shape)}")
+            if corners.is_floating_point() or corners.is_complex() or corners.dtype == torch.bool:
+                raise ValueError(f"top_left must hold integers, got dtype {corners.dtype}")
+            corners = corners.to(torch.int64).cpu()
+            rows, cols = corners[:, 0], corners[:, 1]
+            if bool((rows < 0).any() | (rows > h_img - h).any() | (cols < 0).any() | (cols > w_img - w).any()):
+                raise ValueError(
+                    f"top_left puts a ({h}, {w}) box outside a ({h_img}, {w_img}) image; rows must lie in "
+                    f"[0, {h_img - h}] and columns in [0, {w_img - w}], got {corners.tolist()}"
+                )
+        r = torch.arange(h_img)
+        q = torch.arange(w_img)
+        in_rows = (r >= corners[:, :1]) & (r < corners[:, :1] + h)  # (B, H)
+        in_cols = (q >= corners[:, 1:]) & (q < corners[:, 1:] + w)  # (B, W)
+        mask = ~(in_rows[:, :, None] & in_cols[:, None, :])
+        return cls(mask.unsqueeze(1), sigma_y, x_shape=(c, h_img, w_img), top_left=corners)
+
+    @classmethod
+    def random_box(
+        cls, x_shape: Sequence[int], size: int | Sequence[int], rng: BatchRNG, sigma_y: float = 0.0
+    ) -> Inpainting:
+        """A missing box per image at a uniformly random position, drawn from that image's generator in ``rng``."""
+        _, h_img, w_img = _image_shape(x_shape)
+        h, w = cls._box_size(size, h_img, w_img)
+        corners = torch.stack(
+            [
+                torch.cat(
+                    [
+                        torch.randint(h_img - h + 1, (1,), generator=g, device=rng.device),
+                        torch.randint(w_img - w + 1, (1,), generator=g, device=rng.device),
+                    ]
+                )
+                for g in rng.generators
+            ]
+        )
+        return cls.box(x_shape, (h, w), top_left=corners.cpu(), sigma_y=sigma_y)
+
+    @classmethod
+    def random_pixels(
+        cls, x_shape: Sequence[int], fraction_observed: float, rng: BatchRNG, sigma_y: float = 0.0
+    ) -> Inpainting:
+        """Per-sample random masks observing ``max(1, round(fraction_observed * n))`` of ``n`` positions.
+
+        Images ``(C, *spatial)``: the positions are pixels, shared by the channels. Flat ``(d,)``: entries.
+        ``fraction_observed`` lies in (0, 1]; sample ``i``'s mask comes from generator ``i`` of ``rng``.
+        """
+        fraction = check_unit_interval("fraction_observed", fraction_observed)
+        shape = _check_shape("x_shape", x_shape)
+        positions = shape if len(shape) == 1 else (1, *shape[1:])
+        n = math.prod(positions)
+        k = max(1, round(fraction * n))
+        u = rng.rand(n, dtype=torch.float64).cpu()
+        observed = torch.zeros(len(rng), n, dtype=torch.bool)
+        observed.scatter_(1, u.argsort(dim=1)[:, :k], True)
+        return cls(observed.reshape(len(rng), *positions), sigma_y, x_shape=shape)
+
+    @staticmethod
+    def _box_size(size: int | Sequence[int], h_img: int, w_img: int) -> tuple[int, int]:
+        hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+        if len(hw) != 2:
+            raise ValueError(f"size must be an int or a pair (h, w), got {size!r}")
+        h, w = (check_positive_int("size", s) for s in hw)
+        if h > h_img or w > w_img:
+            raise ValueError(f"size ({h}, {w}) is larger than the ({h_img}, {w_img}) image")
+        return h, w
+
+    # ------------------------------------------------------------------------------------------- operator
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.mask.shape[0] == 1 else self.mask.shape[0]
+
+    @property
+    def num_measurements(self) -> int | Tensor:
+        per_mask = self.mask.flatten(1).sum(dim=1) * (math.prod(self.x_shape) // math.prod(self.mask.shape[1:]))
+        return int(per_mask[0]) if self.batch_size is None else per_mask
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self.mask.to(x.dtype)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y * self.mask.to(y.dtype)
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        return y * self.mask.to(y.dtype)
+
+    def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
+        """``mask (x + sigma_y n)``: noise on the observed entries only (unobserved entries stay 0)."""
+        ax = self(x)
+        return ax + self.sigma_y * self._forward(rng.randn_like(ax))
+
+    def select(self, index: Index) -> Inpainting:
+        if self.batch_size is None:
+            return self
+        idx = _as_index(index)
+        top_left = None if self.top_left is None else self.top_left[idx]
+        return Inpainting(self.mask[idx], self.sigma_y, x_shape=self.x_shape, top_left=top_left)
+
+
+# -------------------------------------------------------------------------------------- super-resolution
+class SuperResolution(Operator):
+    """Downsampling of images ``x_shape = (C, H, W)`` by an integer ``factor`` to ``(C, H / f, W / f)``.
+
+    ``kind="avgpool"``: mean over ``f x f`` blocks. Its adjoint is nearest upsampling divided by ``f^2`` and its
+    Moore-Penrose pseudo-inverse is nearest upsampling (``A A^T = I / f^2``), an exact right inverse.
+
+    ``kind="bicubic"``: ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)`` to the low
+    resolution (the PIL-style resize). The adjoint is the exact vector-Jacobian product; ``pinv`` is bicubic
+    upsampling, only an approximate right inverse (``A pinv(y) ~ y``).
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int],
+        factor: int,
+        kind: Literal["avgpool", "bicubic"] = "avgpool",
+        sigma_y: float = 0.0,
+    ) -> None:
+        c, h, w = _image_shape(x_shape)
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or not 2 <= factor <= 16:
+            raise ValueError(f"factor must be an integer in [2, 16], got {factor!r}")
+        if h % factor or w % factor:
+            raise ValueError(f"factor {factor} does not divide the image size ({h}, {w})")
+        if kind not in ("avgpool", "bicubic"):
+            raise ValueError(f"kind must be 'avgpool' or 'bicubic', got {kind!r}")
+        super().__init__((c, h, w), (c, h // factor, w // factor), sigma_y)
+        self.factor = int(factor)
+        self.kind = kind
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, factor={self.factor}, kind={self.kind!r}"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.kind == "avgpool":
+            return F.avg_pool2d(x, self.factor)
+        return F.interpolate(x, size=self.y_shape[1:], mode="bicubic", antialias=True, align_corners=False)
+
+    def _upsample_nearest(self, y: Tensor) -> Tensor:
+        return y.repeat_interleave(self.factor, dim=-2).repeat_interleave(self.factor, dim=-1)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        if self.kind == "avgpool":
+            return self._upsample_nearest(y) / self.factor**2
+        return super()._adjoint(y)
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        if self.kind == "avgpool":
+            return self._upsample_nearest(y)
+        return F.interpolate(y, size=self.x_shape[1:], mode="bicubic", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------------- blur
+class Blur(Operator):
+    r"""Circular (periodic) convolution of each channel of images ``(C, H, W)`` with ``kernel (kh, kw)``.
+
+    ``(A x)[i, j] = sum_{a, b} kernel[a, b] x[(i - a + kh // 2) mod H, (j - b + kw // 2) mod W]``: a true
+    convolution centred on the kernel's middle entry (odd ``kh <= H``, ``kw <= W``). In Fourier space
+    ``A x = F^{-1}(K F x)`` with ``K`` the transfer function of the zero-padded, centred kernel; the adjoint is the
+    circular correlation ``F^{-1}(conj(K) F y)``.
+
+    ``pinv`` is Tikhonov-regularised deconvolution ``F^{-1}(conj(K) Y / (|K|^2 + reg))``, an approximate inverse
+    that is accurate at frequencies where ``|K|^2 >> reg`` (``reg > 0``; ``|K| <= 1`` for a normalised kernel).
+    """
+
+    kernel: Tensor
+
+    def __init__(self, x_shape: Sequence[int], kernel: Tensor, sigma_y: float = 0.0, reg: float = 1e-3) -> None:
+        c, h, w = _image_shape(x_shape)
+        if not isinstance(kernel, Tensor) or kernel.dim() != 2:
+            raise ValueError(f"kernel must be a 2-D tensor (kh, kw), got {getattr(kernel, 'shape', kernel)!r}")
+        kh, kw = kernel.shape
+        if kh % 2 == 0 or kw % 2 == 0 or kh > h or kw > w:
+            raise ValueError(f"kernel must have odd sizes at most the image size ({h}, {w}), got ({kh}, {kw})")
+        check_finite("kernel", kernel)
+        if check_nonnegative("reg", reg) == 0:
+            raise ValueError("reg must be > 0, got 0")
+        super().__init__((c, h, w), (c, h, w), sigma_y)
+        self.register_buffer("kernel", kernel.detach().to(torch.float64).clone())
+        self.reg = float(reg)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kernel_size={tuple(self.kernel.shape)}, reg={self.reg}"
+
+    def transfer(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``K = rfft2`` of the kernel zero-padded to ``(H, W)`` with its centre at ``(0, 0)``: ``(H, W // 2 + 1)``."""
+        h, w = self.x_shape[1:]
+        kh, kw = self.kernel.shape
+        padded = self.kernel.new_zeros(h, w)
+        padded[:kh, :kw] = self.kernel
+        padded = torch.roll(padded, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        return torch.fft.rfft2(padded.to(dtype))
+
+    def _filter(self, x: Tensor, gain: Tensor) -> Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(x) * gain, s=self.x_shape[1:])
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._filter(x, self.transfer(x.dtype))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._filter(y, self.transfer(y.dtype).conj())
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        k = self.transfer(y.dtype)
+        return self._filter(y, k.conj() / (k.abs() ** 2 + self.reg))
+
+
+class GaussianBlur(Blur):
+    """:class:`Blur` with a normalised Gaussian kernel of std ``blur_sigma`` pixels, ``kernel_size`` pixels wide.
+
+    ``kernel_size=None`` takes ``2 ceil(3 blur_sigma) + 1`` (the kernel truncated at 3 standard deviations).
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int],
+        kernel_size: int | None = None,
+        blur_sigma: float = 3.0,
+        sigma_y: float = 0.0,
+        reg: float = 1e-3,
+    ) -> None:
+        if check_nonnegative("blur_sigma", blur_sigma) == 0:
+            raise ValueError("blur_sigma must be > 0, got 0")
+        if kernel_size is None:
+            kernel_size = 2 * math.ceil(3 * blur_sigma) + 1
+        size = check_positive_int("kernel_size", kernel_size)
+        _, h, w = _image_shape(x_shape)
+        if size % 2 == 0 or size > min(h, w):
+            raise ValueError(f"kernel_size must be odd and at most {min(h, w)}, got {size}")
+        u = torch.arange(size, dtype=torch.float64) - size // 2
+        g = torch.exp(-0.5 * (u / blur_sigma) ** 2)
+        kernel = torch.outer(g, g)
+        super().__init__(x_shape, kernel / kernel.sum(), sigma_y, reg)
+        self.blur_sigma = float(blur_sigma)
