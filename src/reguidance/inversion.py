@@ -10,7 +10,8 @@ candidate) through the levels of ``schedule = base.spaced(steps, t_end)``:
 - ``heun``: the trapezoid corrector ``y_b = y_a + (sigma_b - sigma_a) (eps(x_a) + eps(x_b^euler)) / 2``, 2 NFE per
   step, second order.
 - ``fixed_point``: solve the implicit step ``y_b = y_a + (sigma_b - sigma_a) eps(x_b)`` by ``fixed_point_iters``
-  iterations started from Euler (1 + iters NFE per step). Its fixed point is exactly the state from which one DDIM
+  iterations started from Euler (1 + iters NFE per step); a sample whose residual grows (the map does not
+  contract where the ODE is stiff) is kept at its best iterate. Its fixed point is exactly the state from which one DDIM
   step returns to ``x_a``, so the round trip through :func:`reguidance.diffusion.sample` is exact up to the solve.
 
 The first step starts at the data (``sigma = 0``), where the network is evaluated at the chain's first level.
@@ -19,6 +20,7 @@ Far from the data manifold the ODE is stiff and no integrator need round-trip; :
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,12 +87,29 @@ def invert(
                 y_b = y + h * 0.5 * (eps_a + _eps(prior, schedule, y_b * s_b, k))
                 nfe += 1
             elif method == "fixed_point":
-                for _ in range(fixed_point_iters):
-                    y_b = y + h * _eps(prior, schedule, y_b * s_b, k)
-                    nfe += 1
+                y_b = _fixed_point(lambda z: y + h * _eps(prior, schedule, z * s_b, k), y_b, fixed_point_iters)
+                nfe += fixed_point_iters
             y = y_b
         latent = y * float(scale[-1])
     return InversionResult(latent=latent, schedule=schedule, nfe=nfe)
+
+
+def _fixed_point(step: Callable[[Tensor], Tensor], z: Tensor, iters: int) -> Tensor:
+    """Iterate ``z <- step(z)`` per sample, freezing a sample at its best iterate once its residual grows.
+
+    Where the ODE is stiff the map need not contract; the guard keeps such samples at their last good state
+    (at worst the Euler step) instead of letting them diverge.
+    """
+    dims = (-1,) + (1,) * (z.dim() - 1)
+    best_r = torch.full((z.shape[0],), float("inf"), dtype=z.dtype, device=z.device)
+    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+    for _ in range(iters):
+        g = step(z)
+        r = (g - z).flatten(1).norm(dim=1)
+        active = active & (r < best_r)
+        best_r = torch.where(active, r, best_r)
+        z = torch.where(active.view(dims), g, z)
+    return z
 
 
 def relative_l2(x: Tensor, ref: Tensor) -> Tensor:

