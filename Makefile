@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/reguidance demo
+	$(VENV)/bin/reguidance theory --json runs/theory/report.json
 
 theory: $(STAMP)
 	$(VENV)/bin/reguidance theory

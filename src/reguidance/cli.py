@@ -52,6 +52,21 @@ def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
     click.echo(f"picture: {save_projection_plot(clouds, plot_path)}")
 
 
+@cli.command("theory-sweep")
+@click.option("--candidates", default=128, show_default=True, help="Problems per configuration.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
+    """The sweep over the wrapper's options (sampler, t_end, zeta) that chose its defaults."""
+    from .theory import TheoryConfig, format_sweep, sweep_theory, write_json
+
+    rows = sweep_theory(TheoryConfig(candidates=candidates, seed=seed))
+    click.echo(format_sweep(rows))
+    if json_path is not None:
+        write_json({"rows": rows}, json_path)  # type: ignore[dict-item]
+        click.echo(f"report: {json_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the click group, turning bad input into one line on stderr and exit status 2."""
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -87,11 +88,17 @@ def invert(
                 y_b = y + h * 0.5 * (eps_a + _eps(prior, schedule, y_b * s_b, k))
                 nfe += 1
             elif method == "fixed_point":
-                y_b = _fixed_point(lambda z: y + h * _eps(prior, schedule, z * s_b, k), y_b, fixed_point_iters)
+                step = partial(_implicit_map, prior, schedule, k, y, h, s_b)
+                y_b = _fixed_point(step, y_b, fixed_point_iters)
                 nfe += fixed_point_iters
             y = y_b
         latent = y * float(scale[-1])
     return InversionResult(latent=latent, schedule=schedule, nfe=nfe)
+
+
+def _implicit_map(prior: EpsModel, schedule: Schedule, k: int, y: Tensor, h: float, s_b: float, z: Tensor) -> Tensor:
+    """The implicit Euler map ``z -> y + h eps(s_b z)`` of one inversion step to level ``k``."""
+    return y + h * _eps(prior, schedule, z * s_b, k)
 
 
 def _fixed_point(step: Callable[[Tensor], Tensor], z: Tensor, iters: int) -> Tensor:

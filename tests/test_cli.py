@@ -1,0 +1,56 @@
+"""The command line: the theory experiment end to end, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+from reguidance.cli import main
+
+TINY = ["--dim", "4", "--modes", "3", "--measurements", "1", "--candidates", "8", "--candidate-steps", "5",
+        "--inversion-steps", "10", "--dps-steps", "10"]
+
+
+def test_theory_writes_the_json_report_and_the_picture(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    plot = tmp_path / "p.png"
+    assert main(["theory", *TINY, "--json", str(out), "--plot", str(plot)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"candidate", "reguidance", "dps", "posterior"}
+    for m in report["methods"].values():
+        assert {"reward", "manifold_distance", "nll", "mode_accuracy", "nfe"} <= set(m)
+    assert report["methods"]["reguidance"]["nfe"] == 5 + 10 + 10
+    assert isinstance(report["inversion_roundtrip_rel_error"], float)
+    assert isinstance(report["candidate_roundtrip_rel_error"], float)
+    assert plot.stat().st_size > 1000
+    assert "reguidance" in capsys.readouterr().out
+
+
+def test_bad_option_value_prints_one_line_and_exits_2(capsys):
+    assert main(["theory", "--measurements", "40", "--dim", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "measurements" in err and "\n" not in err
+
+
+def test_negative_noise_is_reported_as_a_one_line_error(capsys):
+    assert main(["theory", *TINY, "--noise", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "noise" in err and "\n" not in err
+
+
+def test_unknown_option_is_a_one_line_usage_error(capsys):
+    assert main(["theory", "--no-such-flag"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no-such-flag" in err and "\n" not in err
+
+
+def test_python_dash_m_runs_the_same_command():
+    cmd = [sys.executable, "-m", "reguidance", "--version"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "reguidance" in proc.stdout
+
+
+def test_console_error_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "reguidance", "theory", "--steps-nonsense"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
