@@ -89,3 +89,11 @@ def test_inversion_rejects_nan_candidates(prior, data):
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="candidate"):
         invert(prior, bad, prior.schedule, steps=5)
+
+
+def test_inversion_diagnostics_report_roundtrip_and_gaussianity(prior, data):
+    inv = invert(prior, data[:4], prior.schedule, steps=50)
+    diag = inv.diagnostics(prior, data[:4])
+    assert set(diag) >= {"roundtrip_rel_error", "mean", "std"}
+    assert diag["roundtrip_rel_error"].shape == (4,)
+    assert torch.allclose(diag["roundtrip_rel_error"], roundtrip_error(prior, data[:4], prior.schedule, steps=50))

@@ -45,6 +45,13 @@ class InversionResult:
     schedule: Schedule
     nfe: int
 
+    def diagnostics(self, prior: EpsModel, x0: Tensor) -> dict[str, Tensor]:
+        """Per-sample diagnostics of this inversion of ``x0``: ``roundtrip_rel_error`` (run the deterministic
+        sampler back from the latent and compare with ``x0``; costs ``len(schedule)`` more NFE) and the latent's
+        :func:`latent_statistics`."""
+        back = sample(prior, self.latent, self.schedule, sampler="ddim", eta=0.0)
+        return {"roundtrip_rel_error": relative_l2(back, x0), **latent_statistics(self.latent)}
+
 
 def _eps(prior: EpsModel, schedule: Schedule, x: Tensor, k: int) -> Tensor:
     return prior.predict(x, schedule.timesteps(chain_index(k, x))).eps
@@ -127,8 +134,7 @@ def relative_l2(x: Tensor, ref: Tensor) -> Tensor:
 def roundtrip_error(prior: EpsModel, x0: Tensor, base: Schedule, **inversion_options: object) -> Tensor:
     """Invert ``x0``, run the deterministic DDIM sampler back on the same levels; per-sample relative L2 error (B,)."""
     inv = invert(prior, x0, base, **inversion_options)  # type: ignore[arg-type]
-    back = sample(prior, inv.latent, inv.schedule, sampler="ddim", eta=0.0)
-    return relative_l2(back, x0)
+    return inv.diagnostics(prior, x0)["roundtrip_rel_error"]
 
 
 def latent_statistics(latent: Tensor) -> dict[str, Tensor]:
