@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint theory clean
+.PHONY: setup data demo test test-slow lint theory clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# Full MNIST / Fashion-MNIST, only needed for training and the full benchmark (tests use committed subsets).
+data: $(STAMP)
+	command -v apt-get >/dev/null && [ ! -d /usr/share/datasets/fashion-mnist ] && \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true
+	$(PY) -c "from reguidance.data import load_dataset as L; [L(n, s) for n in ('mnist', 'fashion_mnist') for s in ('train', 'val', 'test')]"
 
 demo: $(STAMP)
 	$(VENV)/bin/reguidance theory --json runs/theory/report.json

@@ -54,3 +54,16 @@ def test_console_error_has_no_traceback():
                           text=True, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_the_known_checkpoints(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "ffhq_10m" in out and "imagenet256_uncond" in out
+
+
+def test_models_json_says_whether_each_is_present(tmp_path, capsys):
+    assert main(["models", "--json", "--checkpoint-dir", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    ffhq = next(r for r in rows if r["name"] == "ffhq_10m")
+    assert ffhq["present"] is False
