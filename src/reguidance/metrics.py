@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["mean_ci95", "paired_difference"]
+__all__ = ["mean_ci95", "paired_difference", "psnr", "ssim"]
 
 Z95 = 1.959963984540054
 
@@ -37,3 +37,22 @@ def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = Tr
     diff = a - b
     wins = (diff > 0) if higher_is_better else (diff < 0)
     return {**mean_ci95(diff), "win_rate": float(wins.double().mean())}
+
+
+def _to_unit(x: Tensor) -> Tensor:
+    return ((x.detach().double() + 1) / 2).clamp(0, 1)
+
+
+def psnr(x: Tensor, truth: Tensor) -> Tensor:
+    """Per-image PSNR in dB (B,) of images in [-1, 1], computed on [0, 1] (data range 1) with torchmetrics."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    dims = tuple(range(1, x.dim()))
+    return peak_signal_noise_ratio(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none", dim=dims)
+
+
+def ssim(x: Tensor, truth: Tensor) -> Tensor:
+    """Per-image SSIM (B,) of images (B, C, H, W) in [-1, 1] on [0, 1], torchmetrics' Gaussian 11x11 window."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none")

@@ -1,0 +1,1 @@
+"""The image benchmark: pinned protocol (tasks, ids, seeds), resumable runner, and reports."""

@@ -1,0 +1,81 @@
+"""Candidate-producing methods for the benchmark, by command-line name.
+
+A method maps ``(prior, operator, measurement, rng, ids)`` to ``(candidates, nfe)``: candidates ``(B, C, H, W)`` in
+[-1, 1] and the network evaluations it spent per image. ``folder:PATH`` reads external candidates, one PNG per test
+image named ``<id>.png`` or ``<id:05d>.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from ..conventions import BatchRNG
+from ..guidance.dps import dps
+from ..operators import Operator
+from ..priors.base import Prior
+
+__all__ = ["METHODS", "MethodFn", "get_method"]
+
+MethodFn = Callable[..., tuple[Tensor, int]]
+
+
+def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
+    """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov)."""
+    return operator.pinv(y).clamp(-1, 1), 0
+
+
+def dps_method(
+    prior: Prior,
+    operator: Operator,
+    y: Tensor,
+    rng: BatchRNG,
+    ids: Sequence[int],
+    *,
+    steps: int = 1000,
+    zeta: float = 1.0,
+) -> tuple[Tensor, int]:
+    """DPS from fresh noise, DDPM ancestral steps, ``x0_hat`` clipped to [-1, 1] as in the reference code."""
+    out = dps(prior, operator, y, prior.schedule.spaced(steps), zeta=zeta, sampler="ddpm", rng=rng, clip=True)
+    return out.x.clamp(-1, 1), out.nfe
+
+
+def folder_method(path: str | Path) -> MethodFn:
+    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"folder candidates: {root} is not a directory")
+
+    def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        c, h, w = prior.signal_shape
+        images = []
+        for i in ids:
+            file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
+            if file is None:
+                raise ValueError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
+            img = Image.open(file).convert("L" if c == 1 else "RGB")
+            if img.size != (w, h):
+                raise ValueError(f"folder candidates: {file} is {img.size[0]}x{img.size[1]}, expected {w}x{h}")
+            a = np.asarray(img, dtype=np.float32).reshape(h, w, c).transpose(2, 0, 1) / 127.5 - 1
+            images.append(torch.from_numpy(a.copy()))
+        return torch.stack(images).to(y.device, y.dtype), 0
+
+    return load
+
+
+METHODS: dict[str, MethodFn] = {"pinv": pinv_method, "dps": dps_method}
+
+
+def get_method(name: str) -> MethodFn:
+    """The method called ``name`` (or ``folder:PATH``); a ValueError lists the known ones."""
+    if name.startswith("folder:"):
+        return folder_method(name.split(":", 1)[1])
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
+    return METHODS[name]

@@ -1,0 +1,112 @@
+"""The benchmark protocol and the resumable runner, on a tiny random-weight ADM prior."""
+
+import json
+
+import pytest
+import torch
+
+from reguidance.bench.protocol import TASKS, get_task, parse_ids
+from reguidance.bench.report import summarise, write_summary
+from reguidance.bench.runner import BenchSpec, read_results, run_bench
+from reguidance.diffusion import Schedule
+from reguidance.priors.adm import ADMPrior, ADMUNet
+from reguidance.wrapper import ReGuidanceConfig
+
+TINY_UNET = {"image_size": 32, "in_channels": 1, "model_channels": 32, "out_channels": 1, "num_res_blocks": 1,
+             "attention_resolutions": [], "channel_mult": (1, 2), "num_head_channels": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    torch.manual_seed(0)
+    return ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(8, 1, 32, 32, generator=g) * 2 - 1, torch.arange(8) % 10
+
+
+def spec(**kw):
+    base = {"tasks": ["box16", "sr4"], "methods": ["pinv"], "ids": range(4), "seed": 3, "batch_size": 2,
+            "reguidance": ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True)}
+    return BenchSpec(**{**base, **kw})
+
+
+def test_box_positions_depend_only_on_the_image_id_and_seed():
+    task = get_task("box16")
+    alone = task.operator([4], seed=1).mask
+    batch = task.operator([2, 3, 4], seed=1).mask
+    assert torch.equal(alone[0], batch[2])
+    assert not torch.equal(task.operator([4], seed=2).mask[0], alone[0])
+
+
+def test_measurement_noise_depends_only_on_the_image_id_and_seed(images):
+    x, _ = images
+    _, y_alone = TASKS["sr8"].measure(x[5:6], [5], seed=0)
+    _, y_batch = TASKS["sr8"].measure(x[3:6], [3, 4, 5], seed=0)
+    assert torch.allclose(y_alone[0], y_batch[2])
+
+
+def test_every_task_removes_information():
+    x = torch.zeros(1, 1, 32, 32)
+    for task in TASKS.values():
+        op = task.operator([0], seed=0)
+        assert int(torch.as_tensor(op.num_measurements).reshape(-1)[0]) < x.numel() or task.kind == "deblur"
+        assert task.sigma_y > 0
+
+
+def test_ids_are_parsed_as_half_open_ranges():
+    assert parse_ids("3:7") == range(3, 7)
+    for bad in ("7:3", "a:b", "5", "-1:4"):
+        with pytest.raises(ValueError, match="ids"):
+            parse_ids(bad)
+    with pytest.raises(ValueError, match="past"):
+        parse_ids("0:300", limit=256)
+
+
+def test_unknown_task_and_method_names_are_rejected(tiny_prior, images, tmp_path):
+    with pytest.raises(ValueError, match="task must be one of"):
+        run_bench(tiny_prior, *images, spec(tasks=["box99"]), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_bench(tiny_prior, *images, spec(methods=["magic"]), tmp_path, progress=False)
+
+
+def test_each_image_gets_a_candidate_row_and_a_reguidance_row(tiny_prior, images, tmp_path):
+    run_bench(tiny_prior, *images, spec(tasks=["box16c"], ids=range(3)), tmp_path, progress=False)
+    rows = read_results(tmp_path / "results.jsonl")
+    assert sorted((r["id"], r["reguidance"]) for r in rows) == [(i, b) for i in range(3) for b in (False, True)]
+    assert all(r["nfe"] == 6 for r in rows if r["reguidance"])  # 3 inversion + 3 DPS steps on top of pinv's 0
+    assert (tmp_path / "images" / "box16c" / "pinv" / "00002_reguidance.png").exists()
+
+
+def test_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(tiny_prior, images, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_bench(tiny_prior, *images, spec(), full, progress=False)
+    run_bench(tiny_prior, *images, spec(), resumed, progress=False, stop_after_batches=2)  # "killed"
+    with (resumed / "results.jsonl").open("a") as f:
+        f.write('{"task": "sr4", "method": "pin')  # a write torn by the kill
+    partial = len(read_results(resumed / "results.jsonl"))
+    assert 0 < partial < len(read_results(full / "results.jsonl"))
+    run_bench(tiny_prior, *images, spec(), resumed, progress=False)
+    run_bench(tiny_prior, *images, spec(), resumed, progress=False)  # nothing left: a no-op
+    assert len(read_results(resumed / "results.jsonl")) == len(read_results(full / "results.jsonl"))
+    assert _quality(write_summary(resumed)) == _quality(write_summary(full))
+
+
+def _quality(summary):
+    """The summary without wall-clock fields (time and memory differ between any two runs)."""
+    drop = {"sec_per_image", "peak_mem_mb"}
+    return {**summary, "rows": [{k: v for k, v in r.items() if k not in drop} for r in summary["rows"]]}
+
+
+def test_summary_reports_intervals_and_paired_differences(tiny_prior, images, tmp_path):
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"]), tmp_path, progress=False)
+    summary = summarise(read_results(tmp_path / "results.jsonl"))
+    assert {(r["task"], r["reguidance"]) for r in summary["rows"]} == {("sr4", False), ("sr4", True)}
+    row = summary["rows"][0]
+    lo, hi = row["psnr"]["ci95"]
+    assert lo <= row["psnr"]["mean"] <= hi
+    assert 0 <= summary["paired"][0]["psnr"]["win_rate"] <= 1
+    json.dumps(summary)
