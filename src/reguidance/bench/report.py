@@ -4,6 +4,7 @@ paired difference with/without ReGuidance (interval and win rate), as ``summary.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from ..metrics import mean_ci95, paired_difference
 from .runner import read_results
 
-__all__ = ["format_markdown", "summarise", "write_summary"]
+__all__ = ["add_fd_cls", "format_markdown", "save_grids", "save_tradeoff_plot", "summarise", "write_summary"]
 
 METRICS = ("psnr", "ssim", "consistency")
 
@@ -63,8 +64,8 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
 
 def format_markdown(summary: dict[str, object]) -> str:
     """``summary`` as Markdown tables."""
-    lines = ["| task | method | ReGuidance | n | PSNR | SSIM | consistency | class acc | NFE | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | method | ReGuidance | n | PSNR | SSIM | consistency | FD-cls | class acc | NFE | s/image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(v: object, fmt: str) -> str:
         if v is None:
@@ -76,7 +77,7 @@ def format_markdown(summary: dict[str, object]) -> str:
         lines.append(
             f"| {r['task']} | {r['method']} | {'yes' if r['reguidance'] else 'no'} | {r['n']} | "
             f"{cell(r['psnr'], '.2f')} | {cell(r['ssim'], '.3f')} | {cell(r['consistency'], '.2f')} | "
-            f"{cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
+            f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
         )
     lines += ["", "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):", "",
               "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) |",
@@ -88,9 +89,101 @@ def format_markdown(summary: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out: Path) -> dict[str, object]:
-    """Summarise ``out/results.jsonl`` into ``out/summary.json`` and ``out/summary.md``; returns the summary."""
+def _load_pngs(files: list[Path]) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(f).convert("L"), dtype=np.float32)[None] / 127.5 - 1 for f in files]
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _folder(out: Path, task: str, method: str) -> Path:
+    return out / "images" / task / method.replace(":", "_").replace("/", "_")
+
+
+def add_fd_cls(summary: dict[str, object], out: Path, features: Callable[[torch.Tensor], torch.Tensor],
+               n_boot: int = 200, seed: int = 0) -> None:
+    """Fill each row's ``fd_cls``: FD-cls between the saved restorations and the same ids' ground truths, with a
+    95% bootstrap interval over images (``n_boot`` resamples from a fixed generator)."""
+    from ..classifier import frechet_distance, gaussian_fit
+
+    g = torch.Generator().manual_seed(seed)
+    for row in summary["rows"]:  # type: ignore[attr-defined]
+        folder = _folder(out, row["task"], row["method"])
+        kind = "reguidance" if row["reguidance"] else "candidate"
+        ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
+        if len(ids) < 3:
+            continue
+        fx = features(_load_pngs([folder / f"{i:05d}_{kind}.png" for i in ids])).double()
+        ft = features(_load_pngs([folder / f"{i:05d}_truth.png" for i in ids])).double()
+        value = frechet_distance(*gaussian_fit(fx), *gaussian_fit(ft))
+        boots = []
+        for _ in range(n_boot):
+            idx = torch.randint(len(ids), (len(ids),), generator=g)
+            boots.append(frechet_distance(*gaussian_fit(fx[idx]), *gaussian_fit(ft[idx])))
+        b = torch.tensor(boots)
+        row["fd_cls"] = {"mean": float(value), "ci95": [float(b.quantile(0.025)), float(b.quantile(0.975))]}
+
+
+def save_grids(out: Path, n: int = 8) -> list[Path]:
+    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids."""
+    from ..data import save_grid
+
+    paths = []
+    for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
+        ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))[:n]
+        if not ids:
+            continue
+        kinds = ("measurement", "candidate", "reguidance", "truth")
+        x = _load_pngs([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
+        path = out / "grids" / f"{folder.parent.name}_{folder.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(x, path, nrow=len(kinds))
+        paths.append(path)
+    return paths
+
+
+def save_tradeoff_plot(summary: dict[str, object], path: Path) -> Path:
+    """Measurement consistency against realism (class accuracy, else SSIM), an arrow per (task, method) from the
+    candidate to ReGuidance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}  # type: ignore[attr-defined]
+    use_acc = all(r["class_acc"] is not None for r in rows.values())
+    realism = "class_acc" if use_acc else "ssim"
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (task, method, rg), r in rows.items():
+        if rg or (task, method, True) not in rows:
+            continue
+        a, b = r, rows[(task, method, True)]
+        xa, ya = a["consistency"]["mean"], a[realism]["mean"]
+        xb, yb = b["consistency"]["mean"], b[realism]["mean"]
+        ax.annotate("", xy=(xb, yb), xytext=(xa, ya), arrowprops={"arrowstyle": "->", "color": "gray"})
+        ax.scatter([xa], [ya], c="tab:red", s=20)
+        ax.scatter([xb], [yb], c="tab:green", s=20)
+        ax.text(xb, yb, f" {task}/{method}", fontsize=7)
+    ax.axvline(1.0, ls=":", c="k", lw=0.8)
+    ax.set_xlabel("measurement consistency ||Ax - y|| / (sigma_y sqrt(m))  (1 = explains y up to the noise)")
+    ax.set_ylabel("class accuracy of restorations" if use_acc else "SSIM")
+    ax.set_title("red: candidate, green: + ReGuidance")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_summary(
+    out: Path, features: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, object]:
+    """Summarise ``out/results.jsonl`` into ``out/summary.json`` and ``out/summary.md`` (with FD-cls when
+    ``features`` is given); returns the summary."""
     summary = summarise(read_results(out / "results.jsonl"))
+    if features is not None:
+        add_fd_cls(summary, out, features)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(format_markdown(summary))
     return summary

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..metrics import psnr, ssim
 from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
+from .defaults import method_options, reguidance_config
 from .methods import get_method
 from .protocol import get_task, stream_rng
 
@@ -41,8 +42,16 @@ class BenchSpec:
     ids: Sequence[int]
     seed: int = 0
     batch_size: int = 16
+    #: per-method overrides of the (task, method) defaults of :mod:`.defaults`
     method_options: dict[str, dict[str, object]] = field(default_factory=dict)
-    reguidance: ReGuidanceConfig = field(default_factory=lambda: ReGuidanceConfig(clip=True))
+    #: the wrapper's options for every (task, method); None takes :func:`.defaults.reguidance_config`
+    reguidance: ReGuidanceConfig | None = None
+
+    def options(self, task: str, method: str) -> dict[str, object]:
+        return {**method_options(task, method), **self.method_options.get(method.split(":", 1)[0], {})}
+
+    def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
+        return self.reguidance if self.reguidance is not None else reguidance_config(task, method)
 
 
 def read_results(path: Path) -> list[dict[str, object]]:
@@ -148,11 +157,10 @@ def run_bench(
                     torch.cuda.reset_peak_memory_stats(device)
                 t0 = time.perf_counter()
                 rng = stream_rng(spec.seed, task.name, f"method/{name}", chunk, device=device)
-                options = spec.method_options.get(name.split(":", 1)[0], {})
-                candidate, nfe = methods[name](prior, operator, y, rng, chunk, **options)
+                candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
                 t_cand = (time.perf_counter() - t0) / len(chunk)
                 rg_rng = stream_rng(spec.seed, task.name, f"reguidance/{name}", chunk, device=device)
-                rg = reguide(candidate, y, operator, prior, config=spec.reguidance, rng=rg_rng)
+                rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
                 restored = rg.x.clamp(-1, 1)
                 t_rg = rg.seconds / len(chunk)
                 mem = _peak_mem_mb(device)
@@ -165,6 +173,7 @@ def run_bench(
                 for k, i in enumerate(chunk):
                     _save_png(candidate[k], folder / f"{i:05d}_candidate.png")
                     _save_png(restored[k], folder / f"{i:05d}_reguidance.png")
+                    _save_png(truth[k], folder / f"{i:05d}_truth.png")
                     _save_png(operator.pinv(y[k : k + 1])[0].clamp(-1, 1) if operator.batch_size is None
                               else operator.select([k]).pinv(y[k : k + 1])[0].clamp(-1, 1),
                               folder / f"{i:05d}_measurement.png")
