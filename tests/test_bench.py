@@ -110,3 +110,27 @@ def test_summary_reports_intervals_and_paired_differences(tiny_prior, images, tm
     assert lo <= row["psnr"]["mean"] <= hi
     assert 0 <= summary["paired"][0]["psnr"]["win_rate"] <= 1
     json.dumps(summary)
+
+
+def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images, tmp_path):
+    from reguidance.bench.report import save_grids, save_tradeoff_plot
+
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"], ids=range(4)), tmp_path, progress=False)
+    summary = write_summary(tmp_path, features=lambda x: x.flatten(1)[:, ::64])  # any feature map will do here
+    assert all(r["fd_cls"]["ci95"][0] <= r["fd_cls"]["ci95"][1] for r in summary["rows"])
+    grids = save_grids(tmp_path)
+    assert [g.name for g in grids] == ["sr4_pinv.png"]
+    assert save_tradeoff_plot(summary, tmp_path / "tradeoff.png").stat().st_size > 1000
+    assert "FD-cls" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("dps", {"steps": 3}), ("daps", {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 2}),
+     ("diffpir", {"steps": 3}), ("reddiff", {"steps": 3}), ("pigdm", {"steps": 3})],
+)
+def test_every_baseline_runs_in_the_benchmark(tiny_prior, images, tmp_path, method, options):
+    s = spec(tasks=["box16c"], methods=[method], ids=range(2), method_options={method: options})
+    run_bench(tiny_prior, *images, s, tmp_path, progress=False)
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == 4 and all(r["method"] == method for r in rows)

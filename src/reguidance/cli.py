@@ -82,7 +82,9 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="JSON file of TrainConfig fields; flags override it.")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue from the last checkpoint in --out; --steps and --minutes (counted from the run's start) "
+                   "apply anew, every other setting comes from the checkpoint.")
 def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: object) -> None:
     """Train an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on MNIST or Fashion-MNIST."""
     import json
@@ -121,6 +123,183 @@ def models(checkpoint_dir: Path | None, as_json: bool) -> None:
     for r in rows:
         where = r["path"] if r["present"] else (r.get("url") or "embedded asset missing from this build")
         click.echo(f"{r['name']:<20}{r['kind']:<12}{r['n_params']:>12,}  {'yes' if r['present'] else 'no':<8} {where}")
+
+
+@cli.command("train-classifier")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), required=True)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for <dataset>_classifier.safetensors and its .json facts.")
+@click.option("--epochs", default=6, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
+def train_classifier_cmd(dataset: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
+                         threads: int | None) -> None:
+    """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
+    import torch
+
+    from .classifier import train_classifier
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    facts = train_classifier(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    click.echo(
+        f"{dataset}: best epoch {facts['epoch']}, val accuracy {facts['val_accuracy']:.4f}, "
+        f"test accuracy {facts['test_accuracy']:.4f}; {facts['file']} sha256 {facts['sha256']}"
+    )
+
+
+@cli.command()
+@click.option("--prior", "prior_name", required=True, help="A known model name (mnist, fashion_mnist) or a file.")
+@click.option("--n", "n", default=1000, show_default=True, help="Number of samples.")
+@click.option("--steps", default=50, show_default=True, help="DDIM steps (eta = 0).")
+@click.option("--seed", default=0, show_default=True, help="Sample i starts from noise seeded by (seed, i).")
+@click.option("--batch-size", default=250, show_default=True, help="Samples per batch (does not change results).")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), default=None,
+              help="Reference data and metric classifier (default: the prior's name).")
+@click.option("--reference", type=click.Choice(["test", "subset"]), default="test", show_default=True,
+              help="Compare with the full test split or the committed 256-image test subset.")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for samples.png (the first 100 samples) and samples.npz (all, uint8).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report (fd_cls, fd_cls_floor, class_histogram, mean_confidence) here.")
+def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, dataset: str | None, reference: str,
+           threads: int | None, out: Path, json_path: Path | None) -> None:
+    """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
+    import json
+    import time
+
+    import numpy as np
+    import torch
+
+    from .classifier import evaluate_samples, load_classifier
+    from .data import load_dataset, load_test_subset, save_grid
+    from .priors.zoo import load_prior
+    from .train import draw_samples
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dataset = dataset or prior_name
+    if dataset not in ("mnist", "fashion_mnist"):
+        raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
+    prior = load_prior(prior_name)
+    t0 = time.perf_counter()
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, progress=True)
+    wall = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(x[:100], out / "samples.png", nrow=10)
+    pixels = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    np.savez(out / "samples.npz", images=pixels)
+    ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]  # type: ignore[arg-type]
+    report = {
+        "prior": prior_name,
+        "dataset": dataset,
+        "reference": reference,
+        "n": n,
+        "steps": steps,
+        "seed": seed,
+        "sampler": "ddim eta=0",
+        "sampling_wall_s": round(wall, 1),
+        **evaluate_samples(load_classifier(dataset), x, ref),
+    }
+    click.echo(json.dumps(report, indent=2))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+        click.echo(f"report: {json_path}")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@cli.command()
+@click.option("--prior", "prior_name", default="mnist", show_default=True, help="Embedded prior name, or a path.")
+@click.option("--dataset", default=None, help="Test images' dataset (default: the embedded prior's).")
+@click.option("--tasks", default="box20c,sr8", show_default=True,
+              help="Comma-separated: box16, box20, box16c, box20c, sr4, sr8, deblur.")
+@click.option("--methods", default="pinv,dps", show_default=True,
+              help="Comma-separated: dps, daps, diffpir, reddiff, pigdm, pinv, folder:PATH.")
+@click.option("--ids", default="0:16", show_default=True, help="Test-split indices A:B (A to B-1).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
+              show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write summary.json here.")
+@click.option("--device", default="cpu", show_default=True)
+def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: str, seed: int, batch_size: int,
+          steps: int | None, out: Path, json_path: Path | None, device: str) -> None:
+    """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
+    import json
+
+    from .bench.inputs import dataset_for, load_classifier_features, load_test_images
+    from .bench.protocol import parse_ids
+    from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
+    from .bench.runner import BenchSpec, run_bench
+    from .conventions import check_positive_int
+    from .priors.zoo import load_prior
+
+    check_positive_int("batch-size", batch_size)
+    data_name = dataset_for(prior_name, dataset)
+    id_range = parse_ids(ids)
+    images, labels = load_test_images(data_name, id_range)
+    prior = load_prior(prior_name, device=device)
+    step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "annealing_steps"}
+    method_list = _csv(methods)
+    overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
+    spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides)
+    metric = load_classifier_features(data_name)
+    run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
+    summary = write_summary(out, features=metric[1] if metric else None)
+    click.echo(format_markdown(summary))
+    if metric is None:
+        click.echo("note: no metric classifier in this build: FD-cls and class accuracy skipped")
+    click.echo("note: LPIPS and FID skipped (they need user-supplied network weights)")
+    for g in save_grids(out):
+        click.echo(f"grid: {g}")
+    click.echo(f"plot: {save_tradeoff_plot(summary, out / 'tradeoff.png')}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2))
+
+
+@cli.command()
+@click.option("--prior", "prior_name", default="mnist", show_default=True,
+              help="Embedded prior, a checkpoint path, or a known configuration with random weights (ffhq_10m).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--dps-steps", default=20, show_default=True, help="DPS steps timed (1000 in a real run).")
+@click.option("--inversion-steps", default=10, show_default=True)
+@click.option("--daps-annealing-steps", default=4, show_default=True)
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network.")
+@click.option("--channels-last", is_flag=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: int, inversion_steps: int,
+          daps_annealing_steps: int, use_compile: bool, channels_last: bool, json_path: Path | None) -> None:
+    """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
+    import json
+
+    from .priors.zoo import MODELS, load_prior, random_prior
+    from .speed import DTYPES, SpeedConfig, format_speed, measure_speed
+
+    cfg = SpeedConfig(batch_size=batch_size, dps_steps=dps_steps, inversion_steps=inversion_steps,
+                      daps_annealing_steps=daps_annealing_steps)
+    entry = MODELS.get(prior_name)
+    if entry is not None and not entry.embedded:
+        prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
+    else:
+        prior = load_prior(prior_name, device=device)
+    prior.optimize(DTYPES[dtype], compile=use_compile, channels_last=channels_last)  # type: ignore[attr-defined]
+    report = measure_speed(prior, cfg, dtype)
+    click.echo(format_speed(report))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

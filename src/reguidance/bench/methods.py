@@ -13,7 +13,11 @@ from pathlib import Path
 from torch import Tensor
 
 from ..conventions import BatchRNG
+from ..guidance.daps import daps
+from ..guidance.diffpir import diffpir
 from ..guidance.dps import dps
+from ..guidance.pigdm import pigdm
+from ..guidance.reddiff import reddiff
 from ..operators import Operator
 from ..priors.base import Prior
 
@@ -40,6 +44,17 @@ def dps_method(
     """DPS from fresh noise, DDPM ancestral steps, ``x0_hat`` clipped to [-1, 1] as in the reference code."""
     out = dps(prior, operator, y, prior.schedule.spaced(steps), zeta=zeta, sampler="ddpm", rng=rng, clip=True)
     return out.x.clamp(-1, 1), out.nfe
+
+
+def _solver(fn: Callable[..., object]) -> MethodFn:
+    """A baseline of :mod:`reguidance.guidance` as a method: fresh noise, ``x0_hat`` clipped for images."""
+
+    def run(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object):
+        out = fn(prior, operator, y, rng=rng, clip=True, **options)
+        return out.x.clamp(-1, 1), out.nfe  # type: ignore[attr-defined]
+
+    run.__doc__ = f"{fn.__name__} from fresh noise with clipping; see :mod:`{fn.__module__}`."
+    return run
 
 
 def folder_method(path: str | Path) -> MethodFn:
@@ -69,7 +84,14 @@ def folder_method(path: str | Path) -> MethodFn:
     return load
 
 
-METHODS: dict[str, MethodFn] = {"pinv": pinv_method, "dps": dps_method}
+METHODS: dict[str, MethodFn] = {
+    "pinv": pinv_method,
+    "dps": dps_method,
+    "daps": _solver(daps),
+    "diffpir": _solver(diffpir),
+    "reddiff": _solver(reddiff),
+    "pigdm": _solver(pigdm),
+}
 
 
 def get_method(name: str) -> MethodFn:

@@ -495,6 +495,30 @@ class ADMPrior(Prior):
         if variance == "learned_range" and not self.learned_sigma:
             raise ValueError("variance='learned_range' needs a UNet with out_channels = 2 * in_channels")
         self.variance = variance
+        #: low-precision autocast for the network (``torch.bfloat16`` / ``torch.float16``); None = exact fp32
+        self.autocast: torch.dtype | None = None
+        self._channels_last = False
+        self._set_net(unet)
+
+    def _set_net(self, net: nn.Module) -> None:
+        # the module that runs (the UNet, or its compiled wrapper); kept out of the module tree so the state dict
+        # holds the UNet's keys once
+        object.__setattr__(self, "_net", net)
+
+    def optimize(
+        self, dtype: torch.dtype | None = None, compile: bool = False, channels_last: bool = False
+    ) -> ADMPrior:
+        """Fast paths, all off by default (fp32 eager is the exact reference): ``dtype`` runs the network under
+        autocast (outputs are returned in the input's dtype, so samplers keep their precision), ``compile`` wraps
+        it in ``torch.compile``, ``channels_last`` stores its weights and inputs NHWC. Returns ``self``."""
+        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        self.autocast = None if dtype in (None, torch.float32) else dtype
+        self._channels_last = channels_last
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self._set_net(torch.compile(self.unet) if compile else self.unet)
+        return self
 
     def predict(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> PriorOutput:
         """``eps`` (B, *signal_shape) and ``var_values`` (learned-range models, else None) at ``(x_t, t)``.
@@ -505,7 +529,13 @@ class ADMPrior(Prior):
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != self.signal_shape:
             want = ", ".join(["*", *map(str, self.signal_shape)])
             raise ValueError(f"x_t has shape {tuple(x_t.shape)} but the prior expects ({want})")
-        out = self.unet(x_t, t, y)
+        x_in = x_t.contiguous(memory_format=torch.channels_last) if self._channels_last else x_t
+        if self.autocast is not None:
+            with torch.autocast(x_t.device.type, dtype=self.autocast):
+                out = self._net(x_in, t, y)
+            out = out.to(x_t.dtype)
+        else:
+            out = self._net(x_in, t, y)
         c = self.signal_shape[0]
         if self.learned_sigma:
             return PriorOutput(out[:, :c], out[:, c:])
