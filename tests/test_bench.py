@@ -134,3 +134,47 @@ def test_every_baseline_runs_in_the_benchmark(tiny_prior, images, tmp_path, meth
     run_bench(tiny_prior, *images, s, tmp_path, progress=False)
     rows = read_results(tmp_path / "results.jsonl")
     assert len(rows) == 4 and all(r["method"] == method for r in rows)
+
+
+def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images, tmp_path):
+    from reguidance.data import save_images
+
+    x, _ = images
+    folder = tmp_path / "cands"
+    save_images(x[:2], [folder / "0.png", folder / "00001.png"])
+    s = spec(tasks=["sr4"], methods=[f"folder:{folder}"], ids=range(2))
+    run_bench(tiny_prior, *images, s, tmp_path / "out", progress=False)
+    rows = [r for r in read_results(tmp_path / "out" / "results.jsonl") if not r["reguidance"]]
+    assert [r["psnr"] > 40 for r in rows] == [True, True]  # the candidates are the truths, up to 8-bit rounding
+
+
+def test_missing_external_candidate_names_the_file(tiny_prior, images, tmp_path):
+    (tmp_path / "empty").mkdir()
+    s = spec(tasks=["sr4"], methods=[f"folder:{tmp_path / 'empty'}"], ids=range(1))
+    with pytest.raises(ValueError, match=r"no 0.png or 00000.png"):
+        run_bench(tiny_prior, *images, s, tmp_path / "out", progress=False)
+
+
+def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
+    from reguidance.data import save_images
+    from reguidance.restore import restore
+
+    x, _ = images
+    save_images(x[:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
+    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    report = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
+                     batch_size=2, progress=False)
+    assert [r["name"] for r in report["images"]] == ["img0.png", "img1.png", "img2.png"]
+    assert (tmp_path / "out" / "restored" / "img2.png").exists()
+    again = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
+                    progress=False)
+    assert again == report  # nothing recomputed: the rows were read back
+
+
+def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tmp_path):
+    from reguidance.data import save_images
+    from reguidance.restore import restore
+
+    save_images(images[0][:1], [tmp_path / "y.png"])
+    with pytest.raises(ValueError, match="random box"):
+        restore(tiny_prior, "box16", tmp_path / "out", measurements=tmp_path / "y.png", method="pinv", progress=False)

@@ -90,6 +90,7 @@ __all__ = [
     "is_available",
     "load_dataset",
     "load_image_folder",
+    "load_images",
     "load_test_subset",
     "make_grid",
     "save_grid",
@@ -589,6 +590,58 @@ def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
     return img
 
 
+def _read_image(file: Path, size: int | None, channels: int, mode: str) -> np.ndarray:
+    """One image file as uint8 ``(H, W, channels)``, fitted to ``size x size`` unless ``size`` is None."""
+    try:
+        with Image.open(file) as img:
+            img.load()
+            return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"could not read image file {str(file)!r}: {err}") from err
+
+
+def load_images(
+    path: str | os.PathLike[str],
+    size: int | None,
+    channels: int,
+    *,
+    mode: ResizeMode = "resize",
+) -> tuple[Tensor, list[str]]:
+    """One image file, or every PNG/JPEG file directly in a folder (sorted by name), as ``images (N, channels,
+    size, size)`` float32 in ``[-1, 1]`` and their file ``names``; see :func:`load_image_folder` for the rules.
+
+    ``size=None`` keeps each file's own size (they must then agree), for measurements such as low-resolution ``y``.
+    """
+    if size is not None:
+        size = check_positive_int("size", size)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if mode not in ("resize", "center_crop"):
+        raise ValueError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
+    target = Path(path)
+    if target.is_file():
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise ValueError(f"file {str(target)!r} is not an image; expected a name ending in {suffixes}")
+        files = [target]
+    elif target.is_dir():
+        files = sorted(
+            (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
+        )
+        if not files:
+            raise ValueError(
+                f"folder {str(target)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+            )
+    else:
+        raise ValueError(f"path {str(target)!r} is neither an image file nor a folder")
+    batch = [_read_image(f, size, channels, mode) for f in files]
+    shapes = {b.shape for b in batch}
+    if len(shapes) > 1:
+        raise ValueError(f"images under {str(target)!r} have different sizes {sorted(shapes)}; pass a size")
+    images = _from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+    return images, [p.name for p in files]
+
+
 def load_image_folder(
     path: str | os.PathLike[str],
     size: int,
@@ -606,30 +659,9 @@ def load_image_folder(
 
     Raises ``ValueError`` when ``path`` is not a folder, holds no image, or a file cannot be decoded (naming it).
     """
-    size = check_positive_int("size", size)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    if mode not in ("resize", "center_crop"):
-        raise ValueError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ValueError(f"path {str(folder)!r} is not a folder")
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
-    )
-    if not files:
-        raise ValueError(f"folder {str(folder)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
-    batch = []
-    for file in files:
-        try:
-            with Image.open(file) as img:
-                img.load()
-                arr = _pil_to_uint8(_fit(img, size, mode), channels)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"could not read image file {str(file)!r}: {err}") from err
-        batch.append(arr)
-    images = _from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
-    return images, [p.name for p in files]
+    if not Path(path).is_dir():
+        raise ValueError(f"path {str(Path(path))!r} is not a folder")
+    return load_images(path, check_positive_int("size", size), channels, mode=mode)
 
 
 def _check_image_batch(name: str, x: Tensor) -> Tensor:

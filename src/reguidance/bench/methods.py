@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG
@@ -64,9 +65,7 @@ def folder_method(path: str | Path) -> MethodFn:
         raise ValueError(f"folder candidates: {root} is not a directory")
 
     def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
-        import numpy as np
-        import torch
-        from PIL import Image
+        from ..data import load_images
 
         c, h, w = prior.signal_shape
         images = []
@@ -74,11 +73,10 @@ def folder_method(path: str | Path) -> MethodFn:
             file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
             if file is None:
                 raise ValueError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
-            img = Image.open(file).convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                raise ValueError(f"folder candidates: {file} is {img.size[0]}x{img.size[1]}, expected {w}x{h}")
-            a = np.asarray(img, dtype=np.float32).reshape(h, w, c).transpose(2, 0, 1) / 127.5 - 1
-            images.append(torch.from_numpy(a.copy()))
+            x, _ = load_images(file, None, c)
+            if tuple(x.shape[-2:]) != (h, w):
+                raise ValueError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
+            images.append(x[0])
         return torch.stack(images).to(y.device, y.dtype), 0
 
     return load

@@ -170,13 +170,13 @@ def run_bench(
                 rows += _rows_for(task.name, name, chunk, restored, truth, y, operator, lab, classifier,
                                   nfe + rg.nfe, t_cand + t_rg, mem, True)
                 folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
+                with torch.no_grad():
+                    shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
                 for k, i in enumerate(chunk):
                     _save_png(candidate[k], folder / f"{i:05d}_candidate.png")
                     _save_png(restored[k], folder / f"{i:05d}_reguidance.png")
                     _save_png(truth[k], folder / f"{i:05d}_truth.png")
-                    _save_png(operator.pinv(y[k : k + 1])[0].clamp(-1, 1) if operator.batch_size is None
-                              else operator.select([k]).pinv(y[k : k + 1])[0].clamp(-1, 1),
-                              folder / f"{i:05d}_measurement.png")
+                    _save_png(shown[k], folder / f"{i:05d}_measurement.png")
                 log.write("".join(json.dumps(r) + "\n" for r in rows))  # both variants of the batch at once
                 log.flush()
                 os.fsync(log.fileno())
