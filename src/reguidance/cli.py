@@ -240,6 +240,7 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     from .bench.protocol import parse_ids
     from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
     from .bench.runner import BenchSpec, run_bench
+    from .bench.shard import sharded
     from .conventions import check_positive_int
     from .priors.zoo import load_prior
 
@@ -247,13 +248,17 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     data_name = dataset_for(prior_name, dataset)
     id_range = parse_ids(ids)
     images, labels = load_test_images(data_name, id_range)
-    prior = load_prior(prior_name, device=device)
     step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "annealing_steps"}
     method_list = _csv(methods)
     overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
     spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides)
     metric = load_classifier_features(data_name)
-    run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
+    with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
+        prior = load_prior(prior_name, device=dev)
+        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, rank=rank,
+                  world_size=world, progress=rank == 0)
+    if rank != 0:
+        return
     summary = write_summary(out, features=metric[1] if metric else None)
     click.echo(format_markdown(summary))
     if metric is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import mean_ci95, paired_difference
-from .runner import read_results
+from .runner import read_all_results
 
 __all__ = ["add_fd_cls", "format_markdown", "save_grids", "save_tradeoff_plot", "summarise", "write_summary"]
 
@@ -181,7 +181,7 @@ def write_summary(
 ) -> dict[str, object]:
     """Summarise ``out/results.jsonl`` into ``out/summary.json`` and ``out/summary.md`` (with FD-cls when
     ``features`` is given); returns the summary."""
-    summary = summarise(read_results(out / "results.jsonl"))
+    summary = summarise(read_all_results(out))
     if features is not None:
         add_fd_cls(summary, out, features)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

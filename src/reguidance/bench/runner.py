@@ -28,7 +28,7 @@ from .defaults import method_options, reguidance_config
 from .methods import get_method
 from .protocol import get_task, stream_rng
 
-__all__ = ["BenchSpec", "done_keys", "read_results", "run_bench"]
+__all__ = ["BenchSpec", "done_keys", "read_all_results", "read_results", "results_path", "run_bench"]
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
 
@@ -65,6 +65,16 @@ def read_results(path: Path) -> list[dict[str, object]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
+    """``out/results.jsonl`` for a single process; ``out/results.rank<r>.jsonl`` for rank ``r`` of a sharded run."""
+    return out / ("results.jsonl" if world_size == 1 else f"results.rank{rank}.jsonl")
+
+
+def read_all_results(out: Path) -> list[dict[str, object]]:
+    """The rows of every results file in ``out`` (a single run's, or all ranks' of sharded runs)."""
+    return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -128,19 +138,25 @@ def run_bench(
     classifier: Classifier | None = None,
     progress: bool = True,
     stop_after_batches: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
-    """Run ``spec`` on test images ``images[i]`` (indexed by id) into ``out``; returns ``out / "results.jsonl"``.
+    """Run ``spec`` on test images ``images[i]`` (indexed by id) into ``out``; returns the results file written.
 
+    Sharded runs (``world_size > 1``, e.g. under ``torchrun``): rank ``r`` takes the ids at positions
+    ``r, r + world_size, ...`` of ``spec.ids`` and writes ``results.rank<r>.jsonl``; what any file in ``out``
+    already holds is skipped, so a rerun with another number of processes resumes too.
     ``stop_after_batches`` stops early (used by the resume test to simulate a kill between batches).
     """
     out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
+    results = results_path(out, rank, world_size)
     _drop_torn_tail(results)
-    done = done_keys(read_results(results))
+    done = done_keys(read_all_results(out))
+    mine = list(spec.ids)[rank::world_size]
     device = prior.device
     tasks = [get_task(t) for t in spec.tasks]
     methods = {m: get_method(m) for m in spec.methods}
-    todo = [(t, m, [i for i in spec.ids if (t.name, m, i) not in done]) for t in tasks for m in methods]
+    todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
     total = sum(len(ids) for *_, ids in todo)
     bar = tqdm(total=total, disable=not progress, desc="bench", unit="img")
     batches = 0
