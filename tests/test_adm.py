@@ -426,9 +426,20 @@ def test_unsupported_suffix_is_refused(tmp_path: Path) -> None:
         load_prior(tmp_path / "model.bin", config=tiny())
 
 
-def test_embedded_model_absent_from_this_build_says_so() -> None:
-    with pytest.raises(FileNotFoundError, match="embedded model 'mnist' is not available in this build"):
-        load_prior("mnist")
+def test_embedded_model_absent_from_this_build_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reguidance.priors import zoo
+
+    ghost = ModelEntry(name="ghost", description="", config=tiny(), n_params=1, asset="models/ghost.safetensors",
+                       sha256="0" * 64)
+    monkeypatch.setitem(zoo.MODELS, "ghost", ghost)
+    with pytest.raises(FileNotFoundError, match="embedded model 'ghost' is not available in this build"):
+        load_prior("ghost")
+
+
+def test_embedded_priors_load_offline() -> None:
+    for name in ("mnist", "fashion_mnist"):
+        prior = load_prior(name)
+        assert prior.signal_shape == (1, 32, 32)
 
 
 def test_embedded_entries_must_record_a_sha256() -> None:

@@ -160,13 +160,15 @@ def train_classifier_cmd(dataset: str, out: Path, epochs: int, batch_size: int, 
               help="Reference data and metric classifier (default: the prior's name).")
 @click.option("--reference", type=click.Choice(["test", "subset"]), default="test", show_default=True,
               help="Compare with the full test split or the committed 256-image test subset.")
+@click.option("--clip/--no-clip", default=True, show_default=True,
+              help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for samples.png (the first 100 samples) and samples.npz (all, uint8).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report (fd_cls, fd_cls_floor, class_histogram, mean_confidence) here.")
 def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, dataset: str | None, reference: str,
-           threads: int | None, out: Path, json_path: Path | None) -> None:
+           clip: bool, threads: int | None, out: Path, json_path: Path | None) -> None:
     """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
     import json
     import time
@@ -186,7 +188,7 @@ def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, data
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
     prior = load_prior(prior_name)
     t0 = time.perf_counter()
-    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, progress=True)
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True)
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     save_grid(x[:100], out / "samples.png", nrow=10)
@@ -200,7 +202,7 @@ def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, data
         "n": n,
         "steps": steps,
         "seed": seed,
-        "sampler": "ddim eta=0",
+        "sampler": "ddim eta=0" + (", x0 clipped" if clip else ""),
         "sampling_wall_s": round(wall, 1),
         **evaluate_samples(load_classifier(dataset), x, ref),
     }
@@ -351,6 +353,39 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
     after = sum(r["consistency_after"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
     click.echo(f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
                f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True)
+@click.option("--n", "n_images", default=8, show_default=True, help="Test images per task.")
+@click.option("--dps-steps", default=100, show_default=True, help="Steps of the DPS baseline.")
+@click.option("--seed", default=0, show_default=True)
+def demo(out: Path, n_images: int, dps_steps: int, seed: int) -> None:
+    """The main job: DPS and the pseudo-inverse on hard MNIST tasks, each with and without ReGuidance."""
+    import time
+
+    from .bench.inputs import load_classifier_features, load_test_images
+    from .bench.report import format_markdown, save_grids, save_overview, save_tradeoff_plot, write_summary
+    from .bench.runner import BenchSpec, run_bench
+    from .conventions import check_positive_int
+    from .priors.zoo import load_prior
+
+    check_positive_int("n", n_images)
+    start = time.perf_counter()
+    ids = range(n_images)
+    images, labels = load_test_images("mnist", ids)
+    prior = load_prior("mnist")
+    spec = BenchSpec(["box20c", "sr8"], ["dps", "pinv"], ids, seed=seed, batch_size=n_images,
+                     method_options={"dps": {"steps": dps_steps}})
+    metric = load_classifier_features("mnist")
+    run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
+    summary = write_summary(out, features=metric[1] if metric else None)
+    click.echo(format_markdown(summary))
+    grids = save_grids(out)
+    picture = save_overview(grids, out / "demo.png", f"MNIST, embedded prior; {n_images} test images per task")
+    save_tradeoff_plot(summary, out / "tradeoff.png")
+    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {picture}")
 
 
 def main(argv: list[str] | None = None) -> int:

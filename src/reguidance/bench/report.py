@@ -12,7 +12,15 @@ import torch
 from ..metrics import mean_ci95, paired_difference
 from .runner import read_all_results
 
-__all__ = ["add_fd_cls", "format_markdown", "save_grids", "save_tradeoff_plot", "summarise", "write_summary"]
+__all__ = [
+    "add_fd_cls",
+    "format_markdown",
+    "save_grids",
+    "save_overview",
+    "save_tradeoff_plot",
+    "summarise",
+    "write_summary",
+]
 
 METRICS = ("psnr", "ssim", "consistency")
 
@@ -187,3 +195,25 @@ def write_summary(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(format_markdown(summary))
     return summary
+
+
+def save_overview(grids: list[Path], path: Path, title: str) -> Path:
+    """The per-(task, method) grids side by side in one labelled picture (columns: measurement | candidate |
+    +ReGuidance | truth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 6.5), squeeze=False)
+    for ax, grid in zip(axes[0], grids, strict=True):
+        ax.imshow(Image.open(grid), cmap="gray")
+        ax.set_title(grid.stem.replace("_", " / ", 1) + "\nmeas. | cand. | +ReG | truth", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -8,8 +8,9 @@ size and sha256. Two kinds of entry exist:
   for ``filename`` in ``checkpoint_dir``, then in ``$REGUIDANCE_CHECKPOINTS``, then in ``~/.cache/reguidance``,
   and never downloads anything;
 - *embedded* models (``asset`` set): small safetensors files shipped inside the package under
-  ``reguidance/assets/``, always with a recorded sha256. ``mnist`` and ``fashion_mnist`` are planned; a build
-  without their files says so when asked for them.
+  ``reguidance/assets/``, always with a recorded sha256. ``mnist`` and ``fashion_mnist`` (32x32, one channel,
+  trained with ``reguidance train``; a model card next to each file) are the two; a build without their files
+  says so when asked for them.
 
 Files are read without executing code: ``.pt`` / ``.pth`` with ``torch.load(..., weights_only=True)`` (a raw
 state dict, or a dict holding it under ``ema``, ``state_dict`` or ``model``, first found in that order), and
@@ -41,6 +42,7 @@ from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 
 __all__ = [
     "EMBEDDED_PLANNED",
+    "EMBEDDED_UNET",
     "MODELS",
     "ModelEntry",
     "checkpoint_dirs",
@@ -59,8 +61,22 @@ __all__ = [
 ENV_CHECKPOINTS = "REGUIDANCE_CHECKPOINTS"
 #: the default folder for downloaded checkpoints
 DEFAULT_CACHE = Path("~/.cache/reguidance")
-#: embedded models planned for later builds (their safetensors files are not part of this one)
+#: the embedded models' names (a build without their safetensors files says so when asked for them)
 EMBEDDED_PLANNED = ("mnist", "fashion_mnist")
+#: the UNet of the embedded 32x32 one-channel models: levels 32, 16, 8 with attention at 8x8 (~1.4 M parameters)
+EMBEDDED_UNET: dict[str, Any] = {
+    "image_size": 32,
+    "in_channels": 1,
+    "model_channels": 32,
+    "out_channels": 1,
+    "num_res_blocks": 1,
+    "attention_resolutions": [4],
+    "dropout": 0.0,
+    "channel_mult": [1, 2, 2],
+    "num_head_channels": 32,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+}
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -235,6 +251,39 @@ MODELS: dict[str, ModelEntry] = {
         ),
     )
 }
+
+
+def _embedded_entry(name: str, description: str, n_params: int, sha256: str, size_bytes: int) -> ModelEntry:
+    return ModelEntry(
+        name=name,
+        description=description,
+        config=EMBEDDED_UNET,
+        n_params=n_params,
+        asset=f"models/{name}.safetensors",
+        sha256=sha256,
+        size_bytes=size_bytes,
+    )
+
+
+#: the embedded models (EMA weights, float32), trained by ``reguidance train``; see their cards
+#: ``reguidance/assets/models/<name>.md`` for data, steps, wall time and sample quality
+for _entry in (
+    _embedded_entry(
+        "mnist",
+        "MNIST 32x32 one-channel eps-prediction ADM, fixed variance, linear 1000-step chain (embedded)",
+        n_params=1_369_953,
+        sha256="e2e96a03fb63f0062251b205b906d9735160f769d678e24969ad74d8bcbe3ce5",
+        size_bytes=5_499_588,
+    ),
+    _embedded_entry(
+        "fashion_mnist",
+        "Fashion-MNIST 32x32 one-channel eps-prediction ADM, fixed variance, linear 1000-step chain (embedded)",
+        n_params=1_369_953,
+        sha256="35527304f3de6fef54e7b8f1231a51b6bd36d14150fa2bca6abdce8386538e73",
+        size_bytes=5_499_588,
+    ),
+):
+    MODELS[_entry.name] = _entry
 
 
 def register_model(entry: ModelEntry, *, overwrite: bool = False) -> ModelEntry:

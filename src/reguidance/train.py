@@ -1,0 +1,338 @@
+r"""Training an eps-prediction ADM UNet on MNIST or Fashion-MNIST (DDPM, Ho et al. 2020), on CPU or GPU.
+
+Objective. For a clean batch ``x_0`` (B, 1, 32, 32) in [-1, 1], a timestep ``t ~ U{0, ..., T-1}`` per sample and
+``eps ~ N(0, I)``, the network sees ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` and is trained on
+
+    L = E || eps_theta(x_t, t) - eps ||^2          (mean over pixels and the batch)
+
+with the 1000-step linear chain of :meth:`reguidance.diffusion.Schedule.linear` and a fixed reverse variance (one
+output channel). AdamW with a linear learning-rate warm-up; gradients clipped by norm.
+
+EMA. After each step the averaged weights move as ``ema <- d ema + (1 - d) theta`` with
+``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates when ``ema_warmup`` is on (so early averages are not
+dominated by the random initialisation), else ``d = decay``. The EMA weights are the ones shipped and sampled.
+
+Randomness. Data order comes from a ``torch.Generator`` seeded with ``seed``; timesteps and noise from a second
+one (``seed + 1``); dropout from the global generator, seeded with ``seed + 2`` at the start. All three states are
+stored in each checkpoint, so resuming from step ``k`` gives the same run as one that never stopped.
+
+Files under ``out``:
+
+- ``checkpoint/``: ``model.safetensors`` (raw weights), ``ema.safetensors``, ``state.pt`` (optimizer state, step,
+  generator states, elapsed time; read with ``torch.load(weights_only=True)``), ``config.json``; written to a
+  temporary folder and swapped in, so a crash never leaves a half-written checkpoint;
+- ``log.jsonl``: one line of ``{step, loss, lr, elapsed_s}`` per ``log_every`` steps;
+- at the end: ``ema.safetensors`` (EMA weights, float32), ``model.json`` (config and run facts) and
+  ``samples.png`` (64 DDIM samples, ``eta = 0``, ``sample_steps`` steps, from the EMA weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .conventions import BatchRNG, check_positive_int
+from .diffusion import Schedule, sample
+from .priors.adm import ADMPrior, ADMUNet
+from .priors.zoo import EMBEDDED_UNET
+
+__all__ = [
+    "SMALL_UNET",
+    "TrainConfig",
+    "diffusion_loss",
+    "draw_samples",
+    "ema_decay",
+    "load_checkpoint",
+    "train",
+    "update_ema",
+]
+
+#: the embedded models' UNet (see :data:`reguidance.priors.zoo.EMBEDDED_UNET`)
+SMALL_UNET: dict[str, Any] = EMBEDDED_UNET
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; ``unet`` holds :class:`ADMUNet` keyword arguments."""
+
+    dataset: str = "mnist"
+    steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    lr_warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    bf16: bool = False
+    seed: int = 0
+    minutes: float | None = None
+    checkpoint_every: int = 500
+    log_every: int = 50
+    sample_steps: int = 50
+    num_timesteps: int = 1000
+    unet: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SMALL_UNET))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"training config has unknown keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**dict(d))
+
+    def validate(self) -> TrainConfig:
+        check_positive_int("steps", self.steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("checkpoint_every", self.checkpoint_every)
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------- the math
+def diffusion_loss(unet: nn.Module, x0: Tensor, t: Tensor, eps: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """``mean || unet(x_t, t) - eps ||^2`` with ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps``; ``x0`` (B, C, H, W)."""
+    ab = alphas_cumprod.to(x0)[t].reshape(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    return F.mse_loss(unet(x_t, t).float(), eps)
+
+
+def ema_decay(num_updates: int, decay: float, warmup: bool = True) -> float:
+    """The EMA decay after ``num_updates`` updates: ``min(decay, (1 + n) / (10 + n))`` with warm-up, else ``decay``."""
+    return min(decay, (1 + num_updates) / (10 + num_updates)) if warmup else decay
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema <- decay ema + (1 - decay) model`` for every parameter; buffers are copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.lr_warmup, 1))
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(out: Path, cfg: TrainConfig, state: dict[str, Any], model: nn.Module, ema: nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    final = out / "checkpoint"
+    tmp = out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    (tmp / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    old = out / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, Tensor], dict[str, Tensor], dict]:
+    """``(config, model weights, EMA weights, state)`` of the last checkpoint under ``out``."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(out) / "checkpoint"
+    if not (ckpt / "state.pt").is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from in {ckpt} (expected state.pt there)")
+    cfg = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    return cfg, load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "ema.safetensors")), state
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
+    """Index batches forever: a fresh permutation of ``range(n)`` per epoch, the incomplete tail dropped."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for k in range(0, n - batch_size + 1, batch_size):
+            yield perm[k : k + batch_size]
+
+
+# ------------------------------------------------------------------------------------------------------ sampling
+def draw_samples(
+    prior: ADMPrior,
+    n: int,
+    *,
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 250,
+    clip: bool = True,
+    progress: bool = False,
+) -> Tensor:
+    """``n`` unconditional DDIM samples (``eta = 0``, ``steps`` steps) in [-1, 1], shape (n, *signal_shape).
+
+    Sample ``i``'s starting noise comes from ``BatchRNG.from_seed(seed, [i])``, so it does not depend on the
+    batch size. ``clip`` clamps each step's ``x0_hat`` to [-1, 1] (guided-diffusion's ``clip_denoised``; on the
+    short-trained embedded models it removes most speckled and saturated samples). Values are clamped to [-1, 1]
+    at the end.
+    """
+    from tqdm.auto import tqdm
+
+    n = check_positive_int("n", n)
+    schedule = prior.schedule.spaced(check_positive_int("steps", steps))
+    out = []
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling batches"):
+        ids = list(range(start, min(start + batch_size, n)))
+        x_T = BatchRNG.from_seed(seed, ids).randn(*prior.signal_shape).to(prior.device)
+        out.append(sample(prior, x_T, schedule, clip=clip).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    images: Tensor | None = None,
+    progress: bool = True,
+    final_samples: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) a UNet as :class:`TrainConfig` says, writing checkpoints and results under ``out``.
+
+    ``images`` (N, 1, 32, 32) in [-1, 1] replaces the dataset's train split (for tests). Stops after
+    ``cfg.steps`` steps or ``cfg.minutes`` of training (counted across resumes), whichever comes first, and
+    always saves a checkpoint then. Returns the run's facts (also written to ``model.json``).
+    """
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        saved_cfg, model_sd, ema_sd, state = load_checkpoint(out)
+        saved_cfg.steps, saved_cfg.minutes = cfg.steps, cfg.minutes  # a resumed run may be extended
+        cfg = saved_cfg
+    cfg.validate()
+    if images is None:
+        from .data import load_dataset
+
+        images, _ = load_dataset(cfg.dataset, "train")  # type: ignore[arg-type]
+    images = images.float().contiguous()
+
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 2)
+    model = ADMUNet(**cfg.unet)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
+    if resume:
+        model.load_state_dict(model_sd)
+        ema.load_state_dict(ema_sd)
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        noise_gen.set_state(state["noise_rng"])
+        torch.set_rng_state(state["global_rng"])
+        data_gen.set_state(state["epoch_rng"])  # replay this epoch's order up to where the run stopped
+    batches = _batches(len(images), cfg.batch_size, data_gen)
+    if resume:
+        for _ in range(int(state["batch_in_epoch"])):
+            next(batches)
+    per_epoch = len(images) // cfg.batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(images)} training images")
+    alphas_cumprod = Schedule.linear(cfg.num_timesteps).alphas_cumprod.float()
+    budget = None if cfg.minutes is None else cfg.minutes * 60.0
+    epoch_rng = data_gen.get_state() if not resume else state["epoch_rng"]
+    batch_in_epoch = 0 if not resume else int(state["batch_in_epoch"])
+
+    def make_state() -> dict[str, Any]:
+        return {
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "elapsed_s": elapsed,
+            "epoch_rng": epoch_rng,
+            "batch_in_epoch": batch_in_epoch,
+            "noise_rng": noise_gen.get_state(),
+            "global_rng": torch.get_rng_state(),
+        }
+
+    log = open(out / "log.jsonl", "a")  # closed in the finally below
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.dataset}", dynamic_ncols=True)
+    last_loss = math.nan
+    model.train()
+    try:
+        t_start = time.perf_counter() - elapsed
+        while step < cfg.steps and (budget is None or elapsed < budget):
+            if batch_in_epoch == per_epoch:  # the generator is about to draw the next epoch's permutation
+                epoch_rng, batch_in_epoch = data_gen.get_state(), 0
+            idx = next(batches)
+            batch_in_epoch += 1
+            x0 = images[idx]
+            t = torch.randint(0, cfg.num_timesteps, (len(idx),), generator=noise_gen)
+            eps = torch.randn(x0.shape, generator=noise_gen)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = diffusion_loss(model, x0, t, eps, alphas_cumprod)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {float(loss)} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            update_ema(ema, model, ema_decay(step, cfg.ema_decay, cfg.ema_warmup))
+            step += 1
+            elapsed = time.perf_counter() - t_start
+            loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_loss = loss_sum / loss_n
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                row = {"step": step, "loss": last_loss, "lr": _lr_at(step - 1, cfg), "elapsed_s": round(elapsed, 1)}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                loss_sum, loss_n = 0.0, 0
+            if step % cfg.checkpoint_every == 0:
+                _save_checkpoint(out, cfg, make_state(), model, ema)
+        if loss_n:
+            last_loss = loss_sum / loss_n
+        _save_checkpoint(out, cfg, make_state(), model, ema)
+    finally:
+        bar.close()
+        log.close()
+
+    save_file({k: v.contiguous().float() for k, v in ema.state_dict().items()}, str(out / "ema.safetensors"))
+    facts = {
+        "config": asdict(cfg),
+        "steps_done": step,
+        "images_seen": step * cfg.batch_size,
+        "train_wall_s": round(elapsed, 1),
+        "last_loss": last_loss,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+    }
+    if final_samples:
+        from .data import save_grid
+
+        prior = ADMPrior(ema.eval(), Schedule.linear(cfg.num_timesteps))
+        grid = draw_samples(prior, 64, steps=cfg.sample_steps, seed=cfg.seed)
+        save_grid(grid, out / "samples.png", nrow=8)
+        facts["samples"] = str(out / "samples.png")
+    (out / "model.json").write_text(json.dumps(facts, indent=2))
+    return facts
