@@ -202,3 +202,23 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
         assert (a["task"], a["reguidance"], a["n"]) == (b["task"], b["reguidance"], b["n"])
         for m in ("psnr", "ssim", "consistency"):  # batches differ between the runs: equal up to float rounding
             assert a[m]["mean"] == pytest.approx(b[m]["mean"], rel=1e-4, abs=1e-4)
+
+
+def test_tuning_runs_every_combination_and_applies_its_rule(tiny_prior, images, tmp_path):
+    from reguidance.bench.tune import choose, parse_grid, tune
+
+    grid = parse_grid("zeta=0.1,1.0;dps_steps=2")
+    assert grid == {"zeta": [0.1, 1.0], "dps_steps": [2]}
+    base = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    rows = tune(tiny_prior, *images, "sr4", "pinv", range(2), grid, tmp_path, base=base, progress=False)
+    assert [r["zeta"] for r in rows] == [0.1, 1.0]
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert saved["chosen"] == choose(rows)
+    assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 1.0, "ssim": 0.5}])["ssim"] == 0.5
+
+
+def test_tuning_grid_rejects_unknown_fields():
+    from reguidance.bench.tune import parse_grid
+
+    with pytest.raises(ValueError, match="FIELD"):
+        parse_grid("speed=3")

@@ -388,6 +388,50 @@ def demo(out: Path, n_images: int, dps_steps: int, seed: int) -> None:
     click.echo(f"{time.perf_counter() - start:.0f} s; picture: {picture}")
 
 
+@cli.command()
+@click.option("--prior", "prior_name", default="mnist", show_default=True)
+@click.option("--dataset", default=None, help="Validation images' dataset (default: the embedded prior's).")
+@click.option("--task", required=True)
+@click.option("--method", required=True)
+@click.option("--ids", default="0:32", show_default=True, help="VALIDATION-split indices A:B.")
+@click.option("--grid", default="zeta=0.1,0.3,1.0;t_end=0.3,0.6", show_default=True,
+              help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...'.")
+@click.option("--steps", type=int, default=None, help="Step count of the method making the candidates.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"), show_default=True)
+def tune(prior_name: str, dataset: str | None, task: str, method: str, ids: str, grid: str, steps: int | None,
+         seed: int, batch_size: int, out: Path) -> None:
+    """Choose the wrapper's options for one (task, method) on validation images (never the test split)."""
+    from .bench.inputs import dataset_for, load_classifier_features
+    from .bench.protocol import get_task, parse_ids
+    from .bench.tune import choose, parse_grid
+    from .bench.tune import tune as run_tune
+    from .data import is_available, load_dataset
+    from .priors.zoo import load_prior
+
+    get_task(task)
+    name = dataset_for(prior_name, dataset)
+    if not is_available(name):  # type: ignore[arg-type]
+        raise ValueError(f"tuning needs the {name} validation split on disk: run `make data` first")
+    images, labels = load_dataset(name, "val")  # type: ignore[arg-type]
+    id_range = parse_ids(ids, limit=len(images))
+    options: dict[str, object] = {}
+    if steps is not None and method != "pinv":
+        options["annealing_steps" if method == "daps" else "steps"] = steps
+    metric = load_classifier_features(name)
+    rows = run_tune(load_prior(prior_name), images, labels, task, method, id_range, parse_grid(grid),
+                    out / f"{task}_{method}", method_options=options, seed=seed, batch_size=batch_size,
+                    classifier=metric[0] if metric else None)
+    keys = list(parse_grid(grid))
+    click.echo("  ".join(f"{k:>10}" for k in [*keys, "psnr", "ssim", "consistency"]))
+    for r in rows:
+        click.echo("  ".join(f"{r[k]!s:>10}" if k in keys else f"{r[k]:>10.3f}" for k in [*keys, "psnr", "ssim",
+                                                                                          "consistency"]))
+    best = choose(rows)
+    click.echo("chosen: " + ", ".join(f"{k}={best[k]}" for k in keys) + f"  ({out / f'{task}_{method}' / 'tune.json'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the click group, turning bad input into one line on stderr and exit status 2."""
     try:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["mean_ci95", "paired_difference", "psnr", "ssim"]
+__all__ = ["mean_ci95", "paired_difference", "proportion_ci95", "psnr", "ssim"]
 
 Z95 = 1.959963984540054
 
@@ -26,6 +26,19 @@ def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]
     mean = float(v.mean())
     half = Z95 * float(v.std()) / math.sqrt(v.numel()) if v.numel() > 1 else 0.0
     return {"mean": mean, "ci95": [mean - half, mean + half]}
+
+
+def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+    """``{"mean": p, "ci95": [lo, hi]}`` of 0/1 outcomes, with the Wilson score interval (stays inside [0, 1] and
+    is sensible for small n, unlike the normal approximation)."""
+    v = torch.as_tensor(successes, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("successes must hold at least one outcome")
+    n, p = v.numel(), float(v.mean())
+    z2 = Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return {"mean": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
 
 
 def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:

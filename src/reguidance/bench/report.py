@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..metrics import mean_ci95, paired_difference
+from ..metrics import mean_ci95, paired_difference, proportion_ci95
 from .runner import read_all_results
 
 __all__ = [
@@ -46,7 +46,7 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
             row[m] = mean_ci95([float(r[m]) for r in rs])  # type: ignore[arg-type]
         row["fd_cls"] = None
         row["class_acc"] = (
-            mean_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
+            proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
         )
         row["nfe"] = int(rs[0]["nfe"])  # type: ignore[call-overload]
         row["sec_per_image"] = float(torch.tensor([float(r["sec_per_image"]) for r in rs]).mean())  # type: ignore[arg-type]
@@ -206,9 +206,11 @@ def save_overview(grids: list[Path], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 6.5), squeeze=False)
-    for ax, grid in zip(axes[0], grids, strict=True):
-        ax.imshow(Image.open(grid), cmap="gray")
+    pictures = [Image.open(g) for g in grids]
+    aspect = max(p.height / p.width for p in pictures)
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.2 * aspect + 0.9), squeeze=False)
+    for ax, grid, picture in zip(axes[0], grids, pictures, strict=True):
+        ax.imshow(picture, cmap="gray")
         ax.set_title(grid.stem.replace("_", " / ", 1) + "\nmeas. | cand. | +ReG | truth", fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)

@@ -1,0 +1,37 @@
+"""Metrics: intervals, paired differences, PSNR and SSIM per image."""
+
+import pytest
+import torch
+
+from reguidance.metrics import mean_ci95, paired_difference, proportion_ci95, psnr, ssim
+
+
+def test_mean_interval_contains_the_mean_and_shrinks_with_n():
+    g = torch.Generator().manual_seed(0)
+    small = mean_ci95(torch.randn(20, generator=g))
+    large = mean_ci95(torch.randn(2000, generator=g))
+    assert small["ci95"][0] <= small["mean"] <= small["ci95"][1]
+    assert large["ci95"][1] - large["ci95"][0] < small["ci95"][1] - small["ci95"][0]
+
+
+def test_proportion_interval_stays_inside_zero_one():
+    ci = proportion_ci95([1, 1, 1, 1])["ci95"]
+    assert 0 <= ci[0] <= 1 and ci[1] == 1.0
+    assert proportion_ci95([0, 1])["mean"] == 0.5
+
+
+def test_paired_difference_counts_wins_in_the_better_direction():
+    after, before = torch.tensor([2.0, 1.0, 3.0]), torch.tensor([1.0, 2.0, 1.0])
+    assert paired_difference(after, before)["win_rate"] == pytest.approx(2 / 3)
+    assert paired_difference(after, before, higher_is_better=False)["win_rate"] == pytest.approx(1 / 3)
+
+
+def test_psnr_and_ssim_are_per_image():
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
+    x = truth.clone()
+    x[1] += 0.2 * torch.randn(1, 32, 32, generator=g)
+    p, s = psnr(x, truth), ssim(x, truth)
+    assert p.shape == (3,) and s.shape == (3,)
+    assert p[1] < p[0] and s[1] < s[0] == pytest.approx(1.0)
+    assert psnr(x[1:2], truth[1:2])[0] == pytest.approx(float(p[1]))
