@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 import torch
@@ -145,21 +146,21 @@ class Schedule:
     def __len__(self) -> int:
         return self.alphas_cumprod.numel()
 
-    @property
+    @cached_property
     def alphas_cumprod_prev(self) -> Tensor:
         """``alpha_bar`` of the next less-noisy level; 1 (the data) before index 0."""
         return torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
 
-    @property
+    @cached_property
     def betas(self) -> Tensor:
         return 1.0 - self.alphas_cumprod / self.alphas_cumprod_prev
 
-    @property
+    @cached_property
     def posterior_variance(self) -> Tensor:
         """Variance of ``q(x_{i-1} | x_i, x_0)``: ``beta_i (1 - ab_{i-1}) / (1 - ab_i)``."""
         return self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
 
-    @property
+    @cached_property
     def posterior_log_variance_clipped(self) -> Tensor:
         """``log`` of the posterior variance with index 0 (where it is 0) replaced by index 1's value."""
         pv = self.posterior_variance
@@ -167,26 +168,53 @@ class Schedule:
             return torch.log(self.betas)
         return torch.log(torch.cat([pv[1:2], pv[1:]]))
 
+    @cached_property
+    def log_betas(self) -> Tensor:
+        return torch.log(self.betas)
+
+    @cached_property
+    def log_variance_fixed_large(self) -> Tensor:
+        """``log beta`` with index 0 replaced by the posterior variance of index 1 (guided-diffusion's choice)."""
+        large = self.betas.clone()
+        if len(large) > 1:
+            large[0] = self.posterior_variance[1]
+        return torch.log(large)
+
     def sigmas(self) -> Tensor:
         """Noise-to-signal ratios ``sqrt((1 - ab) / ab)`` (the variance-exploding time of each level)."""
         return torch.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
 
+    def _on(self, values: Tensor, device: torch.device) -> Tensor:
+        """``values`` on ``device``, copied once and cached: sampling loops never copy host to device per step.
+
+        Keyed by identity, so pass the schedule's own (cached) tensors, never freshly computed ones."""
+        cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = self.__dict__.setdefault("_device_cache", {})
+        key = (id(values), device)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not values:
+            hit = (values, values.to(device))
+            cache[key] = hit
+        return hit[1]
+
     def timesteps(self, i: Tensor) -> Tensor:
         """The network's integer timesteps for chain indices ``i`` (B,)."""
-        return self.timestep_map.to(i.device)[i]
+        return self._on(self.timestep_map, i.device)[i]
 
     def gather(self, values: Tensor, i: Tensor, x: Tensor) -> Tensor:
         """``values[i]`` as a ``(B, 1, ..., 1)`` tensor broadcastable against ``x``, in ``x``'s dtype.
 
         ``i == -1`` means the data level, where ``alpha_bar = 1``; callers pass only ``alphas_cumprod`` then.
         """
-        v = values.to(device=x.device)[i.to(x.device)]
+        v = self._on(values, x.device)[i.to(x.device)]
         return v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+    @cached_property
+    def _alphas_cumprod_with_data(self) -> Tensor:
+        return torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])  # index -1 -> 1 (the data)
 
     def alpha_bar(self, i: Tensor, x: Tensor) -> Tensor:
         """``alpha_bar`` at chain indices ``i`` (B,), with ``i = -1`` the data (1), shaped to broadcast on x."""
-        ab = torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])  # index -1 -> 1
-        return self.gather(ab, i, x)
+        return self.gather(self._alphas_cumprod_with_data, i, x)
 
 
 # ------------------------------------------------------------------------------------------------- Tweedie
@@ -249,16 +277,13 @@ def p_mean_variance(
         if var_values is None:
             raise ValueError("variance='learned_range' needs the model's var_values")
         min_log = schedule.gather(schedule.posterior_log_variance_clipped, i, x_t)
-        max_log = schedule.gather(torch.log(schedule.betas), i, x_t)
+        max_log = schedule.gather(schedule.log_betas, i, x_t)
         frac = (var_values + 1) / 2
         log_var = frac * max_log + (1 - frac) * min_log
     elif variance == "fixed_small":
         log_var = schedule.gather(schedule.posterior_log_variance_clipped, i, x_t).expand_as(x_t)
     elif variance == "fixed_large":
-        large = schedule.betas.clone()
-        if len(large) > 1:
-            large[0] = schedule.posterior_variance[1]
-        log_var = schedule.gather(torch.log(large), i, x_t).expand_as(x_t)
+        log_var = schedule.gather(schedule.log_variance_fixed_large, i, x_t).expand_as(x_t)
     else:
         raise ValueError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
     return {"mean": mean, "variance": torch.exp(log_var), "log_variance": log_var, "pred_xstart": x0}
