@@ -163,12 +163,15 @@ def train_classifier_cmd(dataset: str, out: Path, epochs: int, batch_size: int, 
 @click.option("--clip/--no-clip", default=True, show_default=True,
               help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="The network's precision (autocast); the sampler's arithmetic stays in fp32.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for samples.png (the first 100 samples) and samples.npz (all, uint8).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report (fd_cls, fd_cls_floor, class_histogram, mean_confidence) here.")
 def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, dataset: str | None, reference: str,
-           clip: bool, threads: int | None, out: Path, json_path: Path | None) -> None:
+           clip: bool, threads: int | None, device: str, dtype: str, out: Path, json_path: Path | None) -> None:
     """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
     import json
     import time
@@ -186,9 +189,11 @@ def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, data
     dataset = dataset or prior_name
     if dataset not in ("mnist", "fashion_mnist"):
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
-    prior = load_prior(prior_name)
+    from .conventions import DTYPES
+
+    prior = load_prior(prior_name, device=device).optimize(DTYPES[dtype])
     t0 = time.perf_counter()
-    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True)
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     save_grid(x[:100], out / "samples.png", nrow=10)
@@ -203,6 +208,7 @@ def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, data
         "steps": steps,
         "seed": seed,
         "sampler": "ddim eta=0" + (", x0 clipped" if clip else ""),
+        "dtype": dtype,
         "sampling_wall_s": round(wall, 1),
         **evaluate_samples(load_classifier(dataset), x, ref),
     }
@@ -291,8 +297,9 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
     import json
 
+    from .conventions import DTYPES
     from .priors.zoo import MODELS, load_prior, random_prior
-    from .speed import DTYPES, SpeedConfig, format_speed, measure_speed
+    from .speed import SpeedConfig, format_speed, measure_speed
 
     cfg = SpeedConfig(batch_size=batch_size, dps_steps=dps_steps, inversion_steps=inversion_steps,
                       daps_annealing_steps=daps_annealing_steps)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DTYPES",
     "BatchRNG",
     "check_finite",
     "check_nonnegative",
@@ -34,6 +35,10 @@ __all__ = [
     "check_unit_interval",
     "derive_seed",
 ]
+
+
+#: the names of the network precisions on the command line (fp32 is the default and the exact reference)
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_finite(name: str, x: Tensor) -> Tensor:

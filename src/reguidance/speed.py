@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, check_positive_int
+from .conventions import DTYPES, BatchRNG, check_positive_int
 from .guidance.daps import daps
 from .guidance.dps import dps
 from .inversion import invert
@@ -30,10 +30,7 @@ from .operators import SuperResolution
 from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
 
-__all__ = ["SpeedConfig", "format_speed", "measure_speed"]
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
+__all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_speed"]
 
 @dataclass(frozen=True)
 class SpeedConfig:
