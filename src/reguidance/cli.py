@@ -239,8 +239,10 @@ def _csv(value: str) -> list[str]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write summary.json here.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
 def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: str, seed: int, batch_size: int,
-          steps: int | None, out: Path, json_path: Path | None, device: str) -> None:
+          steps: int | None, out: Path, json_path: Path | None, device: str, dtype: str) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     import json
 
@@ -249,7 +251,7 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
     from .bench.runner import BenchSpec, run_bench
     from .bench.shard import sharded
-    from .conventions import check_positive_int
+    from .conventions import DTYPES, check_positive_int
     from .priors.zoo import load_prior
 
     check_positive_int("batch-size", batch_size)
@@ -262,7 +264,7 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides)
     metric = load_classifier_features(data_name)
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
-        prior = load_prior(prior_name, device=dev)
+        prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
         run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, rank=rank,
                   world_size=world, progress=rank == 0)
     if rank != 0:
@@ -335,13 +337,15 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
 @click.option("--dps-steps", type=int, default=None)
 @click.option("--zeta", type=float, default=None)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
 def restore(prior_name: str, task: str, image: Path | None, measurement: Path | None, candidate: Path | None,
             method: str | None, steps: int | None, out: Path, seed: int, batch_size: int, t_end: float | None,
-            inversion_steps: int | None, dps_steps: int | None, zeta: float | None, device: str) -> None:
+            inversion_steps: int | None, dps_steps: int | None, zeta: float | None, device: str, dtype: str) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from dataclasses import replace
 
-    from .conventions import check_positive_int
+    from .conventions import DTYPES, check_positive_int
     from .priors.zoo import load_prior
     from .restore import restore as run_restore
     from .wrapper import ReGuidanceConfig
@@ -352,7 +356,7 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
     options: dict[str, object] = {}
     if steps is not None and method is not None and method != "pinv":
         options["annealing_steps" if method == "daps" else "steps"] = steps
-    prior = load_prior(prior_name, device=device)
+    prior = load_prior(prior_name, device=device).optimize(DTYPES[dtype])
     report = run_restore(prior, task, out, images=image, measurements=measurement, candidates=candidate,
                          method=method, method_options=options, config=cfg, seed=seed, batch_size=batch_size)
     rows = report["images"]
@@ -368,21 +372,24 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
 @click.option("--n", "n_images", default=8, show_default=True, help="Test images per task.")
 @click.option("--dps-steps", default=100, show_default=True, help="Steps of the DPS baseline.")
 @click.option("--seed", default=0, show_default=True)
-def demo(out: Path, n_images: int, dps_steps: int, seed: int) -> None:
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
+def demo(out: Path, n_images: int, dps_steps: int, seed: int, device: str, dtype: str) -> None:
     """The main job: DPS and the pseudo-inverse on hard MNIST tasks, each with and without ReGuidance."""
     import time
 
     from .bench.inputs import load_classifier_features, load_test_images
     from .bench.report import format_markdown, save_grids, save_overview, save_tradeoff_plot, write_summary
     from .bench.runner import BenchSpec, run_bench
-    from .conventions import check_positive_int
+    from .conventions import DTYPES, check_positive_int
     from .priors.zoo import load_prior
 
     check_positive_int("n", n_images)
     start = time.perf_counter()
     ids = range(n_images)
     images, labels = load_test_images("mnist", ids)
-    prior = load_prior("mnist")
+    prior = load_prior("mnist", device=device).optimize(DTYPES[dtype])
     spec = BenchSpec(["box20c", "sr8"], ["dps", "pinv"], ids, seed=seed, batch_size=n_images,
                      method_options={"dps": {"steps": dps_steps}})
     metric = load_classifier_features("mnist")
