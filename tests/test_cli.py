@@ -67,3 +67,20 @@ def test_models_json_says_whether_each_is_present(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     ffhq = next(r for r in rows if r["name"] == "ffhq_10m")
     assert ffhq["present"] is False
+
+
+def test_bench_with_an_unknown_task_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bench", "--tasks", "box99", "--ids", "0:2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "box99" in err and "\n" not in err
+
+
+def test_bench_with_reversed_ids_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bench", "--ids", "5:2", "--out", str(tmp_path)]) == 2
+    assert "ids" in capsys.readouterr().err
+
+
+def test_restore_without_inputs_is_a_one_line_error(tmp_path, capsys):
+    assert main(["restore", "--task", "sr4", "--method", "pinv", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--image" in err and "\n" not in err
