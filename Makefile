@@ -24,7 +24,7 @@ data: $(STAMP)
 	$(PY) -c "from reguidance.data import load_dataset as L; [L(n, s) for n in ('mnist', 'fashion_mnist') for s in ('train', 'val', 'test')]"
 
 demo: $(STAMP)
-	$(VENV)/bin/reguidance theory --json runs/theory/report.json
+	$(VENV)/bin/reguidance demo
 
 theory: $(STAMP)
 	$(VENV)/bin/reguidance theory

@@ -157,18 +157,37 @@ def test_missing_external_candidate_names_the_file(tiny_prior, images, tmp_path)
 
 def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
     from reguidance.data import save_images
-    from reguidance.restore import restore
+    from reguidance.restore import restore, write_report
 
     x, _ = images
     save_images(x[:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    report = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
-                     batch_size=2, progress=False)
+    names = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
+                    batch_size=2, progress=False)
+    report = write_report(tmp_path / "out", "box16c", cfg, names)
     assert [r["name"] for r in report["images"]] == ["img0.png", "img1.png", "img2.png"]
     assert (tmp_path / "out" / "restored" / "img2.png").exists()
-    again = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
-                    progress=False)
-    assert again == report  # nothing recomputed: the rows were read back
+    log = (tmp_path / "out" / "restore.jsonl").read_text()
+    restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg, progress=False)
+    assert (tmp_path / "out" / "restore.jsonl").read_text() == log  # nothing recomputed: the rows were read back
+    assert write_report(tmp_path / "out", "box16c", cfg, names) == report
+
+
+def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tmp_path):
+    from reguidance.data import save_images
+    from reguidance.restore import restore, write_report
+
+    save_images(images[0][:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
+    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    kw = {"images": tmp_path / "in", "method": "pinv", "config": cfg, "progress": False, "world_size": 2}
+    names = restore(tiny_prior, "sr4", tmp_path / "out", rank=0, **kw)
+    with pytest.raises(ValueError, match="no result yet"):
+        write_report(tmp_path / "out", "sr4", cfg, names)
+    restore(tiny_prior, "sr4", tmp_path / "out", rank=1, **kw)
+    rank1 = (tmp_path / "out" / "restore.rank1.jsonl").read_text()
+    assert "img1.png" in rank1 and "img0.png" not in rank1
+    assert [r["name"] for r in write_report(tmp_path / "out", "sr4", cfg, names)["images"]] == [
+        "img0.png", "img1.png", "img2.png"]
 
 
 def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tmp_path):

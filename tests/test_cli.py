@@ -84,3 +84,17 @@ def test_restore_without_inputs_is_a_one_line_error(tmp_path, capsys):
     assert main(["restore", "--task", "sr4", "--method", "pinv", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--image" in err and "\n" not in err
+
+
+def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, capsys):
+    from reguidance.data import load_test_subset, save_images
+
+    x, _, _ = load_test_subset("mnist")
+    save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
+    args = ["restore", "--prior", "mnist", "--task", "sr4", "--image", str(tmp_path / "in"), "--method", "pinv",
+            "--inversion-steps", "2", "--dps-steps", "2", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]
+    assert all(r["consistency_after"] > 0 for r in report["images"])
+    assert "2 images restored" in capsys.readouterr().out

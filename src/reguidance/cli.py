@@ -345,9 +345,11 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from dataclasses import replace
 
+    from .bench.shard import sharded
     from .conventions import DTYPES, check_positive_int
     from .priors.zoo import load_prior
     from .restore import restore as run_restore
+    from .restore import write_report
     from .wrapper import ReGuidanceConfig
 
     check_positive_int("batch-size", batch_size)
@@ -356,9 +358,14 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
     options: dict[str, object] = {}
     if steps is not None and method is not None and method != "pinv":
         options["annealing_steps" if method == "daps" else "steps"] = steps
-    prior = load_prior(prior_name, device=device).optimize(DTYPES[dtype])
-    report = run_restore(prior, task, out, images=image, measurements=measurement, candidates=candidate,
-                         method=method, method_options=options, config=cfg, seed=seed, batch_size=batch_size)
+    with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
+        prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
+        names = run_restore(prior, task, out, images=image, measurements=measurement, candidates=candidate,
+                            method=method, method_options=options, config=cfg, seed=seed, batch_size=batch_size,
+                            rank=rank, world_size=world, progress=rank == 0)
+    if rank != 0:
+        return
+    report = write_report(out, task, cfg, names)
     rows = report["images"]
     before = sum(r["consistency_before"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
     after = sum(r["consistency_after"] for r in rows) / len(rows)  # type: ignore[index,union-attr]

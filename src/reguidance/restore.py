@@ -8,8 +8,8 @@ Inputs are image files or folders (sorted by name; the k-th file is image id k f
 - ``candidates`` (a solver's outputs, one per input, same names or same order), or a ``method`` that makes them.
 
 Each finished batch is written at once (``restored/``, ``candidate/``, ``measurement/`` PNGs and a row per image in
-``restore.jsonl``); a rerun skips images whose row exists. ``report.json`` lists per image the measurement
-consistency ``||A x - y|| / (sigma_y sqrt(m))`` before (candidate) and after (ReGuidance).
+``restore.jsonl``); a rerun skips images whose row exists. :func:`write_report` then writes ``report.json``: per
+image the measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` before (candidate) and after (ReGuidance).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .data import load_images, save_images
 from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
 
-__all__ = ["restore"]
+__all__ = ["restore", "write_report"]
 
 
 def _stem(name: str) -> str:
@@ -48,8 +48,14 @@ def restore(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
-) -> dict[str, object]:
-    """Restore every input under ``out``; returns the report (also written to ``out/report.json``)."""
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[str]:
+    """Restore every input under ``out``; returns the inputs' names, for :func:`write_report`.
+
+    Sharded (``world_size > 1``, under ``torchrun``): rank ``r`` restores inputs ``r, r + world_size, ...`` into
+    ``restore.rank<r>.jsonl``; after a barrier, :func:`write_report` merges every rank's rows.
+    """
     if (images is None) == (measurements is None):
         raise ValueError("pass exactly one of --image (simulate the measurement) or --measurement")
     if (candidates is None) == (method is None):
@@ -74,16 +80,9 @@ def restore(
         cand_all = None
     cfg = config or ReGuidanceConfig(clip=True)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "restore.jsonl"
-    done = {}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["name"]] = row
-    todo = [k for k in range(n) if names[k] not in done]
+    log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
+    done = _read_rows(out)
+    todo = [k for k in range(n) if k % world_size == rank and names[k] not in done]
     fn = get_method(method) if method is not None else None
     with log_path.open("a") as log, tqdm(total=len(todo), disable=not progress, desc="restore", unit="img") as bar:
         for start in range(0, len(todo), batch_size):
@@ -120,7 +119,29 @@ def restore(
                 done[names[i]] = row
             log.flush()
             bar.update(len(ids))
-    report = {"task": task_name, "config": {**cfg.__dict__}, "images": [done[nm] for nm in names]}
+    return names
+
+
+def _read_rows(out: Path) -> dict[str, dict[str, object]]:
+    """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
+    rows: dict[str, dict[str, object]] = {}
+    for path in sorted(out.glob("restore*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row["name"]] = row
+    return rows
+
+
+def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, object]:
+    """Merge the rows of every process into ``out/report.json`` (in input order); returns the report."""
+    rows = _read_rows(out)
+    missing = [nm for nm in names if nm not in rows]
+    if missing:
+        raise ValueError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
+    report = {"task": task_name, "config": {**cfg.__dict__}, "images": [rows[nm] for nm in names]}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
