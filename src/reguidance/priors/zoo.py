@@ -272,14 +272,14 @@ for _entry in (
         "mnist",
         "MNIST 32x32 one-channel eps-prediction ADM, fixed variance, linear 1000-step chain (embedded)",
         n_params=1_369_953,
-        sha256="e2e96a03fb63f0062251b205b906d9735160f769d678e24969ad74d8bcbe3ce5",
+        sha256="233dc21e85071df399caa94b85e0e1f67445d6d37f62f3a00bec52e16b32d64e",
         size_bytes=5_499_588,
     ),
     _embedded_entry(
         "fashion_mnist",
         "Fashion-MNIST 32x32 one-channel eps-prediction ADM, fixed variance, linear 1000-step chain (embedded)",
         n_params=1_369_953,
-        sha256="35527304f3de6fef54e7b8f1231a51b6bd36d14150fa2bca6abdce8386538e73",
+        sha256="db0efdff09c2aa35b509570fc55ba6408a17a83c53fdaa151224532f1a91c76f",
         size_bytes=5_499_588,
     ),
 ):
