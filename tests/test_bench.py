@@ -241,3 +241,17 @@ def test_tuning_grid_rejects_unknown_fields():
 
     with pytest.raises(ValueError, match="FIELD"):
         parse_grid("speed=3")
+
+
+def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
+    from reguidance.data import save_images
+    from reguidance.restore import restore, write_report
+
+    save_images(images[0][:2], [tmp_path / "in" / f"img{k}.png" for k in range(2)])
+    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    kw = {"images": tmp_path / "in", "method": "pinv", "config": cfg, "progress": False, "batch_size": 1}
+    names = restore(tiny_prior, "sr4", tmp_path / "out", **kw)
+    log = tmp_path / "out" / "restore.jsonl"
+    log.write_text(log.read_text().splitlines()[0] + "\n" + '{"name": "img1.p')  # killed while writing row 2
+    restore(tiny_prior, "sr4", tmp_path / "out", **kw)
+    assert [r["name"] for r in write_report(tmp_path / "out", "sr4", cfg, names)["images"]] == ["img0.png", "img1.png"]

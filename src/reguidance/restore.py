@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .bench.methods import get_method
 from .bench.protocol import get_task, stream_rng
+from .bench.runner import drop_torn_tail, read_results
 from .data import load_images, save_images
 from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
@@ -81,6 +82,7 @@ def restore(
     cfg = config or ReGuidanceConfig(clip=True)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
+    drop_torn_tail(log_path)  # a run killed mid-write: new rows must start on a fresh line
     done = _read_rows(out)
     todo = [k for k in range(n) if k % world_size == rank and names[k] not in done]
     fn = get_method(method) if method is not None else None
@@ -124,15 +126,7 @@ def restore(
 
 def _read_rows(out: Path) -> dict[str, dict[str, object]]:
     """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
-    rows: dict[str, dict[str, object]] = {}
-    for path in sorted(out.glob("restore*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[row["name"]] = row
-    return rows
+    return {str(row["name"]): row for path in sorted(out.glob("restore*.jsonl")) for row in read_results(path)}
 
 
 def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, object]:

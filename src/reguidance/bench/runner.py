@@ -28,7 +28,7 @@ from .defaults import method_options, reguidance_config
 from .methods import get_method
 from .protocol import get_task, stream_rng
 
-__all__ = ["BenchSpec", "done_keys", "read_all_results", "read_results", "results_path", "run_bench"]
+__all__ = ["BenchSpec", "done_keys", "drop_torn_tail", "read_all_results", "read_results", "results_path", "run_bench"]
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
 
@@ -77,7 +77,7 @@ def read_all_results(out: Path) -> list[dict[str, object]]:
     return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     """Cut a partial last line (a run killed mid-write) so that new rows start on a fresh line."""
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -150,7 +150,7 @@ def run_bench(
     """
     out.mkdir(parents=True, exist_ok=True)
     results = results_path(out, rank, world_size)
-    _drop_torn_tail(results)
+    drop_torn_tail(results)
     done = done_keys(read_all_results(out))
     mine = list(spec.ids)[rank::world_size]
     device = prior.device

@@ -60,8 +60,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_finite, check_nonnegative, check_positive_int, check_signal_shape
+from ..conventions import BatchRNG, check_finite, check_nonnegative, check_positive_int
 from ..diffusion import EpsModel, Schedule, chain_index, denoise
+from .common import check_inputs, starting_point
 
 if TYPE_CHECKING:
     from ..operators import Operator
@@ -132,11 +133,7 @@ def daps(
     check_nonnegative("lr", lr)
     check_nonnegative("lr_min_ratio", lr_min_ratio)
     _check_positive("tau", tau)
-    if not isinstance(rng, BatchRNG):
-        raise ValueError(f"rng must be a BatchRNG (one generator per sample), got {type(rng).__name__}")
-    operator.check_measurement(measurement)
-    if len(rng) != measurement.shape[0]:
-        raise ValueError(f"rng holds {len(rng)} generators but measurement has {measurement.shape[0]} samples")
+    check_inputs(operator, measurement, rng)
 
     schedule: Schedule = prior.schedule  # type: ignore[attr-defined]
     chain_sigmas = schedule.sigmas()
@@ -145,13 +142,12 @@ def daps(
     levels = [_snap(chain_sigmas, s) for s in poly_sigmas(sigma_max, sigma_min, annealing_steps)]
     sig = [float(chain_sigmas[k]) for k in levels] + [0.0]
 
-    if latent is None:
-        x = sig[0] * rng.randn(*operator.x_shape, dtype=dtype).to(device)
-    else:
-        check_signal_shape("latent", latent, operator.x_shape, type(operator).__name__)
-        if latent.shape[0] != measurement.shape[0]:
-            raise ValueError(f"latent has {latent.shape[0]} samples but measurement has {measurement.shape[0]}")
-        x = latent.detach().to(dtype) / math.sqrt(float(ab_all[levels[0]]))
+    def fresh() -> Tensor:
+        return sig[0] * rng.randn(*operator.x_shape, dtype=dtype).to(device)
+
+    x = starting_point(operator, measurement, latent, fresh)
+    if latent is not None:
+        x = x / math.sqrt(float(ab_all[levels[0]]))  # a VP latent to the VE scale of the annealing
 
     def denoiser(x_ve: Tensor, k: int) -> Tensor:
         x_vp = math.sqrt(float(ab_all[k])) * x_ve

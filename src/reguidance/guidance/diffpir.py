@@ -42,8 +42,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_nonnegative, check_positive_int, check_signal_shape, check_unit_interval
+from ..conventions import BatchRNG, check_nonnegative, check_positive_int, check_unit_interval
 from ..diffusion import EpsModel, Schedule, chain_index, denoise
+from .common import check_inputs, starting_point
 from .linalg import solve_proximal
 
 if TYPE_CHECKING:
@@ -125,18 +126,10 @@ def diffpir(
     check_unit_interval("zeta", zeta, open_left=False)
     check_positive_int("cg_iters", cg_iters)
     check_nonnegative("cg_tol", cg_tol)
-    if not isinstance(rng, BatchRNG):
-        raise ValueError(f"rng must be a BatchRNG (one generator per sample), got {type(rng).__name__}")
-    operator.check_measurement(measurement)
+    check_inputs(operator, measurement, rng)
     schedule = time_grid(prior.schedule, steps, skip_type)  # type: ignore[attr-defined]
     dtype, device = measurement.dtype, measurement.device
-    if latent is None:
-        x = rng.randn(*operator.x_shape, dtype=dtype).to(device)
-    else:
-        check_signal_shape("latent", latent, operator.x_shape, type(operator).__name__)
-        x = latent.detach().to(dtype)
-    if x.shape[0] != measurement.shape[0]:
-        raise ValueError(f"latent has {x.shape[0]} samples but measurement has {measurement.shape[0]}")
+    x = starting_point(operator, measurement, latent, lambda: rng.randn(*operator.x_shape, dtype=dtype).to(device))
 
     sigma_n = max(operator.sigma_y / 2, 0.001)
     chain_sigmas = schedule.sigmas()

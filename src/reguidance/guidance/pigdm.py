@@ -35,8 +35,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_nonnegative, check_positive_int, check_signal_shape
+from ..conventions import BatchRNG, check_nonnegative, check_positive_int
 from ..diffusion import EpsModel, chain_index, ddim_step, denoise, eps_from_x0
+from .common import check_inputs, starting_point
 from .linalg import conjugate_gradient
 
 if TYPE_CHECKING:
@@ -101,18 +102,10 @@ def pigdm(
     check_nonnegative("scale", scale)
     check_positive_int("cg_iters", cg_iters)
     check_nonnegative("cg_tol", cg_tol)
-    if not isinstance(rng, BatchRNG):
-        raise ValueError(f"rng must be a BatchRNG (one generator per sample), got {type(rng).__name__}")
-    operator.check_measurement(measurement)
+    check_inputs(operator, measurement, rng)
     schedule = prior.schedule.spaced(steps)  # type: ignore[attr-defined]
     dtype, device = measurement.dtype, measurement.device
-    if latent is None:
-        x = rng.randn(*operator.x_shape, dtype=dtype).to(device)
-    else:
-        check_signal_shape("latent", latent, operator.x_shape, type(operator).__name__)
-        x = latent.detach().to(dtype)
-    if x.shape[0] != measurement.shape[0]:
-        raise ValueError(f"latent has {x.shape[0]} samples but measurement has {measurement.shape[0]}")
+    x = starting_point(operator, measurement, latent, lambda: rng.randn(*operator.x_shape, dtype=dtype).to(device))
 
     for k in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc="PiGDM"):
         i = chain_index(k, x)

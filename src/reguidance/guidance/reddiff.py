@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_nonnegative, check_positive_int, check_signal_shape
+from ..conventions import BatchRNG, check_nonnegative, check_positive_int
 from ..diffusion import EpsModel, chain_index
+from .common import check_inputs, starting_point
 
 if TYPE_CHECKING:
     from ..operators import Operator
@@ -83,19 +84,9 @@ def reddiff(
     check_nonnegative("obs_weight", obs_weight)
     if weighting not in ("linear", "sqrt", "const"):
         raise ValueError(f"weighting must be 'linear', 'sqrt' or 'const', got {weighting!r}")
-    if not isinstance(rng, BatchRNG):
-        raise ValueError(f"rng must be a BatchRNG (one generator per sample), got {type(rng).__name__}")
-    operator.check_measurement(measurement)
-    if len(rng) != measurement.shape[0]:
-        raise ValueError(f"rng holds {len(rng)} generators but measurement has {measurement.shape[0]} samples")
+    check_inputs(operator, measurement, rng)
     schedule = prior.schedule.spaced(steps)  # type: ignore[attr-defined]
-    if latent is None:
-        mu0 = operator.pinv(measurement)
-    else:
-        check_signal_shape("latent", latent, operator.x_shape, type(operator).__name__)
-        if latent.shape[0] != measurement.shape[0]:
-            raise ValueError(f"latent has {latent.shape[0]} samples but measurement has {measurement.shape[0]}")
-        mu0 = latent.to(measurement.dtype)
+    mu0 = starting_point(operator, measurement, latent, lambda: operator.pinv(measurement))
 
     d = math.prod(operator.x_shape)
     m = torch.as_tensor(operator.num_measurements, dtype=measurement.dtype, device=measurement.device)
