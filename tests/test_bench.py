@@ -223,17 +223,69 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
             assert a[m]["mean"] == pytest.approx(b[m]["mean"], rel=1e-4, abs=1e-4)
 
 
-def test_tuning_runs_every_combination_and_applies_its_rule(tiny_prior, images, tmp_path):
-    from reguidance.bench.tune import choose, parse_grid, tune
+def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_prior, images, tmp_path):
+    from reguidance.bench.protocol import stream_rng
+    from reguidance.bench.tune import choose, collect_table, parse_grid, run_sweep, tune_pair
+    from reguidance.metrics import ssim
+    from reguidance.wrapper import reguide
 
-    grid = parse_grid("zeta=0.1,1.0;dps_steps=2")
-    assert grid == {"zeta": [0.1, 1.0], "dps_steps": [2]}
+    assert parse_grid("zeta=0.1,1.0;dps_steps=2") == {"zeta": [0.1, 1.0], "dps_steps": [2]}
     base = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    rows = tune(tiny_prior, *images, "sr4", "pinv", range(2), grid, tmp_path, base=base, progress=False)
-    assert [r["zeta"] for r in rows] == [0.1, 1.0]
-    saved = json.loads((tmp_path / "tune.json").read_text())
-    assert saved["chosen"] == choose(rows)
+    wrapper_grid = parse_grid("zeta=0.1,1.0")
+    method_grid = parse_grid("zeta=0.5,5", fields=["zeta"])
+    entry = tune_pair(tiny_prior, images[0], "sr4", "dps", range(3), method_options={"steps": 2},
+                      method_grid=method_grid, wrapper_grid=wrapper_grid, base=base, batch_size=2, progress=False)
+    assert [r["zeta"] for r in entry["method_sweep"]] == [0.5, 5.0]
+    assert [r["zeta"] for r in entry["wrapper_sweep"]] == [0.1, 1.0]
+    chosen_step = choose(entry["method_sweep"])["zeta"]
+    assert entry["method_options"] == {"steps": 2, "zeta": chosen_step}
+    assert entry["reguidance"] == {"zeta": choose(entry["wrapper_sweep"])["zeta"]}
+
+    # a sweep row is the benchmark's own measurement: recompute the last wrapper row by hand, batch size 1
+    task, x, rows = get_task("sr4"), images[0][:3], []
+    for i in range(3):
+        op, y = task.measure(x[i : i + 1], [i], 0)
+        cand = dps_candidates(tiny_prior, op, y, i, chosen_step)
+        out = reguide(cand, y, op, tiny_prior, config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True,
+                                                                        zeta=1.0),
+                      rng=stream_rng(0, "sr4", "reguidance/dps", [i])).x.clamp(-1, 1)
+        rows.append(float(ssim(out, x[i : i + 1])[0]))
+    assert entry["wrapper_sweep"][1]["ssim"] == pytest.approx(sum(rows) / 3, abs=1e-4)
+
+    calls = []
+    run_sweep([("sr4", "dps")], tmp_path, lambda t, m: calls.append((t, m)) or entry)
+    again = run_sweep([("sr4", "dps")], tmp_path, lambda t, m: calls.append((t, m)) or entry)
+    assert calls == [("sr4", "dps")]  # the second sweep resumed from the saved entry
+    table = collect_table(again, {"protocol": "cpu"})
+    assert table["entries"] == [{"task": "sr4", "method": "dps", "method_options": entry["method_options"],
+                                 "reguidance": entry["reguidance"]}]
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 1.0, "ssim": 0.5}])["ssim"] == 0.5
+    assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 3.0, "ssim": 0.5}])["ssim"] == 0.9
+
+
+def dps_candidates(prior, operator, y, i, zeta):
+    from reguidance.bench.methods import get_method
+    from reguidance.bench.protocol import stream_rng
+
+    return get_method("dps")(prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, zeta=zeta)[0]
+
+
+def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
+    from reguidance.bench import defaults
+
+    assert defaults.method_options("sr8", "dps") == {"zeta": 1.0, "steps": 1000}
+    assert defaults.method_options("sr8", "dps", "cpu", tuned=False) == {"zeta": 1.0, "steps": 50}
+    assert defaults.reguidance_config("sr8", "pinv", "cpu", tuned=False).inversion_steps == 10
+    table = {"entries": [{"task": "sr8", "method": "dps", "method_options": {"zeta": 7.0},
+                          "reguidance": {"zeta": 2.0, "t_end": 0.5}}]}
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol: table if protocol == "cpu" else {})
+    assert defaults.method_options("sr8", "dps", "cpu") == {"zeta": 7.0, "steps": 50}
+    cfg = defaults.reguidance_config("sr8", "dps", "cpu")
+    assert (cfg.zeta, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)
+    assert defaults.is_tuned("cpu") and not defaults.is_tuned("reference")
+    assert defaults.method_options("sr8", "dps") == {"zeta": 1.0, "steps": 1000}  # other protocols untouched
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        defaults.method_options("sr8", "dps", "gpu")
 
 
 def test_tuning_grid_rejects_unknown_fields():

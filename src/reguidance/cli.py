@@ -233,6 +233,8 @@ def _csv(value: str) -> list[str]:
 @click.option("--ids", default="0:16", show_default=True, help="Test-split indices A:B (A to B-1).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
+@click.option("--protocol", type=click.Choice(["reference", "cpu"]), default="reference", show_default=True,
+              help="Budgets and defaults table: the papers' budgets, or the reduced, validation-tuned CPU ones.")
 @click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
@@ -242,7 +244,7 @@ def _csv(value: str) -> list[str]:
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
 def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: str, seed: int, batch_size: int,
-          steps: int | None, out: Path, json_path: Path | None, device: str, dtype: str) -> None:
+          protocol: str, steps: int | None, out: Path, json_path: Path | None, device: str, dtype: str) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     import json
 
@@ -261,7 +263,8 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "annealing_steps"}
     method_list = _csv(methods)
     overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
-    spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides)
+    spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides,
+                     protocol=protocol)
     metric = load_classifier_features(data_name)
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
         prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
@@ -409,48 +412,118 @@ def demo(out: Path, n_images: int, dps_steps: int, seed: int, device: str, dtype
     click.echo(f"{time.perf_counter() - start:.0f} s; picture: {picture}")
 
 
-@cli.command()
-@click.option("--prior", "prior_name", default="mnist", show_default=True)
-@click.option("--dataset", default=None, help="Validation images' dataset (default: the embedded prior's).")
-@click.option("--task", required=True)
-@click.option("--method", required=True)
-@click.option("--ids", default="0:32", show_default=True, help="VALIDATION-split indices A:B.")
-@click.option("--grid", default="zeta=0.1,0.3,1.0;t_end=0.3,0.6", show_default=True,
-              help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...'.")
-@click.option("--steps", type=int, default=None, help="Step count of the method making the candidates.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"), show_default=True)
-def tune(prior_name: str, dataset: str | None, task: str, method: str, ids: str, grid: str, steps: int | None,
-         seed: int, batch_size: int, out: Path) -> None:
-    """Choose the wrapper's options for one (task, method) on validation images (never the test split)."""
-    from .bench.inputs import dataset_for, load_classifier_features
-    from .bench.protocol import get_task, parse_ids
-    from .bench.tune import choose, parse_grid
-    from .bench.tune import tune as run_tune
+def _tune_setup(prior_name: str, dataset: str | None, ids: str, dtype: str):
+    """The prior and the VALIDATION split the sweeps run on (never the test split)."""
+    from .bench.inputs import dataset_for
+    from .bench.protocol import parse_ids
+    from .conventions import DTYPES
     from .data import is_available, load_dataset
     from .priors.zoo import load_prior
 
-    get_task(task)
     name = dataset_for(prior_name, dataset)
     if not is_available(name):  # type: ignore[arg-type]
         raise ValueError(f"tuning needs the {name} validation split on disk: run `make data` first")
-    images, labels = load_dataset(name, "val")  # type: ignore[arg-type]
-    id_range = parse_ids(ids, limit=len(images))
-    options: dict[str, object] = {}
-    if steps is not None and method != "pinv":
-        options["annealing_steps" if method == "daps" else "steps"] = steps
-    metric = load_classifier_features(name)
-    rows = run_tune(load_prior(prior_name), images, labels, task, method, id_range, parse_grid(grid),
-                    out / f"{task}_{method}", method_options=options, seed=seed, batch_size=batch_size,
-                    classifier=metric[0] if metric else None)
-    keys = list(parse_grid(grid))
-    click.echo("  ".join(f"{k:>10}" for k in [*keys, "psnr", "ssim", "consistency"]))
-    for r in rows:
-        click.echo("  ".join(f"{r[k]!s:>10}" if k in keys else f"{r[k]:>10.3f}" for k in [*keys, "psnr", "ssim",
-                                                                                          "consistency"]))
-    best = choose(rows)
-    click.echo("chosen: " + ", ".join(f"{k}={best[k]}" for k in keys) + f"  ({out / f'{task}_{method}' / 'tune.json'})")
+    images, _ = load_dataset(name, "val")  # type: ignore[arg-type]
+    return load_prior(prior_name).optimize(DTYPES[dtype]), images, parse_ids(ids, limit=len(images))
+
+
+def _echo_sweep(entry: dict[str, object]) -> None:
+    for stage in ("method_sweep", "wrapper_sweep"):
+        for r in entry[stage]:  # type: ignore[attr-defined]
+            click.echo(f"  {stage.split('_')[0]:>7}  " + "  ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    click.echo(f"{entry['task']}/{entry['method']}: method {entry['method_options']}, "
+               f"reguidance {entry['reguidance']}")
+
+
+_TUNE_OPTIONS = [
+    click.option("--prior", "prior_name", default="mnist", show_default=True),
+    click.option("--dataset", default=None, help="Validation images' dataset (default: the embedded prior's)."),
+    click.option("--ids", default="0:16", show_default=True, help="VALIDATION-split indices A:B."),
+    click.option("--protocol", type=click.Choice(["reference", "cpu"]), default="cpu", show_default=True,
+                 help="Budgets the sweep runs under (see reguidance.bench.defaults)."),
+    click.option("--seed", default=0, show_default=True),
+    click.option("--batch-size", default=16, show_default=True),
+    click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"),
+                 show_default=True),
+]
+
+
+def _tune_options(fn):
+    for option in reversed(_TUNE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: int, batch_size: int, dtype: str,
+           out: Path, pairs: list[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str):
+    from .bench.defaults import method_options, reguidance_config
+    from .bench.methods import get_method
+    from .bench.protocol import get_task
+    from .bench.tune import STEP_SIZES, parse_grid, run_sweep, tune_pair
+    from .conventions import check_positive_int
+
+    check_positive_int("batch-size", batch_size)
+    for task, method in pairs:
+        get_task(task), get_method(method)
+    grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
+    wgrid = parse_grid(wrapper_grid)
+    prior, images, id_range = _tune_setup(prior_name, dataset, ids, dtype)
+
+    def run_pair(task: str, method: str) -> dict[str, object]:
+        return tune_pair(prior, images, task, method, id_range,
+                         method_options=method_options(task, method, protocol, tuned=False),
+                         method_grid=grids.get(method), wrapper_grid=wgrid,
+                         base=reguidance_config(task, method, protocol, tuned=False), seed=seed, batch_size=batch_size)
+
+    entries = run_sweep(pairs, out, run_pair)
+    for e in entries:
+        _echo_sweep(e)
+    return entries
+
+
+@cli.command()
+@click.option("--task", required=True)
+@click.option("--method", required=True)
+@click.option("--grid", default="zeta=1,3,10;t_end=0.3,0.5", show_default=True,
+              help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...'.")
+@click.option("--method-grid", default="", help="The method's step size, e.g. 'zeta=1,3,10' for dps.")
+@_tune_options
+def tune(task: str, method: str, grid: str, method_grid: str, prior_name: str, dataset: str | None, ids: str,
+         protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
+    """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
+    _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, [(task, method)],
+           {method: method_grid} if method_grid else {}, grid)
+    click.echo(f"saved: {out / f'{task}_{method}.json'}")
+
+
+@cli.command("tune-defaults")
+@click.option("--tasks", default="box16,box20,box16c,box20c,sr4,sr8,deblur", show_default=True)
+@click.option("--methods", default="pinv,dps,daps,diffpir,reddiff,pigdm", show_default=True)
+@click.option("--write", "write_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>.json).")
+@_tune_options
+def tune_defaults(tasks: str, methods: str, write_path: Path | None, prior_name: str, dataset: str | None, ids: str,
+                  protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
+    """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
+    import json
+    import sys
+
+    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table
+
+    pairs = [(t, m) for t in _csv(tasks) for m in _csv(methods)]
+    entries = _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, pairs, DEFAULT_METHOD_GRIDS,
+                     DEFAULT_WRAPPER_GRID)
+    if write_path is not None:
+        header = {"protocol": protocol, "prior": prior_name, "split": "val", "ids": ids, "seed": seed,
+                  "rule": "highest mean SSIM among settings with mean consistency <= 1.5 (else highest SSIM)",
+                  "method_grids": DEFAULT_METHOD_GRIDS, "wrapper_grid": DEFAULT_WRAPPER_GRID,
+                  "command": "reguidance " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune-defaults"]
+                  else "reguidance tune-defaults"}
+        write_path.parent.mkdir(parents=True, exist_ok=True)
+        write_path.write_text(json.dumps(collect_table(entries, header), indent=2) + "\n")
+        click.echo(f"table: {write_path}")
 
 
 def main(argv: list[str] | None = None) -> int:

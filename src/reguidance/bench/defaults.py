@@ -1,40 +1,101 @@
-"""Per-(task, method) defaults of the benchmark: each method's options and the ReGuidance options on top of it.
+"""Per-(task, method) defaults of the benchmark under two budgets ("protocols").
 
-Status: *not yet tuned*. The table holds the public references' values (DPS: 1000 DDPM steps, ``zeta`` 1.0 as in
-its super-resolution configs and 0.5 as in its box-inpainting configs) and the wrapper's testbed defaults
-(:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping as
-images need. The tuning sweep on the validation split (never the test split) replaces these values; until then
-every report says they are untuned.
+* ``reference``: every baseline at its paper's budget (DPS 1000 DDPM steps with ``zeta`` 0.5 as in its
+  box-inpainting configs and 1.0 as in its super-resolution configs; DAPS 200 annealing steps x 5 ODE steps x 100
+  Langevin steps; DiffPIR 100 steps; RED-diff 1000 steps; PiGDM 100 steps) and the wrapper's testbed defaults
+  (:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping.
+  These values are *not tuned* on images.
+* ``cpu``: reduced budgets that fit the whole benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about
+  an hour and a half on 2 CPU cores: DPS 50 steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the
+  wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``zeta``) and wrapper options (``zeta``,
+  ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults`` (see
+  :mod:`.tune`), which writes ``assets/bench/tuned_cpu.json``; the file records the command that made it.
+
+Precedence, lowest first: reference step sizes, the protocol's budget, the tuned table.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from functools import cache
+from importlib import resources
 
 from ..wrapper import ReGuidanceConfig
 
-__all__ = ["TUNED", "method_options", "reguidance_config"]
+__all__ = ["PROTOCOLS", "is_tuned", "method_options", "reguidance_config", "tuned_path", "tuned_table"]
 
-#: whether the values below came from the validation sweep (False: reference values, see the module docstring)
-TUNED = False
+PROTOCOLS = ("reference", "cpu")
 
 _BOX = ("box16", "box20", "box16c", "box20c")
 
-_METHOD: dict[tuple[str, str], dict[str, object]] = {
-    **{(t, "dps"): {"steps": 1000, "zeta": 0.5} for t in _BOX},
-    ("sr4", "dps"): {"steps": 1000, "zeta": 1.0},
-    ("sr8", "dps"): {"steps": 1000, "zeta": 1.0},
-    ("deblur", "dps"): {"steps": 1000, "zeta": 1.0},
+#: step sizes from the public reference configs (used by every protocol unless the tuned table overrides them)
+_REFERENCE_STEP: dict[tuple[str, str], dict[str, object]] = {
+    **{(t, "dps"): {"zeta": 0.5} for t in _BOX},
+    ("sr4", "dps"): {"zeta": 1.0},
+    ("sr8", "dps"): {"zeta": 1.0},
+    ("deblur", "dps"): {"zeta": 1.0},
 }
 
-_REGUIDANCE: dict[tuple[str, str], dict[str, object]] = {}
+#: per-protocol budgets: network-evaluation counts of each method and of the wrapper
+_BUDGET: dict[str, dict[str, dict[str, object]]] = {
+    "reference": {"dps": {"steps": 1000}},
+    "cpu": {
+        "dps": {"steps": 50},
+        "daps": {"annealing_steps": 20, "ode_steps": 2, "langevin_steps": 50},
+        "diffpir": {"steps": 20},
+        "reddiff": {"steps": 30},
+        "pigdm": {"steps": 20},
+    },
+}
+_WRAPPER_BUDGET: dict[str, dict[str, object]] = {
+    "reference": {},
+    "cpu": {"inversion_steps": 10, "dps_steps": 20},
+}
 
 
-def method_options(task: str, method: str) -> dict[str, object]:
-    """Options of ``method`` on ``task`` (empty for methods without options, e.g. ``pinv`` or folders)."""
-    return dict(_METHOD.get((task, method.split(":", 1)[0]), {}))
+def _check(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    return protocol
 
 
-def reguidance_config(task: str, method: str) -> ReGuidanceConfig:
-    """The wrapper's options on top of ``method`` for ``task``: the testbed defaults with clipping, unless tuned."""
-    return replace(ReGuidanceConfig(clip=True), **_REGUIDANCE.get((task, method.split(":", 1)[0]), {}))  # type: ignore[arg-type]
+def tuned_path(protocol: str):
+    """Where the tuned table of ``protocol`` lives inside the package."""
+    return resources.files("reguidance") / "assets" / "bench" / f"tuned_{_check(protocol)}.json"
+
+
+@cache
+def tuned_table(protocol: str) -> dict[str, object]:
+    """The tuned table of ``protocol`` (``{"command": str, "entries": [...]}``), or ``{}`` if it was never tuned."""
+    path = tuned_path(protocol)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def is_tuned(protocol: str) -> bool:
+    """Whether ``protocol``'s defaults come from a validation sweep."""
+    return bool(tuned_table(protocol).get("entries"))
+
+
+def _tuned(protocol: str, task: str, method: str) -> dict[str, dict[str, object]]:
+    for entry in tuned_table(protocol).get("entries", []):  # type: ignore[attr-defined]
+        if entry["task"] == task and entry["method"] == method:
+            return entry
+    return {}
+
+
+def method_options(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> dict[str, object]:
+    """Options of ``method`` on ``task`` under ``protocol`` (empty for ``pinv`` or folders); ``tuned=False`` leaves
+    the tuned table out (the sweep itself starts from there)."""
+    name = method.split(":", 1)[0]
+    table = _tuned(protocol, task, name) if tuned else {}
+    return {**_REFERENCE_STEP.get((task, name), {}), **_BUDGET[_check(protocol)].get(name, {}),
+            **table.get("method_options", {})}
+
+
+def reguidance_config(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> ReGuidanceConfig:
+    """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` (clipping on for images)."""
+    name = method.split(":", 1)[0]
+    table = _tuned(protocol, task, name) if tuned else {}
+    options = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
+    return replace(ReGuidanceConfig(clip=True), **options)  # type: ignore[arg-type]

@@ -46,12 +46,14 @@ class BenchSpec:
     method_options: dict[str, dict[str, object]] = field(default_factory=dict)
     #: the wrapper's options for every (task, method); None takes :func:`.defaults.reguidance_config`
     reguidance: ReGuidanceConfig | None = None
+    #: the budget and defaults table, ``"reference"`` or ``"cpu"`` (see :mod:`.defaults`)
+    protocol: str = "reference"
 
     def options(self, task: str, method: str) -> dict[str, object]:
-        return {**method_options(task, method), **self.method_options.get(method.split(":", 1)[0], {})}
+        return {**method_options(task, method, self.protocol), **self.method_options.get(method.split(":", 1)[0], {})}
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
-        return self.reguidance if self.reguidance is not None else reguidance_config(task, method)
+        return self.reguidance if self.reguidance is not None else reguidance_config(task, method, self.protocol)
 
 
 def read_results(path: Path) -> list[dict[str, object]]:
@@ -128,6 +130,20 @@ def _rows_for(
     return rows
 
 
+def _write_config(spec: BenchSpec, out: Path) -> None:
+    """``out/config.json``: the protocol, whether its table is tuned, and every (task, method)'s options."""
+    from dataclasses import asdict
+
+    from .defaults import is_tuned
+
+    config = {"protocol": spec.protocol, "tuned": is_tuned(spec.protocol), "seed": spec.seed,
+              "runs": [{"task": t, "method": m, "method_options": spec.options(t, m),
+                        "reguidance": asdict(spec.wrapper_config(t, m))} for t in spec.tasks for m in spec.methods]}
+    tmp = out / f"config.json.{os.getpid()}"
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(out / "config.json")
+
+
 def run_bench(
     prior: Prior,
     images: Tensor,
@@ -156,6 +172,7 @@ def run_bench(
     device = prior.device
     tasks = [get_task(t) for t in spec.tasks]
     methods = {m: get_method(m) for m in spec.methods}
+    _write_config(spec, out)
     todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
     total = sum(len(ids) for *_, ids in todo)
     bar = tqdm(total=total, disable=not progress, desc="bench", unit="img")

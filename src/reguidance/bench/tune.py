@@ -1,40 +1,66 @@
-"""The tuning protocol: the wrapper's options per (task, method), chosen on *validation* images only.
+"""The tuning protocol: step sizes and wrapper options per (task, method), chosen on *validation* images only.
 
-For every combination of a grid over :class:`reguidance.wrapper.ReGuidanceConfig` fields (e.g. ``zeta``, ``t_end``,
-``dps_steps``), the benchmark runs on validation ids into its own folder (so a sweep resumes like a benchmark), and
-the ReGuidance rows are summarised. The rule that picks the default: among the combinations whose mean measurement
-consistency is at most ``max_consistency`` (the restoration explains ``y`` about as well as the noise allows), the
-one with the highest mean SSIM to the ground truth. The test split is never touched: callers pass validation
-images (``load_dataset(name, "val")``), and ``reguidance tune`` refuses anything else.
+For one (task, method) the sweep has two stages on the same validation ids, measured exactly as the benchmark
+measures (per-image operators, noise and generators from :mod:`.protocol`):
+
+1. **the method's step size** (e.g. DPS ``zeta``), if a grid is given for it: candidates for each value;
+2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``zeta`` and
+   ``t_end``): the candidates of the chosen step size are made *once* and wrapped with every combination.
+
+The rule (:func:`choose`), in both stages: among the settings whose mean measurement consistency
+``||A x - y|| / (sigma_y sqrt(m))`` is at most ``max_consistency`` (the output explains ``y`` about as well as the
+noise allows), the one with the highest mean SSIM to the ground truth; if none qualifies, the highest SSIM overall.
+Callers pass validation images (``load_dataset(name, "val")``); ``reguidance tune`` and ``reguidance tune-defaults``
+refuse anything else. Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
+resumes, and several processes may share ``OUT`` when they take disjoint pairs.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from ..metrics import ssim
 from ..priors.base import Prior
-from ..wrapper import ReGuidanceConfig
-from .report import summarise
-from .runner import BenchSpec, read_all_results, run_bench
+from ..wrapper import ReGuidanceConfig, reguide
+from .methods import get_method
+from .protocol import get_task, stream_rng
 
-__all__ = ["choose", "parse_grid", "tune"]
+__all__ = ["DEFAULT_METHOD_GRIDS", "DEFAULT_WRAPPER_GRID", "STEP_SIZES", "choose", "collect_table", "parse_grid",
+           "run_sweep", "tune_pair"]
+
+#: the step-size options of each method that a method grid may sweep
+STEP_SIZES: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "daps": ("lr",), "diffpir": ("zeta", "lambda_"),
+                                          "reddiff": ("lr", "lambda_"), "pigdm": ("scale",)}
+#: step-size grids of the sweep per method (the reference value is inside each)
+DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "zeta=3,10,30"}
+#: the wrapper's grid of the sweep
+DEFAULT_WRAPPER_GRID = "zeta=1,3,10;t_end=0.3,0.5"
 
 
-def parse_grid(spec: str) -> dict[str, list[object]]:
-    """``"zeta=0.1,0.3;t_end=0.3,0.6"`` -> ``{"zeta": [0.1, 0.3], "t_end": [0.3, 0.6]}`` (ReGuidanceConfig fields)."""
-    fields = ReGuidanceConfig.__dataclass_fields__
+def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list[object]]:
+    """``"zeta=0.1,0.3;t_end=0.3,0.6"`` -> ``{"zeta": [0.1, 0.3], "t_end": [0.3, 0.6]}``.
+
+    ``fields`` names the allowed keys (default: the fields of :class:`ReGuidanceConfig`, values parsed as the type of
+    the field's default); with ``fields`` given (a method's step sizes, :data:`STEP_SIZES`) values are floats.
+    """
+    defaults = asdict(ReGuidanceConfig())
+    allowed = list(fields) if fields is not None else list(defaults)
     grid: dict[str, list[object]] = {}
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         name, _, values = part.partition("=")
         name = name.strip()
-        if name not in fields or not values:
-            raise ValueError(f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(fields)}; got {part!r}")
-        kind = type(getattr(ReGuidanceConfig(), name))
+        if name not in allowed or not values:
+            raise ValueError(f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(allowed) or '(none)'}; "
+                             f"got {part!r}")
+        kind = type(defaults[name]) if fields is None else float
         try:
             grid[name] = [kind(v.strip()) for v in values.split(",")]
         except ValueError:
@@ -44,42 +70,8 @@ def parse_grid(spec: str) -> dict[str, list[object]]:
     return grid
 
 
-def tune(
-    prior: Prior,
-    images: Tensor,
-    labels: Tensor,
-    task: str,
-    method: str,
-    ids: range,
-    grid: dict[str, list[object]],
-    out: Path,
-    *,
-    base: ReGuidanceConfig | None = None,
-    method_options: dict[str, object] | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    classifier: object | None = None,
-    progress: bool = True,
-) -> list[dict[str, object]]:
-    """Run every grid combination on validation ``ids``; returns one row per combination (also ``out/tune.json``)."""
-    base = base or ReGuidanceConfig(clip=True)
-    rows = []
-    for k, values in enumerate(itertools.product(*grid.values())):
-        options = dict(zip(grid.keys(), values, strict=True))
-        cfg = replace(base, **options)  # type: ignore[arg-type]
-        folder = out / f"combo{k:03d}"
-        spec = BenchSpec([task], [method], ids, seed=seed, batch_size=batch_size,
-                         method_options={method: method_options or {}}, reguidance=cfg)
-        run_bench(prior, images, labels, spec, folder, classifier=classifier, progress=progress)  # type: ignore[arg-type]
-        summary = summarise(read_all_results(folder))
-        after = next(r for r in summary["rows"] if r["reguidance"])  # type: ignore[attr-defined]
-        rows.append({**options, "psnr": after["psnr"]["mean"], "ssim": after["ssim"]["mean"],
-                     "consistency": after["consistency"]["mean"],
-                     "class_acc": None if after["class_acc"] is None else after["class_acc"]["mean"]})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tune.json").write_text(json.dumps({"task": task, "method": method, "ids": [ids.start, ids.stop],
-                                               "rows": rows, "chosen": choose(rows)}, indent=2))
-    return rows
+def _combos(grid: dict[str, list[object]]) -> list[dict[str, object]]:
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
 
 
 def choose(rows: list[dict[str, object]], max_consistency: float = 1.5) -> dict[str, object]:
@@ -87,3 +79,117 @@ def choose(rows: list[dict[str, object]], max_consistency: float = 1.5) -> dict[
     qualifies, the highest SSIM overall."""
     ok = [r for r in rows if float(r["consistency"]) <= max_consistency] or rows  # type: ignore[arg-type]
     return max(ok, key=lambda r: float(r["ssim"]))  # type: ignore[arg-type]
+
+
+def _scores(x: Tensor, truth: Tensor, y: Tensor, operator: object) -> tuple[Tensor, Tensor]:
+    return ssim(x, truth), operator.consistency(x, y)  # type: ignore[attr-defined]
+
+
+def _summary(options: dict[str, object], parts: list[tuple[Tensor, Tensor]]) -> dict[str, object]:
+    s = torch.cat([p[0] for p in parts])
+    c = torch.cat([p[1] for p in parts])
+    return {**options, "ssim": float(s.mean()), "consistency": float(c.mean())}
+
+
+def tune_pair(
+    prior: Prior,
+    images: Tensor,
+    task: str,
+    method: str,
+    ids: Sequence[int],
+    *,
+    method_options: dict[str, object] | None = None,
+    method_grid: dict[str, list[object]] | None = None,
+    wrapper_grid: dict[str, list[object]],
+    base: ReGuidanceConfig | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_consistency: float = 1.5,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Both stages of the module docstring for one (task, method) on validation ``images[i]``, ``i`` in ``ids``.
+
+    Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep"}``: the chosen
+    method options (``method_options`` updated with the chosen step size), the chosen wrapper fields, and each
+    stage's rows (their options with mean ``ssim`` and ``consistency``; the wrapper rows also carry the candidates'
+    means as ``candidate_ssim`` / ``candidate_consistency``).
+    """
+    spec_task, fn = get_task(task), get_method(method)
+    base = base or ReGuidanceConfig(clip=True)
+    fixed = dict(method_options or {})
+    chunks = [list(ids[k : k + batch_size]) for k in range(0, len(ids), batch_size)]
+    device = prior.device
+    measured = []
+    for chunk in chunks:
+        truth = images[chunk].to(device)
+        measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed)))
+    method_rows = _combos(method_grid or {})
+    wrapper_rows = _combos(wrapper_grid)
+    bar = tqdm(total=len(ids) * (len(method_rows) + len(wrapper_rows)), disable=not progress,
+               desc=f"tune {task}/{method}", unit="img")
+
+    def candidates(options: dict[str, object]) -> list[Tensor]:
+        out = []
+        for chunk, _, operator, y in measured:
+            rng = stream_rng(seed, task, f"method/{method}", chunk, device=device)
+            out.append(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0])
+            bar.update(len(chunk))
+        return out
+
+    def score(xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        return [_scores(x, truth, y, op) for x, (_, truth, op, y) in zip(xs, measured, strict=True)]
+
+    cached: dict[int, list[Tensor]] = {}
+    if method_grid:
+        for k, options in enumerate(method_rows):
+            cached[k] = candidates(options)
+            method_rows[k] = _summary(options, score(cached[k]))
+        best = choose(method_rows, max_consistency)
+        pick = method_rows.index(best)
+        chosen_method = {key: best[key] for key in method_grid}
+    else:
+        pick, chosen_method = 0, {}
+        cached[0] = candidates({})
+        method_rows = []
+    cands = cached[pick]
+    cand_scores = _summary({}, score(cands))
+    rows = []
+    for options in wrapper_rows:
+        cfg = replace(base, **options)  # type: ignore[arg-type]
+        outs = []
+        for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
+            rng = stream_rng(seed, task, f"reguidance/{method}", chunk, device=device)
+            outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
+            bar.update(len(chunk))
+        rows.append({**_summary(options, score(outs)), "candidate_ssim": cand_scores["ssim"],
+                     "candidate_consistency": cand_scores["consistency"]})
+    bar.close()
+    best = choose(rows, max_consistency)
+    return {"task": task, "method": method, "method_options": {**fixed, **chosen_method},
+            "reguidance": {key: best[key] for key in wrapper_grid}, "method_sweep": method_rows,
+            "wrapper_sweep": rows}
+
+
+def run_sweep(
+    pairs: Sequence[tuple[str, str]],
+    out: Path,
+    run_pair: Callable[[str, str], dict[str, object]],
+) -> list[dict[str, object]]:
+    """Run ``run_pair`` for every (task, method) not yet saved in ``out``; returns every saved entry of ``pairs``."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for task, method in pairs:
+        path = out / f"{task}_{method}.json"
+        if not path.is_file():
+            entry = run_pair(task, method)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(entry, indent=2))
+            tmp.replace(path)  # atomic: a killed sweep never leaves a half-written entry
+        entries.append(json.loads(path.read_text()))
+    return entries
+
+
+def collect_table(entries: list[dict[str, object]], header: dict[str, object]) -> dict[str, object]:
+    """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
+    keep = ("task", "method", "method_options", "reguidance")
+    return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
