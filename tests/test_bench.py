@@ -307,3 +307,37 @@ def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
     log.write_text(log.read_text().splitlines()[0] + "\n" + '{"name": "img1.p')  # killed while writing row 2
     restore(tiny_prior, "sr4", tmp_path / "out", **kw)
     assert [r["name"] for r in write_report(tmp_path / "out", "sr4", cfg, names)["images"]] == ["img0.png", "img1.png"]
+
+
+def test_verdict_counts_only_changes_whose_interval_excludes_zero():
+    from reguidance.bench.report import verdict
+
+    def d(lo, hi):
+        return {"mean": (lo + hi) / 2, "ci95": [lo, hi], "win_rate": 0.5}
+
+    assert verdict({"ssim": d(0.01, 0.05), "consistency": d(-0.2, -0.1), "class_acc": d(-0.1, 0.1)}) == "helps"
+    assert verdict({"ssim": d(0.01, 0.05), "consistency": d(0.1, 0.2), "class_acc": None}) == "mixed"
+    assert verdict({"ssim": d(-0.05, -0.01), "consistency": d(-0.1, 0.2), "class_acc": None}) == "hurts"
+    assert verdict({"ssim": d(-0.05, 0.01), "consistency": d(-0.1, 0.2), "class_acc": d(-0.1, 0.1)}) == (
+        "no clear effect")
+
+
+def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, images, tmp_path):
+    from reguidance.cli import main
+
+    out = tmp_path / "run"
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"]), out, progress=False)
+    summary = write_summary(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["protocol"] == "reference" and config["runs"][0]["reguidance"]["inversion_steps"] == 3
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Title\nprose above\n<!-- tables:begin -->\nold\n<!-- tables:end -->\nprose below\n")
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Title\nprose above\n<!-- tables:begin -->\n### tiny") and text.endswith("prose below\n")
+    assert "old" not in text
+    paired = summary["paired"][0]
+    assert f"| sr4 | pinv | {paired['n']} |" in text
+    assert main(["bench-report", "--run", f"tiny={tmp_path}", "--into", str(doc)]) == 2  # no summary there
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(tmp_path / "plain.md")]) == 2

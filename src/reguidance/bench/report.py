@@ -14,11 +14,14 @@ from .runner import read_all_results
 
 __all__ = [
     "add_fd_cls",
+    "benchmark_tables",
     "format_markdown",
+    "replace_marked",
     "save_grids",
     "save_overview",
     "save_tradeoff_plot",
     "summarise",
+    "verdict",
     "write_summary",
 ]
 
@@ -66,6 +69,11 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
             if m == "consistency":  # closeness to 1 (explaining y up to the noise) is what counts
                 a, b = (a - 1).abs(), (b - 1).abs()
             entry[m] = paired_difference(a, b, higher_is_better=higher)
+        if all("pred" in r for r in (*before.values(), *after.values())):
+            correct = [[float(d[i]["pred"] == d[i]["label"]) for i in ids] for d in (after, before)]
+            entry["class_acc"] = paired_difference(torch.tensor(correct[0]), torch.tensor(correct[1]))
+        else:
+            entry["class_acc"] = None
         paired.append(entry)
     return {"rows": out_rows, "paired": paired}
 
@@ -88,11 +96,14 @@ def format_markdown(summary: dict[str, object]) -> str:
             f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
         )
     lines += ["", "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):", "",
-              "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) |",
-              "|---|---|---|---|---|---|"]
+              "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) "
+              "| Δclass acc |",
+              "|---|---|---|---|---|---|---|"]
     for p in summary["paired"]:  # type: ignore[attr-defined]
         cells = [f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
                  for m in ("psnr", "ssim", "consistency")]
+        acc = p.get("class_acc")
+        cells.append("—" if acc is None else f"{acc['mean']:+.3f} [{acc['ci95'][0]:+.3f}, {acc['ci95'][1]:+.3f}]")
         lines.append(f"| {p['task']} | {p['method']} | {p['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,3 +230,56 @@ def save_overview(grids: list[Path], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _sign(d: dict[str, object] | None, higher_is_better: bool = True) -> int:
+    """+1 / -1 when the 95% interval of a paired difference lies wholly on the good / bad side of 0, else 0."""
+    if d is None:
+        return 0
+    lo, hi = d["ci95"]  # type: ignore[misc]
+    sign = 1 if lo > 0 else -1 if hi < 0 else 0
+    return sign if higher_is_better else -sign
+
+
+def verdict(paired: dict[str, object]) -> str:
+    """``helps`` / ``hurts`` / ``mixed`` / ``no clear effect`` from the significant paired changes of SSIM,
+    |consistency - 1| and class accuracy (each counts when its 95% interval excludes 0)."""
+    signs = [_sign(paired["ssim"]), _sign(paired["consistency"], higher_is_better=False),  # type: ignore[arg-type]
+             _sign(paired.get("class_acc"))]  # type: ignore[arg-type]
+    good, bad = 1 in signs, -1 in signs
+    return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear effect"
+
+
+def benchmark_tables(runs: dict[str, Path]) -> str:
+    """Markdown for ``BENCHMARK.md``: per prior (name -> benchmark folder with ``summary.json`` and
+    ``config.json``), the options used, the full table, and a verdict with the time ReGuidance adds."""
+    parts = []
+    for prior, out in runs.items():
+        summary = json.loads((out / "summary.json").read_text())
+        config = json.loads((out / "config.json").read_text())
+        rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}
+        parts += [f"### {prior}", "", f"Protocol `{config['protocol']}` "
+                  f"({'options tuned on validation images' if config['tuned'] else 'untuned reference options'}), "
+                  f"seed {config['seed']}.", "", format_markdown(summary),
+                  "Verdict per (task, method) — a change counts when its 95% interval excludes 0 — and the time "
+                  "ReGuidance adds per image:", "",
+                  "| task | method | verdict | candidate s/image | + ReGuidance s/image | added NFE |",
+                  "|---|---|---|---|---|---|"]
+        for p in summary["paired"]:
+            before, after = rows[(p["task"], p["method"], False)], rows[(p["task"], p["method"], True)]
+            parts.append(f"| {p['task']} | {p['method']} | {verdict(p)} | {before['sec_per_image']:.2f} | "
+                         f"{after['sec_per_image'] - before['sec_per_image']:.2f} | "
+                         f"{after['nfe'] - before['nfe']} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def replace_marked(path: Path, text: str, begin: str = "<!-- tables:begin -->",
+                   end: str = "<!-- tables:end -->") -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``path`` (the hand-written prose around the
+    generated tables stays); a ValueError if the markers are missing."""
+    doc = path.read_text()
+    if begin not in doc or end not in doc or doc.index(begin) > doc.index(end):
+        raise ValueError(f"{path} needs the markers {begin} and {end}, in that order")
+    head, rest = doc.split(begin, 1)
+    path.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
