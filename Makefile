@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup data demo test test-slow lint theory clean
+.PHONY: setup data demo test test-slow lint theory tune benchmark clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,15 @@ data: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/reguidance demo
+
+# The validation sweep behind the CPU protocol's defaults table (about 20 min on 2 cores; needs `make data`).
+tune: data
+	$(VENV)/bin/reguidance tune-defaults --prior mnist --protocol cpu --ids 0:16 --dtype bf16 --out runs/tune/cpu \
+		--write src/reguidance/assets/bench/tuned_cpu.json
+
+# BENCHMARK.md: both priors, every task and method, 200 test images (about 1.5 h on 2 cores).
+benchmark: $(STAMP)
+	scripts/benchmark.sh
 
 theory: $(STAMP)
 	$(VENV)/bin/reguidance theory

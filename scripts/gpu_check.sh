@@ -18,3 +18,7 @@ for b in 1 8; do
 done
 python3 -m reguidance speed --prior ffhq_10m --device cuda --dtype bf16 --batch-size 8 --compile $steps \
   --json "$out/speed_b8_bf16_compile.json" | tee "$out/speed_b8_bf16_compile.txt"
+# CUDA graphs (torch.compile mode reduce-overhead) at batch 1, where launch overhead matters most; last, so a failure
+# here leaves the figures above intact.
+python3 -m reguidance speed --prior ffhq_10m --device cuda --dtype bf16 --batch-size 1 --compile \
+  --compile-mode reduce-overhead $steps --json "$out/speed_b1_bf16_graphs.json" | tee "$out/speed_b1_bf16_graphs.txt"

@@ -29,3 +29,12 @@ def test_bf16_autocast_returns_eps_in_the_input_dtype():
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert prior.predict(x, torch.tensor([10, 500])).eps.dtype == torch.float32
+
+
+def test_optimize_names_the_compile_modes_it_accepts():
+    import pytest
+
+    prior = ADMPrior(ADMUNet(**TINY), Schedule.linear()).eval()
+    with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead, max-autotune"):
+        prior.optimize(compile=True, compile_mode="fastest")
+    assert prior.optimize(compile=False, compile_mode="reduce-overhead") is prior  # mode unused without compile

@@ -317,10 +317,13 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
 @click.option("--inversion-steps", default=10, show_default=True)
 @click.option("--daps-annealing-steps", default=4, show_default=True)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network.")
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
+              show_default=True, help="torch.compile mode; reduce-overhead adds CUDA graphs on GPU.")
 @click.option("--channels-last", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: int, inversion_steps: int,
-          daps_annealing_steps: int, use_compile: bool, channels_last: bool, json_path: Path | None) -> None:
+          daps_annealing_steps: int, use_compile: bool, compile_mode: str, channels_last: bool,
+          json_path: Path | None) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
     import json
 
@@ -335,7 +338,8 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
         prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
     else:
         prior = load_prior(prior_name, device=device)
-    prior.optimize(DTYPES[dtype], compile=use_compile, channels_last=channels_last)  # type: ignore[attr-defined]
+    prior.optimize(DTYPES[dtype], compile=use_compile, channels_last=channels_last,  # type: ignore[attr-defined]
+                   compile_mode=compile_mode)
     report = measure_speed(prior, cfg, dtype)
     click.echo(format_speed(report))
     if json_path is not None:
