@@ -98,3 +98,20 @@ def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, cap
     assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]
     assert all(r["consistency_after"] > 0 for r in report["images"])
     assert "2 images restored" in capsys.readouterr().out
+
+
+def test_demo_runs_the_cpu_protocol_and_writes_its_picture(tmp_path, capsys):
+    assert main(["demo", "--n", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| box20c | dps | yes | 2 |" in out and "| sr8 | pinv | no | 2 |" in out
+    assert (tmp_path / "demo.png").stat().st_size > 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["protocol"] == "cpu"
+    dps = next(r for r in config["runs"] if r["task"] == "sr8" and r["method"] == "dps")
+    assert dps["method_options"]["steps"] == 50 and dps["reguidance"]["inversion_steps"] == 10
+
+
+def test_tune_refuses_a_step_size_the_method_does_not_have(capsys):
+    assert main(["tune", "--task", "sr8", "--method", "dps", "--method-grid", "lr=1,2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "zeta" in err and "\n" not in err
