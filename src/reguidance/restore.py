@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .bench.methods import get_method
-from .bench.protocol import get_task, stream_rng
+from .bench.protocol import get_task, method_rng, wrapper_rng
 from .bench.runner import drop_torn_tail, read_results
 from .data import load_images, save_images
 from .priors.base import Prior
@@ -100,12 +100,12 @@ def restore(
                         f"{tuple(operator.y_shape)}"
                     )
             if fn is not None:
-                rng = stream_rng(seed, task.name, f"method/{method}", ids, device=device)
+                rng = method_rng(seed, task.name, method, ids, device=device)
                 cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
             else:
                 cand, nfe = cand_all[list(ids)].to(device), 0  # type: ignore[index]
             rg = reguide(cand, y, operator, prior, config=cfg,
-                         rng=stream_rng(seed, task.name, "reguidance/restore", ids, device=device))
+                         rng=wrapper_rng(seed, task.name, "restore", ids, device=device))
             restored = rg.x.clamp(-1, 1)
             before, after = operator.consistency(cand, y), operator.consistency(restored, y)
             with torch.no_grad():

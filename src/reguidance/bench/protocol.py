@@ -32,13 +32,23 @@ from torch import Tensor
 from ..conventions import BatchRNG, derive_seed
 from ..operators import GaussianBlur, Inpainting, Operator, SuperResolution
 
-__all__ = ["TASKS", "Task", "parse_ids", "stream_rng"]
+__all__ = ["TASKS", "Task", "method_rng", "parse_ids", "stream_rng", "wrapper_rng"]
 
 
 def stream_rng(seed: int, task: str, stream: str, ids: Sequence[int], device: torch.device | str = "cpu") -> BatchRNG:
     """Per-image generators for one named random ``stream`` (e.g. ``"mask"``, ``"noise"``) of ``task``."""
     salt = zlib.crc32(f"{task}/{stream}".encode())
     return BatchRNG.from_seed(derive_seed(seed, salt), list(ids), device=device)
+
+
+def method_rng(seed: int, task: str, method: str, ids: Sequence[int], device: torch.device | str = "cpu") -> BatchRNG:
+    """The generators of ``method``'s candidates on ``task`` (stream ``method/<method>``)."""
+    return stream_rng(seed, task, f"method/{method}", ids, device=device)
+
+
+def wrapper_rng(seed: int, task: str, method: str, ids: Sequence[int], device: torch.device | str = "cpu") -> BatchRNG:
+    """The generators of ReGuidance on top of ``method``'s candidates on ``task`` (stream ``reguidance/<method>``)."""
+    return stream_rng(seed, task, f"reguidance/{method}", ids, device=device)
 
 
 @dataclass(frozen=True)

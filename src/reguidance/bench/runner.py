@@ -26,7 +26,7 @@ from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
 from .defaults import method_options, reguidance_config
 from .methods import get_method
-from .protocol import get_task, stream_rng
+from .protocol import get_task, method_rng, wrapper_rng
 
 __all__ = ["BenchSpec", "done_keys", "drop_torn_tail", "read_all_results", "read_results", "results_path", "run_bench"]
 
@@ -189,10 +189,10 @@ def run_bench(
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 t0 = time.perf_counter()
-                rng = stream_rng(spec.seed, task.name, f"method/{name}", chunk, device=device)
+                rng = method_rng(spec.seed, task.name, name, chunk, device=device)
                 candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
                 t_cand = (time.perf_counter() - t0) / len(chunk)
-                rg_rng = stream_rng(spec.seed, task.name, f"reguidance/{name}", chunk, device=device)
+                rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device)
                 rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
                 restored = rg.x.clamp(-1, 1)
                 t_rg = rg.seconds / len(chunk)

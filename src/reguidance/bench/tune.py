@@ -31,7 +31,7 @@ from ..metrics import ssim
 from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
 from .methods import get_method
-from .protocol import get_task, stream_rng
+from .protocol import get_task, method_rng, wrapper_rng
 
 __all__ = ["DEFAULT_METHOD_GRIDS", "DEFAULT_WRAPPER_GRID", "STEP_SIZES", "choose", "collect_table", "parse_grid",
            "run_sweep", "tune_pair"]
@@ -131,7 +131,7 @@ def tune_pair(
     def candidates(options: dict[str, object]) -> list[Tensor]:
         out = []
         for chunk, _, operator, y in measured:
-            rng = stream_rng(seed, task, f"method/{method}", chunk, device=device)
+            rng = method_rng(seed, task, method, chunk, device=device)
             out.append(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0])
             bar.update(len(chunk))
         return out
@@ -158,7 +158,7 @@ def tune_pair(
         cfg = replace(base, **options)  # type: ignore[arg-type]
         outs = []
         for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-            rng = stream_rng(seed, task, f"reguidance/{method}", chunk, device=device)
+            rng = wrapper_rng(seed, task, method, chunk, device=device)
             outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
             bar.update(len(chunk))
         rows.append({**_summary(options, score(outs)), "candidate_ssim": cand_scores["ssim"],
