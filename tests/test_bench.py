@@ -341,3 +341,31 @@ def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, i
     assert main(["bench-report", "--run", f"tiny={tmp_path}", "--into", str(doc)]) == 2  # no summary there
     (tmp_path / "plain.md").write_text("no markers\n")
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(tmp_path / "plain.md")]) == 2
+
+
+def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images, tmp_path):
+    from reguidance.bench.report import format_markdown
+
+    def l1(x, truth):  # any per-image distance stands in for LPIPS here; tests/test_lpips.py checks LPIPS itself
+        return (x - truth).abs().flatten(1).mean(1)
+
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"]), tmp_path, lpips=l1, progress=False)
+    rows = read_results(tmp_path / "results.jsonl")
+    truth = images[0][0:1]
+    from reguidance.data import load_images
+
+    saved, _ = load_images(tmp_path / "images" / "sr4" / "pinv" / "00000_candidate.png", None, 1)
+    first = next(r for r in rows if r["id"] == 0 and not r["reguidance"])
+    assert first["lpips"] == pytest.approx(float(l1(saved, truth)[0]), abs=0.01)  # PNG quantisation aside
+    summary = write_summary(tmp_path, notes=["FID skipped"])
+    assert summary["rows"][0]["lpips"]["mean"] > 0 and summary["paired"][0]["lpips"]["win_rate"] >= 0
+    text = format_markdown(summary)
+    assert "| LPIPS |" in text and "ΔLPIPS" in text
+    assert "Note: FID skipped" in (tmp_path / "summary.md").read_text()
+
+
+def test_bench_needs_both_lpips_files(tmp_path, capsys):
+    from reguidance.cli import main
+
+    assert main(["bench", "--ids", "0:2", "--lpips-alexnet", str(tmp_path / "a.pth"), "--out", str(tmp_path)]) == 2
+    assert "--lpips-lin" in capsys.readouterr().err

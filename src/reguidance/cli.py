@@ -236,6 +236,10 @@ def _csv(value: str) -> list[str]:
 @click.option("--protocol", type=click.Choice(["reference", "cpu"]), default="reference", show_default=True,
               help="Budgets and defaults table: the papers' budgets, or the reduced, validation-tuned CPU ones.")
 @click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs).")
+@click.option("--lpips-alexnet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="torchvision AlexNet weights (alexnet-owt-7be5be79.pth): with --lpips-lin, adds LPIPS.")
+@click.option("--lpips-lin", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="LPIPS v0.1 linear heads (the lpips package's weights/v0.1/alex.pth).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -244,7 +248,8 @@ def _csv(value: str) -> list[str]:
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
 def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: str, seed: int, batch_size: int,
-          protocol: str, steps: int | None, out: Path, json_path: Path | None, device: str, dtype: str) -> None:
+          protocol: str, steps: int | None, lpips_alexnet: Path | None, lpips_lin: Path | None, out: Path,
+          json_path: Path | None, device: str, dtype: str) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     import json
 
@@ -265,18 +270,31 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
     spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides,
                      protocol=protocol)
+    if (lpips_alexnet is None) != (lpips_lin is None):
+        raise ValueError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
     metric = load_classifier_features(data_name)
+    notes = ["FID skipped: it needs an Inception network, which this build does not implement"]
+    if metric is None:
+        notes.append("no metric classifier in this build: FD-cls and class accuracy skipped")
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
+        lpips = None
+        if lpips_alexnet is not None:
+            from .lpips import LPIPS
+
+            lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
+            notes.append(f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 "
+                         f"{lpips.lin_sha256}")
+        else:
+            notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
         prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
-        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, rank=rank,
-                  world_size=world, progress=rank == 0)
+        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, lpips=lpips,
+                  rank=rank, world_size=world, progress=rank == 0)
     if rank != 0:
         return
-    summary = write_summary(out, features=metric[1] if metric else None)
+    summary = write_summary(out, features=metric[1] if metric else None, notes=notes)
     click.echo(format_markdown(summary))
-    if metric is None:
-        click.echo("note: no metric classifier in this build: FD-cls and class accuracy skipped")
-    click.echo("note: LPIPS and FID skipped (they need user-supplied network weights)")
+    for note in notes:
+        click.echo(f"note: {note}")
     for g in save_grids(out):
         click.echo(f"grid: {g}")
     click.echo(f"plot: {save_tradeoff_plot(summary, out / 'tradeoff.png')}")

@@ -47,6 +47,8 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
         row: dict[str, object] = {"task": task, "method": method, "reguidance": rg, "n": len(rs)}
         for m in METRICS:
             row[m] = mean_ci95([float(r[m]) for r in rs])  # type: ignore[arg-type]
+        has_lpips = all("lpips" in r for r in rs)
+        row["lpips"] = mean_ci95([float(r["lpips"]) for r in rs]) if has_lpips else None  # type: ignore[arg-type]
         row["fd_cls"] = None
         row["class_acc"] = (
             proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
@@ -69,6 +71,12 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
             if m == "consistency":  # closeness to 1 (explaining y up to the noise) is what counts
                 a, b = (a - 1).abs(), (b - 1).abs()
             entry[m] = paired_difference(a, b, higher_is_better=higher)
+        if all("lpips" in r for r in (*before.values(), *after.values())):
+            entry["lpips"] = paired_difference(torch.tensor([float(after[i]["lpips"]) for i in ids]),  # type: ignore[arg-type]
+                                               torch.tensor([float(before[i]["lpips"]) for i in ids]),  # type: ignore[arg-type]
+                                               higher_is_better=False)
+        else:
+            entry["lpips"] = None
         if all("pred" in r for r in (*before.values(), *after.values())):
             correct = [[float(d[i]["pred"] == d[i]["label"]) for i in ids] for d in (after, before)]
             entry["class_acc"] = paired_difference(torch.tensor(correct[0]), torch.tensor(correct[1]))
@@ -79,9 +87,11 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def format_markdown(summary: dict[str, object]) -> str:
-    """``summary`` as Markdown tables."""
-    lines = ["| task | method | ReGuidance | n | PSNR | SSIM | consistency | FD-cls | class acc | NFE | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """``summary`` as Markdown tables (an LPIPS column only when the run computed LPIPS)."""
+    with_lpips = any(r.get("lpips") for r in summary["rows"])  # type: ignore[attr-defined]
+    lp_head, lp_rule = (" LPIPS |", "---|") if with_lpips else ("", "")
+    lines = [f"| task | method | ReGuidance | n | PSNR | SSIM | consistency |{lp_head} FD-cls | class acc | NFE "
+             "| s/image |", f"|---|---|---|---|---|---|---|{lp_rule}---|---|---|---|"]
 
     def cell(v: object, fmt: str) -> str:
         if v is None:
@@ -93,17 +103,19 @@ def format_markdown(summary: dict[str, object]) -> str:
         lines.append(
             f"| {r['task']} | {r['method']} | {'yes' if r['reguidance'] else 'no'} | {r['n']} | "
             f"{cell(r['psnr'], '.2f')} | {cell(r['ssim'], '.3f')} | {cell(r['consistency'], '.2f')} | "
-            f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
+            + (f"{cell(r.get('lpips'), '.3f')} | " if with_lpips else "")
+            + f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
         )
     lines += ["", "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):", "",
               "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) "
-              "| Δclass acc |",
-              "|---|---|---|---|---|---|---|"]
+              "| Δclass acc |" + (" ΔLPIPS |" if with_lpips else ""),
+              "|---|---|---|---|---|---|---|" + lp_rule]
     for p in summary["paired"]:  # type: ignore[attr-defined]
         cells = [f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
                  for m in ("psnr", "ssim", "consistency")]
-        acc = p.get("class_acc")
-        cells.append("—" if acc is None else f"{acc['mean']:+.3f} [{acc['ci95'][0]:+.3f}, {acc['ci95'][1]:+.3f}]")
+        for m in ("class_acc", "lpips") if with_lpips else ("class_acc",):
+            d = p.get(m)
+            cells.append("—" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
         lines.append(f"| {p['task']} | {p['method']} | {p['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -196,15 +208,16 @@ def save_tradeoff_plot(summary: dict[str, object], path: Path) -> Path:
 
 
 def write_summary(
-    out: Path, features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    out: Path, features: Callable[[torch.Tensor], torch.Tensor] | None = None, notes: list[str] | None = None
 ) -> dict[str, object]:
     """Summarise ``out/results.jsonl`` into ``out/summary.json`` and ``out/summary.md`` (with FD-cls when
-    ``features`` is given); returns the summary."""
+    ``features`` is given; ``notes``, e.g. which metrics were skipped, go into both); returns the summary."""
     summary = summarise(read_all_results(out))
     if features is not None:
         add_fd_cls(summary, out, features)
+    summary["notes"] = list(notes or [])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(format_markdown(summary))
+    (out / "summary.md").write_text(format_markdown(summary) + "".join(f"\nNote: {n}\n" for n in summary["notes"]))
     return summary
 
 
@@ -243,9 +256,9 @@ def _sign(d: dict[str, object] | None, higher_is_better: bool = True) -> int:
 
 def verdict(paired: dict[str, object]) -> str:
     """``helps`` / ``hurts`` / ``mixed`` / ``no clear effect`` from the significant paired changes of SSIM,
-    |consistency - 1| and class accuracy (each counts when its 95% interval excludes 0)."""
+    |consistency - 1|, class accuracy and LPIPS where measured (each counts when its 95% interval excludes 0)."""
     signs = [_sign(paired["ssim"]), _sign(paired["consistency"], higher_is_better=False),  # type: ignore[arg-type]
-             _sign(paired.get("class_acc"))]  # type: ignore[arg-type]
+             _sign(paired.get("class_acc")), _sign(paired.get("lpips"), higher_is_better=False)]  # type: ignore[arg-type]
     good, bad = 1 in signs, -1 in signs
     return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear effect"
 

@@ -31,6 +31,7 @@ from .protocol import get_task, method_rng, wrapper_rng
 __all__ = ["BenchSpec", "done_keys", "drop_torn_tail", "read_all_results", "read_results", "results_path", "run_bench"]
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
+Distance = Callable[[Tensor, Tensor], Tensor]  # two image batches -> per-image distances (B,), e.g. LPIPS
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,10 @@ def _save_png(x: Tensor, path: Path) -> None:
 def _rows_for(
     task: str, method: str, ids: Sequence[int], x: Tensor, truth: Tensor, y: Tensor, operator: object,
     labels: Tensor, classifier: Classifier | None, nfe: int, seconds: float, mem: float, reguidance: bool,
+    lpips: Distance | None = None,
 ) -> list[dict[str, object]]:
     p, s = psnr(x, truth), ssim(x, truth)
+    perceptual = lpips(x, truth) if lpips is not None else None
     cons = operator.consistency(x, y)  # type: ignore[attr-defined]
     pred = classifier(x).argmax(dim=1) if classifier is not None else None
     rows = []
@@ -126,6 +129,8 @@ def _rows_for(
         }
         if pred is not None:
             row["pred"] = int(pred[k])
+        if perceptual is not None:
+            row["lpips"] = float(perceptual[k])
         rows.append(row)
     return rows
 
@@ -152,6 +157,7 @@ def run_bench(
     out: Path,
     *,
     classifier: Classifier | None = None,
+    lpips: Distance | None = None,
     progress: bool = True,
     stop_after_batches: int | None = None,
     rank: int = 0,
@@ -199,9 +205,9 @@ def run_bench(
                 mem = _peak_mem_mb(device)
                 lab = labels[list(chunk)]
                 rows = _rows_for(task.name, name, chunk, candidate, truth, y, operator, lab, classifier, nfe,
-                                 t_cand, mem, False)
+                                 t_cand, mem, False, lpips)
                 rows += _rows_for(task.name, name, chunk, restored, truth, y, operator, lab, classifier,
-                                  nfe + rg.nfe, t_cand + t_rg, mem, True)
+                                  nfe + rg.nfe, t_cand + t_rg, mem, True, lpips)
                 folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
                 with torch.no_grad():
                     shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
