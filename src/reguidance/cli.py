@@ -509,7 +509,8 @@ def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: 
 
     check_positive_int("batch-size", batch_size)
     for task, method in pairs:
-        get_task(task), get_method(method)
+        get_task(task)
+        get_method(method)
     grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
     wgrid = parse_grid(wrapper_grid)
     prior, images, id_range = _tune_setup(prior_name, dataset, ids, dtype)
@@ -529,15 +530,17 @@ def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: 
 @cli.command()
 @click.option("--task", required=True)
 @click.option("--method", required=True)
-@click.option("--grid", default="zeta=1,3,10;t_end=0.3,0.5", show_default=True,
-              help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...'.")
+@click.option("--grid", default=None, help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...' "
+              "(default: the grid of tune-defaults).")
 @click.option("--method-grid", default="", help="The method's step size, e.g. 'zeta=1,3,10' for dps.")
 @_tune_options
-def tune(task: str, method: str, grid: str, method_grid: str, prior_name: str, dataset: str | None, ids: str,
+def tune(task: str, method: str, grid: str | None, method_grid: str, prior_name: str, dataset: str | None, ids: str,
          protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
+    from .bench.tune import DEFAULT_WRAPPER_GRID
+
     _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, [(task, method)],
-           {method: method_grid} if method_grid else {}, grid)
+           {method: method_grid} if method_grid else {}, grid or DEFAULT_WRAPPER_GRID)
     click.echo(f"saved: {out / f'{task}_{method}.json'}")
 
 
@@ -551,19 +554,17 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, prior_name:
                   protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     import json
-    import sys
 
-    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table
+    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, RULE, collect_table
 
     pairs = [(t, m) for t in _csv(tasks) for m in _csv(methods)]
     entries = _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, pairs, DEFAULT_METHOD_GRIDS,
                      DEFAULT_WRAPPER_GRID)
     if write_path is not None:
-        header = {"protocol": protocol, "prior": prior_name, "split": "val", "ids": ids, "seed": seed,
-                  "rule": "highest mean SSIM among settings with mean consistency <= 1.5 (else highest SSIM)",
-                  "method_grids": DEFAULT_METHOD_GRIDS, "wrapper_grid": DEFAULT_WRAPPER_GRID,
-                  "command": "reguidance " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune-defaults"]
-                  else "reguidance tune-defaults"}
+        command = (f"reguidance tune-defaults --prior {prior_name} --protocol {protocol} --ids {ids} --seed {seed} "
+                   f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}")
+        header = {"protocol": protocol, "prior": prior_name, "split": "val", "ids": ids, "seed": seed, "rule": RULE,
+                  "method_grids": DEFAULT_METHOD_GRIDS, "wrapper_grid": DEFAULT_WRAPPER_GRID, "command": command}
         write_path.parent.mkdir(parents=True, exist_ok=True)
         write_path.write_text(json.dumps(collect_table(entries, header), indent=2) + "\n")
         click.echo(f"table: {write_path}")

@@ -33,8 +33,8 @@ from ..wrapper import ReGuidanceConfig, reguide
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
 
-__all__ = ["DEFAULT_METHOD_GRIDS", "DEFAULT_WRAPPER_GRID", "STEP_SIZES", "choose", "collect_table", "parse_grid",
-           "run_sweep", "tune_pair"]
+__all__ = ["DEFAULT_METHOD_GRIDS", "DEFAULT_WRAPPER_GRID", "RULE", "STEP_SIZES", "choose", "collect_table",
+           "parse_grid", "run_sweep", "tune_pair"]
 
 #: the step-size options of each method that a method grid may sweep
 STEP_SIZES: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "daps": ("lr",), "diffpir": ("zeta", "lambda_"),
@@ -43,6 +43,8 @@ STEP_SIZES: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "daps": ("lr",), "di
 DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "zeta=3,10,30"}
 #: the wrapper's grid of the sweep
 DEFAULT_WRAPPER_GRID = "zeta=1,3,10;t_end=0.3,0.5"
+#: the rule of :func:`choose`, in words (recorded in the tuned table)
+RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
 
 
 def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list[object]]:
