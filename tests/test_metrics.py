@@ -35,3 +35,17 @@ def test_psnr_and_ssim_are_per_image():
     assert p.shape == (3,) and s.shape == (3,)
     assert p[1] < p[0] and s[1] < s[0] == pytest.approx(1.0)
     assert psnr(x[1:2], truth[1:2])[0] == pytest.approx(float(p[1]))
+
+
+def test_jackknife_interval_of_the_mean_is_the_usual_standard_error():
+    from reguidance.metrics import jackknife_ci95
+
+    x = torch.tensor([1.0, 4.0, 2.0, 8.0, 5.0], dtype=torch.float64)
+    loo = [float(torch.cat([x[:i], x[i + 1 :]]).mean()) for i in range(5)]  # the jackknife of the mean ...
+    got = jackknife_ci95(float(x.mean()), loo)
+    want = mean_ci95(x)  # ... reproduces s / sqrt(n)
+    assert got["mean"] == pytest.approx(want["mean"])
+    assert got["ci95"] == pytest.approx(want["ci95"])
+    assert jackknife_ci95(0.1, [0.0, 1.0, 2.0], lower=0.0)["ci95"][0] == 0.0
+    with pytest.raises(ValueError, match="at least two"):
+        jackknife_ci95(1.0, [1.0])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["mean_ci95", "paired_difference", "proportion_ci95", "psnr", "ssim"]
+__all__ = ["jackknife_ci95", "mean_ci95", "paired_difference", "proportion_ci95", "psnr", "ssim"]
 
 Z95 = 1.959963984540054
 
@@ -39,6 +39,20 @@ def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | li
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return {"mean": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
+
+
+def jackknife_ci95(estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
+                   ) -> dict[str, float | list[float]]:
+    """``{"mean": estimate, "ci95": [lo, hi]}`` for a set-level statistic (e.g. a Frechet distance) from its
+    leave-one-out values ``v_i``: ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``; ``lower``
+    clips the low end (0 for distances)."""
+    v = torch.as_tensor(leave_one_out, dtype=torch.float64).flatten()
+    if v.numel() < 2:
+        raise ValueError("leave_one_out must hold at least two values")
+    n = v.numel()
+    half = Z95 * math.sqrt((n - 1) / n * float((v - v.mean()).pow(2).sum()))
+    lo = estimate - half if lower is None else max(lower, estimate - half)
+    return {"mean": float(estimate), "ci95": [lo, estimate + half]}
 
 
 def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:
