@@ -44,8 +44,9 @@ def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | li
 def jackknife_ci95(estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
                    ) -> dict[str, float | list[float]]:
     """``{"mean": estimate, "ci95": [lo, hi]}`` for a set-level statistic (e.g. a Frechet distance) from its
-    leave-one-out values ``v_i``: ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``; ``lower``
-    clips the low end (0 for distances)."""
+    leave-one-out values ``v_i`` (one per left-out sample, or per left-out group of equal size for the
+    delete-a-group jackknife): ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``, ``n`` the
+    number of values; ``lower`` clips the low end (0 for distances)."""
     v = torch.as_tensor(leave_one_out, dtype=torch.float64).flatten()
     if v.numel() < 2:
         raise ValueError("leave_one_out must hold at least two values")
