@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..metrics import psnr, ssim
 from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
-from .defaults import method_options, reguidance_config
+from .defaults import is_tuned, method_options, reguidance_config
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
 
@@ -137,10 +137,6 @@ def _rows_for(
 
 def _write_config(spec: BenchSpec, out: Path) -> None:
     """``out/config.json``: the protocol, whether its table is tuned, and every (task, method)'s options."""
-    from dataclasses import asdict
-
-    from .defaults import is_tuned
-
     config = {"protocol": spec.protocol, "tuned": is_tuned(spec.protocol), "seed": spec.seed,
               "runs": [{"task": t, "method": m, "method_options": spec.options(t, m),
                         "reguidance": asdict(spec.wrapper_config(t, m))} for t in spec.tasks for m in spec.methods]}
