@@ -423,14 +423,14 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True)
-@click.option("--n", "n_images", default=16, show_default=True, help="Test images per task.")
+@click.option("--n", "n_images", default=32, show_default=True, help="Test images per task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
 def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
-    """The main job: the pseudo-inverse and DPS on hard MNIST tasks (20x20 centred box, x8 super-resolution), each
-    with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
+    """The main job: the pseudo-inverse, DPS and DAPS on hard MNIST tasks (20x20 centred box, x8 super-resolution),
+    each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
     import time
 
     from .bench.inputs import load_classifier_features, load_test_images
@@ -444,7 +444,8 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
     ids = range(n_images)
     images, labels = load_test_images("mnist", ids)
     prior = load_prior("mnist", device=device).optimize(DTYPES[dtype])
-    spec = BenchSpec(["box20c", "sr8"], ["pinv", "dps"], ids, seed=seed, batch_size=min(n_images, 16), protocol="cpu")
+    spec = BenchSpec(["box20c", "sr8"], ["pinv", "dps", "daps"], ids, seed=seed, batch_size=min(n_images, 16),
+                     protocol="cpu")
     metric = load_classifier_features("mnist")
     run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
     summary = write_summary(out, features=metric[1] if metric else None)
