@@ -25,7 +25,8 @@ __all__ = [
     "write_summary",
 ]
 
-METRICS = ("psnr", "ssim", "consistency")
+#: per-image metrics and whether higher is better (``lpips`` only in runs given LPIPS weights)
+METRICS = {"psnr": True, "ssim": True, "consistency": False, "lpips": False}
 
 
 def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
@@ -46,9 +47,7 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
         rs = sorted(rs, key=lambda r: int(r["id"]))  # type: ignore[call-overload]
         row: dict[str, object] = {"task": task, "method": method, "reguidance": rg, "n": len(rs)}
         for m in METRICS:
-            row[m] = mean_ci95([float(r[m]) for r in rs])  # type: ignore[arg-type]
-        has_lpips = all("lpips" in r for r in rs)
-        row["lpips"] = mean_ci95([float(r["lpips"]) for r in rs]) if has_lpips else None  # type: ignore[arg-type]
+            row[m] = mean_ci95([float(r[m]) for r in rs]) if all(m in r for r in rs) else None  # type: ignore[arg-type]
         row["fd_cls"] = None
         row["class_acc"] = (
             proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
@@ -65,18 +64,15 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
         after = {int(r["id"]): r for r in groups[(task, method, True)]}  # type: ignore[call-overload]
         ids = sorted(before.keys() & after.keys())
         entry: dict[str, object] = {"task": task, "method": method, "n": len(ids)}
-        for m, higher in (("psnr", True), ("ssim", True), ("consistency", False)):
+        for m, higher in METRICS.items():
+            if not all(m in r for r in (*before.values(), *after.values())):
+                entry[m] = None
+                continue
             a = torch.tensor([float(after[i][m]) for i in ids])  # type: ignore[arg-type]
             b = torch.tensor([float(before[i][m]) for i in ids])  # type: ignore[arg-type]
             if m == "consistency":  # closeness to 1 (explaining y up to the noise) is what counts
                 a, b = (a - 1).abs(), (b - 1).abs()
             entry[m] = paired_difference(a, b, higher_is_better=higher)
-        if all("lpips" in r for r in (*before.values(), *after.values())):
-            entry["lpips"] = paired_difference(torch.tensor([float(after[i]["lpips"]) for i in ids]),  # type: ignore[arg-type]
-                                               torch.tensor([float(before[i]["lpips"]) for i in ids]),  # type: ignore[arg-type]
-                                               higher_is_better=False)
-        else:
-            entry["lpips"] = None
         if all("pred" in r for r in (*before.values(), *after.values())):
             correct = [[float(d[i]["pred"] == d[i]["label"]) for i in ids] for d in (after, before)]
             entry["class_acc"] = paired_difference(torch.tensor(correct[0]), torch.tensor(correct[1]))
