@@ -429,8 +429,9 @@ def test_unsupported_suffix_is_refused(tmp_path: Path) -> None:
 def test_embedded_model_absent_from_this_build_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     from reguidance.priors import zoo
 
-    ghost = ModelEntry(name="ghost", description="", config=tiny(), n_params=1, asset="models/ghost.safetensors",
-                       sha256="0" * 64)
+    ghost = ModelEntry(
+        name="ghost", description="", config=tiny(), n_params=1, asset="models/ghost.safetensors", sha256="0" * 64
+    )
     monkeypatch.setitem(zoo.MODELS, "ghost", ghost)
     with pytest.raises(FileNotFoundError, match="embedded model 'ghost' is not available in this build"):
         load_prior("ghost")

@@ -12,8 +12,16 @@ from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.wrapper import ReGuidanceConfig
 
-TINY_UNET = {"image_size": 32, "in_channels": 1, "model_channels": 32, "out_channels": 1, "num_res_blocks": 1,
-             "attention_resolutions": [], "channel_mult": (1, 2), "num_head_channels": 32}
+TINY_UNET = {
+    "image_size": 32,
+    "in_channels": 1,
+    "model_channels": 32,
+    "out_channels": 1,
+    "num_res_blocks": 1,
+    "attention_resolutions": [],
+    "channel_mult": (1, 2),
+    "num_head_channels": 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +37,14 @@ def images():
 
 
 def spec(**kw):
-    base = {"tasks": ["box16", "sr4"], "methods": ["pinv"], "ids": range(4), "seed": 3, "batch_size": 2,
-            "reguidance": ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True)}
+    base = {
+        "tasks": ["box16", "sr4"],
+        "methods": ["pinv"],
+        "ids": range(4),
+        "seed": 3,
+        "batch_size": 2,
+        "reguidance": ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True),
+    }
     return BenchSpec(**{**base, **kw})
 
 
@@ -126,8 +140,13 @@ def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images,
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("dps", {"steps": 3}), ("daps", {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 2}),
-     ("diffpir", {"steps": 3}), ("reddiff", {"steps": 3}), ("pigdm", {"steps": 3})],
+    [
+        ("dps", {"steps": 3}),
+        ("daps", {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 2}),
+        ("diffpir", {"steps": 3}),
+        ("reddiff", {"steps": 3}),
+        ("pigdm", {"steps": 3}),
+    ],
 )
 def test_every_baseline_runs_in_the_benchmark(tiny_prior, images, tmp_path, method, options):
     s = spec(tasks=["box16c"], methods=[method], ids=range(2), method_options={method: options})
@@ -162,8 +181,16 @@ def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
     x, _ = images
     save_images(x[:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    names = restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg,
-                    batch_size=2, progress=False)
+    names = restore(
+        tiny_prior,
+        "box16c",
+        tmp_path / "out",
+        images=tmp_path / "in",
+        method="pinv",
+        config=cfg,
+        batch_size=2,
+        progress=False,
+    )
     report = write_report(tmp_path / "out", "box16c", cfg, names)
     assert [r["name"] for r in report["images"]] == ["img0.png", "img1.png", "img2.png"]
     assert (tmp_path / "out" / "restored" / "img2.png").exists()
@@ -187,7 +214,10 @@ def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tm
     rank1 = (tmp_path / "out" / "restore.rank1.jsonl").read_text()
     assert "img1.png" in rank1 and "img0.png" not in rank1
     assert [r["name"] for r in write_report(tmp_path / "out", "sr4", cfg, names)["images"]] == [
-        "img0.png", "img1.png", "img2.png"]
+        "img0.png",
+        "img1.png",
+        "img2.png",
+    ]
 
 
 def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tmp_path):
@@ -205,12 +235,22 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
     from pathlib import Path
 
     worker = Path(__file__).parent / "scripts" / "shard_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           str(tmp_path / "sharded")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tmp_path / "sharded"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "sharded").glob("results*.jsonl")) == [
-        "results.rank0.jsonl", "results.rank1.jsonl"]
+        "results.rank0.jsonl",
+        "results.rank1.jsonl",
+    ]
     sys.path.insert(0, str(worker.parent))
     from shard_worker import tiny_setup
 
@@ -233,8 +273,19 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     base = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
     wrapper_grid = parse_grid("zeta=0.1,1.0")
     method_grid = parse_grid("zeta=0.5,5", fields=["zeta"])
-    entry = tune_pair(tiny_prior, images[0], "sr4", "dps", range(3), method_options={"steps": 2},
-                      method_grid=method_grid, wrapper_grid=wrapper_grid, base=base, batch_size=2, progress=False)
+    entry = tune_pair(
+        tiny_prior,
+        images[0],
+        "sr4",
+        "dps",
+        range(3),
+        method_options={"steps": 2},
+        method_grid=method_grid,
+        wrapper_grid=wrapper_grid,
+        base=base,
+        batch_size=2,
+        progress=False,
+    )
     assert [r["zeta"] for r in entry["method_sweep"]] == [0.5, 5.0]
     assert [r["zeta"] for r in entry["wrapper_sweep"]] == [0.1, 1.0]
     chosen_step = choose(entry["method_sweep"])["zeta"]
@@ -246,9 +297,14 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     for i in range(3):
         op, y = task.measure(x[i : i + 1], [i], 0)
         cand = dps_candidates(tiny_prior, op, y, i, chosen_step)
-        out = reguide(cand, y, op, tiny_prior, config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True,
-                                                                        zeta=1.0),
-                      rng=stream_rng(0, "sr4", "reguidance/dps", [i])).x.clamp(-1, 1)
+        out = reguide(
+            cand,
+            y,
+            op,
+            tiny_prior,
+            config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True, zeta=1.0),
+            rng=stream_rng(0, "sr4", "reguidance/dps", [i]),
+        ).x.clamp(-1, 1)
         rows.append(float(ssim(out, x[i : i + 1])[0]))
     assert entry["wrapper_sweep"][1]["ssim"] == pytest.approx(sum(rows) / 3, abs=1e-4)
 
@@ -257,8 +313,9 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     again = run_sweep([("sr4", "dps")], tmp_path, lambda t, m: calls.append((t, m)) or entry)
     assert calls == [("sr4", "dps")]  # the second sweep resumed from the saved entry
     table = collect_table(again, {"protocol": "cpu"})
-    assert table["entries"] == [{"task": "sr4", "method": "dps", "method_options": entry["method_options"],
-                                 "reguidance": entry["reguidance"]}]
+    assert table["entries"] == [
+        {"task": "sr4", "method": "dps", "method_options": entry["method_options"], "reguidance": entry["reguidance"]}
+    ]
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 1.0, "ssim": 0.5}])["ssim"] == 0.5
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 3.0, "ssim": 0.5}])["ssim"] == 0.9
 
@@ -276,8 +333,11 @@ def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
     assert defaults.method_options("sr8", "dps") == {"zeta": 1.0, "steps": 1000}
     assert defaults.method_options("sr8", "dps", "cpu", tuned=False) == {"zeta": 1.0, "steps": 50}
     assert defaults.reguidance_config("sr8", "pinv", "cpu", tuned=False).inversion_steps == 10
-    table = {"entries": [{"task": "sr8", "method": "dps", "method_options": {"zeta": 7.0},
-                          "reguidance": {"zeta": 2.0, "t_end": 0.5}}]}
+    table = {
+        "entries": [
+            {"task": "sr8", "method": "dps", "method_options": {"zeta": 7.0}, "reguidance": {"zeta": 2.0, "t_end": 0.5}}
+        ]
+    }
     monkeypatch.setattr(defaults, "tuned_table", lambda protocol: table if protocol == "cpu" else {})
     assert defaults.method_options("sr8", "dps", "cpu") == {"zeta": 7.0, "steps": 50}
     cfg = defaults.reguidance_config("sr8", "dps", "cpu")
@@ -319,7 +379,8 @@ def test_verdict_counts_only_changes_whose_interval_excludes_zero():
     assert verdict({"ssim": d(0.01, 0.05), "consistency": d(0.1, 0.2), "class_acc": None}) == "mixed"
     assert verdict({"ssim": d(-0.05, -0.01), "consistency": d(-0.1, 0.2), "class_acc": None}) == "hurts"
     assert verdict({"ssim": d(-0.05, 0.01), "consistency": d(-0.1, 0.2), "class_acc": d(-0.1, 0.1)}) == (
-        "no clear effect")
+        "no clear effect"
+    )
 
 
 def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, images, tmp_path):

@@ -6,8 +6,22 @@ import sys
 
 from reguidance.cli import main
 
-TINY = ["--dim", "4", "--modes", "3", "--measurements", "1", "--candidates", "8", "--candidate-steps", "5",
-        "--inversion-steps", "10", "--dps-steps", "10"]
+TINY = [
+    "--dim",
+    "4",
+    "--modes",
+    "3",
+    "--measurements",
+    "1",
+    "--candidates",
+    "8",
+    "--candidate-steps",
+    "5",
+    "--inversion-steps",
+    "10",
+    "--dps-steps",
+    "10",
+]
 
 
 def test_theory_writes_the_json_report_and_the_picture(tmp_path, capsys):
@@ -50,8 +64,9 @@ def test_python_dash_m_runs_the_same_command():
 
 
 def test_console_error_has_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "reguidance", "theory", "--steps-nonsense"], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reguidance", "theory", "--steps-nonsense"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -91,8 +106,23 @@ def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, cap
 
     x, _, _ = load_test_subset("mnist")
     save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
-    args = ["restore", "--prior", "mnist", "--task", "sr4", "--image", str(tmp_path / "in"), "--method", "pinv",
-            "--inversion-steps", "2", "--dps-steps", "2", "--out", str(tmp_path / "out")]
+    args = [
+        "restore",
+        "--prior",
+        "mnist",
+        "--task",
+        "sr4",
+        "--image",
+        str(tmp_path / "in"),
+        "--method",
+        "pinv",
+        "--inversion-steps",
+        "2",
+        "--dps-steps",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]

@@ -44,8 +44,7 @@ def scipy_log_prob(gm: GaussianMixture, x: np.ndarray, ab: float) -> np.ndarray:
     """log p_t(x) summed component by component with scipy."""
     covs = gm.covariances.numpy()
     terms = [
-        math.log(float(w))
-        + multivariate_normal(math.sqrt(ab) * mu, ab * c + (1 - ab) * np.eye(len(mu))).logpdf(x)
+        math.log(float(w)) + multivariate_normal(math.sqrt(ab) * mu, ab * c + (1 - ab) * np.eye(len(mu))).logpdf(x)
         for w, mu, c in zip(gm.weights.numpy(), gm.means.numpy(), covs, strict=True)
     ]
     return logsumexp(np.stack(terms), axis=0)
@@ -60,9 +59,7 @@ def mixture_2d() -> GaussianMixture:
 # ------------------------------------------------------------------------------------------ scores and eps
 @pytest.mark.parametrize("kind", sorted(MIXTURES))
 @pytest.mark.parametrize("ab", [0.999, 0.5, 0.01])
-def test_eps_is_minus_sqrt_one_minus_alpha_bar_times_numerical_gradient_of_log_prob(
-    kind: str, ab: float
-) -> None:
+def test_eps_is_minus_sqrt_one_minus_alpha_bar_times_numerical_gradient_of_log_prob(kind: str, ab: float) -> None:
     gm = MIXTURES[kind]()
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64) * 0.5
     h = 1e-5

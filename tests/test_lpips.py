@@ -12,11 +12,19 @@ CHANNELS = (64, 192, 384, 256, 256)
 def torchvision_layout_features() -> nn.Sequential:
     """torchvision's ``alexnet().features``, written out layer by layer (indices are the state-dict keys)."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(3, 64, 11, 4, 2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
     )
 
 
@@ -66,8 +74,12 @@ def test_grey_small_images_are_repeated_and_upsampled(weights):
     x, y = torch.rand(2, 1, 32, 32, generator=g) * 2 - 1, torch.rand(2, 1, 32, 32, generator=g) * 2 - 1
     up = torch.nn.functional.interpolate
     with torch.no_grad():
-        want = reference_lpips(features, heads, up(x, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1),
-                               up(y, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1))
+        want = reference_lpips(
+            features,
+            heads,
+            up(x, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1),
+            up(y, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1),
+        )
     assert torch.allclose(metric(x, y), want, rtol=1e-4, atol=1e-6)
 
 

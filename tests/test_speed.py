@@ -6,8 +6,16 @@ from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.speed import SpeedConfig, format_speed, measure_speed
 
-TINY = {"image_size": 16, "in_channels": 1, "model_channels": 32, "out_channels": 1, "num_res_blocks": 1,
-        "attention_resolutions": [], "channel_mult": (1, 2), "num_head_channels": 32}
+TINY = {
+    "image_size": 16,
+    "in_channels": 1,
+    "model_channels": 32,
+    "out_channels": 1,
+    "num_res_blocks": 1,
+    "attention_resolutions": [],
+    "channel_mult": (1, 2),
+    "num_head_channels": 32,
+}
 
 
 def test_speed_report_has_the_floor_and_every_method_with_its_ratio():

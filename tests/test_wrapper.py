@@ -69,8 +69,13 @@ def test_nan_candidate_is_rejected(gmm_prior, gmm_problem):
 
 @pytest.mark.parametrize(
     ("option", "word"),
-    [({"inversion_steps": 0}, "inversion_steps"), ({"dps_steps": 0}, "dps_steps"), ({"t_end": 0.0}, "t_end"),
-     ({"zeta": -1.0}, "zeta"), ({"sampler": "euler"}, "sampler")],
+    [
+        ({"inversion_steps": 0}, "inversion_steps"),
+        ({"dps_steps": 0}, "dps_steps"),
+        ({"t_end": 0.0}, "t_end"),
+        ({"zeta": -1.0}, "zeta"),
+        ({"sampler": "euler"}, "sampler"),
+    ],
 )
 def test_bad_options_are_rejected_naming_them(option, word):
     with pytest.raises(ValueError, match=word):

@@ -24,21 +24,44 @@ def cli() -> None:
 @click.option("--noise", default=0.5, show_default=True, help="Measurement noise sigma_y.")
 @click.option("--candidates", default=256, show_default=True, help="Number of problems (one candidate each).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--candidate", "candidate", type=click.Choice(["dps", "pinv"]), default="dps", show_default=True,
-              help="Baseline producing the candidates: DPS with few steps, or the pseudo-inverse.")
+@click.option(
+    "--candidate",
+    "candidate",
+    type=click.Choice(["dps", "pinv"]),
+    default="dps",
+    show_default=True,
+    help="Baseline producing the candidates: DPS with few steps, or the pseudo-inverse.",
+)
 @click.option("--candidate-steps", default=10, show_default=True, help="Steps of the candidate DPS.")
 @click.option("--inversion-steps", default=100, show_default=True)
-@click.option("--inversion-method", type=click.Choice(["euler", "heun", "fixed_point"]), default="euler",
-              show_default=True)
+@click.option(
+    "--inversion-method", type=click.Choice(["euler", "heun", "fixed_point"]), default="euler", show_default=True
+)
 @click.option("--t-end", default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1].")
 @click.option("--dps-steps", default=100, show_default=True)
 @click.option("--zeta", default=0.2, show_default=True, help="DPS step size.")
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddpm", show_default=True,
-              help="DPS steps after the inversion.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report as JSON here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("runs/theory/projection.png"), show_default=True, help="Where to save the picture.")
+@click.option(
+    "--sampler",
+    type=click.Choice(["ddim", "ddpm"]),
+    default="ddpm",
+    show_default=True,
+    help="DPS steps after the inversion.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report as JSON here.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("runs/theory/projection.png"),
+    show_default=True,
+    help="Where to save the picture.",
+)
 def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
     """The paper's claim, measured on an exact-score Gaussian mixture."""
     from .theory import TheoryConfig, format_table, run_theory, save_projection_plot, write_json
@@ -68,10 +91,19 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), default=None,
-              help="Training data (train split). Default: the config file's, else mnist.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for checkpoints, the log, the EMA weights and the sample grid.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["mnist", "fashion_mnist"]),
+    default=None,
+    help="Training data (train split). Default: the config file's, else mnist.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for checkpoints, the log, the EMA weights and the sample grid.",
+)
 @click.option("--steps", type=int, default=None, help="Number of optimizer steps (default 100000).")
 @click.option("--batch-size", type=int, default=None, help="Images per step (default 32).")
 @click.option("--minutes", type=float, default=None, help="Stop cleanly (and save) after this much training.")
@@ -80,11 +112,19 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
 @click.option("--ema-decay", type=float, default=None, help="EMA decay (default 0.999, with warm-up).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (faster on CPUs with AMX / AVX512-BF16).")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="JSON file of TrainConfig fields; flags override it.")
-@click.option("--resume", is_flag=True,
-              help="Continue from the last checkpoint in --out; --steps and --minutes (counted from the run's start) "
-                   "apply anew, every other setting comes from the checkpoint.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file of TrainConfig fields; flags override it.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the last checkpoint in --out; --steps and --minutes (counted from the run's start) "
+    "apply anew, every other setting comes from the checkpoint.",
+)
 def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: object) -> None:
     """Train an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on MNIST or Fashion-MNIST."""
     import json
@@ -106,8 +146,12 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
 
 
 @cli.command()
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to look for checkpoint files (default: $REGUIDANCE_CHECKPOINTS, then ~/.cache/reguidance).")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to look for checkpoint files (default: $REGUIDANCE_CHECKPOINTS, then ~/.cache/reguidance).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def models(checkpoint_dir: Path | None, as_json: bool) -> None:
     """List the known priors and whether each is present locally."""
@@ -127,15 +171,21 @@ def models(checkpoint_dir: Path | None, as_json: bool) -> None:
 
 @cli.command("train-classifier")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), required=True)
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for <dataset>_classifier.safetensors and its .json facts.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for <dataset>_classifier.safetensors and its .json facts.",
+)
 @click.option("--epochs", default=6, show_default=True)
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
-def train_classifier_cmd(dataset: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-                         threads: int | None) -> None:
+def train_classifier_cmd(
+    dataset: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, threads: int | None
+) -> None:
     """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
     import torch
 
@@ -156,22 +206,63 @@ def train_classifier_cmd(dataset: str, out: Path, epochs: int, batch_size: int, 
 @click.option("--steps", default=50, show_default=True, help="DDIM steps (eta = 0).")
 @click.option("--seed", default=0, show_default=True, help="Sample i starts from noise seeded by (seed, i).")
 @click.option("--batch-size", default=250, show_default=True, help="Samples per batch (does not change results).")
-@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), default=None,
-              help="Reference data and metric classifier (default: the prior's name).")
-@click.option("--reference", type=click.Choice(["test", "subset"]), default="test", show_default=True,
-              help="Compare with the full test split or the committed 256-image test subset.")
-@click.option("--clip/--no-clip", default=True, show_default=True,
-              help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).")
+@click.option(
+    "--dataset",
+    type=click.Choice(["mnist", "fashion_mnist"]),
+    default=None,
+    help="Reference data and metric classifier (default: the prior's name).",
+)
+@click.option(
+    "--reference",
+    type=click.Choice(["test", "subset"]),
+    default="test",
+    show_default=True,
+    help="Compare with the full test split or the committed 256-image test subset.",
+)
+@click.option(
+    "--clip/--no-clip",
+    default=True,
+    show_default=True,
+    help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).",
+)
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="The network's precision (autocast); the sampler's arithmetic stays in fp32.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for samples.png (the first 100 samples) and samples.npz (all, uint8).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report (fd_cls, fd_cls_floor, class_histogram, mean_confidence) here.")
-def sample(prior_name: str, n: int, steps: int, seed: int, batch_size: int, dataset: str | None, reference: str,
-           clip: bool, threads: int | None, device: str, dtype: str, out: Path, json_path: Path | None) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="The network's precision (autocast); the sampler's arithmetic stays in fp32.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for samples.png (the first 100 samples) and samples.npz (all, uint8).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report (fd_cls, fd_cls_floor, class_histogram, mean_confidence) here.",
+)
+def sample(
+    prior_name: str,
+    n: int,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    dataset: str | None,
+    reference: str,
+    clip: bool,
+    threads: int | None,
+    device: str,
+    dtype: str,
+    out: Path,
+    json_path: Path | None,
+) -> None:
     """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
     import json
     import time
@@ -226,30 +317,74 @@ def _csv(value: str) -> list[str]:
 @cli.command()
 @click.option("--prior", "prior_name", default="mnist", show_default=True, help="Embedded prior name, or a path.")
 @click.option("--dataset", default=None, help="Test images' dataset (default: the embedded prior's).")
-@click.option("--tasks", default="box20c,sr8", show_default=True,
-              help="Comma-separated: box16, box20, box16c, box20c, sr4, sr8, deblur.")
-@click.option("--methods", default="pinv,dps", show_default=True,
-              help="Comma-separated: dps, daps, diffpir, reddiff, pigdm, pinv, folder:PATH.")
+@click.option(
+    "--tasks",
+    default="box20c,sr8",
+    show_default=True,
+    help="Comma-separated: box16, box20, box16c, box20c, sr4, sr8, deblur.",
+)
+@click.option(
+    "--methods",
+    default="pinv,dps",
+    show_default=True,
+    help="Comma-separated: dps, daps, diffpir, reddiff, pigdm, pinv, folder:PATH.",
+)
 @click.option("--ids", default="0:16", show_default=True, help="Test-split indices A:B (A to B-1).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
-@click.option("--protocol", type=click.Choice(["reference", "cpu"]), default="reference", show_default=True,
-              help="Budgets and defaults table: the papers' budgets, or the reduced, validation-tuned CPU ones.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["reference", "cpu"]),
+    default="reference",
+    show_default=True,
+    help="Budgets and defaults table: the papers' budgets, or the reduced, validation-tuned CPU ones.",
+)
 @click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs).")
-@click.option("--lpips-alexnet", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="torchvision AlexNet weights (alexnet-owt-7be5be79.pth): with --lpips-lin, adds LPIPS.")
-@click.option("--lpips-lin", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="LPIPS v0.1 linear heads (the lpips package's weights/v0.1/alex.pth).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
-              show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write summary.json here.")
+@click.option(
+    "--lpips-alexnet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="torchvision AlexNet weights (alexnet-owt-7be5be79.pth): with --lpips-lin, adds LPIPS.",
+)
+@click.option(
+    "--lpips-lin",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="LPIPS v0.1 linear heads (the lpips package's weights/v0.1/alex.pth).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"), show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write summary.json here.",
+)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
-def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: str, seed: int, batch_size: int,
-          protocol: str, steps: int | None, lpips_alexnet: Path | None, lpips_lin: Path | None, out: Path,
-          json_path: Path | None, device: str, dtype: str) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
+)
+def bench(
+    prior_name: str,
+    dataset: str | None,
+    tasks: str,
+    methods: str,
+    ids: str,
+    seed: int,
+    batch_size: int,
+    protocol: str,
+    steps: int | None,
+    lpips_alexnet: Path | None,
+    lpips_lin: Path | None,
+    out: Path,
+    json_path: Path | None,
+    device: str,
+    dtype: str,
+) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     import json
 
@@ -268,8 +403,15 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
     step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "annealing_steps"}
     method_list = _csv(methods)
     overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
-    spec = BenchSpec(_csv(tasks), method_list, id_range, seed=seed, batch_size=batch_size, method_options=overrides,
-                     protocol=protocol)
+    spec = BenchSpec(
+        _csv(tasks),
+        method_list,
+        id_range,
+        seed=seed,
+        batch_size=batch_size,
+        method_options=overrides,
+        protocol=protocol,
+    )
     if (lpips_alexnet is None) != (lpips_lin is None):
         raise ValueError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
     metric = load_classifier_features(data_name)
@@ -282,13 +424,24 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
             from .lpips import LPIPS
 
             lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
-            notes.append(f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 "
-                         f"{lpips.lin_sha256}")
+            notes.append(
+                f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"
+            )
         else:
             notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
         prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
-        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, lpips=lpips,
-                  rank=rank, world_size=world, progress=rank == 0)
+        run_bench(
+            prior,
+            images,
+            labels,
+            spec,
+            out,
+            classifier=metric[0] if metric else None,
+            lpips=lpips,
+            rank=rank,
+            world_size=world,
+            progress=rank == 0,
+        )
     if rank != 0:
         return
     summary = write_summary(out, features=metric[1] if metric else None, notes=notes)
@@ -304,10 +457,19 @@ def bench(prior_name: str, dataset: str | None, tasks: str, methods: str, ids: s
 
 
 @cli.command("bench-report")
-@click.option("--run", "runs", multiple=True, required=True,
-              help="NAME=DIR: a finished benchmark folder (with summary.json and config.json); repeatable.")
-@click.option("--into", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="Markdown file whose '<!-- tables:begin -->' ... '<!-- tables:end -->' section is replaced.")
+@click.option(
+    "--run",
+    "runs",
+    multiple=True,
+    required=True,
+    help="NAME=DIR: a finished benchmark folder (with summary.json and config.json); repeatable.",
+)
+@click.option(
+    "--into",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="Markdown file whose '<!-- tables:begin -->' ... '<!-- tables:end -->' section is replaced.",
+)
 def bench_report(runs: tuple[str, ...], into: Path) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
     from .bench.report import benchmark_tables, replace_marked
@@ -326,8 +488,13 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
 
 
 @cli.command()
-@click.option("--prior", "prior_name", default="mnist", show_default=True,
-              help="Embedded prior, a checkpoint path, or a known configuration with random weights (ffhq_10m).")
+@click.option(
+    "--prior",
+    "prior_name",
+    default="mnist",
+    show_default=True,
+    help="Embedded prior, a checkpoint path, or a known configuration with random weights (ffhq_10m).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
@@ -335,13 +502,28 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
 @click.option("--inversion-steps", default=10, show_default=True)
 @click.option("--daps-annealing-steps", default=4, show_default=True)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network.")
-@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
-              show_default=True, help="torch.compile mode; reduce-overhead adds CUDA graphs on GPU.")
+@click.option(
+    "--compile-mode",
+    type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+    default="default",
+    show_default=True,
+    help="torch.compile mode; reduce-overhead adds CUDA graphs on GPU.",
+)
 @click.option("--channels-last", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: int, inversion_steps: int,
-          daps_annealing_steps: int, use_compile: bool, compile_mode: str, channels_last: bool,
-          json_path: Path | None) -> None:
+def speed(
+    prior_name: str,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    dps_steps: int,
+    inversion_steps: int,
+    daps_annealing_steps: int,
+    use_compile: bool,
+    compile_mode: str,
+    channels_last: bool,
+    json_path: Path | None,
+) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
     import json
 
@@ -349,15 +531,23 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
     from .priors.zoo import MODELS, load_prior, random_prior
     from .speed import SpeedConfig, format_speed, measure_speed
 
-    cfg = SpeedConfig(batch_size=batch_size, dps_steps=dps_steps, inversion_steps=inversion_steps,
-                      daps_annealing_steps=daps_annealing_steps)
+    cfg = SpeedConfig(
+        batch_size=batch_size,
+        dps_steps=dps_steps,
+        inversion_steps=inversion_steps,
+        daps_annealing_steps=daps_annealing_steps,
+    )
     entry = MODELS.get(prior_name)
     if entry is not None and not entry.embedded:
         prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
     else:
         prior = load_prior(prior_name, device=device)
-    prior.optimize(DTYPES[dtype], compile=use_compile, channels_last=channels_last,  # type: ignore[attr-defined]
-                   compile_mode=compile_mode)
+    prior.optimize(
+        DTYPES[dtype],
+        compile=use_compile,
+        channels_last=channels_last,  # type: ignore[attr-defined]
+        compile_mode=compile_mode,
+    )
     report = measure_speed(prior, cfg, dtype)
     click.echo(format_speed(report))
     if json_path is not None:
@@ -368,12 +558,24 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
 @cli.command()
 @click.option("--prior", "prior_name", default="mnist", show_default=True, help="Embedded prior name, or a path.")
 @click.option("--task", required=True, help="box16, box20, box16c, box20c, sr4, sr8 or deblur.")
-@click.option("--image", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Clean image file or folder: the measurement is simulated.")
-@click.option("--measurement", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Measurement image file or folder (y).")
-@click.option("--candidate", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Candidate image file or folder (one per input).")
+@click.option(
+    "--image",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Clean image file or folder: the measurement is simulated.",
+)
+@click.option(
+    "--measurement",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Measurement image file or folder (y).",
+)
+@click.option(
+    "--candidate",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Candidate image file or folder (one per input).",
+)
 @click.option("--method", default=None, help="Make the candidates with this method instead (dps, daps, pinv, ...).")
 @click.option("--steps", type=int, default=None, help="Step count of --method.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -384,11 +586,31 @@ def speed(prior_name: str, device: str, dtype: str, batch_size: int, dps_steps: 
 @click.option("--dps-steps", type=int, default=None)
 @click.option("--zeta", type=float, default=None)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
-def restore(prior_name: str, task: str, image: Path | None, measurement: Path | None, candidate: Path | None,
-            method: str | None, steps: int | None, out: Path, seed: int, batch_size: int, t_end: float | None,
-            inversion_steps: int | None, dps_steps: int | None, zeta: float | None, device: str, dtype: str) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
+)
+def restore(
+    prior_name: str,
+    task: str,
+    image: Path | None,
+    measurement: Path | None,
+    candidate: Path | None,
+    method: str | None,
+    steps: int | None,
+    out: Path,
+    seed: int,
+    batch_size: int,
+    t_end: float | None,
+    inversion_steps: int | None,
+    dps_steps: int | None,
+    zeta: float | None,
+    device: str,
+    dtype: str,
+) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from dataclasses import replace
 
@@ -407,27 +629,46 @@ def restore(prior_name: str, task: str, image: Path | None, measurement: Path | 
         options["annealing_steps" if method == "daps" else "steps"] = steps
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
         prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
-        names = run_restore(prior, task, out, images=image, measurements=measurement, candidates=candidate,
-                            method=method, method_options=options, config=cfg, seed=seed, batch_size=batch_size,
-                            rank=rank, world_size=world, progress=rank == 0)
+        names = run_restore(
+            prior,
+            task,
+            out,
+            images=image,
+            measurements=measurement,
+            candidates=candidate,
+            method=method,
+            method_options=options,
+            config=cfg,
+            seed=seed,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world,
+            progress=rank == 0,
+        )
     if rank != 0:
         return
     report = write_report(out, task, cfg, names)
     rows = report["images"]
     before = sum(r["consistency_before"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
     after = sum(r["consistency_after"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
-    click.echo(f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
-               f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}")
+    click.echo(
+        f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
+        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}"
+    )
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--n", "n_images", default=32, show_default=True, help="Test images per task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="The network's precision (autocast); the samplers' arithmetic stays in fp32.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
+)
 def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
     """The main job: the pseudo-inverse, DPS and DAPS on hard MNIST tasks (20x20 centred box, x8 super-resolution),
     each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
@@ -444,8 +685,9 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
     ids = range(n_images)
     images, labels = load_test_images("mnist", ids)
     prior = load_prior("mnist", device=device).optimize(DTYPES[dtype])
-    spec = BenchSpec(["box20c", "sr8"], ["pinv", "dps", "daps"], ids, seed=seed, batch_size=min(n_images, 16),
-                     protocol="cpu")
+    spec = BenchSpec(
+        ["box20c", "sr8"], ["pinv", "dps", "daps"], ids, seed=seed, batch_size=min(n_images, 16), protocol="cpu"
+    )
     metric = load_classifier_features("mnist")
     run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
     summary = write_summary(out, features=metric[1] if metric else None)
@@ -474,23 +716,30 @@ def _tune_setup(prior_name: str, dataset: str | None, ids: str, dtype: str):
 def _echo_sweep(entry: dict[str, object]) -> None:
     for stage in ("method_sweep", "wrapper_sweep"):
         for r in entry[stage]:  # type: ignore[attr-defined]
-            click.echo(f"  {stage.split('_')[0]:>7}  " + "  ".join(
-                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
-    click.echo(f"{entry['task']}/{entry['method']}: method {entry['method_options']}, "
-               f"reguidance {entry['reguidance']}")
+            click.echo(
+                f"  {stage.split('_')[0]:>7}  "
+                + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+            )
+    click.echo(f"{entry['task']}/{entry['method']}: method {entry['method_options']}, reguidance {entry['reguidance']}")
 
 
 _TUNE_OPTIONS = [
     click.option("--prior", "prior_name", default="mnist", show_default=True),
     click.option("--dataset", default=None, help="Validation images' dataset (default: the embedded prior's)."),
     click.option("--ids", default="0:16", show_default=True, help="VALIDATION-split indices A:B."),
-    click.option("--protocol", type=click.Choice(["reference", "cpu"]), default="cpu", show_default=True,
-                 help="Budgets the sweep runs under (see reguidance.bench.defaults)."),
+    click.option(
+        "--protocol",
+        type=click.Choice(["reference", "cpu"]),
+        default="cpu",
+        show_default=True,
+        help="Budgets the sweep runs under (see reguidance.bench.defaults).",
+    ),
     click.option("--seed", default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
     click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
-    click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"),
-                 show_default=True),
+    click.option(
+        "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"), show_default=True
+    ),
 ]
 
 
@@ -500,8 +749,19 @@ def _tune_options(fn):
     return fn
 
 
-def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: int, batch_size: int, dtype: str,
-           out: Path, pairs: list[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str):
+def _sweep(
+    prior_name: str,
+    dataset: str | None,
+    ids: str,
+    protocol: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    out: Path,
+    pairs: list[tuple[str, str]],
+    method_grids: dict[str, str],
+    wrapper_grid: str,
+):
     from .bench.defaults import method_options, reguidance_config
     from .bench.methods import get_method
     from .bench.protocol import get_task
@@ -517,10 +777,19 @@ def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: 
     prior, images, id_range = _tune_setup(prior_name, dataset, ids, dtype)
 
     def run_pair(task: str, method: str) -> dict[str, object]:
-        return tune_pair(prior, images, task, method, id_range,
-                         method_options=method_options(task, method, protocol, tuned=False),
-                         method_grid=grids.get(method), wrapper_grid=wgrid,
-                         base=reguidance_config(task, method, protocol, tuned=False), seed=seed, batch_size=batch_size)
+        return tune_pair(
+            prior,
+            images,
+            task,
+            method,
+            id_range,
+            method_options=method_options(task, method, protocol, tuned=False),
+            method_grid=grids.get(method),
+            wrapper_grid=wgrid,
+            base=reguidance_config(task, method, protocol, tuned=False),
+            seed=seed,
+            batch_size=batch_size,
+        )
 
     entries = run_sweep(pairs, out, run_pair)
     for e in entries:
@@ -531,41 +800,105 @@ def _sweep(prior_name: str, dataset: str | None, ids: str, protocol: str, seed: 
 @cli.command()
 @click.option("--task", required=True)
 @click.option("--method", required=True)
-@click.option("--grid", default=None, help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...' "
-              "(default: the grid of tune-defaults).")
+@click.option(
+    "--grid",
+    default=None,
+    help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...' (default: the grid of tune-defaults).",
+)
 @click.option("--method-grid", default="", help="The method's step size, e.g. 'zeta=1,3,10' for dps.")
 @_tune_options
-def tune(task: str, method: str, grid: str | None, method_grid: str, prior_name: str, dataset: str | None, ids: str,
-         protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
+def tune(
+    task: str,
+    method: str,
+    grid: str | None,
+    method_grid: str,
+    prior_name: str,
+    dataset: str | None,
+    ids: str,
+    protocol: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    out: Path,
+) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
     from .bench.tune import DEFAULT_WRAPPER_GRID
 
-    _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, [(task, method)],
-           {method: method_grid} if method_grid else {}, grid or DEFAULT_WRAPPER_GRID)
+    _sweep(
+        prior_name,
+        dataset,
+        ids,
+        protocol,
+        seed,
+        batch_size,
+        dtype,
+        out,
+        [(task, method)],
+        {method: method_grid} if method_grid else {},
+        grid or DEFAULT_WRAPPER_GRID,
+    )
     click.echo(f"saved: {out / f'{task}_{method}.json'}")
 
 
 @cli.command("tune-defaults")
 @click.option("--tasks", default="box16,box20,box16c,box20c,sr4,sr8,deblur", show_default=True)
 @click.option("--methods", default="pinv,dps,daps,diffpir,reddiff,pigdm", show_default=True)
-@click.option("--write", "write_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>.json).")
+@click.option(
+    "--write",
+    "write_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>.json).",
+)
 @_tune_options
-def tune_defaults(tasks: str, methods: str, write_path: Path | None, prior_name: str, dataset: str | None, ids: str,
-                  protocol: str, seed: int, batch_size: int, dtype: str, out: Path) -> None:
+def tune_defaults(
+    tasks: str,
+    methods: str,
+    write_path: Path | None,
+    prior_name: str,
+    dataset: str | None,
+    ids: str,
+    protocol: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    out: Path,
+) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     import json
 
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, RULE, collect_table
 
     pairs = [(t, m) for t in _csv(tasks) for m in _csv(methods)]
-    entries = _sweep(prior_name, dataset, ids, protocol, seed, batch_size, dtype, out, pairs, DEFAULT_METHOD_GRIDS,
-                     DEFAULT_WRAPPER_GRID)
+    entries = _sweep(
+        prior_name,
+        dataset,
+        ids,
+        protocol,
+        seed,
+        batch_size,
+        dtype,
+        out,
+        pairs,
+        DEFAULT_METHOD_GRIDS,
+        DEFAULT_WRAPPER_GRID,
+    )
     if write_path is not None:
-        command = (f"reguidance tune-defaults --prior {prior_name} --protocol {protocol} --ids {ids} --seed {seed} "
-                   f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}")
-        header = {"protocol": protocol, "prior": prior_name, "split": "val", "ids": ids, "seed": seed, "rule": RULE,
-                  "method_grids": DEFAULT_METHOD_GRIDS, "wrapper_grid": DEFAULT_WRAPPER_GRID, "command": command}
+        command = (
+            f"reguidance tune-defaults --prior {prior_name} --protocol {protocol} --ids {ids} --seed {seed} "
+            f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}"
+        )
+        header = {
+            "protocol": protocol,
+            "prior": prior_name,
+            "split": "val",
+            "ids": ids,
+            "seed": seed,
+            "rule": RULE,
+            "method_grids": DEFAULT_METHOD_GRIDS,
+            "wrapper_grid": DEFAULT_WRAPPER_GRID,
+            "command": command,
+        }
         write_path.parent.mkdir(parents=True, exist_ok=True)
         write_path.write_text(json.dumps(collect_table(entries, header), indent=2) + "\n")
         click.echo(f"table: {write_path}")

@@ -110,9 +110,7 @@ class BatchRNG:
             self.generators.append(g)
 
     @classmethod
-    def from_seed(
-        cls, seed: int, ids: int | Sequence[int], device: torch.device | str = "cpu"
-    ) -> BatchRNG:
+    def from_seed(cls, seed: int, ids: int | Sequence[int], device: torch.device | str = "cpu") -> BatchRNG:
         """Generators for samples ``ids`` (or ``range(ids)`` when an int) of a run seeded with ``seed``."""
         if isinstance(ids, (int, np.integer)):
             ids = range(check_positive_int("batch size", int(ids)))
@@ -123,15 +121,11 @@ class BatchRNG:
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """Standard normal draws of shape ``(B, *shape)``, row ``i`` from generator ``i``."""
-        return torch.stack(
-            [torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        )
+        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """Uniform ``[0, 1)`` draws of shape ``(B, *shape)``, row ``i`` from generator ``i``."""
-        return torch.stack(
-            [torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        )
+        return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
 
     def randn_like(self, x: Tensor) -> Tensor:
         """Standard normal draws shaped like ``x`` (``x.shape[0]`` must equal the number of generators)."""

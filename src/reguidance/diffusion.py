@@ -86,9 +86,7 @@ class Schedule:
         """guided-diffusion's linear schedule; the end points scale by ``1000 / num_timesteps``."""
         check_positive_int("num_timesteps", num_timesteps)
         scale = 1000 / num_timesteps
-        return cls.from_betas(
-            torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
-        )
+        return cls.from_betas(torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64))
 
     @classmethod
     def cosine(cls, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
@@ -98,9 +96,7 @@ class Schedule:
         def f(u: float) -> float:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
-        betas = [
-            min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta) for i in range(num_timesteps)
-        ]
+        betas = [min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta) for i in range(num_timesteps)]
         return cls.from_betas(torch.tensor(betas, dtype=torch.float64))
 
     @classmethod
@@ -134,9 +130,7 @@ class Schedule:
             raise ValueError(f"t_end must lie in (0, 1], got {t_end!r}")
         last = round(t_end * (len(self) - 1))
         if num_steps > last + 1:
-            raise ValueError(
-                f"num_steps={num_steps} exceeds the {last + 1} levels available up to t_end={t_end}"
-            )
+            raise ValueError(f"num_steps={num_steps} exceeds the {last + 1} levels available up to t_end={t_end}")
         if num_steps == 1:
             return self.respace([last])
         stride = last / (num_steps - 1)

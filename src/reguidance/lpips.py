@@ -32,8 +32,13 @@ __all__ = ["LPIPS"]
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 #: torchvision AlexNet ``features`` conv layers: (index, in, out, kernel, stride, padding); LPIPS taps each ReLU
-_CONVS = ((0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1), (8, 384, 256, 3, 1, 1),
-          (10, 256, 256, 3, 1, 1))
+_CONVS = (
+    (0, 3, 64, 11, 4, 2),
+    (3, 64, 192, 5, 1, 2),
+    (6, 192, 384, 3, 1, 1),
+    (8, 384, 256, 3, 1, 1),
+    (10, 256, 256, 3, 1, 1),
+)
 
 
 def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], str]:
@@ -45,8 +50,10 @@ def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], s
     digest = file_sha256(file)
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", file.name)
     if prefix and not digest.startswith(prefix.group(1)):
-        raise ValueError(f"LPIPS {what} weights {file}: sha256 {digest[:8]}... does not match the {prefix.group(1)} "
-                         "its name promises (a corrupt or different file)")
+        raise ValueError(
+            f"LPIPS {what} weights {file}: sha256 {digest[:8]}... does not match the {prefix.group(1)} "
+            "its name promises (a corrupt or different file)"
+        )
     state = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"LPIPS {what} weights {file}: expected a state dict, got {type(state).__name__}")
@@ -93,7 +100,8 @@ class LPIPS(nn.Module):
     def forward(self, x: Tensor, other: Tensor) -> Tensor:
         """Per-image LPIPS (B,) of images (B, C, H, W) in [-1, 1], C = 1 or 3."""
         if x.shape != other.shape or x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"LPIPS needs two (B, 1 or 3, H, W) batches of one shape, got {tuple(x.shape)} and "
-                             f"{tuple(other.shape)}")
+            raise ValueError(
+                f"LPIPS needs two (B, 1 or 3, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(other.shape)}"
+            )
         fx, fo = self._features(x.float()), self._features(other.float())
         return sum(lin((a - b).pow(2)).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lins, fx, fo, strict=True))

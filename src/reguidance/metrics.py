@@ -41,8 +41,9 @@ def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | li
     return {"mean": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
 
 
-def jackknife_ci95(estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
-                   ) -> dict[str, float | list[float]]:
+def jackknife_ci95(
+    estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
+) -> dict[str, float | list[float]]:
     """``{"mean": estimate, "ci95": [lo, hi]}`` for a set-level statistic (e.g. a Frechet distance) from its
     leave-one-out values ``v_i`` (one per left-out sample, or per left-out group of equal size for the
     delete-a-group jackknife): ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``, ``n`` the

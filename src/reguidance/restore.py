@@ -104,8 +104,9 @@ def restore(
                 cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
             else:
                 cand, nfe = cand_all[list(ids)].to(device), 0  # type: ignore[index]
-            rg = reguide(cand, y, operator, prior, config=cfg,
-                         rng=wrapper_rng(seed, task.name, "restore", ids, device=device))
+            rg = reguide(
+                cand, y, operator, prior, config=cfg, rng=wrapper_rng(seed, task.name, "restore", ids, device=device)
+            )
             restored = rg.x.clamp(-1, 1)
             before, after = operator.consistency(cand, y), operator.consistency(restored, y)
             with torch.no_grad():
@@ -115,8 +116,12 @@ def restore(
                 save_images(restored[k : k + 1], [out / "restored" / f"{stem}.png"])
                 save_images(cand[k : k + 1], [out / "candidate" / f"{stem}.png"])
                 save_images(shown[k : k + 1], [out / "measurement" / f"{stem}.png"])
-                row = {"name": names[i], "consistency_before": float(before[k]),
-                       "consistency_after": float(after[k]), "nfe": int(nfe + rg.nfe)}
+                row = {
+                    "name": names[i],
+                    "consistency_before": float(before[k]),
+                    "consistency_after": float(after[k]),
+                    "nfe": int(nfe + rg.nfe),
+                }
                 log.write(json.dumps(row) + "\n")
                 done[names[i]] = row
             log.flush()
@@ -138,4 +143,3 @@ def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequen
     report = {"task": task_name, "config": {**cfg.__dict__}, "images": [rows[nm] for nm in names]}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
-

@@ -32,6 +32,7 @@ from .wrapper import ReGuidanceConfig, reguide
 
 __all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_speed"]
 
+
 @dataclass(frozen=True)
 class SpeedConfig:
     """What to time: batch size, step counts (reduce them on CPU; ratios stay meaningful), repeats."""
@@ -116,8 +117,14 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> dict[s
         ),
         "inversion": (lambda: invert(prior, truth, prior.schedule, steps=s, t_end=1.0), s, s * fwd_s),
         "reguidance": (
-            lambda: reguide(truth, y, operator, prior, rng=rng(),
-                            config=ReGuidanceConfig(inversion_steps=s, dps_steps=k, t_end=1.0, clip=True)),
+            lambda: reguide(
+                truth,
+                y,
+                operator,
+                prior,
+                rng=rng(),
+                config=ReGuidanceConfig(inversion_steps=s, dps_steps=k, t_end=1.0, clip=True),
+            ),
             s + k,
             s * fwd_s + k * fwd_grad_s,
         ),

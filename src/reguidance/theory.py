@@ -152,11 +152,21 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
         candidate, candidate_nfe = operator.pinv(y), 0
 
     rg_cfg = cfg.reguidance()
-    rg = reguide(candidate, y, operator, prior, config=rg_cfg, rng=BatchRNG.from_seed(cfg.seed + 3, ids),
-                 progress=progress)
+    rg = reguide(
+        candidate, y, operator, prior, config=rg_cfg, rng=BatchRNG.from_seed(cfg.seed + 3, ids), progress=progress
+    )
     budget = rg.nfe
-    fresh = dps(prior, operator, y, base.spaced(min(budget, len(base))), zeta=cfg.zeta, sampler=cfg.sampler,
-                eta=cfg.eta, rng=BatchRNG.from_seed(cfg.seed + 4, ids), progress=progress)
+    fresh = dps(
+        prior,
+        operator,
+        y,
+        base.spaced(min(budget, len(base))),
+        zeta=cfg.zeta,
+        sampler=cfg.sampler,
+        eta=cfg.eta,
+        rng=BatchRNG.from_seed(cfg.seed + 4, ids),
+        progress=progress,
+    )
     post = posterior.sample(BatchRNG.from_seed(cfg.seed + 5, ids)).to(dtype)
 
     methods = {
@@ -184,8 +194,14 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
         "candidate_roundtrip_rel_error": float(roundtrip_cand.mean()),
         "seconds_reguidance": rg.seconds,
     }
-    clouds = {"truth": truth, "candidate": candidate, "reguidance": rg.x, "dps": fresh.x, "posterior": post,
-              "means": mixture.means}
+    clouds = {
+        "truth": truth,
+        "candidate": candidate,
+        "reguidance": rg.x,
+        "dps": fresh.x,
+        "posterior": post,
+        "means": mixture.means,
+    }
     return report, clouds
 
 
@@ -237,8 +253,9 @@ def save_projection_plot(clouds: dict[str, Tensor], path: str | Path) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharex=True, sharey=True)
     post = proj(clouds["posterior"])
-    for ax, name, colour in zip(axes, ("candidate", "reguidance", "dps"), ("tab:red", "tab:green", "tab:blue"),
-                                strict=True):
+    for ax, name, colour in zip(
+        axes, ("candidate", "reguidance", "dps"), ("tab:red", "tab:green", "tab:blue"), strict=True
+    ):
         ax.scatter(*post.T, s=6, c="lightgray", label="exact posterior")
         pts = proj(clouds[name])
         ax.scatter(*pts.T, s=6, c=colour, label=name)
@@ -247,8 +264,12 @@ def save_projection_plot(clouds: dict[str, Tensor], path: str | Path) -> Path:
         ax.legend(loc="best", fontsize=8)
     c, r = proj(clouds["candidate"])[:40], proj(clouds["reguidance"])[:40]
     for a, b in zip(c, r, strict=True):
-        axes[1].annotate("", xy=tuple(b.tolist()), xytext=tuple(a.tolist()),
-                         arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.5})
+        axes[1].annotate(
+            "",
+            xy=tuple(b.tolist()),
+            xytext=tuple(a.tolist()),
+            arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.5},
+        )
     fig.suptitle("2-D projection (principal plane of the mixture means); arrows: candidate -> ReGuidance")
     fig.tight_layout()
     path = Path(path)
@@ -291,19 +312,21 @@ def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None 
         report, _ = run_theory(replace(base, **options))  # type: ignore[arg-type]
         m: dict[str, dict[str, object]] = report["methods"]  # type: ignore[assignment]
         imp: dict[str, dict[str, object]] = report["reguidance_minus_candidate"]  # type: ignore[assignment]
-        rows.append({
-            **options,
-            "reward": m["reguidance"]["reward"],
-            "manifold_distance": m["reguidance"]["manifold_distance"],
-            "mode_accuracy": m["reguidance"]["mode_accuracy"],
-            "reward_gain": imp["reward"],
-            "manifold_distance_change": imp["manifold_distance"],
-            "dps_reward": m["dps"]["reward"],
-            "dps_manifold_distance": m["dps"]["manifold_distance"],
-            "dps_mode_accuracy": m["dps"]["mode_accuracy"],
-            "candidate_reward": m["candidate"]["reward"],
-            "candidate_manifold_distance": m["candidate"]["manifold_distance"],
-        })
+        rows.append(
+            {
+                **options,
+                "reward": m["reguidance"]["reward"],
+                "manifold_distance": m["reguidance"]["manifold_distance"],
+                "mode_accuracy": m["reguidance"]["mode_accuracy"],
+                "reward_gain": imp["reward"],
+                "manifold_distance_change": imp["manifold_distance"],
+                "dps_reward": m["dps"]["reward"],
+                "dps_manifold_distance": m["dps"]["manifold_distance"],
+                "dps_mode_accuracy": m["dps"]["mode_accuracy"],
+                "candidate_reward": m["candidate"]["reward"],
+                "candidate_manifold_distance": m["candidate"]["manifold_distance"],
+            }
+        )
     return rows
 
 

@@ -11,8 +11,16 @@ from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.wrapper import ReGuidanceConfig
 
-TINY_UNET = {"image_size": 32, "in_channels": 1, "model_channels": 32, "out_channels": 1, "num_res_blocks": 1,
-             "attention_resolutions": [], "channel_mult": (1, 2), "num_head_channels": 32}
+TINY_UNET = {
+    "image_size": 32,
+    "in_channels": 1,
+    "model_channels": 32,
+    "out_channels": 1,
+    "num_res_blocks": 1,
+    "attention_resolutions": [],
+    "channel_mult": (1, 2),
+    "num_head_channels": 32,
+}
 
 
 def tiny_setup():
@@ -20,8 +28,14 @@ def tiny_setup():
     prior = ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(8, 1, 32, 32, generator=g) * 2 - 1, torch.arange(8) % 10
-    spec = BenchSpec(["box16", "sr4"], ["pinv"], range(5), seed=3, batch_size=2,
-                     reguidance=ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True))
+    spec = BenchSpec(
+        ["box16", "sr4"],
+        ["pinv"],
+        range(5),
+        seed=3,
+        batch_size=2,
+        reguidance=ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True),
+    )
     return prior, images, labels, spec
 
 

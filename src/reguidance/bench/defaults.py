@@ -89,8 +89,11 @@ def method_options(task: str, method: str, protocol: str = "reference", *, tuned
     the tuned table out (the sweep itself starts from there)."""
     name = method.split(":", 1)[0]
     table = _tuned(protocol, task, name) if tuned else {}
-    return {**_REFERENCE_STEP.get((task, name), {}), **_BUDGET[_check(protocol)].get(name, {}),
-            **table.get("method_options", {})}
+    return {
+        **_REFERENCE_STEP.get((task, name), {}),
+        **_BUDGET[_check(protocol)].get(name, {}),
+        **table.get("method_options", {}),
+    }
 
 
 def reguidance_config(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> ReGuidanceConfig:

@@ -86,8 +86,10 @@ def format_markdown(summary: dict[str, object]) -> str:
     """``summary`` as Markdown tables (an LPIPS column only when the run computed LPIPS)."""
     with_lpips = any(r.get("lpips") for r in summary["rows"])  # type: ignore[attr-defined]
     lp_head, lp_rule = (" LPIPS |", "---|") if with_lpips else ("", "")
-    lines = [f"| task | method | ReGuidance | n | PSNR | SSIM | consistency |{lp_head} FD-cls | class acc | NFE "
-             "| s/image |", f"|---|---|---|---|---|---|---|{lp_rule}---|---|---|---|"]
+    lines = [
+        f"| task | method | ReGuidance | n | PSNR | SSIM | consistency |{lp_head} FD-cls | class acc | NFE | s/image |",
+        f"|---|---|---|---|---|---|---|{lp_rule}---|---|---|---|",
+    ]
 
     def cell(v: object, fmt: str) -> str:
         if v is None:
@@ -102,13 +104,19 @@ def format_markdown(summary: dict[str, object]) -> str:
             + (f"{cell(r.get('lpips'), '.3f')} | " if with_lpips else "")
             + f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
         )
-    lines += ["", "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):", "",
-              "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) "
-              "| Δclass acc |" + (" ΔLPIPS |" if with_lpips else ""),
-              "|---|---|---|---|---|---|---|" + lp_rule]
+    lines += [
+        "",
+        "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):",
+        "",
+        "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) "
+        "| Δclass acc |" + (" ΔLPIPS |" if with_lpips else ""),
+        "|---|---|---|---|---|---|---|" + lp_rule,
+    ]
     for p in summary["paired"]:  # type: ignore[attr-defined]
-        cells = [f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
-                 for m in ("psnr", "ssim", "consistency")]
+        cells = [
+            f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
+            for m in ("psnr", "ssim", "consistency")
+        ]
         for m in ("class_acc", "lpips") if with_lpips else ("class_acc",):
             d = p.get(m)
             cells.append("—" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
@@ -128,8 +136,9 @@ def _folder(out: Path, task: str, method: str) -> Path:
     return out / "images" / task / method.replace(":", "_").replace("/", "_")
 
 
-def add_fd_cls(summary: dict[str, object], out: Path, features: Callable[[torch.Tensor], torch.Tensor],
-               groups: int = 20) -> None:
+def add_fd_cls(
+    summary: dict[str, object], out: Path, features: Callable[[torch.Tensor], torch.Tensor], groups: int = 20
+) -> None:
     """Fill each row's ``fd_cls``: FD-cls between the saved restorations and the same ids' ground truths, with a
     95% delete-a-group jackknife interval (images and their truths in ``groups`` groups by position, ``k % groups``;
     each group left out once; :func:`reguidance.metrics.jackknife_ci95`, the lower end clipped at 0).
@@ -149,8 +158,10 @@ def add_fd_cls(summary: dict[str, object], out: Path, features: Callable[[torch.
         ft = features(_load_pngs([folder / f"{i:05d}_truth.png" for i in ids])).double()
         value = frechet_distance(*gaussian_fit(fx), *gaussian_fit(ft))
         group = torch.arange(len(ids)) % min(groups, len(ids))
-        loo = [frechet_distance(*gaussian_fit(fx[group != g]), *gaussian_fit(ft[group != g]))
-               for g in range(int(group.max()) + 1)]
+        loo = [
+            frechet_distance(*gaussian_fit(fx[group != g]), *gaussian_fit(ft[group != g]))
+            for g in range(int(group.max()) + 1)
+        ]
         row["fd_cls"] = jackknife_ci95(value, loo, lower=0.0)
 
 
@@ -255,8 +266,12 @@ def _sign(d: dict[str, object] | None, higher_is_better: bool = True) -> int:
 def verdict(paired: dict[str, object]) -> str:
     """``helps`` / ``hurts`` / ``mixed`` / ``no clear effect`` from the significant paired changes of SSIM,
     |consistency - 1|, class accuracy and LPIPS where measured (each counts when its 95% interval excludes 0)."""
-    signs = [_sign(paired["ssim"]), _sign(paired["consistency"], higher_is_better=False),  # type: ignore[arg-type]
-             _sign(paired.get("class_acc")), _sign(paired.get("lpips"), higher_is_better=False)]  # type: ignore[arg-type]
+    signs = [
+        _sign(paired["ssim"]),
+        _sign(paired["consistency"], higher_is_better=False),  # type: ignore[arg-type]
+        _sign(paired.get("class_acc")),
+        _sign(paired.get("lpips"), higher_is_better=False),
+    ]  # type: ignore[arg-type]
     good, bad = 1 in signs, -1 in signs
     return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear effect"
 
@@ -269,24 +284,34 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         summary = json.loads((out / "summary.json").read_text())
         config = json.loads((out / "config.json").read_text())
         rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}
-        parts += [f"### {prior}", "", f"Protocol `{config['protocol']}` "
-                  f"({'options tuned on validation images' if config['tuned'] else 'untuned reference options'}), "
-                  f"seed {config['seed']}.", "", format_markdown(summary),
-                  "Verdict per (task, method) — a change counts when its 95% interval excludes 0 — and the time "
-                  "ReGuidance adds per image:", "",
-                  "| task | method | verdict | candidate s/image | + ReGuidance s/image | added NFE |",
-                  "|---|---|---|---|---|---|"]
+        parts += [
+            f"### {prior}",
+            "",
+            f"Protocol `{config['protocol']}` "
+            f"({'options tuned on validation images' if config['tuned'] else 'untuned reference options'}), "
+            f"seed {config['seed']}.",
+            "",
+            format_markdown(summary),
+            "Verdict per (task, method) — a change counts when its 95% interval excludes 0 — and the time "
+            "ReGuidance adds per image:",
+            "",
+            "| task | method | verdict | candidate s/image | + ReGuidance s/image | added NFE |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in summary["paired"]:
             before, after = rows[(p["task"], p["method"], False)], rows[(p["task"], p["method"], True)]
-            parts.append(f"| {p['task']} | {p['method']} | {verdict(p)} | {before['sec_per_image']:.2f} | "
-                         f"{after['sec_per_image'] - before['sec_per_image']:.2f} | "
-                         f"{after['nfe'] - before['nfe']} |")
+            parts.append(
+                f"| {p['task']} | {p['method']} | {verdict(p)} | {before['sec_per_image']:.2f} | "
+                f"{after['sec_per_image'] - before['sec_per_image']:.2f} | "
+                f"{after['nfe'] - before['nfe']} |"
+            )
         parts.append("")
     return "\n".join(parts)
 
 
-def replace_marked(path: Path, text: str, begin: str = "<!-- tables:begin -->",
-                   end: str = "<!-- tables:end -->") -> None:
+def replace_marked(
+    path: Path, text: str, begin: str = "<!-- tables:begin -->", end: str = "<!-- tables:end -->"
+) -> None:
     """Replace what lies between the ``begin`` and ``end`` markers of ``path`` (the hand-written prose around the
     generated tables stays); a ValueError if the markers are missing."""
     doc = path.read_text()

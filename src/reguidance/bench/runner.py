@@ -112,8 +112,19 @@ def _save_png(x: Tensor, path: Path) -> None:
 
 
 def _rows_for(
-    task: str, method: str, ids: Sequence[int], x: Tensor, truth: Tensor, y: Tensor, operator: object,
-    labels: Tensor, classifier: Classifier | None, nfe: int, seconds: float, mem: float, reguidance: bool,
+    task: str,
+    method: str,
+    ids: Sequence[int],
+    x: Tensor,
+    truth: Tensor,
+    y: Tensor,
+    operator: object,
+    labels: Tensor,
+    classifier: Classifier | None,
+    nfe: int,
+    seconds: float,
+    mem: float,
+    reguidance: bool,
     lpips: Distance | None = None,
 ) -> list[dict[str, object]]:
     p, s = psnr(x, truth), ssim(x, truth)
@@ -123,9 +134,17 @@ def _rows_for(
     rows = []
     for k, i in enumerate(ids):
         row: dict[str, object] = {
-            "task": task, "method": method, "reguidance": reguidance, "id": int(i),
-            "psnr": float(p[k]), "ssim": float(s[k]), "consistency": float(cons[k]),
-            "label": int(labels[k]), "nfe": int(nfe), "sec_per_image": seconds, "peak_mem_mb": mem,
+            "task": task,
+            "method": method,
+            "reguidance": reguidance,
+            "id": int(i),
+            "psnr": float(p[k]),
+            "ssim": float(s[k]),
+            "consistency": float(cons[k]),
+            "label": int(labels[k]),
+            "nfe": int(nfe),
+            "sec_per_image": seconds,
+            "peak_mem_mb": mem,
         }
         if pred is not None:
             row["pred"] = int(pred[k])
@@ -137,9 +156,21 @@ def _rows_for(
 
 def _write_config(spec: BenchSpec, out: Path) -> None:
     """``out/config.json``: the protocol, whether its table is tuned, and every (task, method)'s options."""
-    config = {"protocol": spec.protocol, "tuned": is_tuned(spec.protocol), "seed": spec.seed,
-              "runs": [{"task": t, "method": m, "method_options": spec.options(t, m),
-                        "reguidance": asdict(spec.wrapper_config(t, m))} for t in spec.tasks for m in spec.methods]}
+    config = {
+        "protocol": spec.protocol,
+        "tuned": is_tuned(spec.protocol),
+        "seed": spec.seed,
+        "runs": [
+            {
+                "task": t,
+                "method": m,
+                "method_options": spec.options(t, m),
+                "reguidance": asdict(spec.wrapper_config(t, m)),
+            }
+            for t in spec.tasks
+            for m in spec.methods
+        ],
+    }
     tmp = out / f"config.json.{os.getpid()}"
     tmp.write_text(json.dumps(config, indent=2))
     tmp.replace(out / "config.json")
@@ -200,10 +231,38 @@ def run_bench(
                 t_rg = rg.seconds / len(chunk)
                 mem = _peak_mem_mb(device)
                 lab = labels[list(chunk)]
-                rows = _rows_for(task.name, name, chunk, candidate, truth, y, operator, lab, classifier, nfe,
-                                 t_cand, mem, False, lpips)
-                rows += _rows_for(task.name, name, chunk, restored, truth, y, operator, lab, classifier,
-                                  nfe + rg.nfe, t_cand + t_rg, mem, True, lpips)
+                rows = _rows_for(
+                    task.name,
+                    name,
+                    chunk,
+                    candidate,
+                    truth,
+                    y,
+                    operator,
+                    lab,
+                    classifier,
+                    nfe,
+                    t_cand,
+                    mem,
+                    False,
+                    lpips,
+                )
+                rows += _rows_for(
+                    task.name,
+                    name,
+                    chunk,
+                    restored,
+                    truth,
+                    y,
+                    operator,
+                    lab,
+                    classifier,
+                    nfe + rg.nfe,
+                    t_cand + t_rg,
+                    mem,
+                    True,
+                    lpips,
+                )
                 folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
                 with torch.no_grad():
                     shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture

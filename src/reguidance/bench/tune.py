@@ -33,12 +33,26 @@ from ..wrapper import ReGuidanceConfig, reguide
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
 
-__all__ = ["DEFAULT_METHOD_GRIDS", "DEFAULT_WRAPPER_GRID", "RULE", "STEP_SIZES", "choose", "collect_table",
-           "parse_grid", "run_sweep", "tune_pair"]
+__all__ = [
+    "DEFAULT_METHOD_GRIDS",
+    "DEFAULT_WRAPPER_GRID",
+    "RULE",
+    "STEP_SIZES",
+    "choose",
+    "collect_table",
+    "parse_grid",
+    "run_sweep",
+    "tune_pair",
+]
 
 #: the step-size options of each method that a method grid may sweep
-STEP_SIZES: dict[str, tuple[str, ...]] = {"dps": ("zeta",), "daps": ("lr",), "diffpir": ("zeta", "lambda_"),
-                                          "reddiff": ("lr", "lambda_"), "pigdm": ("scale",)}
+STEP_SIZES: dict[str, tuple[str, ...]] = {
+    "dps": ("zeta",),
+    "daps": ("lr",),
+    "diffpir": ("zeta", "lambda_"),
+    "reddiff": ("lr", "lambda_"),
+    "pigdm": ("scale",),
+}
 #: step-size grids of the sweep per method (the reference value is inside each)
 DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "zeta=3,10,30"}
 #: the wrapper's grid of the sweep
@@ -60,8 +74,9 @@ def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list
         name, _, values = part.partition("=")
         name = name.strip()
         if name not in allowed or not values:
-            raise ValueError(f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(allowed) or '(none)'}; "
-                             f"got {part!r}")
+            raise ValueError(
+                f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(allowed) or '(none)'}; got {part!r}"
+            )
         kind = type(defaults[name]) if fields is None else float
         try:
             grid[name] = [kind(v.strip()) for v in values.split(",")]
@@ -127,8 +142,12 @@ def tune_pair(
         measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed)))
     method_rows = _combos(method_grid or {})
     wrapper_rows = _combos(wrapper_grid)
-    bar = tqdm(total=len(ids) * (len(method_rows) + len(wrapper_rows)), disable=not progress,
-               desc=f"tune {task}/{method}", unit="img")
+    bar = tqdm(
+        total=len(ids) * (len(method_rows) + len(wrapper_rows)),
+        disable=not progress,
+        desc=f"tune {task}/{method}",
+        unit="img",
+    )
 
     def candidates(options: dict[str, object]) -> list[Tensor]:
         out = []
@@ -163,13 +182,23 @@ def tune_pair(
             rng = wrapper_rng(seed, task, method, chunk, device=device)
             outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
             bar.update(len(chunk))
-        rows.append({**_summary(options, score(outs)), "candidate_ssim": cand_scores["ssim"],
-                     "candidate_consistency": cand_scores["consistency"]})
+        rows.append(
+            {
+                **_summary(options, score(outs)),
+                "candidate_ssim": cand_scores["ssim"],
+                "candidate_consistency": cand_scores["consistency"],
+            }
+        )
     bar.close()
     best = choose(rows, max_consistency)
-    return {"task": task, "method": method, "method_options": {**fixed, **chosen_method},
-            "reguidance": {key: best[key] for key in wrapper_grid}, "method_sweep": method_rows,
-            "wrapper_sweep": rows}
+    return {
+        "task": task,
+        "method": method,
+        "method_options": {**fixed, **chosen_method},
+        "reguidance": {key: best[key] for key in wrapper_grid},
+        "method_sweep": method_rows,
+        "wrapper_sweep": rows,
+    }
 
 
 def run_sweep(

@@ -509,7 +509,10 @@ class ADMPrior(Prior):
         object.__setattr__(self, "_net", net)
 
     def optimize(
-        self, dtype: torch.dtype | None = None, compile: bool = False, channels_last: bool = False,
+        self,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
         compile_mode: str = "default",
     ) -> ADMPrior:
         """Fast paths, all off by default (fp32 eager is the exact reference): ``dtype`` runs the network under

@@ -125,9 +125,7 @@ class GaussianMixture:
         if eigvals.shape != (k, d):
             raise ValueError(f"eigvals has shape {tuple(eigvals.shape)} but means implies ({k}, {d})")
         if not bool((eigvals > 0).all()):
-            raise ValueError(
-                f"eigvals must all be positive (covariances positive definite), min {eigvals.min()}"
-            )
+            raise ValueError(f"eigvals must all be positive (covariances positive definite), min {eigvals.min()}")
         gram = eigvecs.transpose(-1, -2) @ eigvecs
         err = float((gram - torch.eye(d, dtype=_F64, device=device)).abs().max())
         if err > 1e-4:
@@ -301,13 +299,10 @@ class GaussianMixture:
                 ab = ab.expand(batch)
             if ab.numel() != batch:
                 raise ValueError(
-                    f"alpha_bar has {ab.numel()} values but the batch has {batch} samples; "
-                    "expected a number or (B,)"
+                    f"alpha_bar has {ab.numel()} values but the batch has {batch} samples; expected a number or (B,)"
                 )
             if not bool(((ab > 0) & (ab <= 1)).all()):
-                raise ValueError(
-                    f"alpha_bar must lie in (0, 1], got values in [{float(ab.min())}, {float(ab.max())}]"
-                )
+                raise ValueError(f"alpha_bar must lie in (0, 1], got values in [{float(ab.min())}, {float(ab.max())}]")
             return ab
         ab = check_unit_interval("alpha_bar", alpha_bar)
         return torch.full((batch,), ab, dtype=_F64, device=self.device)
@@ -386,9 +381,7 @@ class GaussianMixture:
         return joint.argmax(dim=1).to(x.device)
 
     # ----------------------------------------------------------------------------------------- sampling
-    def sample(
-        self, rng: BatchRNG | int, seed: int = 0, dtype: torch.dtype = torch.float32
-    ) -> tuple[Tensor, Tensor]:
+    def sample(self, rng: BatchRNG | int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """Exact draws ``x`` (B, d) in ``dtype`` and their components (B,) int64, on the mixture's device.
 
         ``rng`` is a :class:`BatchRNG` (sample ``i`` uses only generator ``i``: one uniform for the component,
@@ -483,9 +476,7 @@ class GaussianMixturePosterior:
         """One exact draw per measurement (B, d); sample ``i`` uses only generator ``i`` and ``y_i``."""
         if not isinstance(rng, BatchRNG) or len(rng) != len(self):
             got = len(rng) if isinstance(rng, BatchRNG) else type(rng).__name__
-            raise ValueError(
-                f"rng must be a BatchRNG with one generator per measurement ({len(self)}), got {got}"
-            )
+            raise ValueError(f"rng must be a BatchRNG with one generator per measurement ({len(self)}), got {got}")
         d = int(self.means.shape[-1])
         u = rng.rand(1, dtype=_F64).reshape(-1).to(self.weights.device)
         z = rng.randn(d, dtype=_F64).to(self.weights.device)
