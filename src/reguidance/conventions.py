@@ -12,7 +12,9 @@ Scales and names used throughout the library:
 - Randomness: every draw comes from a :class:`BatchRNG`, one ``torch.Generator`` per sample, seeded from the
   user's seed and the sample's index, so a sample's result never depends on the batch it was computed in.
 
-Errors in user input raise :class:`ValueError` whose message names the argument and what was expected.
+Errors in user input raise :class:`InputError` (a :class:`ValueError` subclass) whose message names the argument
+and what was expected; the command line turns exactly these (and the I/O errors a user can cause) into one line
+and exit status 2, while any other exception is a bug and keeps its traceback.
 This module imports nothing else from the package.
 """
 
@@ -28,6 +30,7 @@ from torch import Tensor
 __all__ = [
     "DTYPES",
     "BatchRNG",
+    "InputError",
     "check_finite",
     "check_nonnegative",
     "check_positive_int",
@@ -37,6 +40,10 @@ __all__ = [
 ]
 
 
+class InputError(ValueError):
+    """Bad input from a user: the message names the argument (or command-line flag) and what was expected."""
+
+
 #: the names of the network precisions on the command line (fp32 is the default and the exact reference)
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -44,24 +51,24 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 def check_finite(name: str, x: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``x`` holds NaN or Inf; return ``x`` unchanged."""
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or Inf values; expected finite numbers")
+        raise InputError(f"{name} contains {bad} NaN or Inf values; expected finite numbers")
     return x
 
 
 def check_positive_int(name: str, value: int) -> int:
     """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
 def check_nonnegative(name: str, value: float) -> float:
     """Raise ``ValueError`` unless ``value`` is a finite real number >= 0."""
     if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -71,7 +78,7 @@ def check_unit_interval(name: str, value: float, *, open_left: bool = True) -> f
     ok = ok and (value > 0 if open_left else value >= 0)
     if not ok:
         interval = "(0, 1]" if open_left else "[0, 1]"
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+        raise InputError(f"{name} must lie in {interval}, got {value!r}")
     return float(value)
 
 
@@ -81,7 +88,7 @@ def check_signal_shape(name: str, x: Tensor, expected: Sequence[int], what: str 
     expected = tuple(expected)
     if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
         want = ", ".join(["*", *map(str, expected)])
-        raise ValueError(f"{name} has shape {tuple(x.shape)} but {what} expects ({want})")
+        raise InputError(f"{name} has shape {tuple(x.shape)} but {what} expects ({want})")
     return x
 
 
@@ -100,7 +107,7 @@ class BatchRNG:
 
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
         if len(seeds) == 0:
-            raise ValueError("seeds must hold at least one seed")
+            raise InputError("seeds must hold at least one seed")
         self.device = torch.device(device)
         self.seeds = [int(s) for s in seeds]
         self.generators = []
@@ -130,5 +137,5 @@ class BatchRNG:
     def randn_like(self, x: Tensor) -> Tensor:
         """Standard normal draws shaped like ``x`` (``x.shape[0]`` must equal the number of generators)."""
         if x.shape[0] != len(self):
-            raise ValueError(f"batch has {x.shape[0]} samples but the BatchRNG holds {len(self)} generators")
+            raise InputError(f"batch has {x.shape[0]} samples but the BatchRNG holds {len(self)} generators")
         return self.randn(*x.shape[1:], dtype=x.dtype).to(x.device)
