@@ -1,4 +1,4 @@
-"""Baselines (DAPS, DiffPIR, RED-diff, PiGDM) and the shared CG solver: shapes, seeds, batch independence, fit."""
+"""Baselines (DAPS, DiffPIR, RED-diff, PiGDM) through the one sampler core: shapes, seeds, batch independence, fit."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ from torch import nn
 
 from reguidance.conventions import BatchRNG
 from reguidance.diffusion import Schedule
-from reguidance.guidance import conjugate_gradient, daps, diffpir, pigdm, reddiff, solve_proximal
+from reguidance.guidance import daps, diffpir, pigdm, reddiff
+from reguidance.guidance.daps import annealing_levels
 from reguidance.guidance.diffpir import time_grid
 from reguidance.operators import Inpainting, MatrixOperator, SuperResolution
 from reguidance.priors.base import PriorOutput
@@ -16,11 +17,11 @@ from reguidance.priors.gmm import GaussianMixture, GMMPrior
 METHODS = {
     "daps": (
         daps,
-        dict(annealing_steps=20, ode_steps=3, langevin_steps=20, lr=5e-3, tau=0.1, lr_min_ratio=1.0),
-        dict(lr=0.0),
+        dict(steps=20, ode_steps=3, langevin_steps=20, step_size=5e-3, tau=0.14, step_size_min_ratio=1.0),
+        dict(step_size=0.0),
     ),
-    "diffpir": (diffpir, dict(steps=60), dict(lambda_=0.0)),
-    "reddiff": (reddiff, dict(steps=40), dict(obs_weight=0.0)),
+    "diffpir": (diffpir, dict(steps=60, lambda_=0.05), dict(lambda_=0.0)),
+    "reddiff": (reddiff, dict(steps=41), dict(obs_weight=0.0)),
     "pigdm": (pigdm, dict(steps=60, eta=1.0), dict(scale=0.0)),
 }
 
@@ -76,7 +77,7 @@ def test_guidance_fits_the_measurement_better_than_unguided_sampling(gmm_prior, 
     _, _, off = METHODS[name]
     guided = run(name, gmm_prior, operator, y, range(6)).x
     free = run(name, gmm_prior, operator, y, range(6), **off).x
-    assert operator.residual_norm(guided, y).mean() < 0.6 * operator.residual_norm(free, y).mean()
+    assert operator.residual_norm(guided, y).mean() < 0.5 * operator.residual_norm(free, y).mean()
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -114,11 +115,11 @@ def test_daps_mean_is_near_the_exact_posterior_mean_on_a_1d_mixture():
         prior,
         operator,
         y,
-        annealing_steps=30,
+        steps=30,
         langevin_steps=30,
-        lr=2e-3,
-        lr_min_ratio=1.0,
-        tau=0.2,
+        step_size=2e-3,
+        step_size_min_ratio=1.0,
+        tau=0.2 * 2**0.5,  # the exact Gaussian likelihood: the reference's tau is sqrt(2) sigma_y
         rng=BatchRNG.from_seed(7, 2 * n),
     )
     exact = mixture.posterior(operator.weight, y[[0, n]], 0.2).mean().squeeze(1)  # about (-0.37, 0.40)
@@ -131,9 +132,9 @@ def test_daps_mean_is_near_the_exact_posterior_mean_on_a_1d_mixture():
 
 def test_nfe_counts_network_evaluations(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
-    assert run("daps", gmm_prior, operator, y[:1], [0], annealing_steps=4, ode_steps=3).nfe == 12
+    assert run("daps", gmm_prior, operator, y[:1], [0], steps=4, ode_steps=3).nfe == 12
     assert run("pigdm", gmm_prior, operator, y[:1], [0], steps=13).nfe == 13
-    assert run("reddiff", gmm_prior, operator, y[:1], [0], steps=13).nfe == 13
+    assert run("reddiff", gmm_prior, operator, y[:1], [0], steps=13).nfe == 12  # the last level cannot matter
     assert run("diffpir", gmm_prior, operator, y[:1], [0], steps=13).nfe == len(time_grid(gmm_prior.schedule, 13))
 
 
@@ -144,29 +145,53 @@ def test_diffpir_quad_grid_runs_from_the_noisiest_level_to_the_data_and_is_dense
     assert int(t[1] - t[0]) < int(t[-1] - t[-2])
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+def test_daps_annealing_visits_n_of_n_plus_one_levels_and_ends_above_sigma_min(gmm_prior):
+    grid = annealing_levels(gmm_prior.schedule, 200, 100.0, 0.1)
+    sigmas = grid.sigmas()
+    # poly-7 from 100 to 0.1 with 201 points: the last visited level is the 200th, one level above sigma_min
+    last_visited = (100 ** (1 / 7) + 199 / 200 * (0.1 ** (1 / 7) - 100 ** (1 / 7))) ** 7
+    assert len(grid) == 200
+    assert float(sigmas[0]) == pytest.approx(last_visited, rel=0.03)
+    assert float(sigmas[0]) > 0.1
+
+
+@pytest.mark.parametrize("name", ["daps", "diffpir", "pigdm"])
 def test_methods_start_from_a_given_latent(gmm_prior, gmm_problem, name):
+    """A chain that starts at a low noise level (sigma about 0.2) remembers its start: two latents one unit apart
+    give results far apart (a fresh-noise start at full noise would forget it)."""
     operator, _, y = gmm_problem
+    levels = gmm_prior.schedule.spaced(10, t_end=0.05)
     latent = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    a = run(name, gmm_prior, operator, y, range(6), latent=latent).x
-    b = run(name, gmm_prior, operator, y, range(6), latent=2 * latent).x
-    assert not torch.equal(a, b)
+    options = {"steps": None, "levels": levels}
+    a = run(name, gmm_prior, operator, y, range(6), latent=latent, **options).x
+    b = run(name, gmm_prior, operator, y, range(6), latent=latent + 1, **options).x
+    assert (a - b).abs().mean() > 0.1
+
+
+def test_reddiff_starts_from_a_given_clean_estimate_and_refuses_a_latent(gmm_prior, gmm_problem):
+    operator, truth, y = gmm_problem
+    assert torch.equal(run("reddiff", gmm_prior, operator, y, range(6), steps=1, init=truth).x, truth)
+    # two levels: one Adam step, whose first bias-corrected update moves every entry by step_size (|g| >> eps)
+    moved = run("reddiff", gmm_prior, operator, y, range(6), steps=2, init=truth, step_size=0.1).x - truth
+    assert torch.allclose(moved.abs(), torch.full_like(moved, 0.1), atol=1e-6)
+    with pytest.raises(ValueError, match="init"):
+        run("reddiff", gmm_prior, operator, y, range(6), latent=truth)
 
 
 # ------------------------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
-        ("daps", dict(annealing_steps=0)),
+        ("daps", dict(steps=0)),
         ("daps", dict(ode_steps=0)),
         ("daps", dict(langevin_steps=0)),
-        ("daps", dict(lr=-1e-3)),
+        ("daps", dict(step_size=-1e-3)),
         ("daps", dict(tau=0.0)),
         ("diffpir", dict(steps=0)),
         ("diffpir", dict(lambda_=-1.0)),
-        ("diffpir", dict(zeta=1.5)),
+        ("diffpir", dict(noise_mix=1.5)),
         ("reddiff", dict(steps=0)),
-        ("reddiff", dict(lr=-0.1)),
+        ("reddiff", dict(step_size=-0.1)),
         ("reddiff", dict(lambda_=-0.25)),
         ("pigdm", dict(steps=0)),
         ("pigdm", dict(scale=-1.0)),
@@ -185,48 +210,3 @@ def test_a_measurement_of_the_wrong_shape_is_rejected(gmm_prior, gmm_problem, na
     operator, _, y = gmm_problem
     with pytest.raises(ValueError, match="measurement"):
         run(name, gmm_prior, operator, y[:, :2], range(6))
-
-
-# --------------------------------------------------------------------------------------- conjugate gradients
-def test_conjugate_gradient_matches_a_dense_solve_per_sample():
-    g = torch.Generator().manual_seed(0)
-    matrix = torch.randn(5, 12, generator=g, dtype=torch.float64)
-    operator = MatrixOperator(matrix)
-    rhs = torch.randn(4, 12, generator=g, dtype=torch.float64)
-    rho = torch.tensor([0.1, 1.0, 3.0, 0.01], dtype=torch.float64)
-    x = solve_proximal(operator, rhs, rho, max_iter=100, tol=1e-12)
-    for k in range(4):
-        dense = torch.linalg.solve(matrix.T @ matrix + rho[k] * torch.eye(12, dtype=torch.float64), rhs[k])
-        assert torch.allclose(x[k], dense, atol=1e-8)
-
-
-def test_conjugate_gradient_results_do_not_depend_on_the_batch():
-    g = torch.Generator().manual_seed(1)
-    spd = torch.randn(6, 6, generator=g, dtype=torch.float64)
-    spd = spd @ spd.T + 0.5 * torch.eye(6, dtype=torch.float64)
-    b = torch.randn(5, 6, generator=g, dtype=torch.float64)
-    b[1] = 0  # a converged sample stays put and does not stop the others
-
-    def apply(v):
-        return v @ spd.T
-
-    full = conjugate_gradient(apply, b, max_iter=3)
-    assert torch.equal(full[1], torch.zeros(6, dtype=torch.float64))
-    assert torch.allclose(full[3:], conjugate_gradient(apply, b[3:], max_iter=3), atol=1e-12)
-
-
-def test_conjugate_gradient_solves_a_masked_semidefinite_system():
-    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
-    b = torch.tensor([[2.0, 0.0, -1.0, 4.0]], dtype=torch.float64)
-    x = conjugate_gradient(lambda v: 0.5 * mask * v, b, tol=1e-12)
-    assert torch.allclose(x, 2 * b)
-
-
-def test_conjugate_gradient_rejects_bad_settings():
-    b = torch.ones(2, 3)
-    with pytest.raises(ValueError, match="max_iter"):
-        conjugate_gradient(lambda v: v, b, max_iter=0)
-    with pytest.raises(ValueError, match="tol"):
-        conjugate_gradient(lambda v: v, b, tol=-1.0)
-    with pytest.raises(ValueError, match="rho"):
-        solve_proximal(MatrixOperator(torch.eye(3)), b, 0.0)

@@ -269,10 +269,10 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     from reguidance.metrics import ssim
     from reguidance.wrapper import reguide
 
-    assert parse_grid("zeta=0.1,1.0;dps_steps=2") == {"zeta": [0.1, 1.0], "dps_steps": [2]}
+    assert parse_grid("step_size=0.1,1.0;dps_steps=2") == {"step_size": [0.1, 1.0], "dps_steps": [2]}
     base = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    wrapper_grid = parse_grid("zeta=0.1,1.0")
-    method_grid = parse_grid("zeta=0.5,5", fields=["zeta"])
+    wrapper_grid = parse_grid("step_size=0.1,1.0")
+    method_grid = parse_grid("step_size=0.5,5", fields=["step_size"])
     entry = tune_pair(
         tiny_prior,
         images[0],
@@ -286,11 +286,11 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
         batch_size=2,
         progress=False,
     )
-    assert [r["zeta"] for r in entry["method_sweep"]] == [0.5, 5.0]
-    assert [r["zeta"] for r in entry["wrapper_sweep"]] == [0.1, 1.0]
-    chosen_step = choose(entry["method_sweep"])["zeta"]
-    assert entry["method_options"] == {"steps": 2, "zeta": chosen_step}
-    assert entry["reguidance"] == {"zeta": choose(entry["wrapper_sweep"])["zeta"]}
+    assert [r["step_size"] for r in entry["method_sweep"]] == [0.5, 5.0]
+    assert [r["step_size"] for r in entry["wrapper_sweep"]] == [0.1, 1.0]
+    chosen_step = choose(entry["method_sweep"])["step_size"]
+    assert entry["method_options"] == {"steps": 2, "step_size": chosen_step}
+    assert entry["reguidance"] == {"step_size": choose(entry["wrapper_sweep"])["step_size"]}
 
     # a sweep row is the benchmark's own measurement: recompute the last wrapper row by hand, batch size 1
     task, x, rows = get_task("sr4"), images[0][:3], []
@@ -302,7 +302,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
             y,
             op,
             tiny_prior,
-            config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True, zeta=1.0),
+            config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True, step_size=1.0),
             rng=stream_rng(0, "sr4", "reguidance/dps", [i]),
         ).x.clamp(-1, 1)
         rows.append(float(ssim(out, x[i : i + 1])[0]))
@@ -320,30 +320,30 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 3.0, "ssim": 0.5}])["ssim"] == 0.9
 
 
-def dps_candidates(prior, operator, y, i, zeta):
+def dps_candidates(prior, operator, y, i, step_size):
     from reguidance.bench.methods import get_method
     from reguidance.bench.protocol import stream_rng
 
-    return get_method("dps")(prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, zeta=zeta)[0]
+    return get_method("dps")(prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, step_size=step_size)[0]
 
 
 def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
     from reguidance.bench import defaults
 
-    assert defaults.method_options("sr8", "dps") == {"zeta": 1.0, "steps": 1000}
-    assert defaults.method_options("sr8", "dps", "cpu", tuned=False) == {"zeta": 1.0, "steps": 50}
+    assert defaults.method_options("sr8", "dps") == {"step_size": 0.3, "steps": 1000}
+    assert defaults.method_options("sr8", "dps", "cpu", tuned=False) == {"step_size": 0.3, "steps": 50}
     assert defaults.reguidance_config("sr8", "pinv", "cpu", tuned=False).inversion_steps == 10
     table = {
         "entries": [
-            {"task": "sr8", "method": "dps", "method_options": {"zeta": 7.0}, "reguidance": {"zeta": 2.0, "t_end": 0.5}}
+            {"task": "sr8", "method": "dps", "method_options": {"step_size": 7.0}, "reguidance": {"step_size": 2.0, "t_end": 0.5}}
         ]
     }
     monkeypatch.setattr(defaults, "tuned_table", lambda protocol: table if protocol == "cpu" else {})
-    assert defaults.method_options("sr8", "dps", "cpu") == {"zeta": 7.0, "steps": 50}
+    assert defaults.method_options("sr8", "dps", "cpu") == {"step_size": 7.0, "steps": 50}
     cfg = defaults.reguidance_config("sr8", "dps", "cpu")
-    assert (cfg.zeta, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)
+    assert (cfg.step_size, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)
     assert defaults.is_tuned("cpu") and not defaults.is_tuned("reference")
-    assert defaults.method_options("sr8", "dps") == {"zeta": 1.0, "steps": 1000}  # other protocols untouched
+    assert defaults.method_options("sr8", "dps") == {"step_size": 0.3, "steps": 1000}  # other protocols untouched
     with pytest.raises(ValueError, match="protocol must be one of"):
         defaults.method_options("sr8", "dps", "gpu")
 

@@ -142,6 +142,6 @@ def test_demo_runs_the_cpu_protocol_and_writes_its_picture(tmp_path, capsys):
 
 
 def test_tune_refuses_a_step_size_the_method_does_not_have(capsys):
-    assert main(["tune", "--task", "sr8", "--method", "dps", "--method-grid", "lr=1,2"]) == 2
+    assert main(["tune", "--task", "sr8", "--method", "dps", "--method-grid", "noise_mix=1,2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "zeta" in err and "\n" not in err
+    assert "step_size" in err and "\n" not in err

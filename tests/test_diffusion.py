@@ -58,7 +58,7 @@ def test_tweedie_and_eps_are_inverse_maps():
 
 def test_deterministic_ddim_step_to_the_data_returns_x0():
     x0, eps = torch.randn(2, 3), torch.randn(2, 3)
-    assert torch.allclose(ddim_step(x0, eps, torch.tensor(1.0), torch.tensor(0.5)), x0)
+    assert torch.allclose(ddim_step(x0, eps, torch.tensor(0.5), torch.tensor(1.0)), x0)
 
 
 def test_ddim_with_eta_one_has_the_ddpm_posterior_variance():
@@ -66,7 +66,7 @@ def test_ddim_with_eta_one_has_the_ddpm_posterior_variance():
     x0 = torch.zeros(20000, 1, dtype=torch.float64)
     eps = torch.zeros_like(x0)
     rng = BatchRNG.from_seed(0, 20000)
-    out = ddim_step(x0, eps, ab_s, ab_t, eta=1.0, rng=rng)
+    out = ddim_step(x0, eps, ab_t, ab_s, eta=1.0, rng=rng)
     posterior_var = (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
     assert out.var().item() == pytest.approx(float(posterior_var), rel=0.05)
 

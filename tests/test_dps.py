@@ -8,8 +8,9 @@ from reguidance.guidance.dps import dps
 
 
 def run(prior, operator, y, ids, **kw):
-    kw.setdefault("zeta", 1.0)
-    return dps(prior, operator, y, prior.schedule.spaced(kw.pop("steps", 30)), rng=BatchRNG.from_seed(5, ids), **kw)
+    kw.setdefault("step_size", 1.0)
+    kw.setdefault("steps", 30)
+    return dps(prior, operator, y, rng=BatchRNG.from_seed(5, ids), **kw)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
@@ -27,8 +28,8 @@ def test_same_seed_same_output(gmm_prior, gmm_problem):
 
 def test_guidance_fits_the_measurement_better_than_unguided_sampling(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
-    guided = run(gmm_prior, operator, y, range(6), steps=100, zeta=1.0).x
-    free = run(gmm_prior, operator, y, range(6), steps=100, zeta=0.0).x
+    guided = run(gmm_prior, operator, y, range(6), steps=100, step_size=1.0).x
+    free = run(gmm_prior, operator, y, range(6), steps=100, step_size=0.0).x
     assert operator.residual_norm(guided, y).mean() < 0.5 * operator.residual_norm(free, y).mean()
 
 
@@ -36,9 +37,9 @@ def test_dps_starts_from_a_given_latent_deterministically(gmm_prior, gmm_problem
     operator, _, y = gmm_problem
     latent = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     sched = gmm_prior.schedule.spaced(20)
-    a = dps(gmm_prior, operator, y, sched, latent=latent, sampler="ddim", eta=0.0).x
-    b = dps(gmm_prior, operator, y, sched, latent=latent, sampler="ddim", eta=0.0).x
-    assert torch.equal(a, b)
+    a = dps(gmm_prior, operator, y, levels=sched, latent=latent, sampler="ddim", rng=BatchRNG.from_seed(0, 6)).x
+    b = dps(gmm_prior, operator, y, levels=sched, latent=latent, sampler="ddim", rng=BatchRNG.from_seed(9, 6)).x
+    assert torch.equal(a, b)  # deterministic steps from the same latent draw nothing from the generators
 
 
 def test_nfe_is_the_number_of_levels(gmm_prior, gmm_problem):
@@ -46,13 +47,19 @@ def test_nfe_is_the_number_of_levels(gmm_prior, gmm_problem):
     assert run(gmm_prior, operator, y[:1], [0], steps=13).nfe == 13
 
 
-def test_dps_needs_an_rng_for_fresh_noise(gmm_prior, gmm_problem):
+def test_dps_needs_an_rng(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
-    with pytest.raises(ValueError, match="rng"):
-        dps(gmm_prior, operator, y, gmm_prior.schedule.spaced(5))
+    with pytest.raises(TypeError, match="rng"):
+        dps(gmm_prior, operator, y, steps=5)
 
 
-def test_dps_rejects_negative_zeta(gmm_prior, gmm_problem):
+def test_dps_rejects_a_negative_step_size(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
-    with pytest.raises(ValueError, match="zeta"):
-        run(gmm_prior, operator, y, range(6), zeta=-1.0)
+    with pytest.raises(ValueError, match="step_size"):
+        run(gmm_prior, operator, y, range(6), step_size=-1.0)
+
+
+def test_steps_and_levels_cannot_both_be_given(gmm_prior, gmm_problem):
+    operator, _, y = gmm_problem
+    with pytest.raises(ValueError, match="steps or levels"):
+        run(gmm_prior, operator, y, range(6), steps=5, levels=gmm_prior.schedule.spaced(5))

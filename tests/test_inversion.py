@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reguidance.conventions import BatchRNG
-from reguidance.diffusion import Schedule, sample
+from reguidance.diffusion import Schedule
+from reguidance.guidance.unconditional import sample
 from reguidance.inversion import invert, latent_statistics, roundtrip_error
 from reguidance.priors.gmm import GaussianMixture, GMMPrior
 

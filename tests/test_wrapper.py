@@ -73,7 +73,7 @@ def test_nan_candidate_is_rejected(gmm_prior, gmm_problem):
         ({"inversion_steps": 0}, "inversion_steps"),
         ({"dps_steps": 0}, "dps_steps"),
         ({"t_end": 0.0}, "t_end"),
-        ({"zeta": -1.0}, "zeta"),
+        ({"step_size": -1.0}, "step_size"),
         ({"sampler": "euler"}, "sampler"),
     ],
 )

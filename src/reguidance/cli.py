@@ -39,7 +39,7 @@ def cli() -> None:
 )
 @click.option("--t-end", default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1].")
 @click.option("--dps-steps", default=100, show_default=True)
-@click.option("--zeta", default=0.2, show_default=True, help="DPS step size.")
+@click.option("--step-size", default=0.2, show_default=True, help="DPS step size (zeta).")
 @click.option(
     "--sampler",
     type=click.Choice(["ddim", "ddpm"]),
@@ -80,7 +80,7 @@ def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
-    """The sweep over the wrapper's options (sampler, t_end, zeta) that chose its defaults."""
+    """The sweep over the wrapper's options (sampler, t_end, step_size) that chose its defaults."""
     from .theory import TheoryConfig, format_sweep, sweep_theory, write_json
 
     rows = sweep_theory(TheoryConfig(candidates=candidates, seed=seed))

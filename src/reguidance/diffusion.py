@@ -23,7 +23,11 @@ Steps (``t`` the current level, ``s`` the next, less noisy one; all coefficients
   and variance ``fixed_small`` (the posterior variance), ``fixed_large`` (beta) or ``learned_range``
   (``log v = f log beta + (1 - f) log beta_tilde`` with ``f = (v_model + 1) / 2``; Nichol & Dhariwal 2021).
 
-Schedules are stored in float64 and cast to the batch's dtype when used.
+A reverse chain is data: :meth:`Schedule.levels` lists its transitions (:class:`Level`, most noisy first, with
+float64 ``alpha_bar`` values) and :class:`Denoiser` turns a prior into ``(x_t, level) -> (eps, x0_hat)`` while
+counting network evaluations. The guided samplers (:mod:`reguidance.guidance`) are loops over these.
+
+Schedules are stored in float64; every step coefficient is formed in float64 and cast to the batch's dtype once.
 """
 
 from __future__ import annotations
@@ -42,16 +46,18 @@ from .conventions import BatchRNG, check_positive_int
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 
 __all__ = [
+    "Denoised",
+    "Denoiser",
     "EpsModel",
+    "Level",
     "Schedule",
     "Variance",
     "chain_index",
+    "chain_levels",
     "ddim_step",
     "ddpm_step",
-    "denoise",
     "eps_from_x0",
     "p_mean_variance",
-    "sample",
     "x0_from_eps",
 ]
 
@@ -174,6 +180,28 @@ class Schedule:
             large[0] = self.posterior_variance[1]
         return torch.log(large)
 
+    @cached_property
+    def sqrt_recip_alphas_cumprod(self) -> Tensor:
+        return torch.sqrt(1.0 / self.alphas_cumprod)
+
+    @cached_property
+    def sqrt_recipm1_alphas_cumprod(self) -> Tensor:
+        return torch.sqrt(1.0 / self.alphas_cumprod - 1.0)
+
+    @cached_property
+    def posterior_mean_coef1(self) -> Tensor:
+        """The weight of ``x0`` in the mean of ``q(x_{i-1} | x_i, x0)``: ``sqrt(ab_{i-1}) beta_i / (1 - ab_i)``."""
+        return torch.sqrt(self.alphas_cumprod_prev) * self.betas / (1.0 - self.alphas_cumprod)
+
+    @cached_property
+    def posterior_mean_coef2(self) -> Tensor:
+        """The weight of ``x_i``: ``sqrt(1 - beta_i) (1 - ab_{i-1}) / (1 - ab_i)``."""
+        return torch.sqrt(1.0 - self.betas) * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+
+    def levels(self) -> list[Level]:
+        """The transitions of this chain, most noisy first (:func:`chain_levels`)."""
+        return chain_levels(self)
+
     def sigmas(self) -> Tensor:
         """Noise-to-signal ratios ``sqrt((1 - ab) / ab)`` (the variance-exploding time of each level)."""
         return torch.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
@@ -202,46 +230,100 @@ class Schedule:
         v = self._on(values, x.device)[i.to(x.device)]
         return v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
-    @cached_property
-    def _alphas_cumprod_with_data(self) -> Tensor:
-        return torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])  # index -1 -> 1 (the data)
 
-    def alpha_bar(self, i: Tensor, x: Tensor) -> Tensor:
-        """``alpha_bar`` at chain indices ``i`` (B,), with ``i = -1`` the data (1), shaped to broadcast on x."""
-        return self.gather(self._alphas_cumprod_with_data, i, x)
+# -------------------------------------------------------------------------------------------------- levels
+@dataclass(frozen=True)
+class Level:
+    """One transition of a reverse chain: from chain index ``index`` (network timestep ``t``, ``alpha_bar``) to the
+    next, less noisy level (``t_next``, ``alpha_bar_next``); ``t_next = -1`` and ``alpha_bar_next = 1`` is the data.
+
+    The ``alpha_bar`` values are float64 Python numbers, so every coefficient a step forms from them
+    (``1 - alpha_bar``, ``alpha_bar / alpha_bar_next``, square roots) is computed in float64 and rounded once when it
+    multiplies a tensor; ``step`` counts transitions from 0 (the most noisy one).
+    """
+
+    step: int
+    index: int
+    t: int
+    alpha_bar: float
+    t_next: int
+    alpha_bar_next: float
+
+    @property
+    def sigma(self) -> float:
+        """The variance-exploding noise level ``sqrt((1 - ab) / ab)`` of the current level."""
+        return math.sqrt((1.0 - self.alpha_bar) / self.alpha_bar)
+
+    @property
+    def sigma_next(self) -> float:
+        """``sqrt((1 - ab_next) / ab_next)``; 0 at the data."""
+        return math.sqrt((1.0 - self.alpha_bar_next) / self.alpha_bar_next)
+
+    @property
+    def is_last(self) -> bool:
+        """Whether this transition lands on the data."""
+        return self.t_next < 0
+
+
+def chain_levels(schedule: Schedule) -> list[Level]:
+    """The transitions of ``schedule`` from its most noisy level (index ``N - 1``) down to the data."""
+    ab = schedule.alphas_cumprod.tolist()
+    ts = schedule.timestep_map.tolist()
+    n = len(ab)
+    return [
+        Level(
+            step=n - 1 - k,
+            index=k,
+            t=int(ts[k]),
+            alpha_bar=float(ab[k]),
+            t_next=int(ts[k - 1]) if k > 0 else -1,
+            alpha_bar_next=float(ab[k - 1]) if k > 0 else 1.0,
+        )
+        for k in range(n - 1, -1, -1)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------- Tweedie
-def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
-    """Tweedie's posterior mean ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``; ``alpha_bar`` broadcasts on ``x_t``."""
-    return (x_t - torch.sqrt(1 - alpha_bar) * eps) / torch.sqrt(alpha_bar)
+def _sqrt(v: Tensor | float) -> Tensor | float:
+    return torch.sqrt(v) if isinstance(v, Tensor) else math.sqrt(v)
 
 
-def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor) -> Tensor:
+def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """Tweedie's posterior mean ``sqrt(1 / ab) x_t - sqrt(1 / ab - 1) eps`` (guided-diffusion's form).
+
+    ``alpha_bar`` is a float64 number (exact coefficients) or a tensor broadcasting on ``x_t``.
+    """
+    return _sqrt(1 / alpha_bar) * x_t - _sqrt(1 / alpha_bar - 1) * eps
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """The noise that maps ``x0`` to ``x_t``: ``(x_t - sqrt(ab) x0) / sqrt(1 - ab)``."""
-    return (x_t - torch.sqrt(alpha_bar) * x0) / torch.sqrt(1 - alpha_bar)
+    return (x_t - _sqrt(alpha_bar) * x0) / _sqrt(1 - alpha_bar)
 
 
 # ---------------------------------------------------------------------------------------------------- steps
 def ddim_step(
     x0: Tensor,
     eps: Tensor,
-    alpha_bar_next: Tensor,
-    alpha_bar: Tensor,
+    alpha_bar: Tensor | float,
+    alpha_bar_next: Tensor | float,
     eta: float = 0.0,
     rng: BatchRNG | None = None,
 ) -> Tensor:
-    """One DDIM step from level ``alpha_bar`` to the less noisy ``alpha_bar_next`` given ``(x0_hat, eps)``.
+    """One DDIM step from the current level ``alpha_bar`` to the less noisy ``alpha_bar_next``, given
+    ``(x0_hat, eps)``: ``sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps + sigma z``.
 
-    ``alpha_bar_next = 1`` lands on the data (returns ``x0``). ``eta > 0`` needs ``rng``.
+    ``alpha_bar_next = 1`` lands on the data (returns ``x0``). ``eta > 0`` needs ``rng``. Pass float64 numbers
+    (a :class:`Level`'s) for exact coefficients.
     """
     if eta == 0:
-        return torch.sqrt(alpha_bar_next) * x0 + torch.sqrt(1 - alpha_bar_next) * eps
+        return _sqrt(alpha_bar_next) * x0 + _sqrt(1 - alpha_bar_next) * eps
     if rng is None:
         raise ValueError("eta > 0 needs an rng for the fresh noise")
-    sigma = eta * torch.sqrt((1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next))
-    direction = torch.sqrt((1 - alpha_bar_next - sigma**2).clamp(min=0)) * eps
-    return torch.sqrt(alpha_bar_next) * x0 + direction + sigma * rng.randn_like(x0)
+    var = eta**2 * (1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next)
+    rest = 1 - alpha_bar_next - var
+    rest = rest.clamp(min=0) if isinstance(rest, Tensor) else max(rest, 0.0)
+    return _sqrt(alpha_bar_next) * x0 + _sqrt(rest) * eps + _sqrt(var) * rng.randn_like(x0)
 
 
 def p_mean_variance(
@@ -257,27 +339,29 @@ def p_mean_variance(
 
     ``i`` (B,) holds chain indices into ``schedule``; ``var_values`` in [-1, 1] (shaped like ``x_t``) are the
     model's extra output channels, required by ``variance="learned_range"``. ``clip`` clamps ``x0_hat`` to [-1, 1]
-    before the mean is formed. Returns ``mean``, ``variance``, ``log_variance`` (shaped like ``x_t`` or
-    broadcastable) and ``pred_xstart``.
+    before the mean is formed. Every coefficient is formed in float64 from the schedule and rounded once to
+    ``x_t``'s dtype. Returns ``mean``, ``variance``, ``log_variance`` (shaped like ``x_t`` or broadcastable) and
+    ``pred_xstart``.
     """
-    ab = schedule.gather(schedule.alphas_cumprod, i, x_t)
-    ab_prev = schedule.gather(schedule.alphas_cumprod_prev, i, x_t)
-    beta = 1 - ab / ab_prev
-    x0 = x0_from_eps(x_t, eps, ab)
+    coef = schedule.gather
+    x0 = (
+        coef(schedule.sqrt_recip_alphas_cumprod, i, x_t) * x_t
+        - coef(schedule.sqrt_recipm1_alphas_cumprod, i, x_t) * eps
+    )
     if clip:
         x0 = x0.clamp(-1, 1)
-    mean = (torch.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (torch.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x_t
+    mean = coef(schedule.posterior_mean_coef1, i, x_t) * x0 + coef(schedule.posterior_mean_coef2, i, x_t) * x_t
     if variance == "learned_range":
         if var_values is None:
             raise ValueError("variance='learned_range' needs the model's var_values")
-        min_log = schedule.gather(schedule.posterior_log_variance_clipped, i, x_t)
-        max_log = schedule.gather(schedule.log_betas, i, x_t)
+        min_log = coef(schedule.posterior_log_variance_clipped, i, x_t)
+        max_log = coef(schedule.log_betas, i, x_t)
         frac = (var_values + 1) / 2
         log_var = frac * max_log + (1 - frac) * min_log
     elif variance == "fixed_small":
-        log_var = schedule.gather(schedule.posterior_log_variance_clipped, i, x_t).expand_as(x_t)
+        log_var = coef(schedule.posterior_log_variance_clipped, i, x_t).expand_as(x_t)
     elif variance == "fixed_large":
-        log_var = schedule.gather(schedule.log_variance_fixed_large, i, x_t).expand_as(x_t)
+        log_var = coef(schedule.log_variance_fixed_large, i, x_t).expand_as(x_t)
     else:
         raise ValueError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
     return {"mean": mean, "variance": torch.exp(log_var), "log_variance": log_var, "pred_xstart": x0}
@@ -290,11 +374,12 @@ def ddpm_step(out: dict[str, Tensor], i: Tensor, rng: BatchRNG) -> Tensor:
     return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * rng.randn_like(mean)
 
 
-# ------------------------------------------------------------------------------------------------- samplers
+# ------------------------------------------------------------------------------------------------- the prior
 class EpsModel(Protocol):
     """What the samplers need of a prior: ``predict(x_t, t) -> (eps, var_values | None)`` (see priors.base)."""
 
     variance: Variance
+    schedule: Schedule
 
     def predict(self, x_t: Tensor, t: Tensor) -> Any: ...
 
@@ -304,45 +389,33 @@ def chain_index(i: int, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
 
 
-def denoise(prior: EpsModel, schedule: Schedule, x_t: Tensor, i: Tensor) -> tuple[Any, Tensor]:
-    """The prior's output at chain indices ``i`` and Tweedie's ``x0_hat``; one network evaluation."""
-    out = prior.predict(x_t, schedule.timesteps(i))
-    return out, x0_from_eps(x_t, out.eps, schedule.alpha_bar(i, x_t))
+@dataclass
+class Denoised:
+    """The prior's answer at one level: ``eps``, Tweedie's ``x0`` and, for learned-variance models, ``var_values``."""
+
+    eps: Tensor
+    x0: Tensor
+    var_values: Tensor | None
 
 
-def sample(
-    prior: EpsModel,
-    x_T: Tensor,
-    schedule: Schedule,
-    *,
-    sampler: Literal["ddim", "ddpm"] = "ddim",
-    eta: float = 0.0,
-    rng: BatchRNG | None = None,
-    clip: bool = False,
-    progress: bool = False,
-) -> Tensor:
-    """Unconditional sampling from ``x_T`` at the last level of ``schedule`` down to the data; ``len(schedule)`` NFE.
+class Denoiser:
+    """The prior as the samplers see it: ``(x_t, t, alpha_bar) -> (eps, x0_hat)``, counting network evaluations.
 
-    ``sampler="ddim"`` with ``eta=0`` integrates the probability-flow ODE (deterministic, the inverse of
-    :func:`reguidance.inversion.invert`); ``"ddpm"`` draws ancestral steps with the prior's own variance.
+    ``nfe`` counts calls; each call evaluates the network once on the whole batch, so it is also the number of
+    network evaluations per sample (a backward pass through a call is not counted separately).
     """
-    from tqdm.auto import tqdm
 
-    x = x_T
-    with torch.inference_mode():
-        for k in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc=f"{sampler} sampling"):
-            i = chain_index(k, x)
-            out, x0 = denoise(prior, schedule, x, i)
-            if clip:
-                x0 = x0.clamp(-1, 1)
-            if sampler == "ddim":
-                eps = eps_from_x0(x, x0, schedule.alpha_bar(i, x)) if clip else out.eps
-                x = ddim_step(x0, eps, schedule.alpha_bar(i - 1, x), schedule.alpha_bar(i, x), eta, rng)
-            elif sampler == "ddpm":
-                if rng is None:
-                    raise ValueError("sampler='ddpm' needs an rng")
-                pmv = p_mean_variance(schedule, x, i, out.eps, out.var_values, prior.variance, clip)
-                x = ddpm_step(pmv, i, rng)
-            else:
-                raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    return x
+    def __init__(self, prior: EpsModel) -> None:
+        self.prior = prior
+        self.nfe = 0
+
+    def __call__(self, x_t: Tensor, t: int, alpha_bar: float) -> Denoised:
+        """``x_t`` (B, *signal_shape) at network timestep ``t`` whose level has ``alpha_bar`` (a float64 number)."""
+        timesteps = torch.full((x_t.shape[0],), int(t), dtype=torch.int64, device=x_t.device)
+        out = self.prior.predict(x_t, timesteps)
+        self.nfe += 1
+        return Denoised(eps=out.eps, x0=x0_from_eps(x_t, out.eps, alpha_bar), var_values=out.var_values)
+
+    def at(self, x_t: Tensor, level: Level) -> Denoised:
+        """The prior at the current level of ``level``."""
+        return self(x_t, level.t, level.alpha_bar)

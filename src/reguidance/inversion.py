@@ -12,7 +12,8 @@ candidate) through the levels of ``schedule = base.spaced(steps, t_end)``:
 - ``fixed_point``: solve the implicit step ``y_b = y_a + (sigma_b - sigma_a) eps(x_b)`` by ``fixed_point_iters``
   iterations started from Euler (1 + iters NFE per step); a sample whose residual grows (the map does not
   contract where the ODE is stiff) is kept at its best iterate. Its fixed point is exactly the state from which one DDIM
-  step returns to ``x_a``, so the round trip through :func:`reguidance.diffusion.sample` is exact up to the solve.
+  step returns to ``x_a``, so the round trip through :func:`reguidance.guidance.unconditional.sample` is exact up to
+  the solve.
 
 The first step starts at the data (``sigma = 0``), where the network is evaluated at the chain's first level.
 Far from the data manifold the ODE is stiff and no integrator need round-trip; :func:`roundtrip_error` reports it.
@@ -30,7 +31,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .conventions import check_finite, check_positive_int
-from .diffusion import EpsModel, Schedule, chain_index, sample
+from .diffusion import EpsModel, Schedule, chain_index
+from .guidance.unconditional import sample
 
 InversionMethod = Literal["euler", "heun", "fixed_point"]
 

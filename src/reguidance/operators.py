@@ -15,6 +15,11 @@ them. Each one provides
   *classical candidate* handed to ReGuidance;
 - ``measure(x, rng)`` a noisy measurement drawn with one generator per sample (:class:`BatchRNG`), so that a
   sample's noise never depends on the batch it was drawn in;
+- ``prox_l2(z, y, gamma)`` the data-proximal map ``argmin_x (gamma / 2) ||A x - y||^2 + (1 / 2) ||x - z||^2`` and
+  ``solve_gram(v, a, b)`` the measurement-space solve ``(a A A^T + b I)^{-1} v``: exact closed forms where the
+  operator has one (a mask; the Fourier transfer function of a circular blur; the block structure of average
+  pooling, ``A A^T = I / f^2``; a dense matrix), conjugate gradients to ``cg_tol`` otherwise (any other operator,
+  users' own included);
 - ``num_measurements`` ``m``, the number of observed scalar entries per sample, and the per-sample diagnostics
   ``residual_norm(x, y) = ||y - A x||_2`` and ``consistency(x, y) = ||A x - y||_2 / (sigma_y sqrt(m))``, which is
   about 1 when ``x`` explains ``y`` up to the noise.
@@ -30,7 +35,7 @@ Operators: :class:`MatrixOperator` (dense ``(m, d)`` matrix on flat signals), :c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -40,6 +45,7 @@ from torch import Tensor, nn
 
 from .conventions import (
     BatchRNG,
+    InputError,
     check_finite,
     check_nonnegative,
     check_positive_int,
@@ -54,6 +60,7 @@ __all__ = [
     "MatrixOperator",
     "Operator",
     "SuperResolution",
+    "conjugate_gradient",
 ]
 
 Index = int | slice | Sequence[int] | Tensor
@@ -74,6 +81,65 @@ def _check_shape(name: str, shape: Sequence[int], ndim: int | None = None) -> tu
 def _image_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
     c, h, w = _check_shape("x_shape", x_shape, ndim=3)
     return c, h, w
+
+
+def _per_sample(v: Tensor, x: Tensor) -> Tensor:
+    """A (B,) or () tensor shaped to broadcast against the batch ``x``."""
+    return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _positive(name: str, value: float | Tensor, x: Tensor) -> Tensor:
+    """``value`` (a number or a (B,) tensor) as a float64 tensor on ``x``'s device, or InputError unless all > 0."""
+    v = torch.as_tensor(value, dtype=torch.float64, device=x.device).reshape(-1)
+    if v.numel() not in (1, x.shape[0]) or not bool(torch.isfinite(v).all() & (v > 0).all()):
+        raise InputError(f"{name} must be a number > 0 or one per sample ({x.shape[0]},), got {value!r}")
+    return v
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner products ``<a_i, b_i>`` (B,)."""
+    return (a * b).flatten(1).sum(dim=1)
+
+
+def conjugate_gradient(
+    apply: Callable[[Tensor], Tensor],
+    b: Tensor,
+    *,
+    x0: Tensor | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+) -> Tensor:
+    """Solve ``M x = b`` per sample by conjugate gradients; ``M = apply`` symmetric positive semi-definite.
+
+    ``b: (B, *shape)``; ``apply`` maps ``(B, *shape) -> (B, *shape)`` sample by sample. ``x0`` is the starting
+    point (zeros when ``None``). Inner products, step sizes and the stopping test are per sample (Hestenes and
+    Stiefel 1952; Nocedal and Wright, Alg. 5.2): sample ``i`` stops once ``||b_i - M x_i|| <= tol ||b_i||`` or after
+    ``max_iter`` iterations, so its result never depends on the other samples. For a semi-definite ``M`` with ``b``
+    in its range, CG stays in that range and converges to the minimum-norm correction of ``x0``.
+    """
+    check_positive_int("max_iter", max_iter)
+    check_nonnegative("tol", tol)
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rs = _dot(r, r)
+    threshold = (tol * _dot(b, b).sqrt()) ** 2
+    active = rs > threshold
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        mp = apply(p)
+        pmp = _dot(p, mp)
+        ok = active & (pmp > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, pmp, torch.ones_like(pmp)), torch.zeros_like(rs))
+        x = x + _per_sample(alpha, x) * p
+        r = r - _per_sample(alpha, r) * mp
+        rs_new = _dot(r, r)
+        beta = torch.where(ok, rs_new / torch.where(ok, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+        p = torch.where(_per_sample(ok, p), r + _per_sample(beta, p) * p, p)
+        rs = torch.where(ok, rs_new, rs)
+        active = ok & (rs > threshold)
+    return x
 
 
 def _as_index(index: Index) -> Index:
@@ -191,6 +257,50 @@ class Operator(nn.Module):
         ax = self(x)
         return ax + self.sigma_y * rng.randn_like(ax)
 
+    # ------------------------------------------------------------------------------------------- the solves
+    #: relative residual ``||b - M x|| / ||b||`` at which the conjugate-gradient fallback stops, and its iteration cap
+    cg_tol: float = 1e-6
+    cg_max_iter: int = 1000
+
+    def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:
+        """``argmin_x (gamma / 2) ||A x - y||^2 + (1 / 2) ||x - z||^2`` per sample, i.e. the solution of
+        ``(gamma A^T A + I) x = gamma A^T y + z``; ``z (B, *x_shape)``, ``y (B, *y_shape)``, ``gamma > 0`` a number
+        or a (B,) tensor. With ``gamma = 1 / rho`` this is DiffPIR's ``argmin ||y - A x||^2 + rho ||x - z||^2``.
+
+        The default solves by conjugate gradients in float64 to :attr:`cg_tol`; subclasses with a closed form
+        override :meth:`_prox_l2`.
+        """
+        self._check_pair(z, y)
+        g = _per_sample(_positive("gamma", gamma, z), z)
+        return self._prox_l2(z, y, g).to(z.dtype)
+
+    def solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        """``u = (a A A^T + b I)^{-1} v`` per sample in measurement space; ``v (B, *y_shape)``, ``a > 0``, ``b >= 0``.
+
+        With ``b = 0`` and a rank-deficient ``A A^T`` (a mask's unobserved entries, a blur's zeros), ``u`` is the
+        minimum-norm (pseudo-inverse) solution. PiGDM's ``(r_t^2 A A^T + sigma_y^2 I)^{-1} (y - A x0)``.
+        """
+        self.check_measurement(v, "v")
+        if check_nonnegative("a", a) == 0:
+            raise InputError("a must be > 0, got 0")
+        check_nonnegative("b", b)
+        return self._solve_gram(v, float(a), float(b)).to(v.dtype)
+
+    def _prox_l2(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        z64, g = z.double(), gamma.double()
+        rhs = g * self._adjoint(y.double()) + z64
+        return conjugate_gradient(
+            lambda v: g * self._adjoint(self._forward(v)) + v, rhs, x0=z64, max_iter=self.cg_max_iter, tol=self.cg_tol
+        )
+
+    def _solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        return conjugate_gradient(
+            lambda u: a * self._forward(self._adjoint(u)) + b * u,
+            v.double(),
+            max_iter=self.cg_max_iter,
+            tol=self.cg_tol,
+        )
+
     # ---------------------------------------------------------------------------------------- diagnostics
     def residual_norm(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-sample ``||y - A x||_2`` (B,) for ``x (B, *x_shape)`` and ``y (B, *y_shape)``."""
@@ -261,6 +371,18 @@ class MatrixOperator(Operator):
 
     def _pinv(self, y: Tensor) -> Tensor:
         return y @ self.weight_pinv.to(y.dtype).T
+
+    def _prox_l2(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        m = self.weight.double()
+        g = gamma.reshape(-1, 1, 1)
+        lhs = g * (m.T @ m) + torch.eye(m.shape[1], dtype=torch.float64, device=m.device)  # (B or 1, d, d)
+        rhs = gamma.reshape(-1, 1) * (y.double() @ m) + z.double()
+        return torch.linalg.solve(lhs.expand(z.shape[0], -1, -1), rhs)
+
+    def _solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        m = self.weight.double()
+        gram = a * (m @ m.T) + b * torch.eye(m.shape[0], dtype=torch.float64, device=m.device)
+        return v.double() @ torch.linalg.pinv(gram, hermitian=True)
 
     def matrix(self, dtype: torch.dtype = torch.float64, chunk: int = 1024) -> Tensor:
         return self.weight.to(dtype).clone()
@@ -426,6 +548,14 @@ class Inpainting(Operator):
     def _pinv(self, y: Tensor) -> Tensor:
         return y * self.mask.to(y.dtype)
 
+    def _prox_l2(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        mask = self.mask.double()
+        return (gamma * mask * y.double() + z.double()) / (gamma * mask + 1)
+
+    def _solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        mask = self.mask.double()  # A A^T is the mask itself on the measurement space
+        return mask * v.double() / (a * mask + b + (1 - mask))  # unobserved entries: 0 (the minimum-norm solution)
+
     def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
         """``mask (x + sigma_y n)``: noise on the observed entries only (unobserved entries stay 0)."""
         ax = self(x)
@@ -490,6 +620,18 @@ class SuperResolution(Operator):
             return self._upsample_nearest(y)
         return F.interpolate(y, size=self.x_shape[1:], mode="bicubic", align_corners=False)
 
+    def _prox_l2(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        if self.kind != "avgpool":
+            return super()._prox_l2(z, y, gamma)
+        # A A^T = I / f^2, so (I + g A^T A)^{-1} = I - g / (1 + g / f^2) A^T A  (Woodbury)
+        r = gamma * self._adjoint(y.double()) + z.double()
+        return r - gamma / (1 + gamma / self.factor**2) * self._adjoint(self._forward(r))
+
+    def _solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        if self.kind != "avgpool":
+            return super()._solve_gram(v, a, b)
+        return v.double() / (a / self.factor**2 + b)
+
 
 # ---------------------------------------------------------------------------------------------------- blur
 class Blur(Operator):
@@ -544,6 +686,19 @@ class Blur(Operator):
     def _pinv(self, y: Tensor) -> Tensor:
         k = self.transfer(y.dtype)
         return self._filter(y, k.conj() / (k.abs() ** 2 + self.reg))
+
+    def _prox_l2(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        # (g |K|^2 + 1) X = g conj(K) Y + Z, frequency by frequency, in float64
+        k = self.transfer(torch.float64)
+        g = gamma.reshape(-1, *([1] * (z.dim() - 1)))
+        rhs = g * torch.fft.rfft2(y.double()) * k.conj() + torch.fft.rfft2(z.double())
+        return torch.fft.irfft2(rhs / (g * k.abs() ** 2 + 1), s=self.x_shape[1:])
+
+    def _solve_gram(self, v: Tensor, a: float, b: float) -> Tensor:
+        power = a * self.transfer(torch.float64).abs() ** 2 + b
+        keep = power > 1e-12 * a  # frequencies the blur removes get 0 when b = 0 (the minimum-norm solution)
+        gain = torch.where(keep, 1 / torch.where(keep, power, torch.ones_like(power)), torch.zeros_like(power))
+        return self._filter(v.double(), gain)
 
 
 class GaussianBlur(Blur):

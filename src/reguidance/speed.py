@@ -109,9 +109,9 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> dict[s
     k, s = cfg.dps_steps, cfg.inversion_steps
     daps_nfe = cfg.daps_annealing_steps * 5
     runs: dict[str, tuple[Callable[[], object], int, float]] = {
-        "dps": (lambda: dps(prior, operator, y, prior.schedule.spaced(k), rng=rng(), clip=True), k, k * fwd_grad_s),
+        "dps": (lambda: dps(prior, operator, y, steps=k, rng=rng(), clip=True), k, k * fwd_grad_s),
         "daps": (
-            lambda: daps(prior, operator, y, annealing_steps=cfg.daps_annealing_steps, rng=rng(), clip=True),
+            lambda: daps(prior, operator, y, steps=cfg.daps_annealing_steps, rng=rng(), clip=True),
             daps_nfe,
             daps_nfe * fwd_s,
         ),

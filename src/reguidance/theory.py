@@ -61,12 +61,12 @@ class TheoryConfig:
     seed: int = 0
     candidate: str = "dps"
     candidate_steps: int = 10
-    candidate_zeta: float = 1.0
+    candidate_step_size: float = 1.0
     inversion_steps: int = 100
     inversion_method: str = "euler"
     t_end: float = 0.3
     dps_steps: int = 100
-    zeta: float = 0.2
+    step_size: float = 0.2
     sampler: str = "ddpm"
     eta: float = 0.0
 
@@ -87,7 +87,7 @@ class TheoryConfig:
             t_end=self.t_end,
             inversion_method=self.inversion_method,  # type: ignore[arg-type]
             dps_steps=self.dps_steps,
-            zeta=self.zeta,
+            step_size=self.step_size,
             sampler=self.sampler,  # type: ignore[arg-type]
             eta=self.eta,
         )
@@ -141,8 +141,8 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
             prior,
             operator,
             y,
-            base.spaced(cfg.candidate_steps),
-            zeta=cfg.candidate_zeta,
+            levels=base.spaced(cfg.candidate_steps),
+            step_size=cfg.candidate_step_size,
             sampler="ddpm",
             rng=BatchRNG.from_seed(cfg.seed + 2, ids),
             progress=progress,
@@ -160,8 +160,8 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
         prior,
         operator,
         y,
-        base.spaced(min(budget, len(base))),
-        zeta=cfg.zeta,
+        levels=base.spaced(min(budget, len(base))),
+        step_size=cfg.step_size,
         sampler=cfg.sampler,
         eta=cfg.eta,
         rng=BatchRNG.from_seed(cfg.seed + 4, ids),
@@ -289,7 +289,7 @@ def write_json(report: dict[str, object], path: str | Path) -> None:
 SWEEP_GRID: dict[str, tuple[object, ...]] = {
     "sampler": ("ddim", "ddpm"),
     "t_end": (0.3, 0.6, 1.0),
-    "zeta": (0.05, 0.2, 0.5),
+    "step_size": (0.05, 0.2, 0.5),
 }
 
 
@@ -342,13 +342,13 @@ def choose_defaults(rows: list[dict[str, object]]) -> dict[str, object]:
 def format_sweep(rows: list[dict[str, object]]) -> str:
     """The sweep as a plain-text table, one row per option combination."""
     lines = [
-        f"{'sampler':<8}{'t_end':>6}{'zeta':>6}  {'reward gain [95% CI]':>26}  {'manifold change [95% CI]':>28}"
+        f"{'sampler':<8}{'t_end':>6}{'step':>6}  {'reward gain [95% CI]':>26}  {'manifold change [95% CI]':>28}"
         f"{'mode acc':>9}{'dps reward':>11}{'dps dist':>9}{'dps acc':>8}"
     ]
     for r in rows:
         g, d = r["reward_gain"], r["manifold_distance_change"]
         lines.append(
-            f"{r['sampler']:<8}{r['t_end']:>6}{r['zeta']:>6}  "
+            f"{r['sampler']:<8}{r['t_end']:>6}{r['step_size']:>6}  "
             f"{g['mean']:+8.3f} [{g['ci95'][0]:+.3f},{g['ci95'][1]:+.3f}]  "  # type: ignore[index]
             f"{d['mean']:+9.2f} [{d['ci95'][0]:+.2f},{d['ci95'][1]:+.2f}]  "  # type: ignore[index]
             f"{r['mode_accuracy']:>8.2f}{r['dps_reward']:>11.3f}{r['dps_manifold_distance']:>9.2f}"

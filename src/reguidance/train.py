@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conventions import BatchRNG, check_positive_int
-from .diffusion import Schedule, sample
+from .diffusion import Schedule
+from .guidance.unconditional import sample
 from .priors.adm import ADMPrior, ADMUNet
 from .priors.zoo import EMBEDDED_UNET
 

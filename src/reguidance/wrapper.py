@@ -15,21 +15,27 @@ candidate towards the data manifold; ``reguidance theory`` measures it.
 
 Defaults, chosen on the Gaussian-mixture testbed by ``reguidance theory-sweep`` (README, "Choosing the defaults"):
 inversion to 30% of the chain (``t_end = 0.3``) with Euler (classic DDIM) steps, then DPS with DDPM ancestral
-steps and ``zeta = 0.2``. Full-depth inversion followed by stochastic steps washes the candidate out (the reward
-falls); deterministic DDIM steps keep more of it but leave the result further from the manifold. ``zeta`` is a
-step size on the measurement's scale: tune it per task (the image benchmark stores its own per-task values).
+steps and ``step_size = 0.2`` (DPS's zeta). Full-depth inversion followed by stochastic steps washes the candidate
+out (the reward falls); deterministic DDIM steps keep more of it but leave the result further from the manifold. ``step_size`` is
+on the measurement's scale: tune it per task (the image benchmark stores its own per-task values).
+
+Randomness is per sample: sample ``i`` of a batch draws from the generator derived from ``(seed, ids[i])``, so an
+image gives the same restoration alone or in any batch (up to the floating-point effects of batching; see the
+README's "Reproducibility").
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, check_finite, check_nonnegative, check_positive_int, check_signal_shape
+from .conventions import BatchRNG, InputError, check_finite, check_nonnegative, check_positive_int, check_signal_shape
+from .guidance.core import Callback
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, invert
 
@@ -48,7 +54,7 @@ class ReGuidanceConfig:
     t_end: float = 0.3
     inversion_method: InversionMethod = "euler"
     dps_steps: int = 100
-    zeta: float = 0.2
+    step_size: float = 0.2
     sampler: Sampler = "ddpm"
     eta: float = 0.0
     clip: bool = False
@@ -56,12 +62,16 @@ class ReGuidanceConfig:
     def __post_init__(self) -> None:
         check_positive_int("inversion_steps", self.inversion_steps)
         check_positive_int("dps_steps", self.dps_steps)
-        check_nonnegative("zeta", self.zeta)
+        check_nonnegative("step_size", self.step_size)
         check_nonnegative("eta", self.eta)
         if not (isinstance(self.t_end, (int, float)) and 0 < self.t_end <= 1):
-            raise ValueError(f"t_end must lie in (0, 1], got {self.t_end!r}")
+            raise InputError(f"t_end must lie in (0, 1], got {self.t_end!r}")
+        if self.inversion_method not in ("euler", "heun", "fixed_point"):
+            raise InputError(
+                f"inversion_method must be 'euler', 'heun' or 'fixed_point', got {self.inversion_method!r}"
+            )
         if self.sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+            raise InputError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
 
 
 @dataclass
@@ -92,27 +102,45 @@ def reguide(
     config: ReGuidanceConfig | None = None,
     rng: BatchRNG | None = None,
     seed: int = 0,
+    ids: Sequence[int] | None = None,
+    callback: Callback | None = None,
     progress: bool = False,
-    **options: object,
+    **options: Any,
 ) -> ReGuidanceResult:
     """Wrap a solver's ``candidate`` (B, *prior.signal_shape), in [-1, 1] for images, with ReGuidance.
 
     ``measurement`` (B, *operator.y_shape) is ``y``; options are those of :class:`ReGuidanceConfig`, given as a
-    ``config`` or as keywords. ``rng`` (one generator per sample) drives stochastic DPS steps; without it one is
-    derived from ``seed`` and the sample's position in the batch.
+    ``config`` or as keywords. Randomness: ``rng`` (one generator per sample), or one derived from ``seed`` and each
+    sample's id in ``ids`` (default ``0 .. B - 1``): give the images' own ids so that an image's result does not
+    depend on its position in the batch. ``callback`` sees every DPS step (:class:`reguidance.guidance.StepInfo`).
     """
-    cfg = config if config is not None else ReGuidanceConfig(**options)  # type: ignore[arg-type]
     if config is not None and options:
-        raise ValueError("pass either config or keyword options, not both")
+        raise InputError("pass either config or keyword options, not both")
+    if config is None:
+        known = {f.name for f in fields(ReGuidanceConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(
+                f"unknown ReGuidance option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+            )
+        config = ReGuidanceConfig(**options)
+    cfg = config
+    if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
+        got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
+        raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
     shape = tuple(prior.signal_shape)
     if tuple(operator.x_shape) != shape:
-        raise ValueError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
+        raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
     check_signal_shape("candidate", candidate, shape, "the prior")
     check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     if candidate.shape[0] != measurement.shape[0]:
-        raise ValueError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
+        raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
     if rng is None:
-        rng = BatchRNG.from_seed(seed, candidate.shape[0], device=candidate.device)
+        if ids is not None and len(ids) != candidate.shape[0]:
+            raise InputError(f"ids has {len(ids)} entries but candidate has {candidate.shape[0]} samples")
+        rng = BatchRNG.from_seed(seed, list(ids) if ids is not None else candidate.shape[0], device=candidate.device)
+    elif ids is not None:
+        raise InputError("pass rng or ids, not both")
 
     start = time.perf_counter()
     base = prior.schedule
@@ -130,13 +158,14 @@ def reguide(
         prior,
         operator,
         measurement,
-        base.spaced(cfg.dps_steps, cfg.t_end),
-        zeta=cfg.zeta,
+        levels=base.spaced(cfg.dps_steps, cfg.t_end),
+        step_size=cfg.step_size,
         sampler=cfg.sampler,
         eta=cfg.eta,
         latent=latent,
         rng=rng,
         clip=cfg.clip,
+        callback=callback,
         progress=progress,
     )
     if candidate.device.type == "cuda":

@@ -1,13 +1,16 @@
 """Per-(task, method) defaults of the benchmark under two budgets ("protocols").
 
-* ``reference``: every baseline at its paper's budget (DPS 1000 DDPM steps with ``zeta`` 0.5 as in its
-  box-inpainting configs and 1.0 as in its super-resolution configs; DAPS 200 annealing steps x 5 ODE steps x 100
-  Langevin steps; DiffPIR 100 steps; RED-diff 1000 steps; PiGDM 100 steps) and the wrapper's testbed defaults
+* ``reference``: every baseline at its paper's budget and its reference configs' step sizes (DPS 1000 DDPM steps
+  with ``step_size`` (zeta) 0.5 as in its box-inpainting configs and 0.3 as in its super-resolution and deblurring
+  configs; DAPS 200 annealing steps x 5 ODE steps x 100 Langevin steps; DiffPIR 100 steps with ``noise_mix``
+  (zeta) 0.25 for super-resolution and 0.1 for deblurring, 20 steps with ``noise_mix`` 1.0 for inpainting;
+  RED-diff 50 steps; PiGDM 100 steps) and the wrapper's testbed defaults
   (:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping.
   These values are *not tuned* on images.
 * ``cpu``: reduced budgets that fit the whole benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about
   an hour and a half on 2 CPU cores: DPS 50 steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the
-  wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``zeta``) and wrapper options (``zeta``,
+  wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
+  (``step_size``,
   ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults`` (see
   :mod:`.tune`), which writes ``assets/bench/tuned_cpu.json``; the file records the command that made it.
 
@@ -21,6 +24,7 @@ from dataclasses import replace
 from functools import cache
 from importlib import resources
 
+from ..conventions import InputError
 from ..wrapper import ReGuidanceConfig
 
 __all__ = ["PROTOCOLS", "is_tuned", "method_options", "reguidance_config", "tuned_path", "tuned_table"]
@@ -29,20 +33,30 @@ PROTOCOLS = ("reference", "cpu")
 
 _BOX = ("box16", "box20", "box16c", "box20c")
 
-#: step sizes from the public reference configs (used by every protocol unless the tuned table overrides them)
+_SR = ("sr4", "sr8")
+
+#: step sizes from the public reference configs (used by every protocol unless the tuned table overrides them):
+#: DPS ``configs/{inpainting,super_resolution,gaussian_deblur}_config.yaml`` (``scale``), DiffPIR
+#: ``configs/{inpaint,sisr,deblur}.yaml`` (``zeta``, here ``noise_mix``)
 _REFERENCE_STEP: dict[tuple[str, str], dict[str, object]] = {
-    **{(t, "dps"): {"zeta": 0.5} for t in _BOX},
-    ("sr4", "dps"): {"zeta": 1.0},
-    ("sr8", "dps"): {"zeta": 1.0},
-    ("deblur", "dps"): {"zeta": 1.0},
+    **{(t, "dps"): {"step_size": 0.5} for t in _BOX},
+    **{(t, "dps"): {"step_size": 0.3} for t in (*_SR, "deblur")},
+    **{(t, "diffpir"): {"noise_mix": 1.0} for t in _BOX},
+    **{(t, "diffpir"): {"noise_mix": 0.25} for t in _SR},
+    ("deblur", "diffpir"): {"noise_mix": 0.1},
 }
 
 #: per-protocol budgets: network-evaluation counts of each method and of the wrapper
 _BUDGET: dict[str, dict[str, dict[str, object]]] = {
-    "reference": {"dps": {"steps": 1000}},
+    "reference": {
+        "dps": {"steps": 1000},
+        **{m: {"steps": 100} for m in ("diffpir", "pigdm")},
+        "daps": {"steps": 200},
+        "reddiff": {"steps": 50},
+    },
     "cpu": {
         "dps": {"steps": 50},
-        "daps": {"annealing_steps": 20, "ode_steps": 2, "langevin_steps": 50},
+        "daps": {"steps": 20, "ode_steps": 2, "langevin_steps": 50},
         "diffpir": {"steps": 20},
         "reddiff": {"steps": 30},
         "pigdm": {"steps": 20},
@@ -56,7 +70,7 @@ _WRAPPER_BUDGET: dict[str, dict[str, object]] = {
 
 def _check(protocol: str) -> str:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+        raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     return protocol
 
 
@@ -89,11 +103,10 @@ def method_options(task: str, method: str, protocol: str = "reference", *, tuned
     the tuned table out (the sweep itself starts from there)."""
     name = method.split(":", 1)[0]
     table = _tuned(protocol, task, name) if tuned else {}
-    return {
-        **_REFERENCE_STEP.get((task, name), {}),
-        **_BUDGET[_check(protocol)].get(name, {}),
-        **table.get("method_options", {}),
-    }
+    budget = dict(_BUDGET[_check(protocol)].get(name, {}))
+    if protocol == "reference" and name == "diffpir" and task in _BOX:
+        budget["steps"] = 20  # the reference's noiseless inpainting config
+    return {**_REFERENCE_STEP.get((task, name), {}), **budget, **table.get("method_options", {})}
 
 
 def reguidance_config(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> ReGuidanceConfig:

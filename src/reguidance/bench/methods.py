@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG
+from ..conventions import BatchRNG, InputError
+from ..guidance.core import SampleResult
 from ..guidance.daps import daps
 from ..guidance.diffpir import diffpir
 from ..guidance.dps import dps
@@ -22,7 +23,7 @@ from ..guidance.reddiff import reddiff
 from ..operators import Operator
 from ..priors.base import Prior
 
-__all__ = ["METHODS", "MethodFn", "get_method"]
+__all__ = ["METHODS", "MethodFn", "budget_option", "get_method"]
 
 MethodFn = Callable[..., tuple[Tensor, int]]
 
@@ -32,37 +33,31 @@ def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids:
     return operator.pinv(y).clamp(-1, 1), 0
 
 
-def dps_method(
-    prior: Prior,
-    operator: Operator,
-    y: Tensor,
-    rng: BatchRNG,
-    ids: Sequence[int],
-    *,
-    steps: int = 1000,
-    zeta: float = 1.0,
-) -> tuple[Tensor, int]:
-    """DPS from fresh noise, DDPM ancestral steps, ``x0_hat`` clipped to [-1, 1] as in the reference code."""
-    out = dps(prior, operator, y, prior.schedule.spaced(steps), zeta=zeta, sampler="ddpm", rng=rng, clip=True)
-    return out.x.clamp(-1, 1), out.nfe
+def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
+    """A sampler of :mod:`reguidance.guidance` as a method: fresh noise, ``x0_hat`` clipped for images."""
 
-
-def _solver(fn: Callable[..., object]) -> MethodFn:
-    """A baseline of :mod:`reguidance.guidance` as a method: fresh noise, ``x0_hat`` clipped for images."""
-
-    def run(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object):
-        out = fn(prior, operator, y, rng=rng, clip=True, **options)
-        return out.x.clamp(-1, 1), out.nfe  # type: ignore[attr-defined]
+    def run(
+        prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object
+    ) -> tuple[Tensor, int]:
+        out = fn(prior, operator, y, rng=rng, clip=True, **{**fixed, **options})
+        return out.x.clamp(-1, 1), out.nfe
 
     run.__doc__ = f"{fn.__name__} from fresh noise with clipping; see :mod:`{fn.__module__}`."
     return run
+
+
+def budget_option(method: str) -> str | None:
+    """The option that scales ``method``'s network-evaluation budget: ``"steps"`` for every sampler (the number of
+    levels), ``None`` for methods without one (``pinv``, folders)."""
+    name = method.split(":", 1)[0]
+    return "steps" if name in METHODS and name != "pinv" else None
 
 
 def folder_method(path: str | Path) -> MethodFn:
     """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
     root = Path(path)
     if not root.is_dir():
-        raise ValueError(f"folder candidates: {root} is not a directory")
+        raise InputError(f"folder candidates: {root} is not a directory")
 
     def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
         from ..data import load_images
@@ -72,10 +67,10 @@ def folder_method(path: str | Path) -> MethodFn:
         for i in ids:
             file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
             if file is None:
-                raise ValueError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
+                raise InputError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
             x, _ = load_images(file, None, c)
             if tuple(x.shape[-2:]) != (h, w):
-                raise ValueError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
+                raise InputError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
             images.append(x[0])
         return torch.stack(images).to(y.device, y.dtype), 0
 
@@ -84,7 +79,7 @@ def folder_method(path: str | Path) -> MethodFn:
 
 METHODS: dict[str, MethodFn] = {
     "pinv": pinv_method,
-    "dps": dps_method,
+    "dps": _solver(dps, sampler="ddpm"),
     "daps": _solver(daps),
     "diffpir": _solver(diffpir),
     "reddiff": _solver(reddiff),
@@ -93,9 +88,9 @@ METHODS: dict[str, MethodFn] = {
 
 
 def get_method(name: str) -> MethodFn:
-    """The method called ``name`` (or ``folder:PATH``); a ValueError lists the known ones."""
+    """The method called ``name`` (or ``folder:PATH``); an InputError lists the known ones."""
     if name.startswith("folder:"):
         return folder_method(name.split(":", 1)[1])
     if name not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
+        raise InputError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
     return METHODS[name]

@@ -3,8 +3,8 @@
 For one (task, method) the sweep has two stages on the same validation ids, measured exactly as the benchmark
 measures (per-image operators, noise and generators from :mod:`.protocol`):
 
-1. **the method's step size** (e.g. DPS ``zeta``), if a grid is given for it: candidates for each value;
-2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``zeta`` and
+1. **the method's step size** (e.g. DPS ``step_size``), if a grid is given for it: candidates for each value;
+2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
    ``t_end``): the candidates of the chosen step size are made *once* and wrapped with every combination.
 
 The rule (:func:`choose`), in both stages: among the settings whose mean measurement consistency
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..conventions import InputError
 from ..metrics import ssim
 from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
@@ -47,22 +48,22 @@ __all__ = [
 
 #: the step-size options of each method that a method grid may sweep
 STEP_SIZES: dict[str, tuple[str, ...]] = {
-    "dps": ("zeta",),
-    "daps": ("lr",),
-    "diffpir": ("zeta", "lambda_"),
-    "reddiff": ("lr", "lambda_"),
+    "dps": ("step_size",),
+    "daps": ("step_size", "tau"),
+    "diffpir": ("lambda_", "noise_mix"),
+    "reddiff": ("step_size", "lambda_"),
     "pigdm": ("scale",),
 }
 #: step-size grids of the sweep per method (the reference value is inside each)
-DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "zeta=3,10,30"}
+DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "step_size=3,10,30"}
 #: the wrapper's grid of the sweep
-DEFAULT_WRAPPER_GRID = "zeta=1,3,10;t_end=0.3,0.5"
+DEFAULT_WRAPPER_GRID = "step_size=1,3,10;t_end=0.3,0.5"
 #: the rule of :func:`choose`, in words (recorded in the tuned table)
 RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
 
 
 def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list[object]]:
-    """``"zeta=0.1,0.3;t_end=0.3,0.6"`` -> ``{"zeta": [0.1, 0.3], "t_end": [0.3, 0.6]}``.
+    """``"step_size=0.1,0.3;t_end=0.3,0.6"`` -> ``{"step_size": [0.1, 0.3], "t_end": [0.3, 0.6]}``.
 
     ``fields`` names the allowed keys (default: the fields of :class:`ReGuidanceConfig`, values parsed as the type of
     the field's default); with ``fields`` given (a method's step sizes, :data:`STEP_SIZES`) values are floats.
@@ -74,16 +75,16 @@ def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list
         name, _, values = part.partition("=")
         name = name.strip()
         if name not in allowed or not values:
-            raise ValueError(
+            raise InputError(
                 f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(allowed) or '(none)'}; got {part!r}"
             )
         kind = type(defaults[name]) if fields is None else float
         try:
             grid[name] = [kind(v.strip()) for v in values.split(",")]
         except ValueError:
-            raise ValueError(f"grid values of {name} must be {kind.__name__}s, got {values!r}") from None
+            raise InputError(f"grid values of {name} must be {kind.__name__}s, got {values!r}") from None
     if not grid:
-        raise ValueError("grid is empty; expected e.g. 'zeta=0.1,0.3;t_end=0.3,0.6'")
+        raise InputError("grid is empty; expected e.g. 'step_size=0.1,0.3;t_end=0.3,0.6'")
     return grid
 
 

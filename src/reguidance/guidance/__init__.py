@@ -1,23 +1,24 @@
-"""Guided samplers for inverse problems, one file per method."""
+"""Guided samplers for inverse problems: one loop (:mod:`.core`) and one file per method with its own update."""
 
-from .daps import DAPSResult, daps
-from .diffpir import DiffPIRResult, diffpir
-from .dps import DPSResult, dps
-from .linalg import conjugate_gradient, solve_proximal
-from .pigdm import PiGDMResult, pigdm
-from .reddiff import REDDiffResult, reddiff
+from .core import Callback, SampleResult, StepInfo, Update, check_problem, choose_levels, run, start
+from .daps import daps
+from .diffpir import diffpir
+from .dps import dps
+from .pigdm import pigdm
+from .reddiff import reddiff
 
 __all__ = [
-    "DAPSResult",
-    "DPSResult",
-    "DiffPIRResult",
-    "PiGDMResult",
-    "REDDiffResult",
-    "conjugate_gradient",
+    "Callback",
+    "SampleResult",
+    "StepInfo",
+    "Update",
+    "check_problem",
+    "choose_levels",
     "daps",
     "diffpir",
     "dps",
     "pigdm",
     "reddiff",
-    "solve_proximal",
+    "run",
+    "start",
 ]

@@ -3,102 +3,93 @@ r"""Diffusion posterior sampling (DPS; Chung, Kim, Mccann, Klasky, Ye, ICLR 2023
 At each level ``t`` of the chain, with ``x0_hat(x_t)`` Tweedie's estimate (one network evaluation),
 
     x_{t-1}' = unconditional step(x_t, x0_hat)                 (DDPM ancestral by default, or DDIM with eta)
-    x_{t-1}  = x_{t-1}' - zeta * grad_{x_t} || y - A(x0_hat(x_t)) ||_2
+    x_{t-1}  = x_{t-1}' - step_size * grad_{x_t} || y - A(x0_hat(x_t)) ||_2
 
-The gradient flows back through the network (one backward pass per step). The norm is taken per sample, never
-over the whole batch (the public reference code takes one norm over the batch, which couples the samples and makes
-each result depend on the batch): with per-sample norms a batch is exactly a set of independent runs.
-``zeta`` is the step size of the reference (their ``scale``; 0.5-1.0 for their FFHQ tasks). ``clip`` clamps
-``x0_hat`` to [-1, 1] before the residual and the step, as the reference does for images (``clip_denoised``).
+The gradient flows back through the network (one backward pass per step) and through ``A``, which may be
+nonlinear. ``step_size`` is the paper's zeta (the reference code's ``scale``: 0.5 in its box-inpainting configs,
+0.3 in its super-resolution and deblurring configs). ``clip`` clamps ``x0_hat`` to [-1, 1] before the residual
+and the step, as the reference does for images (``clip_denoised``; the clamp's derivative is 0 where it clamps).
 
-DPS may start from any latent at the last level of its chain: fresh noise (plain DPS) or an inverted candidate
+What we changed, and why: the norm is taken per sample, never over the whole batch (the reference takes one norm
+over the batch, which couples the samples): with per-sample norms a batch is exactly a set of independent runs.
+DPS may start from any latent at the first level of its chain: fresh noise (plain DPS) or an inverted candidate
 (ReGuidance, :mod:`reguidance.wrapper`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_finite, check_nonnegative, check_positive_int
-from ..diffusion import EpsModel, Schedule, chain_index, ddim_step, ddpm_step, denoise, eps_from_x0, p_mean_variance
+from ..conventions import BatchRNG, InputError, check_nonnegative
+from ..diffusion import (
+    Denoiser,
+    EpsModel,
+    Level,
+    Schedule,
+    chain_index,
+    ddim_step,
+    ddpm_step,
+    eps_from_x0,
+    p_mean_variance,
+)
+from .core import Callback, SampleResult, Update, check_problem, choose_levels, run, start
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
 Sampler = Literal["ddpm", "ddim"]
 
-__all__ = ["DPSResult", "Sampler", "dps"]
-
-
-@dataclass
-class DPSResult:
-    """``x`` (B, *signal_shape) the restorations; ``nfe`` forward-plus-backward network evaluations per sample."""
-
-    x: Tensor
-    nfe: int
+__all__ = ["Sampler", "dps"]
 
 
 def dps(
     prior: EpsModel,
     operator: Operator,
     measurement: Tensor,
-    schedule: Schedule,
     *,
-    zeta: float = 1.0,
+    steps: int | None = None,
+    levels: Schedule | None = None,
+    rng: BatchRNG,
+    latent: Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    step_size: float = 1.0,
     sampler: Sampler = "ddpm",
     eta: float = 0.0,
-    latent: Tensor | None = None,
-    rng: BatchRNG | None = None,
     clip: bool = False,
-    progress: bool = False,
-) -> DPSResult:
-    """Run DPS down ``schedule`` (e.g. ``base.spaced(1000)``) to the data.
+) -> SampleResult:
+    """Run DPS down ``steps`` (default 1000) evenly spaced levels of ``prior.schedule`` (or ``levels``) to the data.
 
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the last level of ``schedule``,
-    or ``None`` to start from fresh noise drawn from ``rng``. ``rng`` (one generator per sample) is needed for
-    fresh noise and for stochastic steps (``ddpm``, or ``ddim`` with ``eta > 0``).
+    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
+    fresh noise from ``rng``. One network evaluation (forward and backward) per level.
     """
-    check_finite("measurement", measurement)
-    check_nonnegative("zeta", zeta)
+    check_nonnegative("step_size", step_size)
     check_nonnegative("eta", eta)
     if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    check_positive_int("DPS steps", len(schedule))
-    stochastic = sampler == "ddpm" or eta > 0
-    if (latent is None or stochastic) and rng is None:
-        raise ValueError("rng is required for fresh noise or stochastic steps (sampler='ddpm' or eta > 0)")
-    if latent is None:
-        assert rng is not None
-        x = rng.randn(*operator.x_shape, dtype=measurement.dtype).to(measurement.device)
-    else:
-        x = check_finite("latent", latent).detach()
-    if x.shape[0] != measurement.shape[0]:
-        raise ValueError(f"latent has {x.shape[0]} samples but measurement has {measurement.shape[0]}")
+        raise InputError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    check_problem(operator, measurement, rng)
+    levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=1000)
+    net = Denoiser(prior)
 
-    for k in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc="DPS"):
-        i = chain_index(k, x)
+    def step(x: Tensor, level: Level) -> Update:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out, x0 = denoise(prior, schedule, x, i)
-            if clip:
-                x0 = x0.clamp(-1, 1)
-            residual = operator.residual_norm(x0, measurement)  # (B,): one norm per sample
-            (grad,) = torch.autograd.grad(residual.sum(), x)
-        x0, eps = x0.detach(), out.eps.detach()
+            d = net.at(x, level)
+            x0 = d.x0.clamp(-1, 1) if clip else d.x0
+            (grad,) = torch.autograd.grad(operator.residual_norm(x0, measurement).sum(), x)
         with torch.no_grad():
+            x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
             if sampler == "ddpm":
-                var_values = None if out.var_values is None else out.var_values.detach()
-                pmv = p_mean_variance(schedule, x.detach(), i, eps, var_values, prior.variance, clip)
-                x_next = ddpm_step(pmv, i, rng)  # type: ignore[arg-type]
+                i = chain_index(level.index, x)
+                var = None if d.var_values is None else d.var_values.detach()
+                x_next = ddpm_step(p_mean_variance(levels, x, i, eps, var, prior.variance, clip), i, rng)
             else:
-                ab = schedule.alpha_bar(i, x)
-                if clip:
-                    eps = eps_from_x0(x.detach(), x0, ab)
-                x_next = ddim_step(x0, eps, schedule.alpha_bar(i - 1, x), ab, eta, rng)
-            x = x_next - zeta * grad
-    return DPSResult(x=x.detach(), nfe=len(schedule))
+                eps = eps_from_x0(x, x0, level.alpha_bar) if clip else eps
+                x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+        return Update(x_next - step_size * grad, x0)
+
+    x = start(operator, measurement, latent, rng)
+    return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="DPS")

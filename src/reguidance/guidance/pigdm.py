@@ -13,67 +13,35 @@ with ``r_t^2 = 1 - ab_t`` (the paper's ``sigma_t^2 / (1 + sigma_t^2)`` for data 
 
     x_s = DDIM_eta(x0_hat, eps_hat; ab_t -> ab_s) + scale * sqrt(ab_s) sqrt(ab_t) r_t^2 g.
 
-``v`` is computed in closed form for :class:`~reguidance.operators.Inpainting` (``A A^T`` is the mask) and by
-conjugate gradients (:func:`.linalg.conjugate_gradient`, per sample) for every other linear operator. One forward
-and one backward network pass per step.
+``v`` comes from the operator's measurement-space solve (:meth:`Operator.solve_gram`: closed form for masks,
+average pooling and circular blurs, conjugate gradients otherwise). One forward and one backward network pass per
+step.
 
 Sources and choices. The guidance coefficient follows the authors' public implementation of PiGDM
 (github.com/NVlabs/RED-diff, ``algos/pgdm.py`` with ``awd = True``: ``sqrt(ab_s) sqrt(ab_t) * grad_term_weight``
 times the gradient of ``<A^+ (y - A x0_hat), x0_hat>``). For ``sigma_y = 0`` we have
 ``r_t^2 A^T (r_t^2 A A^T)^{-1} = A^+``, so our step equals that code exactly; for ``sigma_y > 0`` the paper's
-noisy ``(r_t^2 A A^T + sigma_y^2 I)^{-1}`` replaces the pseudo-inverse. Defaults: ``steps = 100`` (the paper's
-100-step DDIM budget), ``eta = 0.0`` and ``scale = 1.0`` (that implementation's ``_configs/algo/pgdm.yaml``).
-Per-sample quantities throughout: a sample's result never depends on the batch.
+noisy ``(r_t^2 A A^T + sigma_y^2 I)^{-1}`` replaces the pseudo-inverse. Defaults: 100 levels (the paper's DDIM
+budget), ``eta = 0.0`` and ``scale = 1.0`` (that implementation's ``_configs/algo/pgdm.yaml``). Per-sample
+quantities throughout: a sample's result never depends on the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ..conventions import BatchRNG, check_nonnegative, check_positive_int
-from ..diffusion import EpsModel, chain_index, ddim_step, denoise, eps_from_x0
-from .common import check_inputs, starting_point
-from .linalg import conjugate_gradient
+from ..conventions import BatchRNG, check_nonnegative
+from ..diffusion import Denoiser, EpsModel, Level, Schedule, ddim_step, eps_from_x0
+from .core import Callback, SampleResult, Update, check_problem, choose_levels, run, start
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
-__all__ = ["PiGDMResult", "pigdm", "pigdm_weights"]
-
-
-@dataclass
-class PiGDMResult:
-    """``x`` (B, *signal_shape) the restorations; ``nfe`` forward-plus-backward network evaluations per sample."""
-
-    x: Tensor
-    nfe: int
-
-
-def pigdm_weights(
-    operator: Operator,
-    residual: Tensor,
-    r2: float,
-    *,
-    cg_iters: int = 50,
-    cg_tol: float = 1e-6,
-) -> Tensor:
-    """``v = (r2 A A^T + sigma_y^2 I)^{-1} residual`` per sample; ``residual`` (B, *operator.y_shape), ``r2 > 0``."""
-    from ..operators import Inpainting
-
-    s2 = operator.sigma_y**2
-    if isinstance(operator, Inpainting):
-        mask = operator.mask.to(residual.dtype)
-        return residual * mask / (r2 * mask + s2 + (1 - mask))  # unobserved entries carry no residual
-
-    def apply(v: Tensor) -> Tensor:
-        return r2 * operator(operator.adjoint(v)) + s2 * v
-
-    return conjugate_gradient(apply, residual, max_iter=cg_iters, tol=cg_tol)
+__all__ = ["pigdm"]
 
 
 def pigdm(
@@ -81,51 +49,45 @@ def pigdm(
     operator: Operator,
     measurement: Tensor,
     *,
-    steps: int = 100,
-    eta: float = 0.0,
-    scale: float = 1.0,
-    cg_iters: int = 50,
-    cg_tol: float = 1e-6,
+    steps: int | None = None,
+    levels: Schedule | None = None,
     rng: BatchRNG,
     latent: Tensor | None = None,
-    clip: bool = False,
+    callback: Callback | None = None,
     progress: bool = False,
-) -> PiGDMResult:
-    """Run PiGDM down ``steps`` evenly spaced levels of ``prior.schedule``; ``steps`` network evaluations.
+    scale: float = 1.0,
+    eta: float = 0.0,
+    clip: bool = False,
+) -> SampleResult:
+    """Run PiGDM down ``steps`` evenly spaced levels (default 100) of ``prior.schedule``, or the chain ``levels``.
 
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the most noisy level, or ``None``
-    for fresh noise from ``rng``. ``scale = 0`` gives plain DDIM. ``clip`` clamps ``x0_hat`` to [-1, 1] (the
-    DDIM direction is then recomputed from the clamped estimate).
+    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
+    fresh noise. ``scale = 0`` gives plain DDIM. ``clip`` clamps ``x0_hat`` to [-1, 1] (the DDIM direction is then
+    recomputed from the clamped estimate).
     """
-    check_positive_int("steps", steps)
     check_nonnegative("eta", eta)
     check_nonnegative("scale", scale)
-    check_positive_int("cg_iters", cg_iters)
-    check_nonnegative("cg_tol", cg_tol)
-    check_inputs(operator, measurement, rng)
-    schedule = prior.schedule.spaced(steps)  # type: ignore[attr-defined]
-    dtype, device = measurement.dtype, measurement.device
-    x = starting_point(operator, measurement, latent, lambda: rng.randn(*operator.x_shape, dtype=dtype).to(device))
+    check_problem(operator, measurement, rng)
+    levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=100)
+    net = Denoiser(prior)
+    s2 = operator.sigma_y**2
 
-    for k in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc="PiGDM"):
-        i = chain_index(k, x)
-        ab, ab_next = schedule.alpha_bar(i, x), schedule.alpha_bar(i - 1, x)
-        r2 = 1 - float(schedule.alphas_cumprod[k])
+    def step(x: Tensor, level: Level) -> Update:
+        r2 = 1 - level.alpha_bar
         x = x.detach().requires_grad_(scale > 0)
         with torch.enable_grad():
-            out, x0 = denoise(prior, schedule, x, i)
-            if clip:
-                x0 = x0.clamp(-1, 1)
+            d = net.at(x, level)
+            x0 = d.x0.clamp(-1, 1) if clip else d.x0
             if scale > 0:
-                with torch.no_grad():
-                    v = pigdm_weights(operator, measurement - operator(x0), r2, cg_iters=cg_iters, cg_tol=cg_tol)
+                v = operator.solve_gram((measurement - operator(x0)).detach(), r2, s2)
                 (grad,) = torch.autograd.grad((operator(x0) * v).sum(), x)
-            else:
-                grad = torch.zeros_like(x)
         with torch.no_grad():
-            x0, eps = x0.detach(), out.eps.detach()
-            if clip:
-                eps = eps_from_x0(x.detach(), x0, ab)
-            x_next = ddim_step(x0, eps, ab_next, ab, eta, rng)
-            x = x_next + scale * (ab_next * ab).sqrt() * r2 * grad
-    return PiGDMResult(x=x.detach(), nfe=len(schedule))
+            x, x0 = x.detach(), x0.detach()
+            eps = eps_from_x0(x, x0, level.alpha_bar) if clip else d.eps.detach()
+            x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+            if scale > 0:
+                x_next = x_next + scale * math.sqrt(level.alpha_bar_next * level.alpha_bar) * r2 * grad
+        return Update(x_next, x0)
+
+    x = start(operator, measurement, latent, rng)
+    return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="PiGDM")

@@ -1,0 +1,183 @@
+r"""The sampler core: every sampler of this package is one loop over the levels of a reverse chain.
+
+The pieces, kept apart (as azula keeps schedule, denoiser and sampler apart):
+
+- **levels** are data: a :class:`~reguidance.diffusion.Schedule` (e.g. ``prior.schedule.spaced(50)``) whose
+  transitions :class:`~reguidance.diffusion.Level` are visited from its most noisy level down to the data. Each
+  level carries its network timestep ``t`` and float64 ``alpha_bar``, ``alpha_bar_next``.
+- the **state** ``x`` (B, *signal_shape) is the sample at the current level on the variance-preserving scale,
+  ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``. Its value at the first level is the **latent**.
+- the **prior** is seen through a :class:`~reguidance.diffusion.Denoiser`: ``(x_t, level) -> (eps, x0_hat)``, which
+  counts network evaluations.
+- a method's **step** ``step(x, level) -> Update(x_next, x0_hat)`` is its own update for one transition, and all
+  that a method writes besides checking its options and choosing its default levels.
+- :func:`run` is the one loop: it calls ``step`` once per level, shows a progress bar, records the per-step
+  measurement residual ``||y - A x0_hat||`` and calls the user's ``callback`` (as k-diffusion's samplers do).
+
+Every method has the signature
+
+    method(prior, operator, measurement, *, steps=None, levels=None, rng, latent=None, callback=None,
+           progress=False, **options) -> SampleResult
+
+``steps`` picks the method's own default grid of that many levels; ``levels`` gives the chain explicitly (then
+``steps`` must be left out). ``rng`` (:class:`~reguidance.conventions.BatchRNG`, one generator per sample) draws
+the fresh start and every stochastic step. ``latent`` replaces the fresh start ``N(0, I)`` at the first level.
+``callback(info)`` receives a :class:`StepInfo` after every transition; returning ``True`` stops the loop and the
+result holds the state reached. A new method is one function of its own update; see the README's "Adding a
+method".
+
+Names that mean one thing across the methods: ``step_size`` is the size of a gradient-type step on the data term
+(DPS's zeta, DAPS's Langevin lr, RED-diff's Adam lr); ``latent`` is always a noisy state at the first level;
+``measurement`` is ``y``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..conventions import BatchRNG, InputError, check_positive_int, check_signal_shape
+from ..diffusion import Denoiser, EpsModel, Level, Schedule
+
+if TYPE_CHECKING:
+    from ..operators import Operator
+
+__all__ = [
+    "Callback",
+    "SampleResult",
+    "StepFn",
+    "StepInfo",
+    "Update",
+    "check_problem",
+    "choose_levels",
+    "run",
+    "start",
+]
+
+
+class Update(NamedTuple):
+    """What one step returns: the state at the next level and the clean estimate ``x0_hat`` it used."""
+
+    x: Tensor
+    x0: Tensor
+
+
+class StepFn(Protocol):
+    def __call__(self, x: Tensor, level: Level) -> Update: ...
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Handed to the callback after each transition: the ``level`` just taken, the new state ``x`` (at the next
+    level, or the result after the last), the clean estimate ``x0`` of that step and its per-sample measurement
+    residual ``residual = ||y - A x0||`` (B,)."""
+
+    level: Level
+    x: Tensor
+    x0: Tensor
+    residual: Tensor
+
+
+Callback = Callable[[StepInfo], bool | None]
+
+
+@dataclass
+class SampleResult:
+    """A sampler's output.
+
+    ``x`` (B, *signal_shape) the result; ``nfe`` network evaluations per sample (a forward pass with its backward
+    counts once); ``timesteps`` the network timestep of each step taken, and ``residuals`` (steps, B) the
+    measurement residual ``||y - A x0_hat||`` of each step's clean estimate; ``stopped`` is True when the callback
+    ended the loop early.
+    """
+
+    x: Tensor
+    nfe: int
+    timesteps: list[int]
+    residuals: Tensor
+    stopped: bool = False
+
+
+def check_problem(operator: Operator, measurement: Tensor, rng: BatchRNG) -> None:
+    """A measurement ``(B, *operator.y_shape)`` and one generator per sample, or an InputError naming the problem."""
+    if not isinstance(rng, BatchRNG) and not hasattr(rng, "randn_like"):
+        raise InputError(f"rng must be a BatchRNG (one generator per sample), got {type(rng).__name__}")
+    operator.check_measurement(measurement)
+    if len(rng) != measurement.shape[0]:
+        raise InputError(f"rng holds {len(rng)} generators but measurement has {measurement.shape[0]} samples")
+
+
+def choose_levels(
+    prior: EpsModel,
+    steps: int | None,
+    levels: Schedule | None,
+    grid: Callable[[Schedule, int], Schedule],
+    default_steps: int,
+) -> Schedule:
+    """The chain a method visits: ``levels`` as given, else the method's ``grid(prior.schedule, steps)`` with
+    ``steps`` (``default_steps`` when ``None``) levels."""
+    if levels is not None:
+        if steps is not None:
+            raise InputError("pass steps or levels, not both")
+        if not isinstance(levels, Schedule):
+            raise InputError(f"levels must be a Schedule (e.g. prior.schedule.spaced(50)), got {type(levels).__name__}")
+        return levels
+    return grid(prior.schedule, check_positive_int("steps", default_steps if steps is None else steps))
+
+
+def start(operator: Operator, measurement: Tensor, latent: Tensor | None, rng: BatchRNG, scale: float = 1.0) -> Tensor:
+    """The state at the first level: ``latent`` (checked against the operator's signal shape and the batch, cast
+    to the measurement's dtype), or fresh noise ``scale * N(0, I)`` from ``rng``."""
+    if latent is None:
+        return scale * rng.randn(*operator.x_shape, dtype=measurement.dtype).to(measurement.device)
+    check_signal_shape("latent", latent, operator.x_shape, type(operator).__name__)
+    if not latent.is_floating_point():
+        raise InputError(f"latent must be a floating-point tensor, got dtype {latent.dtype}")
+    if latent.shape[0] != measurement.shape[0]:
+        raise InputError(f"latent has {latent.shape[0]} samples but measurement has {measurement.shape[0]}")
+    return latent.detach().to(measurement.device, measurement.dtype)
+
+
+def run(
+    step: StepFn,
+    x: Tensor,
+    levels: Schedule,
+    net: Denoiser,
+    operator: Operator | None,
+    measurement: Tensor | None,
+    *,
+    callback: Callback | None = None,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> SampleResult:
+    """The loop: ``x = step(x, level).x`` for every transition of ``levels``, most noisy first.
+
+    The per-sample residual ``||y - A x0_hat||`` of each step is recorded (nothing for unconditional sampling,
+    ``operator = None``). Returns the final state, the network
+    evaluations ``net`` counted, and the per-step record.
+    """
+    timesteps: list[int] = []
+    residuals: list[Tensor] = []
+    stopped = False
+    for level in tqdm(levels.levels(), disable=not progress, desc=desc, leave=False):
+        x, x0 = step(x, level)
+        r = x0.new_zeros(0)
+        if operator is not None and measurement is not None:
+            with torch.no_grad():
+                r = operator.residual_norm(x0.detach(), measurement)
+            residuals.append(r)
+        timesteps.append(level.t)
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"{desc}: the state holds NaN or Inf after the step at t={level.t}; the step size is likely too large"
+            )
+        if callback is not None and callback(StepInfo(level=level, x=x, x0=x0, residual=r)) is True:
+            stopped = True
+            break
+    stack = torch.stack(residuals) if residuals else x.new_zeros(0, x.shape[0])
+    return SampleResult(x=x.detach(), nfe=net.nfe, timesteps=timesteps, residuals=stack, stopped=stopped)
