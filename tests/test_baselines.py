@@ -173,7 +173,7 @@ def test_reddiff_starts_from_a_given_clean_estimate_and_refuses_a_latent(gmm_pri
     assert torch.equal(run("reddiff", gmm_prior, operator, y, range(6), steps=1, init=truth).x, truth)
     # two levels: one Adam step, whose first bias-corrected update moves every entry by step_size (|g| >> eps)
     moved = run("reddiff", gmm_prior, operator, y, range(6), steps=2, init=truth, step_size=0.1).x - truth
-    assert torch.allclose(moved.abs(), torch.full_like(moved, 0.1), atol=1e-6)
+    assert torch.allclose(moved.abs(), torch.full_like(moved, 0.1), rtol=1e-4)  # within eps / |g|
     with pytest.raises(ValueError, match="init"):
         run("reddiff", gmm_prior, operator, y, range(6), latent=truth)
 
