@@ -324,7 +324,9 @@ def dps_candidates(prior, operator, y, i, step_size):
     from reguidance.bench.methods import get_method
     from reguidance.bench.protocol import stream_rng
 
-    return get_method("dps")(prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, step_size=step_size)[0]
+    return get_method("dps")(
+        prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, step_size=step_size
+    )[0]
 
 
 def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
@@ -335,7 +337,12 @@ def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
     assert defaults.reguidance_config("sr8", "pinv", "cpu", tuned=False).inversion_steps == 10
     table = {
         "entries": [
-            {"task": "sr8", "method": "dps", "method_options": {"step_size": 7.0}, "reguidance": {"step_size": 2.0, "t_end": 0.5}}
+            {
+                "task": "sr8",
+                "method": "dps",
+                "method_options": {"step_size": 7.0},
+                "reguidance": {"step_size": 2.0, "t_end": 0.5},
+            }
         ]
     }
     monkeypatch.setattr(defaults, "tuned_table", lambda protocol: table if protocol == "cpu" else {})
