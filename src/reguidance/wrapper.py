@@ -16,8 +16,8 @@ candidate towards the data manifold; ``reguidance theory`` measures it.
 Defaults, chosen on the Gaussian-mixture testbed by ``reguidance theory-sweep`` (README, "Choosing the defaults"):
 inversion to 30% of the chain (``t_end = 0.3``) with Euler (classic DDIM) steps, then DPS with DDPM ancestral
 steps and ``step_size = 0.2`` (DPS's zeta). Full-depth inversion followed by stochastic steps washes the candidate
-out (the reward falls); deterministic DDIM steps keep more of it but leave the result further from the manifold. ``step_size`` is
-on the measurement's scale: tune it per task (the image benchmark stores its own per-task values).
+out (the reward falls); deterministic DDIM steps keep more of it but leave the result further from the manifold.
+``step_size`` is on the measurement's scale: tune it per task (the image benchmark stores its own per-task values).
 
 Randomness is per sample: sample ``i`` of a batch draws from the generator derived from ``(seed, ids[i])``, so an
 image gives the same restoration alone or in any batch (up to the floating-point effects of batching; see the
