@@ -63,3 +63,46 @@ def test_steps_and_levels_cannot_both_be_given(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
     with pytest.raises(ValueError, match="steps or levels"):
         run(gmm_prior, operator, y, range(6), steps=5, levels=gmm_prior.schedule.spaced(5))
+
+
+def test_one_ddim_dps_step_on_a_gaussian_prior_matches_the_hand_derivation():
+    """For a Gaussian prior N(mu, s^2 I) Tweedie's estimate is linear in x_t,
+
+        x0_hat = mu + c (x_t - sqrt(ab) mu),          c = sqrt(ab) s^2 / (ab s^2 + 1 - ab),
+
+    so grad_{x_t} ||y - A x0_hat|| = c A^T (A x0_hat - y) / ||A x0_hat - y|| and the DDIM (eta = 0) step is
+    sqrt(ab') x0_hat + sqrt(1 - ab') (x_t - sqrt(ab) x0_hat) / sqrt(1 - ab), minus step_size times that gradient."""
+    from reguidance.diffusion import Schedule
+    from reguidance.operators import MatrixOperator
+    from reguidance.priors.gmm import GaussianMixture, GMMPrior
+
+    d, s2 = 5, 0.3
+    mu = torch.linspace(-0.5, 0.5, d, dtype=torch.float64)
+    prior = GMMPrior(GaussianMixture.isotropic(torch.ones(1), mu[None], s2), Schedule.linear())
+    a = torch.randn(2, d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    operator = MatrixOperator(a, sigma_y=0.1)
+    x_t = torch.randn(3, d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.randn(3, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    levels = Schedule.linear().respace([300, 400])
+    ab, ab_next = float(levels.alphas_cumprod[1]), float(levels.alphas_cumprod[0])
+
+    c = ab**0.5 * s2 / (ab * s2 + 1 - ab)
+    x0 = mu + c * (x_t - ab**0.5 * mu)
+    r = x0 @ a.T - y
+    grad = c * (r @ a) / r.norm(dim=1, keepdim=True)
+    ddim = ab_next**0.5 * x0 + (1 - ab_next) ** 0.5 * (x_t - ab**0.5 * x0) / (1 - ab) ** 0.5
+    expected = ddim - 0.7 * grad
+
+    first = []
+    dps(
+        prior,
+        operator,
+        y,
+        levels=levels,
+        rng=BatchRNG.from_seed(0, 3),
+        latent=x_t,
+        step_size=0.7,
+        sampler="ddim",
+        callback=lambda info: first.append(info.x) or True,
+    )
+    torch.testing.assert_close(first[0], expected, rtol=1e-6, atol=1e-6)  # the mixture prior rounds to ~1e-7

@@ -104,6 +104,65 @@ def test_matrix_of_an_operator_with_several_masks_needs_select() -> None:
         op.matrix()
 
 
+# ------------------------------------------------------------------------------------------------ the solves
+def _dense(op: Operator, i: int) -> torch.Tensor:
+    """The dense matrix of sample ``i``'s operator."""
+    return (op.select(i) if op.batch_size else op).matrix()
+
+
+@pytest.mark.parametrize("gamma", [1e-3, 1.0, 1e4])
+def test_prox_l2_equals_a_dense_solve_of_its_normal_equations(op: Operator, gamma: float) -> None:
+    z, y = _randn(B, *op.x_shape, seed=3), _randn(B, *op.y_shape, seed=4)
+    x = op.prox_l2(z, y, gamma)
+    for i in range(B):
+        m = _dense(op, i)
+        lhs = gamma * m.T @ m + torch.eye(m.shape[1], dtype=torch.float64)
+        want = torch.linalg.solve(lhs, gamma * m.T @ y[i].flatten() + z[i].flatten())
+        torch.testing.assert_close(x[i].flatten(), want, rtol=1e-5, atol=1e-5 * (1 + want.abs().max().item()))
+
+
+def test_prox_l2_takes_one_weight_per_sample(op: Operator) -> None:
+    z, y = _randn(B, *op.x_shape, seed=3), _randn(B, *op.y_shape, seed=4)
+    gammas = torch.tensor([0.1, 2.0, 50.0], dtype=torch.float64)
+    x = op.prox_l2(z, y, gammas)
+    for i in range(B):
+        one = op.select([i]) if op.batch_size else op
+        torch.testing.assert_close(x[i : i + 1], one.prox_l2(z[i : i + 1], y[i : i + 1], float(gammas[i])))
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.7, 0.01), (2.0, 0.0)])
+def test_solve_gram_equals_the_dense_pseudo_inverse(op: Operator, a: float, b: float) -> None:
+    v = op(_randn(B, *op.x_shape, seed=5))  # in the range of A, where b = 0 has a solution
+    u = op.solve_gram(v, a, b)
+    for i in range(B):
+        m = _dense(op, i)
+        gram = a * m @ m.T + b * torch.eye(m.shape[0], dtype=torch.float64)
+        want = torch.linalg.pinv(gram, hermitian=True, rtol=1e-10) @ v[i].flatten()
+        torch.testing.assert_close(u[i].flatten(), want, rtol=1e-5, atol=1e-5 * (1 + want.abs().max().item()))
+
+
+def test_conjugate_gradient_fallback_reaches_its_stated_tolerance() -> None:
+    op = SuperResolution((1, 16, 16), 4, "bicubic")  # no closed form: the conjugate-gradient path
+    z, y, gamma = _randn(2, 1, 16, 16, seed=6), _randn(2, 1, 4, 4, seed=7), 30.0
+    x = op.prox_l2(z, y, gamma)
+    m = op.matrix()
+    for i in range(2):
+        rhs = gamma * m.T @ y[i].flatten() + z[i].flatten()
+        residual = rhs - (gamma * m.T @ m @ x[i].flatten() + x[i].flatten())
+        assert residual.norm() <= op.cg_tol * rhs.norm() * 1.01
+
+
+def test_bad_solve_weights_are_rejected() -> None:
+    op = SuperResolution((1, 8, 8), 2)
+    z, y = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="gamma"):
+        op.prox_l2(z, y, 0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        op.prox_l2(z, y, torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="a must be > 0"):
+        op.solve_gram(y, 0.0, 1.0)
+
+
 def test_matrix_operator_pinv_is_moore_penrose() -> None:
     op = _matrix_operator()
     y = _randn(B, 5)
