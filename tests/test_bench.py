@@ -142,7 +142,7 @@ def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images,
     ("method", "options"),
     [
         ("dps", {"steps": 3}),
-        ("daps", {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 2}),
+        ("daps", {"steps": 2, "ode_steps": 1, "langevin_steps": 2}),
         ("diffpir", {"steps": 3}),
         ("reddiff", {"steps": 3}),
         ("pigdm", {"steps": 3}),

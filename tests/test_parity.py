@@ -80,11 +80,17 @@ def gap(got: Tensor, want: Tensor) -> float:
     return (got.float() - want.float()).abs().max().item()
 
 
-# ------------------------------------------------------------------------------------------------------- DPS
-@pytest.mark.parametrize("name", ["dps_inpaint", "dps_sr4"])
-def test_dps_step_matches_the_reference(prior, name):
+# ---------------------------------------------------------------------------------------- measured gaps
+# Each ``measure_*`` replays every case of one fixture and returns, per compared quantity, the largest gap over
+# cases and samples: ``max |library - reference|``, with ``x0`` estimates multiplied by ``sqrt(alpha_bar)`` (the
+# scale of ``eps``: Tweedie's 1 / sqrt(alpha_bar), 157 at t = 999, magnifies the network's float32 rounding).
+# ``scripts/parity_table.py`` prints them as the table in docs/parity.md.
+
+
+def measure_dps(prior, name: str) -> dict[str, float]:
     f = fixture(name)
     operator = operator_of(f)
+    gaps = {"x0_hat (eps scale)": 0.0, "residual norm / (1 + norm)": 0.0, "x_next": 0.0}
     for c in range(int(f["n_cases"])):
         chain = Schedule.linear().spaced(int(f["chain_len"][c]))
         k = int(f["k"][c])
@@ -104,21 +110,21 @@ def test_dps_step_matches_the_reference(prior, name):
             callback=stop,
         )
         info = stop.steps[0]
-        scale = math.sqrt(float(f["alpha_bar"][c]))  # x0_hat compared on the scale of eps (1 / sqrt(ab) magnifies)
-        assert gap(info.x0, f["expected_x0_hat"][c]) * scale < 2e-5, c
-        assert gap(info.residual, f["expected_residual_norm"][c]) < 1e-3, c
-        assert gap(out.x, f["expected_x_next"][c]) < 3e-5, c
+        scale = math.sqrt(float(f["alpha_bar"][c]))
+        _update(gaps, "x0_hat (eps scale)", gap(info.x0, f["expected_x0_hat"][c]) * scale)
+        want = f["expected_residual_norm"][c]
+        _update(gaps, "residual norm / (1 + norm)", gap(info.residual, want) / (1 + want.abs().max().item()))
+        _update(gaps, "x_next", gap(out.x, f["expected_x_next"][c]))
+    return gaps
 
 
-# ------------------------------------------------------------------------------------------------------ DAPS
-@pytest.mark.parametrize("name", ["daps_inpaint", "daps_sr4"])
-def test_daps_step_matches_the_reference_with_its_own_tau(prior, name):
+def measure_daps(prior, name: str) -> dict[str, float]:
     f = fixture(name)
     operator = operator_of(f)
     chain = Schedule.linear()
+    gaps = {"x0_hat": 0.0, "x0 after Langevin": 0.0, "x_next (VE) / (1 + max |x_next|)": 0.0}
     for c in range(int(f["n_cases"])):
-        t, t_next = int(f["sigma_timestep"][c]), int(f["sigma_next_timestep"][c])
-        levels = two_levels(chain, t, t_next)
+        levels = two_levels(chain, int(f["sigma_timestep"][c]), int(f["sigma_next_timestep"][c]))
         assert levels.sigmas()[-1].item() == pytest.approx(float(f["sigma"][c]), rel=1e-6)
         ab, ab_next = float(levels.alphas_cumprod[-1]), float(levels.alphas_cumprod[0])
         common = dict(
@@ -127,45 +133,45 @@ def test_daps_step_matches_the_reference_with_its_own_tau(prior, name):
             ode_steps=int(f["ode_steps"]),
             ode_sigma_min=float(f["ode_sigma_min"]),
             langevin_steps=int(f["langevin_steps"]),
-            tau=float(f["tau_ref"]),
+            tau=float(f["tau_ref"]),  # the reference's own tau, unconverted
         )
         stop = First()
         draws = [*f["langevin_noise"][c], f["renoise_noise"][c]]
         out = daps(prior, operator, f["y"], rng=Replay(2, *draws), step_size=float(f["lr"]), callback=stop, **common)
-        assert gap(stop.steps[0].x0, f["expected_x0_langevin"][c]) < 2e-5, c
-        x_next_ve = out.x / math.sqrt(ab_next)
-        assert gap(x_next_ve, f["expected_x_next"][c]) / (1 + f["expected_x_next"][c].abs().max().item()) < 1e-6, c
+        _update(gaps, "x0 after Langevin", gap(stop.steps[0].x0, f["expected_x0_langevin"][c]))
+        want = f["expected_x_next"][c]
+        rel = gap(out.x / math.sqrt(ab_next), want) / (1 + want.abs().max().item())
+        _update(gaps, "x_next (VE) / (1 + max |x_next|)", rel)
         # with a zero step size the Langevin chain stays at the ODE's estimate: x0_hat itself
         stop = First()
         zeros = [torch.zeros_like(f["renoise_noise"][c])] * (int(f["langevin_steps"]) + 1)
         daps(prior, operator, f["y"], rng=Replay(2, *zeros), step_size=0.0, callback=stop, **common)
-        assert gap(stop.steps[0].x0, f["expected_x0_hat"][c]) < 2e-5, c
+        _update(gaps, "x0_hat", gap(stop.steps[0].x0, f["expected_x0_hat"][c]))
+    return gaps
 
 
-# --------------------------------------------------------------------------------------------------- DiffPIR
-@pytest.mark.parametrize("name", ["diffpir_inpaint", "diffpir_sr4", "diffpir_deblur"])
-def test_diffpir_step_with_the_exact_data_step_matches_the_reference(prior, name):
+def measure_diffpir(prior, name: str) -> dict[str, float]:
+    """The exact data step does not amplify its input's error (its weight on x0_hat is rho / (|K|^2 + rho) <= 1),
+    so x0_data carries x0_hat's float32 rounding, magnified at the top level like x0_hat's."""
     f = fixture(name)
     operator = operator_of(f)
     chain = Schedule.linear()
+    gaps = {"x0_hat (eps scale)": 0.0, "x0_data (eps scale)": 0.0, "x_next": 0.0}
     for c in range(int(f["n_cases"])):
         levels = two_levels(chain, int(f["t"][c]), int(f["t_next"][c]))
         common = dict(levels=levels, latent=f["x_t"][c], noise_mix=float(f["zeta"]), clip=True)
+        scale = math.sqrt(float(f["alpha_bar"][c]))
         stop = First()
         out = diffpir(prior, operator, f["y"], rng=Replay(2, f["zeta_noise"][c]), lambda_=1.0, callback=stop, **common)
-        # the exact data step does not amplify its input's error (its weight on x0_hat is rho / (|K|^2 + rho) <= 1),
-        # so x0_data carries x0_hat's float32 rounding, magnified by 1 / sqrt(ab) at the top level like x0_hat's
-        scale = math.sqrt(float(f["alpha_bar"][c]))
-        assert gap(stop.steps[0].x0, f["expected_x0_data"][c]) * scale < 2e-5, c
-        assert gap(out.x, f["expected_x_next"][c]) < 2e-5, c
+        _update(gaps, "x0_data (eps scale)", gap(stop.steps[0].x0, f["expected_x0_data"][c]) * scale)
+        _update(gaps, "x_next", gap(out.x, f["expected_x_next"][c]))
         stop = First()
         diffpir(prior, operator, f["y"], rng=Replay(2, f["zeta_noise"][c]), lambda_=0.0, callback=stop, **common)
-        assert gap(stop.steps[0].x0, f["expected_x0_hat"][c]) * scale < 2e-5, c
+        _update(gaps, "x0_hat (eps scale)", gap(stop.steps[0].x0, f["expected_x0_hat"][c]) * scale)
+    return gaps
 
 
-# --------------------------------------------------------------------------------------------------- RED-diff
-@pytest.mark.parametrize("name", ["reddiff_inpaint", "reddiff_sr4"])
-def test_reddiff_adam_steps_match_the_reference(prior, name):
+def measure_reddiff(prior, name: str) -> dict[str, float]:
     f = fixture(name)
     operator = operator_of(f)
     ts = [int(t) for t in f["t"]]  # processing order, descending
@@ -184,16 +190,14 @@ def test_reddiff_adam_steps_match_the_reference(prior, name):
         weighting=str(f["weighting"]),
         callback=stop,
     )
-    for s, info in enumerate(stop.steps):
-        assert gap(info.x, f["expected_mu"][s]) < 2e-4, s  # Adam's division by sqrt(v) magnifies rounding
+    return {f"mu after Adam step {s + 1}": gap(info.x, f["expected_mu"][s]) for s, info in enumerate(stop.steps)}
 
 
-# ----------------------------------------------------------------------------------------------------- PiGDM
-@pytest.mark.parametrize("name", ["pigdm_inpaint", "pigdm_sr4"])
-def test_pigdm_step_matches_the_reference(prior, name):
+def measure_pigdm(prior, name: str) -> dict[str, float]:
     f = fixture(name)
     operator = operator_of(f)
     chain = Schedule.linear()
+    gaps = {"x0_hat (eps scale)": 0.0, "x_next": 0.0}
     for c in range(int(f["n_cases"])):
         levels = two_levels(chain, int(f["t"][c]), int(f["t_next"][c]))
         stop = First()
@@ -209,5 +213,37 @@ def test_pigdm_step_matches_the_reference(prior, name):
             callback=stop,
         )
         scale = math.sqrt(float(f["alpha_bar"][c]))
-        assert gap(stop.steps[0].x0, f["expected_x0_hat"][c]) * scale < 2e-5, c
-        assert gap(out.x, f["expected_x_next"][c]) < 5e-6, c
+        _update(gaps, "x0_hat (eps scale)", gap(stop.steps[0].x0, f["expected_x0_hat"][c]) * scale)
+        _update(gaps, "x_next", gap(out.x, f["expected_x_next"][c]))
+    return gaps
+
+
+def _update(gaps: dict[str, float], key: str, value: float) -> None:
+    gaps[key] = max(gaps[key], value)
+
+
+MEASURE = {"dps": measure_dps, "daps": measure_daps, "diffpir": measure_diffpir, "reddiff": measure_reddiff}
+MEASURE["pigdm"] = measure_pigdm
+FILES = [
+    "dps_inpaint",
+    "dps_sr4",
+    "daps_inpaint",
+    "daps_sr4",
+    "diffpir_inpaint",
+    "diffpir_sr4",
+    "diffpir_deblur",
+    "reddiff_inpaint",
+    "reddiff_sr4",
+    "pigdm_inpaint",
+    "pigdm_sr4",
+]
+#: the tolerance of each method's comparisons (a few times the gaps measured on 2026-11-27); RED-diff's Adam
+#: divides each entry's gradient by its running RMS, which magnifies float32 rounding where gradients are tiny
+TOLERANCE = {"dps": 3e-5, "daps": 5e-5, "diffpir": 5e-5, "reddiff": 5e-4, "pigdm": 2e-5}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_one_step_matches_the_reference(prior, name):
+    method = name.split("_")[0]
+    gaps = MEASURE[method](prior, name)
+    assert gaps and max(gaps.values()) < TOLERANCE[method], gaps

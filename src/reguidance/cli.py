@@ -400,7 +400,7 @@ def bench(
     data_name = dataset_for(prior_name, dataset)
     id_range = parse_ids(ids)
     images, labels = load_test_images(data_name, id_range)
-    step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "annealing_steps"}
+    step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "steps"}
     method_list = _csv(methods)
     overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
     spec = BenchSpec(
@@ -584,7 +584,7 @@ def speed(
 @click.option("--t-end", type=float, default=None, help="Inversion depth (default: the wrapper's).")
 @click.option("--inversion-steps", type=int, default=None)
 @click.option("--dps-steps", type=int, default=None)
-@click.option("--zeta", type=float, default=None)
+@click.option("--step-size", type=float, default=None, help="The wrapper's DPS step size (zeta).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
     "--dtype",
@@ -607,7 +607,7 @@ def restore(
     t_end: float | None,
     inversion_steps: int | None,
     dps_steps: int | None,
-    zeta: float | None,
+    step_size: float | None,
     device: str,
     dtype: str,
 ) -> None:
@@ -622,11 +622,11 @@ def restore(
     from .wrapper import ReGuidanceConfig
 
     check_positive_int("batch-size", batch_size)
-    given = {"t_end": t_end, "inversion_steps": inversion_steps, "dps_steps": dps_steps, "zeta": zeta}
+    given = {"t_end": t_end, "inversion_steps": inversion_steps, "dps_steps": dps_steps, "step_size": step_size}
     cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
     options: dict[str, object] = {}
     if steps is not None and method is not None and method != "pinv":
-        options["annealing_steps" if method == "daps" else "steps"] = steps
+        options["steps"] = steps
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
         prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
         names = run_restore(
@@ -805,7 +805,7 @@ def _sweep(
     default=None,
     help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...' (default: the grid of tune-defaults).",
 )
-@click.option("--method-grid", default="", help="The method's step size, e.g. 'zeta=1,3,10' for dps.")
+@click.option("--method-grid", default="", help="The method's step size, e.g. 'step_size=1,3,10' for dps.")
 @_tune_options
 def tune(
     task: str,
