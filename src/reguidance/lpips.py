@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hashing import sha256_file
+
 __all__ = ["LPIPS"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -42,12 +44,10 @@ _CONVS = (
 
 
 def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], str]:
-    from .priors.zoo import file_sha256
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"LPIPS {what} weights: no file {file}")
-    digest = file_sha256(file)
+    digest = sha256_file(file)
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", file.name)
     if prefix and not digest.startswith(prefix.group(1)):
         raise ValueError(

@@ -24,7 +24,6 @@ they are not verified on load until someone records them from the published file
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import os
@@ -38,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion import Schedule
+from ..hashing import check_sha256, sha256_file
 from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "MODELS",
     "ModelEntry",
     "checkpoint_dirs",
-    "file_sha256",
     "infer_config",
     "list_models",
     "load_prior",
@@ -389,24 +388,6 @@ def _find_file(entry: ModelEntry, checkpoint_dir: str | os.PathLike[str] | None)
     return None
 
 
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verify_sha256(path: Path, expected: str) -> None:
-    got = file_sha256(path)
-    if got != expected.lower():
-        raise ValueError(
-            f"sha256 mismatch for {path}: expected {expected.lower()}, got {got}; the file is corrupt, "
-            "truncated or a different checkpoint"
-        )
-
-
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     def is_state_dict(d: Any) -> bool:
         return isinstance(d, Mapping) and len(d) > 0 and all(isinstance(v, Tensor) for v in d.values())
@@ -538,7 +519,8 @@ def load_prior(
                 f"{entry.url} into one of those folders (or set ${ENV_CHECKPOINTS}), or pass its path"
             )
         if entry.sha256 is not None:
-            _verify_sha256(path, entry.sha256)
+            remedy = "the file is corrupt, truncated or a different checkpoint"
+            check_sha256(str(path), sha256_file(path), entry.sha256, remedy)
         cfg = entry.unet_config() if config is None else resolve_config(config)
         unet = _build_unet(cfg, read_state_dict(path), f"the configuration of {name!r}")
         return _as_prior(unet, entry.make_schedule(), device)
