@@ -328,7 +328,7 @@ def train(
         "threads": torch.get_num_threads(),
     }
     if final_samples:
-        from .data import save_grid
+        from .images import save_grid
 
         prior = ADMPrior(ema.eval(), Schedule.linear(cfg.num_timesteps))
         grid = draw_samples(prior, 64, steps=cfg.sample_steps, seed=cfg.seed)

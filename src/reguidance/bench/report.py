@@ -167,7 +167,7 @@ def add_fd_cls(
 
 def save_grids(out: Path, n: int = 8) -> list[Path]:
     """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids."""
-    from ..data import save_grid
+    from ..images import save_grid
 
     paths = []
     for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
