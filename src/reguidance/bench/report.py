@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..images import read_images, save_grid
 from ..metrics import jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
 from .runner import read_all_results
 
@@ -124,14 +125,6 @@ def format_markdown(summary: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_pngs(files: list[Path]) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    arrays = [np.asarray(Image.open(f).convert("L"), dtype=np.float32)[None] / 127.5 - 1 for f in files]
-    return torch.from_numpy(np.stack(arrays))
-
-
 def _folder(out: Path, task: str, method: str) -> Path:
     return out / "images" / task / method.replace(":", "_").replace("/", "_")
 
@@ -145,6 +138,9 @@ def add_fd_cls(
 
     Not the bootstrap: resampling with replacement repeats images, which shrinks the fitted covariances and biases
     a Frechet distance upwards, so percentile intervals of the bootstrap often miss the estimate itself.
+
+    The saved PNGs are read by :func:`reguidance.images.read_images` with their own channels (gray or RGB, as the
+    run wrote them), so ``features`` sees the images the run produced.
     """
     from ..classifier import frechet_distance, gaussian_fit
 
@@ -154,8 +150,8 @@ def add_fd_cls(
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
         if len(ids) < 3:
             continue
-        fx = features(_load_pngs([folder / f"{i:05d}_{kind}.png" for i in ids])).double()
-        ft = features(_load_pngs([folder / f"{i:05d}_truth.png" for i in ids])).double()
+        fx = features(read_images([folder / f"{i:05d}_{kind}.png" for i in ids])).double()
+        ft = features(read_images([folder / f"{i:05d}_truth.png" for i in ids])).double()
         value = frechet_distance(*gaussian_fit(fx), *gaussian_fit(ft))
         group = torch.arange(len(ids)) % min(groups, len(ids))
         loo = [
@@ -166,16 +162,15 @@ def add_fd_cls(
 
 
 def save_grids(out: Path, n: int = 8) -> list[Path]:
-    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids."""
-    from ..images import save_grid
-
+    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids, in the
+    saved images' own channels (gray or RGB)."""
     paths = []
     for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))[:n]
         if not ids:
             continue
         kinds = ("measurement", "candidate", "reguidance", "truth")
-        x = _load_pngs([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
+        x = read_images([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
         path = out / "grids" / f"{folder.parent.name}_{folder.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(x, path, nrow=len(kinds))
