@@ -41,7 +41,6 @@ from ..hashing import check_sha256, sha256_file
 from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 
 __all__ = [
-    "EMBEDDED_PLANNED",
     "EMBEDDED_UNET",
     "MODELS",
     "ModelEntry",
@@ -51,7 +50,6 @@ __all__ = [
     "load_prior",
     "random_prior",
     "read_state_dict",
-    "register_model",
     "resolve_config",
     "unet_config_from_create_model",
 ]
@@ -60,8 +58,6 @@ __all__ = [
 ENV_CHECKPOINTS = "REGUIDANCE_CHECKPOINTS"
 #: the default folder for downloaded checkpoints
 DEFAULT_CACHE = Path("~/.cache/reguidance")
-#: the embedded models' names (a build without their safetensors files says so when asked for them)
-EMBEDDED_PLANNED = ("mnist", "fashion_mnist")
 #: the UNet of the embedded 32x32 one-channel models: levels 32, 16, 8 with attention at 8x8 (~1.4 M parameters)
 EMBEDDED_UNET: dict[str, Any] = {
     "image_size": 32,
@@ -283,14 +279,6 @@ for _entry in (
     ),
 ):
     MODELS[_entry.name] = _entry
-
-
-def register_model(entry: ModelEntry, *, overwrite: bool = False) -> ModelEntry:
-    """Add ``entry`` to :data:`MODELS` (refusing to replace an existing name unless ``overwrite``)."""
-    if entry.name in MODELS and not overwrite:
-        raise ValueError(f"a model named {entry.name!r} is already registered; pass overwrite=True to replace it")
-    MODELS[entry.name] = entry
-    return entry
 
 
 def _known_names() -> str:
@@ -525,11 +513,6 @@ def load_prior(
         unet = _build_unet(cfg, read_state_dict(path), f"the configuration of {name!r}")
         return _as_prior(unet, entry.make_schedule(), device)
 
-    if name in EMBEDDED_PLANNED:
-        raise FileNotFoundError(
-            f"the embedded model {name!r} is not available in this build (no package asset "
-            f"{ASSETS_DIR / (name + '.safetensors')}); known models: {_known_names()}"
-        )
     path = Path(name).expanduser()
     if path.suffix not in CHECKPOINT_SUFFIXES:
         if path.suffix == "" and os.sep not in name and not path.exists():
