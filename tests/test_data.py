@@ -81,12 +81,12 @@ def test_test_subset_with_wrong_checksum_raises(monkeypatch: pytest.MonkeyPatch)
 
 def test_unknown_dataset_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="name must be one of 'mnist', 'fashion_mnist', got 'cifar10'"):
-        load_test_subset("cifar10")  # type: ignore[arg-type]
+        load_test_subset("cifar10")
 
 
 def test_unknown_split_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="split must be one of 'train', 'val', 'test', got 'valid'"):
-        load_dataset("mnist", "valid", root=tmp_path, download=False)  # type: ignore[arg-type]
+        load_dataset("mnist", "valid", root=tmp_path, download=False)
 
 
 def test_written_npz_bytes_depend_only_on_the_arrays(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_full_splits_have_documented_sizes_shapes_and_range(name: str) -> None:
     require_full_data(name)
     sizes = {"train": 55_000, "val": 5_000, "test": 10_000}
     for split, n in sizes.items():
-        images, labels = load_dataset(name, split, download=False)  # type: ignore[arg-type]
+        images, labels = load_dataset(name, split, download=False)
         assert images.shape == (n, 1, 32, 32) and images.dtype == torch.float32
         assert labels.shape == (n,) and labels.dtype == torch.int64
         assert images.min() == -1.0 and images.max() == 1.0

@@ -199,9 +199,9 @@ def train_classifier(
     check_positive_int("epochs", epochs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x_train, y_train = load_dataset(dataset, "train")  # type: ignore[arg-type]
-    x_val, y_val = load_dataset(dataset, "val")  # type: ignore[arg-type]
-    x_test, y_test = load_dataset(dataset, "test")  # type: ignore[arg-type]
+    x_train, y_train = load_dataset(dataset, "train")
+    x_val, y_val = load_dataset(dataset, "val")
+    x_test, y_test = load_dataset(dataset, "test")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed + 1)
     model = DigitClassifier()
@@ -263,10 +263,12 @@ def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> Di
             known = ", ".join(sorted(CLASSIFIERS)) or "(none)"
             raise ValueError(f"no committed classifier for {name!r}; known: {known}")
         entry = CLASSIFIERS[name]
-        path = ASSETS_MODELS / entry["asset"]
-        if not path.is_file():
-            raise FileNotFoundError(f"the classifier asset {path} is missing from this build")
-        check_sha256(str(path), sha256_file(path), entry["sha256"], "the package file is corrupt; reinstall reguidance")
+        asset = ASSETS_MODELS / entry["asset"]
+        if not asset.is_file():
+            raise FileNotFoundError(f"the classifier asset {asset} is missing from this build")
+        remedy = "the package file is corrupt; reinstall reguidance"
+        check_sha256(str(asset), sha256_file(asset), entry["sha256"], remedy)
+        path = asset
     model = DigitClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)

@@ -58,7 +58,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,8 +77,6 @@ __all__ = [
     "SPLITS",
     "SUBSET_SIZE",
     "ChecksumError",
-    "DatasetName",
-    "Split",
     "build_test_subsets",
     "data_root",
     "is_available",
@@ -86,8 +84,6 @@ __all__ = [
     "load_test_subset",
 ]
 
-DatasetName = Literal["mnist", "fashion_mnist"]
-Split = Literal["train", "val", "test"]
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -246,7 +242,7 @@ def _fashion_source_dir(root: Path) -> Path | None:
     return None
 
 
-def is_available(name: DatasetName, root: str | os.PathLike[str] | None = None) -> bool:
+def is_available(name: str, root: str | os.PathLike[str] | None = None) -> bool:
     """Whether :func:`load_dataset` can load ``name`` without the network (a cache or source files on disk)."""
     _check_name(name)
     base = data_root(root)
@@ -418,8 +414,8 @@ def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndar
 
 
 def load_dataset(
-    name: DatasetName,
-    split: Split,
+    name: str,
+    split: str,
     *,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
@@ -459,7 +455,7 @@ def _subset_filename(name: str) -> str:
     return f"{name}_test_subset.npz"
 
 
-def load_test_subset(name: DatasetName) -> tuple[Tensor, Tensor, Tensor]:
+def load_test_subset(name: str) -> tuple[Tensor, Tensor, Tensor]:
     """The committed first 256 official test images of ``name``, shipped with the package (no download).
 
     Returns ``images (256, 1, 32, 32)`` float32 in ``[-1, 1]`` (padded like :func:`load_dataset`), ``labels

@@ -230,7 +230,7 @@ def train(
     if images is None:
         from .data import load_dataset
 
-        images, _ = load_dataset(cfg.dataset, "train")  # type: ignore[arg-type]
+        images, _ = load_dataset(cfg.dataset, "train")
     images = images.float().contiguous()
 
     data_gen = torch.Generator().manual_seed(cfg.seed)

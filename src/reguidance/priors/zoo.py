@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..diffusion import Schedule
 from ..hashing import check_sha256, sha256_file
@@ -545,12 +545,18 @@ def load_prior(
 
 def _reset_zero_initialised(unet: ADMUNet) -> None:
     """Give the layers the reference initialises to zero default random weights, so every weight matters."""
+
+    def reset(layer: nn.Module) -> None:
+        if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            raise TypeError(f"expected a convolution or linear layer to re-initialise, got {type(layer).__name__}")
+        layer.reset_parameters()
+
     for m in unet.modules():
         if isinstance(m, ResBlock):
-            m.out_layers[-1].reset_parameters()
+            reset(m.out_layers[-1])
         elif isinstance(m, AttentionBlock):
-            m.proj_out.reset_parameters()
-    unet.out[-1].reset_parameters()
+            reset(m.proj_out)
+    reset(unet.out[-1])
 
 
 def random_prior(name: str, device: torch.device | str = "cpu", seed: int = 0) -> ADMPrior:
