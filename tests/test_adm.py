@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -390,7 +391,7 @@ def test_known_name_is_found_in_checkpoint_dir_and_its_sha256_verified(
     folder = tmp_path / "ckpts"
     folder.mkdir()
     torch.save(tiny_state_dict, folder / "tiny.pt")
-    digest = zoo.file_sha256(folder / "tiny.pt")
+    digest = hashlib.sha256((folder / "tiny.pt").read_bytes()).hexdigest()
     monkeypatch.setitem(zoo.MODELS, "tiny", tiny_entry(sha256=digest))
     assert torch.equal(_output(load_prior("tiny", checkpoint_dir=folder)), _reference_output(tiny_state_dict))
     monkeypatch.setenv(zoo.ENV_CHECKPOINTS, str(folder))

@@ -156,7 +156,7 @@ def test_every_baseline_runs_in_the_benchmark(tiny_prior, images, tmp_path, meth
 
 
 def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
 
     x, _ = images
     folder = tmp_path / "cands"
@@ -175,7 +175,7 @@ def test_missing_external_candidate_names_the_file(tiny_prior, images, tmp_path)
 
 
 def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
     from reguidance.restore import restore, write_report
 
     x, _ = images
@@ -201,7 +201,7 @@ def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
 
 
 def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
     from reguidance.restore import restore, write_report
 
     save_images(images[0][:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
@@ -221,7 +221,7 @@ def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tm
 
 
 def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
     from reguidance.restore import restore
 
     save_images(images[0][:1], [tmp_path / "y.png"])
@@ -363,7 +363,7 @@ def test_tuning_grid_rejects_unknown_fields():
 
 
 def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
     from reguidance.restore import restore, write_report
 
     save_images(images[0][:2], [tmp_path / "in" / f"img{k}.png" for k in range(2)])
@@ -420,7 +420,7 @@ def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(ti
     run_bench(tiny_prior, *images, spec(tasks=["sr4"]), tmp_path, lpips=l1, progress=False)
     rows = read_results(tmp_path / "results.jsonl")
     truth = images[0][0:1]
-    from reguidance.data import load_images
+    from reguidance.images import load_images
 
     saved, _ = load_images(tmp_path / "images" / "sr4" / "pinv" / "00000_candidate.png", None, 1)
     first = next(r for r in rows if r["id"] == 0 and not r["reguidance"])

@@ -102,7 +102,8 @@ def test_restore_without_inputs_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, capsys):
-    from reguidance.data import load_test_subset, save_images
+    from reguidance.data import load_test_subset
+    from reguidance.images import save_images
 
     x, _, _ = load_test_subset("mnist")
     save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])

@@ -1,4 +1,4 @@
-"""Specification of reguidance.data: datasets, committed test subsets, image folders and image writing.
+"""Specification of reguidance.data: datasets, their sources and checks, and the committed test subsets.
 
 Nothing here needs the network or the full datasets; the tests of the full loaders skip when the data is not on disk.
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from reguidance import data
 from reguidance.data import (
@@ -22,24 +21,10 @@ from reguidance.data import (
     data_root,
     is_available,
     load_dataset,
-    load_image_folder,
     load_test_subset,
-    make_grid,
-    save_grid,
-    save_images,
 )
 
-QUANTUM = 1.0 / 255.0 + 1e-6  # largest change of a [-1, 1] value after an 8-bit round trip
 ASSETS = Path(data.__file__).parent / "assets" / "data"
-
-
-def random_images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(shape, generator=g) * 2 - 1
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path)
 
 
 # ------------------------------------------------------------------------------------------------ test subsets
@@ -96,12 +81,12 @@ def test_test_subset_with_wrong_checksum_raises(monkeypatch: pytest.MonkeyPatch)
 
 def test_unknown_dataset_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="name must be one of 'mnist', 'fashion_mnist', got 'cifar10'"):
-        load_test_subset("cifar10")  # type: ignore[arg-type]
+        load_test_subset("cifar10")
 
 
 def test_unknown_split_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="split must be one of 'train', 'val', 'test', got 'valid'"):
-        load_dataset("mnist", "valid", root=tmp_path, download=False)  # type: ignore[arg-type]
+        load_dataset("mnist", "valid", root=tmp_path, download=False)
 
 
 def test_written_npz_bytes_depend_only_on_the_arrays(tmp_path: Path) -> None:
@@ -196,7 +181,7 @@ def test_full_splits_have_documented_sizes_shapes_and_range(name: str) -> None:
     require_full_data(name)
     sizes = {"train": 55_000, "val": 5_000, "test": 10_000}
     for split, n in sizes.items():
-        images, labels = load_dataset(name, split, download=False)  # type: ignore[arg-type]
+        images, labels = load_dataset(name, split, download=False)
         assert images.shape == (n, 1, 32, 32) and images.dtype == torch.float32
         assert labels.shape == (n,) and labels.dtype == torch.int64
         assert images.min() == -1.0 and images.max() == 1.0
@@ -219,129 +204,3 @@ def test_rebuilt_subsets_are_byte_identical(name: str, tmp_path: Path) -> None:
         pytest.skip("build_test_subsets needs every dataset on disk")
     paths = build_test_subsets(download=False, out_dir=tmp_path)
     assert paths[name].read_bytes() == (ASSETS / f"{name}_test_subset.npz").read_bytes()
-
-
-# ------------------------------------------------------------------------------------------------ image folders
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_save_then_load_round_trips_within_8_bit_quantisation(tmp_path: Path, channels: int) -> None:
-    x = random_images((3, channels, 16, 16))
-    names = ["b.png", "a.png", "c.png"]
-    save_images(x, [tmp_path / n for n in names])
-    loaded, loaded_names = load_image_folder(tmp_path, 16, channels)
-    assert loaded_names == ["a.png", "b.png", "c.png"]
-    assert loaded.shape == (3, channels, 16, 16) and loaded.dtype == torch.float32
-    assert (loaded - x[[1, 0, 2]]).abs().max() <= QUANTUM
-
-
-def test_save_images_clamps_out_of_range_values(tmp_path: Path) -> None:
-    save_images(torch.tensor([[[[-3.0, 3.0]]]]), [tmp_path / "x.png"])
-    assert np.asarray(Image.open(tmp_path / "x.png")).tolist() == [[0, 255]]
-
-
-def test_save_images_needs_one_path_per_image(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="paths holds 1 paths but x holds 2 images"):
-        save_images(random_images((2, 3, 4, 4)), [tmp_path / "a.png"])
-
-
-def test_rgb_to_gray_uses_itu_601_luma(tmp_path: Path) -> None:
-    rgb = np.zeros((3, 3, 3), np.uint8)  # columns: pure red, pure green, pure blue
-    rgb[:, 0], rgb[:, 1], rgb[:, 2] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-    write_png(tmp_path / "rgb.png", rgb)
-    gray, _ = load_image_folder(tmp_path, 3, 1)
-    assert gray.shape == (1, 1, 3, 3)
-    levels = ((gray[0, 0, 0] + 1) * 127.5).round()
-    expected = torch.tensor([0.299, 0.587, 0.114]) * 255
-    assert (levels - expected).abs().max() <= 1
-
-
-def test_gray_to_rgb_repeats_the_channel(tmp_path: Path) -> None:
-    write_png(tmp_path / "g.png", np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
-    rgb, _ = load_image_folder(tmp_path, 4, 3)
-    assert rgb.shape == (1, 3, 4, 4)
-    assert torch.equal(rgb[:, 0], rgb[:, 1]) and torch.equal(rgb[:, 0], rgb[:, 2])
-
-
-def test_center_crop_keeps_the_central_square_and_resize_keeps_everything(tmp_path: Path) -> None:
-    wide = np.zeros((20, 60), np.uint8)  # height 20, width 60: left third black, middle gray, right third white
-    wide[:, 20:40], wide[:, 40:] = 128, 255
-    write_png(tmp_path / "wide.png", wide)
-    cropped, _ = load_image_folder(tmp_path, 20, 1, mode="center_crop")
-    resized, _ = load_image_folder(tmp_path, 20, 1, mode="resize")
-    assert cropped.shape == resized.shape == (1, 1, 20, 20)
-    middle = torch.tensor(128, dtype=torch.uint8).float() / 127.5 - 1
-    assert torch.equal(cropped, torch.full_like(cropped, middle.item()))  # exactly the middle, no resampling
-    assert resized[0, 0, :, 0].max() < -0.9 and resized[0, 0, :, -1].min() > 0.9  # both ends survive
-
-
-def test_center_crop_of_a_tall_image_is_square(tmp_path: Path) -> None:
-    write_png(tmp_path / "tall.jpg", np.full((50, 30, 3), 200, np.uint8))
-    images, names = load_image_folder(tmp_path, 8, 3, mode="center_crop")
-    assert images.shape == (1, 3, 8, 8) and names == ["tall.jpg"]
-    assert (images - (200 / 127.5 - 1)).abs().max() < 4 / 255  # JPEG is lossy, a flat image nearly exact
-
-
-def test_other_files_and_subfolders_are_ignored(tmp_path: Path) -> None:
-    write_png(tmp_path / "img.PNG", np.zeros((4, 4), np.uint8))
-    (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "sub").mkdir()
-    write_png(tmp_path / "sub" / "inner.png", np.zeros((4, 4), np.uint8))
-    _, names = load_image_folder(tmp_path, 4, 1)
-    assert names == ["img.PNG"]
-
-
-def test_empty_folder_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "readme.txt").write_text("no images here")
-    with pytest.raises(ValueError, match=r"holds no image; expected files ending in \.png, \.jpg, \.jpeg"):
-        load_image_folder(tmp_path, 8, 1)
-
-
-def test_corrupt_image_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    write_png(tmp_path / "a_good.png", np.zeros((4, 4), np.uint8))
-    (tmp_path / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-    with pytest.raises(ValueError, match=r"could not read image file '.*b_broken\.png'"):
-        load_image_folder(tmp_path, 4, 1)
-
-
-def test_missing_folder_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="is not a folder"):
-        load_image_folder(tmp_path / "absent", 4, 1)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"size": 0, "channels": 1}, "size must be an integer >= 1"),
-        ({"size": 4, "channels": 2}, "channels must be 1 or 3, got 2"),
-        ({"size": 4, "channels": 1, "mode": "stretch"}, "mode must be 'resize' or 'center_crop', got 'stretch'"),
-    ],
-)
-def test_bad_folder_arguments_are_rejected(tmp_path: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        load_image_folder(tmp_path, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------------- grids
-
-
-def test_grid_places_images_row_major_with_padding() -> None:
-    x = torch.stack([torch.full((1, 2, 3), float(v)) for v in (0.1, 0.2, 0.3)])  # three 2x3 images
-    grid = make_grid(x, nrow=2, padding=1, pad_value=-1.0)
-    assert grid.shape == (1, 2 * 3 + 1, 2 * 4 + 1)
-    assert torch.equal(grid[:, 1:3, 1:4], x[0]) and torch.equal(grid[:, 1:3, 5:8], x[1])
-    assert torch.equal(grid[:, 4:6, 1:4], x[2])
-    assert bool((grid[:, 4:6, 5:8] == -1).all())  # empty cell
-    assert bool((grid[:, 0] == -1).all() and (grid[:, :, 4] == -1).all())  # gaps
-
-
-def test_grid_with_fewer_images_than_nrow_is_one_row() -> None:
-    assert make_grid(random_images((3, 3, 5, 5)), nrow=8, padding=2).shape == (3, 9, 23)
-
-
-def test_save_grid_writes_the_tiled_image(tmp_path: Path) -> None:
-    x = random_images((5, 3, 8, 8))
-    save_grid(x, tmp_path / "grid.png", nrow=4)
-    written = torch.from_numpy(np.array(Image.open(tmp_path / "grid.png"))).permute(2, 0, 1) / 127.5 - 1
-    assert written.shape == (3, 2 * 10 + 2, 4 * 10 + 2)
-    assert (written - make_grid(x, nrow=4)).abs().max() <= QUANTUM

@@ -23,7 +23,6 @@ which checks the recorded sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conventions import check_positive_int, check_signal_shape
+from .hashing import check_sha256, sha256_file
 
 __all__ = [
     "CLASSIFIERS",
@@ -199,9 +199,9 @@ def train_classifier(
     check_positive_int("epochs", epochs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x_train, y_train = load_dataset(dataset, "train")  # type: ignore[arg-type]
-    x_val, y_val = load_dataset(dataset, "val")  # type: ignore[arg-type]
-    x_test, y_test = load_dataset(dataset, "test")  # type: ignore[arg-type]
+    x_train, y_train = load_dataset(dataset, "train")
+    x_val, y_val = load_dataset(dataset, "val")
+    x_test, y_test = load_dataset(dataset, "test")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed + 1)
     model = DigitClassifier()
@@ -244,7 +244,7 @@ def train_classifier(
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
         "file": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
     }
     (out / f"{dataset}_classifier.json").write_text(json.dumps(facts, indent=2))
     return facts
@@ -263,12 +263,12 @@ def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> Di
             known = ", ".join(sorted(CLASSIFIERS)) or "(none)"
             raise ValueError(f"no committed classifier for {name!r}; known: {known}")
         entry = CLASSIFIERS[name]
-        path = ASSETS_MODELS / entry["asset"]
-        if not path.is_file():
-            raise FileNotFoundError(f"the classifier asset {path} is missing from this build")
-        got = hashlib.sha256(path.read_bytes()).hexdigest()
-        if got != entry["sha256"]:
-            raise ValueError(f"sha256 mismatch for {path}: expected {entry['sha256']}, got {got}")
+        asset = ASSETS_MODELS / entry["asset"]
+        if not asset.is_file():
+            raise FileNotFoundError(f"the classifier asset {asset} is missing from this build")
+        remedy = "the package file is corrupt; reinstall reguidance"
+        check_sha256(str(asset), sha256_file(asset), entry["sha256"], remedy)
+        path = asset
     model = DigitClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)

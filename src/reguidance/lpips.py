@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hashing import sha256_file
+
 __all__ = ["LPIPS"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -42,12 +44,10 @@ _CONVS = (
 
 
 def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], str]:
-    from .priors.zoo import file_sha256
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"LPIPS {what} weights: no file {file}")
-    digest = file_sha256(file)
+    digest = sha256_file(file)
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", file.name)
     if prefix and not digest.startswith(prefix.group(1)):
         raise ValueError(
@@ -63,20 +63,26 @@ def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], s
 class LPIPS(nn.Module):
     """LPIPS-Alex; ``LPIPS(alexnet_path, lin_path)(x, x')`` gives per-image distances (B,). See the module."""
 
+    shift: Tensor
+    scale: Tensor
+
     def __init__(self, alexnet: str | os.PathLike[str], lin: str | os.PathLike[str], min_size: int = 64) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, s, p) for _, i, o, k, s, p in _CONVS)
-        self.lins = nn.ModuleList(nn.Conv2d(out, 1, 1, bias=False) for _, _, out, *_ in _CONVS)
+        convs = [nn.Conv2d(i, o, k, s, p) for _, i, o, k, s, p in _CONVS]
+        lins = [nn.Conv2d(out, 1, 1, bias=False) for _, _, out, *_ in _CONVS]
         features, self.alexnet_sha256 = _load(alexnet, "AlexNet")
         heads, self.lin_sha256 = _load(lin, "linear-head")
         try:
-            for conv, (idx, *_) in zip(self.convs, _CONVS, strict=True):
-                conv.weight.data.copy_(features[f"features.{idx}.weight"])
-                conv.bias.data.copy_(features[f"features.{idx}.bias"])
-            for k, lin_k in enumerate(self.lins):
-                lin_k.weight.data.copy_(heads[f"lin{k}.model.1.weight"])
+            for conv, (idx, *_) in zip(convs, _CONVS, strict=True):
+                conv.load_state_dict(
+                    {"weight": features[f"features.{idx}.weight"], "bias": features[f"features.{idx}.bias"]}
+                )
+            for k, lin_k in enumerate(lins):
+                lin_k.load_state_dict({"weight": heads[f"lin{k}.model.1.weight"]})
         except (KeyError, RuntimeError) as e:
             raise ValueError(f"LPIPS weights do not fit AlexNet / LPIPS v0.1 heads: {e}") from None
+        self.convs = nn.ModuleList(convs)
+        self.lins = nn.ModuleList(lins)
         self.min_size = min_size
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))

@@ -84,4 +84,6 @@ def ssim(x: Tensor, truth: Tensor) -> Tensor:
     """Per-image SSIM (B,) of images (B, C, H, W) in [-1, 1] on [0, 1], torchmetrics' Gaussian 11x11 window."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    return structural_similarity_index_measure(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none")
+    value = structural_similarity_index_measure(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none")
+    assert isinstance(value, Tensor)  # a tuple only with return_full_image or return_contrast_sensitivity
+    return value

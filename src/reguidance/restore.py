@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .bench.methods import get_method
 from .bench.protocol import get_task, method_rng, wrapper_rng
 from .bench.runner import drop_torn_tail, read_results
-from .data import load_images, save_images
+from .images import load_images, save_images
 from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
 

@@ -231,7 +231,7 @@ def train(
     if images is None:
         from .data import load_dataset
 
-        images, _ = load_dataset(cfg.dataset, "train")  # type: ignore[arg-type]
+        images, _ = load_dataset(cfg.dataset, "train")
     images = images.float().contiguous()
 
     data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -329,7 +329,7 @@ def train(
         "threads": torch.get_num_threads(),
     }
     if final_samples:
-        from .data import save_grid
+        from .images import save_grid
 
         prior = ADMPrior(ema.eval(), Schedule.linear(cfg.num_timesteps))
         grid = draw_samples(prior, 64, steps=cfg.sample_steps, seed=cfg.seed)

@@ -60,7 +60,7 @@ def folder_method(path: str | Path) -> MethodFn:
         raise InputError(f"folder candidates: {root} is not a directory")
 
     def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
-        from ..data import load_images
+        from ..images import load_images
 
         c, h, w = prior.signal_shape
         images = []

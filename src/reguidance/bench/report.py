@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..images import read_images, save_grid
 from ..metrics import jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
 from .runner import read_all_results
 
@@ -25,51 +27,54 @@ __all__ = [
     "write_summary",
 ]
 
+#: a row of ``results.jsonl``, a summary, or one of its rows: JSON objects, typed as such (values of any JSON type)
+Record = dict[str, Any]
+
 #: per-image metrics and whether higher is better (``lpips`` only in runs given LPIPS weights)
 METRICS = {"psnr": True, "ssim": True, "consistency": False, "lpips": False}
 
 
-def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
+def summarise(rows: list[Record]) -> Record:
     """The summary: ``{"rows": [...], "paired": [...]}`` (see the benchmark issue for the row format).
 
     Rows are de-duplicated by (task, method, reguidance, id), so a resumed run summarises like an uninterrupted one.
     ``fd_cls`` is ``None`` here (it needs the classifier's features of the saved images); ``class_acc`` is ``None``
     when no classifier was given to the runner.
     """
-    unique: dict[tuple[object, ...], dict[str, object]] = {}
+    unique: dict[tuple[object, ...], Record] = {}
     for r in rows:
         unique[(r["task"], r["method"], r["reguidance"], r["id"])] = r
-    groups: dict[tuple[str, str, bool], list[dict[str, object]]] = {}
+    groups: dict[tuple[str, str, bool], list[Record]] = {}
     for (task, method, rg, _), r in sorted(unique.items(), key=lambda kv: str(kv[0])):
         groups.setdefault((str(task), str(method), bool(rg)), []).append(r)
     out_rows = []
     for (task, method, rg), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: int(r["id"]))  # type: ignore[call-overload]
-        row: dict[str, object] = {"task": task, "method": method, "reguidance": rg, "n": len(rs)}
+        rs = sorted(rs, key=lambda r: int(r["id"]))
+        row: Record = {"task": task, "method": method, "reguidance": rg, "n": len(rs)}
         for m in METRICS:
-            row[m] = mean_ci95([float(r[m]) for r in rs]) if all(m in r for r in rs) else None  # type: ignore[arg-type]
+            row[m] = mean_ci95([float(r[m]) for r in rs]) if all(m in r for r in rs) else None
         row["fd_cls"] = None
         row["class_acc"] = (
             proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
         )
-        row["nfe"] = int(rs[0]["nfe"])  # type: ignore[call-overload]
-        row["sec_per_image"] = float(torch.tensor([float(r["sec_per_image"]) for r in rs]).mean())  # type: ignore[arg-type]
-        row["peak_mem_mb"] = max(float(r["peak_mem_mb"]) for r in rs)  # type: ignore[arg-type]
+        row["nfe"] = int(rs[0]["nfe"])
+        row["sec_per_image"] = float(torch.tensor([float(r["sec_per_image"]) for r in rs]).mean())
+        row["peak_mem_mb"] = max(float(r["peak_mem_mb"]) for r in rs)
         out_rows.append(row)
     paired = []
     for (task, method, rg), rs in sorted(groups.items()):
         if rg or (task, method, True) not in groups:
             continue
-        before = {int(r["id"]): r for r in rs}  # type: ignore[call-overload]
-        after = {int(r["id"]): r for r in groups[(task, method, True)]}  # type: ignore[call-overload]
+        before = {int(r["id"]): r for r in rs}
+        after = {int(r["id"]): r for r in groups[(task, method, True)]}
         ids = sorted(before.keys() & after.keys())
-        entry: dict[str, object] = {"task": task, "method": method, "n": len(ids)}
+        entry: Record = {"task": task, "method": method, "n": len(ids)}
         for m, higher in METRICS.items():
             if not all(m in r for r in (*before.values(), *after.values())):
                 entry[m] = None
                 continue
-            a = torch.tensor([float(after[i][m]) for i in ids])  # type: ignore[arg-type]
-            b = torch.tensor([float(before[i][m]) for i in ids])  # type: ignore[arg-type]
+            a = torch.tensor([float(after[i][m]) for i in ids])
+            b = torch.tensor([float(before[i][m]) for i in ids])
             if m == "consistency":  # closeness to 1 (explaining y up to the noise) is what counts
                 a, b = (a - 1).abs(), (b - 1).abs()
             entry[m] = paired_difference(a, b, higher_is_better=higher)
@@ -82,22 +87,21 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
     return {"rows": out_rows, "paired": paired}
 
 
-def format_markdown(summary: dict[str, object]) -> str:
+def format_markdown(summary: Record) -> str:
     """``summary`` as Markdown tables (an LPIPS column only when the run computed LPIPS)."""
-    with_lpips = any(r.get("lpips") for r in summary["rows"])  # type: ignore[attr-defined]
+    with_lpips = any(r.get("lpips") for r in summary["rows"])
     lp_head, lp_rule = (" LPIPS |", "---|") if with_lpips else ("", "")
     lines = [
         f"| task | method | ReGuidance | n | PSNR | SSIM | consistency |{lp_head} FD-cls | class acc | NFE | s/image |",
         f"|---|---|---|---|---|---|---|{lp_rule}---|---|---|---|",
     ]
 
-    def cell(v: object, fmt: str) -> str:
+    def cell(v: Record | None, fmt: str) -> str:
         if v is None:
             return "—"
-        d = v  # type: ignore[assignment]
-        return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]"  # type: ignore[index]
+        return f"{v['mean']:{fmt}} [{v['ci95'][0]:{fmt}}, {v['ci95'][1]:{fmt}}]"
 
-    for r in summary["rows"]:  # type: ignore[attr-defined]
+    for r in summary["rows"]:
         lines.append(
             f"| {r['task']} | {r['method']} | {'yes' if r['reguidance'] else 'no'} | {r['n']} | "
             f"{cell(r['psnr'], '.2f')} | {cell(r['ssim'], '.3f')} | {cell(r['consistency'], '.2f')} | "
@@ -112,7 +116,7 @@ def format_markdown(summary: dict[str, object]) -> str:
         "| Δclass acc |" + (" ΔLPIPS |" if with_lpips else ""),
         "|---|---|---|---|---|---|---|" + lp_rule,
     ]
-    for p in summary["paired"]:  # type: ignore[attr-defined]
+    for p in summary["paired"]:
         cells = [
             f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
             for m in ("psnr", "ssim", "consistency")
@@ -124,38 +128,31 @@ def format_markdown(summary: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_pngs(files: list[Path]) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    arrays = [np.asarray(Image.open(f).convert("L"), dtype=np.float32)[None] / 127.5 - 1 for f in files]
-    return torch.from_numpy(np.stack(arrays))
-
-
 def _folder(out: Path, task: str, method: str) -> Path:
     return out / "images" / task / method.replace(":", "_").replace("/", "_")
 
 
-def add_fd_cls(
-    summary: dict[str, object], out: Path, features: Callable[[torch.Tensor], torch.Tensor], groups: int = 20
-) -> None:
+def add_fd_cls(summary: Record, out: Path, features: Callable[[torch.Tensor], torch.Tensor], groups: int = 20) -> None:
     """Fill each row's ``fd_cls``: FD-cls between the saved restorations and the same ids' ground truths, with a
     95% delete-a-group jackknife interval (images and their truths in ``groups`` groups by position, ``k % groups``;
     each group left out once; :func:`reguidance.metrics.jackknife_ci95`, the lower end clipped at 0).
 
     Not the bootstrap: resampling with replacement repeats images, which shrinks the fitted covariances and biases
     a Frechet distance upwards, so percentile intervals of the bootstrap often miss the estimate itself.
+
+    The saved PNGs are read by :func:`reguidance.images.read_images` with their own channels (gray or RGB, as the
+    run wrote them), so ``features`` sees the images the run produced.
     """
     from ..classifier import frechet_distance, gaussian_fit
 
-    for row in summary["rows"]:  # type: ignore[attr-defined]
+    for row in summary["rows"]:
         folder = _folder(out, row["task"], row["method"])
         kind = "reguidance" if row["reguidance"] else "candidate"
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
         if len(ids) < 3:
             continue
-        fx = features(_load_pngs([folder / f"{i:05d}_{kind}.png" for i in ids])).double()
-        ft = features(_load_pngs([folder / f"{i:05d}_truth.png" for i in ids])).double()
+        fx = features(read_images([folder / f"{i:05d}_{kind}.png" for i in ids])).double()
+        ft = features(read_images([folder / f"{i:05d}_truth.png" for i in ids])).double()
         value = frechet_distance(*gaussian_fit(fx), *gaussian_fit(ft))
         group = torch.arange(len(ids)) % min(groups, len(ids))
         loo = [
@@ -166,16 +163,15 @@ def add_fd_cls(
 
 
 def save_grids(out: Path, n: int = 8) -> list[Path]:
-    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids."""
-    from ..data import save_grid
-
+    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids, in the
+    saved images' own channels (gray or RGB)."""
     paths = []
     for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))[:n]
         if not ids:
             continue
         kinds = ("measurement", "candidate", "reguidance", "truth")
-        x = _load_pngs([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
+        x = read_images([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
         path = out / "grids" / f"{folder.parent.name}_{folder.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(x, path, nrow=len(kinds))
@@ -183,7 +179,7 @@ def save_grids(out: Path, n: int = 8) -> list[Path]:
     return paths
 
 
-def save_tradeoff_plot(summary: dict[str, object], path: Path) -> Path:
+def save_tradeoff_plot(summary: Record, path: Path) -> Path:
     """Measurement consistency against realism (class accuracy, else SSIM), an arrow per (task, method) from the
     candidate to ReGuidance."""
     import matplotlib
@@ -191,7 +187,7 @@ def save_tradeoff_plot(summary: dict[str, object], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}  # type: ignore[attr-defined]
+    rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}
     use_acc = all(r["class_acc"] is not None for r in rows.values())
     realism = "class_acc" if use_acc else "ssim"
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -218,7 +214,7 @@ def save_tradeoff_plot(summary: dict[str, object], path: Path) -> Path:
 
 def write_summary(
     out: Path, features: Callable[[torch.Tensor], torch.Tensor] | None = None, notes: list[str] | None = None
-) -> dict[str, object]:
+) -> Record:
     """Summarise ``out/results.jsonl`` into ``out/summary.json`` and ``out/summary.md`` (with FD-cls when
     ``features`` is given; ``notes``, e.g. which metrics were skipped, go into both); returns the summary."""
     summary = summarise(read_all_results(out))
@@ -254,24 +250,24 @@ def save_overview(grids: list[Path], path: Path, title: str) -> Path:
     return path
 
 
-def _sign(d: dict[str, object] | None, higher_is_better: bool = True) -> int:
+def _sign(d: Record | None, higher_is_better: bool = True) -> int:
     """+1 / -1 when the 95% interval of a paired difference lies wholly on the good / bad side of 0, else 0."""
     if d is None:
         return 0
-    lo, hi = d["ci95"]  # type: ignore[misc]
+    lo, hi = d["ci95"]
     sign = 1 if lo > 0 else -1 if hi < 0 else 0
     return sign if higher_is_better else -sign
 
 
-def verdict(paired: dict[str, object]) -> str:
+def verdict(paired: Record) -> str:
     """``helps`` / ``hurts`` / ``mixed`` / ``no clear effect`` from the significant paired changes of SSIM,
     |consistency - 1|, class accuracy and LPIPS where measured (each counts when its 95% interval excludes 0)."""
     signs = [
         _sign(paired["ssim"]),
-        _sign(paired["consistency"], higher_is_better=False),  # type: ignore[arg-type]
+        _sign(paired["consistency"], higher_is_better=False),
         _sign(paired.get("class_acc")),
         _sign(paired.get("lpips"), higher_is_better=False),
-    ]  # type: ignore[arg-type]
+    ]
     good, bad = 1 in signs, -1 in signs
     return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear effect"
 

@@ -106,7 +106,7 @@ def _peak_mem_mb(device: torch.device) -> float:
 
 
 def _save_png(x: Tensor, path: Path) -> None:
-    from ..data import save_images
+    from ..images import save_images
 
     save_images(x.unsqueeze(0), [path])
 

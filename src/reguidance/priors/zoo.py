@@ -24,7 +24,6 @@ they are not verified on load until someone records them from the published file
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import os
@@ -35,24 +34,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..diffusion import Schedule
+from ..hashing import check_sha256, sha256_file
 from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 
 __all__ = [
-    "EMBEDDED_PLANNED",
     "EMBEDDED_UNET",
     "MODELS",
     "ModelEntry",
     "checkpoint_dirs",
-    "file_sha256",
     "infer_config",
     "list_models",
     "load_prior",
     "random_prior",
     "read_state_dict",
-    "register_model",
     "resolve_config",
     "unet_config_from_create_model",
 ]
@@ -61,8 +58,6 @@ __all__ = [
 ENV_CHECKPOINTS = "REGUIDANCE_CHECKPOINTS"
 #: the default folder for downloaded checkpoints
 DEFAULT_CACHE = Path("~/.cache/reguidance")
-#: the embedded models' names (a build without their safetensors files says so when asked for them)
-EMBEDDED_PLANNED = ("mnist", "fashion_mnist")
 #: the UNet of the embedded 32x32 one-channel models: levels 32, 16, 8 with attention at 8x8 (~1.4 M parameters)
 EMBEDDED_UNET: dict[str, Any] = {
     "image_size": 32,
@@ -286,14 +281,6 @@ for _entry in (
     MODELS[_entry.name] = _entry
 
 
-def register_model(entry: ModelEntry, *, overwrite: bool = False) -> ModelEntry:
-    """Add ``entry`` to :data:`MODELS` (refusing to replace an existing name unless ``overwrite``)."""
-    if entry.name in MODELS and not overwrite:
-        raise ValueError(f"a model named {entry.name!r} is already registered; pass overwrite=True to replace it")
-    MODELS[entry.name] = entry
-    return entry
-
-
 def _known_names() -> str:
     return ", ".join(sorted(MODELS)) or "(none)"
 
@@ -387,24 +374,6 @@ def _find_file(entry: ModelEntry, checkpoint_dir: str | os.PathLike[str] | None)
         if (d / entry.filename).is_file():
             return d / entry.filename
     return None
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verify_sha256(path: Path, expected: str) -> None:
-    got = file_sha256(path)
-    if got != expected.lower():
-        raise ValueError(
-            f"sha256 mismatch for {path}: expected {expected.lower()}, got {got}; the file is corrupt, "
-            "truncated or a different checkpoint"
-        )
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -538,16 +507,12 @@ def load_prior(
                 f"{entry.url} into one of those folders (or set ${ENV_CHECKPOINTS}), or pass its path"
             )
         if entry.sha256 is not None:
-            _verify_sha256(path, entry.sha256)
+            remedy = "the file is corrupt, truncated or a different checkpoint"
+            check_sha256(str(path), sha256_file(path), entry.sha256, remedy)
         cfg = entry.unet_config() if config is None else resolve_config(config)
         unet = _build_unet(cfg, read_state_dict(path), f"the configuration of {name!r}")
         return _as_prior(unet, entry.make_schedule(), device)
 
-    if name in EMBEDDED_PLANNED:
-        raise FileNotFoundError(
-            f"the embedded model {name!r} is not available in this build (no package asset "
-            f"{ASSETS_DIR / (name + '.safetensors')}); known models: {_known_names()}"
-        )
     path = Path(name).expanduser()
     if path.suffix not in CHECKPOINT_SUFFIXES:
         if path.suffix == "" and os.sep not in name and not path.exists():
@@ -580,12 +545,18 @@ def load_prior(
 
 def _reset_zero_initialised(unet: ADMUNet) -> None:
     """Give the layers the reference initialises to zero default random weights, so every weight matters."""
+
+    def reset(layer: nn.Module) -> None:
+        if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            raise TypeError(f"expected a convolution or linear layer to re-initialise, got {type(layer).__name__}")
+        layer.reset_parameters()
+
     for m in unet.modules():
         if isinstance(m, ResBlock):
-            m.out_layers[-1].reset_parameters()
+            reset(m.out_layers[-1])
         elif isinstance(m, AttentionBlock):
-            m.proj_out.reset_parameters()
-    unet.out[-1].reset_parameters()
+            reset(m.proj_out)
+    reset(unet.out[-1])
 
 
 def random_prior(name: str, device: torch.device | str = "cpu", seed: int = 0) -> ADMPrior:

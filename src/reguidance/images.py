@@ -1,0 +1,227 @@
+r"""Image files to and from ``(B, C, H, W)`` float batches in ``[-1, 1]``: reading PNG/JPEG files and folders,
+writing PNGs, and tiling a batch into one grid.
+
+Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1``, so ``0 -> -1`` (black) and
+``255 -> 1``; writing back rounds ``u = round((x + 1) * 127.5)`` after clamping to ``[-1, 1]``, so a write/read
+round trip moves a pixel by at most ``1/255``.
+
+Channels. ``C`` is 1 (gray) or 3 (RGB). Reading with ``channels=1`` converts colour to gray with ITU-R 601 luma
+``0.299 R + 0.587 G + 0.114 B``; ``channels=3`` repeats gray; ``channels=None`` keeps each file's own: 1 for a
+file with one colour band (modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F``), 3 otherwise (``RGB``, ``RGBA``,
+palette, ...). Alpha is always dropped. 16-bit gray is rounded to 8 bits (``u16 / 257``).
+
+Sizes. ``size=None`` keeps each file's own size (all files must then agree); otherwise ``mode="resize"`` scales the
+whole image to ``size x size`` (aspect ratio not kept) and ``mode="center_crop"`` takes the largest central square
+first. Resampling is bicubic and is skipped when the image already has the target size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .conventions import InputError, check_finite, check_positive_int
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ResizeMode",
+    "from_uint8",
+    "load_images",
+    "make_grid",
+    "read_images",
+    "save_grid",
+    "save_images",
+    "to_uint8",
+]
+
+ResizeMode = Literal["resize", "center_crop"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+"""File suffixes (any case) that :func:`load_images` reads in a folder; other files there are ignored."""
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pixels: uint8 <-> [-1, 1]
+
+
+def from_uint8(u: np.ndarray | Tensor) -> Tensor:
+    """uint8 array of any shape -> float32 tensor in ``[-1, 1]`` (``u / 127.5 - 1``)."""
+    t = torch.as_tensor(np.ascontiguousarray(u)) if isinstance(u, np.ndarray) else u
+    return t.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Float tensor in ``[-1, 1]`` (clamped) -> uint8 tensor, ``round((x + 1) * 127.5)``."""
+    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _pil_to_uint8(img: Image.Image, channels: int | None) -> np.ndarray:
+    """A Pillow image -> uint8 ``(H, W, C)``; ``channels=None`` keeps the file's own (see the module)."""
+    if channels is None:
+        channels = 1 if img.mode in _GRAY_MODES else 3
+    if img.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits' worth, rounded
+        arr16 = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.round(arr16 / 257.0).astype(np.uint8))
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
+    """Resize to ``size x size`` (``resize``: whole image, aspect not kept; ``center_crop``: central square first)."""
+    if mode == "center_crop":
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return img
+
+
+def _read_image(file: Path, size: int | None, channels: int | None, mode: str) -> np.ndarray:
+    """One image file as uint8 ``(H, W, C)``, fitted to ``size x size`` unless ``size`` is None."""
+    try:
+        with Image.open(file) as img:
+            img.load()
+            return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"could not read image file {str(file)!r}: {err}") from err
+
+
+def _check_read_args(size: int | None, channels: int | None, mode: str) -> int | None:
+    if channels not in (None, 1, 3):
+        raise InputError(f"channels must be 1 or 3, got {channels!r} (or None to keep each file's own)")
+    if mode not in ("resize", "center_crop"):
+        raise InputError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
+    return None if size is None else check_positive_int("size", size)
+
+
+def read_images(
+    files: Sequence[str | os.PathLike[str]],
+    size: int | None = None,
+    channels: int | None = None,
+    *,
+    mode: ResizeMode = "resize",
+) -> Tensor:
+    """The image ``files``, in the given order, as ``images (N, C, H, W)`` float32 in ``[-1, 1]``.
+
+    ``channels``: 1, 3, or ``None`` to keep the files' own (gray files give ``C = 1``, colour files ``C = 3``);
+    ``size``: an integer to fit every image to ``size x size`` by ``mode``, or ``None`` to keep the files' own
+    size. Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) naming a file that cannot be
+    decoded, and when the images do not agree in shape.
+    """
+    size = _check_read_args(size, channels, mode)
+    if len(files) == 0:
+        raise InputError("no image files given; expected at least one")
+    batch = [_read_image(Path(f), size, channels, mode) for f in files]
+    shapes = {b.shape for b in batch}
+    if len(shapes) > 1:
+        (h, w, c), *_ = sorted(shapes)
+        odd = next(Path(f).name for f, b in zip(files, batch, strict=True) if b.shape != (h, w, c))
+        sizes = sorted(f"{s[2]}x{s[0]}x{s[1]}" for s in shapes)
+        raise InputError(
+            f"the images differ in shape (channels x height x width: {', '.join(sizes)}; {odd!r} is one); "
+            "pass a size (and channels) to make them agree"
+        )
+    return from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_images(
+    path: str | os.PathLike[str],
+    size: int | None,
+    channels: int | None,
+    *,
+    mode: ResizeMode = "resize",
+) -> tuple[Tensor, list[str]]:
+    """One image file, or every PNG/JPEG file directly in a folder (sorted by name), as ``images (N, C, H, W)``
+    float32 in ``[-1, 1]`` and their file ``names``; ``size``, ``channels`` and ``mode`` as in :func:`read_images`
+    (rules in the module docstring). Files with other suffixes and subfolders of a folder are ignored.
+
+    Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) when ``path`` is neither an image file
+    nor a folder, a folder holds no image, or a file cannot be decoded (naming it).
+    """
+    size = _check_read_args(size, channels, mode)
+    target = Path(path)
+    if target.is_file():
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise InputError(f"file {str(target)!r} is not an image; expected a name ending in {suffixes}")
+        files = [target]
+    elif target.is_dir():
+        files = sorted(
+            (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
+        )
+        if not files:
+            raise InputError(
+                f"folder {str(target)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+            )
+    else:
+        raise InputError(f"path {str(target)!r} is neither an image file nor a folder")
+    return read_images(files, size, channels, mode=mode), [p.name for p in files]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _check_image_batch(name: str, x: Tensor) -> Tensor:
+    check_finite(name, x)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise InputError(f"{name} has shape {tuple(x.shape)} but (B, C, H, W) with C = 1 or 3 is expected")
+    return x
+
+
+def save_images(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Write each image of ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3; clamped, rounded to 8 bits) to the
+    matching path; the format follows the suffix (PNG is lossless). Parent folders are created."""
+    _check_image_batch("x", x)
+    if len(paths) != x.shape[0]:
+        raise InputError(f"paths holds {len(paths)} paths but x holds {x.shape[0]} images")
+    pixels = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+    for arr, p in zip(pixels, paths, strict=True):
+        out = Path(p)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out)
+
+
+def make_grid(x: Tensor, nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0) -> Tensor:
+    """Tile ``x: (B, C, H, W)`` into one image ``(C, rows (H + padding) + padding, cols (W + padding) + padding)``,
+    ``nrow`` images per row (``cols = min(nrow, B)``, ``rows = ceil(B / cols)``), row-major, gaps and empty cells
+    filled with ``pad_value`` (on the image scale: ``-1`` is black)."""
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise InputError(f"x has shape {tuple(x.shape)} but a non-empty (B, C, H, W) batch is expected")
+    nrow = check_positive_int("nrow", nrow)
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise InputError(f"padding must be an integer >= 0, got {padding!r}")
+    b, c, h, w = x.shape
+    cols = min(nrow, b)
+    rows = math.ceil(b / cols)
+    cells = x.new_full((rows * cols, c, h, w), pad_value)
+    cells[:b] = x
+    cells = F.pad(cells, (0, padding, 0, padding), value=pad_value)  # gap right of and below each image
+    grid = cells.reshape(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
+    return F.pad(grid, (padding, 0, padding, 0), value=pad_value)
+
+
+def save_grid(
+    x: Tensor, path: str | os.PathLike[str], nrow: int = 8, *, padding: int = 2, pad_value: float = -1.0
+) -> None:
+    """Write ``x: (B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 or 3) as one image tiled by :func:`make_grid`."""
+    _check_image_batch("x", x)
+    save_images(make_grid(x, nrow, padding=padding, pad_value=pad_value)[None], [path])

@@ -1,0 +1,53 @@
+"""Specification of the image side of reguidance.bench.report: saved restorations are read as the run wrote them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reguidance.bench.report import add_fd_cls, save_grids
+
+KINDS = ("measurement", "candidate", "reguidance", "truth")
+
+
+def write_rgb_run(out: Path, n: int = 4) -> Path:
+    """A benchmark folder whose saved images are RGB: image ``i`` of kind ``k`` is the flat colour
+    (red 10 i, green 100 + k, blue 200), so gray conversion would be visible."""
+    folder = out / "images" / "inpaint" / "dps"
+    folder.mkdir(parents=True)
+    for i in range(n):
+        for k, kind in enumerate(KINDS):
+            pixel = np.array([10 * i, 100 + k, 200], np.uint8)
+            Image.fromarray(np.broadcast_to(pixel, (6, 6, 3)).copy()).save(folder / f"{i:05d}_{kind}.png")
+    return folder
+
+
+def test_grids_of_an_rgb_run_stay_rgb(tmp_path: Path) -> None:
+    write_rgb_run(tmp_path)
+    (grid,) = save_grids(tmp_path, n=2)
+    picture = Image.open(grid)
+    assert picture.mode == "RGB"
+    pixels = np.asarray(picture)
+    # first cell (id 0, measurement) starts after the 2-pixel border; row 2 is id 1, column 4 is its truth
+    assert pixels[2, 2].tolist() == [0, 100, 200]
+    assert pixels[2 + 8, 2 + 3 * 8].tolist() == [10, 103, 200]
+
+
+def test_fd_cls_features_see_the_rgb_images(tmp_path: Path) -> None:
+    write_rgb_run(tmp_path, n=4)
+    seen: list[torch.Tensor] = []
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return x.mean(dim=(2, 3))  # per-channel means: (B, 3)
+
+    rows: list[dict[str, object]] = [{"task": "inpaint", "method": "dps", "reguidance": False}]
+    add_fd_cls({"rows": rows}, tmp_path, features)
+    candidate, truth = seen
+    assert candidate.shape == truth.shape == (4, 3, 6, 6)
+    expected = torch.tensor([[10.0 * i, 101.0, 200.0] for i in range(4)]) / 127.5 - 1  # kind 1 = candidate
+    assert torch.allclose(candidate.mean(dim=(2, 3)), expected, atol=1e-6)
+    assert rows[0]["fd_cls"] is not None
