@@ -53,6 +53,7 @@ __all__ = [
     "StepFn",
     "StepInfo",
     "Update",
+    "check_operator",
     "check_problem",
     "choose_levels",
     "run",
@@ -101,6 +102,33 @@ class SampleResult:
     timesteps: list[int]
     residuals: Tensor
     stopped: bool = False
+
+
+#: what a sampler needs of an operator (duck-typed: a subclass of :class:`reguidance.operators.Operator` has it all)
+OPERATOR_CONTRACT = ("x_shape", "y_shape", "sigma_y", "check_measurement", "residual_norm", "__call__")
+#: what the samplers that solve with ``A`` need on top (DiffPIR's prox_l2, PiGDM's solve_gram, DAPS's adjoint)
+LINEAR_CONTRACT = ("adjoint", "prox_l2", "solve_gram")
+
+
+def check_operator(operator: object, method: str, *, linear: bool) -> None:
+    """Check once that ``operator`` provides what ``method`` uses, or raise an InputError naming what is missing.
+
+    ``linear=True`` also requires a linear operator (``operator.linear`` is not False): methods that solve with
+    ``A`` or its adjoint (DiffPIR, PiGDM) would run wrongly on a nonlinear forward model.
+    """
+    needed = OPERATOR_CONTRACT + (LINEAR_CONTRACT if linear else ())
+    missing = [name for name in needed if not hasattr(operator, name)]
+    if missing:
+        raise InputError(
+            f"{method} needs an operator with {', '.join(needed)}; {type(operator).__name__} lacks "
+            f"{', '.join(missing)} (subclass reguidance.operators.Operator, or wrap a deepinv Physics with "
+            "reguidance.interop.DeepinvOperator)"
+        )
+    if linear and getattr(operator, "linear", True) is False:
+        raise InputError(
+            f"{method} needs a linear operator (it solves with A and its adjoint); {type(operator).__name__} is "
+            "nonlinear: use dps or reguide, which differentiate through the forward model"
+        )
 
 
 def check_problem(operator: Operator, measurement: Tensor, rng: BatchRNG) -> None:

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_unit_interval
 from ..diffusion import Denoiser, EpsModel, Level, Schedule, eps_from_x0
-from .core import Callback, SampleResult, Update, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
 
 if TYPE_CHECKING:
     from ..operators import Operator
@@ -96,6 +96,7 @@ def diffpir(
     """
     check_nonnegative("lambda_", lambda_)
     check_unit_interval("noise_mix", noise_mix, open_left=False)
+    check_operator(operator, "DiffPIR", linear=True)
     check_problem(operator, measurement, rng)
     levels = choose_levels(prior, steps, levels, partial(time_grid, skip_type=skip_type), default_steps=100)
     sigma_n = max(operator.sigma_y / 2, 0.001)

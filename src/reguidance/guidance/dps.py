@@ -14,10 +14,16 @@ What we changed, and why: the norm is taken per sample, never over the whole bat
 over the batch, which couples the samples): with per-sample norms a batch is exactly a set of independent runs.
 DPS may start from any latent at the first level of its chain: fresh noise (plain DPS) or an inverted candidate
 (ReGuidance, :mod:`reguidance.wrapper`).
+
+Nonlinear forward models are first-class: the operator needs only ``A(x)`` (differentiable), ``x_shape``,
+``y_shape``, ``sigma_y`` and ``residual_norm``. A guidance gradient that is zero for a sample whose residual is not
+(a quantiser, a clamp that saturates everywhere) is reported with a :class:`GuidanceWarning`, and a non-finite one
+stops the run with an error: neither is silently ignored.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -35,14 +41,18 @@ from ..diffusion import (
     eps_from_x0,
     p_mean_variance,
 )
-from .core import Callback, SampleResult, Update, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
 Sampler = Literal["ddpm", "ddim"]
 
-__all__ = ["Sampler", "dps"]
+__all__ = ["GuidanceWarning", "Sampler", "dps"]
+
+
+class GuidanceWarning(UserWarning):
+    """The measurement gives no guidance to some samples at some step (a zero gradient with a nonzero residual)."""
 
 
 def dps(
@@ -70,17 +80,34 @@ def dps(
     check_nonnegative("eta", eta)
     if sampler not in ("ddpm", "ddim"):
         raise InputError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    check_operator(operator, "DPS", linear=False)
     check_problem(operator, measurement, rng)
     levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=1000)
+    warned = False
     net = Denoiser(prior)
 
     def step(x: Tensor, level: Level) -> Update:
+        nonlocal warned
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             d = net.at(x, level)
             x0 = d.x0.clamp(-1, 1) if clip else d.x0
-            (grad,) = torch.autograd.grad(operator.residual_norm(x0, measurement).sum(), x)
+            residual = operator.residual_norm(x0, measurement)
+            (grad,) = torch.autograd.grad(residual.sum(), x)
         with torch.no_grad():
+            size = grad.flatten(1).abs().amax(dim=1)
+            if not bool(torch.isfinite(size).all()):
+                raise FloatingPointError(f"DPS: the guidance gradient is NaN or Inf at t={level.t}")
+            silent = (size == 0) & (residual.detach() > 0)
+            if step_size > 0 and not warned and bool(silent.any()):
+                warned = True
+                warnings.warn(
+                    f"DPS: the guidance gradient is zero for {int(silent.sum())} of {len(silent)} samples at "
+                    f"t={level.t} although their residual is not: the forward model gives no gradient there "
+                    "(quantised or saturated?), so those samples are not guided",
+                    GuidanceWarning,
+                    stacklevel=4,
+                )
             x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
             if sampler == "ddpm":
                 i = chain_index(level.index, x)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..conventions import BatchRNG, check_nonnegative
 from ..diffusion import Denoiser, EpsModel, Level, Schedule, ddim_step, eps_from_x0
-from .core import Callback, SampleResult, Update, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
 
 if TYPE_CHECKING:
     from ..operators import Operator
@@ -67,6 +67,7 @@ def pigdm(
     """
     check_nonnegative("eta", eta)
     check_nonnegative("scale", scale)
+    check_operator(operator, "PiGDM", linear=True)
     check_problem(operator, measurement, rng)
     levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=100)
     net = Denoiser(prior)

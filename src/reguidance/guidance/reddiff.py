@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_signal_shape
 from ..diffusion import Denoiser, EpsModel, Level, Schedule
-from .core import Callback, SampleResult, Update, check_problem, choose_levels, run
+from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run
 
 if TYPE_CHECKING:
     from ..operators import Operator
@@ -82,10 +82,16 @@ def reddiff(
     check_nonnegative("obs_weight", obs_weight)
     if weighting not in ("linear", "sqrt", "const"):
         raise InputError(f"weighting must be 'linear', 'sqrt' or 'const', got {weighting!r}")
+    check_operator(operator, "RED-diff", linear=False)
     check_problem(operator, measurement, rng)
     levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=50)
     if init is None:
-        init = operator.pinv(measurement)
+        try:
+            init = operator.pinv(measurement)
+        except (AttributeError, NotImplementedError):
+            raise InputError(
+                f"RED-diff starts from operator.pinv(y) but {type(operator).__name__} has none: pass init="
+            ) from None
     check_signal_shape("init", init, operator.x_shape, type(operator).__name__)
     if init.shape[0] != measurement.shape[0]:
         raise InputError(f"init has {init.shape[0]} samples but measurement has {measurement.shape[0]}")
