@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -133,9 +133,9 @@ def relative_l2(x: Tensor, ref: Tensor) -> Tensor:
     return (x - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
-def roundtrip_error(prior: EpsModel, x0: Tensor, base: Schedule, **inversion_options: object) -> Tensor:
+def roundtrip_error(prior: EpsModel, x0: Tensor, base: Schedule, **inversion_options: Any) -> Tensor:
     """Invert ``x0``, run the deterministic DDIM sampler back on the same levels; per-sample relative L2 error (B,)."""
-    inv = invert(prior, x0, base, **inversion_options)  # type: ignore[arg-type]
+    inv = invert(prior, x0, base, **inversion_options)
     return inv.diagnostics(prior, x0)["roundtrip_rel_error"]
 
 

@@ -230,7 +230,7 @@ class Operator(nn.Module):
     def _adjoint(self, y: Tensor) -> Tensor:
         """``A^T y`` as the vector-Jacobian product of the linear map :meth:`_forward`."""
         zeros = y.new_zeros((y.shape[0], *self.x_shape))
-        _, vjp = torch.func.vjp(self._forward, zeros)
+        vjp = torch.func.vjp(self._forward, zeros)[1]  # (output, vjp_fn); a third item only with has_aux
         return vjp(y)[0]
 
     def _pinv(self, y: Tensor) -> Tensor:
@@ -351,6 +351,9 @@ class MatrixOperator(Operator):
 
     ``pinv`` is the Moore-Penrose pseudo-inverse ``M^+``, computed once (in float64) at construction.
     """
+
+    weight: Tensor
+    weight_pinv: Tensor
 
     def __init__(self, matrix: Tensor, sigma_y: float = 0.0) -> None:
         if not isinstance(matrix, Tensor) or matrix.dim() != 2 or matrix.numel() == 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,9 @@ from .inversion import invert
 from .operators import SuperResolution
 from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
+
+if TYPE_CHECKING:
+    from .bench.report import Record
 
 __all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_speed"]
 
@@ -76,7 +80,7 @@ def _peak_mb(device: torch.device, fn: Callable[[], object]) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> dict[str, object]:
+def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record:
     """Time the floor and each method on ``prior`` (its device); returns the JSON report of ``reguidance speed``."""
     device = prior.device
     b = cfg.batch_size
@@ -148,9 +152,9 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> dict[s
     }
 
 
-def format_speed(report: dict[str, object]) -> str:
+def format_speed(report: Record) -> str:
     """The speed report as a plain-text table."""
-    floor: dict[str, float] = report["floor"]  # type: ignore[assignment]
+    floor: dict[str, float] = report["floor"]
     lines = [
         f"device {report['device']}, dtype {report['dtype']}, batch {report['batch_size']}, "
         f"threads {report['threads']}",
@@ -158,7 +162,7 @@ def format_speed(report: dict[str, object]) -> str:
         f"{floor['fwd_grad_ms_per_image']:.2f} ms/image",
         f"{'method':<12}{'ms/image':>12}{'NFE':>6}{'ratio to floor':>16}{'peak MB':>10}",
     ]
-    for name, m in report["methods"].items():  # type: ignore[attr-defined]
+    for name, m in report["methods"].items():
         lines.append(
             f"{name:<12}{m['ms_per_image']:>12.1f}{m['nfe']:>6}{m['ratio_to_floor']:>16.3f}{m['peak_mem_mb']:>10.0f}"
         )

@@ -22,18 +22,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .conventions import BatchRNG, check_nonnegative, check_positive_int
 from .diffusion import Schedule
-from .guidance.dps import dps
-from .inversion import roundtrip_error
+from .guidance.dps import Sampler, dps
+from .inversion import InversionMethod, roundtrip_error
 from .metrics import mean_ci95, paired_difference
 from .operators import MatrixOperator
 from .priors.gmm import GaussianMixture, GMMPrior
 from .wrapper import ReGuidanceConfig, reguide, reward
+
+if TYPE_CHECKING:
+    from .bench.report import Record
 
 __all__ = [
     "SWEEP_GRID",
@@ -63,11 +67,11 @@ class TheoryConfig:
     candidate_steps: int = 10
     candidate_step_size: float = 1.0
     inversion_steps: int = 100
-    inversion_method: str = "euler"
+    inversion_method: InversionMethod = "euler"
     t_end: float = 0.3
     dps_steps: int = 100
     step_size: float = 0.2
-    sampler: str = "ddpm"
+    sampler: Sampler = "ddpm"
     eta: float = 0.0
 
     def __post_init__(self) -> None:
@@ -85,10 +89,10 @@ class TheoryConfig:
         return ReGuidanceConfig(
             inversion_steps=self.inversion_steps,
             t_end=self.t_end,
-            inversion_method=self.inversion_method,  # type: ignore[arg-type]
+            inversion_method=self.inversion_method,
             dps_steps=self.dps_steps,
             step_size=self.step_size,
-            sampler=self.sampler,  # type: ignore[arg-type]
+            sampler=self.sampler,
             eta=self.eta,
         )
 
@@ -100,7 +104,7 @@ def _measurement_matrix(cfg: TheoryConfig) -> Tensor:
 
 def _method_metrics(
     x: Tensor, mixture: GaussianMixture, operator: MatrixOperator, y: Tensor, best_mode: Tensor, nfe: int
-) -> dict[str, object]:
+) -> Record:
     r = reward(operator, x, y)
     dist = mixture.manifold_distance(x)
     nll = -mixture.log_prob(x)
@@ -121,7 +125,7 @@ def _method_metrics(
     }
 
 
-def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, object], dict[str, Tensor]]:
+def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[str, Tensor]]:
     """Run the experiment; returns the JSON-ready report and the point clouds (for the picture)."""
     dtype = torch.float64
     mixture = GaussianMixture.random(cfg.dim, cfg.modes, rank=cfg.rank, seed=cfg.seed)
@@ -175,7 +179,7 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
         "dps": _method_metrics(fresh.x, mixture, operator, y, best_mode, fresh.nfe),
         "posterior": _method_metrics(post, mixture, operator, y, best_mode, 0),
     }
-    per = {name: m.pop("_per_sample") for name, m in methods.items()}  # type: ignore[misc]
+    per = {name: m.pop("_per_sample") for name, m in methods.items()}
     improvement = {
         "reward": paired_difference(per["reguidance"]["reward"], per["candidate"]["reward"], True),
         "manifold_distance": paired_difference(
@@ -205,9 +209,9 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[dict[str, obj
     return report, clouds
 
 
-def format_table(report: dict[str, object]) -> str:
+def format_table(report: Record) -> str:
     """The report as a plain-text table."""
-    methods: dict[str, dict[str, object]] = report["methods"]  # type: ignore[assignment]
+    methods: dict[str, Record] = report["methods"]
     cols = ("reward", "manifold_distance", "nll", "mode_accuracy", "nfe")
     lines = [f"{'method':<12}" + "".join(f"{c:>20}" for c in cols)]
     for name, m in methods.items():
@@ -216,14 +220,14 @@ def format_table(report: dict[str, object]) -> str:
             if c == "nfe":
                 cells.append(f"{m[c]:>20d}")
             else:
-                lo, hi = m["ci95"][c]  # type: ignore[index]
+                lo, hi = m["ci95"][c]
                 cells.append(f"{m[c]:>9.3f} [{lo:.2f},{hi:.2f}]".rjust(20))
         lines.append(f"{name:<12}" + "".join(cells))
-    imp: dict[str, dict[str, object]] = report["reguidance_minus_candidate"]  # type: ignore[assignment]
+    imp: dict[str, Record] = report["reguidance_minus_candidate"]
     lines.append("")
     lines.append("reguidance - candidate (paired, 95% interval, fraction of candidates improved):")
     for k, v in imp.items():
-        lo, hi = v["ci95"]  # type: ignore[misc]
+        lo, hi = v["ci95"]
         lines.append(f"  {k:<18} {v['mean']:+.4f}  [{lo:+.4f}, {hi:+.4f}]  win rate {v['win_rate']:.2f}")
     lines.append(
         f"inversion round trip (relative L2): prior samples {report['inversion_roundtrip_rel_error']:.2e}, "
@@ -279,7 +283,7 @@ def save_projection_plot(clouds: dict[str, Tensor], path: str | Path) -> Path:
     return path
 
 
-def write_json(report: dict[str, object], path: str | Path) -> None:
+def write_json(report: Record, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
@@ -293,7 +297,7 @@ SWEEP_GRID: dict[str, tuple[object, ...]] = {
 }
 
 
-def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None = None) -> list[dict[str, object]]:
+def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None = None) -> list[Record]:
     """Run the experiment for every combination of ``grid`` (default :data:`SWEEP_GRID`) on top of ``base``.
 
     Each row holds the options and, for ReGuidance, the mean reward, manifold distance and mode accuracy with the
@@ -308,10 +312,10 @@ def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None 
     rows = []
     combos = list(itertools.product(*grid.values()))
     for values in tqdm(combos, desc="theory sweep"):
-        options = dict(zip(grid.keys(), values, strict=True))
-        report, _ = run_theory(replace(base, **options))  # type: ignore[arg-type]
-        m: dict[str, dict[str, object]] = report["methods"]  # type: ignore[assignment]
-        imp: dict[str, dict[str, object]] = report["reguidance_minus_candidate"]  # type: ignore[assignment]
+        options: dict[str, Any] = dict(zip(grid.keys(), values, strict=True))
+        report, _ = run_theory(replace(base, **options))
+        m: dict[str, Record] = report["methods"]
+        imp: dict[str, Record] = report["reguidance_minus_candidate"]
         rows.append(
             {
                 **options,
@@ -330,16 +334,16 @@ def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None 
     return rows
 
 
-def choose_defaults(rows: list[dict[str, object]]) -> dict[str, object]:
+def choose_defaults(rows: list[Record]) -> Record:
     """The rule that picked the defaults: among the options whose paired reward gain has a 95% interval entirely
     above zero, the one that lowers the manifold distance most."""
-    ok = [r for r in rows if r["reward_gain"]["ci95"][0] > 0]  # type: ignore[index]
+    ok = [r for r in rows if r["reward_gain"]["ci95"][0] > 0]
     if not ok:
         raise ValueError("no configuration raised the reward significantly")
-    return min(ok, key=lambda r: r["manifold_distance_change"]["mean"])  # type: ignore[index]
+    return min(ok, key=lambda r: r["manifold_distance_change"]["mean"])
 
 
-def format_sweep(rows: list[dict[str, object]]) -> str:
+def format_sweep(rows: list[Record]) -> str:
     """The sweep as a plain-text table, one row per option combination."""
     lines = [
         f"{'sampler':<8}{'t_end':>6}{'step':>6}  {'reward gain [95% CI]':>26}  {'manifold change [95% CI]':>28}"
@@ -349,8 +353,8 @@ def format_sweep(rows: list[dict[str, object]]) -> str:
         g, d = r["reward_gain"], r["manifold_distance_change"]
         lines.append(
             f"{r['sampler']:<8}{r['t_end']:>6}{r['step_size']:>6}  "
-            f"{g['mean']:+8.3f} [{g['ci95'][0]:+.3f},{g['ci95'][1]:+.3f}]  "  # type: ignore[index]
-            f"{d['mean']:+9.2f} [{d['ci95'][0]:+.2f},{d['ci95'][1]:+.2f}]  "  # type: ignore[index]
+            f"{g['mean']:+8.3f} [{g['ci95'][0]:+.3f},{g['ci95'][1]:+.3f}]  "
+            f"{d['mean']:+9.2f} [{d['ci95'][0]:+.2f},{d['ci95'][1]:+.2f}]  "
             f"{r['mode_accuracy']:>8.2f}{r['dps_reward']:>11.3f}{r['dps_manifold_distance']:>9.2f}"
             f"{r['dps_mode_accuracy']:>8.2f}"
         )

@@ -23,9 +23,13 @@ import json
 from dataclasses import replace
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from ..conventions import InputError
 from ..wrapper import ReGuidanceConfig
+
+if TYPE_CHECKING:
+    from .report import Record
 
 __all__ = ["PROTOCOLS", "is_tuned", "method_options", "reguidance_config", "tuned_path", "tuned_table"]
 
@@ -80,7 +84,7 @@ def tuned_path(protocol: str):
 
 
 @cache
-def tuned_table(protocol: str) -> dict[str, object]:
+def tuned_table(protocol: str) -> Record:
     """The tuned table of ``protocol`` (``{"command": str, "entries": [...]}``), or ``{}`` if it was never tuned."""
     path = tuned_path(protocol)
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -91,8 +95,8 @@ def is_tuned(protocol: str) -> bool:
     return bool(tuned_table(protocol).get("entries"))
 
 
-def _tuned(protocol: str, task: str, method: str) -> dict[str, dict[str, object]]:
-    for entry in tuned_table(protocol).get("entries", []):  # type: ignore[attr-defined]
+def _tuned(protocol: str, task: str, method: str) -> Record:
+    for entry in tuned_table(protocol).get("entries", []):
         if entry["task"] == task and entry["method"] == method:
             return entry
     return {}
@@ -113,5 +117,5 @@ def reguidance_config(task: str, method: str, protocol: str = "reference", *, tu
     """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` (clipping on for images)."""
     name = method.split(":", 1)[0]
     table = _tuned(protocol, task, name) if tuned else {}
-    options = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
-    return replace(ReGuidanceConfig(clip=True), **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
+    return replace(ReGuidanceConfig(clip=True), **options)

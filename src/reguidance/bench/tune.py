@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -29,10 +30,14 @@ from tqdm.auto import tqdm
 
 from ..conventions import InputError
 from ..metrics import ssim
+from ..operators import Operator
 from ..priors.base import Prior
 from ..wrapper import ReGuidanceConfig, reguide
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
+
+if TYPE_CHECKING:
+    from .report import Record
 
 __all__ = [
     "DEFAULT_METHOD_GRIDS",
@@ -88,22 +93,22 @@ def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list
     return grid
 
 
-def _combos(grid: dict[str, list[object]]) -> list[dict[str, object]]:
+def _combos(grid: dict[str, list[object]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
 
 
-def choose(rows: list[dict[str, object]], max_consistency: float = 1.5) -> dict[str, object]:
+def choose(rows: list[Record], max_consistency: float = 1.5) -> Record:
     """The rule (module docstring): highest SSIM among rows with consistency <= ``max_consistency``; if no row
     qualifies, the highest SSIM overall."""
-    ok = [r for r in rows if float(r["consistency"]) <= max_consistency] or rows  # type: ignore[arg-type]
-    return max(ok, key=lambda r: float(r["ssim"]))  # type: ignore[arg-type]
+    ok = [r for r in rows if float(r["consistency"]) <= max_consistency] or rows
+    return max(ok, key=lambda r: float(r["ssim"]))
 
 
-def _scores(x: Tensor, truth: Tensor, y: Tensor, operator: object) -> tuple[Tensor, Tensor]:
-    return ssim(x, truth), operator.consistency(x, y)  # type: ignore[attr-defined]
+def _scores(x: Tensor, truth: Tensor, y: Tensor, operator: Operator) -> tuple[Tensor, Tensor]:
+    return ssim(x, truth), operator.consistency(x, y)
 
 
-def _summary(options: dict[str, object], parts: list[tuple[Tensor, Tensor]]) -> dict[str, object]:
+def _summary(options: dict[str, Any], parts: list[tuple[Tensor, Tensor]]) -> Record:
     s = torch.cat([p[0] for p in parts])
     c = torch.cat([p[1] for p in parts])
     return {**options, "ssim": float(s.mean()), "consistency": float(c.mean())}
@@ -124,7 +129,7 @@ def tune_pair(
     batch_size: int = 16,
     max_consistency: float = 1.5,
     progress: bool = True,
-) -> dict[str, object]:
+) -> Record:
     """Both stages of the module docstring for one (task, method) on validation ``images[i]``, ``i`` in ``ids``.
 
     Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep"}``: the chosen
@@ -150,7 +155,7 @@ def tune_pair(
         unit="img",
     )
 
-    def candidates(options: dict[str, object]) -> list[Tensor]:
+    def candidates(options: dict[str, Any]) -> list[Tensor]:
         out = []
         for chunk, _, operator, y in measured:
             rng = method_rng(seed, task, method, chunk, device=device)
@@ -177,7 +182,7 @@ def tune_pair(
     cand_scores = _summary({}, score(cands))
     rows = []
     for options in wrapper_rows:
-        cfg = replace(base, **options)  # type: ignore[arg-type]
+        cfg = replace(base, **options)
         outs = []
         for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
             rng = wrapper_rng(seed, task, method, chunk, device=device)
@@ -205,8 +210,8 @@ def tune_pair(
 def run_sweep(
     pairs: Sequence[tuple[str, str]],
     out: Path,
-    run_pair: Callable[[str, str], dict[str, object]],
-) -> list[dict[str, object]]:
+    run_pair: Callable[[str, str], Record],
+) -> list[Record]:
     """Run ``run_pair`` for every (task, method) not yet saved in ``out``; returns every saved entry of ``pairs``."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -221,7 +226,7 @@ def run_sweep(
     return entries
 
 
-def collect_table(entries: list[dict[str, object]], header: dict[str, object]) -> dict[str, object]:
+def collect_table(entries: list[Record], header: Record) -> Record:
     """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
     keep = ("task", "method", "method_options", "reguidance")
     return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
