@@ -52,12 +52,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diffusion import Schedule, Variance
-from .base import Prior, PriorOutput
+from .base import COMPILE_MODES, NetworkPrior, PriorOutput
 
 __all__ = ["COMPILE_MODES", "ADMPrior", "ADMUNet", "state_dict_shapes", "timestep_embedding"]
-
-#: torch.compile modes accepted by :meth:`ADMPrior.optimize`
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -473,13 +470,14 @@ def state_dict_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------------------------------- the prior
-class ADMPrior(Prior):
+class ADMPrior(NetworkPrior):
     """An :class:`ADMUNet` as a prior: ``eps`` (and ``var_values``) at ``(x_t, t)`` on a diffusion schedule.
 
     ``schedule`` defaults to guided-diffusion's 1000-step linear chain. ``variance`` defaults to
     ``"learned_range"`` when the network outputs ``2 * in_channels`` channels, else ``"fixed_small"``
     (guided-diffusion itself samples non-learned-sigma models with ``fixed_large`` unless ``sigma_small``;
-    pass ``variance`` to choose). ``signal_shape = (in_channels, image_size, image_size)``.
+    pass ``variance`` to choose). ``signal_shape = (in_channels, image_size, image_size)``. Fast paths:
+    :meth:`NetworkPrior.optimize`.
     """
 
     def __init__(self, unet: ADMUNet, schedule: Schedule | None = None, variance: Variance | None = None) -> None:
@@ -498,38 +496,7 @@ class ADMPrior(Prior):
         if variance == "learned_range" and not self.learned_sigma:
             raise ValueError("variance='learned_range' needs a UNet with out_channels = 2 * in_channels")
         self.variance = variance
-        #: low-precision autocast for the network (``torch.bfloat16`` / ``torch.float16``); None = exact fp32
-        self.autocast: torch.dtype | None = None
-        self._channels_last = False
         self._set_net(unet)
-
-    def _set_net(self, net: nn.Module) -> None:
-        # the module that runs (the UNet, or its compiled wrapper); kept out of the module tree so the state dict
-        # holds the UNet's keys once
-        object.__setattr__(self, "_net", net)
-
-    def optimize(
-        self,
-        dtype: torch.dtype | None = None,
-        compile: bool = False,
-        channels_last: bool = False,
-        compile_mode: str = "default",
-    ) -> ADMPrior:
-        """Fast paths, all off by default (fp32 eager is the exact reference): ``dtype`` runs the network under
-        autocast (outputs are returned in the input's dtype, so samplers keep their precision), ``compile`` wraps
-        it in ``torch.compile`` with ``compile_mode`` (``"reduce-overhead"`` adds CUDA graphs on GPU, which pay off
-        when the network's kernels are small, e.g. at batch 1), ``channels_last`` stores its weights and inputs
-        NHWC. Returns ``self``."""
-        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
-        self.autocast = None if dtype in (None, torch.float32) else dtype
-        self._channels_last = channels_last
-        if channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        self._set_net(torch.compile(self.unet, mode=compile_mode) if compile else self.unet)
-        return self
 
     def predict(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> PriorOutput:
         """``eps`` (B, *signal_shape) and ``var_values`` (learned-range models, else None) at ``(x_t, t)``.
@@ -537,16 +504,8 @@ class ADMPrior(Prior):
         ``x_t`` (B, C, H, W) on the [-1, 1] scale noised to ``t`` (B,) original integer timesteps (a scalar is
         broadcast); ``y`` (B,) class labels for class-conditional UNets.
         """
-        if x_t.dim() != 4 or tuple(x_t.shape[1:]) != self.signal_shape:
-            want = ", ".join(["*", *map(str, self.signal_shape)])
-            raise ValueError(f"x_t has shape {tuple(x_t.shape)} but the prior expects ({want})")
-        x_in = x_t.contiguous(memory_format=torch.channels_last) if self._channels_last else x_t
-        if self.autocast is not None:
-            with torch.autocast(x_t.device.type, dtype=self.autocast):
-                out = self._net(x_in, t, y)
-            out = out.to(x_t.dtype)
-        else:
-            out = self._net(x_in, t, y)
+        self.check_input(x_t)
+        out = self.run_net(x_t, t, y).to(x_t.dtype)
         c = self.signal_shape[0]
         if self.learned_sigma:
             return PriorOutput(out[:, :c], out[:, c:])
