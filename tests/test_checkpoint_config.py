@@ -207,7 +207,7 @@ def test_published_checkpoint_keys_resolve_to_the_registered_configs(name: str) 
 
 def test_dps_model_config_yaml_of_ffhq_gives_the_registered_config(tmp_path: Path) -> None:
     text = (
-        "image_size: 256\nnum_channels: 128\nnum_res_blocks: 1\nchannel_mult: \"\"\nlearn_sigma: True\n"
+        'image_size: 256\nnum_channels: 128\nnum_res_blocks: 1\nchannel_mult: ""\nlearn_sigma: True\n'
         "class_cond: False\nuse_checkpoint: False\nattention_resolutions: 16\nnum_heads: 4\nnum_head_channels: 64\n"
         "num_heads_upsample: -1\nuse_scale_shift_norm: True\ndropout: 0.0\nresblock_updown: True\nuse_fp16: False\n"
         "use_new_attention_order: False\n\nmodel_path: models/ffhq_10m.pt\n"
