@@ -1,10 +1,29 @@
 """Priors: anything that predicts ``eps(x_t, t)`` on a diffusion schedule (see :mod:`reguidance.priors.base`).
 
-- :mod:`.adm`: the guided-diffusion (ADM) UNet, reading guided-diffusion checkpoints unchanged;
+Conventions: ``x_t`` (B, C, H, W) on the [-1, 1] image scale, ``t`` (B,) the integer timesteps of the chain the
+network was trained on (0 .. T-1, T = 1000 for the published checkpoints).
+
+- :mod:`.adm`: the guided-diffusion (ADM) UNet, reading guided-diffusion checkpoints unchanged, and the reading of
+  a checkpoint's configuration from its keys and guided-diffusion flags;
+- :mod:`.diffusers`: a diffusers ``UNet2DModel`` folder with its DDPM / DDIM scheduler (optional extra);
 - :mod:`.gmm`: exact-score Gaussian mixtures (the testbed);
-- :mod:`.zoo`: the registry of known checkpoints and :func:`load_prior`.
+- :mod:`.zoo`: the registry of known checkpoints and :func:`load_prior`, the one entry point that loads a prior
+  from a name, a checkpoint file (with an optional config) or a diffusers folder.
 """
 
-from .base import Prior, PriorOutput
+from .adm import ADMPrior, ADMUNet
+from .base import NetworkPrior, Prior, PriorOutput
+from .diffusers import DiffusersPrior
+from .zoo import list_models, load_prior, random_prior
 
-__all__ = ["Prior", "PriorOutput"]
+__all__ = [
+    "ADMPrior",
+    "ADMUNet",
+    "DiffusersPrior",
+    "NetworkPrior",
+    "Prior",
+    "PriorOutput",
+    "list_models",
+    "load_prior",
+    "random_prior",
+]

@@ -36,9 +36,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diffusion import Schedule
+from ..conventions import InputError
+from ..diffusion import Schedule, Variance
 from ..hashing import check_sha256, sha256_file
-from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
+from .adm import (
+    ADMPrior,
+    ADMUNet,
+    AttentionBlock,
+    ResBlock,
+    checkpoint_config,
+    read_config_file,
+    state_dict_shapes,
+)
+from .base import NetworkPrior
 
 __all__ = [
     "EMBEDDED_UNET",
@@ -402,6 +412,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"{path} has suffix {path.suffix!r}; expected one of {CHECKPOINT_SUFFIXES}")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, expected a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -456,7 +468,7 @@ def _build_unet(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | No
         return ADMUNet(**cfg)
     msg = _mismatch_message(_shapes_of(state_dict), _expected_shapes(cfg), what)
     if msg is not None:
-        raise ValueError(msg)
+        raise InputError(msg)
     with torch.device("meta"):
         unet = ADMUNet(**cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
@@ -464,32 +476,79 @@ def _build_unet(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | No
     return unet
 
 
-def _as_prior(unet: ADMUNet, schedule: Schedule, device: torch.device | str) -> ADMPrior:
+def _as_prior(
+    unet: ADMUNet, schedule: Schedule, device: torch.device | str, variance: Variance | None = None
+) -> ADMPrior:
     if unet.use_fp16:
         unet.convert_to_fp16()
-    prior = ADMPrior(unet, schedule).to(device)
+    prior = ADMPrior(unet, schedule, variance).to(device)
     prior.eval().requires_grad_(False)
     return prior
+
+
+ConfigArg = str | os.PathLike[str] | Mapping[str, Any] | None
+
+
+def _resolve_checkpoint_config(
+    state_dict: Mapping[str, Tensor], config: ConfigArg, source: str, entry: ModelEntry | None
+) -> tuple[dict[str, Any], Schedule, Variance | None, str]:
+    """UNet arguments, schedule, variance (None: the prior's default) and a description of the config."""
+    if config is None and entry is not None:
+        return entry.unet_config(), entry.make_schedule(), None, f"the configuration of {entry.name!r}"
+    if config is None:
+        config = infer_config(state_dict)
+        if config is None:  # no known model fits: what the keys determine, and a clear error for the rest
+            found = checkpoint_config(_shapes_of(state_dict), None, source)
+            return found.unet, found.make_schedule(), found.variance, "the configuration read from its keys"
+    if isinstance(config, (str, os.PathLike)):
+        text = os.fspath(config)
+        if text in MODELS:
+            schedule = (entry or MODELS[text]).make_schedule()
+            return MODELS[text].unet_config(), schedule, None, f"the configuration of {text!r}"
+        if Path(text).suffix.lower() not in (".json", ".yaml", ".yml"):
+            raise InputError(
+                f"config {text!r} is neither a known model name ({_known_names()}) nor a .json / .yaml / .yml file"
+            )
+        config = read_config_file(text)
+    if not isinstance(config, Mapping):
+        raise InputError(f"config must be a model name, a .json / .yaml file or a dict, got {type(config).__name__}")
+    if "model_channels" in config:  # ADMUNet's own keyword arguments: all given, checked key by key
+        schedule = entry.make_schedule() if entry is not None else Schedule.linear()
+        return resolve_config(config), schedule, None, "the given config"
+    found = checkpoint_config(_shapes_of(state_dict), config, source)
+    return found.unet, found.make_schedule(), found.variance, "the given config"
 
 
 def load_prior(
     name_or_path: str | os.PathLike[str],
     *,
-    config: str | Mapping[str, Any] | None = None,
+    config: ConfigArg = None,
     device: torch.device | str = "cpu",
     checkpoint_dir: str | os.PathLike[str] | None = None,
-) -> ADMPrior:
-    """An :class:`ADMPrior` (eval mode, parameters frozen) from a known model name or a checkpoint file.
+) -> NetworkPrior:
+    """A prior (eval mode, parameters frozen) from a known model name, a checkpoint file or a diffusers folder.
+
+    The one entry point for loading priors (the command line's ``--prior``, ``--prior-config`` and
+    ``--checkpoint-dir`` map onto ``name_or_path``, ``config`` and ``checkpoint_dir``):
 
     - a known name (:data:`MODELS`): its file is looked up in :func:`checkpoint_dirs` (or the package assets for
       embedded models) and checked against the recorded sha256, if any; nothing is downloaded;
-    - a path to ``.pt`` / ``.pth`` / ``.safetensors``: ``config`` is a known name or a dict of UNet (or
-      guided-diffusion ``create_model``) arguments; ``None`` infers it from the keys and shapes of the known
-      models. The schedule is the named model's, else the 1000-step linear chain.
+    - a path to a guided-diffusion ``.pt`` / ``.pth`` / ``.safetensors`` state dict: an :class:`ADMPrior`. With
+      ``config=None`` a known model whose keys and shapes it has exactly gives the configuration; otherwise what
+      the keys and shapes determine is read from them (:func:`reguidance.priors.adm.checkpoint_config`) and the
+      rest (the heads, the image size where the channel multipliers do not fix it) must come from ``config``: a
+      dict or a ``.json`` / ``.yaml`` file in guided-diffusion's flag names (as DPS's ``model_config.yaml``),
+      checked against the state dict. ``config`` may also be a known model name, or a dict of
+      :class:`ADMUNet` keyword arguments (it has ``model_channels``). The schedule is the named model's, the
+      flags' (``noise_schedule``, ``diffusion_steps``), else the 1000-step linear chain;
+    - a diffusers model folder (:mod:`reguidance.priors.diffusers`; needs ``pip install reguidance[diffusers]``):
+      a :class:`~reguidance.priors.diffusers.DiffusersPrior` on the scheduler's training chain.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unknown name, a sha256 mismatch
-    or a state dict that does not fit the configuration. A config with ``use_fp16=True`` converts the torso
-    to float16 (:meth:`ADMUNet.convert_to_fp16`), as guided-diffusion's scripts do.
+    Raises ``FileNotFoundError`` for a missing file and :class:`InputError` (a ``ValueError``) for an unknown
+    name, a directory that is no diffusers folder, a sha256 mismatch, a state dict that does not fit the
+    configuration, or a configuration that is ambiguous or contradicts the state dict. A config with
+    ``use_fp16=True`` converts the torso to float16 (:meth:`ADMUNet.convert_to_fp16`), as guided-diffusion's
+    scripts do.
     """
     name = os.fspath(name_or_path)
     entry = MODELS.get(name)
@@ -509,38 +568,32 @@ def load_prior(
         if entry.sha256 is not None:
             remedy = "the file is corrupt, truncated or a different checkpoint"
             check_sha256(str(path), sha256_file(path), entry.sha256, remedy)
-        cfg = entry.unet_config() if config is None else resolve_config(config)
-        unet = _build_unet(cfg, read_state_dict(path), f"the configuration of {name!r}")
-        return _as_prior(unet, entry.make_schedule(), device)
+        state_dict = read_state_dict(path)
+        cfg, schedule, variance, what = _resolve_checkpoint_config(state_dict, config, str(path), entry)
+        return _as_prior(_build_unet(cfg, state_dict, what), schedule, device, variance)
 
     path = Path(name).expanduser()
+    if path.is_dir():
+        from .diffusers import is_diffusers_folder, load_diffusers_prior
+
+        if not is_diffusers_folder(path):
+            raise InputError(
+                f"{path} is a directory, expected a checkpoint file or a diffusers model folder (config.json and "
+                "diffusion_pytorch_model.safetensors, at its top or in unet/, with a scheduler config)"
+            )
+        if config is not None:
+            raise InputError(f"config= is for guided-diffusion checkpoints; the diffusers folder {path} has its own")
+        return load_diffusers_prior(path, device=device)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         if path.suffix == "" and os.sep not in name and not path.exists():
             raise ValueError(
                 f"unknown model name {name!r}; known: {_known_names()}; or give a path to a "
-                f"{'/'.join(CHECKPOINT_SUFFIXES)} file"
+                f"{'/'.join(CHECKPOINT_SUFFIXES)} file or a diffusers model folder"
             )
         raise ValueError(f"{name} has suffix {path.suffix!r}; expected one of {CHECKPOINT_SUFFIXES}")
     state_dict = read_state_dict(path)
-    schedule = Schedule.linear()
-    if config is None:
-        inferred = infer_config(state_dict)
-        if inferred is None:
-            first = ", ".join(list(state_dict)[:3])
-            raise ValueError(
-                f"cannot infer the UNet configuration of {path}: its {len(state_dict)} keys ({first}, ...) and "
-                f"shapes fit none of the known models ({_known_names()}); pass config=<name or dict of "
-                "UNet arguments>"
-            )
-        config = inferred
-    if isinstance(config, str):
-        resolve_config(config)  # clear error for an unknown name
-        schedule = MODELS[config].make_schedule()
-        what = f"the configuration of {config!r}"
-    else:
-        what = "the given config"
-    unet = _build_unet(resolve_config(config), state_dict, what)
-    return _as_prior(unet, schedule, device)
+    cfg, schedule, variance, what = _resolve_checkpoint_config(state_dict, config, str(path), None)
+    return _as_prior(_build_unet(cfg, state_dict, what), schedule, device, variance)
 
 
 def _reset_zero_initialised(unet: ADMUNet) -> None:
