@@ -99,3 +99,9 @@ def get_method(name: str) -> MethodFn:
     if name not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
     return METHODS[name]
+
+
+# ---------------------------------------------------------------------------------------------- TEMP shim (lead)
+def budget_option(method: str) -> str:
+    """TEMP until the sampler core lands: the option that scales ``method``'s budget (its step count)."""
+    return "annealing_steps" if method.split(":", 1)[0] == "daps" else "steps"
