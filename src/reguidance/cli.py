@@ -78,9 +78,11 @@ def _flagged(message: str) -> str:
     if ctx is None:
         return message
     for param in ctx.command.params:
-        name = param.name or ""
-        if isinstance(param, click.Option) and name and message.startswith((f"{name} ", f"{name}:", f"{name}=")):
-            return param.opts[0] + message[len(name) :]
+        if not isinstance(param, click.Option) or not param.name:
+            continue
+        for name in dict.fromkeys((param.name, param.name.replace("_", "-"))):
+            if message.startswith((f"{name} ", f"{name}:", f"{name}=")):
+                return param.opts[0] + message[len(name) :]
     return message
 
 
@@ -139,7 +141,9 @@ def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **opt
     with _options(f"{flag} {name}"):
         try:
             prior = load_prior(name, device=device)
-        except RuntimeError as err:  # load_state_dict refusing the file's tensors (e.g. int32 weights)
+        except (RuntimeError, *_user_errors()) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
+            if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+                raise
             raise ValueError(f"the weights do not load: {' '.join(str(err).split())[:300]}") from err
     tensors = [*prior.parameters(), *prior.buffers()]
     if any(not t.is_floating_point() for t in prior.parameters()):
@@ -592,7 +596,7 @@ def bench(
                 with _options("--lpips-alexnet / --lpips-lin"):
                     try:
                         lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
-                    except (RuntimeError, OSError, EOFError) as err:  # unreadable weight files
+                    except (RuntimeError, EOFError, *_user_errors()) as err:  # unreadable weight files
                         raise ValueError(f"the weights do not load: {err}") from err
                 notes.append(
                     f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"

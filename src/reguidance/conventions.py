@@ -14,9 +14,11 @@ Scales and names used throughout the library:
   depend on the batch it was computed in.
 - Reproducibility, as it is: a sample's output is *bitwise* equal across runs with the same batch composition,
   device, dtype and thread count. Across batch sizes and thread counts the random draws are identical but the
-  arithmetic is not (the network's and BLAS's reductions are blocked differently), so outputs agree to float32
-  rounding carried through the sampler: measured on the embedded MNIST prior (DPS 20 steps, DAPS 4 annealing
-  steps, ReGuidance), at most about 1e-5 on the [-1, 1] scale, and tested within ``REPRODUCIBILITY_ATOL``.
+  arithmetic is not (the network's and BLAS's reductions are blocked differently), so outputs agree only to float32
+  rounding carried through the sampler: measured on the embedded MNIST prior (sr4; DPS 10 steps, DAPS 4 annealing
+  steps, then ReGuidance with 5 + 5 steps; batch 4 vs 2 vs 1, 2 threads vs 1) up to 1e-5 for candidates and
+  1e-4 after ReGuidance on the [-1, 1] scale, and tested within ``REPRODUCIBILITY_ATOL`` (1e-3). Saved 8-bit
+  pictures can therefore differ by one level in a pixel that sits on a rounding edge.
 
 Errors in user input raise :class:`InputError` (a :class:`ValueError` subclass) whose message names the argument
 and what was expected; the command line turns exactly these (and the I/O errors a user can cause) into one line
@@ -59,7 +61,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 #: how far (max abs, [-1, 1] scale) one sample's fp32 output may move when only the batch size or the thread count
 #: changes (see the module docstring); same batch, device, dtype and threads: bitwise equal
-REPRODUCIBILITY_ATOL = 1e-4
+REPRODUCIBILITY_ATOL = 1e-3
 
 
 def check_device(device: str | torch.device, name: str = "device") -> torch.device:

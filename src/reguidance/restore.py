@@ -98,6 +98,16 @@ def match_candidates(inputs: Sequence[str], candidates: Sequence[str], *, single
     return chosen
 
 
+def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple[torch.Tensor, list[str]]:
+    """The images of a user's file or folder; a file that does not decode is an ``InputError`` naming ``flag``."""
+    try:
+        return load_images(path, size, channels)
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(f"{flag}: {err}") from err
+
+
 def _files(path: str | Path, names: Sequence[str]) -> list[Path]:
     root = Path(path)
     return [root] if root.is_file() else [root / n for n in names]
@@ -146,12 +156,12 @@ def restore(
     device = prior.device
     source = images if images is not None else measurements
     if images is not None:
-        x, names = load_images(images, h, c)
+        x, names = _load(images, h, c, "--image")
         y_all = None
     else:
         if task.kind == "box":
             raise InputError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
-        y_all, names = load_images(measurements, None, c)  # type: ignore[arg-type]
+        y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]
         x = None
         want = tuple(task.operator([0], seed, (c, h, w)).y_shape)
         if tuple(y_all.shape[1:]) != want:
@@ -167,7 +177,7 @@ def restore(
         )
     input_sha = [_sha256(f) for f in _files(source, names)]  # type: ignore[arg-type]
     if candidates is not None:
-        cand_files, cand_names = load_images(candidates, h, c)
+        cand_files, cand_names = _load(candidates, h, c, "--candidate")
         order = match_candidates(names, cand_names, single_files=Path(candidates).is_file() and Path(source).is_file())  # type: ignore[arg-type]
         cand_all = cand_files[order]
         paired = [cand_names[k] for k in order]

@@ -300,13 +300,11 @@ def run_bench(
         device = prior.device
         todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
         total = sum(len(ids) for *_, ids in todo)
-        bar = tqdm(total=total, disable=not progress, desc="bench", unit="img")
         batches = 0
-        with results.open("a") as log:
+        with results.open("a") as log, tqdm(total=total, disable=not progress, desc="bench", unit="img") as bar:
             for task, name, ids in todo:
                 for start in range(0, len(ids), spec.batch_size):
                     if stop_after_batches is not None and batches >= stop_after_batches:
-                        bar.close()
                         return results
                     chunk = ids[start : start + spec.batch_size]
                     truth = images[list(chunk)].to(device)
@@ -369,5 +367,4 @@ def run_bench(
                     append_rows(log, [{**r, "run": run} for r in batch_rows])  # both variants of the batch at once
                     bar.update(len(chunk))
                     batches += 1
-        bar.close()
-        return results
+            return results
