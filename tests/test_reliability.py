@@ -507,3 +507,14 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
     assert torch.equal(run(3, 2), ref)  # same batch and threads: bitwise
     for batch, threads in ((1, 2), (2, 1)):
         assert (run(batch, threads) - ref).abs().max() <= REPRODUCIBILITY_ATOL
+
+
+def test_restore_with_a_bad_candidate_folder_writes_nothing(tmp_path, capsys):
+    from reguidance.data import load_test_subset, save_images
+
+    x = load_test_subset("mnist")[0][:2]
+    save_images(x, [tmp_path / "in" / "a.png", tmp_path / "c" / "z.png"])
+    args = ["restore", "--task", "sr4", "--image", str(tmp_path / "in" / "a.png"), "--candidate", str(tmp_path / "c")]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    one_line_error(capsys, "--candidate", "a.png")
+    assert not (tmp_path / "out").exists()

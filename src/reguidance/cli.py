@@ -789,11 +789,11 @@ def restore(
     from dataclasses import replace
 
     from .bench.methods import budget_option, get_method
-    from .bench.shard import barrier, sharded
+    from .bench.shard import sharded
     from .conventions import check_positive_int
     from .restore import restore as run_restore
     from .restore import write_report
-    from .runs import clear_outputs, hold_folder, prior_facts
+    from .runs import hold_folder, prior_facts
     from .wrapper import ReGuidanceConfig
 
     check_positive_int("--batch-size", batch_size)
@@ -808,32 +808,30 @@ def restore(
             options[budget_option(method)] = steps
     _writable(out, "--out", folder=True)
     _runtime(device, threads)
-    with ExitStack() as held:
-        with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
-            prior = _load_prior(prior_name, dev, dtype)
-            held.enter_context(hold_folder(out, rank))  # rank 0 keeps the folder's lock through the report
-            if overwrite and rank == 0:
-                clear_outputs(out)
-            barrier()
-            names = run_restore(
-                prior,
-                task,
-                out,
-                images=image,
-                measurements=measurement,
-                candidates=candidate,
-                method=method,
-                method_options=options,
-                config=cfg,
-                seed=seed,
-                batch_size=batch_size,
-                rank=rank,
-                world_size=world,
-                progress=rank == 0,
-                context=prior_facts(prior_name, dtype),
-            )
-        if rank != 0:
-            return
+    with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
+        prior = _load_prior(prior_name, dev, dtype)
+        # restore checks its inputs and pairing before it takes the folder's lock and writes anything
+        names = run_restore(
+            prior,
+            task,
+            out,
+            images=image,
+            measurements=measurement,
+            candidates=candidate,
+            method=method,
+            method_options=options,
+            config=cfg,
+            seed=seed,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world,
+            progress=rank == 0,
+            context=prior_facts(prior_name, dtype),
+            overwrite=overwrite,
+        )
+    if rank != 0:
+        return
+    with hold_folder(out):
         report = write_report(out, task, cfg, names)
     rows = report["images"]
     before = sum(r["consistency_before"] for r in rows) / len(rows)  # type: ignore[index,union-attr]

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .bench.methods import get_method
 from .bench.protocol import get_task, method_rng, wrapper_rng
+from .bench.shard import barrier
 from .conventions import InputError, check_positive_int
 from .data import load_images
 from .files import append_rows, atomic_write_json, drop_torn_tail, read_rows, save_pngs
@@ -199,6 +200,7 @@ def restore(
     with hold_folder(out, rank):
         if overwrite and rank == 0:
             clear_outputs(out)
+        barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
         log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
         drop_torn_tail(log_path)  # a run killed mid-write: new rows must start on a fresh line
         done = _check_rows(out, _read_rows(out), run, facts, names, input_sha, cand_sha)
