@@ -12,9 +12,10 @@ from reguidance.priors.adm import ADMPrior, ADMUNet
 
 def tiny_prior(name, device, dtype, flag="--prior", **optimize):
     torch.manual_seed(0)
-    unet = ADMUNet(32, 1, 32, 1, num_res_blocks=1, attention_resolutions=[], channel_mult=(1, 2), num_head_channels=32)
+    unet = ADMUNet(32, 1, 32, 1, num_res_blocks=1, attention_resolutions=[], channel_mult=(1,), num_head_channels=32)
     return ADMPrior(unet, Schedule.linear()).eval().requires_grad_(False)
 
 
-cli._load_prior = tiny_prior
-sys.exit(cli.main(sys.argv[1:]))
+if __name__ == "__main__":
+    cli._load_prior = tiny_prior
+    sys.exit(cli.main(sys.argv[1:]))
