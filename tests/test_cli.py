@@ -36,7 +36,9 @@ def test_theory_writes_the_json_report_and_the_picture(tmp_path, capsys):
     assert isinstance(report["inversion_roundtrip_rel_error"], float)
     assert isinstance(report["candidate_roundtrip_rel_error"], float)
     assert plot.stat().st_size > 1000
-    assert "reguidance" in capsys.readouterr().out
+    rg = report["methods"]["reguidance"]
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("reguidance "))
+    assert f"{rg['reward']:.3f}" in row and row.rstrip().endswith(str(rg["nfe"]))  # the table shows the JSON's numbers
 
 
 def test_bad_option_value_prints_one_line_and_exits_2(capsys):
@@ -91,8 +93,9 @@ def test_bench_with_an_unknown_task_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_bench_with_reversed_ids_is_a_one_line_error(tmp_path, capsys):
-    assert main(["bench", "--ids", "5:2", "--out", str(tmp_path)]) == 2
-    assert "ids" in capsys.readouterr().err
+    assert main(["bench", "--ids", "5:2", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --ids must satisfy 0 <= A < B, got '5:2'"
+    assert not (tmp_path / "run").exists()
 
 
 def test_restore_without_inputs_is_a_one_line_error(tmp_path, capsys):
@@ -127,8 +130,11 @@ def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, cap
     assert main(args) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]
-    assert all(r["consistency_after"] > 0 for r in report["images"])
-    assert "2 images restored" in capsys.readouterr().out
+    assert [r["output"] for r in report["images"]] == ["restored/a.png", "restored/b.png"]
+    assert (tmp_path / "out" / "restored" / "b.png").is_file()
+    after = sum(r["consistency_after"] for r in report["images"]) / 2
+    assert f"2 images restored into {tmp_path / 'out' / 'restored'}" in (out := capsys.readouterr().out)
+    assert f"-> {after:.2f}" in out  # the printed mean is the report's
 
 
 def test_demo_runs_the_cpu_protocol_and_writes_its_picture(tmp_path, capsys):

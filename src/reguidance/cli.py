@@ -1,13 +1,162 @@
-"""The ``reguidance`` command. Errors in user input print one line and exit with status 2, never a traceback."""
+"""The ``reguidance`` command: wiring only (options -> checks -> library calls -> messages).
+
+The error contract (:func:`main`): a user error — :class:`reguidance.conventions.InputError`, click's usage errors,
+and what a user can cause in the machine's state (``OSError``: a missing, unreadable or read-only path, a full disk;
+a corrupt weights file: ``SafetensorError`` or a refused unpickle; a busy output folder) — prints ONE line on
+stderr and exits with status 2. Ctrl-C prints one line and exits with 130, leaving no torn file behind. Any other
+exception is a bug: it keeps its traceback (exit 1). Every command checks its options, paths, ranges, device and
+output location before it loads a model or writes a file (:func:`_options` turns a ``ValueError`` raised while
+checking what the user typed into an ``InputError`` named by the flag).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .priors.base import Prior
+
+#: precision names of ``--dtype`` (the keys of :data:`reguidance.conventions.DTYPES`; kept literal so that
+#: ``--help`` and usage errors do not import torch)
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
+
+_DEVICE = click.option(
+    "--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (checked before any work starts)."
+)
+_DTYPE = click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_NAMES),
+    default="fp32",
+    show_default=True,
+    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
+)
+_THREADS = click.option(
+    "--threads", type=int, default=None, help="torch.set_num_threads for this run (default: torch's choice)."
+)
+_OVERWRITE = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard what an earlier run wrote into --out (results, pictures, reports) and start afresh; without it a "
+    "rerun with the same settings resumes, and one with other settings is refused.",
+)
+
+
+def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads``, for commands without a network device (training)."""
+    return _THREADS(fn)
+
+
+def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device``, ``--dtype`` and ``--threads``: the one definition every command that runs a network uses."""
+    return _DEVICE(_DTYPE(_THREADS(fn)))
+
+
+def _runtime(device: str = "cpu", threads: int | None = None) -> str:
+    """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device."""
+    import torch
+
+    from .conventions import check_device, check_positive_int
+
+    check_device(device, "--device")
+    if threads is not None:
+        torch.set_num_threads(check_positive_int("--threads", threads))
+    return device
+
+
+def _flagged(message: str) -> str:
+    """``message`` with a leading parameter name replaced by the flag the user typed (``num_steps`` stays)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return message
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or not param.name:
+            continue
+        for name in dict.fromkeys((param.name, param.name.replace("_", "-"))):
+            if message.startswith((f"{name} ", f"{name}:", f"{name}=")):
+                return param.opts[0] + message[len(name) :]
+    return message
+
+
+@contextmanager
+def _options(flag: str | None = None) -> Iterator[None]:
+    """Around code that checks what the user typed: any ``ValueError`` there is the user's, an ``InputError`` named
+    by ``flag`` or by the option its message starts with."""
+    from .conventions import InputError
+
+    try:
+        yield
+    except ValueError as err:
+        message = " ".join(str(err).split())
+        raise InputError(f"{flag}: {message}" if flag else _flagged(message)) from err
+
+
+def _positive(flag: str, value: int | None) -> None:
+    from .conventions import check_positive_int
+
+    if value is not None:
+        check_positive_int(flag, value)
+
+
+def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
+    """Refuse an output path that cannot be written, before any work: a file where a folder is wanted (or the
+    reverse), or a location under a file, a read-only folder or one without permission."""
+    from .conventions import InputError
+
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; expected a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; expected a file name")
+    probe = path if folder and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{flag} {path}: {probe} is a file, so nothing can be written under it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write into {probe} (read-only or no permission)")
+
+
+def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **optimize: Any) -> Prior:
+    """The prior ``name`` (a known model or a weights file) on ``device`` at ``dtype`` (``optimize``: further
+    options of ``optimize``); a missing, corrupt, non-float or non-finite weights file is an ``InputError`` naming
+    ``flag``."""
+    import torch
+
+    from .conventions import DTYPES, InputError
+    from .priors.zoo import MODELS, load_prior
+
+    path = Path(name).expanduser()
+    if name not in MODELS and path.is_dir():
+        raise InputError(f"{flag} {name} is a folder; expected a .pt, .pth or .safetensors file or a known model")
+    with _options(f"{flag} {name}"):
+        try:
+            prior = load_prior(name, device=device)
+        except (RuntimeError, *_user_errors()) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
+            if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+                raise
+            raise ValueError(f"the weights do not load: {' '.join(str(err).split())[:300]}") from err
+    tensors = [*prior.parameters(), *prior.buffers()]
+    if any(not t.is_floating_point() for t in prior.parameters()):
+        raise InputError(f"{flag} {name}: the weights are not floating-point numbers")
+    bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
+    if bad:
+        raise InputError(f"{flag} {name}: the weights hold {bad} NaN or Inf values (a corrupt or diverged checkpoint)")
+    return prior.optimize(DTYPES[dtype], **optimize)  # type: ignore[call-arg]
+
+
+def _rank_from_env() -> int:
+    """This process's rank under ``torchrun`` (before the process group is joined), else 0."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,15 +213,21 @@ def cli() -> None:
 )
 def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
     """The paper's claim, measured on an exact-score Gaussian mixture."""
-    from .theory import TheoryConfig, format_table, run_theory, save_projection_plot, write_json
+    from .files import atomic_path, atomic_write_json
+    from .theory import TheoryConfig, format_table, run_theory, save_projection_plot
 
-    cfg = TheoryConfig(**{k: v for k, v in options.items()})  # type: ignore[arg-type]
+    with _options():
+        cfg = TheoryConfig(**{k: v for k, v in options.items()})  # type: ignore[arg-type]
+    _writable(json_path, "--json", folder=False)
+    _writable(plot_path, "--plot", folder=False)
     report, clouds = run_theory(cfg, progress=True)
     click.echo(format_table(report))
     if json_path is not None:
-        write_json(report, json_path)
+        atomic_write_json(json_path, report)
         click.echo(f"report: {json_path}")
-    click.echo(f"picture: {save_projection_plot(clouds, plot_path)}")
+    with atomic_path(plot_path) as tmp:
+        save_projection_plot(clouds, tmp)
+    click.echo(f"picture: {plot_path}")
 
 
 @cli.command("theory-sweep")
@@ -81,12 +236,16 @@ def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
     """The sweep over the wrapper's options (sampler, t_end, step_size) that chose its defaults."""
-    from .theory import TheoryConfig, format_sweep, sweep_theory, write_json
+    from .files import atomic_write_json
+    from .theory import TheoryConfig, format_sweep, sweep_theory
 
-    rows = sweep_theory(TheoryConfig(candidates=candidates, seed=seed))
+    with _options():
+        cfg = TheoryConfig(candidates=candidates, seed=seed)
+    _writable(json_path, "--json", folder=False)
+    rows = sweep_theory(cfg)
     click.echo(format_sweep(rows))
     if json_path is not None:
-        write_json({"rows": rows}, json_path)  # type: ignore[dict-item]
+        atomic_write_json(json_path, {"rows": rows})
         click.echo(f"report: {json_path}")
 
 
@@ -111,7 +270,7 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
 @click.option("--lr", type=float, default=None, help="AdamW learning rate (default 3e-4).")
 @click.option("--ema-decay", type=float, default=None, help="EMA decay (default 0.999, with warm-up).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (faster on CPUs with AMX / AVX512-BF16).")
-@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
+@threads_option
 @click.option(
     "--config",
     "config_path",
@@ -129,16 +288,28 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     """Train an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on MNIST or Fashion-MNIST."""
     import json
 
-    import torch
-
+    from .conventions import InputError
     from .train import TrainConfig
     from .train import train as run_training
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    base = json.loads(config_path.read_text()) if config_path is not None else {}
+    base: dict[str, object] = {}
+    if config_path is not None:
+        try:
+            base = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"--config {config_path} is not valid JSON: {err}") from err
+        if not isinstance(base, dict):
+            raise InputError(
+                f"--config {config_path} holds a JSON {type(base).__name__}; expected an object of TrainConfig fields"
+            )
     base.update({k: v for k, v in flags.items() if v is not None})
-    facts = run_training(TrainConfig.from_dict(base), out, resume=resume)
+    for flag in ("steps", "batch_size"):
+        _positive(f"--{flag.replace('_', '-')}", flags.get(flag))  # type: ignore[arg-type]
+    with _options(f"--config {config_path}" if config_path is not None else None):
+        cfg = TrainConfig.from_dict(base).validate()
+    _writable(out, "--out", folder=True)
+    _runtime(threads=threads)
+    facts = run_training(cfg, out, resume=resume)
     click.echo(
         f"steps {facts['steps_done']}, wall {facts['train_wall_s']} s, last loss {facts['last_loss']:.4f}; "
         f"EMA weights: {out / 'ema.safetensors'}"
@@ -182,17 +353,17 @@ def models(checkpoint_dir: Path | None, as_json: bool) -> None:
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
+@threads_option
 def train_classifier_cmd(
     dataset: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, threads: int | None
 ) -> None:
     """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
-    import torch
-
     from .classifier import train_classifier
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _positive("--epochs", epochs)
+    _positive("--batch-size", batch_size)
+    _writable(out, "--out", folder=True)
+    _runtime(threads=threads)
     facts = train_classifier(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     click.echo(
         f"{dataset}: best epoch {facts['epoch']}, val accuracy {facts['val_accuracy']:.4f}, "
@@ -225,15 +396,7 @@ def train_classifier_cmd(
     show_default=True,
     help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).",
 )
-@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this run.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="The network's precision (autocast); the sampler's arithmetic stays in fp32.",
-)
+@runtime_options
 @click.option(
     "--out",
     "out",
@@ -267,32 +430,26 @@ def sample(
     import json
     import time
 
-    import numpy as np
-    import torch
-
     from .classifier import evaluate_samples, load_classifier
     from .data import load_dataset, load_test_subset
-    from .images import save_grid
-    from .priors.zoo import load_prior
+    from .sampling_report import sample_report, save_samples, write_report
     from .train import draw_samples
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    for flag, value in (("--n", n), ("--steps", steps), ("--batch-size", batch_size)):
+        _positive(flag, value)
     dataset = dataset or prior_name
     if dataset not in ("mnist", "fashion_mnist"):
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
-    from .conventions import DTYPES
-
-    prior = load_prior(prior_name, device=device).optimize(DTYPES[dtype])
+    _writable(out, "--out", folder=True)
+    _writable(json_path, "--json", folder=False)
+    _runtime(device, threads)
+    prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
-    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]
     wall = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    save_grid(x[:100], out / "samples.png", nrow=10)
-    pixels = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    np.savez(out / "samples.npz", images=pixels)
+    save_samples(x, out)
     ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]  # type: ignore[arg-type]
-    report = {
+    settings = {
         "prior": prior_name,
         "dataset": dataset,
         "reference": reference,
@@ -301,18 +458,22 @@ def sample(
         "seed": seed,
         "sampler": "ddim eta=0" + (", x0 clipped" if clip else ""),
         "dtype": dtype,
-        "sampling_wall_s": round(wall, 1),
-        **evaluate_samples(load_classifier(dataset), x, ref),
     }
+    report = sample_report(settings, evaluate_samples(load_classifier(dataset), x, ref), wall)
     click.echo(json.dumps(report, indent=2))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2))
+        write_report(report, json_path)
         click.echo(f"report: {json_path}")
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _csv(value: str, flag: str) -> list[str]:
+    """The names in a comma-separated option; an empty list is an ``InputError`` naming ``flag``."""
+    from .conventions import InputError
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InputError(f"{flag} names nothing (got {value!r}); expected comma-separated names")
+    return names
 
 
 @cli.command()
@@ -361,14 +522,8 @@ def _csv(value: str) -> list[str]:
     default=None,
     help="Also write summary.json here.",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
-)
+@runtime_options
+@_OVERWRITE
 def bench(
     prior_name: str,
     dataset: str | None,
@@ -385,76 +540,99 @@ def bench(
     json_path: Path | None,
     device: str,
     dtype: str,
+    threads: int | None,
+    overwrite: bool,
 ) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
-    import json
-
     from .bench.inputs import dataset_for, load_classifier_features, load_test_images
+    from .bench.methods import budget_option
     from .bench.protocol import parse_ids
     from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
     from .bench.runner import BenchSpec, run_bench
-    from .bench.shard import sharded
-    from .conventions import DTYPES, check_positive_int
-    from .priors.zoo import load_prior
+    from .bench.shard import barrier, sharded
+    from .conventions import InputError
+    from .files import atomic_path, atomic_write_json
+    from .runs import clear_outputs, hold_folder, prior_facts
 
-    check_positive_int("batch-size", batch_size)
+    _positive("--steps", steps)
+    if (lpips_alexnet is None) != (lpips_lin is None):
+        raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
+    for flag, path in (("--lpips-alexnet", lpips_alexnet), ("--lpips-lin", lpips_lin)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{flag} {path}: no such file")
     data_name = dataset_for(prior_name, dataset)
     id_range = parse_ids(ids)
     images, labels = load_test_images(data_name, id_range)
-    step_key = {"dps": "steps", "diffpir": "steps", "reddiff": "steps", "pigdm": "steps", "daps": "steps"}
-    method_list = _csv(methods)
-    overrides = {m: {step_key[m]: steps} for m in method_list if steps is not None and m in step_key}
+    method_list = _csv(methods, "--methods")
+    with _options():
+        overrides = {
+            m: {budget_option(m): steps} for m in method_list if steps is not None and m != "pinv" and ":" not in m
+        }
     spec = BenchSpec(
-        _csv(tasks),
+        _csv(tasks, "--tasks"),
         method_list,
         id_range,
         seed=seed,
         batch_size=batch_size,
         method_options=overrides,
         protocol=protocol,
+        context={**prior_facts(prior_name, dtype), "dataset": data_name},
     )
-    if (lpips_alexnet is None) != (lpips_lin is None):
-        raise ValueError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
+    with _options():
+        spec.check(len(images))
+    _writable(out, "--out", folder=True)
+    _writable(json_path, "--json", folder=False)
+    _runtime(device, threads)
     metric = load_classifier_features(data_name)
     notes = ["FID skipped: it needs an Inception network, which this build does not implement"]
     if metric is None:
         notes.append("no metric classifier in this build: FD-cls and class accuracy skipped")
-    with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
-        lpips = None
-        if lpips_alexnet is not None:
-            from .lpips import LPIPS
+    with ExitStack() as held:
+        with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
+            lpips = None
+            if lpips_alexnet is not None:
+                from .lpips import LPIPS
 
-            lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
-            notes.append(
-                f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"
+                with _options("--lpips-alexnet / --lpips-lin"):
+                    try:
+                        lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
+                    except (RuntimeError, EOFError, *_user_errors()) as err:  # unreadable weight files
+                        raise ValueError(f"the weights do not load: {err}") from err
+                notes.append(
+                    f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"
+                )
+            else:
+                notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
+            prior = _load_prior(prior_name, dev, dtype)
+            held.enter_context(hold_folder(out, rank))  # rank 0 keeps the folder's lock through the summary
+            if overwrite and rank == 0:
+                clear_outputs(out)
+            barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
+            run_bench(
+                prior,
+                images,
+                labels,
+                spec,
+                out,
+                classifier=metric[0] if metric else None,
+                lpips=lpips,
+                rank=rank,
+                world_size=world,
+                progress=rank == 0,
             )
-        else:
-            notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
-        prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
-        run_bench(
-            prior,
-            images,
-            labels,
-            spec,
-            out,
-            classifier=metric[0] if metric else None,
-            lpips=lpips,
-            rank=rank,
-            world_size=world,
-            progress=rank == 0,
-        )
-    if rank != 0:
-        return
-    summary = write_summary(out, features=metric[1] if metric else None, notes=notes)
-    click.echo(format_markdown(summary))
-    for note in notes:
-        click.echo(f"note: {note}")
-    for g in save_grids(out):
-        click.echo(f"grid: {g}")
-    click.echo(f"plot: {save_tradeoff_plot(summary, out / 'tradeoff.png')}")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary, indent=2))
+        if rank != 0:
+            return
+        summary = write_summary(out, features=metric[1] if metric else None, notes=notes)
+        click.echo(format_markdown(summary))
+        for note in notes:
+            click.echo(f"note: {note}")
+        for g in save_grids(out):
+            click.echo(f"grid: {g}")
+        with atomic_path(out / "tradeoff.png") as tmp:
+            save_tradeoff_plot(summary, tmp)
+        click.echo(f"plot: {out / 'tradeoff.png'}")
+        if json_path is not None:
+            atomic_write_json(json_path, summary)
 
 
 @cli.command("bench-report")
@@ -474,17 +652,19 @@ def bench(
 def bench_report(runs: tuple[str, ...], into: Path) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
     from .bench.report import benchmark_tables, replace_marked
+    from .conventions import InputError
 
     folders = {}
     for run in runs:
         name, sep, folder = run.partition("=")
         path = Path(folder)
         if not sep or not name:
-            raise ValueError(f"--run looks like NAME=DIR, got {run!r}")
+            raise InputError(f"--run looks like NAME=DIR, got {run!r}")
         if not (path / "summary.json").is_file() or not (path / "config.json").is_file():
-            raise ValueError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
+            raise InputError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
         folders[name] = path
-    replace_marked(into, benchmark_tables(folders))
+    with _options("--into"):
+        replace_marked(into, benchmark_tables(folders))
     click.echo(f"tables written into {into}")
 
 
@@ -496,8 +676,7 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
     show_default=True,
     help="Embedded prior, a checkpoint path, or a known configuration with random weights (ffhq_10m).",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@runtime_options
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--dps-steps", default=20, show_default=True, help="DPS steps timed (1000 in a real run).")
 @click.option("--inversion-steps", default=10, show_default=True)
@@ -516,6 +695,7 @@ def speed(
     prior_name: str,
     device: str,
     dtype: str,
+    threads: int | None,
     batch_size: int,
     dps_steps: int,
     inversion_steps: int,
@@ -526,34 +706,31 @@ def speed(
     json_path: Path | None,
 ) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
-    import json
-
     from .conventions import DTYPES
-    from .priors.zoo import MODELS, load_prior, random_prior
+    from .files import atomic_write_json
+    from .priors.zoo import MODELS, random_prior
     from .speed import SpeedConfig, format_speed, measure_speed
 
-    cfg = SpeedConfig(
-        batch_size=batch_size,
-        dps_steps=dps_steps,
-        inversion_steps=inversion_steps,
-        daps_annealing_steps=daps_annealing_steps,
-    )
+    with _options():
+        cfg = SpeedConfig(
+            batch_size=batch_size,
+            dps_steps=dps_steps,
+            inversion_steps=inversion_steps,
+            daps_annealing_steps=daps_annealing_steps,
+        )
+    _writable(json_path, "--json", folder=False)
+    _runtime(device, threads)
+    optimize = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
     entry = MODELS.get(prior_name)
     if entry is not None and not entry.embedded:
         prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
+        prior.optimize(DTYPES[dtype], **optimize)  # type: ignore[arg-type]
     else:
-        prior = load_prior(prior_name, device=device)
-    prior.optimize(
-        DTYPES[dtype],
-        compile=use_compile,
-        channels_last=channels_last,  # type: ignore[attr-defined]
-        compile_mode=compile_mode,
-    )
-    report = measure_speed(prior, cfg, dtype)
+        prior = _load_prior(prior_name, device, dtype, **optimize)
+    report = measure_speed(prior, cfg, dtype)  # type: ignore[arg-type]
     click.echo(format_speed(report))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2))
+        atomic_write_json(json_path, report)
 
 
 @cli.command()
@@ -586,14 +763,8 @@ def speed(
 @click.option("--inversion-steps", type=int, default=None)
 @click.option("--dps-steps", type=int, default=None)
 @click.option("--step-size", type=float, default=None, help="The wrapper's DPS step size (zeta).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
-)
+@runtime_options
+@_OVERWRITE
 def restore(
     prior_name: str,
     task: str,
@@ -611,25 +782,35 @@ def restore(
     step_size: float | None,
     device: str,
     dtype: str,
+    threads: int | None,
+    overwrite: bool,
 ) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from dataclasses import replace
 
+    from .bench.methods import budget_option, get_method
     from .bench.shard import sharded
-    from .conventions import DTYPES, check_positive_int
-    from .priors.zoo import load_prior
+    from .conventions import check_positive_int
     from .restore import restore as run_restore
     from .restore import write_report
+    from .runs import hold_folder, prior_facts
     from .wrapper import ReGuidanceConfig
 
-    check_positive_int("batch-size", batch_size)
+    check_positive_int("--batch-size", batch_size)
+    _positive("--steps", steps)
     given = {"t_end": t_end, "inversion_steps": inversion_steps, "dps_steps": dps_steps, "step_size": step_size}
-    cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
-    options: dict[str, object] = {}
-    if steps is not None and method is not None and method != "pinv":
-        options["steps"] = steps
+    with _options():
+        cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
+        if method is not None:
+            get_method(method)
+        options: dict[str, object] = {}
+        if steps is not None and method is not None and method != "pinv":
+            options[budget_option(method)] = steps
+    _writable(out, "--out", folder=True)
+    _runtime(device, threads)
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
-        prior = load_prior(prior_name, device=dev).optimize(DTYPES[dtype])
+        prior = _load_prior(prior_name, dev, dtype)
+        # restore checks its inputs and pairing before it takes the folder's lock and writes anything
         names = run_restore(
             prior,
             task,
@@ -645,10 +826,13 @@ def restore(
             rank=rank,
             world_size=world,
             progress=rank == 0,
+            context=prior_facts(prior_name, dtype),
+            overwrite=overwrite,
         )
     if rank != 0:
         return
-    report = write_report(out, task, cfg, names)
+    with hold_folder(out):
+        report = write_report(out, task, cfg, names)
     rows = report["images"]
     before = sum(r["consistency_before"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
     after = sum(r["consistency_after"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
@@ -662,15 +846,9 @@ def restore(
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--n", "n_images", default=32, show_default=True, help="Test images per task.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="The network's precision (autocast); the samplers' arithmetic stays in fp32.",
-)
-def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
+@runtime_options
+@_OVERWRITE
+def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: int | None, overwrite: bool) -> None:
     """The main job: the pseudo-inverse, DPS and DAPS on hard MNIST tasks (20x20 centred box, x8 super-resolution),
     each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
     import time
@@ -678,40 +856,52 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str) -> None:
     from .bench.inputs import load_classifier_features, load_test_images
     from .bench.report import format_markdown, save_grids, save_overview, save_tradeoff_plot, write_summary
     from .bench.runner import BenchSpec, run_bench
-    from .conventions import DTYPES, check_positive_int
-    from .priors.zoo import load_prior
+    from .conventions import check_positive_int
+    from .files import atomic_path
+    from .runs import hold_folder, prior_facts
 
-    check_positive_int("n", n_images)
+    check_positive_int("--n", n_images)
     start = time.perf_counter()
     ids = range(n_images)
     images, labels = load_test_images("mnist", ids)
-    prior = load_prior("mnist", device=device).optimize(DTYPES[dtype])
     spec = BenchSpec(
-        ["box20c", "sr8"], ["pinv", "dps", "daps"], ids, seed=seed, batch_size=min(n_images, 16), protocol="cpu"
+        ["box20c", "sr8"],
+        ["pinv", "dps", "daps"],
+        ids,
+        seed=seed,
+        batch_size=min(n_images, 16),
+        protocol="cpu",
+        context={**prior_facts("mnist", dtype), "dataset": "mnist"},
     )
+    spec.check(len(images))
+    _writable(out, "--out", folder=True)
+    _runtime(device, threads)
+    prior = _load_prior("mnist", device, dtype)
     metric = load_classifier_features("mnist")
-    run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None)
-    summary = write_summary(out, features=metric[1] if metric else None)
-    click.echo(format_markdown(summary))
-    grids = save_grids(out)
-    picture = save_overview(grids, out / "demo.png", f"MNIST, embedded prior; {n_images} test images per task")
-    save_tradeoff_plot(summary, out / "tradeoff.png")
-    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {picture}")
+    with hold_folder(out):
+        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, overwrite=overwrite)
+        summary = write_summary(out, features=metric[1] if metric else None)
+        click.echo(format_markdown(summary))
+        grids = save_grids(out)
+        with atomic_path(out / "demo.png") as tmp:
+            save_overview(grids, tmp, f"MNIST, embedded prior; {n_images} test images per task")
+        with atomic_path(out / "tradeoff.png") as tmp:
+            save_tradeoff_plot(summary, tmp)
+    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}")
 
 
-def _tune_setup(prior_name: str, dataset: str | None, ids: str, dtype: str):
-    """The prior and the VALIDATION split the sweeps run on (never the test split)."""
+def _tune_setup(prior_name: str, dataset: str | None, ids: str) -> tuple[Any, range]:
+    """The VALIDATION split the sweeps run on (never the test split) and the ids, checked against its size."""
     from .bench.inputs import dataset_for
     from .bench.protocol import parse_ids
-    from .conventions import DTYPES
+    from .conventions import InputError
     from .data import is_available, load_dataset
-    from .priors.zoo import load_prior
 
     name = dataset_for(prior_name, dataset)
     if not is_available(name):  # type: ignore[arg-type]
-        raise ValueError(f"tuning needs the {name} validation split on disk: run `make data` first")
+        raise InputError(f"tuning needs the {name} validation split on disk: run `make data` first")
     images, _ = load_dataset(name, "val")  # type: ignore[arg-type]
-    return load_prior(prior_name).optimize(DTYPES[dtype]), images, parse_ids(ids, limit=len(images))
+    return images, parse_ids(ids, limit=len(images))
 
 
 def _echo_sweep(entry: dict[str, object]) -> None:
@@ -737,7 +927,7 @@ _TUNE_OPTIONS = [
     ),
     click.option("--seed", default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
-    click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+    runtime_options,
     click.option(
         "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"), show_default=True
     ),
@@ -757,7 +947,7 @@ def _sweep(
     protocol: str,
     seed: int,
     batch_size: int,
-    dtype: str,
+    runtime: dict[str, Any],
     out: Path,
     pairs: list[tuple[str, str]],
     method_grids: dict[str, str],
@@ -769,13 +959,17 @@ def _sweep(
     from .bench.tune import STEP_SIZES, parse_grid, run_sweep, tune_pair
     from .conventions import check_positive_int
 
-    check_positive_int("batch-size", batch_size)
-    for task, method in pairs:
-        get_task(task)
-        get_method(method)
-    grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
-    wgrid = parse_grid(wrapper_grid)
-    prior, images, id_range = _tune_setup(prior_name, dataset, ids, dtype)
+    check_positive_int("--batch-size", batch_size)
+    with _options():
+        for task, method in pairs:
+            get_task(task)
+            get_method(method)
+        grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
+        wgrid = parse_grid(wrapper_grid)
+    images, id_range = _tune_setup(prior_name, dataset, ids)
+    _writable(out, "--out", folder=True)
+    _runtime(runtime["device"], runtime["threads"])
+    prior = _load_prior(prior_name, runtime["device"], runtime["dtype"])
 
     def run_pair(task: str, method: str) -> dict[str, object]:
         return tune_pair(
@@ -819,7 +1013,9 @@ def tune(
     protocol: str,
     seed: int,
     batch_size: int,
+    device: str,
     dtype: str,
+    threads: int | None,
     out: Path,
 ) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
@@ -832,7 +1028,7 @@ def tune(
         protocol,
         seed,
         batch_size,
-        dtype,
+        {"device": device, "dtype": dtype, "threads": threads},
         out,
         [(task, method)],
         {method: method_grid} if method_grid else {},
@@ -862,15 +1058,17 @@ def tune_defaults(
     protocol: str,
     seed: int,
     batch_size: int,
+    device: str,
     dtype: str,
+    threads: int | None,
     out: Path,
 ) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
-    import json
-
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, RULE, collect_table
+    from .files import atomic_write_json
 
-    pairs = [(t, m) for t in _csv(tasks) for m in _csv(methods)]
+    pairs = [(t, m) for t in _csv(tasks, "--tasks") for m in _csv(methods, "--methods")]
+    _writable(write_path, "--write", folder=False)
     entries = _sweep(
         prior_name,
         dataset,
@@ -878,7 +1076,7 @@ def tune_defaults(
         protocol,
         seed,
         batch_size,
-        dtype,
+        {"device": device, "dtype": dtype, "threads": threads},
         out,
         pairs,
         DEFAULT_METHOD_GRIDS,
@@ -900,27 +1098,50 @@ def tune_defaults(
             "wrapper_grid": DEFAULT_WRAPPER_GRID,
             "command": command,
         }
-        write_path.parent.mkdir(parents=True, exist_ok=True)
-        write_path.write_text(json.dumps(collect_table(entries, header), indent=2) + "\n")
+        atomic_write_json(write_path, collect_table(entries, header))
         click.echo(f"table: {write_path}")
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a user causes through the machine's state or the files they name (besides
+    ``InputError``): I/O errors (missing or unreadable paths, read-only folders, a full disk) and corrupt weights."""
+    import pickle
+
+    errors: list[type[BaseException]] = [OSError, pickle.UnpicklingError]
+    if "safetensors" in sys.modules:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    return tuple(errors)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group, turning bad input into one line on stderr and exit status 2."""
+    """Entry point: runs the click group under the error contract of this module's docstring; returns the exit
+    status (0 done, 2 user error, 130 interrupted; a bug raises with its traceback)."""
     try:
         cli.main(args=argv, prog_name="reguidance", standalone_mode=False)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.Abort:
-        click.echo("error: aborted", err=True)
+        click.echo("error: interrupted; finished work is kept, rerun the command to resume", err=True)
         return 130
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         return 2
-    except (ValueError, FileNotFoundError) as e:
-        message = " ".join(str(e).split())
-        click.echo(f"error: {message}", err=True)
-        return 2
+    except Exception as e:
+        from .conventions import InputError
+
+        if isinstance(e, (InputError, *_user_errors())):
+            click.echo(f"error: {_one_line(e)}", err=True)
+            return 2
+        raise
     return 0
 
 

@@ -1,21 +1,36 @@
 """``reguidance restore``: ReGuidance on users' own images, measurements and candidates.
 
-Inputs are image files or folders (sorted by name; the k-th file is image id k for its random draws):
+Inputs are image files or folders (every PNG/JPEG directly in a folder):
 
 - ``images`` (clean images; their measurement is simulated with the task's operator and noise), or
   ``measurements`` (``y`` as images: the masked image for centred boxes, the low-resolution image for ``sr4`` /
   ``sr8``, the blurred image for ``deblur``; tasks with a random box per image need ``images``);
-- ``candidates`` (a solver's outputs, one per input, same names or same order), or a ``method`` that makes them.
+- ``candidates`` (a solver's outputs), or a ``method`` that makes them.
 
-Each finished batch is written at once (``restored/``, ``candidate/``, ``measurement/`` PNGs and a row per image in
-``restore.jsonl``); a rerun skips images whose row exists. :func:`write_report` then writes ``report.json``: per
-image the measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` before (candidate) and after (ReGuidance).
+**Pairing by name.** Candidate files are matched to inputs by file name (:func:`match_candidates`): the candidate
+with the input's own name, else the one with the input's stem (``a.png`` for input ``a.jpg``). An input without a
+candidate, a candidate without an input, or an input that two candidates fit is an ``InputError`` naming them. A
+single input file and a single candidate file are paired whatever their names.
+
+**Names out.** Input ``a.png`` is written as ``restored/a.png`` (and ``candidate/``, ``measurement/``); any other
+name gets ``.png`` appended (``a.jpg`` -> ``a.jpg.png``), so ``a.png`` and ``a.jpg`` never overwrite each other
+(:func:`output_name`). The random draws of an input (its box, its noise, the samplers') come from an image id
+derived from its file name (:func:`image_id`), so adding files to a folder never changes another file's result.
+
+Each finished batch is written at once (PNGs atomically, then a row per image in ``restore.jsonl``); a rerun
+skips inputs whose row carries the same identity (the run's settings, see :mod:`reguidance.runs`, and the sha256
+of the input and candidate files) and refuses a folder whose rows were made with other settings or from files
+that have since changed (``overwrite`` clears it first). :func:`write_report` then writes ``report.json``: per
+input its candidate, its output and the measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` before
+(candidate) and after (ReGuidance).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,16 +38,86 @@ from tqdm.auto import tqdm
 
 from .bench.methods import get_method
 from .bench.protocol import get_task, method_rng, wrapper_rng
-from .bench.runner import drop_torn_tail, read_results
-from .images import load_images, save_images
+from .bench.shard import barrier
+from .conventions import InputError, check_positive_int
+from .files import append_rows, atomic_write_json, drop_torn_tail, read_rows, save_pngs
+from .images import load_images
 from .priors.base import Prior
+from .runs import clear_outputs, describe_difference, hold_folder, identity_hash
 from .wrapper import ReGuidanceConfig, reguide
 
-__all__ = ["restore", "write_report"]
+__all__ = ["ROW_KEYS", "image_id", "match_candidates", "output_name", "restore", "write_report"]
+
+#: the keys every ``restore*.jsonl`` row holds
+ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
 
 
-def _stem(name: str) -> str:
-    return Path(name).stem
+def output_name(name: str) -> str:
+    """The PNG file name an input's outputs get: ``name`` itself when it ends in ``.png``, else ``name + ".png"``."""
+    return name if name.lower().endswith(".png") else f"{name}.png"
+
+
+def image_id(name: str) -> int:
+    """The image id of the input file ``name`` for its random draws: the first 60 bits of its name's sha256."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:15], 16)
+
+
+def match_candidates(inputs: Sequence[str], candidates: Sequence[str], *, single_files: bool = False) -> list[int]:
+    """For each input name, the index of its candidate in ``candidates`` (see the module docstring for the rule)."""
+    if single_files and len(inputs) == len(candidates) == 1:
+        return [0]
+    by_name = {c: k for k, c in enumerate(candidates)}
+    exact = {i for i in inputs if i in by_name}
+    chosen, missing, ambiguous = [], [], []
+    for i in inputs:
+        if i in by_name:
+            chosen.append(by_name[i])
+            continue
+        fits = [k for k, c in enumerate(candidates) if Path(c).stem == Path(i).stem and c not in exact]
+        if len(fits) == 1:
+            chosen.append(fits[0])
+        elif fits:
+            ambiguous.append(f"{i} ({', '.join(candidates[k] for k in fits)})")
+        else:
+            missing.append(i)
+    twice = sorted({candidates[k] for k in chosen if chosen.count(k) > 1})
+    extra = [c for k, c in enumerate(candidates) if k not in chosen]
+    problems = []
+    if missing:
+        problems.append(f"no candidate for {len(missing)} inputs: {', '.join(missing[:5])}")
+    if ambiguous:
+        problems.append(f"more than one candidate fits {', '.join(ambiguous[:5])}")
+    if twice:
+        problems.append(f"one candidate fits several inputs: {', '.join(twice[:5])}")
+    if extra and not problems:
+        problems.append(f"{len(extra)} candidates match no input: {', '.join(extra[:5])}")
+    if problems:
+        raise InputError(
+            "--candidate: " + "; ".join(problems) + ". A candidate is matched to the input of the same file name, "
+            "or of the same name up to its suffix"
+        )
+    return chosen
+
+
+def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple[torch.Tensor, list[str]]:
+    """The images of a user's file or folder; a file that does not decode is an ``InputError`` naming ``flag``."""
+    try:
+        return load_images(path, size, channels)
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(f"{flag}: {err}") from err
+
+
+def _files(path: str | Path, names: Sequence[str]) -> list[Path]:
+    root = Path(path)
+    return [root] if root.is_file() else [root / n for n in names]
+
+
+def _sha256(path: Path) -> str:
+    from .hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def restore(
@@ -51,95 +136,161 @@ def restore(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    context: Mapping[str, object] | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Restore every input under ``out``; returns the inputs' names, for :func:`write_report`.
 
-    Sharded (``world_size > 1``, under ``torchrun``): rank ``r`` restores inputs ``r, r + world_size, ...`` into
-    ``restore.rank<r>.jsonl``; after a barrier, :func:`write_report` merges every rank's rows.
+    ``context`` (e.g. :func:`reguidance.runs.prior_facts`) joins the run's identity. Everything (options, files,
+    pairing, output names) is checked before ``out`` is touched. Sharded (``world_size > 1``, under ``torchrun``):
+    rank ``r`` restores inputs ``r, r + world_size, ...`` into ``restore.rank<r>.jsonl``; after a barrier,
+    :func:`write_report` merges every rank's rows.
     """
     if (images is None) == (measurements is None):
-        raise ValueError("pass exactly one of --image (simulate the measurement) or --measurement")
+        raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
     if (candidates is None) == (method is None):
-        raise ValueError("pass exactly one of --candidate (files or a folder) or --method")
+        raise InputError("pass exactly one of --candidate (files or a folder) or --method")
     task = get_task(task_name)
+    fn = get_method(method) if method is not None else None
+    check_positive_int("batch-size", batch_size)
     c, h, w = prior.signal_shape
     device = prior.device
+    source = images if images is not None else measurements
     if images is not None:
-        x, names = load_images(images, h, c)
+        x, names = _load(images, h, c, "--image")
         y_all = None
     else:
         if task.kind == "box":
-            raise ValueError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
-        y_all, names = load_images(measurements, None, c)  # type: ignore[arg-type]
+            raise InputError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
+        y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]
         x = None
-    n = len(names)
-    if candidates is not None:
-        cand_all, cand_names = load_images(candidates, h, c)
-        if len(cand_names) != n:
-            raise ValueError(f"{len(cand_names)} candidates for {n} inputs; expected one candidate per input")
-    else:
-        cand_all = None
-    cfg = config or ReGuidanceConfig(clip=True)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
-    drop_torn_tail(log_path)  # a run killed mid-write: new rows must start on a fresh line
-    done = _read_rows(out)
-    todo = [k for k in range(n) if k % world_size == rank and names[k] not in done]
-    fn = get_method(method) if method is not None else None
-    with log_path.open("a") as log, tqdm(total=len(todo), disable=not progress, desc="restore", unit="img") as bar:
-        for start in range(0, len(todo), batch_size):
-            ids: Sequence[int] = todo[start : start + batch_size]
-            operator = task.operator(ids, seed, (c, h, w)).to(device)
-            if x is not None:
-                _, y = task.measure(x[list(ids)].to(device), ids, seed)
-            else:
-                y = y_all[list(ids)].to(device)  # type: ignore[index]
-                if tuple(y.shape[1:]) != tuple(operator.y_shape):
-                    raise ValueError(
-                        f"measurement images are {tuple(y.shape[1:])} but task {task_name} measures "
-                        f"{tuple(operator.y_shape)}"
-                    )
-            if fn is not None:
-                rng = method_rng(seed, task.name, method, ids, device=device)
-                cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
-            else:
-                cand, nfe = cand_all[list(ids)].to(device), 0  # type: ignore[index]
-            rg = reguide(
-                cand, y, operator, prior, config=cfg, rng=wrapper_rng(seed, task.name, "restore", ids, device=device)
+        want = tuple(task.operator([0], seed, (c, h, w)).y_shape)
+        if tuple(y_all.shape[1:]) != want:
+            raise InputError(
+                f"--measurement images are {tuple(y_all.shape[1:])} but task {task_name} measures {want} (C, H, W)"
             )
-            restored = rg.x.clamp(-1, 1)
-            before, after = operator.consistency(cand, y), operator.consistency(restored, y)
-            with torch.no_grad():
-                shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
-            for k, i in enumerate(ids):
-                stem = _stem(names[i])
-                save_images(restored[k : k + 1], [out / "restored" / f"{stem}.png"])
-                save_images(cand[k : k + 1], [out / "candidate" / f"{stem}.png"])
-                save_images(shown[k : k + 1], [out / "measurement" / f"{stem}.png"])
-                row = {
-                    "name": names[i],
-                    "consistency_before": float(before[k]),
-                    "consistency_after": float(after[k]),
-                    "nfe": int(nfe + rg.nfe),
-                }
-                log.write(json.dumps(row) + "\n")
-                done[names[i]] = row
-            log.flush()
-            bar.update(len(ids))
+    outputs = [output_name(nm) for nm in names]
+    clash = sorted({o for o in outputs if outputs.count(o) > 1})
+    if clash:
+        raise InputError(
+            f"inputs {', '.join(n for n in names if output_name(n) in clash)} would all be written as "
+            f"{clash[0]}; rename one"
+        )
+    input_sha = [_sha256(f) for f in _files(source, names)]  # type: ignore[arg-type]
+    if candidates is not None:
+        cand_files, cand_names = _load(candidates, h, c, "--candidate")
+        order = match_candidates(names, cand_names, single_files=Path(candidates).is_file() and Path(source).is_file())  # type: ignore[arg-type]
+        cand_all = cand_files[order]
+        paired = [cand_names[k] for k in order]
+        cand_sha = [_sha256(f) for f in _files(candidates, paired)]
+    else:
+        cand_all, paired, cand_sha = None, [f"method:{method}"] * len(names), [None] * len(names)
+    cfg = config or ReGuidanceConfig(clip=True)
+    facts = {
+        **(context or {}),
+        "task": asdict(task),
+        "inputs": "images" if images is not None else "measurements",
+        "method": method or "candidate files",
+        "method_options": dict(method_options or {}),
+        "reguidance": asdict(cfg),
+        "seed": seed,
+    }
+    run = identity_hash(facts)
+
+    with hold_folder(out, rank):
+        if overwrite and rank == 0:
+            clear_outputs(out)
+        barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
+        log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
+        drop_torn_tail(log_path)  # a run killed mid-write: new rows must start on a fresh line
+        done = _check_rows(out, _read_rows(out), run, facts, names, input_sha, cand_sha)
+        if rank == 0:
+            atomic_write_json(out / "config.json", {"identity": run, "facts": facts})
+        todo = [k for k in range(len(names)) if k % world_size == rank and names[k] not in done]
+        with log_path.open("a") as log, tqdm(total=len(todo), disable=not progress, desc="restore", unit="img") as bar:
+            for start in range(0, len(todo), batch_size):
+                picks = todo[start : start + batch_size]
+                ids = [image_id(names[k]) for k in picks]
+                operator = task.operator(ids, seed, (c, h, w)).to(device)
+                if x is not None:
+                    _, y = task.measure(x[picks].to(device), ids, seed)
+                else:
+                    y = y_all[picks].to(device)  # type: ignore[index]
+                if fn is not None:
+                    rng = method_rng(seed, task.name, str(method), ids, device=device)
+                    cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
+                else:
+                    cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]
+                rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device)
+                rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng)
+                restored = rg.x.clamp(-1, 1)
+                before, after = operator.consistency(cand, y), operator.consistency(restored, y)
+                with torch.no_grad():
+                    shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
+                for kind, pictures in (("restored", restored), ("candidate", cand), ("measurement", shown)):
+                    save_pngs(pictures, [out / kind / outputs[k] for k in picks])
+                rows = [
+                    {
+                        "name": names[k],
+                        "candidate": paired[k],
+                        "output": f"restored/{outputs[k]}",
+                        "consistency_before": float(before[j]),
+                        "consistency_after": float(after[j]),
+                        "nfe": int(nfe + rg.nfe),
+                        "run": run,
+                        "input_sha256": input_sha[k],
+                        "candidate_sha256": cand_sha[k],
+                    }
+                    for j, k in enumerate(picks)
+                ]
+                append_rows(log, rows)
+                bar.update(len(picks))
     return names
 
 
 def _read_rows(out: Path) -> dict[str, dict[str, object]]:
     """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
-    return {str(row["name"]): row for path in sorted(out.glob("restore*.jsonl")) for row in read_results(path)}
+    return {str(row["name"]): row for path in sorted(out.glob("restore*.jsonl")) for row in read_rows(path, ROW_KEYS)}
+
+
+def _check_rows(
+    out: Path,
+    rows: dict[str, dict[str, object]],
+    run: str,
+    facts: Mapping[str, object],
+    names: Sequence[str],
+    input_sha: Sequence[str],
+    cand_sha: Sequence[str | None],
+) -> set[str]:
+    """The names already restored under this identity; ``InputError`` for rows of other settings or old files."""
+    for row in rows.values():
+        if row["run"] != run:
+            try:
+                old = json.loads((out / "config.json").read_text())["facts"]
+                why = describe_difference(old, facts)
+            except (OSError, ValueError, KeyError, TypeError):
+                why = "its rows carry another identity"
+            raise InputError(
+                f"{out} holds restorations made with other settings ({why}); choose another --out, or pass "
+                "--overwrite to discard them"
+            )
+    sha = dict(zip(names, zip(input_sha, cand_sha, strict=True), strict=True))
+    for name, row in rows.items():
+        if name in sha and (row.get("input_sha256"), row.get("candidate_sha256")) != sha[name]:
+            raise InputError(
+                f"{out} holds a restoration of {name} made from another version of that file (or its candidate); "
+                "choose another --out, or pass --overwrite to redo it"
+            )
+    return {name for name in rows if name in sha}
 
 
 def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, object]:
-    """Merge the rows of every process into ``out/report.json`` (in input order); returns the report."""
+    """Merge the rows of every process into ``out/report.json`` (in input order: each input's candidate, output
+    and consistency before and after); returns the report."""
     rows = _read_rows(out)
     missing = [nm for nm in names if nm not in rows]
     if missing:
-        raise ValueError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
-    report = {"task": task_name, "config": {**cfg.__dict__}, "images": [rows[nm] for nm in names]}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+        raise InputError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
+    report = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
+    atomic_write_json(out / "report.json", report)
     return report

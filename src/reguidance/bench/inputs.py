@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
+from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
 
 __all__ = ["load_classifier_features", "load_test_images"]
@@ -19,22 +20,26 @@ def dataset_for(prior_name: str, dataset: str | None) -> str:
     """The dataset of an embedded prior, or the one given; a ValueError when neither says."""
     if dataset is not None:
         if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+            raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
         return dataset
     if prior_name in DATASETS:
         return prior_name
-    raise ValueError(f"prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)})")
+    raise InputError(f"--prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)})")
 
 
 def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """``(images, labels)`` indexable by test id, covering ``ids`` (full test split, or the committed subset)."""
+    """``(images, labels)`` indexable by test id, covering ``ids`` (full test split, or the committed subset);
+    ids past the images available are an ``InputError`` naming the range there is."""
     if is_available(dataset):  # type: ignore[arg-type]
-        return load_dataset(dataset, "test")  # type: ignore[arg-type]
-    images, labels, _ = load_test_subset(dataset)  # type: ignore[arg-type]
+        images, labels = load_dataset(dataset, "test")  # type: ignore[arg-type]
+        hint = ""
+    else:
+        images, labels, _ = load_test_subset(dataset)  # type: ignore[arg-type]
+        hint = " (the committed subset; run `make data` for the full test split)"
     if max(ids) >= len(images):
-        raise ValueError(
-            f"ids go up to {max(ids)} but only the committed {len(images)} test images of {dataset} are here; "
-            "run `make data` for the full test split"
+        raise InputError(
+            f"--ids {min(ids)}:{max(ids) + 1} go past the {len(images)} test images of {dataset} here{hint}: "
+            f"ids 0:{len(images)} are available"
         )
     return images, labels
 

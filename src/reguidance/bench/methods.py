@@ -46,11 +46,13 @@ def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
     return run
 
 
-def budget_option(method: str) -> str | None:
-    """The option that scales ``method``'s network-evaluation budget: ``"steps"`` for every sampler (the number of
-    levels), ``None`` for methods without one (``pinv``, folders)."""
+def budget_option(method: str) -> str:
+    """The option that scales ``method``'s network-evaluation budget: ``"steps"`` (the number of levels) for every
+    sampler; an InputError for methods without one (``pinv``, ``folder:``)."""
     name = method.split(":", 1)[0]
-    return "steps" if name in METHODS and name != "pinv" else None
+    if name not in METHODS or name == "pinv":
+        raise InputError(f"method {method!r} has no step budget; only {', '.join(m for m in METHODS if m != 'pinv')}")
+    return "steps"
 
 
 def folder_method(path: str | Path) -> MethodFn:

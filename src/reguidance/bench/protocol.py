@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, derive_seed
+from ..conventions import BatchRNG, InputError, derive_seed
 from ..operators import GaussianBlur, Inpainting, Operator, SuperResolution
 
 __all__ = ["TASKS", "Task", "method_rng", "parse_ids", "stream_rng", "wrapper_rng"]
@@ -96,7 +96,7 @@ TASKS: dict[str, Task] = {
 def get_task(name: str) -> Task:
     """The task called ``name``; a ValueError lists the known ones."""
     if name not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
+        raise InputError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
     return TASKS[name]
 
 
@@ -104,13 +104,13 @@ def parse_ids(spec: str, limit: int | None = None) -> range:
     """``"A:B"`` -> ``range(A, B)`` (test-split indices A to B-1); ``limit`` is the split's size."""
     parts = spec.split(":")
     try:
-        if len(parts) != 2:
-            raise ValueError
-        start, stop = int(parts[0]), int(parts[1])
+        start, stop = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (None, None)
     except ValueError:
-        raise ValueError(f"ids must look like A:B with integers A < B, got {spec!r}") from None
+        start = stop = None
+    if start is None or stop is None:
+        raise InputError(f"--ids must look like A:B with integers A < B, got {spec!r}")
     if start < 0 or stop <= start:
-        raise ValueError(f"ids must satisfy 0 <= A < B, got {spec!r}")
+        raise InputError(f"--ids must satisfy 0 <= A < B, got {spec!r}")
     if limit is not None and stop > limit:
-        raise ValueError(f"ids {spec!r} go past the split's {limit} images")
+        raise InputError(f"--ids {spec!r} go past the split's {limit} images (ids 0:{limit} are available)")
     return range(start, stop)

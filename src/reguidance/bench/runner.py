@@ -6,14 +6,19 @@ two rows per image — ``reguidance: false`` (the candidate) and ``true`` — in
 skips what is done and ignores a torn last line, so killing it at any moment loses at most the batch in flight, and
 the summary of a resumed run equals an uninterrupted one (every random draw is per image, see
 :func:`.protocol.stream_rng`). Restorations are saved as PNGs beside the rows, for grids and later metrics.
+
+Every row carries ``run``, the identity hash of its (task, method) settings (:meth:`BenchSpec.identity`, see
+:mod:`reguidance.runs`). A folder holds one run: starting a spec whose hash for some row in the folder differs
+(another seed, prior, dtype, protocol or option) is refused with the difference named, unless ``overwrite`` clears
+the folder first; a spec that only adds tasks, methods or ids resumes. One process writes a folder at a time
+(:func:`reguidance.runs.hold_folder`). Everything is checked before the folder is touched.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,14 +26,30 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..conventions import InputError, check_positive_int
+from ..files import append_rows, atomic_write_json, drop_torn_tail, read_rows, save_pngs
 from ..metrics import psnr, ssim
 from ..priors.base import Prior
+from ..runs import clear_outputs, describe_difference, hold_folder, identity_hash
 from ..wrapper import ReGuidanceConfig, reguide
 from .defaults import is_tuned, method_options, reguidance_config
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
 
-__all__ = ["BenchSpec", "done_keys", "drop_torn_tail", "read_all_results", "read_results", "results_path", "run_bench"]
+__all__ = [
+    "ROW_KEYS",
+    "BenchSpec",
+    "check_folder",
+    "done_keys",
+    "drop_torn_tail",
+    "read_all_results",
+    "read_results",
+    "results_path",
+    "run_bench",
+]
+
+#: the keys every results row holds (a row without them is refused by the reader)
+ROW_KEYS = ("task", "method", "reguidance", "id")
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
 Distance = Callable[[Tensor, Tensor], Tensor]  # two image batches -> per-image distances (B,), e.g. LPIPS
@@ -49,6 +70,9 @@ class BenchSpec:
     reguidance: ReGuidanceConfig | None = None
     #: the budget and defaults table, ``"reference"`` or ``"cpu"`` (see :mod:`.defaults`)
     protocol: str = "reference"
+    #: what else determines the rows and is not in the spec: the prior and its dtype (:func:`reguidance.runs.
+    #: prior_facts`), the dataset; part of every row's identity
+    context: Mapping[str, object] = field(default_factory=dict)
 
     def options(self, task: str, method: str) -> dict[str, object]:
         return {**method_options(task, method, self.protocol), **self.method_options.get(method.split(":", 1)[0], {})}
@@ -56,18 +80,51 @@ class BenchSpec:
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
         return self.reguidance if self.reguidance is not None else reguidance_config(task, method, self.protocol)
 
+    def facts(self, task: str, method: str) -> dict[str, object]:
+        """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
+        return {
+            **self.context,
+            "task": asdict(get_task(task)),
+            "method": method,
+            "method_options": self.options(task, method),
+            "reguidance": asdict(self.wrapper_config(task, method)),
+            "seed": self.seed,
+            "protocol": self.protocol,
+        }
+
+    def identity(self, task: str, method: str) -> str:
+        """The identity hash that rows of (``task``, ``method``) carry under this spec."""
+        return identity_hash(self.facts(task, method))
+
+    def check(self, n_images: int | None = None) -> None:
+        """Refuse (``InputError``) unknown tasks or methods, an empty list, a bad batch size, ids outside
+        ``[0, n_images)`` or options a method does not take, before anything runs."""
+        if not self.tasks:
+            raise InputError("tasks is empty: name at least one task")
+        if not self.methods:
+            raise InputError("methods is empty: name at least one method")
+        for t in self.tasks:
+            get_task(t)
+        for m in self.methods:
+            get_method(m)
+        check_positive_int("batch-size", self.batch_size)
+        ids = list(self.ids)
+        if not ids:
+            raise InputError("ids is empty: give a range A:B with A < B")
+        if n_images is not None and (min(ids) < 0 or max(ids) >= n_images):
+            raise InputError(
+                f"ids {min(ids)}:{max(ids) + 1} go past the {n_images} images available (ids 0:{n_images})"
+            )
+        for m, opts in self.method_options.items():
+            for key, value in opts.items():
+                if key == "steps" or key.endswith("_steps"):
+                    check_positive_int(f"{m} {key}", value)  # type: ignore[arg-type]
+
 
 def read_results(path: Path) -> list[dict[str, object]]:
-    """The rows of ``results.jsonl``; a torn last line (a run killed mid-write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """The rows of ``results.jsonl``; a torn last line (a run killed mid-write) is ignored, a row without the keys
+    :data:`ROW_KEYS` (e.g. ``{}``) is an ``InputError`` naming the file and line."""
+    return read_rows(path, ROW_KEYS)
 
 
 def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
@@ -80,21 +137,37 @@ def read_all_results(out: Path) -> list[dict[str, object]]:
     return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a partial last line (a run killed mid-write) so that new rows start on a fresh line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def done_keys(rows: list[dict[str, object]]) -> set[tuple[str, str, int]]:
-    """(task, method, id) triples with both rows (candidate and ReGuidance) written."""
+def done_keys(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> set[tuple[str, str, int]]:
+    """(task, method, id) triples with both rows (candidate and ReGuidance) written (with ``spec``: only rows that
+    carry the identity ``spec`` gives them)."""
     seen: dict[tuple[str, str, int], set[bool]] = {}
     for r in rows:
+        if spec is not None and r.get("run") != spec.identity(str(r["task"]), str(r["method"])):
+            continue
         seen.setdefault((str(r["task"]), str(r["method"]), int(r["id"])), set()).add(bool(r["reguidance"]))  # type: ignore[call-overload]
     return {k for k, v in seen.items() if v == {False, True}}
+
+
+def check_folder(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
+    """Refuse (``InputError``) a folder holding rows whose identity differs from what ``spec`` gives them."""
+    for r in rows:
+        task, method = str(r["task"]), str(r["method"])
+        if r.get("run") == spec.identity(task, method):
+            continue
+        old = _recorded_facts(out, task, method)
+        why = describe_difference(old, spec.facts(task, method)) if old else "the rows carry no matching identity"
+        raise InputError(
+            f"{out} holds results of {task}/{method} made with other settings ({why}); choose another --out, or "
+            "pass --overwrite to discard them"
+        )
+
+
+def _recorded_facts(out: Path, task: str, method: str) -> dict[str, object]:
+    try:
+        config = json.loads((out / "config.json").read_text())
+        return next(r["facts"] for r in config["runs"] if r["task"] == task and r["method"] == method)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return {}
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -103,12 +176,6 @@ def _peak_mem_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _save_png(x: Tensor, path: Path) -> None:
-    from ..images import save_images
-
-    save_images(x.unsqueeze(0), [path])
 
 
 def _rows_for(
@@ -154,26 +221,42 @@ def _rows_for(
     return rows
 
 
-def _write_config(spec: BenchSpec, out: Path) -> None:
-    """``out/config.json``: the protocol, whether its table is tuned, and every (task, method)'s options."""
+def _id_ranges(ids: set[int]) -> list[str]:
+    """``{0, 1, 2, 5}`` -> ``["0:3", "5:6"]`` (half-open ranges, as ``--ids`` takes them)."""
+    spans: list[list[int]] = []
+    for i in sorted(ids):
+        if spans and spans[-1][1] == i:
+            spans[-1][1] = i + 1
+        else:
+            spans.append([i, i + 1])
+    return [f"{a}:{b}" for a, b in spans]
+
+
+def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
+    """``out/config.json``: the protocol, whether its table is tuned, the ids the folder covers, and every
+    (task, method)'s options and identity (those of this spec and those already in the folder)."""
+    pairs = dict.fromkeys(
+        [(str(r["task"]), str(r["method"])) for r in rows] + [(t, m) for t in spec.tasks for m in spec.methods]
+    )
     config = {
         "protocol": spec.protocol,
         "tuned": is_tuned(spec.protocol),
         "seed": spec.seed,
+        "context": dict(spec.context),
+        "ids": _id_ranges({int(r["id"]) for r in rows} | set(spec.ids)),  # type: ignore[call-overload]
         "runs": [
             {
                 "task": t,
                 "method": m,
                 "method_options": spec.options(t, m),
                 "reguidance": asdict(spec.wrapper_config(t, m)),
+                "identity": spec.identity(t, m),
+                "facts": spec.facts(t, m),
             }
-            for t in spec.tasks
-            for m in spec.methods
+            for t, m in pairs
         ],
     }
-    tmp = out / f"config.json.{os.getpid()}"
-    tmp.write_text(json.dumps(config, indent=2))
-    tmp.replace(out / "config.json")
+    atomic_write_json(out / "config.json", config)
 
 
 def run_bench(
@@ -189,6 +272,7 @@ def run_bench(
     stop_after_batches: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Run ``spec`` on test images ``images[i]`` (indexed by id) into ``out``; returns the results file written.
 
@@ -196,85 +280,91 @@ def run_bench(
     ``r, r + world_size, ...`` of ``spec.ids`` and writes ``results.rank<r>.jsonl``; what any file in ``out``
     already holds is skipped, so a rerun with another number of processes resumes too.
     ``stop_after_batches`` stops early (used by the resume test to simulate a kill between batches).
+    ``overwrite`` (rank 0) first deletes what an earlier run wrote into ``out``
+    (:func:`reguidance.runs.clear_outputs`); otherwise a folder holding another run's rows is refused.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    results = results_path(out, rank, world_size)
-    drop_torn_tail(results)
-    done = done_keys(read_all_results(out))
-    mine = list(spec.ids)[rank::world_size]
-    device = prior.device
+    spec.check(len(images))
     tasks = [get_task(t) for t in spec.tasks]
     methods = {m: get_method(m) for m in spec.methods}
-    _write_config(spec, out)
-    todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
-    total = sum(len(ids) for *_, ids in todo)
-    bar = tqdm(total=total, disable=not progress, desc="bench", unit="img")
-    batches = 0
-    with results.open("a") as log:
-        for task, name, ids in todo:
-            for start in range(0, len(ids), spec.batch_size):
-                if stop_after_batches is not None and batches >= stop_after_batches:
-                    bar.close()
-                    return results
-                chunk = ids[start : start + spec.batch_size]
-                truth = images[list(chunk)].to(device)
-                operator, y = task.measure(truth, chunk, spec.seed)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                t0 = time.perf_counter()
-                rng = method_rng(spec.seed, task.name, name, chunk, device=device)
-                candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
-                t_cand = (time.perf_counter() - t0) / len(chunk)
-                rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device)
-                rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
-                restored = rg.x.clamp(-1, 1)
-                t_rg = rg.seconds / len(chunk)
-                mem = _peak_mem_mb(device)
-                lab = labels[list(chunk)]
-                rows = _rows_for(
-                    task.name,
-                    name,
-                    chunk,
-                    candidate,
-                    truth,
-                    y,
-                    operator,
-                    lab,
-                    classifier,
-                    nfe,
-                    t_cand,
-                    mem,
-                    False,
-                    lpips,
-                )
-                rows += _rows_for(
-                    task.name,
-                    name,
-                    chunk,
-                    restored,
-                    truth,
-                    y,
-                    operator,
-                    lab,
-                    classifier,
-                    nfe + rg.nfe,
-                    t_cand + t_rg,
-                    mem,
-                    True,
-                    lpips,
-                )
-                folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
-                with torch.no_grad():
-                    shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
-                for k, i in enumerate(chunk):
-                    _save_png(candidate[k], folder / f"{i:05d}_candidate.png")
-                    _save_png(restored[k], folder / f"{i:05d}_reguidance.png")
-                    _save_png(truth[k], folder / f"{i:05d}_truth.png")
-                    _save_png(shown[k], folder / f"{i:05d}_measurement.png")
-                log.write("".join(json.dumps(r) + "\n" for r in rows))  # both variants of the batch at once
-                log.flush()
-                os.fsync(log.fileno())
-                bar.update(len(chunk))
-                batches += 1
-    bar.close()
-    return results
+    with hold_folder(out, rank):
+        if overwrite and rank == 0:
+            clear_outputs(out)
+        results = results_path(out, rank, world_size)
+        drop_torn_tail(results)
+        rows = read_all_results(out)
+        check_folder(spec, out, rows)
+        if rank == 0:
+            _write_config(spec, out, rows)
+        done = done_keys(rows, spec)
+        mine = list(spec.ids)[rank::world_size]
+        device = prior.device
+        todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
+        total = sum(len(ids) for *_, ids in todo)
+        batches = 0
+        with results.open("a") as log, tqdm(total=total, disable=not progress, desc="bench", unit="img") as bar:
+            for task, name, ids in todo:
+                for start in range(0, len(ids), spec.batch_size):
+                    if stop_after_batches is not None and batches >= stop_after_batches:
+                        return results
+                    chunk = ids[start : start + spec.batch_size]
+                    truth = images[list(chunk)].to(device)
+                    operator, y = task.measure(truth, chunk, spec.seed)
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    t0 = time.perf_counter()
+                    rng = method_rng(spec.seed, task.name, name, chunk, device=device)
+                    candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
+                    t_cand = (time.perf_counter() - t0) / len(chunk)
+                    rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device)
+                    rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
+                    restored = rg.x.clamp(-1, 1)
+                    t_rg = rg.seconds / len(chunk)
+                    mem = _peak_mem_mb(device)
+                    lab = labels[list(chunk)]
+                    batch_rows = _rows_for(
+                        task.name,
+                        name,
+                        chunk,
+                        candidate,
+                        truth,
+                        y,
+                        operator,
+                        lab,
+                        classifier,
+                        nfe,
+                        t_cand,
+                        mem,
+                        False,
+                        lpips,
+                    )
+                    batch_rows += _rows_for(
+                        task.name,
+                        name,
+                        chunk,
+                        restored,
+                        truth,
+                        y,
+                        operator,
+                        lab,
+                        classifier,
+                        nfe + rg.nfe,
+                        t_cand + t_rg,
+                        mem,
+                        True,
+                        lpips,
+                    )
+                    folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
+                    with torch.no_grad():
+                        shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
+                    for kind, pictures in (
+                        ("candidate", candidate),
+                        ("reguidance", restored),
+                        ("truth", truth),
+                        ("measurement", shown),
+                    ):
+                        save_pngs(pictures, [folder / f"{i:05d}_{kind}.png" for i in chunk])
+                    run = spec.identity(task.name, name)
+                    append_rows(log, [{**r, "run": run} for r in batch_rows])  # both variants of the batch at once
+                    bar.update(len(chunk))
+                    batches += 1
+            return results

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-__all__ = ["sharded"]
+__all__ = ["barrier", "sharded"]
 
 
 @contextmanager
@@ -39,3 +39,9 @@ def sharded(device: str = "cpu") -> Iterator[tuple[int, int, str]]:
     finally:
         if started:
             dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (under ``torchrun``); a no-op in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

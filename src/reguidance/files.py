@@ -1,0 +1,128 @@
+"""Files a run writes, written so that a crash, a full disk or Ctrl-C never leaves a torn or empty one behind.
+
+- :func:`atomic_write_text`, :func:`atomic_write_bytes` and :func:`atomic_path` write a temporary file in the
+  target's own folder and ``os.replace`` it over the target: a reader sees the old file or the new one, never a
+  part. A failed write (``OSError``: a full disk, a read-only folder) removes the temporary file and re-raises.
+  :func:`atomic_path` serves libraries that write a file themselves (Pillow, matplotlib, numpy): it yields the
+  temporary path, which keeps the target's suffix so the library picks the same format.
+- :func:`save_pngs` writes image batches as PNG files through :func:`atomic_path`.
+- Row logs (``*.jsonl``): :func:`append_rows` appends whole lines in one write and syncs them to disk;
+  :func:`read_rows` reads them back, ignoring a torn last line (a run killed mid-write) but refusing a row that
+  lacks a required key (a file that is not a log of ours, or was edited by hand); :func:`drop_torn_tail` cuts a
+  torn last line before new rows are appended.
+
+This module imports nothing from the package but :mod:`.conventions` (and :mod:`.data` for the PNG encoder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from torch import Tensor
+
+from .conventions import InputError
+
+__all__ = [
+    "append_rows",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "drop_torn_tail",
+    "read_rows",
+    "save_pngs",
+]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); on a clean exit it replaces ``path``, else it is
+    removed. The parent folder is created."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename); returns the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: object) -> Path:
+    """Write ``obj`` as indented JSON (with a final newline) to ``path`` atomically; returns the path."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_pngs(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Write image ``k`` of ``x: (B, C, H, W)`` in [-1, 1] to ``paths[k]`` (8-bit PNG), each file atomically."""
+    from .images import save_images
+
+    if len(paths) != x.shape[0]:
+        raise ValueError(f"{len(paths)} paths for {x.shape[0]} images")
+    for k, p in enumerate(paths):
+        with atomic_path(p) as tmp:
+            save_images(x[k : k + 1], [tmp])
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line (a run killed mid-write) so that new rows start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, object]]:
+    """The JSON rows of the log ``path`` ([] if it does not exist). A torn *last* line is ignored; any other line
+    that is not a JSON object holding every key of ``required`` is an ``InputError`` naming the file and line."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    lines.pop()  # b"" after a final newline, else a line a kill cut short: not written yet
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            row = None
+        missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+        if not isinstance(row, dict) or missing:
+            what = f"lacks {', '.join(missing)}" if isinstance(row, dict) else "is not a JSON object"
+            raise InputError(
+                f"{path}, line {number}, {what}: the file is not a complete log of this program (edited or "
+                "corrupt); move it away, or rerun with --overwrite"
+            )
+        rows.append(row)
+    return rows
+
+
+def append_rows(log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:
+    """Append ``rows`` to the open log ``log`` as JSON lines in one write, flushed and synced to disk."""
+    log.write("".join(json.dumps(r) + "\n" for r in rows))
+    log.flush()
+    os.fsync(log.fileno())

@@ -1,0 +1,130 @@
+"""A run's identity and the ownership of its output folder.
+
+- **Identity.** :func:`identity_hash` is the sha256 (16 hex digits) of the canonical JSON of everything that
+  determines a result: the prior (name and file sha256), the network's dtype, the task's definition, the method
+  and its options, the wrapper's options, the seed and the protocol. Every row a run writes carries it; a rerun
+  reuses a row only when the hash it would give that row is the same, so a changed seed or option is never
+  answered with old numbers. Batch size, thread count and device are left out: they do not change the draws
+  (see :mod:`.conventions` for the float tolerance they do change).
+- **One writer per folder.** :func:`hold_folder` takes an advisory lock (``filelock``, released by the OS even
+  after ``kill -9``) on ``<folder>/.reguidance.lock``; a second process is refused at once with a clear message.
+  Under ``torchrun`` rank 0 holds the folder's lock and rank ``r > 0`` its own ``.reguidance.rank<r>.lock``, so a
+  second sharded or single-process run into the same folder is refused through rank 0.
+- **Start afresh.** :func:`clear_outputs` deletes what a run wrote into a folder (and nothing else); the
+  commands call it for ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .conventions import InputError
+
+__all__ = ["FolderBusyError", "clear_outputs", "describe_difference", "hold_folder", "identity_hash", "prior_facts"]
+
+
+class FolderBusyError(InputError):
+    """Another process holds the output folder's lock."""
+
+
+def identity_hash(facts: Mapping[str, object]) -> str:
+    """16 hex digits of the sha256 of ``facts`` as canonical JSON (sorted keys; tuples as lists)."""
+    text = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_difference(old: Mapping[str, object], new: Mapping[str, object], limit: int = 4) -> str:
+    """``"seed: 0 in the folder, 1 now; ..."`` for the top-level keys where two fact sets differ."""
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} in the folder, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
+
+
+def prior_facts(name: str, dtype: str) -> dict[str, object]:
+    """``{"prior", "prior_sha256", "dtype"}`` of a prior given by known name or file: the recorded sha256 of a known
+    model (checked when it loads), else the file's own sha256."""
+    from .hashing import sha256_file
+    from .priors.zoo import MODELS
+
+    entry = MODELS.get(name)
+    if entry is not None:
+        digest = entry.sha256
+    else:
+        path = Path(name).expanduser()
+        digest = sha256_file(path) if path.is_file() else None
+    return {"prior": name, "prior_sha256": digest, "dtype": dtype}
+
+
+_HELD: dict[Path, tuple[FileLock, int]] = {}
+
+
+@contextmanager
+def hold_folder(out: Path, rank: int = 0) -> Iterator[None]:
+    """Hold ``out``'s writer lock (rank 0) or rank ``rank``'s own lock for the block; re-entrant in a process.
+
+    Raises :class:`FolderBusyError` at once when another process holds it. Creates ``out``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = (out / (".reguidance.lock" if rank == 0 else f".reguidance.rank{rank}.lock")).resolve()
+    if path in _HELD:
+        lock, count = _HELD[path]
+        _HELD[path] = (lock, count + 1)
+    else:
+        lock = FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise FolderBusyError(
+                f"another reguidance process is writing into {out} (it holds {path.name}); wait for it to finish "
+                "or choose another --out"
+            ) from None
+        _HELD[path] = (lock, 1)
+    try:
+        yield
+    finally:
+        lock, count = _HELD[path]
+        if count == 1:
+            del _HELD[path]
+            lock.release()
+        else:
+            _HELD[path] = (lock, count - 1)
+
+
+#: what the commands write into an output folder (``--overwrite`` deletes exactly these)
+OUTPUTS: Sequence[str] = (
+    "results*.jsonl",
+    "restore*.jsonl",
+    "config.json",
+    "report.json",
+    "summary.json",
+    "summary.md",
+    "tradeoff.png",
+    "demo.png",
+    "images",
+    "grids",
+    "restored",
+    "candidate",
+    "measurement",
+)
+
+
+def clear_outputs(out: Path) -> list[Path]:
+    """Delete what the commands wrote into ``out`` (:data:`OUTPUTS`; other files stay); returns what went."""
+    gone = []
+    for pattern in OUTPUTS:
+        for p in sorted(out.glob(pattern)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+            gone.append(p)
+    return gone
