@@ -335,3 +335,12 @@ def test_alpha_bar_outside_unit_interval_is_refused() -> None:
         mixture_2d().eps(torch.zeros(2, 2), 0.0)
     with pytest.raises(ValueError, match="alpha_bar"):
         mixture_2d().eps(torch.zeros(2, 2), torch.tensor([0.5, 1.5]))
+
+
+def test_theory_mode_accuracy_interval_stays_inside_zero_one():
+    from reguidance.theory import TheoryConfig, run_theory
+
+    report, _ = run_theory(TheoryConfig(candidates=8, candidate_steps=3, inversion_steps=3, dps_steps=3))
+    for method in report["methods"].values():
+        lo, hi = method["ci95"]["mode_accuracy"]
+        assert 0.0 <= lo <= method["mode_accuracy"] <= hi <= 1.0

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, check_nonnegative, check_positive_int
+from .conventions import BatchRNG, InputError, check_nonnegative, check_positive_int
 from .diffusion import Schedule
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, roundtrip_error
-from .metrics import mean_ci95, paired_difference
+from .metrics import mean_ci95, paired_difference, proportion_ci95
 from .operators import MatrixOperator
 from .priors.gmm import GaussianMixture, GMMPrior
 from .wrapper import ReGuidanceConfig, reguide, reward
@@ -79,11 +79,11 @@ class TheoryConfig:
             check_positive_int(name, getattr(self, name))
         check_nonnegative("noise", self.noise)
         if self.measurements > self.dim:
-            raise ValueError(f"measurements must be at most dim={self.dim}, got {self.measurements}")
+            raise InputError(f"measurements must be at most dim={self.dim}, got {self.measurements}")
         if self.rank > self.dim:
-            raise ValueError(f"rank must be at most dim={self.dim}, got {self.rank}")
+            raise InputError(f"rank must be at most dim={self.dim}, got {self.rank}")
         if self.candidate not in ("dps", "pinv"):
-            raise ValueError(f"candidate must be 'dps' or 'pinv', got {self.candidate!r}")
+            raise InputError(f"candidate must be 'dps' or 'pinv', got {self.candidate!r}")
 
     def reguidance(self) -> ReGuidanceConfig:
         return ReGuidanceConfig(
@@ -119,7 +119,7 @@ def _method_metrics(
             "reward": mean_ci95(r)["ci95"],
             "manifold_distance": mean_ci95(dist)["ci95"],
             "nll": mean_ci95(nll)["ci95"],
-            "mode_accuracy": mean_ci95(acc)["ci95"],
+            "mode_accuracy": proportion_ci95(acc)["ci95"],  # Wilson: stays inside [0, 1]
         },
         "_per_sample": {"reward": r, "manifold_distance": dist, "nll": nll, "mode_accuracy": acc},
     }
