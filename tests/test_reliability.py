@@ -521,3 +521,14 @@ def test_restore_with_a_bad_candidate_folder_writes_nothing(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     one_line_error(capsys, "--candidate", "a.png")
     assert not (tmp_path / "out").exists()
+
+
+def test_load_prior_refuses_none_and_an_absent_device_with_input_errors():
+    from reguidance.conventions import InputError
+    from reguidance.priors.zoo import load_prior
+
+    with pytest.raises(InputError, match="got None"):
+        load_prior(None)  # type: ignore[arg-type]
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="cuda"):
+            load_prior("mnist", device="cuda")

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..conventions import InputError
+from ..conventions import InputError, check_device
 from ..diffusion import Schedule, Variance
 from ..hashing import check_sha256, sha256_file
 from .adm import (
@@ -550,6 +550,12 @@ def load_prior(
     ``use_fp16=True`` converts the torso to float16 (:meth:`ADMUNet.convert_to_fp16`), as guided-diffusion's
     scripts do.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"prior must be a model name ({', '.join(MODELS)}), a checkpoint path or a diffusers folder; "
+            f"got {name_or_path!r}"
+        )
+    check_device(device)
     name = os.fspath(name_or_path)
     entry = MODELS.get(name)
     if entry is not None:
