@@ -34,7 +34,7 @@ from .wrapper import ReGuidanceConfig, reguide
 if TYPE_CHECKING:
     from .bench.report import Record
 
-__all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_speed"]
+__all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_floor", "measure_speed"]
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,12 @@ def _peak_mb(device: torch.device, fn: Callable[[], object]) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record:
-    """Time the floor and each method on ``prior`` (its device); returns the JSON report of ``reguidance speed``."""
+def _floor_fns(prior: Prior, b: int) -> tuple[Tensor, Callable[[], Tensor], Callable[[], Tensor]]:
+    """A fixed noisy batch and the two floor computations on it: a forward pass, and a forward pass plus the
+    gradient with respect to the input (what DPS needs per step)."""
     device = prior.device
-    b = cfg.batch_size
-    shape = tuple(prior.signal_shape)
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn((b, *shape), generator=g, device=device)
+    x = torch.randn((b, *tuple(prior.signal_shape)), generator=g, device=device)
     t = torch.full((b,), len(prior.schedule) // 2, device=device, dtype=torch.int64)
 
     def fwd() -> Tensor:
@@ -99,6 +98,31 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record
         (grad,) = torch.autograd.grad(eps.square().sum(), xr)
         return grad
 
+    return x, fwd, fwd_grad
+
+
+def measure_floor(prior: Prior, batch_size: int = 1, iters: int = 2) -> Record:
+    """The network's floor on ``prior``: seconds per image of a forward pass and of a forward pass with the input
+    gradient (each after a warm-up, mean of ``iters``), and the peak memory of the latter (MB: CUDA's allocator
+    peak on GPU, the process's peak resident set on CPU, so call it in a fresh process)."""
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("iters", iters)
+    _, fwd, fwd_grad = _floor_fns(prior, batch_size)
+    return {
+        "fwd_s_per_image": _timed(fwd, prior.device, iters) / batch_size,
+        "fwd_grad_s_per_image": _timed(fwd_grad, prior.device, iters) / batch_size,
+        "fwd_grad_peak_mb": _peak_mb(prior.device, fwd_grad),
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record:
+    """Time the floor and each method on ``prior`` (its device); returns the JSON report of ``reguidance speed``."""
+    device = prior.device
+    b = cfg.batch_size
+    shape = tuple(prior.signal_shape)
+    x, fwd, fwd_grad = _floor_fns(prior, b)
     fwd_s = _timed(fwd, device, cfg.floor_iters) / b
     fwd_grad_s = _timed(fwd_grad, device, cfg.floor_iters) / b
 

@@ -1,0 +1,83 @@
+"""Cost guidance at 256x256: seconds per network evaluation and peak memory of the real architectures (random
+weights: no checkpoint is needed to time them), and what whole runs cost from there.
+
+Usage: .venv/bin/python scripts/cost_table.py [--models ffhq_10m,imagenet256_uncond] [--write README.md]
+
+Each (model, precision) is measured in a fresh process (the peak resident memory is per process), batch 1. With
+``--write`` the table replaces the text between ``<!-- cost:begin -->`` and ``<!-- cost:end -->`` of that file.
+Totals are the measured per-evaluation times times the evaluation counts of the default runs:
+ReGuidance (100-step inversion, 100 DPS steps: 100 forward + 100 forward-with-gradient), DPS-1000 (1000
+forward-with-gradient), DAPS at the reference budget (200 x 5 = 1000 forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+CHILD = """
+import json, sys, torch
+from reguidance.conventions import DTYPES
+from reguidance.priors.zoo import random_prior
+from reguidance.speed import measure_floor
+name, dtype = sys.argv[1], sys.argv[2]
+prior = random_prior(name).optimize(DTYPES[dtype])
+print(json.dumps({"model": name, "dtype": dtype, **measure_floor(prior, batch_size=1, iters=2)}))
+"""
+
+
+def measure(model: str, dtype: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", CHILD, model, dtype], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def table(models: list[str]) -> str:
+    lines = [
+        "| model (256x256, random weights) | precision | forward s/NFE | forward+gradient s/NFE | peak memory | "
+        "ReGuidance default (100 + 100) | DPS-1000 | DAPS 200x5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in models:
+        for dtype in ("fp32", "bf16"):
+            m = measure(model, dtype)
+            fwd, grad = float(m["fwd_s_per_image"]), float(m["fwd_grad_s_per_image"])  # type: ignore[arg-type]
+            lines.append(
+                f"| {model} | {dtype} | {fwd:.2f} | {grad:.2f} | {float(m['fwd_grad_peak_mb']) / 1024:.1f} GiB | "  # type: ignore[arg-type]
+                f"{hours(100 * fwd + 100 * grad)} | {hours(1000 * grad)} | {hours(1000 * fwd)} |"
+            )
+    lines.append("")
+    lines.append(
+        f"Measured by `scripts/cost_table.py` on this machine's CPU ({torch.get_num_threads()} threads, batch 1, "
+        "per image; the peak is the process's resident memory during a forward pass with its input gradient)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="ffhq_10m,imagenet256_uncond")
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    text = table([m for m in args.models.split(",") if m])
+    if args.write is None:
+        print(text, end="")
+        return
+    doc = args.write.read_text()
+    begin, end = "<!-- cost:begin -->", "<!-- cost:end -->"
+    head, _, rest = doc.partition(begin)
+    _, _, tail = rest.partition(end)
+    args.write.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    print(f"wrote {args.write}")
+
+
+if __name__ == "__main__":
+    main()
