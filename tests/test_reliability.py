@@ -396,7 +396,7 @@ def _restore(tiny_prior, out, **kw):
 
 
 def test_restore_keeps_inputs_that_share_a_stem_apart(tiny, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "a.jpg"])
     report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
@@ -405,7 +405,7 @@ def test_restore_keeps_inputs_that_share_a_stem_apart(tiny, tmp_path):
 
 
 def test_restore_pairs_candidates_by_name_not_position(tiny, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
 
     x = tiny[1]
     save_images(x[:3], [tmp_path / "in" / f"{k:02d}.png" for k in range(3)])
@@ -425,7 +425,7 @@ def test_restore_pairs_candidates_by_name_not_position(tiny, tmp_path):
         ("01.png", "01.png"),
         ("02.png", "02.png"),
     ]
-    from reguidance.data import load_images
+    from reguidance.images import load_images
 
     cand, _ = load_images(tmp_path / "o3" / "candidate" / "00.png", None, 1)
     assert (cand[0] - x[0]).abs().max() < 1 / 127.5 + 1e-6  # 00.png got 00.jpg's picture (x[0]), 8-bit rounding
@@ -441,7 +441,7 @@ def test_restore_refuses_ambiguous_candidates():
 
 
 def test_restore_refuses_a_folder_of_another_run_and_redoes_a_changed_input_only_with_overwrite(tiny, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
     _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
@@ -455,7 +455,7 @@ def test_restore_refuses_a_folder_of_another_run_and_redoes_a_changed_input_only
 
 
 def test_an_input_s_result_does_not_depend_on_the_other_files_in_its_folder(tiny, tmp_path):
-    from reguidance.data import save_images
+    from reguidance.images import save_images
 
     save_images(tiny[1][[0, 0]], [tmp_path / "one" / "b.png", tmp_path / "two" / "b.png"])
     save_images(tiny[1][2:3], [tmp_path / "two" / "a.png"])
@@ -479,7 +479,7 @@ def test_seeds_are_64_bit_without_aliasing():
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("dps", {"steps": 4}), ("daps", {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 3})],
+    [("dps", {"steps": 4}), ("daps", {"steps": 2, "ode_steps": 1, "langevin_steps": 3})],
 )
 def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_tolerance(method, options):
     from reguidance.bench.methods import get_method
@@ -513,7 +513,8 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
 
 
 def test_restore_with_a_bad_candidate_folder_writes_nothing(tmp_path, capsys):
-    from reguidance.data import load_test_subset, save_images
+    from reguidance.data import load_test_subset
+    from reguidance.images import save_images
 
     x = load_test_subset("mnist")[0][:2]
     save_images(x, [tmp_path / "in" / "a.png", tmp_path / "c" / "z.png"])
