@@ -141,7 +141,7 @@ def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **opt
     with _options(f"{flag} {name}"):
         try:
             prior = load_prior(name, device=device)
-        except (RuntimeError, *_user_errors()) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
+        except _user_errors(RuntimeError) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
             if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
                 raise
             raise ValueError(f"the weights do not load: {' '.join(str(err).split())[:300]}") from err
@@ -151,7 +151,7 @@ def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **opt
     bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
     if bad:
         raise InputError(f"{flag} {name}: the weights hold {bad} NaN or Inf values (a corrupt or diverged checkpoint)")
-    return prior.optimize(DTYPES[dtype], **optimize)  # type: ignore[call-arg]
+    return prior.optimize(DTYPES[dtype], **optimize)
 
 
 def _rank_from_env() -> int:
@@ -211,13 +211,13 @@ def cli() -> None:
     show_default=True,
     help="Where to save the picture.",
 )
-def theory(json_path: Path | None, plot_path: Path, **options: object) -> None:
+def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
     """The paper's claim, measured on an exact-score Gaussian mixture."""
     from .files import atomic_path, atomic_write_json
     from .theory import TheoryConfig, format_table, run_theory, save_projection_plot
 
     with _options():
-        cfg = TheoryConfig(**{k: v for k, v in options.items()})  # type: ignore[arg-type]
+        cfg = TheoryConfig(**options)
     _writable(json_path, "--json", folder=False)
     _writable(plot_path, "--plot", folder=False)
     report, clouds = run_theory(cfg, progress=True)
@@ -284,7 +284,7 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
     help="Continue from the last checkpoint in --out; --steps and --minutes (counted from the run's start) "
     "apply anew, every other setting comes from the checkpoint.",
 )
-def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: object) -> None:
+def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: Any) -> None:
     """Train an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on MNIST or Fashion-MNIST."""
     import json
 
@@ -304,7 +304,7 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
             )
     base.update({k: v for k, v in flags.items() if v is not None})
     for flag in ("steps", "batch_size"):
-        _positive(f"--{flag.replace('_', '-')}", flags.get(flag))  # type: ignore[arg-type]
+        _positive(f"--{flag.replace('_', '-')}", flags.get(flag))
     with _options(f"--config {config_path}" if config_path is not None else None):
         cfg = TrainConfig.from_dict(base).validate()
     _writable(out, "--out", folder=True)
@@ -445,10 +445,10 @@ def sample(
     _runtime(device, threads)
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
-    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
     wall = time.perf_counter() - t0
     save_samples(x, out)
-    ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]  # type: ignore[arg-type]
+    ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]
     settings = {
         "prior": prior_name,
         "dataset": dataset,
@@ -565,7 +565,7 @@ def bench(
     images, labels = load_test_images(data_name, id_range)
     method_list = _csv(methods, "--methods")
     with _options():
-        overrides = {
+        overrides: dict[str, dict[str, object]] = {
             m: {budget_option(m): steps} for m in method_list if steps is not None and m != "pinv" and ":" not in m
         }
     spec = BenchSpec(
@@ -590,13 +590,13 @@ def bench(
     with ExitStack() as held:
         with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
             lpips = None
-            if lpips_alexnet is not None:
+            if lpips_alexnet is not None and lpips_lin is not None:  # both or neither (checked above)
                 from .lpips import LPIPS
 
                 with _options("--lpips-alexnet / --lpips-lin"):
                     try:
-                        lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)  # type: ignore[arg-type]
-                    except (RuntimeError, EOFError, *_user_errors()) as err:  # unreadable weight files
+                        lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)
+                    except _user_errors(RuntimeError, EOFError) as err:  # unreadable weight files
                         raise ValueError(f"the weights do not load: {err}") from err
                 notes.append(
                     f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"
@@ -720,14 +720,15 @@ def speed(
         )
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
-    optimize = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
+    optimize: dict[str, Any] = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
+    prior: Prior
     entry = MODELS.get(prior_name)
     if entry is not None and not entry.embedded:
         prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
-        prior.optimize(DTYPES[dtype], **optimize)  # type: ignore[arg-type]
+        prior.optimize(DTYPES[dtype], **optimize)
     else:
         prior = _load_prior(prior_name, device, dtype, **optimize)
-    report = measure_speed(prior, cfg, dtype)  # type: ignore[arg-type]
+    report = measure_speed(prior, cfg, dtype)
     click.echo(format_speed(report))
     if json_path is not None:
         atomic_write_json(json_path, report)
@@ -798,7 +799,12 @@ def restore(
 
     check_positive_int("--batch-size", batch_size)
     _positive("--steps", steps)
-    given = {"t_end": t_end, "inversion_steps": inversion_steps, "dps_steps": dps_steps, "step_size": step_size}
+    given: dict[str, Any] = {
+        "t_end": t_end,
+        "inversion_steps": inversion_steps,
+        "dps_steps": dps_steps,
+        "step_size": step_size,
+    }
     with _options():
         cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
         if method is not None:
@@ -834,8 +840,8 @@ def restore(
     with hold_folder(out):
         report = write_report(out, task, cfg, names)
     rows = report["images"]
-    before = sum(r["consistency_before"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
-    after = sum(r["consistency_after"] for r in rows) / len(rows)  # type: ignore[index,union-attr]
+    before = sum(r["consistency_before"] for r in rows) / len(rows)
+    after = sum(r["consistency_after"] for r in rows) / len(rows)
     click.echo(
         f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
         f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}"
@@ -898,15 +904,15 @@ def _tune_setup(prior_name: str, dataset: str | None, ids: str) -> tuple[Any, ra
     from .data import is_available, load_dataset
 
     name = dataset_for(prior_name, dataset)
-    if not is_available(name):  # type: ignore[arg-type]
+    if not is_available(name):
         raise InputError(f"tuning needs the {name} validation split on disk: run `make data` first")
-    images, _ = load_dataset(name, "val")  # type: ignore[arg-type]
+    images, _ = load_dataset(name, "val")
     return images, parse_ids(ids, limit=len(images))
 
 
-def _echo_sweep(entry: dict[str, object]) -> None:
+def _echo_sweep(entry: dict[str, Any]) -> None:
     for stage in ("method_sweep", "wrapper_sweep"):
-        for r in entry[stage]:  # type: ignore[attr-defined]
+        for r in entry[stage]:
             click.echo(
                 f"  {stage.split('_')[0]:>7}  "
                 + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
@@ -914,7 +920,7 @@ def _echo_sweep(entry: dict[str, object]) -> None:
     click.echo(f"{entry['task']}/{entry['method']}: method {entry['method_options']}, reguidance {entry['reguidance']}")
 
 
-_TUNE_OPTIONS = [
+_TUNE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--prior", "prior_name", default="mnist", show_default=True),
     click.option("--dataset", default=None, help="Validation images' dataset (default: the embedded prior's)."),
     click.option("--ids", default="0:16", show_default=True, help="VALIDATION-split indices A:B."),
@@ -934,7 +940,7 @@ _TUNE_OPTIONS = [
 ]
 
 
-def _tune_options(fn):
+def _tune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_TUNE_OPTIONS):
         fn = option(fn)
     return fn
@@ -1102,12 +1108,13 @@ def tune_defaults(
         click.echo(f"table: {write_path}")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def _user_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
     """The exception types a user causes through the machine's state or the files they name (besides
-    ``InputError``): I/O errors (missing or unreadable paths, read-only folders, a full disk) and corrupt weights."""
+    ``InputError``): I/O errors (missing or unreadable paths, read-only folders, a full disk) and corrupt weights;
+    ``also`` first (what the caller's step also counts as the user's; one typed tuple for ``except``)."""
     import pickle
 
-    errors: list[type[BaseException]] = [OSError, pickle.UnpicklingError]
+    errors: list[type[BaseException]] = [*also, OSError, pickle.UnpicklingError]
     if "safetensors" in sys.modules:
         from safetensors import SafetensorError
 

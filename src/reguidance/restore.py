@@ -32,6 +32,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -162,7 +163,7 @@ def restore(
     else:
         if task.kind == "box":
             raise InputError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
-        y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]
+        y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]  # given: checked above
         x = None
         want = tuple(task.operator([0], seed, (c, h, w)).y_shape)
         if tuple(y_all.shape[1:]) != want:
@@ -176,10 +177,11 @@ def restore(
             f"inputs {', '.join(n for n in names if output_name(n) in clash)} would all be written as "
             f"{clash[0]}; rename one"
         )
-    input_sha = [_sha256(f) for f in _files(source, names)]  # type: ignore[arg-type]
+    input_sha = [_sha256(f) for f in _files(source, names)]  # type: ignore[arg-type]  # one of two is given
+    cand_sha: list[str | None]
     if candidates is not None:
         cand_files, cand_names = _load(candidates, h, c, "--candidate")
-        order = match_candidates(names, cand_names, single_files=Path(candidates).is_file() and Path(source).is_file())  # type: ignore[arg-type]
+        order = match_candidates(names, cand_names, single_files=Path(candidates).is_file() and Path(source).is_file())  # type: ignore[arg-type]  # source given
         cand_all = cand_files[order]
         paired = [cand_names[k] for k in order]
         cand_sha = [_sha256(f) for f in _files(candidates, paired)]
@@ -215,12 +217,12 @@ def restore(
                 if x is not None:
                     _, y = task.measure(x[picks].to(device), ids, seed)
                 else:
-                    y = y_all[picks].to(device)  # type: ignore[index]
+                    y = y_all[picks].to(device)  # type: ignore[index]  # loaded when x is None
                 if fn is not None:
                     rng = method_rng(seed, task.name, str(method), ids, device=device)
                     cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
                 else:
-                    cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]
+                    cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
                 rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device)
                 rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng)
                 restored = rg.x.clamp(-1, 1)
@@ -284,13 +286,13 @@ def _check_rows(
     return {name for name in rows if name in sha}
 
 
-def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, object]:
+def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, Any]:
     """Merge the rows of every process into ``out/report.json`` (in input order: each input's candidate, output
     and consistency before and after); returns the report."""
     rows = _read_rows(out)
     missing = [nm for nm in names if nm not in rows]
     if missing:
         raise InputError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
-    report = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
+    report: dict[str, Any] = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
     atomic_write_json(out / "report.json", report)
     return report

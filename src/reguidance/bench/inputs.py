@@ -30,11 +30,11 @@ def dataset_for(prior_name: str, dataset: str | None) -> str:
 def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     """``(images, labels)`` indexable by test id, covering ``ids`` (full test split, or the committed subset);
     ids past the images available are an ``InputError`` naming the range there is."""
-    if is_available(dataset):  # type: ignore[arg-type]
-        images, labels = load_dataset(dataset, "test")  # type: ignore[arg-type]
+    if is_available(dataset):
+        images, labels = load_dataset(dataset, "test")
         hint = ""
     else:
-        images, labels, _ = load_test_subset(dataset)  # type: ignore[arg-type]
+        images, labels, _ = load_test_subset(dataset)
         hint = " (the committed subset; run `make data` for the full test split)"
     if max(ids) >= len(images):
         raise InputError(
