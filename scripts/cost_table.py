@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from reguidance.files import replace_marked
+
 CHILD = """
 import json, sys, torch
 from reguidance.conventions import DTYPES
@@ -71,11 +73,7 @@ def main() -> None:
     if args.write is None:
         print(text, end="")
         return
-    doc = args.write.read_text()
-    begin, end = "<!-- cost:begin -->", "<!-- cost:end -->"
-    head, _, rest = doc.partition(begin)
-    _, _, tail = rest.partition(end)
-    args.write.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    replace_marked(args.write, text, "<!-- cost:begin -->", "<!-- cost:end -->")
     print(f"wrote {args.write}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reguidance.files import replace_marked
 from reguidance.theory import TheoryConfig, format_markdown, run_theory
 
 
@@ -21,11 +22,7 @@ def main() -> None:
     if args.write is None:
         print(text, end="")
         return
-    doc = args.write.read_text()
-    begin, end = "<!-- theory:begin -->", "<!-- theory:end -->"
-    head, _, rest = doc.partition(begin)
-    _, _, tail = rest.partition(end)
-    args.write.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    replace_marked(args.write, text, "<!-- theory:begin -->", "<!-- theory:end -->")
     print(f"wrote {args.write}")
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_text",
     "drop_torn_tail",
     "read_rows",
+    "replace_marked",
     "save_pngs",
 ]
 
@@ -126,3 +127,15 @@ def append_rows(log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:
     log.write("".join(json.dumps(r) + "\n" for r in rows))
     log.flush()
     os.fsync(log.fileno())
+
+
+def replace_marked(
+    path: str | os.PathLike[str], text: str, begin: str = "<!-- tables:begin -->", end: str = "<!-- tables:end -->"
+) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of the file ``path`` (the prose around generated
+    tables stays), atomically; an InputError if the markers are missing or out of order."""
+    doc = Path(path).read_text()
+    if begin not in doc or end not in doc or doc.index(begin) > doc.index(end):
+        raise InputError(f"{path} needs the markers {begin} and {end}, in that order")
+    head, rest = doc.split(begin, 1)
+    atomic_write_text(path, head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])

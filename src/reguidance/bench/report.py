@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..files import replace_marked
 from ..images import read_images, save_grid
 from ..metrics import jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
 from .runner import read_all_results
@@ -303,15 +304,3 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             )
         parts.append("")
     return "\n".join(parts)
-
-
-def replace_marked(
-    path: Path, text: str, begin: str = "<!-- tables:begin -->", end: str = "<!-- tables:end -->"
-) -> None:
-    """Replace what lies between the ``begin`` and ``end`` markers of ``path`` (the hand-written prose around the
-    generated tables stays); a ValueError if the markers are missing."""
-    doc = path.read_text()
-    if begin not in doc or end not in doc or doc.index(begin) > doc.index(end):
-        raise ValueError(f"{path} needs the markers {begin} and {end}, in that order")
-    head, rest = doc.split(begin, 1)
-    path.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
