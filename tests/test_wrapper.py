@@ -85,3 +85,29 @@ def test_bad_options_are_rejected_naming_them(option, word):
 def test_negative_sigma_y_is_rejected():
     with pytest.raises(ValueError, match="sigma_y"):
         MatrixOperator(torch.eye(3), sigma_y=-0.1)
+
+
+def test_renoise_start_is_the_candidate_forward_noised_to_t_end(gmm_prior, gmm_problem):
+    """The latent handed to DPS is exactly
+    sqrt(ab) x_hat + sqrt(1 - ab) n, n the first draw of each sample's generator."""
+    operator, truth, y = gmm_problem
+    out = reguide(truth, y, operator, gmm_prior, start="renoise", t_end=0.3, dps_steps=5, rng=BatchRNG.from_seed(4, 6))
+    ab = float(gmm_prior.schedule.spaced(5, 0.3).alphas_cumprod[-1])
+    n = BatchRNG.from_seed(4, 6).randn(8, dtype=torch.float64)
+    torch.testing.assert_close(out.latent, ab**0.5 * truth + (1 - ab) ** 0.5 * n)
+    assert out.nfe_inversion == 0 and out.nfe == 5
+
+
+def test_fresh_start_ignores_the_candidate(gmm_prior, gmm_problem):
+    operator, truth, y = gmm_problem
+    a = reguide(truth, y, operator, gmm_prior, start="fresh", dps_steps=5, rng=BatchRNG.from_seed(4, 6))
+    b = reguide(
+        torch.zeros_like(truth), y, operator, gmm_prior, start="fresh", dps_steps=5, rng=BatchRNG.from_seed(4, 6)
+    )
+    assert torch.equal(a.x, b.x)
+    torch.testing.assert_close(a.latent, BatchRNG.from_seed(4, 6).randn(8, dtype=torch.float64))
+
+
+def test_an_unknown_start_is_refused():
+    with pytest.raises(ValueError, match="start"):
+        ReGuidanceConfig(start="sdedit")

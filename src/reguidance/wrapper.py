@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -43,16 +43,26 @@ if TYPE_CHECKING:
     from .operators import Operator
     from .priors.base import Prior
 
+Start = Literal["inversion", "renoise", "fresh"]
+
 __all__ = ["ReGuidanceConfig", "ReGuidanceResult", "reguide", "reward"]
 
 
 @dataclass(frozen=True)
 class ReGuidanceConfig:
-    """The wrapper's options. ``t_end`` in (0, 1] is the inversion depth as a fraction of the prior's chain."""
+    """The wrapper's options. ``t_end`` in (0, 1] is the inversion depth as a fraction of the prior's chain.
+
+    ``start`` chooses the latent DPS starts from, at level ``t_end``: ``"inversion"`` (ReGuidance: the
+    probability-flow ODE run backwards from the candidate), or the two ablations that tell where its gains come
+    from: ``"renoise"`` (the candidate forward-noised, ``sqrt(ab) x_hat + sqrt(1 - ab) n``: SDEdit followed by DPS)
+    and ``"fresh"`` (fresh noise ``n ~ N(0, I)``, DPS's own start, at that level: DPS over the same final levels
+    with no candidate at all). The ablations spend no inversion evaluations.
+    """
 
     inversion_steps: int = 100
     t_end: float = 0.3
     inversion_method: InversionMethod = "euler"
+    start: Start = "inversion"
     dps_steps: int = 100
     step_size: float = 0.2
     sampler: Sampler = "ddpm"
@@ -70,6 +80,8 @@ class ReGuidanceConfig:
             raise InputError(
                 f"inversion_method must be 'euler', 'heun' or 'fixed_point', got {self.inversion_method!r}"
             )
+        if self.start not in ("inversion", "renoise", "fresh"):
+            raise InputError(f"start must be 'inversion', 'renoise' or 'fresh', got {self.start!r}")
         if self.sampler not in ("ddpm", "ddim"):
             raise InputError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
 
@@ -144,21 +156,29 @@ def reguide(
 
     start = time.perf_counter()
     base = prior.schedule
-    inv = invert(
-        prior,
-        candidate,
-        base,
-        steps=cfg.inversion_steps,
-        t_end=cfg.t_end,
-        method=cfg.inversion_method,
-        progress=progress,
-    )
-    latent = inv.latent.clone()  # leave inference mode: DPS differentiates through the network
+    levels = base.spaced(cfg.dps_steps, cfg.t_end)
+    nfe_inversion = 0
+    if cfg.start == "inversion":
+        inv = invert(
+            prior,
+            candidate,
+            base,
+            steps=cfg.inversion_steps,
+            t_end=cfg.t_end,
+            method=cfg.inversion_method,
+            progress=progress,
+        )
+        latent = inv.latent.clone()  # leave inference mode: DPS differentiates through the network
+        nfe_inversion = inv.nfe
+    else:
+        ab = float(levels.alphas_cumprod[-1])  # the level DPS starts at, where the inversion would end
+        noise = rng.randn_like(candidate)
+        latent = ab**0.5 * candidate + (1 - ab) ** 0.5 * noise if cfg.start == "renoise" else noise
     out = dps(
         prior,
         operator,
         measurement,
-        levels=base.spaced(cfg.dps_steps, cfg.t_end),
+        levels=levels,
         step_size=cfg.step_size,
         sampler=cfg.sampler,
         eta=cfg.eta,
@@ -179,8 +199,8 @@ def reguide(
         latent=latent,
         reward_before=before,
         reward_after=after,
-        nfe=inv.nfe + out.nfe,
-        nfe_inversion=inv.nfe,
+        nfe=nfe_inversion + out.nfe,
+        nfe_inversion=nfe_inversion,
         seconds=seconds,
         config=cfg,
     )
