@@ -105,7 +105,8 @@ class ImageFolder:
             (p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
         )
         if not self.files:
-            raise InputError(f"--data folder:{path} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise InputError(f"--data folder:{path} holds no image; expected files ending in {suffixes}")
         c, h, w = (int(s) for s in signal_shape)
         if h != w:
             raise InputError(f"--data folder:{path}: the prior's images are {h}x{w}; folders need a square prior")
@@ -125,7 +126,8 @@ class ImageFolder:
 
     def manifest(self) -> list[dict[str, object]]:
         """``[{"file", "sha256", "id"}, ...]`` for every file, in id order."""
-        return [{"file": p.name, "sha256": s, "id": i} for i, (p, s) in enumerate(zip(self.files, self.sha256))]
+        pairs = zip(self.files, self.sha256, strict=True)
+        return [{"file": p.name, "sha256": s, "id": i} for i, (p, s) in enumerate(pairs)]
 
     def manifest_sha256(self) -> str:
         """The sha256 of the manifest as canonical JSON: what the run's identity holds."""

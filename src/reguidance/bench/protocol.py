@@ -91,6 +91,7 @@ __all__ = [
     "motion_kernel",
     "parse_ids",
     "parse_task",
+    "split_tasks",
     "stream_rng",
     "wrapper_rng",
 ]
@@ -190,7 +191,7 @@ def _mask_image(path: str, sha256: str) -> Tensor:
 
 def _odd(k: float) -> int:
     """The odd integer nearest to ``k`` (rounding half up, at least 1)."""
-    n = max(1, int(math.floor(k + 0.5)))
+    n = max(1, math.floor(k + 0.5))
     return n if n % 2 else n + 1
 
 
@@ -368,7 +369,7 @@ def _parse_body(spec: str, head: str, rest: list[str]) -> Task:
             raise _bad(spec, f"the factor must be an integer in [2, 16], got {arg}")
         if len(rest) > 1 or (rest and rest[0] not in ("avgpool", "bicubic")):
             raise _bad(spec, f"sr takes at most one of avgpool, bicubic after the factor, got {','.join(rest)!r}")
-        resize = "bicubic" if rest and rest[0] == "bicubic" else "avgpool"
+        resize: Literal["avgpool", "bicubic"] = "bicubic" if rest and rest[0] == "bicubic" else "avgpool"
         name = f"sr:{factor}" + (",bicubic" if resize == "bicubic" else "")
         return Task(name, "sr", factor, DEFAULT_SIGMA_Y, resize=resize)
     if kind == "blur":
@@ -438,6 +439,25 @@ def parse_task(spec: str) -> Task:
     if sigma is not None and sigma != task.sigma_y:
         task = replace(task, name=f"{task.name},sigma_y={_fmt(sigma)}", sigma_y=sigma)
     return task
+
+
+def split_tasks(text: str) -> list[str]:
+    """A list of tasks as typed on the command line -> the specs: separated by ``;``, or by commas where the next
+    piece starts a task (a name, a preset, or ``box:``, ``sr:``, ``blur:``, ``mask:``); any other piece (``std=3``,
+    ``bicubic``, ``sigma_y=0.1``) is an option of the task before it. ``"paper:sr16,sr:8,bicubic,sigma_y=0.1"`` ->
+    ``["paper:sr16", "sr:8,bicubic,sigma_y=0.1"]``."""
+    specs: list[str] = []
+    for group in text.split(";"):
+        for piece in (p.strip() for p in group.split(",")):
+            if not piece:
+                continue
+            starts = piece in TASKS or piece in PRESETS or piece.startswith(("box:", "sr:", "blur:", "mask:", "paper:"))
+            if starts or not specs or specs[-1] == ";":
+                specs.append(piece)
+            else:
+                specs[-1] += f",{piece}"
+        specs.append(";")
+    return [s for s in specs if s != ";"]
 
 
 def get_task(name: str) -> Task:

@@ -250,9 +250,8 @@ def _id_ranges(ids: set[int]) -> list[str]:
 def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
     """``out/config.json``: the protocol, whether its table is tuned, the ids the folder covers, and every
     (task, method)'s options and identity (those of this spec and those already in the folder)."""
-    pairs = dict.fromkeys(
-        [(str(r["task"]), str(r["method"])) for r in rows] + [(get_task(t).name, m) for t in spec.tasks for m in spec.methods]
-    )
+    ours = [(get_task(t).name, m) for t in spec.tasks for m in spec.methods]
+    pairs = dict.fromkeys([(str(r["task"]), str(r["method"])) for r in rows] + ours)
     config = {
         "protocol": spec.protocol,
         "tuned": is_tuned(spec.protocol),
