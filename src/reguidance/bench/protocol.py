@@ -101,10 +101,10 @@ DEFAULT_SIGMA_Y = 0.05
 
 #: the grammar, as error messages state it
 GRAMMAR = (
-    "box:S or box:Sc (S pixels, or a fraction like 0.5), sr:F[,bicubic], blur:gauss,std=S[,size=K], "
+    "(box:S or box:Sc (S pixels, or a fraction like 0.5), sr:F[,bicubic], blur:gauss,std=S[,size=K], "
     "blur:motion,length=L[,angle=A][,size=K], mask:PATH, a name (box16, box20, box16c, box20c, sr4, sr8, deblur) "
     "or a preset (paper:box128c, paper:box128, paper:sr8, paper:sr16, paper:gauss, paper:motion); any of them "
-    "may end in ,sigma_y=V"
+    "may end in ,sigma_y=V)"
 )
 
 
@@ -412,7 +412,7 @@ def _parse_body(spec: str, head: str, rest: list[str]) -> Task:
         task = Task(f"mask:{path}", "mask", 0, DEFAULT_SIGMA_Y, mask=str(file), mask_sha256=sha256_file(file))
         _mask_image(task.mask, task.mask_sha256)  # it must read as an image now, before anything heavy loads
         return task
-    raise _bad(spec, f"unknown task {head!r}")
+    raise InputError(f"task must be one of the names, presets or specs {GRAMMAR}; got {spec!r}")
 
 
 def parse_task(spec: str) -> Task:
@@ -435,24 +435,24 @@ def parse_task(spec: str) -> Task:
     elif head.startswith(("box:", "sr:", "blur:", "mask:")):
         task = _parse_body(text, head, rest)
     else:
-        raise _bad(text, f"unknown task {head!r}")
+        raise InputError(f"task must be one of the names, presets or specs {GRAMMAR}; got {text!r}")
     if sigma is not None and sigma != task.sigma_y:
         task = replace(task, name=f"{task.name},sigma_y={_fmt(sigma)}", sigma_y=sigma)
     return task
 
 
 def split_tasks(text: str) -> list[str]:
-    """A list of tasks as typed on the command line -> the specs: separated by ``;``, or by commas where the next
-    piece starts a task (a name, a preset, or ``box:``, ``sr:``, ``blur:``, ``mask:``); any other piece (``std=3``,
-    ``bicubic``, ``sigma_y=0.1``) is an option of the task before it. ``"paper:sr16,sr:8,bicubic,sigma_y=0.1"`` ->
-    ``["paper:sr16", "sr:8,bicubic,sigma_y=0.1"]``."""
+    """A list of tasks as typed on the command line -> the specs: separated by ``;``, or by commas, where a piece
+    that is an option (``key=value``, ``bicubic``, ``avgpool``) belongs to the task before it.
+    ``"paper:sr16,sr:8,bicubic,sigma_y=0.1"`` -> ``["paper:sr16", "sr:8,bicubic,sigma_y=0.1"]``; a mask path
+    holding commas needs ``;`` around it."""
     specs: list[str] = []
     for group in text.split(";"):
         for piece in (p.strip() for p in group.split(",")):
             if not piece:
                 continue
-            starts = piece in TASKS or piece in PRESETS or piece.startswith(("box:", "sr:", "blur:", "mask:", "paper:"))
-            if starts or not specs or specs[-1] == ";":
+            option = "=" in piece or piece in ("bicubic", "avgpool")
+            if not option or not specs or specs[-1] == ";":
                 specs.append(piece)
             else:
                 specs[-1] += f",{piece}"
