@@ -307,7 +307,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     # a sweep row is the benchmark's own measurement: recompute the last wrapper row by hand, batch size 1
     task, x, rows = get_task("sr4"), images[0][:3], []
     for i in range(3):
-        op, y = task.measure(x[i : i + 1], [i], 0)
+        op, y = task.measure(x[i : i + 1], [i], 0, split="val")
         cand = dps_candidates(tiny_prior, op, y, i, chosen_step)
         out = reguide(
             cand,
@@ -315,7 +315,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
             op,
             tiny_prior,
             config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True, step_size=1.0),
-            rng=stream_rng(0, "sr4", "reguidance/dps", [i]),
+            rng=stream_rng(0, "sr4", "reguidance/dps", [i], split="val"),
         ).x.clamp(-1, 1)
         rows.append(float(ssim(out, x[i : i + 1])[0]))
     assert entry["wrapper_sweep"][1]["ssim"] == pytest.approx(sum(rows) / 3, abs=1e-4)
@@ -337,7 +337,7 @@ def dps_candidates(prior, operator, y, i, step_size):
     from reguidance.bench.protocol import stream_rng
 
     return get_method("dps")(
-        prior, operator, y, stream_rng(0, "sr4", "method/dps", [i]), [i], steps=2, step_size=step_size
+        prior, operator, y, stream_rng(0, "sr4", "method/dps", [i], split="val"), [i], steps=2, step_size=step_size
     )[0]
 
 

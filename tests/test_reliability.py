@@ -298,7 +298,7 @@ def test_rows_carry_the_hash_of_what_determines_them(tiny, tmp_path):
     spec = tiny_spec(context={"prior": "tiny", "prior_sha256": "ab", "dtype": "fp32"})
     run_bench(*tiny, spec, tmp_path, progress=False)
     facts = json.loads((tmp_path / "config.json").read_text())["runs"][0]["facts"]
-    assert facts["seed"] == 0 and facts["prior_sha256"] == "ab" and facts["task"]["name"] == "sr4"
+    assert facts["seed"] == 0 and facts["prior_sha256"] == "ab" and facts["task"]["kind"] == "sr"  # the definition
     text = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     assert {r["run"] for r in read_results(tmp_path / "results.jsonl")} == {
         hashlib.sha256(text.encode()).hexdigest()[:16]

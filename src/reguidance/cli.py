@@ -23,6 +23,8 @@ import click
 from . import __version__
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .priors.base import Prior
 
 #: precision names of ``--dtype`` (the keys of :data:`reguidance.conventions.DTYPES`; kept literal so that
@@ -469,6 +471,20 @@ def sample(
         click.echo(f"report: {json_path}")
 
 
+def _task_list(value: str, flag: str) -> list[str]:
+    """The tasks of ``--tasks`` (:func:`reguidance.bench.protocol.split_tasks`), each parsed (an ``InputError``
+    naming a malformed one) before anything loads."""
+    from .bench.protocol import get_task, split_tasks
+    from .conventions import InputError
+
+    names = split_tasks(value)
+    if not names:
+        raise InputError(f"{flag} names nothing (got {value!r}); expected task names separated by ';' or ','")
+    for name in names:
+        get_task(name)
+    return names
+
+
 def _csv(value: str, flag: str) -> list[str]:
     """The names in a comma-separated option; an empty list is an ``InputError`` naming ``flag``."""
     from .conventions import InputError
@@ -483,10 +499,17 @@ def _csv(value: str, flag: str) -> list[str]:
 @click.option("--prior", "prior_name", default="mnist", show_default=True, help="Embedded prior name, or a path.")
 @click.option("--dataset", default=None, help="Test images' dataset (default: the embedded prior's).")
 @click.option(
+    "--data",
+    default=None,
+    help="folder:PATH: benchmark on a folder of PNG/JPEG images instead (centre-cropped, resized to the prior).",
+)
+@click.option(
     "--tasks",
     default="box20c,sr8",
     show_default=True,
-    help="Comma-separated: box16, box20, box16c, box20c, sr4, sr8, deblur.",
+    help="Comma-separated tasks: names (box16, box20, box16c, box20c, sr4, sr8, deblur), presets (paper:box128c, "
+    "paper:box128, paper:sr8, paper:sr16, paper:gauss, paper:motion) or specs (box:0.5c, sr:16,bicubic, "
+    "blur:gauss,std=3; a spec's own options follow it).",
 )
 @click.option(
     "--methods",
@@ -530,6 +553,7 @@ def _csv(value: str, flag: str) -> list[str]:
 def bench(
     prior_name: str,
     dataset: str | None,
+    data: str | None,
     tasks: str,
     methods: str,
     ids: str,
@@ -547,7 +571,15 @@ def bench(
     overwrite: bool,
 ) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
-    from .bench.inputs import dataset_for, load_classifier_features, load_test_images
+    from .bench.inputs import (
+        ImageFolder,
+        check_images_fit,
+        dataset_for,
+        known_signal_shape,
+        load_classifier_features,
+        load_test_images,
+        parse_data,
+    )
     from .bench.methods import budget_option
     from .bench.protocol import parse_ids
     from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
@@ -563,32 +595,60 @@ def bench(
     for flag, path in (("--lpips-alexnet", lpips_alexnet), ("--lpips-lin", lpips_lin)):
         if path is not None and not path.is_file():
             raise InputError(f"{flag} {path}: no such file")
-    data_name = dataset_for(prior_name, dataset)
+    task_list = _task_list(tasks, "--tasks")
     id_range = parse_ids(ids)
-    images, labels = load_test_images(data_name, id_range)
+    shape = known_signal_shape(prior_name)  # None for a checkpoint file: checked once it has loaded
+    folder_path = None
+    images: Tensor | ImageFolder
+    if data is not None:
+        if dataset is not None:
+            raise InputError("pass one of --dataset and --data, not both")
+        folder_path = parse_data(data)
+        if not folder_path.is_dir():
+            raise InputError(f"--data {data}: no such folder")
+        data_name, split = "folder", "folder"
+    else:
+        data_name, split = dataset_for(prior_name, dataset), "test"
+        images, labels = load_test_images(data_name, id_range)
+        if shape is not None:
+            check_images_fit(images.shape[1:], shape, f"--dataset {data_name}", prior_name)
     method_list = _csv(methods, "--methods")
     with _options():
         overrides: dict[str, dict[str, object]] = {
             m: {budget_option(m): steps} for m in method_list if steps is not None and m != "pinv" and ":" not in m
         }
-    spec = BenchSpec(
-        _csv(tasks, "--tasks"),
-        method_list,
-        id_range,
-        seed=seed,
-        batch_size=batch_size,
-        method_options=overrides,
-        protocol=protocol,
-        context={**prior_facts(prior_name, dtype), "dataset": data_name},
-    )
-    with _options():
-        spec.check(len(images))
+
+    def make_spec(n_images: int, x_shape: tuple[int, ...] | None, context: dict[str, object]) -> BenchSpec:
+        spec = BenchSpec(
+            task_list,
+            method_list,
+            id_range,
+            seed=seed,
+            batch_size=batch_size,
+            method_options=overrides,
+            protocol=protocol,
+            context={**prior_facts(prior_name, dtype), "dataset": data_name, **context},
+            split=split,
+        )
+        with _options():
+            spec.check(n_images, x_shape)
+        return spec
+
+    folder = None
+    if folder_path is None:
+        spec = make_spec(len(images), tuple(images.shape[1:]), {})
+    elif shape is not None:
+        folder = ImageFolder(folder_path, shape)
+        spec = make_spec(len(folder), shape, {"manifest_sha256": folder.manifest_sha256()})
+        images, labels = folder, folder.labels
     _writable(out, "--out", folder=True)
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
     metric = load_classifier_features(data_name)
     notes = ["FID skipped: it needs an Inception network, which this build does not implement"]
-    if metric is None:
+    if folder_path is not None:
+        notes.append(f"FD-cls and class accuracy skipped: no classifier exists for the image folder {folder_path}")
+    elif metric is None:
         notes.append("no metric classifier in this build: FD-cls and class accuracy skipped")
     with ExitStack() as held:
         with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
@@ -607,6 +667,10 @@ def bench(
             else:
                 notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
             prior = _load_prior(prior_name, dev, dtype)
+            if folder_path is not None and folder is None:  # a checkpoint file: its shape is known now
+                folder = ImageFolder(folder_path, prior.signal_shape)
+                spec = make_spec(len(folder), folder.shape, {"manifest_sha256": folder.manifest_sha256()})
+                images, labels = folder, folder.labels
             held.enter_context(hold_folder(out, rank))  # rank 0 keeps the folder's lock through the summary
             if overwrite and rank == 0:
                 clear_outputs(out)
@@ -619,6 +683,7 @@ def bench(
                 out,
                 classifier=metric[0] if metric else None,
                 lpips=lpips,
+                manifest=folder.manifest() if folder is not None else None,
                 rank=rank,
                 world_size=world,
                 progress=rank == 0,
@@ -739,7 +804,13 @@ def speed(
 
 @cli.command()
 @click.option("--prior", "prior_name", default="mnist", show_default=True, help="Embedded prior name, or a path.")
-@click.option("--task", required=True, help="box16, box20, box16c, box20c, sr4, sr8 or deblur.")
+@click.option(
+    "--task",
+    required=True,
+    help="A name (box16, box20, box16c, box20c, sr4, sr8, deblur), a preset (paper:box128c, paper:box128, "
+    "paper:sr8, paper:sr16, paper:gauss, paper:motion) or a spec (box:0.5c, sr:16, blur:gauss,std=3, mask:PATH; "
+    "see reguidance.bench.protocol).",
+)
 @click.option(
     "--image",
     type=click.Path(exists=True, path_type=Path),
@@ -792,7 +863,9 @@ def restore(
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from dataclasses import replace
 
+    from .bench.inputs import known_signal_shape
     from .bench.methods import budget_option, get_method
+    from .bench.protocol import get_task
     from .bench.shard import sharded
     from .conventions import check_positive_int
     from .restore import restore as run_restore
@@ -802,6 +875,11 @@ def restore(
 
     check_positive_int("--batch-size", batch_size)
     _positive("--steps", steps)
+    with _options("--task"):
+        parsed_task = get_task(task)  # a malformed spec is refused before the prior loads
+        shape = known_signal_shape(prior_name)
+        if shape is not None:
+            parsed_task.check(shape)
     given: dict[str, Any] = {
         "t_end": t_end,
         "inversion_steps": inversion_steps,
@@ -971,7 +1049,8 @@ def _sweep(
     check_positive_int("--batch-size", batch_size)
     with _options():
         for task, method in pairs:
-            get_task(task)
+            if "/" in get_task(task).name:
+                raise ValueError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
             get_method(method)
         grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
         wgrid = parse_grid(wrapper_grid)
@@ -1076,7 +1155,7 @@ def tune_defaults(
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, RULE, collect_table
     from .files import atomic_write_json
 
-    pairs = [(t, m) for t in _csv(tasks, "--tasks") for m in _csv(methods, "--methods")]
+    pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
     _writable(write_path, "--write", folder=False)
     entries = _sweep(
         prior_name,

@@ -15,7 +15,12 @@ single input file and a single candidate file are paired whatever their names.
 **Names out.** Input ``a.png`` is written as ``restored/a.png`` (and ``candidate/``, ``measurement/``); any other
 name gets ``.png`` appended (``a.jpg`` -> ``a.jpg.png``), so ``a.png`` and ``a.jpg`` never overwrite each other
 (:func:`output_name`). The random draws of an input (its box, its noise, the samplers') come from an image id
-derived from its file name (:func:`image_id`), so adding files to a folder never changes another file's result.
+derived from its file name (:func:`image_id`) in the random streams of split ``"restore"``
+(:func:`reguidance.bench.protocol.stream_rng`), so adding files to a folder never changes another file's result.
+
+**Tasks** are any task name, preset or spec of :mod:`reguidance.bench.protocol` (``paper:box128c``, ``sr:16``,
+``blur:gauss,std=3``, ``mask:PATH``, ...), built at the prior's resolution; one that does not fit it is refused
+before any file is read.
 
 Each finished batch is written at once (PNGs atomically, then a row per image in ``restore.jsonl``); a rerun
 skips inputs whose row carries the same identity (the run's settings, see :mod:`reguidance.runs`, and the sha256
@@ -51,6 +56,9 @@ __all__ = ["ROW_KEYS", "image_id", "match_candidates", "output_name", "restore",
 
 #: the keys every ``restore*.jsonl`` row holds
 ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
+
+#: the split name of restorations in the random streams
+SPLIT = "restore"
 
 
 def output_name(name: str) -> str:
@@ -155,17 +163,18 @@ def restore(
     fn = get_method(method) if method is not None else None
     check_positive_int("batch-size", batch_size)
     c, h, w = prior.signal_shape
+    task.check((c, h, w))
     device = prior.device
     source = images if images is not None else measurements
     if images is not None:
         x, names = _load(images, h, c, "--image")
         y_all = None
     else:
-        if task.kind == "box":
+        if task.kind == "box":  # a random box per image
             raise InputError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
         y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]  # given: checked above
         x = None
-        want = tuple(task.operator([0], seed, (c, h, w)).y_shape)
+        want = tuple(task.operator([0], seed, (c, h, w), split=SPLIT).y_shape)
         if tuple(y_all.shape[1:]) != want:
             raise InputError(
                 f"--measurement images are {tuple(y_all.shape[1:])} but task {task_name} measures {want} (C, H, W)"
@@ -190,7 +199,8 @@ def restore(
     cfg = config or ReGuidanceConfig(clip=True)
     facts = {
         **(context or {}),
-        "task": asdict(task),
+        "task": task.definition(),
+        "split": SPLIT,
         "inputs": "images" if images is not None else "measurements",
         "method": method or "candidate files",
         "method_options": dict(method_options or {}),
@@ -213,17 +223,17 @@ def restore(
             for start in range(0, len(todo), batch_size):
                 picks = todo[start : start + batch_size]
                 ids = [image_id(names[k]) for k in picks]
-                operator = task.operator(ids, seed, (c, h, w)).to(device)
+                operator = task.operator(ids, seed, (c, h, w), split=SPLIT).to(device)
                 if x is not None:
-                    _, y = task.measure(x[picks].to(device), ids, seed)
+                    _, y = task.measure(x[picks].to(device), ids, seed, split=SPLIT)
                 else:
                     y = y_all[picks].to(device)  # type: ignore[index]  # loaded when x is None
                 if fn is not None:
-                    rng = method_rng(seed, task.name, str(method), ids, device=device)
+                    rng = method_rng(seed, task.name, str(method), ids, device=device, split=SPLIT)
                     cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
                 else:
                     cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
-                rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device)
+                rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)
                 rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng)
                 restored = rg.x.clamp(-1, 1)
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)

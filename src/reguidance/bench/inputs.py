@@ -1,19 +1,38 @@
-"""Where the benchmark's images and metric networks come from: the test split of the prior's dataset.
+"""Where the benchmark's images and metric networks come from.
 
-The full test split is used when it is on disk (``reguidance.data.is_available``); otherwise the committed subset
-of its first 256 images, so that small runs, the demo and the tests work on a fresh clone without any download.
+- ``--dataset mnist`` / ``fashion_mnist``: the test split of the prior's dataset. The full test split is used when
+  it is on disk (``reguidance.data.is_available``); otherwise the committed subset of its first 256 images, so
+  that small runs, the demo and the tests work on a fresh clone without any download.
+- ``--data folder:PATH`` (:class:`ImageFolder`): every PNG/JPEG file directly in ``PATH``, RGB or gray, with id
+  ``i`` = the ``i``-th file in sorted name order. Each image is fitted to the prior's ``(C, H, W)`` by one stated
+  rule (:func:`reguidance.images.load_images`, ``mode="center_crop"``): the largest central square, then a Pillow
+  bicubic resize to ``H x W`` (antialiased when shrinking; skipped at the right size); gray files get their
+  value in every channel for an RGB prior, colour files ITU-R 601 luma for a gray one. Files are read when a
+  batch needs them. The folder's manifest (file name, sha256, id of every file) is written into the run folder
+  and its sha256 joins the run's identity, so a folder whose files change (or gain a file, shifting ids) is
+  never answered with old rows. No classifier exists for such a folder: FD-cls and class accuracy are skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
 
-__all__ = ["load_classifier_features", "load_test_images"]
+__all__ = [
+    "ImageFolder",
+    "check_images_fit",
+    "dataset_for",
+    "known_signal_shape",
+    "load_classifier_features",
+    "load_test_images",
+    "parse_data",
+]
 
 
 def dataset_for(prior_name: str, dataset: str | None) -> str:
@@ -24,7 +43,30 @@ def dataset_for(prior_name: str, dataset: str | None) -> str:
         return dataset
     if prior_name in DATASETS:
         return prior_name
-    raise InputError(f"--prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)})")
+    raise InputError(
+        f"--prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)}) or --data folder:PATH"
+    )
+
+
+def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
+    from ..priors.zoo import MODELS
+
+    entry = MODELS.get(prior_name)
+    if entry is None:
+        return None
+    config = entry.unet_config()
+    size = int(config["image_size"])
+    return int(config["in_channels"]), size, size
+
+
+def check_images_fit(images_shape: Sequence[int], prior_shape: Sequence[int], what: str, prior_name: str) -> None:
+    """Refuse (``InputError``) images ``(C, H, W)`` that are not the prior's ``signal_shape``."""
+    if tuple(images_shape) != tuple(prior_shape):
+        raise InputError(
+            f"{what} holds images of shape {tuple(images_shape)} (C, H, W) but the prior {prior_name} models "
+            f"{tuple(prior_shape)}; benchmark it on its own data (e.g. --data folder:PATH, resized to the prior)"
+        )
 
 
 def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -44,8 +86,69 @@ def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
+class ImageFolder:
+    """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule).
+
+    ``folder[ids]`` is ``(len(ids), C, H, W)`` float32 in [-1, 1]; ``len(folder)`` the number of files;
+    :attr:`labels` is ``-1`` per image (no classes); :meth:`manifest` the file names, sha256 and ids.
+    """
+
+    def __init__(self, path: str | Path, signal_shape: Sequence[int]) -> None:
+        from ..hashing import sha256_file
+        from ..images import IMAGE_SUFFIXES
+
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise InputError(f"--data folder:{path}: no such folder")
+        self.root = root
+        self.files = sorted(
+            (p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
+        )
+        if not self.files:
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise InputError(f"--data folder:{path} holds no image; expected files ending in {suffixes}")
+        c, h, w = (int(s) for s in signal_shape)
+        if h != w:
+            raise InputError(f"--data folder:{path}: the prior's images are {h}x{w}; folders need a square prior")
+        self.shape = (c, h, w)
+        self.sha256 = [sha256_file(p) for p in self.files]
+        self.labels = torch.full((len(self.files),), -1, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, ids: Sequence[int]) -> Tensor:
+        from ..images import read_images
+
+        c, h, _ = self.shape
+        images = read_images([self.files[int(i)] for i in ids], h, c, mode="center_crop")
+        return images
+
+    def manifest(self) -> list[dict[str, object]]:
+        """``[{"file", "sha256", "id"}, ...]`` for every file, in id order."""
+        pairs = zip(self.files, self.sha256, strict=True)
+        return [{"file": p.name, "sha256": s, "id": i} for i, (p, s) in enumerate(pairs)]
+
+    def manifest_sha256(self) -> str:
+        """The sha256 of the manifest as canonical JSON: what the run's identity holds."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()
+
+
+def parse_data(spec: str) -> Path:
+    """``folder:PATH`` -> ``PATH``; ``InputError`` for any other form."""
+    kind, sep, path = spec.partition(":")
+    if kind != "folder" or not sep or not path:
+        raise InputError(f"--data must look like folder:PATH (a folder of PNG/JPEG images), got {spec!r}")
+    return Path(path)
+
+
 def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
     """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent."""
+    if dataset not in DATASETS:
+        return None
     try:
         from ..classifier import load_classifier
     except ImportError:
@@ -56,14 +159,10 @@ def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], 
         return None
 
     def logits(x: Tensor) -> Tensor:
-        import torch
-
         with torch.no_grad():
             return model(x.to(next(model.parameters()).device, torch.float32)).cpu()
 
     def features(x: Tensor) -> Tensor:
-        import torch
-
         with torch.no_grad():
             return model.features(x.to(next(model.parameters()).device, torch.float32)).cpu()
 

@@ -130,7 +130,7 @@ def format_markdown(summary: Record) -> str:
 
 
 def _folder(out: Path, task: str, method: str) -> Path:
-    return out / "images" / task / method.replace(":", "_").replace("/", "_")
+    return out / "images" / task.replace(":", "_").replace("/", "_") / method.replace(":", "_").replace("/", "_")
 
 
 def add_fd_cls(summary: Record, out: Path, features: Callable[[torch.Tensor], torch.Tensor], groups: int = 20) -> None:

@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 from ..conventions import InputError, check_positive_int
 from ..files import append_rows, atomic_write_json, drop_torn_tail, read_rows, save_pngs
 from ..metrics import psnr, ssim
+from ..operators import Operator
 from ..priors.base import Prior
 from ..runs import clear_outputs, describe_difference, hold_folder, identity_hash
 from ..wrapper import ReGuidanceConfig, reguide
 from .defaults import is_tuned, method_options, reguidance_config
+from .inputs import ImageFolder, check_images_fit
 from .methods import get_method
 from .protocol import get_task, method_rng, wrapper_rng
 
@@ -46,6 +48,7 @@ __all__ = [
     "read_results",
     "results_path",
     "run_bench",
+    "safe_name",
 ]
 
 #: the keys every results row holds (a row without them is refused by the reader)
@@ -73,6 +76,9 @@ class BenchSpec:
     #: what else determines the rows and is not in the spec: the prior and its dtype (:func:`reguidance.runs.
     #: prior_facts`), the dataset; part of every row's identity
     context: Mapping[str, object] = field(default_factory=dict)
+    #: the split the images come from (``"test"``, ``"folder"``, ...): it enters every random stream
+    #: (:func:`.protocol.stream_rng`) and the identity
+    split: str = "test"
 
     def options(self, task: str, method: str) -> dict[str, object]:
         return {**method_options(task, method, self.protocol), **self.method_options.get(method.split(":", 1)[0], {})}
@@ -84,7 +90,8 @@ class BenchSpec:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
         return {
             **self.context,
-            "task": asdict(get_task(task)),
+            "task": get_task(task).definition(),
+            "split": self.split,
             "method": method,
             "method_options": self.options(task, method),
             "reguidance": asdict(self.wrapper_config(task, method)),
@@ -96,15 +103,18 @@ class BenchSpec:
         """The identity hash that rows of (``task``, ``method``) carry under this spec."""
         return identity_hash(self.facts(task, method))
 
-    def check(self, n_images: int | None = None) -> None:
-        """Refuse (``InputError``) unknown tasks or methods, an empty list, a bad batch size, ids outside
-        ``[0, n_images)`` or options a method does not take, before anything runs."""
+    def check(self, n_images: int | None = None, x_shape: Sequence[int] | None = None) -> None:
+        """Refuse (``InputError``) unknown or malformed tasks (and, given the images' ``x_shape``, tasks that do not
+        fit it), unknown methods, an empty list, a bad batch size, ids outside ``[0, n_images)`` or options a
+        method does not take, before anything runs."""
         if not self.tasks:
             raise InputError("tasks is empty: name at least one task")
         if not self.methods:
             raise InputError("methods is empty: name at least one method")
         for t in self.tasks:
-            get_task(t)
+            task = get_task(t)
+            if x_shape is not None:
+                task.check(x_shape)
         for m in self.methods:
             get_method(m)
         check_positive_int("batch-size", self.batch_size)
@@ -178,6 +188,11 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def safe_name(name: str) -> str:
+    """A task's or method's name as one folder name (``:`` and ``/`` become ``_``), as the report reads them."""
+    return name.replace(":", "_").replace("/", "_")
+
+
 def _rows_for(
     task: str,
     method: str,
@@ -185,7 +200,7 @@ def _rows_for(
     x: Tensor,
     truth: Tensor,
     y: Tensor,
-    operator: object,
+    operator: Operator,
     labels: Tensor,
     classifier: Classifier | None,
     nfe: int,
@@ -196,7 +211,7 @@ def _rows_for(
 ) -> list[dict[str, object]]:
     p, s = psnr(x, truth), ssim(x, truth)
     perceptual = lpips(x, truth) if lpips is not None else None
-    cons = operator.consistency(x, y)  # type: ignore[attr-defined]
+    cons = operator.consistency(x, y)
     pred = classifier(x).argmax(dim=1) if classifier is not None else None
     rows = []
     for k, i in enumerate(ids):
@@ -235,9 +250,8 @@ def _id_ranges(ids: set[int]) -> list[str]:
 def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
     """``out/config.json``: the protocol, whether its table is tuned, the ids the folder covers, and every
     (task, method)'s options and identity (those of this spec and those already in the folder)."""
-    pairs = dict.fromkeys(
-        [(str(r["task"]), str(r["method"])) for r in rows] + [(t, m) for t in spec.tasks for m in spec.methods]
-    )
+    ours = [(get_task(t).name, m) for t in spec.tasks for m in spec.methods]
+    pairs = dict.fromkeys([(str(r["task"]), str(r["method"])) for r in rows] + ours)
     config = {
         "protocol": spec.protocol,
         "tuned": is_tuned(spec.protocol),
@@ -261,11 +275,12 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> 
 
 def run_bench(
     prior: Prior,
-    images: Tensor,
+    images: Tensor | ImageFolder,
     labels: Tensor,
     spec: BenchSpec,
     out: Path,
     *,
+    manifest: list[dict[str, object]] | None = None,
     classifier: Classifier | None = None,
     lpips: Distance | None = None,
     progress: bool = True,
@@ -282,8 +297,13 @@ def run_bench(
     ``stop_after_batches`` stops early (used by the resume test to simulate a kill between batches).
     ``overwrite`` (rank 0) first deletes what an earlier run wrote into ``out``
     (:func:`reguidance.runs.clear_outputs`); otherwise a folder holding another run's rows is refused.
+    ``images`` is a tensor ``(N, C, H, W)`` indexed by id or an :class:`.inputs.ImageFolder`; ``(C, H, W)`` must
+    be the prior's ``signal_shape``. ``manifest`` (a folder's files, see :meth:`.inputs.ImageFolder.manifest`) is
+    written to ``out/manifest.json``.
     """
-    spec.check(len(images))
+    shape = images.shape if isinstance(images, ImageFolder) else tuple(images.shape[1:])
+    check_images_fit(shape, prior.signal_shape, "the dataset", str(spec.context.get("prior", "given")))
+    spec.check(len(images), shape)
     tasks = [get_task(t) for t in spec.tasks]
     methods = {m: get_method(m) for m in spec.methods}
     with hold_folder(out, rank):
@@ -295,6 +315,8 @@ def run_bench(
         check_folder(spec, out, rows)
         if rank == 0:
             _write_config(spec, out, rows)
+            if manifest is not None:
+                atomic_write_json(out / "manifest.json", manifest)
         done = done_keys(rows, spec)
         mine = list(spec.ids)[rank::world_size]
         device = prior.device
@@ -308,14 +330,14 @@ def run_bench(
                         return results
                     chunk = ids[start : start + spec.batch_size]
                     truth = images[list(chunk)].to(device)
-                    operator, y = task.measure(truth, chunk, spec.seed)
+                    operator, y = task.measure(truth, chunk, spec.seed, split=spec.split)
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     t0 = time.perf_counter()
-                    rng = method_rng(spec.seed, task.name, name, chunk, device=device)
+                    rng = method_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
                     candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
                     t_cand = (time.perf_counter() - t0) / len(chunk)
-                    rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device)
+                    rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
                     rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
                     restored = rg.x.clamp(-1, 1)
                     t_rg = rg.seconds / len(chunk)
@@ -353,7 +375,7 @@ def run_bench(
                         True,
                         lpips,
                     )
-                    folder = out / "images" / task.name / name.replace(":", "_").replace("/", "_")
+                    folder = out / "images" / safe_name(task.name) / safe_name(name)
                     with torch.no_grad():
                         shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
                     for kind, pictures in (

@@ -145,7 +145,7 @@ def tune_pair(
     measured = []
     for chunk in chunks:
         truth = images[chunk].to(device)
-        measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed)))
+        measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed, split="val")))
     method_rows = _combos(method_grid or {})
     wrapper_rows = _combos(wrapper_grid)
     bar = tqdm(
@@ -158,7 +158,7 @@ def tune_pair(
     def candidates(options: dict[str, Any]) -> list[Tensor]:
         out = []
         for chunk, _, operator, y in measured:
-            rng = method_rng(seed, task, method, chunk, device=device)
+            rng = method_rng(seed, task, method, chunk, device=device, split="val")
             out.append(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0])
             bar.update(len(chunk))
         return out
@@ -185,7 +185,7 @@ def tune_pair(
         cfg = replace(base, **options)
         outs = []
         for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-            rng = wrapper_rng(seed, task, method, chunk, device=device)
+            rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
             outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
             bar.update(len(chunk))
         rows.append(
