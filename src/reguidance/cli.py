@@ -62,6 +62,82 @@ def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _DEVICE(_DTYPE(_THREADS(fn)))
 
 
+def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--prior-config``: read and checked while the command line is parsed (before any work): a missing file, a
+    suffix other than .json / .yaml / .yml, or a file that does not parse to a mapping is a usage error."""
+    if value is None:
+        return None
+    from .conventions import InputError
+    from .priors.adm import read_config_file
+
+    try:
+        read_config_file(value)
+    except (InputError, OSError) as err:
+        raise click.BadParameter(" ".join(str(err).split()), ctx=ctx, param=param) from err
+    return value
+
+
+def _keep_prior_source(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    ctx.meta[f"reguidance.{param.name}"] = value
+    return value
+
+
+_PRIOR_CONFIG = click.option(
+    "--prior-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    expose_value=False,
+    callback=lambda ctx, param, value: _keep_prior_source(ctx, param, _check_prior_config(ctx, param, value)),
+    help="JSON or YAML file of guided-diffusion flags (as DPS's model_config.yaml) for a checkpoint whose keys do "
+    "not fix its whole architecture (e.g. the number of heads); its sha256 joins the run's identity.",
+)
+_CHECKPOINT_DIR = click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    expose_value=False,
+    callback=_keep_prior_source,
+    help="Folder searched first for a known model's checkpoint file (then $REGUIDANCE_CHECKPOINTS, then "
+    "~/.cache/reguidance).",
+)
+
+
+def prior_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--prior-config`` and ``--checkpoint-dir``: the one definition every command with ``--prior`` uses.
+
+    Their values are kept on the click context (not passed to the command function), and :func:`_load_prior`
+    and :func:`_prior_facts` read them from there, so a command only needs the decorator."""
+    return _PRIOR_CONFIG(_CHECKPOINT_DIR(fn))
+
+
+def _prior_source() -> tuple[Path | None, Path | None]:
+    """``(--prior-config, --checkpoint-dir)`` of the running command (``None`` where not given or not offered)."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    return meta.get("reguidance.prior_config"), meta.get("reguidance.checkpoint_dir")
+
+
+def _prior_facts(name: str, dtype: str) -> dict[str, object]:
+    """:func:`reguidance.runs.prior_facts` of ``--prior`` with this command's ``--prior-config`` and
+    ``--checkpoint-dir``."""
+    from .runs import prior_facts
+
+    config, checkpoint_dir = _prior_source()
+    return prior_facts(name, dtype, config=config, checkpoint_dir=checkpoint_dir)
+
+
+def _fit_batch(prior: Prior, batch_size: int, device: str) -> int:
+    """The batch a guided run of ``prior`` uses: ``batch_size``, or the largest that fits the free memory of
+    ``device`` with a one-line notice (:func:`reguidance.memory.fit_batch`; an ``InputError`` when one image
+    does not fit)."""
+    from .memory import fit_batch
+
+    fitted, notice = fit_batch(prior, batch_size, device)
+    if notice is not None:
+        click.echo(f"note: {notice}", err=True)
+    return fitted
+
+
 def _runtime(device: str = "cpu", threads: int | None = None) -> str:
     """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device."""
     import torch
@@ -129,7 +205,8 @@ def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
 
 
 def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **optimize: Any) -> Prior:
-    """The prior ``name`` (a known model or a weights file) on ``device`` at ``dtype`` (``optimize``: further
+    """The prior ``name`` (a known model, a weights file or a diffusers folder) on ``device`` at ``dtype``, with
+    the command's ``--prior-config`` and ``--checkpoint-dir`` (:func:`prior_options`; ``optimize``: further
     options of ``optimize``); a missing, corrupt, non-float or non-finite weights file is an ``InputError`` naming
     ``flag``."""
     import torch
@@ -139,10 +216,17 @@ def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **opt
 
     path = Path(name).expanduser()
     if name not in MODELS and path.is_dir():
-        raise InputError(f"{flag} {name} is a folder; expected a .pt, .pth or .safetensors file or a known model")
+        from .priors.diffusers import is_diffusers_folder
+
+        if not is_diffusers_folder(path):
+            raise InputError(
+                f"{flag} {name} is a folder but not a diffusers model folder (config.json at its top or in unet/); "
+                "expected a .pt, .pth or .safetensors file, a known model or a diffusers folder"
+            )
+    config, checkpoint_dir = _prior_source()
     with _options(f"{flag} {name}"):
         try:
-            prior = load_prior(name, device=device)
+            prior = load_prior(name, config=config, device=device, checkpoint_dir=checkpoint_dir)
         except _user_errors(RuntimeError) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
             if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
                 raise
@@ -402,6 +486,7 @@ def train_classifier_cmd(
     help="Clamp each step's x0 estimate to [-1, 1] (guided-diffusion's clip_denoised).",
 )
 @runtime_options
+@prior_options
 @click.option(
     "--out",
     "out",
@@ -549,6 +634,7 @@ def _csv(value: str, flag: str) -> list[str]:
     help="Also write summary.json here.",
 )
 @runtime_options
+@prior_options
 @_OVERWRITE
 def bench(
     prior_name: str,
@@ -571,6 +657,8 @@ def bench(
     overwrite: bool,
 ) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
+    from dataclasses import replace
+
     from .bench.inputs import (
         ImageFolder,
         check_images_fit,
@@ -587,7 +675,7 @@ def bench(
     from .bench.shard import barrier, sharded
     from .conventions import InputError
     from .files import atomic_path, atomic_write_json
-    from .runs import clear_outputs, hold_folder, prior_facts
+    from .runs import clear_outputs, hold_folder
 
     _positive("--steps", steps)
     if (lpips_alexnet is None) != (lpips_lin is None):
@@ -627,7 +715,7 @@ def bench(
             batch_size=batch_size,
             method_options=overrides,
             protocol=protocol,
-            context={**prior_facts(prior_name, dtype), "dataset": data_name, **context},
+            context={**_prior_facts(prior_name, dtype), "dataset": data_name, **context},
             split=split,
         )
         with _options():
@@ -671,6 +759,7 @@ def bench(
                 folder = ImageFolder(folder_path, prior.signal_shape)
                 spec = make_spec(len(folder), folder.shape, {"manifest_sha256": folder.manifest_sha256()})
                 images, labels = folder, folder.labels
+            spec = replace(spec, batch_size=_fit_batch(prior, spec.batch_size, dev))  # not part of the identity
             held.enter_context(hold_folder(out, rank))  # rank 0 keeps the folder's lock through the summary
             if overwrite and rank == 0:
                 clear_outputs(out)
@@ -745,6 +834,7 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
     help="Embedded prior, a checkpoint path, or a known configuration with random weights (ffhq_10m).",
 )
 @runtime_options
+@prior_options
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--dps-steps", default=20, show_default=True, help="DPS steps timed (1000 in a real run).")
 @click.option("--inversion-steps", default=10, show_default=True)
@@ -774,7 +864,7 @@ def speed(
     json_path: Path | None,
 ) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
-    from .conventions import DTYPES
+    from .conventions import DTYPES, InputError
     from .files import atomic_write_json
     from .priors.zoo import MODELS, random_prior
     from .speed import SpeedConfig, format_speed, measure_speed
@@ -792,6 +882,11 @@ def speed(
     prior: Prior
     entry = MODELS.get(prior_name)
     if entry is not None and not entry.embedded:
+        if _prior_source()[0] is not None:
+            raise InputError(
+                f"--prior-config is for checkpoint files; speed times {prior_name} with random weights of its "
+                "registered architecture"
+            )
         prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
         prior.optimize(DTYPES[dtype], **optimize)
     else:
@@ -838,7 +933,14 @@ def speed(
 @click.option("--inversion-steps", type=int, default=None)
 @click.option("--dps-steps", type=int, default=None)
 @click.option("--step-size", type=float, default=None, help="The wrapper's DPS step size (zeta).")
+@click.option(
+    "--resize",
+    is_flag=True,
+    help="Resize --candidate images of another size to the prior's (Pillow bicubic, antialiased when shrinking; "
+    "aspect ratio not kept); without it such a candidate is an error.",
+)
 @runtime_options
+@prior_options
 @_OVERWRITE
 def restore(
     prior_name: str,
@@ -855,6 +957,7 @@ def restore(
     inversion_steps: int | None,
     dps_steps: int | None,
     step_size: float | None,
+    resize: bool,
     device: str,
     dtype: str,
     threads: int | None,
@@ -870,7 +973,7 @@ def restore(
     from .conventions import check_positive_int
     from .restore import restore as run_restore
     from .restore import write_report
-    from .runs import hold_folder, prior_facts
+    from .runs import hold_folder
     from .wrapper import ReGuidanceConfig
 
     check_positive_int("--batch-size", batch_size)
@@ -897,6 +1000,7 @@ def restore(
     _runtime(device, threads)
     with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
         prior = _load_prior(prior_name, dev, dtype)
+        batch_size = _fit_batch(prior, batch_size, dev)
         # restore checks its inputs and pairing before it takes the folder's lock and writes anything
         names = run_restore(
             prior,
@@ -913,8 +1017,9 @@ def restore(
             rank=rank,
             world_size=world,
             progress=rank == 0,
-            context=prior_facts(prior_name, dtype),
+            context=_prior_facts(prior_name, dtype),
             overwrite=overwrite,
+            resize=resize,
         )
     if rank != 0:
         return
@@ -1015,6 +1120,7 @@ _TUNE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--seed", default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
     runtime_options,
+    prior_options,
     click.option(
         "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"), show_default=True
     ),
@@ -1058,6 +1164,7 @@ def _sweep(
     _writable(out, "--out", folder=True)
     _runtime(runtime["device"], runtime["threads"])
     prior = _load_prior(prior_name, runtime["device"], runtime["dtype"])
+    batch_size = _fit_batch(prior, batch_size, runtime["device"])
 
     def run_pair(task: str, method: str) -> dict[str, object]:
         return tune_pair(

@@ -52,7 +52,7 @@ from .priors.base import Prior
 from .runs import clear_outputs, describe_difference, hold_folder, identity_hash
 from .wrapper import ReGuidanceConfig, reguide
 
-__all__ = ["ROW_KEYS", "image_id", "match_candidates", "output_name", "restore", "write_report"]
+__all__ = ["ROW_KEYS", "check_sizes", "image_id", "match_candidates", "output_name", "restore", "write_report"]
 
 #: the keys every ``restore*.jsonl`` row holds
 ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
@@ -118,6 +118,32 @@ def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple
         raise InputError(f"{flag}: {err}") from err
 
 
+def check_sizes(path: str | Path, size: tuple[int, int], flag: str) -> None:
+    """Refuse image files under ``path`` (a file, or the images directly in a folder) whose ``(height, width)`` is
+    not ``size``, naming them: an ``InputError`` that points to ``--resize``. Only the files' headers are read."""
+    from PIL import Image
+
+    from .images import IMAGE_SUFFIXES
+
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    wrong = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                w, h = img.size
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"{flag}: could not read image file {str(f)!r}: {err}") from err
+        if (h, w) != tuple(size):
+            wrong.append(f"{f.name} is {w}x{h}")
+    if wrong:
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise InputError(
+            f"{flag}: {', '.join(wrong[:3])}{more} but the prior's images are {size[1]}x{size[0]} (width x height); "
+            "pass --resize to resize them (Pillow bicubic, antialiased when shrinking; aspect ratio not kept)"
+        )
+
+
 def _files(path: str | Path, names: Sequence[str]) -> list[Path]:
     root = Path(path)
     return [root] if root.is_file() else [root / n for n in names]
@@ -147,13 +173,16 @@ def restore(
     world_size: int = 1,
     context: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    resize: bool = False,
 ) -> list[str]:
     """Restore every input under ``out``; returns the inputs' names, for :func:`write_report`.
 
     ``context`` (e.g. :func:`reguidance.runs.prior_facts`) joins the run's identity. Everything (options, files,
     pairing, output names) is checked before ``out`` is touched. Sharded (``world_size > 1``, under ``torchrun``):
     rank ``r`` restores inputs ``r, r + world_size, ...`` into ``restore.rank<r>.jsonl``; after a barrier,
-    :func:`write_report` merges every rank's rows.
+    :func:`write_report` merges every rank's rows. A candidate file of another size than the prior's images is an
+    ``InputError`` naming it (:func:`check_sizes`) unless ``resize`` (then it is fitted by
+    :func:`reguidance.images.load_images`' rule: Pillow bicubic, antialiased when shrinking, aspect not kept).
     """
     if (images is None) == (measurements is None):
         raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
@@ -189,6 +218,8 @@ def restore(
     input_sha = [_sha256(f) for f in _files(source, names)]  # type: ignore[arg-type]  # one of two is given
     cand_sha: list[str | None]
     if candidates is not None:
+        if not resize:
+            check_sizes(candidates, (h, w), "--candidate")
         cand_files, cand_names = _load(candidates, h, c, "--candidate")
         order = match_candidates(names, cand_names, single_files=Path(candidates).is_file() and Path(source).is_file())  # type: ignore[arg-type]  # source given
         cand_all = cand_files[order]
@@ -234,7 +265,7 @@ def restore(
                 else:
                     cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
                 rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)
-                rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng)
+                rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng, progress=progress)  # per-step bars
                 restored = rg.x.clamp(-1, 1)
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)
                 with torch.no_grad():

@@ -49,19 +49,45 @@ def describe_difference(old: Mapping[str, object], new: Mapping[str, object], li
     return "; ".join(diffs[:limit]) + more
 
 
-def prior_facts(name: str, dtype: str) -> dict[str, object]:
-    """``{"prior", "prior_sha256", "dtype"}`` of a prior given by known name or file: the recorded sha256 of a known
-    model (checked when it loads), else the file's own sha256."""
-    from .hashing import sha256_file
-    from .priors.zoo import MODELS
+def prior_facts(
+    name: str,
+    dtype: str,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, object]:
+    """What identifies a prior in a run: ``{"prior", "prior_sha256", "dtype"}``, plus ``"prior_config_sha256"``
+    when a config file is given (``--prior-config``: it can change the network built from the same weights).
 
+    ``prior_sha256`` is the recorded sha256 of a known model (checked when it loads), else the sha256 of the file
+    that holds the weights: the checkpoint file itself, or for a diffusers folder its
+    ``diffusion_pytorch_model.safetensors`` (a missing file gives ``None``; loading it then fails). For a known
+    checkpoint without a recorded sha256, the file found in ``checkpoint_dir`` (then the usual folders) is hashed.
+    """
+    from .hashing import sha256_file
+    from .priors.zoo import MODELS, _find_file
+
+    digest: str | None = None
     entry = MODELS.get(name)
     if entry is not None:
         digest = entry.sha256
+        if digest is None:
+            found = _find_file(entry, checkpoint_dir)
+            digest = sha256_file(found) if found is not None else None
     else:
         path = Path(name).expanduser()
-        digest = sha256_file(path) if path.is_file() else None
-    return {"prior": name, "prior_sha256": digest, "dtype": dtype}
+        if path.is_dir():
+            from .priors.diffusers import WEIGHTS, find_diffusers_files
+
+            files = find_diffusers_files(path)
+            weights = files[0] / WEIGHTS if files is not None else None
+            digest = sha256_file(weights) if weights is not None and weights.is_file() else None
+        elif path.is_file():
+            digest = sha256_file(path)
+    facts: dict[str, object] = {"prior": name, "prior_sha256": digest, "dtype": dtype}
+    if config is not None:
+        facts["prior_config_sha256"] = sha256_file(Path(config).expanduser())
+    return facts
 
 
 _HELD: dict[Path, tuple[FileLock, int]] = {}

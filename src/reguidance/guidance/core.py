@@ -186,13 +186,16 @@ def run(
     """The loop: ``x = step(x, level).x`` for every transition of ``levels``, most noisy first.
 
     The per-sample residual ``||y - A x0_hat||`` of each step is recorded (nothing for unconditional sampling,
-    ``operator = None``). Returns the final state, the network
+    ``operator = None``). ``progress`` shows a bar of steps done out of the chain's length with the elapsed time
+    and an ETA. Returns the final state, the network
     evaluations ``net`` counted, and the per-step record.
     """
     timesteps: list[int] = []
     residuals: list[Tensor] = []
     stopped = False
-    for level in tqdm(levels.levels(), disable=not progress, desc=desc, leave=False):
+    chain = levels.levels()
+    # step/total, elapsed and ETA (tqdm's remaining time, from the mean step time so far)
+    for level in tqdm(chain, total=len(chain), disable=not progress, desc=desc, leave=False, unit="step"):
         x, x0 = step(x, level)
         r = x0.new_zeros(0)
         if operator is not None and measurement is not None:
