@@ -26,10 +26,11 @@ data: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/reguidance demo
 
-# The validation sweep behind the CPU protocol's defaults table (about 20 min on 2 cores; needs `make data`).
+# The validation sweeps behind the CPU protocol's tuned tables, one per prior (about 40 min on 2 cores; needs
+# `make data`).
 tune: data
-	$(VENV)/bin/reguidance tune-defaults --prior mnist --protocol cpu --ids 0:16 --dtype bf16 --out runs/tune/cpu \
-		--write src/reguidance/assets/bench/tuned_cpu.json
+	mkdir -p runs
+	scripts/tune.sh
 
 # BENCHMARK.md: both priors, every task and method, 200 test images (about 1.5 h on 2 cores).
 benchmark: $(STAMP)

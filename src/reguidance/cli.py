@@ -1233,14 +1233,14 @@ def tune(
 
 
 @cli.command("tune-defaults")
-@click.option("--tasks", default="box16,box20,box16c,box20c,sr4,sr8,deblur", show_default=True)
+@click.option("--tasks", default="box20,box20c,sr4,sr8,deblur", show_default=True)
 @click.option("--methods", default="pinv,dps,daps,diffpir,reddiff,pigdm", show_default=True)
 @click.option(
     "--write",
     "write_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>.json).",
+    help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>_<prior>.json).",
 )
 @_tune_options
 def tune_defaults(
@@ -1289,8 +1289,10 @@ def tune_defaults(
             "ids": ids,
             "seed": seed,
             "rule": RULE,
-            "method_grids": DEFAULT_METHOD_GRIDS,
+            "dtype": dtype,
+            "method_grids": {m: g for m, g in DEFAULT_METHOD_GRIDS.items() if m in _csv(methods, "--methods")},
             "wrapper_grid": DEFAULT_WRAPPER_GRID,
+            "max_widen": 2,
             "command": command,
         }
         atomic_write_json(write_path, collect_table(entries, header))

@@ -12,7 +12,8 @@
   wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
   (``step_size``,
   ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults`` (see
-  :mod:`.tune`), which writes ``assets/bench/tuned_cpu.json``; the file records the command that made it.
+  :mod:`.tune`), which writes ``assets/bench/tuned_cpu_<prior>.json`` (one table per embedded prior, each tuned on its own
+  validation split); the file records the command that made it, the grids and where each choice sits in them.
 
 Precedence, lowest first: reference step sizes, the protocol's budget, the tuned table.
 """
@@ -78,44 +79,53 @@ def _check(protocol: str) -> str:
     return protocol
 
 
-def tuned_path(protocol: str):
-    """Where the tuned table of ``protocol`` lives inside the package."""
-    return resources.files("reguidance") / "assets" / "bench" / f"tuned_{_check(protocol)}.json"
+def tuned_path(protocol: str, prior: str = "mnist"):
+    """Where the tuned table of ``protocol`` for the embedded prior ``prior`` lives inside the package
+    (``assets/bench/tuned_<protocol>_<prior>.json``): each prior is tuned on its own validation split."""
+    return resources.files("reguidance") / "assets" / "bench" / f"tuned_{_check(protocol)}_{prior}.json"
 
 
 @cache
-def tuned_table(protocol: str) -> Record:
-    """The tuned table of ``protocol`` (``{"command": str, "entries": [...]}``), or ``{}`` if it was never tuned."""
-    path = tuned_path(protocol)
+def tuned_table(protocol: str, prior: str = "mnist") -> Record:
+    """The tuned table of ``protocol`` for ``prior`` (``{"command": str, "entries": [...], ...}``), or ``{}`` if that
+    prior was never tuned under that protocol (any prior but the embedded ones: the untuned defaults apply)."""
+    if "/" in prior or "\\" in prior:  # a checkpoint path has no table
+        return {}
+    path = tuned_path(protocol, prior)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def is_tuned(protocol: str) -> bool:
-    """Whether ``protocol``'s defaults come from a validation sweep."""
-    return bool(tuned_table(protocol).get("entries"))
+def is_tuned(protocol: str, prior: str = "mnist") -> bool:
+    """Whether ``protocol``'s defaults for ``prior`` come from a validation sweep."""
+    return bool(tuned_table(protocol, prior).get("entries"))
 
 
-def _tuned(protocol: str, task: str, method: str) -> Record:
-    for entry in tuned_table(protocol).get("entries", []):
+def _tuned(protocol: str, prior: str, task: str, method: str) -> Record:
+    for entry in tuned_table(protocol, prior).get("entries", []):
         if entry["task"] == task and entry["method"] == method:
             return entry
     return {}
 
 
-def method_options(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> dict[str, object]:
-    """Options of ``method`` on ``task`` under ``protocol`` (empty for ``pinv`` or folders); ``tuned=False`` leaves
-    the tuned table out (the sweep itself starts from there)."""
+def method_options(
+    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", tuned: bool = True
+) -> dict[str, object]:
+    """Options of ``method`` on ``task`` under ``protocol`` for ``prior`` (empty for ``pinv`` or folders);
+    ``tuned=False`` leaves the tuned table out (the sweep itself starts from there)."""
     name = method.split(":", 1)[0]
-    table = _tuned(protocol, task, name) if tuned else {}
+    table = _tuned(protocol, prior, task, name) if tuned else {}
     budget = dict(_BUDGET[_check(protocol)].get(name, {}))
     if protocol == "reference" and name == "diffpir" and task in _BOX:
         budget["steps"] = 20  # the reference's noiseless inpainting config
     return {**_REFERENCE_STEP.get((task, name), {}), **budget, **table.get("method_options", {})}
 
 
-def reguidance_config(task: str, method: str, protocol: str = "reference", *, tuned: bool = True) -> ReGuidanceConfig:
-    """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` (clipping on for images)."""
+def reguidance_config(
+    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", tuned: bool = True
+) -> ReGuidanceConfig:
+    """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` for ``prior`` (clipping on for
+    images)."""
     name = method.split(":", 1)[0]
-    table = _tuned(protocol, task, name) if tuned else {}
+    table = _tuned(protocol, prior, task, name) if tuned else {}
     options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
     return replace(ReGuidanceConfig(clip=True), **options)

@@ -80,11 +80,21 @@ class BenchSpec:
     #: (:func:`.protocol.stream_rng`) and the identity
     split: str = "test"
 
+    @property
+    def prior(self) -> str:
+        """The prior's name (its tuned table, if any, gives the defaults)."""
+        return str(self.context.get("prior", "mnist"))
+
     def options(self, task: str, method: str) -> dict[str, object]:
-        return {**method_options(task, method, self.protocol), **self.method_options.get(method.split(":", 1)[0], {})}
+        return {
+            **method_options(task, method, self.protocol, prior=self.prior),
+            **self.method_options.get(method.split(":", 1)[0], {}),
+        }
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
-        return self.reguidance if self.reguidance is not None else reguidance_config(task, method, self.protocol)
+        if self.reguidance is not None:
+            return self.reguidance
+        return reguidance_config(task, method, self.protocol, prior=self.prior)
 
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
@@ -254,7 +264,7 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> 
     pairs = dict.fromkeys([(str(r["task"]), str(r["method"])) for r in rows] + ours)
     config = {
         "protocol": spec.protocol,
-        "tuned": is_tuned(spec.protocol),
+        "tuned": is_tuned(spec.protocol, spec.prior),
         "seed": spec.seed,
         "context": dict(spec.context),
         "ids": _id_ranges({int(r["id"]) for r in rows} | set(spec.ids)),  # type: ignore[call-overload]

@@ -7,11 +7,18 @@ measures (per-image operators, noise and generators from :mod:`.protocol`):
 2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
    ``t_end``): the candidates of the chosen step size are made *once* and wrapped with every combination.
 
-The rule (:func:`choose`), in both stages: among the settings whose mean measurement consistency
-``||A x - y|| / (sigma_y sqrt(m))`` is at most ``max_consistency`` (the output explains ``y`` about as well as the
-noise allows), the one with the highest mean SSIM to the ground truth; if none qualifies, the highest SSIM overall.
-Callers pass validation images (``load_dataset(name, "val")``); ``reguidance tune`` and ``reguidance tune-defaults``
-refuse anything else. Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
+The rule (:func:`choose`, :data:`RULE`), in both stages and for every method alike: among the settings whose mean
+measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` is at most ``max_consistency`` (the output explains ``y``
+about as well as the noise allows), the one with the highest mean SSIM to the ground truth; if none qualifies, the
+highest SSIM overall. Only validation images are read: :func:`tune_pair` refuses any other split, and
+``reguidance tune`` / ``tune-defaults`` load ``load_dataset(name, "val")`` only.
+
+**Equal budget.** Every method's grid (:data:`DEFAULT_METHOD_GRIDS`) has at least as many settings as the wrapper's
+(:data:`DEFAULT_WRAPPER_GRID`) and holds the reference code's value. **Edges**: when a chosen value sits on the edge
+of its axis, the axis is widened (:func:`widen`: one more value beyond the edge, at the ratio of the two values next
+to it, or the step for ``t_end``), evaluated with the other axes at their chosen values, up to ``max_widen`` times; a
+value that cannot move further (``t_end`` at 1, ``noise_mix`` at 0 or 1) is recorded as a hard limit. Each entry
+records, per stage and axis, the values tried, the choice and whether it is still on an edge (:func:`edges`). Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
 resumes, and several processes may share ``OUT`` when they take disjoint pairs.
 """
 
@@ -46,9 +53,11 @@ __all__ = [
     "STEP_SIZES",
     "choose",
     "collect_table",
+    "edges",
     "parse_grid",
     "run_sweep",
     "tune_pair",
+    "widen",
 ]
 
 #: the step-size options of each method that a method grid may sweep
@@ -59,10 +68,22 @@ STEP_SIZES: dict[str, tuple[str, ...]] = {
     "reddiff": ("step_size", "lambda_"),
     "pigdm": ("scale",),
 }
-#: step-size grids of the sweep per method (the reference value is inside each)
-DEFAULT_METHOD_GRIDS: dict[str, str] = {"dps": "step_size=3,10,30"}
-#: the wrapper's grid of the sweep
+#: step-size grids of the sweep per method: 6 settings each (as many as the wrapper's), each holding the reference
+#: code's value: DPS zeta 0.3 / 0.5 (its SR-deblur / inpainting configs), DAPS lr 1e-4 with tau 0.01, DiffPIR
+#: lambda 1 with zeta (``noise_mix``) 0.1 / 0.25 / 1.0, RED-diff lr 0.1 with lambda 0.25, PiGDM scale 1
+DEFAULT_METHOD_GRIDS: dict[str, str] = {
+    "dps": "step_size=0.3,0.5,1,3,10,30",
+    "daps": "step_size=1e-5,1e-4,1e-3;tau=0.01,0.1",
+    "diffpir": "lambda_=1,4;noise_mix=0.1,0.25,1.0",
+    "reddiff": "step_size=0.03,0.1,0.3;lambda_=0.25,1",
+    "pigdm": "scale=0.25,0.5,1,2,4,8",
+}
+#: the wrapper's grid of the sweep (6 settings; both axes widened at an edge like the methods')
 DEFAULT_WRAPPER_GRID = "step_size=1,3,10;t_end=0.3,0.5"
+#: hard limits of axes that cannot be widened past them: (lowest, highest) allowed
+LIMITS: dict[str, tuple[float, float]] = {"t_end": (0.05, 1.0), "noise_mix": (0.0, 1.0)}
+#: additive axes (widened by their last step, not by a ratio)
+ADDITIVE = ("t_end", "noise_mix")
 #: the rule of :func:`choose`, in words (recorded in the tuned table)
 RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
 
@@ -97,6 +118,40 @@ def _combos(grid: dict[str, list[object]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
 
 
+def widen(name: str, values: Sequence[float], chosen: float) -> float | None:
+    """The next value of axis ``name`` beyond ``chosen`` when it is an edge of ``values``, else ``None``; ``None``
+    too when the axis has one value or the next value would cross its hard limit (:data:`LIMITS`).
+
+    Ratio axes (step sizes) go on geometrically (``[1, 3, 10]`` at 10 -> 33.3, at 1 -> 0.3); additive axes
+    (:data:`ADDITIVE`) by their last step (``t_end`` ``[0.3, 0.5]`` at 0.5 -> 0.7, at 0.3 -> 0.1).
+    """
+    vals = sorted(set(float(v) for v in values))
+    if len(vals) < 2 or chosen not in (vals[0], vals[-1]):
+        return None
+    top = chosen == vals[-1]
+    near = vals[-2] if top else vals[1]
+    nxt = chosen + (chosen - near) if name in ADDITIVE else chosen * (chosen / near)
+    nxt = round(nxt, 6)
+    lo, hi = LIMITS.get(name, (0.0, float("inf")))
+    if not lo <= nxt <= hi or (name not in LIMITS and nxt <= 0):
+        return None
+    return nxt
+
+
+def edges(rows: Sequence[Record], chosen: Record, axes: Sequence[str]) -> dict[str, Record]:
+    """Per axis: the values tried, the chosen value, whether it sits on an edge of them, and whether that edge is
+    a hard limit (no value beyond it is allowed, :data:`LIMITS`); an edge that is not a hard limit means the
+    widening rounds ran out."""
+    out: dict[str, Record] = {}
+    for name in axes:
+        vals = sorted({float(r[name]) for r in rows})
+        value = float(chosen[name])
+        on_edge = len(vals) > 1 and value in (vals[0], vals[-1])
+        hard = on_edge and widen(name, vals, value) is None  # nothing beyond it is allowed
+        out[name] = {"values": vals, "chosen": value, "on_edge": on_edge, "hard_limit": hard}
+    return out
+
+
 def choose(rows: list[Record], max_consistency: float = 1.5) -> Record:
     """The rule (module docstring): highest SSIM among rows with consistency <= ``max_consistency``; if no row
     qualifies, the highest SSIM overall."""
@@ -114,6 +169,30 @@ def _summary(options: dict[str, Any], parts: list[tuple[Tensor, Tensor]]) -> Rec
     return {**options, "ssim": float(s.mean()), "consistency": float(c.mean())}
 
 
+def _stage(
+    grid: dict[str, list[object]],
+    evaluate: Callable[[dict[str, Any]], Record],
+    max_consistency: float,
+    max_widen: int,
+) -> tuple[list[Record], Record]:
+    """One stage of the sweep: every setting of ``grid``, then up to ``max_widen`` rounds of :func:`widen` along
+    each axis whose choice sits on an edge (the other axes at their chosen values). Returns (rows, chosen row)."""
+    rows = [evaluate(options) for options in _combos(grid)]
+    best = choose(rows, max_consistency)
+    for _ in range(max_widen):
+        added = False
+        for name in grid:
+            nxt = widen(name, [float(r[name]) for r in rows], float(best[name]))
+            if nxt is None:
+                continue
+            rows.append(evaluate({**{k: best[k] for k in grid}, name: nxt}))
+            added = True
+        if not added:
+            break
+        best = choose(rows, max_consistency)
+    return rows, best
+
+
 def tune_pair(
     prior: Prior,
     images: Tensor,
@@ -128,15 +207,21 @@ def tune_pair(
     seed: int = 0,
     batch_size: int = 16,
     max_consistency: float = 1.5,
+    max_widen: int = 2,
+    split: str = "val",
     progress: bool = True,
 ) -> Record:
     """Both stages of the module docstring for one (task, method) on validation ``images[i]``, ``i`` in ``ids``.
 
-    Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep"}``: the chosen
-    method options (``method_options`` updated with the chosen step size), the chosen wrapper fields, and each
-    stage's rows (their options with mean ``ssim`` and ``consistency``; the wrapper rows also carry the candidates'
-    means as ``candidate_ssim`` / ``candidate_consistency``).
+    ``split`` names the split ``images`` come from: anything but ``"val"`` is refused (tuning never reads a test
+    image). Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep",
+    "edges"}``: the chosen method options (``method_options`` updated with the chosen step size), the chosen
+    wrapper fields, each stage's rows (their options with mean ``ssim`` and ``consistency``; the wrapper rows also
+    carry the candidates' means as ``candidate_ssim`` / ``candidate_consistency``), and per stage and axis where the
+    choice sits in the values tried (:func:`edges`).
     """
+    if split != "val":
+        raise InputError(f"tuning reads validation images only; got split {split!r} (the test split is for the report)")
     spec_task, fn = get_task(task), get_method(method)
     base = base or ReGuidanceConfig(clip=True)
     fixed = dict(method_options or {})
@@ -146,16 +231,10 @@ def tune_pair(
     for chunk in chunks:
         truth = images[chunk].to(device)
         measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed, split="val")))
-    method_rows = _combos(method_grid or {})
-    wrapper_rows = _combos(wrapper_grid)
-    bar = tqdm(
-        total=len(ids) * (len(method_rows) + len(wrapper_rows)),
-        disable=not progress,
-        desc=f"tune {task}/{method}",
-        unit="img",
-    )
+    bar = tqdm(total=0, disable=not progress, desc=f"tune {task}/{method}", unit="img")
 
     def candidates(options: dict[str, Any]) -> list[Tensor]:
+        bar.total += len(ids)
         out = []
         for chunk, _, operator, y in measured:
             rng = method_rng(seed, task, method, chunk, device=device, split="val")
@@ -166,37 +245,41 @@ def tune_pair(
     def score(xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         return [_scores(x, truth, y, op) for x, (_, truth, op, y) in zip(xs, measured, strict=True)]
 
-    cached: dict[int, list[Tensor]] = {}
+    cached: dict[str, list[Tensor]] = {}
+
+    def evaluate_method(options: dict[str, Any]) -> Record:
+        key = json.dumps(options, sort_keys=True)
+        cached[key] = candidates(options)
+        return _summary(options, score(cached[key]))
+
+    result_edges: dict[str, dict[str, Record]] = {}
     if method_grid:
-        for k, options in enumerate(method_rows):
-            cached[k] = candidates(options)
-            method_rows[k] = _summary(options, score(cached[k]))
-        best = choose(method_rows, max_consistency)
-        pick = method_rows.index(best)
+        method_rows, best = _stage(method_grid, evaluate_method, max_consistency, max_widen)
         chosen_method = {key: best[key] for key in method_grid}
+        result_edges["method"] = edges(method_rows, best, list(method_grid))
     else:
-        pick, chosen_method = 0, {}
-        cached[0] = candidates({})
-        method_rows = []
-    cands = cached[pick]
+        evaluate_method({})
+        method_rows, chosen_method = [], {}
+    cands = cached[json.dumps(chosen_method, sort_keys=True)]
     cand_scores = _summary({}, score(cands))
-    rows = []
-    for options in wrapper_rows:
+
+    def evaluate_wrapper(options: dict[str, Any]) -> Record:
         cfg = replace(base, **options)
+        bar.total += len(ids)
         outs = []
         for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
             rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
             outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
             bar.update(len(chunk))
-        rows.append(
-            {
-                **_summary(options, score(outs)),
-                "candidate_ssim": cand_scores["ssim"],
-                "candidate_consistency": cand_scores["consistency"],
-            }
-        )
+        return {
+            **_summary(options, score(outs)),
+            "candidate_ssim": cand_scores["ssim"],
+            "candidate_consistency": cand_scores["consistency"],
+        }
+
+    rows, best = _stage(wrapper_grid, evaluate_wrapper, max_consistency, max_widen)
+    result_edges["reguidance"] = edges(rows, best, list(wrapper_grid))
     bar.close()
-    best = choose(rows, max_consistency)
     return {
         "task": task,
         "method": method,
@@ -204,6 +287,7 @@ def tune_pair(
         "reguidance": {key: best[key] for key in wrapper_grid},
         "method_sweep": method_rows,
         "wrapper_sweep": rows,
+        "edges": result_edges,
     }
 
 
@@ -228,5 +312,5 @@ def run_sweep(
 
 def collect_table(entries: list[Record], header: Record) -> Record:
     """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
-    keep = ("task", "method", "method_options", "reguidance")
+    keep = ("task", "method", "method_options", "reguidance", "edges")
     return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
