@@ -1,6 +1,7 @@
 """The benchmark protocol and the resumable runner, on a tiny random-weight ADM prior."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -296,6 +297,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
         wrapper_grid=wrapper_grid,
         base=base,
         batch_size=2,
+        max_widen=0,
         progress=False,
     )
     assert [r["step_size"] for r in entry["method_sweep"]] == [0.5, 5.0]
@@ -326,8 +328,15 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     assert calls == [("sr4", "dps")]  # the second sweep resumed from the saved entry
     table = collect_table(again, {"protocol": "cpu"})
     assert table["entries"] == [
-        {"task": "sr4", "method": "dps", "method_options": entry["method_options"], "reguidance": entry["reguidance"]}
+        {
+            "task": "sr4",
+            "method": "dps",
+            "method_options": entry["method_options"],
+            "reguidance": entry["reguidance"],
+            "edges": entry["edges"],
+        }
     ]
+    assert entry["edges"]["method"]["step_size"]["values"] == [0.5, 5.0]
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 1.0, "ssim": 0.5}])["ssim"] == 0.5
     assert choose([{"consistency": 5.0, "ssim": 0.9}, {"consistency": 3.0, "ssim": 0.5}])["ssim"] == 0.9
 
@@ -357,7 +366,7 @@ def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
             }
         ]
     }
-    monkeypatch.setattr(defaults, "tuned_table", lambda protocol: table if protocol == "cpu" else {})
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": table if protocol == "cpu" else {})
     assert defaults.method_options("sr8", "dps", "cpu") == {"step_size": 7.0, "steps": 50}
     cfg = defaults.reguidance_config("sr8", "dps", "cpu")
     assert (cfg.step_size, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)
@@ -388,18 +397,135 @@ def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
     assert [r["name"] for r in write_report(tmp_path / "out", "sr4", cfg, names)["images"]] == ["img0.png", "img1.png"]
 
 
-def test_verdict_counts_only_changes_whose_interval_excludes_zero():
+def test_verdict_follows_the_corrected_calls_of_every_metric():
     from reguidance.bench.report import verdict
 
-    def d(lo, hi):
-        return {"mean": (lo + hi) / 2, "ci95": [lo, hi], "win_rate": 0.5}
+    assert verdict({"better": ["ssim"], "worse": []}) == "helps"
+    assert verdict({"better": ["ssim", "psnr"], "worse": ["reward"]}) == "mixed"
+    assert verdict({"better": [], "worse": ["psnr"]}) == "hurts"
+    assert verdict({"better": [], "worse": []}) == "no clear change"
 
-    assert verdict({"ssim": d(0.01, 0.05), "consistency": d(-0.2, -0.1), "class_acc": d(-0.1, 0.1)}) == "helps"
-    assert verdict({"ssim": d(0.01, 0.05), "consistency": d(0.1, 0.2), "class_acc": None}) == "mixed"
-    assert verdict({"ssim": d(-0.05, -0.01), "consistency": d(-0.1, 0.2), "class_acc": None}) == "hurts"
-    assert verdict({"ssim": d(-0.05, 0.01), "consistency": d(-0.1, 0.2), "class_acc": d(-0.1, 0.1)}) == (
-        "no clear effect"
-    )
+
+def test_holm_adjustment_matches_a_hand_computation():
+    from reguidance.metrics import holm
+
+    # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, max(0.06, 0.04 * 1) = 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_paired_p_value_is_the_normal_test_of_the_interval():
+    from scipy.stats import norm
+
+    from reguidance.metrics import paired_difference
+
+    d = paired_difference(torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3))
+    z = 2.0 / (1.0 / 3**0.5)  # mean 2, sample std 1, n 3
+    assert d["p_value"] == pytest.approx(2 * norm.sf(z), rel=1e-9)
+    assert paired_difference(torch.ones(4), torch.ones(4))["p_value"] == 1.0
+
+
+def test_summary_corrects_every_test_of_a_table_together_and_calls_each_metric():
+    from reguidance.bench.report import summarise
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for method, shift in (("a", 0.2), ("b", -0.2), ("c", 0.0)):  # ReGuidance better, worse, no change on SSIM
+        for i in range(40):
+            noise = float(torch.randn((), generator=g)) * 0.05
+            base = {"task": "t", "method": method, "id": i, "psnr": 20.0, "consistency": 1.0, "label": 0}
+            base |= {"nfe": 1, "sec_per_image": 0.0, "peak_mem_mb": 0.0, "reward": -1.0}
+            rows.append({**base, "variant": "candidate", "reguidance": False, "ssim": 0.5})
+            rows.append({**base, "variant": "reguidance", "reguidance": True, "ssim": 0.5 + shift + noise})
+    paired = {p["method"]: p for p in summarise(rows)["paired"]}
+    assert [paired[m]["verdict"] for m in "abc"] == ["helps", "hurts", "no clear change"]
+    assert paired["b"]["worse"] == ["ssim"] and paired["a"]["better"] == ["ssim"]
+    # Holm over the table's 9 tests (3 comparisons x PSNR, SSIM, reward): the smallest p is multiplied by 9
+    ps = sorted((paired[m][k]["p_value"], paired[m][k]["p_holm"]) for m in "abc" for k in ("psnr", "ssim", "reward"))
+    assert ps[0][1] == pytest.approx(min(1.0, 9 * ps[0][0]))
+
+
+def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, images, tmp_path):
+    from reguidance.bench.protocol import get_task
+
+    ids = [0, 1]
+    run_bench(tiny_prior, *images, spec(tasks=["box16"], ids=ids), tmp_path, progress=False)
+    rows = {(r["variant"], r["id"]): r for r in read_results(tmp_path / "results.jsonl")}
+    truth = images[0][ids]
+    operator, y = get_task("box16").measure(truth, ids, 3, split="test")
+    for k, i in enumerate(ids):
+        # the pseudo-inverse puts y on the observed pixels: before the clamp it fits y exactly
+        assert rows[("candidate", i)]["consistency_raw"] == pytest.approx(0.0, abs=1e-5)
+        # reward = -(sum over observed pixels of (y - clamp(y))^2), by hand from the mask
+        observed = y[k].flatten()
+        clamped = observed.clamp(-1, 1)
+        assert rows[("candidate", i)]["reward"] == pytest.approx(-float(((observed - clamped) ** 2).sum()), rel=1e-5)
+
+
+def test_ablations_share_the_measurement_and_spend_the_stated_evaluations(tiny_prior, images, tmp_path):
+    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=3, clip=True)
+    base = spec(tasks=["sr4"], methods=["pinv", "dps"], ids=range(2), reguidance=cfg)
+    base = replace(base, method_options={"dps": {"steps": 4}})
+    run_bench(tiny_prior, *images, base, tmp_path, progress=False)
+    first = read_results(tmp_path / "results.jsonl")
+    run_bench(tiny_prior, *images, replace(base, ablations=True), tmp_path, progress=False)  # resumes: adds them
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == len(first) + 2 * 3 + 2 * 2  # dps: renoise, fresh, more; pinv: renoise, fresh (no budget)
+    nfe = {(r["method"], r["variant"]): r["nfe"] for r in rows}
+    assert nfe[("dps", "reguidance")] == 4 + 2 + 3
+    assert nfe[("dps", "renoise")] == 4 + 3 and nfe[("dps", "fresh")] == 3  # no inversion; fresh uses no candidate
+    assert nfe[("dps", "more")] == round(4 * (4 + 5) / 4)  # the base method given the wrapper's 5 extra NFE
+    assert ("pinv", "more") not in nfe
+    summary = write_summary(tmp_path)
+    against = {(p["method"], p["against"]) for p in summary["paired"]}
+    assert against == {("dps", v) for v in ("candidate", "renoise", "fresh", "more")} | {
+        ("pinv", v) for v in ("candidate", "renoise", "fresh")
+    }
+    assert summary["paired"][0]["n"] == 2
+
+
+def test_tuning_refuses_any_split_but_validation(tiny_prior, images):
+    from reguidance.bench.tune import parse_grid, tune_pair
+
+    with pytest.raises(ValueError, match="validation images only; got split 'test'"):
+        tune_pair(tiny_prior, images[0], "sr4", "pinv", range(2), wrapper_grid=parse_grid("t_end=0.3"), split="test")
+
+
+def test_tuning_command_reads_the_validation_split_only(monkeypatch, tmp_path, images):
+    from reguidance import data
+    from reguidance.cli import main
+
+    asked = []
+
+    def load_dataset(name, split, *args, **kwargs):
+        asked.append(split)
+        return images[0].repeat(1, 1, 1, 1), images[1]
+
+    monkeypatch.setattr(data, "is_available", lambda name: True)
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    args = ["tune", "--task", "sr4", "--method", "pinv", "--ids", "0:2", "--grid", "t_end=0.3;dps_steps=1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert asked == ["val"]
+
+
+def test_widening_goes_one_step_past_an_edge_and_stops_at_hard_limits():
+    from reguidance.bench.tune import edges, widen
+
+    assert widen("step_size", [1, 3, 10], 10) == pytest.approx(10 * 10 / 3, rel=1e-6)
+    assert widen("step_size", [1, 3, 10], 1) == pytest.approx(1 / 3, rel=1e-5)
+    assert widen("step_size", [1, 3, 10], 3) is None  # interior: nothing to widen
+    assert widen("t_end", [0.3, 0.5], 0.5) == pytest.approx(0.7)
+    assert widen("t_end", [0.3, 0.5], 0.3) == pytest.approx(0.1)
+    assert widen("t_end", [0.8, 1.0], 1.0) is None  # t_end cannot pass 1
+    assert widen("noise_mix", [0.1, 0.25, 1.0], 1.0) is None
+    rows = [{"t_end": 0.8}, {"t_end": 1.0}]
+    assert edges(rows, {"t_end": 1.0}, ["t_end"])["t_end"] == {
+        "values": [0.8, 1.0],
+        "chosen": 1.0,
+        "on_edge": True,
+        "hard_limit": True,
+    }
 
 
 def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, images, tmp_path):

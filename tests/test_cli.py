@@ -140,7 +140,7 @@ def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, cap
 def test_demo_runs_the_cpu_protocol_and_writes_its_picture(tmp_path, capsys):
     assert main(["demo", "--n", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| box20c | dps | yes | 2 |" in out and "| sr8 | pinv | no | 2 |" in out
+    assert "| box20c | dps | reguidance | 2 |" in out and "| sr8 | pinv | candidate | 2 |" in out
     assert (tmp_path / "demo.png").stat().st_size > 0
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["protocol"] == "cpu"

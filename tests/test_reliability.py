@@ -499,7 +499,7 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
             for s in range(0, 3, batch):
                 ids = list(range(s, min(s + batch, 3)))
                 op, y = task.measure(x[ids], ids, 0)
-                c, _ = get_method(method)(prior, op, y, method_rng(0, "sr4", method, ids), ids, **options)
+                c = get_method(method)(prior, op, y, method_rng(0, "sr4", method, ids), ids, **options).x
                 cands.append(c)
                 outs.append(reguide(c, y, op, prior, config=cfg, rng=wrapper_rng(0, "sr4", method, ids)).x)
             return torch.cat([*cands, *outs])

@@ -614,6 +614,13 @@ def _csv(value: str, flag: str) -> list[str]:
 )
 @click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs).")
 @click.option(
+    "--ablations",
+    is_flag=True,
+    help="Also run the ablations that tell where ReGuidance's gains come from: the candidate re-noised to t_end "
+    "then the same DPS (renoise), the same DPS from fresh noise (fresh), the base method given the same extra "
+    "network evaluations (more).",
+)
+@click.option(
     "--lpips-alexnet",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -647,6 +654,7 @@ def bench(
     batch_size: int,
     protocol: str,
     steps: int | None,
+    ablations: bool,
     lpips_alexnet: Path | None,
     lpips_lin: Path | None,
     out: Path,
@@ -717,6 +725,7 @@ def bench(
             protocol=protocol,
             context={**_prior_facts(prior_name, dtype), "dataset": data_name, **context},
             split=split,
+            ablations=ablations,
         )
         with _options():
             spec.check(n_images, x_shape)

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["jackknife_ci95", "mean_ci95", "paired_difference", "proportion_ci95", "psnr", "ssim"]
+__all__ = [
+    "holm",
+    "jackknife_ci95",
+    "mean_ci95",
+    "paired_difference",
+    "proportion_ci95",
+    "psnr",
+    "ssim",
+]
 
 Z95 = 1.959963984540054
 
@@ -58,14 +66,34 @@ def jackknife_ci95(
 
 
 def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:
-    """Mean of ``after - before`` with its 95% interval, and the win rate (fraction of samples that improved)."""
+    """Mean of ``d = after - before`` with its 95% interval, the win rate (fraction of samples that improved) and
+    the two-sided ``p_value`` of "mean d = 0" from the same normal approximation as the interval:
+    ``p = erfc(|mean d| / (se sqrt 2))``, ``se = std(d) / sqrt(n)`` (``p = 1`` when every ``d`` is 0; ``0`` when
+    they are all equal and non-zero)."""
     a = torch.as_tensor(after, dtype=torch.float64).flatten()
     b = torch.as_tensor(before, dtype=torch.float64).flatten()
     if a.shape != b.shape:
         raise ValueError(f"paired values must have equal length, got {a.numel()} and {b.numel()}")
     diff = a - b
     wins = (diff > 0) if higher_is_better else (diff < 0)
-    return {**mean_ci95(diff), "win_rate": float(wins.double().mean())}
+    mean = float(diff.mean())
+    se = float(diff.std()) / math.sqrt(diff.numel()) if diff.numel() > 1 else 0.0
+    p = math.erfc(abs(mean) / (se * math.sqrt(2))) if se > 0 else (1.0 if mean == 0 else 0.0)
+    return {**mean_ci95(diff), "win_rate": float(wins.double().mean()), "p_value": p}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``m`` p-values (family-wise error control, any dependence): with the
+    p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted ``q_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``;
+    returned in the input's order. A test is significant at level ``a`` when its adjusted value is below ``a``."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _to_unit(x: Tensor) -> Tensor:

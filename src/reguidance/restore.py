@@ -261,7 +261,7 @@ def restore(
                     y = y_all[picks].to(device)  # type: ignore[index]  # loaded when x is None
                 if fn is not None:
                     rng = method_rng(seed, task.name, str(method), ids, device=device, split=SPLIT)
-                    cand, nfe = fn(prior, operator, y, rng, ids, **(method_options or {}))
+                    cand, nfe, _ = fn(prior, operator, y, rng, ids, **(method_options or {}))
                 else:
                     cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
                 rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)

@@ -1,14 +1,16 @@
 """Candidate-producing methods for the benchmark, by command-line name.
 
-A method maps ``(prior, operator, measurement, rng, ids)`` to ``(candidates, nfe)``: candidates ``(B, C, H, W)`` in
-[-1, 1] and the network evaluations it spent per image. ``folder:PATH`` reads external candidates, one PNG per test
-image named ``<id>.png`` or ``<id:05d>.png``.
+A method maps ``(prior, operator, measurement, rng, ids)`` to :class:`Candidates` ``(x, nfe, raw)``: candidates
+``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and ``raw``, the output before the final
+clamp to [-1, 1] (the report measures how well the unclamped output fits ``y`` too). ``folder:PATH`` reads external
+candidates, one PNG per test image named ``<id>.png`` or ``<id:05d>.png``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,14 +25,25 @@ from ..guidance.reddiff import reddiff
 from ..operators import Operator
 from ..priors.base import Prior
 
-__all__ = ["METHODS", "MethodFn", "budget_option", "get_method"]
-
-MethodFn = Callable[..., tuple[Tensor, int]]
+__all__ = ["METHODS", "Candidates", "MethodFn", "budget_option", "get_method", "scaled_budget"]
 
 
-def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
+class Candidates(NamedTuple):
+    """A method's output: ``x`` (B, C, H, W) clamped to [-1, 1], ``nfe`` network evaluations per image, ``raw`` the
+    same before the clamp (equal to ``x`` for methods that do not clamp)."""
+
+    x: Tensor
+    nfe: int
+    raw: Tensor
+
+
+MethodFn = Callable[..., Candidates]
+
+
+def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
     """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov)."""
-    return operator.pinv(y).clamp(-1, 1), 0
+    raw = operator.pinv(y)
+    return Candidates(raw.clamp(-1, 1), 0, raw)
 
 
 def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
@@ -38,9 +51,9 @@ def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
 
     def run(
         prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object
-    ) -> tuple[Tensor, int]:
+    ) -> Candidates:
         out = fn(prior, operator, y, rng=rng, clip=True, **{**fixed, **options})
-        return out.x.clamp(-1, 1), out.nfe
+        return Candidates(out.x.clamp(-1, 1), out.nfe, out.x)
 
     run.__doc__ = f"{fn.__name__} from fresh noise with clipping; see :mod:`{fn.__module__}`."
     return run
@@ -55,13 +68,24 @@ def budget_option(method: str) -> str:
     return "steps"
 
 
+def scaled_budget(method: str, options: dict[str, object], nfe: int, extra: int) -> dict[str, object]:
+    """``options`` with ``method``'s budget (:func:`budget_option`) scaled so that it spends about ``nfe + extra``
+    network evaluations per image where it spent ``nfe``: ``steps * (nfe + extra) / nfe``, rounded (the ``more``
+    ablation: the base method given the wrapper's extra evaluations). Its step sizes stay as tuned."""
+    key = budget_option(method)
+    if nfe <= 0:
+        raise InputError(f"method {method!r} spent no network evaluations; its budget cannot be scaled")
+    steps = int(options[key])  # type: ignore[call-overload]
+    return {**options, key: max(steps + 1, round(steps * (nfe + extra) / nfe))}
+
+
 def folder_method(path: str | Path) -> MethodFn:
     """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"folder candidates: {root} is not a directory")
 
-    def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> tuple[Tensor, int]:
+    def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
         from ..images import load_images
 
         c, h, w = prior.signal_shape
@@ -74,7 +98,8 @@ def folder_method(path: str | Path) -> MethodFn:
             if tuple(x.shape[-2:]) != (h, w):
                 raise InputError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
             images.append(x[0])
-        return torch.stack(images).to(y.device, y.dtype), 0
+        x = torch.stack(images).to(y.device, y.dtype)
+        return Candidates(x, 0, x)
 
     return load
 

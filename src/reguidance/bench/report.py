@@ -12,7 +12,7 @@ import torch
 
 from ..files import replace_marked
 from ..images import read_images, save_grid
-from ..metrics import jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
+from ..metrics import holm, jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
 from .runner import read_all_results
 
 __all__ = [
@@ -31,27 +31,71 @@ __all__ = [
 #: a row of ``results.jsonl``, a summary, or one of its rows: JSON objects, typed as such (values of any JSON type)
 Record = dict[str, Any]
 
-#: per-image metrics and whether higher is better (``lpips`` only in runs given LPIPS weights)
-METRICS = {"psnr": True, "ssim": True, "consistency": False, "lpips": False}
+#: per-image metrics of a row and whether higher is better (``lpips`` only in runs given LPIPS weights;
+#: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1])
+METRICS = {
+    "psnr": True,
+    "ssim": True,
+    "lpips": False,
+    "reward": True,
+    "consistency": False,
+    "consistency_raw": False,
+}
+#: the paired changes that decide a verdict; ``consistency`` (as ``|c - 1|``) is shown but does not count: it
+#: rewards the clamping artefact (a pseudo-inverse fits ``y`` exactly, clamping alone moves it towards 1), and the
+#: reward ``-||y - A x||^2`` is the paper's own measure of fitting ``y``
+VERDICT_METRICS = ("psnr", "ssim", "lpips", "reward", "class_acc")
+#: the significance level after the correction
+ALPHA = 0.05
+#: the verdict rule, in words (written next to every table that uses it)
+RULE = (
+    "Per metric (PSNR, SSIM, LPIPS where measured, reward -||y - Ax||^2, class accuracy where a classifier exists), "
+    "the paired per-image change is tested (two-sided, normal approximation); the p-values of all the tests of a "
+    f"table are corrected together with Holm's method, and a change counts as better or worse when its corrected "
+    f"p-value is below {ALPHA}. A comparison *helps* when at least one metric is better and none worse, *hurts* "
+    "when at least one is worse and none better, is *mixed* when both happen, and shows *no clear change* "
+    "otherwise. |consistency - 1| is shown but does not vote (it rewards clamping artefacts)."
+)
+#: the comparisons of the report: ReGuidance against each of these variants of the same (task, method, image)
+AGAINST = ("candidate", "renoise", "fresh", "more")
+
+
+def _variant(r: Record) -> str:
+    return str(r.get("variant", "reguidance" if r["reguidance"] else "candidate"))
 
 
 def summarise(rows: list[Record]) -> Record:
-    """The summary: ``{"rows": [...], "paired": [...]}`` (see the benchmark issue for the row format).
+    """The summary ``{"rows": [...], "paired": [...], "rule": RULE, "alpha": ALPHA, "correction": "holm"}``.
 
-    Rows are de-duplicated by (task, method, reguidance, id), so a resumed run summarises like an uninterrupted one.
+    ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS`, class
+    accuracy (Wilson interval), NFE, seconds and peak memory. ``paired``: per (task, method) and each variant of
+    :data:`AGAINST` present, ReGuidance minus that variant on the same images: each metric's paired change
+    (interval, win rate, p-value, Holm-adjusted ``p_holm`` and ``call`` better / same / worse for the metrics of
+    :data:`VERDICT_METRICS`), the ``verdict`` and the metrics ``better`` and ``worse``. The comparisons with the
+    candidate form one family of tests for the correction, those with the ablations another.
+
+    Rows are de-duplicated by (task, method, variant, id), so a resumed run summarises like an uninterrupted one.
     ``fd_cls`` is ``None`` here (it needs the classifier's features of the saved images); ``class_acc`` is ``None``
     when no classifier was given to the runner.
     """
     unique: dict[tuple[object, ...], Record] = {}
     for r in rows:
-        unique[(r["task"], r["method"], r["reguidance"], r["id"])] = r
-    groups: dict[tuple[str, str, bool], list[Record]] = {}
-    for (task, method, rg, _), r in sorted(unique.items(), key=lambda kv: str(kv[0])):
-        groups.setdefault((str(task), str(method), bool(rg)), []).append(r)
+        unique[(r["task"], r["method"], _variant(r), r["id"])] = r
+    groups: dict[tuple[str, str, str], list[Record]] = {}
+    for (task, method, variant, _), r in sorted(unique.items(), key=lambda kv: str(kv[0])):
+        groups.setdefault((str(task), str(method), str(variant)), []).append(r)
+    order = {v: k for k, v in enumerate(("candidate", "reguidance", *AGAINST[1:]))}
+    keys = sorted(groups, key=lambda k: (k[0], k[1], order.get(k[2], 99)))
     out_rows = []
-    for (task, method, rg), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: int(r["id"]))
-        row: Record = {"task": task, "method": method, "reguidance": rg, "n": len(rs)}
+    for task, method, variant in keys:
+        rs = sorted(groups[(task, method, variant)], key=lambda r: int(r["id"]))
+        row: Record = {
+            "task": task,
+            "method": method,
+            "variant": variant,
+            "reguidance": variant == "reguidance",
+            "n": len(rs),
+        }
         for m in METRICS:
             row[m] = mean_ci95([float(r[m]) for r in rs]) if all(m in r for r in rs) else None
         row["fd_cls"] = None
@@ -63,70 +107,126 @@ def summarise(rows: list[Record]) -> Record:
         row["peak_mem_mb"] = max(float(r["peak_mem_mb"]) for r in rs)
         out_rows.append(row)
     paired = []
-    for (task, method, rg), rs in sorted(groups.items()):
-        if rg or (task, method, True) not in groups:
+    for task, method, variant in keys:
+        if variant not in AGAINST or (task, method, "reguidance") not in groups:
             continue
-        before = {int(r["id"]): r for r in rs}
-        after = {int(r["id"]): r for r in groups[(task, method, True)]}
+        before = {int(r["id"]): r for r in groups[(task, method, variant)]}
+        after = {int(r["id"]): r for r in groups[(task, method, "reguidance")]}
         ids = sorted(before.keys() & after.keys())
-        entry: Record = {"task": task, "method": method, "n": len(ids)}
+        entry: Record = {
+            "task": task,
+            "method": method,
+            "against": variant,
+            "n": len(ids),
+            "nfe": [int(after[ids[0]]["nfe"]), int(before[ids[0]]["nfe"])] if ids else None,
+        }
         for m, higher in METRICS.items():
-            if not all(m in r for r in (*before.values(), *after.values())):
+            if m == "consistency_raw" or not ids or not all(m in r for r in (*before.values(), *after.values())):
                 entry[m] = None
                 continue
             a = torch.tensor([float(after[i][m]) for i in ids])
             b = torch.tensor([float(before[i][m]) for i in ids])
-            if m == "consistency":  # closeness to 1 (explaining y up to the noise) is what counts
+            if m == "consistency":  # shown as the change of |consistency - 1|: lower is closer to explaining y
                 a, b = (a - 1).abs(), (b - 1).abs()
             entry[m] = paired_difference(a, b, higher_is_better=higher)
-        if all("pred" in r for r in (*before.values(), *after.values())):
+        if ids and all("pred" in r for r in (*before.values(), *after.values())):
             correct = [[float(d[i]["pred"] == d[i]["label"]) for i in ids] for d in (after, before)]
             entry["class_acc"] = paired_difference(torch.tensor(correct[0]), torch.tensor(correct[1]))
         else:
             entry["class_acc"] = None
         paired.append(entry)
-    return {"rows": out_rows, "paired": paired}
+    for family in ("candidate", "ablations"):
+        members = [e for e in paired if (e["against"] == "candidate") == (family == "candidate")]
+        tests = [(e, m) for e in members for m in VERDICT_METRICS if e.get(m) is not None]
+        adjusted = holm([float(e[m]["p_value"]) for e, m in tests])
+        for (e, m), q in zip(tests, adjusted, strict=True):
+            higher = METRICS.get(m, True)
+            good = (e[m]["mean"] > 0) == higher
+            e[m]["p_holm"] = q
+            e[m]["call"] = "same" if q >= ALPHA else "better" if good else "worse"
+        for e in members:
+            e["better"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "better"]
+            e["worse"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "worse"]
+            e["verdict"] = verdict(e)
+    return {"rows": out_rows, "paired": paired, "rule": RULE, "alpha": ALPHA, "correction": "holm"}
+
+
+def _ci(v: Record | None, fmt: str) -> str:
+    if v is None:
+        return "—"
+    return f"{v['mean']:{fmt}} [{v['ci95'][0]:{fmt}}, {v['ci95'][1]:{fmt}}]"
+
+
+def _change(d: Record | None, fmt: str = "+.3f") -> str:
+    """A paired change: mean [interval], marked ▲ / ▼ when the corrected test calls it better / worse."""
+    if d is None:
+        return "—"
+    mark = {"better": " ▲", "worse": " ▼"}.get(str(d.get("call")), "")
+    return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]{mark}"
 
 
 def format_markdown(summary: Record) -> str:
-    """``summary`` as Markdown tables (an LPIPS column only when the run computed LPIPS)."""
+    """``summary`` as Markdown tables: every (task, method, variant)'s means, then ReGuidance's paired changes
+    against the candidate (and against the ablations, when the run has them), with their calls and verdicts."""
     with_lpips = any(r.get("lpips") for r in summary["rows"])
-    lp_head, lp_rule = (" LPIPS |", "---|") if with_lpips else ("", "")
+    with_acc = any(r.get("class_acc") or r.get("fd_cls") for r in summary["rows"])
     lines = [
-        f"| task | method | ReGuidance | n | PSNR | SSIM | consistency |{lp_head} FD-cls | class acc | NFE | s/image |",
-        f"|---|---|---|---|---|---|---|{lp_rule}---|---|---|---|",
+        "| task | method | variant | n | PSNR | SSIM |"
+        + (" LPIPS |" if with_lpips else "")
+        + " reward | consistency | consistency before clamp |"
+        + (" FD-cls | class acc |" if with_acc else "")
+        + " NFE | s/image |",
+        "|---|---|---|---|---|---|"
+        + ("---|" if with_lpips else "")
+        + "---|---|---|"
+        + ("---|---|" if with_acc else "")
+        + "---|---|",
     ]
-
-    def cell(v: Record | None, fmt: str) -> str:
-        if v is None:
-            return "—"
-        return f"{v['mean']:{fmt}} [{v['ci95'][0]:{fmt}}, {v['ci95'][1]:{fmt}}]"
-
     for r in summary["rows"]:
         lines.append(
-            f"| {r['task']} | {r['method']} | {'yes' if r['reguidance'] else 'no'} | {r['n']} | "
-            f"{cell(r['psnr'], '.2f')} | {cell(r['ssim'], '.3f')} | {cell(r['consistency'], '.2f')} | "
-            + (f"{cell(r.get('lpips'), '.3f')} | " if with_lpips else "")
-            + f"{cell(r['fd_cls'], '.1f')} | {cell(r['class_acc'], '.2f')} | {r['nfe']} | {r['sec_per_image']:.2f} |"
+            f"| {r['task']} | {r['method']} | {r.get('variant', 'reguidance' if r['reguidance'] else 'candidate')} "
+            f"| {r['n']} | {_ci(r['psnr'], '.2f')} | {_ci(r['ssim'], '.3f')} | "
+            + (f"{_ci(r.get('lpips'), '.3f')} | " if with_lpips else "")
+            + f"{_ci(r.get('reward'), '.3g')} | {_ci(r['consistency'], '.2f')} | "
+            + f"{_ci(r.get('consistency_raw'), '.2f')} | "
+            + (f"{_ci(r['fd_cls'], '.1f')} | {_ci(r['class_acc'], '.2f')} | " if with_acc else "")
+            + f"{r['nfe']} | {r['sec_per_image']:.2f} |"
         )
-    lines += [
-        "",
-        "Paired, ReGuidance minus candidate (consistency: change in |consistency - 1|; lower is better):",
-        "",
-        "| task | method | n | ΔPSNR (win rate) | ΔSSIM (win rate) | Δ|consistency-1| (win rate) "
-        "| Δclass acc |" + (" ΔLPIPS |" if with_lpips else ""),
-        "|---|---|---|---|---|---|---|" + lp_rule,
-    ]
-    for p in summary["paired"]:
-        cells = [
-            f"{p[m]['mean']:+.3f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}] ({p[m]['win_rate']:.2f})"
-            for m in ("psnr", "ssim", "consistency")
-        ]
-        for m in ("class_acc", "lpips") if with_lpips else ("class_acc",):
-            d = p.get(m)
-            cells.append("—" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
-        lines.append(f"| {p['task']} | {p['method']} | {p['n']} | " + " | ".join(cells) + " |")
+    for against in AGAINST:
+        entries = [p for p in summary["paired"] if p.get("against", "candidate") == against]
+        if entries:
+            lines += ["", _paired_table(entries, against, with_lpips, with_acc)]
     return "\n".join(lines) + "\n"
+
+
+def _paired_table(entries: list[Record], against: str, with_lpips: bool, with_acc: bool) -> str:
+    metrics = [("psnr", "+.2f"), ("ssim", "+.3f")]
+    metrics += [("lpips", "+.3f")] if with_lpips else []
+    metrics += [("reward", "+.3g"), ("consistency", "+.2f")]
+    metrics += [("class_acc", "+.2f")] if with_acc else []
+    names = {
+        "psnr": "ΔPSNR",
+        "ssim": "ΔSSIM",
+        "lpips": "ΔLPIPS",
+        "reward": "Δreward",
+        "consistency": "Δ(distance of consistency from 1)",
+    }
+    names["class_acc"] = "Δclass acc"
+    lines = [
+        f"ReGuidance minus {against} (same images; ▲ / ▼ better / worse after the correction):",
+        "",
+        "| task | method | n | NFE | " + " | ".join(names[m] for m, _ in metrics) + " | verdict | worse on |",
+        "|---|---|---|---|" + "---|" * len(metrics) + "---|---|",
+    ]
+    for p in entries:
+        nfe = f"{p['nfe'][0]} vs {p['nfe'][1]}" if p.get("nfe") else "—"
+        cells = [_change(p.get(m), fmt) for m, fmt in metrics]
+        lines.append(
+            f"| {p['task']} | {p['method']} | {p['n']} | {nfe} | "
+            + " | ".join(cells)
+            + f" | {p.get('verdict', '—')} | {', '.join(p.get('worse', [])) or '—'} |"
+        )
+    return "\n".join(lines)
 
 
 def _folder(out: Path, task: str, method: str) -> Path:
@@ -148,7 +248,7 @@ def add_fd_cls(summary: Record, out: Path, features: Callable[[torch.Tensor], to
 
     for row in summary["rows"]:
         folder = _folder(out, row["task"], row["method"])
-        kind = "reguidance" if row["reguidance"] else "candidate"
+        kind = row.get("variant", "reguidance" if row["reguidance"] else "candidate")
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
         if len(ids) < 3:
             continue
@@ -171,7 +271,13 @@ def save_grids(out: Path, n: int = 8) -> list[Path]:
         ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))[:n]
         if not ids:
             continue
-        kinds = ("measurement", "candidate", "reguidance", "truth")
+        kinds = (
+            "measurement",
+            "candidate",
+            "reguidance",
+            *[v for v in AGAINST[1:] if (folder / f"{ids[0]:05d}_{v}.png").is_file()],
+            "truth",
+        )
         x = read_images([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
         path = out / "grids" / f"{folder.parent.name}_{folder.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +294,11 @@ def save_tradeoff_plot(summary: Record, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}
+    rows = {
+        (r["task"], r["method"], r["reguidance"]): r
+        for r in summary["rows"]
+        if r.get("variant") in (None, "candidate", "reguidance")
+    }
     use_acc = all(r["class_acc"] is not None for r in rows.values())
     realism = "class_acc" if use_acc else "ssim"
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -251,56 +361,218 @@ def save_overview(grids: list[Path], path: Path, title: str) -> Path:
     return path
 
 
-def _sign(d: Record | None, higher_is_better: bool = True) -> int:
-    """+1 / -1 when the 95% interval of a paired difference lies wholly on the good / bad side of 0, else 0."""
-    if d is None:
-        return 0
-    lo, hi = d["ci95"]
-    sign = 1 if lo > 0 else -1 if hi < 0 else 0
-    return sign if higher_is_better else -sign
-
-
 def verdict(paired: Record) -> str:
-    """``helps`` / ``hurts`` / ``mixed`` / ``no clear effect`` from the significant paired changes of SSIM,
-    |consistency - 1|, class accuracy and LPIPS where measured (each counts when its 95% interval excludes 0)."""
-    signs = [
-        _sign(paired["ssim"]),
-        _sign(paired["consistency"], higher_is_better=False),
-        _sign(paired.get("class_acc")),
-        _sign(paired.get("lpips"), higher_is_better=False),
+    """The rule of :data:`RULE` from a paired entry's ``better`` and ``worse`` metrics: ``helps`` / ``hurts`` /
+    ``mixed`` / ``no clear change``."""
+    good, bad = bool(paired.get("better")), bool(paired.get("worse"))
+    return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear change"
+
+
+_NAMES = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "reward": "reward -‖y − Ax‖²",
+    "class_acc": "class accuracy",
+    "consistency": "consistency's distance from 1 (does not vote)",
+}
+
+
+def _counts_table(entries: list[Record]) -> list[str]:
+    """Per metric: how many comparisons got better / no clear change / worse (after the correction)."""
+    lines = ["| metric | better | no clear change | worse |", "|---|---|---|---|"]
+    for m in (*VERDICT_METRICS, "consistency"):
+        present = [e for e in entries if e.get(m) is not None]
+        if not present:
+            continue
+        if m == "consistency":  # not corrected and not voting: its raw 95% interval
+            calls = ["better" if e[m]["ci95"][1] < 0 else "worse" if e[m]["ci95"][0] > 0 else "same" for e in present]
+        else:
+            calls = [e[m]["call"] for e in present]
+        lines.append(f"| {_NAMES[m]} | {calls.count('better')} | {calls.count('same')} | {calls.count('worse')} |")
+    verdicts = [e["verdict"] for e in entries]
+    worse_any = sum(bool(e["worse"]) for e in entries)
+    lines += [
+        f"| **verdict** | **{verdicts.count('helps')} helps** | {verdicts.count('no clear change')} no clear change, "
+        f"{verdicts.count('mixed')} mixed | **{verdicts.count('hurts')} hurts** |",
+        f"| worse on at least one metric | | | {worse_any} of {len(entries)} |",
     ]
-    good, bad = 1 in signs, -1 in signs
-    return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear effect"
+    return lines
+
+
+def _losses(entries: list[Record], against: str) -> list[str]:
+    """One sentence per comparison where ReGuidance is worse on some metric than ``against``."""
+    out = []
+    for e in entries:
+        if e["worse"]:
+            changes = ", ".join(f"{_NAMES[m].split(' ')[0]} {e[m]['mean']:+.3g}" for m in e["worse"])
+            out.append(f"- {e['task']} / {e['method']}: worse than the {against} on {changes} ({e['verdict']}).")
+    return out or [f"- none: no comparison with the {against} is worse on any metric after the correction."]
+
+
+def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> list[str]:
+    """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, and the
+    axes whose choice is still on an edge."""
+    from .defaults import tuned_table
+
+    table = tuned_table(protocol, prior)
+    entries = [e for e in table.get("entries", []) if tasks is None or e["task"] in tasks]
+    if not entries:
+        return [f"No tuned table for {prior} under protocol `{protocol}`: the untuned reference options were used.", ""]
+    lines = [
+        f"Options chosen on validation images {table.get('ids')} of {prior} (seed {table.get('seed')}, "
+        f"{table.get('dtype', '?')}) by `{table.get('command')}`; rule: {table.get('rule')}. Grids: "
+        + "; ".join(f"{m} `{g}`" for m, g in table.get("method_grids", {}).items())
+        + f"; the wrapper `{table.get('wrapper_grid')}`; an axis whose choice sits on an edge is widened up to "
+        f"{table.get('max_widen', 0)} times.",
+        "",
+        "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        edges = e.get("edges", {})
+
+        def tried(stage: str, edges: Record = edges) -> str:
+            return "; ".join(
+                f"{k}: {', '.join(f'{v:g}' for v in a['values'])}" for k, a in edges.get(stage, {}).items()
+            )
+
+        chosen = {k: v for k, v in e["method_options"].items() if k in edges.get("method", {})}
+        on_edge = [
+            f"{stage} {k}" + (" (hard limit)" if a["hard_limit"] else "")
+            for stage, axes in edges.items()
+            for k, a in axes.items()
+            if a["on_edge"]
+        ]
+        lines.append(
+            f"| {e['task']} | {e['method']} | {', '.join(f'{k}={v:g}' for k, v in chosen.items()) or '—'} | "
+            f"{tried('method') or '—'} | {', '.join(f'{k}={v:g}' for k, v in e['reguidance'].items())} | "
+            f"{tried('reguidance')} | {', '.join(on_edge) or 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def _same_nfe(summary: Record) -> list[str]:
+    """ReGuidance against the best ablation (highest mean SSIM) that spends at least its NFE, per (task, method)."""
+    rows = {(r["task"], r["method"], r["variant"]): r for r in summary["rows"]}
+    lines = []
+    for e in summary["paired"]:
+        if e["against"] == "candidate":
+            continue
+        rg = rows[(e["task"], e["method"], "reguidance")]
+        if rows[(e["task"], e["method"], e["against"])]["nfe"] < rg["nfe"]:
+            continue
+        rivals = [
+            p
+            for p in summary["paired"]
+            if (p["task"], p["method"]) == (e["task"], e["method"])
+            and p["against"] != "candidate"
+            and rows[(p["task"], p["method"], p["against"])]["nfe"] >= rg["nfe"]
+        ]
+        best = max(rivals, key=lambda p: rows[(p["task"], p["method"], p["against"])]["ssim"]["mean"])
+        if best is e:
+            lines.append(
+                f"| {e['task']} | {e['method']} | {e['against']} | {e['nfe'][0]} vs {e['nfe'][1]} | "
+                f"{_change(e.get('psnr'), '+.2f')} | {_change(e.get('ssim'))} | {_change(e.get('reward'), '+.3g')} | "
+                f"{e['verdict']} |"
+            )
+    if not lines:
+        return []
+    return [
+        "ReGuidance against the best ablation (highest mean SSIM) that spends at least as many network evaluations:",
+        "",
+        "| task | method | best at ≥ NFE | NFE | ΔPSNR | ΔSSIM | Δreward | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+
+
+def _ablation_summary(entries: list[Record]) -> list[str]:
+    """Per ablation: how often ReGuidance beats it, ties, or loses, on SSIM and on the reward, and its verdicts."""
+    lines = [
+        "| ReGuidance against | comparisons | SSIM better / same / worse | reward better / same / worse | verdicts |",
+        "|---|---|---|---|---|",
+    ]
+    for against in AGAINST[1:]:
+        es = [e for e in entries if e["against"] == against]
+        if not es:
+            continue
+
+        def count(m: str, es: list[Record] = es) -> str:
+            calls = [e[m]["call"] for e in es if e.get(m) is not None]
+            return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
+
+        verdicts = [e["verdict"] for e in es]
+        lines.append(
+            f"| {against} | {len(es)} | {count('ssim')} | {count('reward')} | "
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in ("helps", "no clear change", "mixed", "hurts"))
+            + " |"
+        )
+    return lines
 
 
 def benchmark_tables(runs: dict[str, Path]) -> str:
-    """Markdown for ``BENCHMARK.md``: per prior (name -> benchmark folder with ``summary.json`` and
-    ``config.json``), the options used, the full table, and a verdict with the time ReGuidance adds."""
+    """Markdown for ``BENCHMARK.md``, every figure computed here: per prior (name -> benchmark folder with
+    ``summary.json`` and ``config.json``) the tuned options, the per-metric summary of ReGuidance against its
+    candidate with the verdict rule, every comparison where it loses, the ablations (against re-noising, fresh
+    noise and the base method given the same extra NFE, and the same-NFE view), the full tables, and the cost."""
     parts = []
     for prior, out in runs.items():
         summary = json.loads((out / "summary.json").read_text())
         config = json.loads((out / "config.json").read_text())
-        rows = {(r["task"], r["method"], r["reguidance"]): r for r in summary["rows"]}
+        rows = {
+            (r["task"], r["method"], r.get("variant", "reguidance" if r["reguidance"] else "candidate")): r
+            for r in summary["rows"]
+        }
+        main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
+        ablations = [p for p in summary["paired"] if p.get("against", "candidate") != "candidate"]
+        n_images = sorted({p["n"] for p in main})
+        prior_name = str(config.get("context", {}).get("prior", prior))
         parts += [
             f"### {prior}",
             "",
             f"Protocol `{config['protocol']}` "
             f"({'options tuned on validation images' if config['tuned'] else 'untuned reference options'}), "
-            f"seed {config['seed']}.",
+            f"seed {config['seed']}, test ids {', '.join(config['ids'])} ({'/'.join(map(str, n_images))} images per "
+            f"comparison), network in {config.get('context', {}).get('dtype', '?')}.",
             "",
-            format_markdown(summary),
-            "Verdict per (task, method) — a change counts when its 95% interval excludes 0 — and the time "
-            "ReGuidance adds per image:",
+            *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}),
+            f"**ReGuidance against its candidate**, {len(main)} comparisons (task x method). {summary['rule']}",
             "",
-            "| task | method | verdict | candidate s/image | + ReGuidance s/image | added NFE |",
+            *_counts_table(main),
+            "",
+            "Where ReGuidance loses to its candidate:",
+            "",
+            *_losses(main, "candidate"),
+            "",
+        ]
+        if ablations:
+            parts += [
+                "**Ablations** (same images, measurements and random streams; one family of tests for the correction): "
+                "`renoise` forward-noises the candidate to the wrapper's `t_end` and runs the same DPS (SDEdit + DPS); "
+                "`fresh` runs the same DPS from fresh noise at `t_end` (no candidate); `more` gives the base method "
+                "the wrapper's extra network evaluations (its step budget scaled, its tuned step size kept).",
+                "",
+                *_ablation_summary(ablations),
+                "",
+                "Where the inverted latent loses to an ablation:",
+                "",
+                *_losses(ablations, "ablation"),
+                "",
+                *_same_nfe(summary),
+            ]
+        parts += [
+            "Cost per image (one thread; NFE = network evaluations):",
+            "",
+            "| task | method | candidate NFE | candidate s/image | + ReGuidance NFE | + ReGuidance s/image |",
             "|---|---|---|---|---|---|",
         ]
-        for p in summary["paired"]:
-            before, after = rows[(p["task"], p["method"], False)], rows[(p["task"], p["method"], True)]
+        for p in main:
+            before, after = rows[(p["task"], p["method"], "candidate")], rows[(p["task"], p["method"], "reguidance")]
             parts.append(
-                f"| {p['task']} | {p['method']} | {verdict(p)} | {before['sec_per_image']:.2f} | "
-                f"{after['sec_per_image'] - before['sec_per_image']:.2f} | "
-                f"{after['nfe'] - before['nfe']} |"
+                f"| {p['task']} | {p['method']} | {before['nfe']} | {before['sec_per_image']:.2f} | "
+                f"{after['nfe'] - before['nfe']} | {after['sec_per_image'] - before['sec_per_image']:.2f} |"
             )
-        parts.append("")
+        parts += ["", "<details><summary>Full tables</summary>", "", format_markdown(summary), "</details>", ""]
     return "\n".join(parts)

@@ -2,7 +2,12 @@
 
 For every (task, method) and every batch of test ids not yet done, the runner measures the ground truths (per-image
 operators and noise from :mod:`.protocol`), asks the method for candidates, wraps them with ReGuidance, and appends
-two rows per image — ``reguidance: false`` (the candidate) and ``true`` — in one write. A rerun reads the file,
+one row per image and *variant* in one write: ``candidate`` (the method's output), ``reguidance`` (the wrapper on
+it), and with ``ablations`` the three runs that tell where the wrapper's gains come from (:data:`ABLATIONS`):
+``renoise`` (the candidate forward-noised to the wrapper's ``t_end``, then the same DPS: SDEdit + DPS), ``fresh``
+(the same DPS from fresh noise at ``t_end``: no candidate at all) and ``more`` (the base method given the wrapper's
+extra network evaluations, :func:`.methods.scaled_budget`). Every variant of an image shares its measurement, and
+the wrapper's variants share its random stream. A rerun reads the file,
 skips what is done and ignores a torn last line, so killing it at any moment loses at most the batch in flight, and
 the summary of a resumed run equals an uninterrupted one (every random draw is per image, see
 :func:`.protocol.stream_rng`). Restorations are saved as PNGs beside the rows, for grids and later metrics.
@@ -19,8 +24,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,27 +39,37 @@ from ..metrics import psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
 from ..runs import clear_outputs, describe_difference, hold_folder, identity_hash
-from ..wrapper import ReGuidanceConfig, reguide
+from ..wrapper import ReGuidanceConfig, Start, reguide, reward
 from .defaults import is_tuned, method_options, reguidance_config
 from .inputs import ImageFolder, check_images_fit
-from .methods import get_method
-from .protocol import get_task, method_rng, wrapper_rng
+from .methods import METHODS, MethodFn, get_method, scaled_budget
+from .protocol import Task, get_task, method_rng, wrapper_rng
 
 __all__ = [
+    "ABLATIONS",
     "ROW_KEYS",
+    "VARIANTS",
     "BenchSpec",
     "check_folder",
     "done_keys",
+    "done_variants",
     "drop_torn_tail",
     "read_all_results",
     "read_results",
     "results_path",
     "run_bench",
     "safe_name",
+    "variant_of",
 ]
+
+T = TypeVar("T")
 
 #: the keys every results row holds (a row without them is refused by the reader)
 ROW_KEYS = ("task", "method", "reguidance", "id")
+#: the variants a row can be (``variant``; rows without one are ``reguidance`` if ``reguidance`` else ``candidate``)
+VARIANTS = ("candidate", "reguidance", "renoise", "fresh", "more")
+#: the ablation variants ``ablations=True`` adds
+ABLATIONS = ("renoise", "fresh", "more")
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
 Distance = Callable[[Tensor, Tensor], Tensor]  # two image batches -> per-image distances (B,), e.g. LPIPS
@@ -79,6 +96,15 @@ class BenchSpec:
     #: the split the images come from (``"test"``, ``"folder"``, ...): it enters every random stream
     #: (:func:`.protocol.stream_rng`) and the identity
     split: str = "test"
+    #: also run the ablations (:data:`ABLATIONS`; ``more`` only for methods with a step budget)
+    ablations: bool = False
+
+    def variants(self, method: str) -> tuple[str, ...]:
+        """The variants each image of ``method`` gets under this spec."""
+        if not self.ablations:
+            return ("candidate", "reguidance")
+        scalable = method.split(":", 1)[0] in METHODS and method != "pinv"
+        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if scalable else ()))
 
     @property
     def prior(self) -> str:
@@ -157,15 +183,30 @@ def read_all_results(out: Path) -> list[dict[str, object]]:
     return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
 
 
-def done_keys(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> set[tuple[str, str, int]]:
-    """(task, method, id) triples with both rows (candidate and ReGuidance) written (with ``spec``: only rows that
-    carry the identity ``spec`` gives them)."""
-    seen: dict[tuple[str, str, int], set[bool]] = {}
+def variant_of(row: dict[str, object]) -> str:
+    """A row's variant (:data:`VARIANTS`); rows written before variants existed have only ``reguidance``."""
+    return str(row.get("variant", "reguidance" if row["reguidance"] else "candidate"))
+
+
+def done_variants(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> dict[tuple[str, str, int], set[str]]:
+    """The variants written for each (task, method, id) (with ``spec``: only rows that carry the identity ``spec``
+    gives them)."""
+    seen: dict[tuple[str, str, int], set[str]] = {}
     for r in rows:
         if spec is not None and r.get("run") != spec.identity(str(r["task"]), str(r["method"])):
             continue
-        seen.setdefault((str(r["task"]), str(r["method"]), int(r["id"])), set()).add(bool(r["reguidance"]))  # type: ignore[call-overload]
-    return {k for k, v in seen.items() if v == {False, True}}
+        seen.setdefault((str(r["task"]), str(r["method"]), int(r["id"])), set()).add(variant_of(r))  # type: ignore[call-overload]
+    return seen
+
+
+def done_keys(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> set[tuple[str, str, int]]:
+    """(task, method, id) triples with every variant written (candidate and ReGuidance, and the ablations when
+    ``spec`` asks for them)."""
+    return {
+        k
+        for k, v in done_variants(rows, spec).items()
+        if set(spec.variants(k[1]) if spec is not None else ("candidate", "reguidance")) <= v
+    }
 
 
 def check_folder(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
@@ -206,8 +247,10 @@ def safe_name(name: str) -> str:
 def _rows_for(
     task: str,
     method: str,
+    variant: str,
     ids: Sequence[int],
     x: Tensor,
+    raw: Tensor,
     truth: Tensor,
     y: Tensor,
     operator: Operator,
@@ -216,23 +259,29 @@ def _rows_for(
     nfe: int,
     seconds: float,
     mem: float,
-    reguidance: bool,
     lpips: Distance | None = None,
 ) -> list[dict[str, object]]:
+    """One row per image of ``variant``: PSNR, SSIM, LPIPS (if given) against the truth; ``consistency``
+    ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``, and
+    ``consistency_raw`` of the output before the clamp (``raw``); the classifier's prediction (if given)."""
     p, s = psnr(x, truth), ssim(x, truth)
     perceptual = lpips(x, truth) if lpips is not None else None
-    cons = operator.consistency(x, y)
+    cons, cons_raw = operator.consistency(x, y), operator.consistency(raw, y)
+    rew = reward(operator, x, y)
     pred = classifier(x).argmax(dim=1) if classifier is not None else None
     rows = []
     for k, i in enumerate(ids):
         row: dict[str, object] = {
             "task": task,
             "method": method,
-            "reguidance": reguidance,
+            "variant": variant,
+            "reguidance": variant == "reguidance",
             "id": int(i),
             "psnr": float(p[k]),
             "ssim": float(s[k]),
             "consistency": float(cons[k]),
+            "consistency_raw": float(cons_raw[k]),
+            "reward": float(rew[k]),
             "label": int(labels[k]),
             "nfe": int(nfe),
             "sec_per_image": seconds,
@@ -283,6 +332,77 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> 
     atomic_write_json(out / "config.json", config)
 
 
+def _run_batch(
+    prior: Prior,
+    images: Tensor | ImageFolder,
+    labels: Tensor,
+    spec: BenchSpec,
+    task: Task,
+    name: str,
+    method: MethodFn,
+    chunk: list[int],
+    out: Path,
+    classifier: Classifier | None,
+    lpips: Distance | None,
+) -> list[dict[str, object]]:
+    """Every variant of ``spec.variants(name)`` for the images ``chunk``: their rows, pictures saved beside."""
+    device = prior.device
+    truth = images[list(chunk)].to(device)
+    operator, y = task.measure(truth, chunk, spec.seed, split=spec.split)
+    lab = labels[list(chunk)]
+    options = spec.options(task.name, name)
+    cfg = spec.wrapper_config(task.name, name)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def timed(fn: Callable[[], T]) -> tuple[T, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return result, (time.perf_counter() - t0) / len(chunk)
+
+    def method_rng_() -> Any:
+        return method_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
+
+    def wrapper_rng_() -> Any:
+        return wrapper_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
+
+    cand, t_cand = timed(partial(method, prior, operator, y, method_rng_(), chunk, **options))
+    outputs: dict[str, tuple[Tensor, Tensor, int, float]] = {"candidate": (cand.x, cand.raw, cand.nfe, t_cand)}
+    for variant in spec.variants(name)[1:]:
+        if variant == "more":
+            extra = outputs["reguidance"][2] - cand.nfe  # the wrapper's own evaluations
+            more_options = scaled_budget(name, options, cand.nfe, extra)
+            more, t = timed(partial(method, prior, operator, y, method_rng_(), chunk, **more_options))
+            outputs[variant] = (more.x, more.raw, more.nfe, t)
+            continue
+        start: Start = "inversion" if variant == "reguidance" else variant  # type: ignore[assignment]
+        rg, t = timed(
+            partial(reguide, cand.x, y, operator, prior, config=replace(cfg, start=start), rng=wrapper_rng_())
+        )
+        with_candidate = variant != "fresh"  # fresh noise needs no candidate: its cost is its own
+        outputs[variant] = (
+            rg.x.clamp(-1, 1),
+            rg.x,
+            rg.nfe + (cand.nfe if with_candidate else 0),
+            t + (t_cand if with_candidate else 0.0),
+        )
+    mem = _peak_mem_mb(device)
+    rows: list[dict[str, object]] = []
+    for variant, (x, raw, nfe, seconds) in outputs.items():
+        rows += _rows_for(
+            task.name, name, variant, chunk, x, raw, truth, y, operator, lab, classifier, nfe, seconds, mem, lpips
+        )
+    folder = out / "images" / safe_name(task.name) / safe_name(name)
+    with torch.no_grad():
+        shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
+    pictures = {**{v: o[0] for v, o in outputs.items()}, "truth": truth, "measurement": shown}
+    for kind, xs in pictures.items():
+        save_pngs(xs, [folder / f"{i:05d}_{kind}.png" for i in chunk])
+    return rows
+
+
 def run_bench(
     prior: Prior,
     images: Tensor | ImageFolder,
@@ -327,10 +447,13 @@ def run_bench(
             _write_config(spec, out, rows)
             if manifest is not None:
                 atomic_write_json(out / "manifest.json", manifest)
-        done = done_keys(rows, spec)
+        done = done_variants(rows, spec)
         mine = list(spec.ids)[rank::world_size]
-        device = prior.device
-        todo = [(t, m, [i for i in mine if (t.name, m, i) not in done]) for t in tasks for m in methods]
+
+        def missing(task: str, method: str, i: int) -> bool:
+            return not set(spec.variants(method)) <= done.get((task, method, i), set())
+
+        todo = [(t, m, [i for i in mine if missing(t.name, m, i)]) for t in tasks for m in methods]
         total = sum(len(ids) for *_, ids in todo)
         batches = 0
         with results.open("a") as log, tqdm(total=total, disable=not progress, desc="bench", unit="img") as bar:
@@ -339,64 +462,12 @@ def run_bench(
                     if stop_after_batches is not None and batches >= stop_after_batches:
                         return results
                     chunk = ids[start : start + spec.batch_size]
-                    truth = images[list(chunk)].to(device)
-                    operator, y = task.measure(truth, chunk, spec.seed, split=spec.split)
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    t0 = time.perf_counter()
-                    rng = method_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
-                    candidate, nfe = methods[name](prior, operator, y, rng, chunk, **spec.options(task.name, name))
-                    t_cand = (time.perf_counter() - t0) / len(chunk)
-                    rg_rng = wrapper_rng(spec.seed, task.name, name, chunk, device=device, split=spec.split)
-                    rg = reguide(candidate, y, operator, prior, config=spec.wrapper_config(task.name, name), rng=rg_rng)
-                    restored = rg.x.clamp(-1, 1)
-                    t_rg = rg.seconds / len(chunk)
-                    mem = _peak_mem_mb(device)
-                    lab = labels[list(chunk)]
-                    batch_rows = _rows_for(
-                        task.name,
-                        name,
-                        chunk,
-                        candidate,
-                        truth,
-                        y,
-                        operator,
-                        lab,
-                        classifier,
-                        nfe,
-                        t_cand,
-                        mem,
-                        False,
-                        lpips,
+                    batch_rows = _run_batch(
+                        prior, images, labels, spec, task, name, methods[name], chunk, out, classifier, lpips
                     )
-                    batch_rows += _rows_for(
-                        task.name,
-                        name,
-                        chunk,
-                        restored,
-                        truth,
-                        y,
-                        operator,
-                        lab,
-                        classifier,
-                        nfe + rg.nfe,
-                        t_cand + t_rg,
-                        mem,
-                        True,
-                        lpips,
-                    )
-                    folder = out / "images" / safe_name(task.name) / safe_name(name)
-                    with torch.no_grad():
-                        shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
-                    for kind, pictures in (
-                        ("candidate", candidate),
-                        ("reguidance", restored),
-                        ("truth", truth),
-                        ("measurement", shown),
-                    ):
-                        save_pngs(pictures, [folder / f"{i:05d}_{kind}.png" for i in chunk])
                     run = spec.identity(task.name, name)
-                    append_rows(log, [{**r, "run": run} for r in batch_rows])  # both variants of the batch at once
+                    new = [r for r in batch_rows if variant_of(r) not in done.get((task.name, name, int(r["id"])), ())]  # type: ignore[call-overload]
+                    append_rows(log, [{**r, "run": run} for r in new])  # every variant of the batch at once
                     bar.update(len(chunk))
                     batches += 1
             return results

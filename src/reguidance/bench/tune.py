@@ -18,7 +18,9 @@ highest SSIM overall. Only validation images are read: :func:`tune_pair` refuses
 of its axis, the axis is widened (:func:`widen`: one more value beyond the edge, at the ratio of the two values next
 to it, or the step for ``t_end``), evaluated with the other axes at their chosen values, up to ``max_widen`` times; a
 value that cannot move further (``t_end`` at 1, ``noise_mix`` at 0 or 1) is recorded as a hard limit. Each entry
-records, per stage and axis, the values tried, the choice and whether it is still on an edge (:func:`edges`). Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
+records, per stage and axis, the values tried, the choice and whether it is still on an edge (:func:`edges`).
+
+Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
 resumes, and several processes may share ``OUT`` when they take disjoint pairs.
 """
 
