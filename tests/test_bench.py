@@ -453,7 +453,7 @@ def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, 
     run_bench(tiny_prior, *images, spec(tasks=["box16"], ids=ids), tmp_path, progress=False)
     rows = {(r["variant"], r["id"]): r for r in read_results(tmp_path / "results.jsonl")}
     truth = images[0][ids]
-    operator, y = get_task("box16").measure(truth, ids, 3, split="test")
+    _, y = get_task("box16").measure(truth, ids, 3, split="test")
     for k, i in enumerate(ids):
         # the pseudo-inverse puts y on the observed pixels: before the clamp it fits y exactly
         assert rows[("candidate", i)]["consistency_raw"] == pytest.approx(0.0, abs=1e-5)
