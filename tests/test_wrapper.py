@@ -111,3 +111,43 @@ def test_fresh_start_ignores_the_candidate(gmm_prior, gmm_problem):
 def test_an_unknown_start_is_refused():
     with pytest.raises(ValueError, match="start"):
         ReGuidanceConfig(start="sdedit")
+
+
+def test_a_given_latent_skips_the_inversion_and_reproduces_the_run(gmm_prior, gmm_problem):
+    operator, truth, y = gmm_problem
+    first = reguide(truth, y, operator, gmm_prior, seed=4, **FAST)
+    again = reguide(truth, y, operator, gmm_prior, seed=4, latent=first.latent, **FAST)
+    assert again.nfe == 20 and again.nfe_inversion == 0  # DPS only
+    assert torch.allclose(again.x, first.x, atol=1e-10)
+
+
+def test_spread_draws_k_restorations_from_one_latent(gmm_prior, gmm_problem):
+    from reguidance.wrapper import spread
+
+    operator, truth, y = gmm_problem
+    cfg = ReGuidanceConfig(**FAST)
+    s = spread(truth, y, operator, gmm_prior, k=3, config=cfg, seed=4)
+    assert s.nfe == 20 + 3 * 20  # one inversion, three DPS runs
+    assert torch.allclose(s.samples[0], reguide(truth, y, operator, gmm_prior, config=cfg, seed=4).x, atol=1e-10)
+    assert (s.samples[1] - s.samples[0]).abs().max() > 1e-3  # other draws, other noise
+    by_hand = ((s.samples - s.samples.mean(0)) ** 2).sum(0).div(2).sqrt()  # Bessel: divide by k - 1
+    assert torch.allclose(s.std, by_hand, atol=1e-12)
+    with pytest.raises(ValueError, match="k must be at least 2"):
+        spread(truth, y, operator, gmm_prior, k=1, config=cfg)
+
+
+def test_adaptive_depth_keeps_the_depth_whose_consistency_is_closest_to_one(gmm_prior, gmm_problem):
+    from reguidance.wrapper import adaptive_depth
+
+    operator, truth, y = gmm_problem
+    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=20)
+    out, chosen = adaptive_depth(truth, y, operator, gmm_prior, depths=[0.2, 0.6], config=cfg, seed=1)
+    assert out.nfe == 2 * (10 + 10)  # each depth with half the budget: about one fixed-depth run
+    runs = [
+        reguide(truth, y, operator, gmm_prior, t_end=d, inversion_steps=10, dps_steps=10, seed=1) for d in (0.2, 0.6)
+    ]
+    gaps = [(operator.consistency(r.x.clamp(-1, 1), y) - 1).abs() for r in runs]
+    for i in range(truth.shape[0]):
+        k = 0 if gaps[0][i] <= gaps[1][i] else 1
+        assert chosen[i] == (0.2, 0.6)[k]
+        assert torch.allclose(out.x[i], runs[k].x[i], atol=1e-10)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 Start = Literal["inversion", "renoise", "fresh"]
 
-__all__ = ["ReGuidanceConfig", "ReGuidanceResult", "reguide", "reward"]
+__all__ = ["ReGuidanceConfig", "ReGuidanceResult", "Spread", "adaptive_depth", "reguide", "reward", "spread"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ def reguide(
     rng: BatchRNG | None = None,
     seed: int = 0,
     ids: Sequence[int] | None = None,
+    latent: Tensor | None = None,
     callback: Callback | None = None,
     progress: bool = False,
     **options: Any,
@@ -124,7 +125,9 @@ def reguide(
     ``measurement`` (B, *operator.y_shape) is ``y``; options are those of :class:`ReGuidanceConfig`, given as a
     ``config`` or as keywords. Randomness: ``rng`` (one generator per sample), or one derived from ``seed`` and each
     sample's id in ``ids`` (default ``0 .. B - 1``): give the images' own ids so that an image's result does not
-    depend on its position in the batch. ``callback`` sees every DPS step (:class:`reguidance.guidance.StepInfo`).
+    depend on its position in the batch. ``latent`` (B, *signal_shape), a state at level ``t_end`` made earlier
+    (e.g. ``reguide(...).latent``), skips the start step: DPS runs from it (no inversion evaluations are counted).
+    ``callback`` sees every DPS step (:class:`reguidance.guidance.StepInfo`).
     """
     if config is not None and options:
         raise InputError("pass either config or keyword options, not both")
@@ -158,7 +161,10 @@ def reguide(
     base = prior.schedule
     levels = base.spaced(cfg.dps_steps, cfg.t_end)
     nfe_inversion = 0
-    if cfg.start == "inversion":
+    if latent is not None:
+        check_signal_shape("latent", latent, shape, "the prior")
+        latent = latent.detach().clone()
+    elif cfg.start == "inversion":
         inv = invert(
             prior,
             candidate,
@@ -204,3 +210,100 @@ def reguide(
         seconds=seconds,
         config=cfg,
     )
+
+
+@dataclass
+class Spread:
+    """``k`` restorations of each candidate from one latent: ``samples`` (k, B, *signal_shape), their per-pixel
+    ``mean`` and ``std`` (B, *signal_shape; ``std`` with Bessel's correction), and the shared ``latent``."""
+
+    samples: Tensor
+    mean: Tensor
+    std: Tensor
+    latent: Tensor
+    nfe: int
+
+
+def spread(
+    candidate: Tensor,
+    measurement: Tensor,
+    operator: Operator,
+    prior: Prior,
+    *,
+    k: int,
+    config: ReGuidanceConfig | None = None,
+    seed: int = 0,
+    ids: Sequence[int] | None = None,
+) -> Spread:
+    """``k >= 2`` ReGuidance restorations per candidate from the *same* latent (the inversion is deterministic and
+    runs once); they differ only in DPS's ancestral noise, draw ``j`` of image ``i`` seeded by ``(seed + j, ids[i])``.
+
+    The per-pixel standard deviation is an uncertainty map: where ``y`` pins the image down the draws agree, where
+    it does not (a missing box, lost high frequencies) they spread. It is a spread of the sampler, not a calibrated
+    posterior: how often the truth lies within it is measured, per task, by ``scripts/beyond_paper.py``.
+    """
+    check_positive_int("k", k)
+    if k < 2:
+        raise InputError(f"k must be at least 2 to give a spread, got {k}")
+    cfg = config or ReGuidanceConfig()
+    first = reguide(candidate, measurement, operator, prior, config=cfg, seed=seed, ids=ids)
+    draws, nfe = [first.x], first.nfe
+    for j in range(1, k):
+        out = reguide(candidate, measurement, operator, prior, config=cfg, seed=seed + j, ids=ids, latent=first.latent)
+        draws.append(out.x)
+        nfe += out.nfe
+    samples = torch.stack(draws)
+    return Spread(samples, samples.mean(0), samples.std(0), first.latent, nfe)
+
+
+def adaptive_depth(
+    candidate: Tensor,
+    measurement: Tensor,
+    operator: Operator,
+    prior: Prior,
+    *,
+    depths: Sequence[float],
+    config: ReGuidanceConfig | None = None,
+    seed: int = 0,
+    ids: Sequence[int] | None = None,
+) -> tuple[ReGuidanceResult, Tensor]:
+    """ReGuidance with ``t_end`` chosen per image from ``depths`` without the truth: each depth runs with
+    ``config``'s budget split evenly (``inversion_steps`` and ``dps_steps`` divided by ``len(depths)``, at least 1),
+    so the whole costs about one fixed-depth run; each image keeps the restoration whose clamped output has the
+    measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` closest to 1 (it explains ``y`` up to the noise).
+
+    Returns the assembled result (``x`` and ``latent`` per image from its chosen depth, ``nfe`` the total) and the
+    chosen depth per image (B,).
+    """
+    if not depths:
+        raise InputError("depths is empty: give at least one t_end")
+    cfg = config or ReGuidanceConfig()
+    n = len(depths)
+    runs = []
+    for depth in depths:
+        sub = replace(
+            cfg,
+            t_end=depth,
+            inversion_steps=max(1, cfg.inversion_steps // n),
+            dps_steps=max(1, cfg.dps_steps // n),
+        )
+        runs.append(reguide(candidate, measurement, operator, prior, config=sub, seed=seed, ids=ids))
+    with torch.no_grad():
+        gaps = torch.stack([(operator.consistency(r.x.clamp(-1, 1), measurement) - 1).abs() for r in runs])
+    pick = gaps.argmin(0)  # (B,)
+    rows = torch.arange(candidate.shape[0], device=pick.device)
+    x = torch.stack([r.x for r in runs])[pick, rows]
+    latent = torch.stack([r.latent for r in runs])[pick, rows]
+    with torch.no_grad():
+        after = reward(operator, x, measurement)
+    result = ReGuidanceResult(
+        x=x,
+        latent=latent,
+        reward_before=runs[0].reward_before,
+        reward_after=after,
+        nfe=sum(r.nfe for r in runs),
+        nfe_inversion=sum(r.nfe_inversion for r in runs),
+        seconds=sum(r.seconds for r in runs),
+        config=cfg,
+    )
+    return result, torch.tensor([float(depths[int(i)]) for i in pick])
