@@ -578,3 +578,20 @@ def test_bench_needs_both_lpips_files(tmp_path, capsys):
 
     assert main(["bench", "--ids", "0:2", "--lpips-alexnet", str(tmp_path / "a.pth"), "--out", str(tmp_path)]) == 2
     assert "--lpips-lin" in capsys.readouterr().err
+
+
+def test_a_diverging_setting_is_recorded_and_bounds_the_widening():
+    from reguidance.bench.tune import _stage, choose, edges
+
+    def evaluate(options):  # SSIM grows with the step size until it diverges past 20
+        if options["step_size"] > 20:
+            return {**options, "ssim": None, "consistency": None, "diverged": True}
+        return {**options, "ssim": options["step_size"] / 100, "consistency": 1.0}
+
+    rows, best = _stage({"step_size": [1.0, 3.0, 10.0]}, evaluate, 1.5, max_widen=2)
+    assert [r["step_size"] for r in rows] == [1.0, 3.0, 10.0, pytest.approx(33.333333)]
+    assert best["step_size"] == 10.0
+    edge = edges(rows, best, ["step_size"])["step_size"]
+    assert edge["values"] == [1.0, 3.0, 10.0] and edge["on_edge"] and edge["hard_limit"]
+    with pytest.raises(ValueError, match="every setting of the grid diverged"):
+        choose([{"diverged": True}])

@@ -142,23 +142,51 @@ def widen(name: str, values: Sequence[float], chosen: float) -> float | None:
 
 def edges(rows: Sequence[Record], chosen: Record, axes: Sequence[str]) -> dict[str, Record]:
     """Per axis: the values tried, the chosen value, whether it sits on an edge of them, and whether that edge is
-    a hard limit (no value beyond it is allowed, :data:`LIMITS`); an edge that is not a hard limit means the
-    widening rounds ran out."""
+    a hard limit (no value beyond it is allowed, :data:`LIMITS`, or the value beyond it diverged); an edge that is
+    not a hard limit means the widening rounds ran out. Diverged settings are not among the values."""
     out: dict[str, Record] = {}
     for name in axes:
-        vals = sorted({float(r[name]) for r in rows})
+        vals = sorted({float(r[name]) for r in rows if not r.get("diverged")})
         value = float(chosen[name])
         on_edge = len(vals) > 1 and value in (vals[0], vals[-1])
-        hard = on_edge and widen(name, vals, value) is None  # nothing beyond it is allowed
+        outward = [float(r[name]) for r in rows if r.get("diverged")]
+        outward = [v for v in outward if (v > value if value == vals[-1] else v < value)]
+        # nothing beyond it is allowed, or the next value out diverged
+        hard = on_edge and (widen(name, vals, value) is None or bool(outward))
         out[name] = {"values": vals, "chosen": value, "on_edge": on_edge, "hard_limit": hard}
     return out
 
 
 def choose(rows: list[Record], max_consistency: float = 1.5) -> Record:
     """The rule (module docstring): highest SSIM among rows with consistency <= ``max_consistency``; if no row
-    qualifies, the highest SSIM overall."""
-    ok = [r for r in rows if float(r["consistency"]) <= max_consistency] or rows
+    qualifies, the highest SSIM overall. Settings that diverged (``"diverged": True``, no scores) never win."""
+    valid = [r for r in rows if not r.get("diverged")]
+    if not valid:
+        raise InputError("every setting of the grid diverged (NaN or Inf); try smaller step sizes")
+    ok = [r for r in valid if float(r["consistency"]) <= max_consistency] or valid
     return max(ok, key=lambda r: float(r["ssim"]))
+
+
+class _Diverged(Exception):
+    """A setting whose outputs hold NaN or Inf (a step size too large): recorded as diverged, not fatal."""
+
+
+def _finite(x: Tensor) -> Tensor:
+    if not bool(torch.isfinite(x).all()):
+        raise _Diverged("the outputs hold NaN or Inf")
+    return x
+
+
+def _guarded(fn: Callable[[], list[Tensor]]) -> list[Tensor]:
+    """``fn()``, with a divergence inside it (a non-finite state or output) raised as :class:`_Diverged`."""
+    try:
+        return fn()
+    except FloatingPointError as err:
+        raise _Diverged(str(err)) from err
+    except InputError as err:
+        if "NaN or Inf" in str(err):
+            raise _Diverged(str(err)) from err
+        raise
 
 
 def _scores(x: Tensor, truth: Tensor, y: Tensor, operator: Operator) -> tuple[Tensor, Tensor]:
@@ -240,9 +268,12 @@ def tune_pair(
         out = []
         for chunk, _, operator, y in measured:
             rng = method_rng(seed, task, method, chunk, device=device, split="val")
-            out.append(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0])
+            out.append(_finite(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0]))
             bar.update(len(chunk))
         return out
+
+    def diverged(options: dict[str, Any]) -> Record:
+        return {**options, "ssim": None, "consistency": None, "diverged": True}
 
     def score(xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         return [_scores(x, truth, y, op) for x, (_, truth, op, y) in zip(xs, measured, strict=True)]
@@ -251,7 +282,10 @@ def tune_pair(
 
     def evaluate_method(options: dict[str, Any]) -> Record:
         key = json.dumps(options, sort_keys=True)
-        cached[key] = candidates(options)
+        try:
+            cached[key] = _guarded(lambda: candidates(options))
+        except _Diverged:
+            return diverged(options)
         return _summary(options, score(cached[key]))
 
     result_edges: dict[str, dict[str, Record]] = {}
@@ -268,11 +302,19 @@ def tune_pair(
     def evaluate_wrapper(options: dict[str, Any]) -> Record:
         cfg = replace(base, **options)
         bar.total += len(ids)
-        outs = []
-        for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-            rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
-            outs.append(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1))
-            bar.update(len(chunk))
+
+        def restorations() -> list[Tensor]:
+            outs = []
+            for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
+                rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
+                outs.append(_finite(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1)))
+                bar.update(len(chunk))
+            return outs
+
+        try:
+            outs = _guarded(restorations)
+        except _Diverged:
+            return diverged(options)
         return {
             **_summary(options, score(outs)),
             "candidate_ssim": cand_scores["ssim"],
