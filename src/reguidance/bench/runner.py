@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -79,6 +80,9 @@ class BenchSpec:
     #: the split the images come from (``"test"``, ``"folder"``, ...): it enters every random stream
     #: (:func:`.protocol.stream_rng`) and the identity
     split: str = "test"
+    #: wrapper options (e.g. ``{"inversion_steps": 10}``) set on top of :meth:`wrapper_config`'s config, for
+    #: every (task, method); part of the identity through the config
+    wrapper_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prior(self) -> str:
@@ -93,8 +97,8 @@ class BenchSpec:
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
         if self.reguidance is not None:
-            return self.reguidance
-        return reguidance_config(task, method, self.protocol, prior=self.prior)
+            return replace(self.reguidance, **self.wrapper_overrides)
+        return replace(reguidance_config(task, method, self.protocol, prior=self.prior), **self.wrapper_overrides)
 
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
