@@ -3,7 +3,6 @@
 # `reguidance bench --data folder:...` with a random-weight stand-in of the exact ffhq_10m architecture (no
 # checkpoint can be downloaded here; the cost per network evaluation is the real one). Tiny step counts: 1 inversion
 # + 1 DPS step on top of the pseudo-inverse, one 300x400 photo (centre-cropped and resized to 256x256).
-# `bench` has no option for the wrapper's steps, so its run sets them through the Python entry point.
 # Usage: scripts/paper_presets_smoke.sh [work folder] (default: a temporary one, removed afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,23 +32,12 @@ echo "stand-in checkpoint and photo: $((SECONDS - start)) s"
 presets="paper:box128c paper:box128 paper:sr8 paper:sr16 paper:gauss paper:motion"
 for task in $presets; do
   t0=$SECONDS
-  "$PY" -m reguidance restore --prior ffhq_10m --task "$task" --image "$work/faces" --method pinv \
+  "$PY" -m reguidance restore --prior ffhq_10m --task "$task" --image "$work/faces" --resize --method pinv \
     --inversion-steps 1 --dps-steps 1 --batch-size 1 --out "$work/restore_${task#paper:}"
   echo "restore $task: $((SECONDS - t0)) s"
 done
 t0=$SECONDS
-"$PY" - "$work" "${presets// /,}" <<'PYEOF'
-import sys
-
-from reguidance.bench import runner
-from reguidance.cli import main
-from reguidance.wrapper import ReGuidanceConfig
-
-work, tasks = sys.argv[1], sys.argv[2]
-runner.reguidance_config = lambda *args, **kwargs: ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True)
-code = main(["bench", "--prior", "ffhq_10m", "--data", f"folder:{work}/faces", "--tasks", tasks, "--methods", "pinv",
-             "--ids", "0:1", "--batch-size", "1", "--out", f"{work}/bench"])
-sys.exit(code)
-PYEOF
+"$PY" -m reguidance bench --prior ffhq_10m --data "folder:$work/faces" --tasks "${presets// /,}" --methods pinv \
+  --inversion-steps 1 --dps-steps 1 --ids 0:1 --batch-size 1 --out "$work/bench"
 echo "bench (6 presets): $((SECONDS - t0)) s"
 echo "total: $((SECONDS - start)) s"

@@ -128,7 +128,7 @@ def test_restore_runs_every_256_preset_end_to_end(stand_in, faces, tmp_path):
     for task in PRESETS:
         out = tmp_path / task.replace(":", "_")
         argv = ["restore", "--prior", "stand-in.pt", "--task", task, "--image", str(faces / "c.jpg"), "--method"]
-        argv += ["pinv", "--inversion-steps", "1", "--dps-steps", "1", "--out", str(out)]
+        argv += ["pinv", "--inversion-steps", "1", "--dps-steps", "1", "--resize", "--out", str(out)]  # c.jpg: 300x512
         assert main(argv) == 0
         report = json.loads((out / "report.json").read_text())
         assert [r["name"] for r in report["images"]] == ["c.jpg"]

@@ -621,6 +621,13 @@ def _csv(value: str, flag: str) -> list[str]:
     "network evaluations (more).",
 )
 @click.option(
+    "--inversion-steps",
+    type=int,
+    default=None,
+    help="Override the wrapper's inversion steps (default: the protocol's).",
+)
+@click.option("--dps-steps", type=int, default=None, help="Override the wrapper's DPS steps (default: the protocol's).")
+@click.option(
     "--lpips-alexnet",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -655,6 +662,8 @@ def bench(
     protocol: str,
     steps: int | None,
     ablations: bool,
+    inversion_steps: int | None,
+    dps_steps: int | None,
     lpips_alexnet: Path | None,
     lpips_lin: Path | None,
     out: Path,
@@ -686,6 +695,9 @@ def bench(
     from .runs import clear_outputs, hold_folder
 
     _positive("--steps", steps)
+    _positive("--inversion-steps", inversion_steps)
+    _positive("--dps-steps", dps_steps)
+    wrapper_steps = {"inversion_steps": inversion_steps, "dps_steps": dps_steps}
     if (lpips_alexnet is None) != (lpips_lin is None):
         raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
     for flag, path in (("--lpips-alexnet", lpips_alexnet), ("--lpips-lin", lpips_lin)):
@@ -726,6 +738,7 @@ def bench(
             context={**_prior_facts(prior_name, dtype), "dataset": data_name, **context},
             split=split,
             ablations=ablations,
+            wrapper_overrides={k: v for k, v in wrapper_steps.items() if v is not None},
         )
         with _options():
             spec.check(n_images, x_shape)
@@ -919,13 +932,13 @@ def speed(
     "--image",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Clean image file or folder: the measurement is simulated.",
+    help="Clean image file or folder: the measurement is simulated. Images must have the prior's size (see --resize).",
 )
 @click.option(
     "--measurement",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Measurement image file or folder (y).",
+    help="Measurement image file or folder (y), of the task's measurement size (never resized).",
 )
 @click.option(
     "--candidate",
@@ -945,8 +958,8 @@ def speed(
 @click.option(
     "--resize",
     is_flag=True,
-    help="Resize --candidate images of another size to the prior's (Pillow bicubic, antialiased when shrinking; "
-    "aspect ratio not kept); without it such a candidate is an error.",
+    help="Resize --image and --candidate images of another size to the prior's (Pillow bicubic, antialiased when "
+    "shrinking; aspect ratio not kept); without it such an image is an error. Measurements are never resized.",
 )
 @runtime_options
 @prior_options

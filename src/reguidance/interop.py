@@ -11,11 +11,22 @@ A linear physics (one with ``A_adjoint``) keeps its adjoint, ``A^T = A_d^T``; it
 conjugate-gradient fallback. A nonlinear one serves DPS, DAPS and ReGuidance, which only differentiate ``A``.
 deepinv is an optional dependency: nothing here imports it; any object with deepinv's ``A`` (and ``A_adjoint``)
 works.
+
+ReGuidance's latent in deepinv's terms (:func:`latent_to_deepinv`). The latent is a state of our VP chain,
+``x_t = sqrt(ab) x0 + sqrt(1 - ab) eps`` with ``x0`` in ``[-1, 1]`` and ``ab`` the ``alpha_bar`` of its level.
+deepinv's ``DPS`` keeps its state on that same scale and starts from ``2 x_init - 1``, so ``x_init = (x_t + 1) / 2``
+makes its first state the latent itself; its denoisers see ``(x_t / sqrt(ab) + 1) / 2 = (x0 + 1) / 2 + s eps`` at
+noise level ``s = sqrt((1 - ab) / ab) / 2`` (the variance-exploding noise level, halved by the ``[0, 1]`` scale).
+deepinv's ``DPS`` and ``DiffPIR`` hard-code the linear 1000-step chain (``betas = linspace(1e-4, 0.02, 1000)``,
+:meth:`reguidance.diffusion.Schedule.linear`), and ``DPS`` always starts at its most noisy timestep
+``1000 - 1000 // max_iter`` (read in ``deepinv/sampling/diffusion.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +35,7 @@ from torch import Tensor
 from .conventions import InputError
 from .operators import Operator
 
-__all__ = ["DeepinvOperator"]
+__all__ = ["DeepinvLatent", "DeepinvOperator", "latent_to_deepinv"]
 
 
 class DeepinvOperator(Operator):
@@ -71,3 +82,48 @@ class DeepinvOperator(Operator):
     def image_to_deepinv(x: Tensor) -> Tensor:
         """Our ``[-1, 1]`` images on deepinv's ``[0, 1]`` scale."""
         return (x + 1) / 2
+
+
+@dataclass(frozen=True)
+class DeepinvLatent:
+    """A latent ``x_t`` (B, C, H, W) of level ``alpha_bar`` in deepinv's conventions (module docstring).
+
+    ``x_init``: ``(x_t + 1) / 2``, deepinv ``DPS``'s ``x_init`` (not an image in ``[0, 1]``: DPS's first state is
+    ``2 x_init - 1 = x_t``); ``noisy_image``: ``(x_t / sqrt(ab) + 1) / 2 = x0_01 + sigma eps``, what a deepinv
+    denoiser sees; ``sigma``: ``sqrt((1 - ab) / ab) / 2``, its noise level on the ``[0, 1]`` scale; ``timestep``: the
+    timestep of deepinv's linear 1000-step chain whose ``sigma`` is nearest.
+    """
+
+    x_init: Tensor
+    noisy_image: Tensor
+    sigma: float
+    timestep: int
+    alpha_bar: float
+
+
+def latent_to_deepinv(latent: Tensor, alpha_bar: float) -> DeepinvLatent:
+    """Our latent ``x_t = sqrt(ab) x0 + sqrt(1 - ab) eps`` (B, C, H, W) at level ``alpha_bar`` in ``(0, 1)`` (for
+    ReGuidance: ``prior.schedule.alphas_cumprod[round(t_end * (N - 1))]``, the last level of ``invert``'s
+    schedule) in deepinv's conventions: see :class:`DeepinvLatent`.
+
+    ``timestep`` minimises ``|sqrt((1 - ab_t) / ab_t) - sqrt((1 - ab) / ab)|`` over deepinv's linear chain, as
+    deepinv's ``DiffPIR`` maps a noise level to a timestep; it is the latent's own timestep when the prior uses
+    that chain (guided-diffusion's linear schedule: ``ffhq_10m``, the embedded priors).
+    """
+    from .diffusion import Schedule
+
+    if not isinstance(latent, Tensor) or not latent.is_floating_point():
+        got = latent.dtype if isinstance(latent, Tensor) else type(latent).__name__
+        raise InputError(f"latent must be a floating-point tensor, got {got}")
+    ab = float(alpha_bar)
+    if not 0 < ab < 1:
+        raise InputError(f"alpha_bar must lie in (0, 1), got {alpha_bar!r}")
+    ve_sigma = math.sqrt((1 - ab) / ab)
+    timestep = int((Schedule.linear().sigmas() - ve_sigma).abs().argmin())
+    return DeepinvLatent(
+        x_init=(latent + 1) / 2,
+        noisy_image=(latent / math.sqrt(ab) + 1) / 2,
+        sigma=ve_sigma / 2,
+        timestep=timestep,
+        alpha_bar=ab,
+    )

@@ -7,6 +7,11 @@ Inputs are image files or folders (every PNG/JPEG directly in a folder):
   ``sr8``, the blurred image for ``deblur``; tasks with a random box per image need ``images``);
 - ``candidates`` (a solver's outputs), or a ``method`` that makes them.
 
+**Sizes.** Clean images and candidates must have the prior's size, and measurements the task's measurement size
+(``operator.y_shape``); a file of another size is an ``InputError`` naming it, its size and the size expected
+(:func:`check_sizes`). With ``resize`` clean images and candidates are fitted to the prior's size instead
+(:data:`RESIZE_RULE`); measurements are never resized.
+
 **Pairing by name.** Candidate files are matched to inputs by file name (:func:`match_candidates`): the candidate
 with the input's own name, else the one with the input's stem (``a.png`` for input ``a.jpg``). An input without a
 candidate, a candidate without an input, or an input that two candidates fit is an ``InputError`` naming them. A
@@ -52,7 +57,16 @@ from .priors.base import Prior
 from .runs import clear_outputs, describe_difference, hold_folder, identity_hash
 from .wrapper import ReGuidanceConfig, reguide
 
-__all__ = ["ROW_KEYS", "check_sizes", "image_id", "match_candidates", "output_name", "restore", "write_report"]
+__all__ = [
+    "RESIZE_RULE",
+    "ROW_KEYS",
+    "check_sizes",
+    "image_id",
+    "match_candidates",
+    "output_name",
+    "restore",
+    "write_report",
+]
 
 #: the keys every ``restore*.jsonl`` row holds
 ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
@@ -118,9 +132,21 @@ def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple
         raise InputError(f"{flag}: {err}") from err
 
 
-def check_sizes(path: str | Path, size: tuple[int, int], flag: str) -> None:
+#: how ``--resize`` fits an image to the prior's size (:func:`reguidance.images.load_images`' rule)
+RESIZE_RULE = "Pillow bicubic, antialiased when shrinking; aspect ratio not kept"
+
+
+def check_sizes(
+    path: str | Path,
+    size: tuple[int, int],
+    flag: str,
+    *,
+    expected: str = "the prior's images are",
+    hint: str = f"pass --resize to resize them ({RESIZE_RULE})",
+) -> None:
     """Refuse image files under ``path`` (a file, or the images directly in a folder) whose ``(height, width)`` is
-    not ``size``, naming them: an ``InputError`` that points to ``--resize``. Only the files' headers are read."""
+    not ``size``, naming them: an ``InputError`` that says what was ``expected`` and gives the ``hint`` (by default:
+    ``--resize``). Only the files' headers are read."""
     from PIL import Image
 
     from .images import IMAGE_SUFFIXES
@@ -139,8 +165,7 @@ def check_sizes(path: str | Path, size: tuple[int, int], flag: str) -> None:
     if wrong:
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise InputError(
-            f"{flag}: {', '.join(wrong[:3])}{more} but the prior's images are {size[1]}x{size[0]} (width x height); "
-            "pass --resize to resize them (Pillow bicubic, antialiased when shrinking; aspect ratio not kept)"
+            f"{flag}: {', '.join(wrong[:3])}{more} but {expected} {size[1]}x{size[0]} (width x height); {hint}"
         )
 
 
@@ -180,9 +205,11 @@ def restore(
     ``context`` (e.g. :func:`reguidance.runs.prior_facts`) joins the run's identity. Everything (options, files,
     pairing, output names) is checked before ``out`` is touched. Sharded (``world_size > 1``, under ``torchrun``):
     rank ``r`` restores inputs ``r, r + world_size, ...`` into ``restore.rank<r>.jsonl``; after a barrier,
-    :func:`write_report` merges every rank's rows. A candidate file of another size than the prior's images is an
-    ``InputError`` naming it (:func:`check_sizes`) unless ``resize`` (then it is fitted by
-    :func:`reguidance.images.load_images`' rule: Pillow bicubic, antialiased when shrinking, aspect not kept).
+    :func:`write_report` merges every rank's rows. A clean image or candidate file of another size than the prior's
+    images is an ``InputError`` naming it, its size and the prior's (:func:`check_sizes`) unless ``resize`` (then
+    it is fitted by :func:`reguidance.images.load_images`' rule: Pillow bicubic, antialiased when shrinking,
+    aspect ratio not kept). A measurement file must have the task's measurement size (``operator.y_shape``); it is
+    never resized, ``resize`` or not.
     """
     if (images is None) == (measurements is None):
         raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
@@ -196,14 +223,24 @@ def restore(
     device = prior.device
     source = images if images is not None else measurements
     if images is not None:
+        if not resize:
+            check_sizes(images, (h, w), "--image")
         x, names = _load(images, h, c, "--image")
         y_all = None
     else:
         if task.kind == "box":  # a random box per image
             raise InputError(f"task {task_name} draws a random box per image: pass --image, or use a centred box task")
+        want = tuple(task.operator([0], seed, (c, h, w), split=SPLIT).y_shape)
+        if len(want) == 3:  # never resized: that would change what the measurement measures, and its noise
+            check_sizes(
+                measurements,  # type: ignore[arg-type]  # given: checked above
+                (want[1], want[2]),
+                "--measurement",
+                expected=f"task {task_name} measures",
+                hint="check --task and --prior; a measurement is never resized (that would change what it measures)",
+            )
         y_all, names = _load(measurements, None, c, "--measurement")  # type: ignore[arg-type]  # given: checked above
         x = None
-        want = tuple(task.operator([0], seed, (c, h, w), split=SPLIT).y_shape)
         if tuple(y_all.shape[1:]) != want:
             raise InputError(
                 f"--measurement images are {tuple(y_all.shape[1:])} but task {task_name} measures {want} (C, H, W)"

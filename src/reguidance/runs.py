@@ -65,14 +65,14 @@ def prior_facts(
     checkpoint without a recorded sha256, the file found in ``checkpoint_dir`` (then the usual folders) is hashed.
     """
     from .hashing import sha256_file
-    from .priors.zoo import MODELS, _find_file
+    from .priors.zoo import MODELS, find_checkpoint
 
     digest: str | None = None
     entry = MODELS.get(name)
     if entry is not None:
         digest = entry.sha256
         if digest is None:
-            found = _find_file(entry, checkpoint_dir)
+            found = find_checkpoint(entry, checkpoint_dir)
             digest = sha256_file(found) if found is not None else None
     else:
         path = Path(name).expanduser()

@@ -106,6 +106,10 @@ class BenchSpec:
         scalable = method.split(":", 1)[0] in METHODS and method != "pinv"
         return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if scalable else ()))
 
+    #: wrapper options (e.g. ``{"inversion_steps": 10}``) set on top of :meth:`wrapper_config`'s config, for
+    #: every (task, method); part of the identity through the config
+    wrapper_overrides: dict[str, Any] = field(default_factory=dict)
+
     @property
     def prior(self) -> str:
         """The prior's name (its tuned table, if any, gives the defaults)."""
@@ -119,8 +123,8 @@ class BenchSpec:
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
         if self.reguidance is not None:
-            return self.reguidance
-        return reguidance_config(task, method, self.protocol, prior=self.prior)
+            return replace(self.reguidance, **self.wrapper_overrides)
+        return replace(reguidance_config(task, method, self.protocol, prior=self.prior), **self.wrapper_overrides)
 
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""

@@ -55,6 +55,7 @@ __all__ = [
     "MODELS",
     "ModelEntry",
     "checkpoint_dirs",
+    "find_checkpoint",
     "infer_config",
     "list_models",
     "load_prior",
@@ -375,7 +376,10 @@ def checkpoint_dirs(checkpoint_dir: str | os.PathLike[str] | None = None) -> lis
     return dirs
 
 
-def _find_file(entry: ModelEntry, checkpoint_dir: str | os.PathLike[str] | None) -> Path | None:
+def find_checkpoint(entry: ModelEntry, checkpoint_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file that holds ``entry``'s weights: its embedded asset, else the first ``entry.filename`` found in
+    :func:`checkpoint_dirs` (``checkpoint_dir``, then ``$REGUIDANCE_CHECKPOINTS``, then the cache); ``None`` if
+    there is none."""
     if entry.asset is not None:
         path = ASSETS_DIR / entry.asset
         return path if path.is_file() else None
@@ -559,7 +563,7 @@ def load_prior(
     name = os.fspath(name_or_path)
     entry = MODELS.get(name)
     if entry is not None:
-        path = _find_file(entry, checkpoint_dir)
+        path = find_checkpoint(entry, checkpoint_dir)
         if path is None:
             if entry.embedded:
                 raise FileNotFoundError(
@@ -638,7 +642,7 @@ def list_models(checkpoint_dir: str | os.PathLike[str] | None = None) -> list[di
     """Every known model with its facts and whether its file is present locally (``present``, ``path``)."""
     rows = []
     for entry in MODELS.values():
-        path = _find_file(entry, checkpoint_dir)
+        path = find_checkpoint(entry, checkpoint_dir)
         row = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
         row["config"] = entry.unet_config()
         row["create_model_kwargs"] = dict(entry.create_model_kwargs)
