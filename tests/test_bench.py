@@ -595,3 +595,9 @@ def test_a_diverging_setting_is_recorded_and_bounds_the_widening():
     assert edge["values"] == [1.0, 3.0, 10.0] and edge["on_edge"] and edge["hard_limit"]
     with pytest.raises(ValueError, match="every setting of the grid diverged"):
         choose([{"diverged": True}])
+
+
+def test_widening_keeps_small_step_sizes():
+    from reguidance.bench.tune import widen
+
+    assert widen("step_size", [1e-6, 1e-5], 1e-6) == pytest.approx(1e-7)  # not rounded away to 0

@@ -133,7 +133,7 @@ def widen(name: str, values: Sequence[float], chosen: float) -> float | None:
     top = chosen == vals[-1]
     near = vals[-2] if top else vals[1]
     nxt = chosen + (chosen - near) if name in ADDITIVE else chosen * (chosen / near)
-    nxt = round(nxt, 6)
+    nxt = float(f"{nxt:.6g}")  # six significant digits: a readable value, never rounded to 0
     lo, hi = LIMITS.get(name, (0.0, float("inf")))
     if not lo <= nxt <= hi or (name not in LIMITS and nxt <= 0):
         return None
