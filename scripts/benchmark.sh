@@ -16,4 +16,5 @@ OMP_NUM_THREADS=1 "$BIN/torchrun" --standalone --nproc_per_node 2 "$BIN/reguidan
 OMP_NUM_THREADS=1 "$BIN/reguidance" bench --prior fashion_mnist "${ARGS[@]}" --out "$OUT/fashion_mnist" \
   --json "$OUT/fashion_mnist.json" > "$OUT/fashion_mnist.log" 2>&1 &
 wait
-"$BIN/reguidance" bench-report --run mnist="$OUT/mnist" --run fashion_mnist="$OUT/fashion_mnist" --into BENCHMARK.md
+"$BIN/reguidance" bench-report --run mnist="$OUT/mnist" --run fashion_mnist="$OUT/fashion_mnist" --into BENCHMARK.md \
+  --pictures docs

@@ -1,7 +1,8 @@
 """Cost guidance at 256x256: seconds per network evaluation and peak memory of the real architectures (random
 weights: no checkpoint is needed to time them), and what whole runs cost from there.
 
-Usage: .venv/bin/python scripts/cost_table.py [--models ffhq_10m,imagenet256_uncond] [--write README.md]
+Usage: .venv/bin/python scripts/cost_table.py [--models ffhq_10m,imagenet256_uncond] [--dtypes fp32,bf16]
+       [--write README.md]
 
 Each (model, precision) is measured in a fresh process (the peak resident memory is per process), batch 1. With
 ``--write`` the table replaces the text between ``<!-- cost:begin -->`` and ``<!-- cost:end -->`` of that file.
@@ -42,14 +43,26 @@ def hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
-def table(models: list[str]) -> str:
+def cpu_name() -> str:
+    """The CPU's model name and whether it has bf16 units (AVX512-BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}, {'with ' + ' and '.join(units) if units else 'no bf16 units: bf16 is emulated and slow'}"
+
+
+def table(models: list[str], dtypes: list[str]) -> str:
     lines = [
         "| model (256x256, random weights) | precision | forward s/NFE | forward+gradient s/NFE | peak memory | "
         "ReGuidance default (100 + 100) | DPS-1000 | DAPS 200x5 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
-        for dtype in ("fp32", "bf16"):
+        for dtype in dtypes:
             m = measure(model, dtype)
             fwd, grad = float(m["fwd_s_per_image"]), float(m["fwd_grad_s_per_image"])  # type: ignore[arg-type]
             lines.append(
@@ -58,7 +71,7 @@ def table(models: list[str]) -> str:
             )
     lines.append("")
     lines.append(
-        f"Measured by `scripts/cost_table.py` on this machine's CPU ({torch.get_num_threads()} threads, batch 1, "
+        f"Measured by `scripts/cost_table.py` on {cpu_name()} ({torch.get_num_threads()} threads, batch 1, "
         "per image; the peak is the process's resident memory during a forward pass with its input gradient)."
     )
     return "\n".join(lines) + "\n"
@@ -67,9 +80,10 @@ def table(models: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="ffhq_10m,imagenet256_uncond")
+    parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    text = table([m for m in args.models.split(",") if m])
+    text = table([m for m in args.models.split(",") if m], [d for d in args.dtypes.split(",") if d])
     if args.write is None:
         print(text, end="")
         return

@@ -828,9 +828,16 @@ def bench(
     required=True,
     help="Markdown file whose '<!-- tables:begin -->' ... '<!-- tables:end -->' section is replaced.",
 )
-def bench_report(runs: tuple[str, ...], into: Path) -> None:
+@click.option(
+    "--pictures",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also save one overview picture per run here (benchmark_NAME.png): one method's grids on every task.",
+)
+@click.option("--picture-method", default="dps", show_default=True, help="The method the overview pictures show.")
+def bench_report(runs: tuple[str, ...], into: Path, pictures: Path | None, picture_method: str) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
-    from .bench.report import benchmark_tables, replace_marked
+    from .bench.report import benchmark_tables, replace_marked, save_method_overview
     from .conventions import InputError
 
     folders = {}
@@ -845,6 +852,12 @@ def bench_report(runs: tuple[str, ...], into: Path) -> None:
     with _options("--into"):
         replace_marked(into, benchmark_tables(folders))
     click.echo(f"tables written into {into}")
+    if pictures is not None:
+        for run_name, run_folder in folders.items():
+            made = save_method_overview(
+                run_folder, picture_method, pictures / f"benchmark_{run_name}.png", f"{run_name}: {picture_method}"
+            )
+            click.echo(f"picture: {made}" if made else f"no {picture_method} grids in {run_folder}")
 
 
 @cli.command()

@@ -21,6 +21,7 @@ __all__ = [
     "format_markdown",
     "replace_marked",
     "save_grids",
+    "save_method_overview",
     "save_overview",
     "save_tradeoff_plot",
     "summarise",
@@ -337,9 +338,9 @@ def write_summary(
     return summary
 
 
-def save_overview(grids: list[Path], path: Path, title: str) -> Path:
-    """The per-(task, method) grids side by side in one labelled picture (columns: measurement | candidate |
-    +ReGuidance | truth)."""
+def save_overview(grids: list[Path], path: Path, title: str, columns: str = "meas. | cand. | +ReG | truth") -> Path:
+    """The per-(task, method) grids side by side in one labelled picture (``columns`` names the grids' columns:
+    measurement | candidate | +ReGuidance | truth, and the ablations where the run has them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,7 +352,7 @@ def save_overview(grids: list[Path], path: Path, title: str) -> Path:
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.2 * aspect + 0.9), squeeze=False)
     for ax, grid, picture in zip(axes[0], grids, pictures, strict=True):
         ax.imshow(picture, cmap="gray")
-        ax.set_title(grid.stem.replace("_", " / ", 1) + "\nmeas. | cand. | +ReG | truth", fontsize=9)
+        ax.set_title(grid.stem.replace("_", " / ", 1) + "\n" + columns, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -576,3 +577,16 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             )
         parts += ["", "<details><summary>Full tables</summary>", "", format_markdown(summary), "</details>", ""]
     return "\n".join(parts)
+
+
+def save_method_overview(out: Path, method: str, path: Path, title: str) -> Path | None:
+    """One picture of ``method``'s grids on every task of the benchmark folder ``out`` (made by
+    :func:`save_grids`), its columns named after the variants the run saved; ``None`` if it has none."""
+    grids = [g for g in save_grids(out) if g.stem.endswith(f"_{method}")]
+    if not grids:
+        return None
+    folder = out / "images" / grids[0].stem.rsplit("_", 1)[0] / method
+    first = sorted(folder.glob("*_truth.png"))[0].name[:5]
+    present = [v for v in AGAINST[1:] if (folder / f"{first}_{v}.png").is_file()]
+    columns = " | ".join(["meas.", "cand.", "+ReG", *present, "truth"])
+    return save_overview(grids, path, title, columns)
