@@ -17,4 +17,4 @@ OMP_NUM_THREADS=1 "$BIN/reguidance" bench --prior fashion_mnist "${ARGS[@]}" --o
   --json "$OUT/fashion_mnist.json" > "$OUT/fashion_mnist.log" 2>&1 &
 wait
 "$BIN/reguidance" bench-report --run mnist="$OUT/mnist" --run fashion_mnist="$OUT/fashion_mnist" --into BENCHMARK.md \
-  --pictures docs
+  --pictures docs --summary-into README.md

@@ -835,9 +835,17 @@ def bench(
     help="Also save one overview picture per run here (benchmark_NAME.png): one method's grids on every task.",
 )
 @click.option("--picture-method", default="dps", show_default=True, help="The method the overview pictures show.")
-def bench_report(runs: tuple[str, ...], into: Path, pictures: Path | None, picture_method: str) -> None:
+@click.option(
+    "--summary-into",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Also write the short summary between '<!-- summary:begin -->' and '<!-- summary:end -->' of this file.",
+)
+def bench_report(
+    runs: tuple[str, ...], into: Path, pictures: Path | None, picture_method: str, summary_into: Path | None
+) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
-    from .bench.report import benchmark_tables, replace_marked, save_method_overview
+    from .bench.report import benchmark_tables, readme_summary, replace_marked, save_method_overview
     from .conventions import InputError
 
     folders = {}
@@ -852,6 +860,10 @@ def bench_report(runs: tuple[str, ...], into: Path, pictures: Path | None, pictu
     with _options("--into"):
         replace_marked(into, benchmark_tables(folders))
     click.echo(f"tables written into {into}")
+    if summary_into is not None:
+        with _options("--summary-into"):
+            replace_marked(summary_into, readme_summary(folders), "<!-- summary:begin -->", "<!-- summary:end -->")
+        click.echo(f"summary written into {summary_into}")
     if pictures is not None:
         for run_name, run_folder in folders.items():
             made = save_method_overview(

@@ -19,6 +19,7 @@ __all__ = [
     "add_fd_cls",
     "benchmark_tables",
     "format_markdown",
+    "readme_summary",
     "replace_marked",
     "save_grids",
     "save_method_overview",
@@ -590,3 +591,49 @@ def save_method_overview(out: Path, method: str, path: Path, title: str) -> Path
     present = [v for v in AGAINST[1:] if (folder / f"{first}_{v}.png").is_file()]
     columns = " | ".join(["meas.", "cand.", "+ReG", *present, "truth"])
     return save_overview(grids, path, title, columns)
+
+
+def readme_summary(runs: dict[str, Path]) -> str:
+    """The README's short version of the benchmark, every figure computed from the runs' ``summary.json``: per
+    prior, how many (task, method) comparisons ReGuidance helps, leaves unclear, mixes or hurts against its
+    candidate, on how many it is worse on some metric, and (where the run has them) how it fares against the
+    ablations."""
+    lines = [
+        "| prior | comparisons | helps | no clear change | mixed | hurts | worse on some metric | "
+        "SSIM better / same / worse | reward better / same / worse |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ablation_lines = []
+    for prior, out in runs.items():
+        summary = json.loads((out / "summary.json").read_text())
+        main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
+        verdicts = [p["verdict"] for p in main]
+
+        def count(m: str, es: list[Record]) -> str:
+            calls = [e[m]["call"] for e in es if e.get(m) is not None]
+            return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
+
+        lines.append(
+            f"| {prior} | {len(main)} | {verdicts.count('helps')} | {verdicts.count('no clear change')} | "
+            f"{verdicts.count('mixed')} | {verdicts.count('hurts')} | {sum(bool(p['worse']) for p in main)} | "
+            f"{count('ssim', main)} | {count('reward', main)} |"
+        )
+        for against in AGAINST[1:]:
+            es = [p for p in summary["paired"] if p.get("against") == against]
+            if es:
+                ablation_lines.append(
+                    f"| {prior} | {against} | {len(es)} | {count('ssim', es)} | {count('reward', es)} | "
+                    f"{count('psnr', es)} |"
+                )
+    text = [*lines, ""]
+    if ablation_lines:
+        text += [
+            "ReGuidance against its ablations (same images; Holm-corrected):",
+            "",
+            "| prior | against | comparisons | SSIM better / same / worse | reward better / same / worse | "
+            "PSNR better / same / worse |",
+            "|---|---|---|---|---|---|",
+            *ablation_lines,
+            "",
+        ]
+    return "\n".join(text)
