@@ -544,6 +544,16 @@ def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, i
     assert "old" not in text
     paired = summary["paired"][0]
     assert f"| sr4 | pinv | {paired['n']} |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- summary:begin -->\n<!-- summary:end -->\n")
+    args = ["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--summary-into", str(readme)]
+    assert main([*args, "--pictures", str(tmp_path / "pics"), "--picture-method", "pinv"]) == 0
+    verdicts = [p["verdict"] for p in summary["paired"]]
+    counts = [verdicts.count(v) for v in ("helps", "no clear change", "mixed", "hurts")]
+    worse = sum(bool(p["worse"]) for p in summary["paired"])
+    row = f"| tiny | {len(verdicts)} | {counts[0]} | {counts[1]} | {counts[2]} | {counts[3]} | {worse} |"
+    assert row in readme.read_text()
+    assert (tmp_path / "pics" / "benchmark_tiny.png").stat().st_size > 0
     assert main(["bench-report", "--run", f"tiny={tmp_path}", "--into", str(doc)]) == 2  # no summary there
     (tmp_path / "plain.md").write_text("no markers\n")
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(tmp_path / "plain.md")]) == 2
