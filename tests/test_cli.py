@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import torch
+
 from reguidance.cli import main
 
 TINY = [
@@ -152,3 +154,21 @@ def test_tune_refuses_a_step_size_the_method_does_not_have(capsys):
     assert main(["tune", "--task", "sr8", "--method", "dps", "--method-grid", "noise_mix=1,2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "step_size" in err and "\n" not in err
+
+
+def test_restore_samples_writes_the_spread_and_keeps_the_first_draw(tmp_path):
+    from reguidance.data import load_test_subset
+    from reguidance.images import read_images, save_images
+
+    x, _, _ = load_test_subset("mnist")
+    save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
+    base = ["restore", "--prior", "mnist", "--task", "box20c", "--image", str(tmp_path / "in"), "--method", "pinv"]
+    base += ["--inversion-steps", "2", "--dps-steps", "3"]
+    assert main([*base, "--out", str(tmp_path / "one")]) == 0
+    assert main([*base, "--samples", "3", "--out", str(tmp_path / "three")]) == 0
+    one, three = (read_images([tmp_path / d / "restored" / "a.png"]) for d in ("one", "three"))
+    assert torch.equal(one, three)  # the first draw is the plain restoration
+    rows = [json.loads(line) for line in (tmp_path / "three" / "restore.jsonl").read_text().splitlines()]
+    assert all(r["spread"] > 0 and r["nfe"] == 2 + 3 * 3 for r in rows)  # one inversion, three DPS runs
+    assert (tmp_path / "three" / "std" / "b.png").is_file()
+    assert main([*base, "--samples", "0", "--out", str(tmp_path / "zero")]) == 2

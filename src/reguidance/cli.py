@@ -986,6 +986,13 @@ def speed(
     help="Resize --image and --candidate images of another size to the prior's (Pillow bicubic, antialiased when "
     "shrinking; aspect ratio not kept); without it such an image is an error. Measurements are never resized.",
 )
+@click.option(
+    "--samples",
+    default=1,
+    show_default=True,
+    help="K > 1: K restorations per input from one latent; their per-pixel standard deviation goes to OUT/std/ "
+    "(white = 0.5 or more) and its mean to the report. The first is the restoration written.",
+)
 @runtime_options
 @prior_options
 @_OVERWRITE
@@ -1005,6 +1012,7 @@ def restore(
     dps_steps: int | None,
     step_size: float | None,
     resize: bool,
+    samples: int,
     device: str,
     dtype: str,
     threads: int | None,
@@ -1024,6 +1032,7 @@ def restore(
     from .wrapper import ReGuidanceConfig
 
     check_positive_int("--batch-size", batch_size)
+    check_positive_int("--samples", samples)
     _positive("--steps", steps)
     with _options("--task"):
         parsed_task = get_task(task)  # a malformed spec is refused before the prior loads
@@ -1067,6 +1076,7 @@ def restore(
             context=_prior_facts(prior_name, dtype),
             overwrite=overwrite,
             resize=resize,
+            samples=samples,
         )
     if rank != 0:
         return

@@ -55,7 +55,7 @@ from .files import append_rows, atomic_write_json, drop_torn_tail, read_rows, sa
 from .images import load_images
 from .priors.base import Prior
 from .runs import clear_outputs, describe_difference, hold_folder, identity_hash
-from .wrapper import ReGuidanceConfig, reguide
+from .wrapper import ReGuidanceConfig, reguide, spread
 
 __all__ = [
     "RESIZE_RULE",
@@ -199,6 +199,7 @@ def restore(
     context: Mapping[str, object] | None = None,
     overwrite: bool = False,
     resize: bool = False,
+    samples: int = 1,
 ) -> list[str]:
     """Restore every input under ``out``; returns the inputs' names, for :func:`write_report`.
 
@@ -210,6 +211,11 @@ def restore(
     it is fitted by :func:`reguidance.images.load_images`' rule: Pillow bicubic, antialiased when shrinking,
     aspect ratio not kept). A measurement file must have the task's measurement size (``operator.y_shape``); it is
     never resized, ``resize`` or not.
+
+    ``samples = K > 1`` draws K restorations per input from one latent (:func:`reguidance.wrapper.spread`): the
+    first is the restoration written as without it, and the per-pixel standard deviation of the K is written to
+    ``std/`` as a picture (black = 0, white = a standard deviation of 0.5 or more, a quarter of the [-1, 1] range)
+    and its mean to each row as ``spread``.
     """
     if (images is None) == (measurements is None):
         raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
@@ -218,6 +224,7 @@ def restore(
     task = get_task(task_name)
     fn = get_method(method) if method is not None else None
     check_positive_int("batch-size", batch_size)
+    check_positive_int("samples", samples)
     c, h, w = prior.signal_shape
     task.check((c, h, w))
     device = prior.device
@@ -274,6 +281,7 @@ def restore(
         "method_options": dict(method_options or {}),
         "reguidance": asdict(cfg),
         "seed": seed,
+        **({"samples": samples} if samples > 1 else {}),
     }
     run = identity_hash(facts)
 
@@ -302,8 +310,19 @@ def restore(
                 else:
                     cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
                 rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)
-                rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng, progress=progress)  # per-step bars
-                restored = rg.x.clamp(-1, 1)
+                spread_map = None
+                if samples > 1:
+                    more = [
+                        wrapper_rng(seed, task.name, f"restore/sample{j}", ids, device=device, split=SPLIT)
+                        for j in range(1, samples)
+                    ]
+                    draws = spread(cand, y, operator, prior, k=samples, config=cfg, rngs=[rg_rng, *more])
+                    rg_x, rg_nfe, spread_map = draws.samples[0], draws.nfe, draws.std
+                    save_pngs((spread_map / 0.5).clamp(0, 1) * 2 - 1, [out / "std" / outputs[k] for k in picks])
+                else:
+                    rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng, progress=progress)  # per-step bars
+                    rg_x, rg_nfe = rg.x, rg.nfe
+                restored = rg_x.clamp(-1, 1)
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)
                 with torch.no_grad():
                     shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
@@ -316,7 +335,8 @@ def restore(
                         "output": f"restored/{outputs[k]}",
                         "consistency_before": float(before[j]),
                         "consistency_after": float(after[j]),
-                        "nfe": int(nfe + rg.nfe),
+                        "nfe": int(nfe + rg_nfe),
+                        **({"spread": float(spread_map[j].mean())} if spread_map is not None else {}),
                         "run": run,
                         "input_sha256": input_sha[k],
                         "candidate_sha256": cand_sha[k],

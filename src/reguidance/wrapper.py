@@ -234,9 +234,11 @@ def spread(
     config: ReGuidanceConfig | None = None,
     seed: int = 0,
     ids: Sequence[int] | None = None,
+    rngs: Sequence[BatchRNG] | None = None,
 ) -> Spread:
     """``k >= 2`` ReGuidance restorations per candidate from the *same* latent (the inversion is deterministic and
-    runs once); they differ only in DPS's ancestral noise, draw ``j`` of image ``i`` seeded by ``(seed + j, ids[i])``.
+    runs once); they differ only in DPS's ancestral noise, draw ``j`` of image ``i`` seeded by ``(seed + j, ids[i])``,
+    or drawn from ``rngs[j]`` when ``k`` generators are given (draw 0 is then exactly ``reguide(..., rng=rngs[0])``).
 
     The per-pixel standard deviation is an uncertainty map: where ``y`` pins the image down the draws agree, where
     it does not (a missing box, lost high frequencies) they spread. It is a spread of the sampler, not a calibrated
@@ -245,11 +247,19 @@ def spread(
     check_positive_int("k", k)
     if k < 2:
         raise InputError(f"k must be at least 2 to give a spread, got {k}")
+    if rngs is not None and len(rngs) != k:
+        raise InputError(f"rngs has {len(rngs)} generators but k is {k}")
     cfg = config or ReGuidanceConfig()
-    first = reguide(candidate, measurement, operator, prior, config=cfg, seed=seed, ids=ids)
+
+    def draw(j: int, latent: Tensor | None) -> ReGuidanceResult:
+        if rngs is not None:
+            return reguide(candidate, measurement, operator, prior, config=cfg, rng=rngs[j], latent=latent)
+        return reguide(candidate, measurement, operator, prior, config=cfg, seed=seed + j, ids=ids, latent=latent)
+
+    first = draw(0, None)
     draws, nfe = [first.x], first.nfe
     for j in range(1, k):
-        out = reguide(candidate, measurement, operator, prior, config=cfg, seed=seed + j, ids=ids, latent=first.latent)
+        out = draw(j, first.latent)
         draws.append(out.x)
         nfe += out.nfe
     samples = torch.stack(draws)
