@@ -399,3 +399,25 @@ def format_sweep(rows: list[Record]) -> str:
         f"candidate: reward {c['candidate_reward']:.3f}, manifold distance {c['candidate_manifold_distance']:.2f}"
     )
     return "\n".join(lines)
+
+
+def format_sweep_markdown(rows: list[Record]) -> str:
+    """The sweep as a Markdown table for the README, the chosen row (:func:`choose_defaults`) in bold."""
+    best = choose_defaults(rows)
+    lines = [
+        "| sampler after inversion | t_end | ζ | reward gain [95% CI] | manifold-distance change [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        g, d = r["reward_gain"], r["manifold_distance_change"]
+        cells = [
+            str(r["sampler"]),
+            f"{r['t_end']:g}",
+            f"{r['step_size']:g}",
+            f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]",
+            f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]",
+        ]
+        if r is best:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
