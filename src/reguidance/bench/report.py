@@ -408,7 +408,8 @@ def _losses(entries: list[Record], against: str) -> list[str]:
     for e in entries:
         if e["worse"]:
             changes = ", ".join(f"{_NAMES[m].split(' ')[0]} {e[m]['mean']:+.3g}" for m in e["worse"])
-            out.append(f"- {e['task']} / {e['method']}: worse than the {against} on {changes} ({e['verdict']}).")
+            rival = e.get("against", against)
+            out.append(f"- {e['task']} / {e['method']}: worse than `{rival}` on {changes} ({e['verdict']}).")
     return out or [f"- none: no comparison with the {against} is worse on any metric after the correction."]
 
 
@@ -450,6 +451,26 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> 
             f"| {e['task']} | {e['method']} | {', '.join(f'{k}={v:g}' for k, v in chosen.items()) or '—'} | "
             f"{tried('method') or '—'} | {', '.join(f'{k}={v:g}' for k, v in e['reguidance'].items())} | "
             f"{tried('reguidance')} | {', '.join(on_edge) or 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def _latent_vs_renoise(entries: list[Record]) -> list[str]:
+    """Plainly, per metric: the (task, method) pairs where the inverted latent beats re-noising the candidate to the
+    same depth, where the two are not told apart, and where re-noising wins."""
+    es = [e for e in entries if e["against"] == "renoise"]
+    if not es:
+        return []
+    lines = ["Inverted latent against re-noising the candidate to the same depth (`renoise`), per metric:", ""]
+    for m in ("ssim", "psnr", "reward"):
+        groups: dict[str, list[str]] = {"better": [], "same": [], "worse": []}
+        for e in es:
+            if e.get(m) is not None:
+                groups[e[m]["call"]].append(f"{e['task']}/{e['method']}")
+        lines.append(
+            f"- {_NAMES[m].split(' ')[0]}: the latent wins on {len(groups['better'])} "
+            f"({', '.join(groups['better']) or 'none'}), no clear difference on {len(groups['same'])}, re-noising "
+            f"wins on {len(groups['worse'])} ({', '.join(groups['worse']) or 'none'})."
         )
     return [*lines, ""]
 
@@ -562,6 +583,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
                 "",
                 *_losses(ablations, "ablation"),
                 "",
+                *_latent_vs_renoise(ablations),
                 *_same_nfe(summary),
             ]
         parts += [
