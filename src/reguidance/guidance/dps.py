@@ -103,8 +103,9 @@ def dps(
                 warned = True
                 warnings.warn(
                     f"DPS: the guidance gradient is zero for {int(silent.sum())} of {len(silent)} samples at "
-                    f"t={level.t} although their residual is not: the forward model gives no gradient there "
-                    "(quantised or saturated?), so those samples are not guided",
+                    f"t={level.t} although their residual is not, so those samples are not guided at that step: "
+                    "the forward model gives no gradient there (quantised or saturated?), or, with clip=True, "
+                    "x0_hat is clipped to [-1, 1] wherever the measurement sees it (common at the noisiest levels)",
                     GuidanceWarning,
                     stacklevel=4,
                 )
