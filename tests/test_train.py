@@ -135,3 +135,12 @@ def test_sample_command_writes_its_report(tmp_path: Path) -> None:
 def test_an_unknown_classifier_name_is_refused() -> None:
     with pytest.raises(ValueError, match="no committed classifier for 'cifar10'"):
         load_classifier("cifar10")
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
+    images = tiny_images()
+    train(tiny_config(2), tmp_path, images=images, progress=False, final_samples=False)  # checkpoint at step 2
+    log = tmp_path / "log.jsonl"
+    log.write_text(log.read_text() + '{"step": 3, "loss": 0.5}\n{"step": 4, "lo')  # logged after it, then killed
+    train(tiny_config(4), tmp_path, resume=True, images=images, progress=False, final_samples=False)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from .conventions import BatchRNG, check_positive_int
 from .diffusion import Schedule
+from .files import atomic_write_text
 from .guidance.unconditional import sample
 from .priors.adm import ADMPrior, ADMUNet
 from .priors.zoo import EMBEDDED_UNET
@@ -125,6 +126,22 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm.detach(), 1 - decay)
     for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of ``log.jsonl`` up to ``step`` (the checkpoint a run resumes from) and drop a torn last line:
+    the steps after it run again and log again, so no step appears twice."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a killed run
+        if int(row.get("step", 0)) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -272,6 +289,8 @@ def train(
             "global_rng": torch.get_rng_state(),
         }
 
+    if resume:
+        _truncate_log(out / "log.jsonl", step)  # rows logged after the checkpoint are logged again from it
     log = open(out / "log.jsonl", "a")  # closed in the finally below
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.dataset}", dynamic_ncols=True)
     last_loss = math.nan
