@@ -447,7 +447,11 @@ class ADMUNet(nn.Module):
     @property
     def torso_dtype(self) -> torch.dtype:
         """The dtype the torso computes in: that of its first convolution's weight."""
-        return self.input_blocks[0][0].weight.dtype
+        block = self.input_blocks[0]
+        assert isinstance(block, nn.Sequential)  # the torso's first block, by construction
+        conv = block[0]
+        assert isinstance(conv, nn.Conv2d)
+        return conv.weight.dtype
 
     # -------------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor, timesteps: Tensor, y: Tensor | None = None) -> Tensor:
@@ -463,7 +467,9 @@ class ADMUNet(nn.Module):
         if timesteps.shape != (x.shape[0],):
             raise ValueError(f"timesteps has shape {tuple(timesteps.shape)} but x holds {x.shape[0]} samples")
         t_emb = timestep_embedding(timesteps, self.model_channels)
-        emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))
+        first = self.time_embed[0]
+        assert isinstance(first, nn.Linear)  # by construction
+        emb = self.time_embed(t_emb.to(first.weight.dtype))
         if y is not None:
             if y.shape != (x.shape[0],):
                 raise ValueError(f"y has shape {tuple(y.shape)} but x holds {x.shape[0]} samples")

@@ -304,8 +304,8 @@ class GaussianMixture:
             if not bool(((ab > 0) & (ab <= 1)).all()):
                 raise ValueError(f"alpha_bar must lie in (0, 1], got values in [{float(ab.min())}, {float(ab.max())}]")
             return ab
-        ab = check_unit_interval("alpha_bar", alpha_bar)
-        return torch.full((batch,), ab, dtype=_F64, device=self.device)
+        value = check_unit_interval("alpha_bar", alpha_bar)
+        return torch.full((batch,), value, dtype=_F64, device=self.device)
 
     # ------------------------------------------------------------------------------------ per-component
     def _components(self, x: Tensor, ab: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -494,6 +494,13 @@ class GMMPrior(Prior):
     ``eps(x_t, alpha_bar_t)`` in ``x_t``'s dtype. The mixture's tensors are buffers, kept in float64 by
     ``.to()``.
     """
+
+    # buffers (registered in __init__), declared for the type checker
+    weights: Tensor
+    means: Tensor
+    eigvecs: Tensor
+    eigvals: Tensor
+    alpha_bar_by_timestep: Tensor
 
     def __init__(self, mixture: GaussianMixture, schedule: Schedule | None = None) -> None:
         super().__init__()
