@@ -75,7 +75,9 @@ def scaled_budget(method: str, options: dict[str, object], nfe: int, extra: int)
     key = budget_option(method)
     if nfe <= 0:
         raise InputError(f"method {method!r} spent no network evaluations; its budget cannot be scaled")
-    steps = int(options[key])  # type: ignore[call-overload]
+    steps = options[key]
+    if not isinstance(steps, int):
+        raise InputError(f"method {method!r}: {key} must be an integer to be scaled, got {steps!r}")
     return {**options, key: max(steps + 1, round(steps * (nfe + extra) / nfe))}
 
 

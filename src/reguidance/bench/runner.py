@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: a results row: a JSON object (values of any JSON type)
+Row = dict[str, Any]
 
 #: the keys every results row holds (a row without them is refused by the reader)
 ROW_KEYS = ("task", "method", "reguidance", "id")
@@ -70,6 +72,8 @@ ROW_KEYS = ("task", "method", "reguidance", "id")
 VARIANTS = ("candidate", "reguidance", "renoise", "fresh", "more")
 #: the ablation variants ``ablations=True`` adds
 ABLATIONS = ("renoise", "fresh", "more")
+#: the wrapper's start for each variant that runs it (:class:`reguidance.wrapper.ReGuidanceConfig`)
+_START: dict[str, Start] = {"reguidance": "inversion", "renoise": "renoise", "fresh": "fresh"}
 
 Classifier = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [-1, 1] -> logits (B, classes)
 Distance = Callable[[Tensor, Tensor], Tensor]  # two image batches -> per-image distances (B,), e.g. LPIPS
@@ -85,7 +89,7 @@ class BenchSpec:
     seed: int = 0
     batch_size: int = 16
     #: per-method overrides of the (task, method) defaults of :mod:`.defaults`
-    method_options: dict[str, dict[str, object]] = field(default_factory=dict)
+    method_options: dict[str, Row] = field(default_factory=dict)
     #: the wrapper's options for every (task, method); None takes :func:`.defaults.reguidance_config`
     reguidance: ReGuidanceConfig | None = None
     #: the budget and defaults table, ``"reference"`` or ``"cpu"`` (see :mod:`.defaults`)
@@ -168,10 +172,10 @@ class BenchSpec:
         for m, opts in self.method_options.items():
             for key, value in opts.items():
                 if key == "steps" or key.endswith("_steps"):
-                    check_positive_int(f"{m} {key}", value)  # type: ignore[arg-type]
+                    check_positive_int(f"{m} {key}", value)
 
 
-def read_results(path: Path) -> list[dict[str, object]]:
+def read_results(path: Path) -> list[Row]:
     """The rows of ``results.jsonl``; a torn last line (a run killed mid-write) is ignored, a row without the keys
     :data:`ROW_KEYS` (e.g. ``{}``) is an ``InputError`` naming the file and line."""
     return read_rows(path, ROW_KEYS)
@@ -182,28 +186,28 @@ def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
     return out / ("results.jsonl" if world_size == 1 else f"results.rank{rank}.jsonl")
 
 
-def read_all_results(out: Path) -> list[dict[str, object]]:
+def read_all_results(out: Path) -> list[Row]:
     """The rows of every results file in ``out`` (a single run's, or all ranks' of sharded runs)."""
     return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
 
 
-def variant_of(row: dict[str, object]) -> str:
+def variant_of(row: Row) -> str:
     """A row's variant (:data:`VARIANTS`); rows written before variants existed have only ``reguidance``."""
     return str(row.get("variant", "reguidance" if row["reguidance"] else "candidate"))
 
 
-def done_variants(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> dict[tuple[str, str, int], set[str]]:
+def done_variants(rows: list[Row], spec: BenchSpec | None = None) -> dict[tuple[str, str, int], set[str]]:
     """The variants written for each (task, method, id) (with ``spec``: only rows that carry the identity ``spec``
     gives them)."""
     seen: dict[tuple[str, str, int], set[str]] = {}
     for r in rows:
         if spec is not None and r.get("run") != spec.identity(str(r["task"]), str(r["method"])):
             continue
-        seen.setdefault((str(r["task"]), str(r["method"]), int(r["id"])), set()).add(variant_of(r))  # type: ignore[call-overload]
+        seen.setdefault((str(r["task"]), str(r["method"]), int(r["id"])), set()).add(variant_of(r))
     return seen
 
 
-def done_keys(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> set[tuple[str, str, int]]:
+def done_keys(rows: list[Row], spec: BenchSpec | None = None) -> set[tuple[str, str, int]]:
     """(task, method, id) triples with every variant written (candidate and ReGuidance, and the ablations when
     ``spec`` asks for them)."""
     return {
@@ -213,7 +217,7 @@ def done_keys(rows: list[dict[str, object]], spec: BenchSpec | None = None) -> s
     }
 
 
-def check_folder(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
+def check_folder(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     """Refuse (``InputError``) a folder holding rows whose identity differs from what ``spec`` gives them."""
     for r in rows:
         task, method = str(r["task"]), str(r["method"])
@@ -264,7 +268,7 @@ def _rows_for(
     seconds: float,
     mem: float,
     lpips: Distance | None = None,
-) -> list[dict[str, object]]:
+) -> list[Row]:
     """One row per image of ``variant``: PSNR, SSIM, LPIPS (if given) against the truth; ``consistency``
     ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``, and
     ``consistency_raw`` of the output before the clamp (``raw``); the classifier's prediction (if given)."""
@@ -310,7 +314,7 @@ def _id_ranges(ids: set[int]) -> list[str]:
     return [f"{a}:{b}" for a, b in spans]
 
 
-def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> None:
+def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     """``out/config.json``: the protocol, whether its table is tuned, the ids the folder covers, and every
     (task, method)'s options and identity (those of this spec and those already in the folder)."""
     ours = [(get_task(t).name, m) for t in spec.tasks for m in spec.methods]
@@ -320,7 +324,7 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[dict[str, object]]) -> 
         "tuned": is_tuned(spec.protocol, spec.prior),
         "seed": spec.seed,
         "context": dict(spec.context),
-        "ids": _id_ranges({int(r["id"]) for r in rows} | set(spec.ids)),  # type: ignore[call-overload]
+        "ids": _id_ranges({int(r["id"]) for r in rows} | set(spec.ids)),
         "runs": [
             {
                 "task": t,
@@ -348,7 +352,7 @@ def _run_batch(
     out: Path,
     classifier: Classifier | None,
     lpips: Distance | None,
-) -> list[dict[str, object]]:
+) -> list[Row]:
     """Every variant of ``spec.variants(name)`` for the images ``chunk``: their rows, pictures saved beside."""
     device = prior.device
     truth = images[list(chunk)].to(device)
@@ -381,7 +385,7 @@ def _run_batch(
             more, t = timed(partial(method, prior, operator, y, method_rng_(), chunk, **more_options))
             outputs[variant] = (more.x, more.raw, more.nfe, t)
             continue
-        start: Start = "inversion" if variant == "reguidance" else variant  # type: ignore[assignment]
+        start = _START[variant]
         rg, t = timed(
             partial(reguide, cand.x, y, operator, prior, config=replace(cfg, start=start), rng=wrapper_rng_())
         )
@@ -393,7 +397,7 @@ def _run_batch(
             t + (t_cand if with_candidate else 0.0),
         )
     mem = _peak_mem_mb(device)
-    rows: list[dict[str, object]] = []
+    rows: list[Row] = []
     for variant, (x, raw, nfe, seconds) in outputs.items():
         rows += _rows_for(
             task.name, name, variant, chunk, x, raw, truth, y, operator, lab, classifier, nfe, seconds, mem, lpips
@@ -414,7 +418,7 @@ def run_bench(
     spec: BenchSpec,
     out: Path,
     *,
-    manifest: list[dict[str, object]] | None = None,
+    manifest: list[Row] | None = None,
     classifier: Classifier | None = None,
     lpips: Distance | None = None,
     progress: bool = True,
@@ -470,7 +474,7 @@ def run_bench(
                         prior, images, labels, spec, task, name, methods[name], chunk, out, classifier, lpips
                     )
                     run = spec.identity(task.name, name)
-                    new = [r for r in batch_rows if variant_of(r) not in done.get((task.name, name, int(r["id"])), ())]  # type: ignore[call-overload]
+                    new = [r for r in batch_rows if variant_of(r) not in done.get((task.name, name, int(r["id"])), ())]
                     append_rows(log, [{**r, "run": run} for r in new])  # every variant of the batch at once
                     bar.update(len(chunk))
                     batches += 1
