@@ -518,6 +518,7 @@ def test_widening_goes_one_step_past_an_edge_and_stops_at_hard_limits():
     assert widen("t_end", [0.3, 0.5], 0.5) == pytest.approx(0.7)
     assert widen("t_end", [0.3, 0.5], 0.3) == pytest.approx(0.1)
     assert widen("t_end", [0.8, 1.0], 1.0) is None  # t_end cannot pass 1
+    assert widen("t_end", [0.7, 0.9], 0.9) == pytest.approx(1.0)  # the step stops on the limit
     assert widen("noise_mix", [0.1, 0.25, 1.0], 1.0) is None
     rows = [{"t_end": 0.8}, {"t_end": 1.0}]
     assert edges(rows, {"t_end": 1.0}, ["t_end"])["t_end"] == {

@@ -125,7 +125,8 @@ def widen(name: str, values: Sequence[float], chosen: float) -> float | None:
     too when the axis has one value or the next value would cross its hard limit (:data:`LIMITS`).
 
     Ratio axes (step sizes) go on geometrically (``[1, 3, 10]`` at 10 -> 33.3, at 1 -> 0.3); additive axes
-    (:data:`ADDITIVE`) by their last step (``t_end`` ``[0.3, 0.5]`` at 0.5 -> 0.7, at 0.3 -> 0.1).
+    (:data:`ADDITIVE`) by their last step (``t_end`` ``[0.3, 0.5]`` at 0.5 -> 0.7, at 0.3 -> 0.1); a step that would
+    pass a limit stops on it (``t_end`` ``[0.7, 0.9]`` at 0.9 -> 1.0).
     """
     vals = sorted(set(float(v) for v in values))
     if len(vals) < 2 or chosen not in (vals[0], vals[-1]):
@@ -135,7 +136,9 @@ def widen(name: str, values: Sequence[float], chosen: float) -> float | None:
     nxt = chosen + (chosen - near) if name in ADDITIVE else chosen * (chosen / near)
     nxt = float(f"{nxt:.6g}")  # six significant digits: a readable value, never rounded to 0
     lo, hi = LIMITS.get(name, (0.0, float("inf")))
-    if not lo <= nxt <= hi or (name not in LIMITS and nxt <= 0):
+    if lo < chosen < hi:  # a step past a limit stops at the limit itself (t_end 0.9 -> 1.0)
+        nxt = min(max(nxt, lo), hi)
+    if not lo <= nxt <= hi or nxt == chosen or (name not in LIMITS and nxt <= 0):
         return None
     return nxt
 
