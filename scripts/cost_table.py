@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from reguidance.files import replace_marked
+from reguidance.speed import cpu_facts
 
 CHILD = """
 import json, sys, torch
@@ -44,15 +45,9 @@ def hours(seconds: float) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and whether it has bf16 units (AVX512-BF16 or AMX), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {'with ' + ' and '.join(units) if units else 'no bf16 units: bf16 is emulated and slow'}"
+    """The CPU's model name and whether it has bf16 units (:func:`reguidance.speed.cpu_facts`)."""
+    name, has_bf16 = cpu_facts()
+    return f"{name}, {'with bf16 units' if has_bf16 else 'no bf16 units: bf16 is emulated and slow'}"
 
 
 def table(models: list[str], dtypes: list[str]) -> str:

@@ -21,18 +21,7 @@ import torch
 from reguidance.conventions import DTYPES
 from reguidance.files import replace_marked
 from reguidance.priors import load_prior
-from reguidance.speed import SpeedConfig, measure_speed
-
-
-def cpu_facts() -> tuple[str, bool]:
-    """The CPU's model name and whether it has bf16 units (AVX512-BF16 or AMX)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU", False
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return name, bool(flags & {"avx512_bf16", "amx_bf16"})
+from reguidance.speed import SpeedConfig, cpu_facts, measure_speed
 
 
 def main() -> None:

@@ -46,3 +46,15 @@ def test_optimize_names_the_compile_modes_it_accepts():
     with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead, max-autotune"):
         prior.optimize(compile=True, compile_mode="fastest")
     assert prior.optimize(compile=False, compile_mode="reduce-overhead") is prior  # mode unused without compile
+
+
+def test_cpu_facts_reads_the_model_name_and_the_bf16_units(monkeypatch):
+    from pathlib import Path
+
+    from reguidance import speed
+
+    info = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu avx2 amx_bf16 avx512f\n"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: info)
+    assert speed.cpu_facts() == ("Example CPU 9000", True)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: info.replace("amx_bf16 ", ""))
+    assert speed.cpu_facts() == ("Example CPU 9000", False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,7 +35,7 @@ from .wrapper import ReGuidanceConfig, reguide
 if TYPE_CHECKING:
     from .bench.report import Record
 
-__all__ = ["DTYPES", "SpeedConfig", "format_speed", "measure_floor", "measure_speed"]
+__all__ = ["DTYPES", "SpeedConfig", "cpu_facts", "format_speed", "measure_floor", "measure_speed"]
 
 
 @dataclass(frozen=True)
@@ -191,3 +192,16 @@ def format_speed(report: Record) -> str:
             f"{name:<12}{m['ms_per_image']:>12.1f}{m['nfe']:>6}{m['ratio_to_floor']:>16.3f}{m['peak_mem_mb']:>10.0f}"
         )
     return "\n".join(lines)
+
+
+def cpu_facts() -> tuple[str, bool]:
+    """This machine's CPU model name and whether it has bf16 units (AVX512-BF16 or AMX), from ``/proc/cpuinfo``
+    (``("unknown CPU", False)`` where that cannot be read). Without bf16 units, bf16 is emulated and slow."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU", False
+    lines = info.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return name, bool(flags & {"avx512_bf16", "amx_bf16"})
