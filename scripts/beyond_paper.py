@@ -24,7 +24,7 @@ from reguidance.bench.defaults import method_options, reguidance_config
 from reguidance.bench.inputs import dataset_for, load_test_images
 from reguidance.bench.methods import get_method
 from reguidance.bench.protocol import get_task, method_rng, parse_ids
-from reguidance.files import replace_marked
+from reguidance.files import write_section
 from reguidance.images import save_grid
 from reguidance.metrics import paired_difference, psnr, ssim
 from reguidance.priors import load_prior
@@ -115,11 +115,7 @@ def main() -> None:
             *depth_rows,
         ]
     )
-    if args.write is None:
-        print(text)
-        return
-    replace_marked(args.write, text, "<!-- beyond:begin -->", "<!-- beyond:end -->")
-    print(f"wrote {args.write}")
+    write_section(args.write, "beyond", text)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from reguidance.files import replace_marked
+from reguidance.files import write_section
 from reguidance.speed import cpu_facts
 
 CHILD = """
@@ -79,11 +79,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     text = table([m for m in args.models.split(",") if m], [d for d in args.dtypes.split(",") if d])
-    if args.write is None:
-        print(text, end="")
-        return
-    replace_marked(args.write, text, "<!-- cost:begin -->", "<!-- cost:end -->")
-    print(f"wrote {args.write}")
+    write_section(args.write, "cost", text)
 
 
 if __name__ == "__main__":

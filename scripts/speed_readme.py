@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from reguidance.conventions import DTYPES
-from reguidance.files import replace_marked
+from reguidance.files import write_section
 from reguidance.priors import load_prior
 from reguidance.speed import SpeedConfig, cpu_facts, measure_speed
 
@@ -56,11 +56,7 @@ def main() -> None:
         "steps; ratios are the median of the repeats (range in brackets).",
     ]
     text = "\n".join(lines) + "\n"
-    if args.write is None:
-        print(text, end="")
-        return
-    replace_marked(args.write, text, "<!-- speed:begin -->", "<!-- speed:end -->")
-    print(f"wrote {args.write}")
+    write_section(args.write, "speed", text)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reguidance.files import replace_marked
+from reguidance.files import write_section
 from reguidance.theory import TheoryConfig, format_markdown, format_sweep_markdown, run_theory, sweep_theory
 
 
@@ -23,14 +23,9 @@ def main() -> None:
     report, _ = run_theory(TheoryConfig())
     text = format_markdown(report)
     sweep = format_sweep_markdown(sweep_theory(TheoryConfig(candidates=128, seed=0))) if args.sweep else None
-    if args.write is None:
-        print(text, end="")
-        print(sweep or "", end="")
-        return
-    replace_marked(args.write, text, "<!-- theory:begin -->", "<!-- theory:end -->")
+    write_section(args.write, "theory", text)
     if sweep is not None:
-        replace_marked(args.write, sweep, "<!-- sweep:begin -->", "<!-- sweep:end -->")
-    print(f"wrote {args.write}")
+        write_section(args.write, "sweep", sweep)
 
 
 if __name__ == "__main__":

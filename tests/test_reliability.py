@@ -533,3 +533,16 @@ def test_load_prior_refuses_none_and_an_absent_device_with_input_errors():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="cuda"):
             load_prior("mnist", device="cuda")
+
+
+def test_a_script_section_is_written_between_its_markers_or_printed(tmp_path, capsys):
+    from reguidance.files import write_section
+
+    doc = tmp_path / "README.md"
+    doc.write_text("top\n<!-- speed:begin -->\nold\n<!-- speed:end -->\nbottom\n")
+    write_section(doc, "speed", "| new |\n")
+    assert doc.read_text() == "top\n<!-- speed:begin -->\n| new |\n<!-- speed:end -->\nbottom\n"
+    write_section(None, "speed", "| shown |")
+    assert "| shown |\n" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs the markers <!-- cost:begin -->"):
+        write_section(doc, "cost", "x")

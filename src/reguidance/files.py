@@ -139,3 +139,13 @@ def replace_marked(
         raise InputError(f"{path} needs the markers {begin} and {end}, in that order")
     head, rest = doc.split(begin, 1)
     atomic_write_text(path, head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
+def write_section(path: str | os.PathLike[str] | None, name: str, text: str) -> None:
+    """A script's generated table: printed when ``path`` is None, else written between ``<!-- NAME:begin -->`` and
+    ``<!-- NAME:end -->`` of that file (:func:`replace_marked`)."""
+    if path is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+        return
+    replace_marked(path, text, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
+    print(f"wrote {name} into {path}")

@@ -380,6 +380,12 @@ _NAMES = {
 }
 
 
+def _calls(m: str, entries: list[Record]) -> str:
+    """``"better / same / worse"``: how many of ``entries`` got each corrected call on metric ``m``."""
+    calls = [e[m]["call"] for e in entries if e.get(m) is not None]
+    return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
+
+
 def _counts_table(entries: list[Record]) -> list[str]:
     """Per metric: how many comparisons got better / no clear change / worse (after the correction)."""
     lines = ["| metric | better | no clear change | worse |", "|---|---|---|---|"]
@@ -522,13 +528,9 @@ def _ablation_summary(entries: list[Record]) -> list[str]:
         if not es:
             continue
 
-        def count(m: str, es: list[Record] = es) -> str:
-            calls = [e[m]["call"] for e in es if e.get(m) is not None]
-            return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
-
         verdicts = [e["verdict"] for e in es]
         lines.append(
-            f"| {against} | {len(es)} | {count('ssim')} | {count('reward')} | "
+            f"| {against} | {len(es)} | {_calls('ssim', es)} | {_calls('reward', es)} | "
             + ", ".join(f"{verdicts.count(v)} {v}" for v in ("helps", "no clear change", "mixed", "hurts"))
             + " |"
         )
@@ -631,21 +633,17 @@ def readme_summary(runs: dict[str, Path]) -> str:
         main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
         verdicts = [p["verdict"] for p in main]
 
-        def count(m: str, es: list[Record]) -> str:
-            calls = [e[m]["call"] for e in es if e.get(m) is not None]
-            return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
-
         lines.append(
             f"| {prior} | {len(main)} | {verdicts.count('helps')} | {verdicts.count('no clear change')} | "
             f"{verdicts.count('mixed')} | {verdicts.count('hurts')} | {sum(bool(p['worse']) for p in main)} | "
-            f"{count('ssim', main)} | {count('reward', main)} |"
+            f"{_calls('ssim', main)} | {_calls('reward', main)} |"
         )
         for against in AGAINST[1:]:
             es = [p for p in summary["paired"] if p.get("against") == against]
             if es:
                 ablation_lines.append(
-                    f"| {prior} | {against} | {len(es)} | {count('ssim', es)} | {count('reward', es)} | "
-                    f"{count('psnr', es)} |"
+                    f"| {prior} | {against} | {len(es)} | {_calls('ssim', es)} | {_calls('reward', es)} | "
+                    f"{_calls('psnr', es)} |"
                 )
     text = [*lines, ""]
     if ablation_lines:
