@@ -91,7 +91,7 @@ class DeepinvLatent:
     ``x_init``: ``(x_t + 1) / 2``, deepinv ``DPS``'s ``x_init`` (not an image in ``[0, 1]``: DPS's first state is
     ``2 x_init - 1 = x_t``); ``noisy_image``: ``(x_t / sqrt(ab) + 1) / 2 = x0_01 + sigma eps``, what a deepinv
     denoiser sees; ``sigma``: ``sqrt((1 - ab) / ab) / 2``, its noise level on the ``[0, 1]`` scale; ``timestep``: the
-    timestep of deepinv's linear 1000-step chain whose ``sigma`` is nearest.
+    timestep of deepinv's linear 1000-step chain whose ``sigma`` is nearest in log scale.
     """
 
     x_init: Tensor

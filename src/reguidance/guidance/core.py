@@ -9,8 +9,9 @@ The pieces, kept apart (as azula keeps schedule, denoiser and sampler apart):
   ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``. Its value at the first level is the **latent**.
 - the **prior** is seen through a :class:`~reguidance.diffusion.Denoiser`: ``(x_t, level) -> (eps, x0_hat)``, which
   counts network evaluations.
-- a method's **step** ``step(x, level) -> Update(x_next, x0_hat)`` is its own update for one transition, and all
-  that a method writes besides checking its options and choosing its default levels.
+- a method's **step** ``step(x, level) -> Update(x_next, x0_hat)`` is its own update for one transition, made by
+  its config's ``stepper`` (:class:`reguidance.guidance.solve.Method`): all that a method writes besides its typed
+  options and, where it differs from an even spacing, its default levels.
 - :func:`run` is the one loop: it calls ``step`` once per level, shows a progress bar, records the per-step
   measurement residual ``||y - A x0_hat||`` and calls the user's ``callback`` (as k-diffusion's samplers do).
 
