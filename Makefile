@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup data demo test test-scalar lint theory tune benchmark clean
+.PHONY: setup data demo test test-fast test-scalar lint theory tune benchmark clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ theory: $(STAMP)
 # The whole check: lint (ruff and the mypy type check), then the test suite (about a minute on 2 cores).
 test: lint
 	$(PY) -m pytest -q
+
+# The fast tier: lint, then every test not marked slow (a few minutes on 2 cores); `make test` stays the whole check.
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 # The numerical tests again on torch's scalar CPU kernels (no AVX2/AVX-512), which round differently: tolerances
 # must not depend on the vector kernels of the machine that wrote them. Run by CI after `make test`.

@@ -105,6 +105,7 @@ def test_images_with_super_resolution_fit_the_measurement(name):
     assert operator.residual_norm(guided, y).mean() < operator.residual_norm(free, y).mean()
 
 
+@pytest.mark.slow
 def test_daps_mean_is_near_the_exact_posterior_mean_on_a_1d_mixture():
     mixture = GaussianMixture.isotropic(torch.tensor([0.3, 0.7]), torch.tensor([[-0.5], [0.5]]), 0.04)
     prior = GMMPrior(mixture, Schedule.linear())

@@ -63,11 +63,33 @@ def test_daps_takes_the_autograd_gradient_of_a_nonlinear_forward_model(gmm_prior
     assert operator.residual_norm(guided, y).mean() < 0.6 * operator.residual_norm(free, y).mean()  # 0.36 seen
 
 
-def test_reguidance_raises_the_reward_with_a_nonlinear_measurement(gmm_prior, saturating):
-    operator, y = saturating
-    candidate = torch.zeros(6, 8, dtype=torch.float64)
-    out = reguide(candidate, y, operator, gmm_prior, inversion_steps=20, dps_steps=50, step_size=1.0)
-    assert out.reward_after.mean() > 0.5 * out.reward_before.mean()  # rewards are negative: at least halved
+def test_reguidance_step_differentiates_through_a_nonlinear_forward_model(gaussian):
+    """With Gaussian data N(mu, v I), A(x) = tanh(M x) and one deterministic DPS level at t_end, the output is
+    x0_hat - step_size * c J^T r / ||r||: r = tanh(M x0_hat) - y, J = diag(1 - tanh(M x0_hat)^2) M the Jacobian of A
+    and c = sqrt(ab) v / (ab v + 1 - ab) the derivative of Tweedie's estimate x0_hat (closed form at the latent)."""
+    matrix = torch.randn(3, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64) / 6**0.5
+    operator = Saturating(matrix, sigma_y=0.05)
+    candidate = gaussian.mu + 0.5 * torch.randn(4, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y = operator.measure(candidate.flip(0), BatchRNG.from_seed(1, 4))  # another signal's measurement
+    out = reguide(
+        candidate,
+        y,
+        operator,
+        gaussian.prior,
+        inversion_steps=30,
+        dps_steps=1,
+        t_end=0.4,
+        sampler="ddim",
+        step_size=0.5,
+        seed=0,
+    )
+    ab = float(gaussian.prior.schedule.alphas_cumprod[round(0.4 * 999)])
+    c = ab**0.5 * gaussian.v / (ab * gaussian.v + 1 - ab)
+    x0 = gaussian.x0_hat(out.latent, ab)
+    a = torch.tanh(x0 @ matrix.T)
+    r = a - y
+    grad = c * ((1 - a**2) * r) @ matrix / r.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(out.x, x0 - 0.5 * grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", [diffpir, pigdm])

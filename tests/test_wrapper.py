@@ -10,12 +10,54 @@ from reguidance.wrapper import ReGuidanceConfig, reguide
 FAST = {"inversion_steps": 20, "dps_steps": 20}
 
 
-def test_reguidance_raises_the_reward_of_pseudo_inverse_candidates(gmm_prior, gmm_problem):
-    operator, _, y = gmm_problem
-    candidate = torch.zeros(6, 8, dtype=torch.float64)  # a poor, off-manifold candidate
-    out = reguide(candidate, y, operator, gmm_prior, inversion_steps=50, dps_steps=100)
-    assert out.reward_after.mean() > out.reward_before.mean()
-    assert gmm_prior.mixture.manifold_distance(out.x).mean() < gmm_prior.mixture.manifold_distance(candidate).mean()
+def _gaussian_problem(gaussian):
+    """A candidate off the data law's mean, and 2 noisy linear measurements of it (6-dimensional signals); the
+    operator's matrix is :func:`_matrix` (the generator's first draw)."""
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(2, 6, generator=g, dtype=torch.float64) / 6**0.5
+    operator = MatrixOperator(a, sigma_y=0.1)
+    candidate = gaussian.mu + 0.8 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    y = operator.measure(candidate, BatchRNG.from_seed(1, 4))
+    return operator, candidate, y
+
+
+def _matrix() -> torch.Tensor:
+    return torch.randn(2, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64) / 6**0.5
+
+
+def test_reguidance_latent_is_the_exact_probability_flow_of_the_candidate(gaussian):
+    # for N(mu, v I) data the flow to sigma is y - mu = (x_hat - mu) sqrt((v + sigma^2) / v); Euler's error is
+    # first order in the step (0.5% at 400 steps, see test_inversion)
+    operator, candidate, y = _gaussian_problem(gaussian)
+    out = reguide(candidate, y, operator, gaussian.prior, inversion_steps=400, dps_steps=5, t_end=0.5, seed=0)
+    ab = float(gaussian.prior.schedule.alphas_cumprod[round(0.5 * 999)])
+    exact = gaussian.flow(candidate, ab)
+    assert float(((out.latent - exact).norm(dim=1) / exact.norm(dim=1)).max()) < 0.01
+
+
+def test_reguidance_output_is_one_hand_derived_dps_step_from_its_latent(gaussian):
+    """With one deterministic DPS level at t_end the output is Tweedie's estimate at the latent minus
+    step_size * c A^T r / ||r||, r = A x0_hat - y, c = sqrt(ab) v / (ab v + 1 - ab) (d x0_hat / d x_t)."""
+    operator, candidate, y = _gaussian_problem(gaussian)
+    out = reguide(
+        candidate,
+        y,
+        operator,
+        gaussian.prior,
+        inversion_steps=50,
+        dps_steps=1,
+        t_end=0.5,
+        sampler="ddim",
+        step_size=0.3,
+        seed=0,
+    )
+    ab = float(gaussian.prior.schedule.alphas_cumprod[round(0.5 * 999)])
+    c = ab**0.5 * gaussian.v / (ab * gaussian.v + 1 - ab)
+    x0 = gaussian.x0_hat(out.latent, ab)
+    a = _matrix()
+    r = x0 @ a.T - y
+    expected = x0 - 0.3 * c * (r @ a) / r.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(out.x, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_result_reports_network_evaluations_and_time(gmm_prior, gmm_problem):
@@ -121,33 +163,55 @@ def test_a_given_latent_skips_the_inversion_and_reproduces_the_run(gmm_prior, gm
     assert torch.allclose(again.x, first.x, atol=1e-10)
 
 
-def test_spread_draws_k_restorations_from_one_latent(gmm_prior, gmm_problem):
+def test_spread_draws_k_restorations_from_one_latent(gaussian):
     from reguidance.wrapper import spread
 
-    operator, truth, y = gmm_problem
-    cfg = ReGuidanceConfig(**FAST)
-    s = spread(truth, y, operator, gmm_prior, k=3, config=cfg, seed=4)
-    assert s.nfe == 20 + 3 * 20  # one inversion, three DPS runs
-    assert torch.allclose(s.samples[0], reguide(truth, y, operator, gmm_prior, config=cfg, seed=4).x, atol=1e-10)
+    operator, candidate, y = _gaussian_problem(gaussian)
+    cfg = ReGuidanceConfig(inversion_steps=400, dps_steps=20, t_end=0.5)
+    s = spread(candidate, y, operator, gaussian.prior, k=3, config=cfg, seed=4)
+    assert s.nfe == 400 + 3 * 20  # one inversion, three DPS runs
+    ab = float(gaussian.prior.schedule.alphas_cumprod[round(0.5 * 999)])
+    exact = gaussian.flow(candidate, ab)  # the one latent is the candidate's probability flow
+    assert float(((s.latent - exact).norm(dim=1) / exact.norm(dim=1)).max()) < 0.01
     assert (s.samples[1] - s.samples[0]).abs().max() > 1e-3  # other draws, other noise
     by_hand = ((s.samples - s.samples.mean(0)) ** 2).sum(0).div(2).sqrt()  # Bessel: divide by k - 1
     assert torch.allclose(s.std, by_hand, atol=1e-12)
     with pytest.raises(ValueError, match="k must be at least 2"):
-        spread(truth, y, operator, gmm_prior, k=1, config=cfg)
+        spread(candidate, y, operator, gaussian.prior, k=1, config=cfg)
 
 
-def test_adaptive_depth_keeps_the_depth_whose_consistency_is_closest_to_one(gmm_prior, gmm_problem):
-    from reguidance.wrapper import adaptive_depth
+def test_spread_of_a_deterministic_dps_is_zero(gaussian):
+    # DPS's ancestral noise is the only thing the draws do not share: with DDIM (eta = 0) they coincide
+    from reguidance.wrapper import spread
 
-    operator, truth, y = gmm_problem
-    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=20)
-    out, chosen = adaptive_depth(truth, y, operator, gmm_prior, depths=[0.2, 0.6], config=cfg, seed=1)
-    assert out.nfe == 2 * (10 + 10)  # each depth with half the budget: about one fixed-depth run
-    runs = [
-        reguide(truth, y, operator, gmm_prior, t_end=d, inversion_steps=10, dps_steps=10, seed=1) for d in (0.2, 0.6)
-    ]
-    gaps = [(operator.consistency(r.x.clamp(-1, 1), y) - 1).abs() for r in runs]
-    for i in range(truth.shape[0]):
-        k = 0 if gaps[0][i] <= gaps[1][i] else 1
-        assert chosen[i] == (0.2, 0.6)[k]
-        assert torch.allclose(out.x[i], runs[k].x[i], atol=1e-10)
+    operator, candidate, y = _gaussian_problem(gaussian)
+    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=10, sampler="ddim", eta=0.0)
+    s = spread(candidate, y, operator, gaussian.prior, k=2, config=cfg, seed=4)
+    assert torch.equal(s.samples[0], s.samples[1])
+    assert float(s.std.abs().max()) == 0.0
+
+
+def test_adaptive_depth_keeps_the_depth_whose_consistency_is_closest_to_one(monkeypatch):
+    """Each depth's run is replaced by outputs set by hand: with A = I, y = 0 and sigma_y = 0.5 the consistency
+    ||A x - y|| / (sigma_y sqrt(m)) of x = a (1, 1) is 2a, so the image-0 outputs (a = 0.55 at depth 0.2, 0.25 at
+    0.6) have consistencies 1.1 and 0.5 (keep 0.2), the image-1 outputs (0.95, 0.6) have 1.9 and 1.2 (keep 0.6)."""
+    from reguidance import wrapper
+
+    operator = MatrixOperator(torch.eye(2, dtype=torch.float64), sigma_y=0.5)
+    y = torch.zeros(2, 2, dtype=torch.float64)
+    scale = {0.2: torch.tensor([0.55, 0.95]), 0.6: torch.tensor([0.25, 0.6])}
+    seen = []
+
+    def by_hand(candidate, measurement, operator, prior, *, config, seed, ids):
+        seen.append(config)
+        x = scale[config.t_end].double()[:, None].expand(2, 2).clone()
+        return wrapper.ReGuidanceResult(x, -x, torch.zeros(2), torch.zeros(2), 7, 3, 0.0, config)
+
+    monkeypatch.setattr(wrapper, "reguide", by_hand)
+    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=21)
+    out, chosen = wrapper.adaptive_depth(y, y, operator, None, depths=[0.2, 0.6], config=cfg, seed=1)
+    torch.testing.assert_close(chosen, torch.tensor([0.2, 0.6]))
+    torch.testing.assert_close(out.x, torch.tensor([[0.55, 0.55], [0.6, 0.6]], dtype=torch.float64))
+    torch.testing.assert_close(out.latent, -out.x)  # each image's latent from its chosen depth
+    assert out.nfe == 14 and out.nfe_inversion == 6
+    assert [(c.inversion_steps, c.dps_steps) for c in seen] == [(10, 10), (10, 10)]  # the budget split in two

@@ -206,6 +206,21 @@ class Schedule:
         """Noise-to-signal ratios ``sqrt((1 - ab) / ab)`` (the variance-exploding time of each level)."""
         return torch.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
 
+    @cached_property
+    def _log_sigmas(self) -> Tensor:
+        return self.sigmas().log()
+
+    def nearest(self, sigma: float) -> int:
+        """The chain index whose noise-to-signal ratio is nearest to ``sigma > 0`` in ``log sigma``.
+
+        How a continuous-time level (EDM's, DAPS's, a deepinv denoiser's ``sigma``) is snapped to this discrete chain,
+        as EDM's ``round_sigma`` does for discrete-time models: nearest in log scale, because the levels are spread
+        geometrically (a linear-sigma rule would snap every small sigma towards the data).
+        """
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        return int((self._log_sigmas - math.log(sigma)).abs().argmin())
+
     def _on(self, values: Tensor, device: torch.device) -> Tensor:
         """``values`` on ``device``, copied once and cached: sampling loops never copy host to device per step.
 

@@ -91,7 +91,7 @@ class DeepinvLatent:
     ``x_init``: ``(x_t + 1) / 2``, deepinv ``DPS``'s ``x_init`` (not an image in ``[0, 1]``: DPS's first state is
     ``2 x_init - 1 = x_t``); ``noisy_image``: ``(x_t / sqrt(ab) + 1) / 2 = x0_01 + sigma eps``, what a deepinv
     denoiser sees; ``sigma``: ``sqrt((1 - ab) / ab) / 2``, its noise level on the ``[0, 1]`` scale; ``timestep``: the
-    timestep of deepinv's linear 1000-step chain whose ``sigma`` is nearest.
+    timestep of deepinv's linear 1000-step chain whose ``sigma`` is nearest in log scale.
     """
 
     x_init: Tensor
@@ -106,9 +106,9 @@ def latent_to_deepinv(latent: Tensor, alpha_bar: float) -> DeepinvLatent:
     ReGuidance: ``prior.schedule.alphas_cumprod[round(t_end * (N - 1))]``, the last level of ``invert``'s
     schedule) in deepinv's conventions: see :class:`DeepinvLatent`.
 
-    ``timestep`` minimises ``|sqrt((1 - ab_t) / ab_t) - sqrt((1 - ab) / ab)|`` over deepinv's linear chain, as
-    deepinv's ``DiffPIR`` maps a noise level to a timestep; it is the latent's own timestep when the prior uses
-    that chain (guided-diffusion's linear schedule: ``ffhq_10m``, the embedded priors).
+    ``timestep`` is the level of deepinv's linear chain nearest to ``sqrt((1 - ab) / ab)`` in log sigma
+    (:meth:`reguidance.diffusion.Schedule.nearest`, the one snapping rule of this package); it is the latent's own
+    timestep when the prior uses that chain (guided-diffusion's linear schedule: ``ffhq_10m``, the embedded priors).
     """
     from .diffusion import Schedule
 
@@ -119,7 +119,7 @@ def latent_to_deepinv(latent: Tensor, alpha_bar: float) -> DeepinvLatent:
     if not 0 < ab < 1:
         raise InputError(f"alpha_bar must lie in (0, 1), got {alpha_bar!r}")
     ve_sigma = math.sqrt((1 - ab) / ab)
-    timestep = int((Schedule.linear().sigmas() - ve_sigma).abs().argmin())
+    timestep = Schedule.linear().nearest(ve_sigma)
     return DeepinvLatent(
         x_init=(latent + 1) / 2,
         noisy_image=(latent / math.sqrt(ab) + 1) / 2,

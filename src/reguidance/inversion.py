@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .conventions import check_finite, check_positive_int
-from .diffusion import EpsModel, Schedule, chain_index
+from .diffusion import Denoiser, EpsModel, Level, Schedule
+from .guidance.core import Update, run
 from .guidance.unconditional import sample
 
 InversionMethod = Literal["euler", "heun", "fixed_point"]
@@ -55,10 +55,6 @@ class InversionResult:
         return {"roundtrip_rel_error": relative_l2(back, x0), **latent_statistics(self.latent)}
 
 
-def _eps(prior: EpsModel, schedule: Schedule, x: Tensor, k: int) -> Tensor:
-    return prior.predict(x, schedule.timesteps(chain_index(k, x))).eps
-
-
 def invert(
     prior: EpsModel,
     x0: Tensor,
@@ -73,7 +69,10 @@ def invert(
     """Integrate the probability-flow ODE from ``x0`` (B, *signal_shape) up to level ``t_end`` of ``base``.
 
     ``steps`` levels of ``base.spaced(steps, t_end)`` are visited; ``t_end`` in (0, 1] is the fraction of the
-    chain (1 = full noise). Runs under inference mode: no graph is kept.
+    chain (1 = full noise). The prior is seen through a :class:`~reguidance.diffusion.Denoiser` (which counts the
+    network evaluations) and the steps run in the samplers' loop (:func:`reguidance.guidance.core.run`, with its
+    progress bar and NaN guard) over the chain's transitions taken upwards: the transition from level ``k`` down
+    to ``k - 1`` (or the data) is integrated from ``k - 1`` up to ``k``. Runs under inference mode: no graph is kept.
     """
     check_finite("candidate", x0)
     check_positive_int("inversion steps", steps)
@@ -83,31 +82,33 @@ def invert(
     schedule = base.spaced(steps, t_end)
     sig = torch.cat([torch.zeros(1, dtype=torch.float64), schedule.sigmas()])  # sigma of data, then each level
     scale = torch.sqrt(torch.cat([torch.ones(1, dtype=torch.float64), schedule.alphas_cumprod]))
-    nfe = 0
+    net = Denoiser(prior)
+
+    def step(x: Tensor, level: Level) -> Update:
+        y = x  # the state is y = x / sqrt(alpha_bar), the ODE's variable
+        k = level.index  # from level k - 1 (k = 0: the data, where the network sees level 0) up to level k
+        h = float(sig[k + 1] - sig[k])
+        s_b = float(scale[k + 1])
+        t_a, ab_a = (level.t_next, level.alpha_bar_next) if k > 0 else (level.t, level.alpha_bar)
+        eps_a = net(y * float(scale[k]), t_a, ab_a).eps
+        y_b = y + h * eps_a
+        if method == "heun":
+            y_b = y + h * 0.5 * (eps_a + net(y_b * s_b, level.t, level.alpha_bar).eps)
+        elif method == "fixed_point":
+            implicit = partial(_implicit_map, net, level, y, h, s_b)
+            y_b = _fixed_point(implicit, y_b, fixed_point_iters)
+        return Update(y_b, y_b)
+
     with torch.inference_mode():
-        y = x0.clone()
-        for k in tqdm(range(steps), disable=not progress, desc=f"{method} inversion"):
-            # from level k - 1 (k = 0: the data) to level k
-            h = float(sig[k + 1] - sig[k])
-            s_b = float(scale[k + 1])
-            eps_a = _eps(prior, schedule, y * float(scale[k]), max(k - 1, 0))
-            y_b = y + h * eps_a
-            nfe += 1
-            if method == "heun":
-                y_b = y + h * 0.5 * (eps_a + _eps(prior, schedule, y_b * s_b, k))
-                nfe += 1
-            elif method == "fixed_point":
-                step = partial(_implicit_map, prior, schedule, k, y, h, s_b)
-                y_b = _fixed_point(step, y_b, fixed_point_iters)
-                nfe += fixed_point_iters
-            y = y_b
-        latent = y * float(scale[-1])
-    return InversionResult(latent=latent, schedule=schedule, nfe=nfe)
+        upwards = schedule.levels()[::-1]
+        out = run(step, x0.clone(), upwards, net, None, None, progress=progress, desc=f"{method} inversion")
+        latent = out.x * float(scale[-1])
+    return InversionResult(latent=latent, schedule=schedule, nfe=out.nfe)
 
 
-def _implicit_map(prior: EpsModel, schedule: Schedule, k: int, y: Tensor, h: float, s_b: float, z: Tensor) -> Tensor:
-    """The implicit Euler map ``z -> y + h eps(s_b z)`` of one inversion step to level ``k``."""
-    return y + h * _eps(prior, schedule, z * s_b, k)
+def _implicit_map(net: Denoiser, level: Level, y: Tensor, h: float, s_b: float, z: Tensor) -> Tensor:
+    """The implicit Euler map ``z -> y + h eps(s_b z)`` of one inversion step up to ``level``."""
+    return y + h * net(z * s_b, level.t, level.alpha_bar).eps
 
 
 def _fixed_point(step: Callable[[Tensor], Tensor], z: Tensor, iters: int) -> Tensor:

@@ -5,8 +5,8 @@ Given a candidate ``x_hat`` from any solver (DAPS, DiffPIR, a pseudo-inverse, a 
 
 1. invert the unconditional probability-flow ODE from ``x_hat`` to a latent at level ``t_end``
    (:func:`reguidance.inversion.invert`, ``inversion_steps`` levels);
-2. run DPS from that latent instead of fresh noise (:func:`reguidance.guidance.dps.dps`, ``dps_steps`` levels of the
-   same chain, ending at the data).
+2. run DPS from that latent instead of fresh noise (:class:`reguidance.guidance.dps.DPS` run by
+   :func:`reguidance.guidance.solve.solve`, ``dps_steps`` levels of the same chain, ending at the data).
 
 The latent keeps the candidate's coarse content (for a candidate near the data manifold the ODE maps it back to
 itself), while DPS's guided steps pull it towards the measurement along the manifold. The paper proves, for
@@ -36,7 +36,8 @@ from torch import Tensor
 
 from .conventions import BatchRNG, InputError, check_finite, check_nonnegative, check_positive_int, check_signal_shape
 from .guidance.core import Callback
-from .guidance.dps import Sampler, dps
+from .guidance.dps import DPS, Sampler
+from .guidance.solve import Problem, solve
 from .inversion import InversionMethod, invert
 
 if TYPE_CHECKING:
@@ -84,6 +85,11 @@ class ReGuidanceConfig:
             raise InputError(f"start must be 'inversion', 'renoise' or 'fresh', got {self.start!r}")
         if self.sampler not in ("ddpm", "ddim"):
             raise InputError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+
+    def dps(self) -> DPS:
+        """The DPS that runs from the latent (its chain, ``dps_steps`` levels down from ``t_end``, is the
+        wrapper's: :func:`reguide` passes it as ``levels``)."""
+        return DPS(step_size=self.step_size, sampler=self.sampler, eta=self.eta, clip=self.clip)
 
 
 @dataclass
@@ -180,17 +186,11 @@ def reguide(
         ab = float(levels.alphas_cumprod[-1])  # the level DPS starts at, where the inversion would end
         noise = rng.randn_like(candidate)
         latent = ab**0.5 * candidate + (1 - ab) ** 0.5 * noise if cfg.start == "renoise" else noise
-    out = dps(
-        prior,
-        operator,
-        measurement,
+    out = solve(
+        cfg.dps(),
+        Problem(prior, operator, measurement, rng),
         levels=levels,
-        step_size=cfg.step_size,
-        sampler=cfg.sampler,
-        eta=cfg.eta,
         latent=latent,
-        rng=rng,
-        clip=cfg.clip,
         callback=callback,
         progress=progress,
     )

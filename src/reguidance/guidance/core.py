@@ -9,12 +9,15 @@ The pieces, kept apart (as azula keeps schedule, denoiser and sampler apart):
   ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``. Its value at the first level is the **latent**.
 - the **prior** is seen through a :class:`~reguidance.diffusion.Denoiser`: ``(x_t, level) -> (eps, x0_hat)``, which
   counts network evaluations.
-- a method's **step** ``step(x, level) -> Update(x_next, x0_hat)`` is its own update for one transition, and all
-  that a method writes besides checking its options and choosing its default levels.
+- a method's **step** ``step(x, level) -> Update(x_next, x0_hat)`` is its own update for one transition, made by
+  its config's ``stepper`` (:class:`reguidance.guidance.solve.Method`): all that a method writes besides its typed
+  options and, where it differs from an even spacing, its default levels.
 - :func:`run` is the one loop: it calls ``step`` once per level, shows a progress bar, records the per-step
   measurement residual ``||y - A x0_hat||`` and calls the user's ``callback`` (as k-diffusion's samplers do).
 
-Every method has the signature
+A method is a frozen config with one stepper, run on a problem by :func:`reguidance.guidance.solve.solve`
+(``solve(DPS(step_size=0.3), Problem(prior, operator, measurement, rng), steps=50)``); each also has the
+functional form
 
     method(prior, operator, measurement, *, steps=None, levels=None, rng, latent=None, callback=None,
            progress=False, **options) -> SampleResult
@@ -23,7 +26,7 @@ Every method has the signature
 ``steps`` must be left out). ``rng`` (:class:`~reguidance.conventions.BatchRNG`, one generator per sample) draws
 the fresh start and every stochastic step. ``latent`` replaces the fresh start ``N(0, I)`` at the first level.
 ``callback(info)`` receives a :class:`StepInfo` after every transition; returning ``True`` stops the loop and the
-result holds the state reached. A new method is one function of its own update; see the README's "Adding a
+result holds the state reached. A new method is one config with its own update; see the README's "Adding a
 method".
 
 Names that mean one thing across the methods: ``step_size`` is the size of a gradient-type step on the data term
@@ -33,7 +36,7 @@ Names that mean one thing across the methods: ``step_size`` is the size of a gra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -174,7 +177,7 @@ def start(operator: Operator, measurement: Tensor, latent: Tensor | None, rng: B
 def run(
     step: StepFn,
     x: Tensor,
-    levels: Schedule,
+    levels: Schedule | Sequence[Level],
     net: Denoiser,
     operator: Operator | None,
     measurement: Tensor | None,
@@ -183,7 +186,8 @@ def run(
     progress: bool = False,
     desc: str = "sampling",
 ) -> SampleResult:
-    """The loop: ``x = step(x, level).x`` for every transition of ``levels``, most noisy first.
+    """The loop: ``x = step(x, level).x`` for every transition of ``levels``, most noisy first (or for each
+    :class:`~reguidance.diffusion.Level` of a sequence, in its order: the inversion walks a chain upwards).
 
     The per-sample residual ``||y - A x0_hat||`` of each step is recorded (nothing for unconditional sampling,
     ``operator = None``). ``progress`` shows a bar of steps done out of the chain's length with the elapsed time
@@ -193,7 +197,7 @@ def run(
     timesteps: list[int] = []
     residuals: list[Tensor] = []
     stopped = False
-    chain = levels.levels()
+    chain = levels.levels() if isinstance(levels, Schedule) else list(levels)
     # step/total, elapsed and ETA (tqdm's remaining time, from the mean step time so far)
     for level in tqdm(chain, total=len(chain), disable=not progress, desc=desc, leave=False, unit="step"):
         x, x0 = step(x, level)

@@ -44,20 +44,21 @@ What we changed, and why:
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int
 from ..diffusion import Denoiser, EpsModel, Level, Schedule
-from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, StepFn, Update, start
+from .solve import Method, Problem, solve
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
-__all__ = ["annealing_levels", "daps", "poly_sigmas"]
+__all__ = ["DAPS", "annealing_levels", "daps", "poly_sigmas"]
 
 
 def poly_sigmas(sigma_max: float, sigma_min: float, num: int, rho: float = 7.0) -> list[float]:
@@ -68,11 +69,6 @@ def poly_sigmas(sigma_max: float, sigma_min: float, num: int, rho: float = 7.0) 
     return [float((a + k / (num - 1) * (b - a)) ** rho) for k in range(num)]
 
 
-def _snap(chain_sigmas: Tensor, sigma: float) -> int:
-    """The chain index whose sigma is nearest to ``sigma > 0`` in log scale."""
-    return int((chain_sigmas.log() - math.log(sigma)).abs().argmin())
-
-
 def _positive(name: str, value: float) -> float:
     if check_nonnegative(name, value) == 0:
         raise InputError(f"{name} must be > 0, got {value!r}")
@@ -81,10 +77,98 @@ def _positive(name: str, value: float) -> float:
 
 def annealing_levels(schedule: Schedule, steps: int, sigma_max: float = 100.0, sigma_min: float = 0.1) -> Schedule:
     """The first ``steps`` of ``steps + 1`` poly-7 levels from ``sigma_max`` to ``sigma_min``, snapped to
-    ``schedule`` (duplicates visited once)."""
-    chain_sigmas = schedule.sigmas()
+    ``schedule`` (:meth:`~reguidance.diffusion.Schedule.nearest`; duplicates visited once)."""
     sigmas = poly_sigmas(sigma_max, sigma_min, check_positive_int("steps", steps) + 1)[:-1]
-    return schedule.respace(sorted({_snap(chain_sigmas, s) for s in sigmas}))
+    return schedule.respace(sorted({schedule.nearest(s) for s in sigmas}))
+
+
+@dataclass(frozen=True)
+class DAPS(Method):
+    """DAPS's options (the module docstring gives their meaning): annealing from ``sigma_max`` to ``sigma_min``
+    (> 0), ``ode_steps`` Euler steps down to ``ode_sigma_min``, ``langevin_steps`` Langevin steps of size
+    ``step_size`` decaying to ``step_size * step_size_min_ratio``, the reference's likelihood scale ``tau`` (> 0);
+    ``clip`` clamps each ``D(x; sigma)`` to [-1, 1]. Reference budget: 200 annealing levels, ``steps * ode_steps``
+    network evaluations per sample."""
+
+    name: ClassVar[str] = "daps"
+    label: ClassVar[str] = "DAPS"
+    default_steps: ClassVar[int] = 200
+
+    sigma_max: float = 100.0
+    sigma_min: float = 0.1
+    ode_steps: int = 5
+    ode_sigma_min: float = 0.01
+    langevin_steps: int = 100
+    step_size: float = 1e-4
+    step_size_min_ratio: float = 0.01
+    tau: float = 0.01
+    clip: bool = False
+
+    def check(self) -> None:
+        check_positive_int("ode_steps", self.ode_steps)
+        check_positive_int("langevin_steps", self.langevin_steps)
+        _positive("sigma_max", self.sigma_max)
+        _positive("sigma_min", self.sigma_min)
+        if self.sigma_min > self.sigma_max:
+            raise InputError(
+                f"sigma_min must be <= sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}"
+            )
+        _positive("ode_sigma_min", self.ode_sigma_min)
+        check_nonnegative("step_size", self.step_size)
+        check_nonnegative("step_size_min_ratio", self.step_size_min_ratio)
+        _positive("tau", self.tau)
+
+    def grid(self, schedule: Schedule, steps: int) -> Schedule:
+        return annealing_levels(schedule, steps, sigma_max=self.sigma_max, sigma_min=self.sigma_min)
+
+    def first_state(self, problem: Problem, levels: Schedule, latent: Tensor | None) -> Tensor:
+        """``latent``, or ``sigma_0 n`` on the VE scale, i.e. ``sqrt(1 - ab_0) n`` on the VP scale."""
+        scale = math.sqrt(1 - float(levels.alphas_cumprod[-1]))
+        return start(problem.operator, problem.measurement, latent, problem.rng, scale=scale)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        linear = getattr(operator, "linear", True) is not False
+        chain: Schedule = problem.prior.schedule
+        chain_sigmas = chain.sigmas()
+        clip, tau, ode_steps, ode_sigma_min = self.clip, self.tau, self.ode_steps, self.ode_sigma_min
+        step_size, step_size_min_ratio, langevin_steps = self.step_size, self.step_size_min_ratio, self.langevin_steps
+
+        def denoise(x_ve: Tensor, k: int) -> Tensor:
+            """``D(x_ve; sigma_k)`` at index ``k`` of the prior's chain."""
+            ab = float(chain.alphas_cumprod[k])
+            x0 = net(math.sqrt(ab) * x_ve, int(chain.timestep_map[k]), ab).x0
+            return x0.clamp(-1, 1) if clip else x0
+
+        def ode(x_ve: Tensor, sigma: float) -> Tensor:
+            ks = [chain.nearest(s) for s in poly_sigmas(sigma, min(ode_sigma_min, sigma), ode_steps)]
+            s = [float(chain_sigmas[k]) for k in ks] + [0.0]
+            for j, k in enumerate(ks):
+                x_ve = x_ve + (s[j + 1] - s[j]) / s[j] * (x_ve - denoise(x_ve, k))
+            return x_ve
+
+        def data_gradient(u: Tensor) -> Tensor:
+            """``grad_u ||A(u) - y||^2``: exact through the adjoint, else by autograd at ``u``."""
+            if linear:
+                return 2 * operator.adjoint(operator(u) - measurement)
+            with torch.enable_grad():
+                u = u.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad((operator(u) - measurement).pow(2).sum(), u)
+            return g
+
+        def step(x: Tensor, level: Level) -> Update:
+            x0_hat = ode(x / math.sqrt(level.alpha_bar), level.sigma)
+            lr = step_size * (1 + level.step / (len(levels) + 1) * (step_size_min_ratio - 1))
+            u = x0_hat
+            for _ in range(langevin_steps):
+                grad = data_gradient(u) / tau**2 + (u - x0_hat) / level.sigma**2
+                u = u - lr * grad + math.sqrt(2 * lr) * rng.randn_like(u)
+            if level.is_last:
+                return Update(u, u)
+            x_next = u + level.sigma_next * rng.randn_like(u)
+            return Update(math.sqrt(level.alpha_bar_next) * x_next, u)
+
+        return step
 
 
 def daps(
@@ -109,65 +193,22 @@ def daps(
     clip: bool = False,
 ) -> SampleResult:
     """Run DAPS with ``steps`` annealing levels (default 200; or the chain ``levels``); ``steps * ode_steps``
-    network evaluations per sample.
+    network evaluations per sample: ``solve(DAPS(...), Problem(prior, operator, measurement, rng), ...)``.
 
     ``measurement`` (B, *operator.y_shape) with ``sigma_y`` on the [-1, 1] scale; ``latent`` (B, *operator.x_shape)
     a VP state at the first annealing level, replacing the fresh start. ``clip`` clamps each ``D(x; sigma)`` to
     [-1, 1].
     """
-    check_positive_int("ode_steps", ode_steps)
-    check_positive_int("langevin_steps", langevin_steps)
-    _positive("sigma_max", sigma_max)
-    _positive("sigma_min", sigma_min)
-    if sigma_min > sigma_max:
-        raise InputError(f"sigma_min must be <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    _positive("ode_sigma_min", ode_sigma_min)
-    check_nonnegative("step_size", step_size)
-    check_nonnegative("step_size_min_ratio", step_size_min_ratio)
-    _positive("tau", tau)
-    check_operator(operator, "DAPS", linear=False)
-    linear = getattr(operator, "linear", True) is not False
-    check_problem(operator, measurement, rng)
-    grid = partial(annealing_levels, sigma_max=sigma_max, sigma_min=sigma_min)
-    levels = choose_levels(prior, steps, levels, grid, default_steps=200)
-    chain: Schedule = prior.schedule
-    chain_sigmas = chain.sigmas()
-    net = Denoiser(prior)
-
-    def denoise(x_ve: Tensor, k: int) -> Tensor:
-        """``D(x_ve; sigma_k)`` at index ``k`` of the prior's chain."""
-        ab = float(chain.alphas_cumprod[k])
-        x0 = net(math.sqrt(ab) * x_ve, int(chain.timestep_map[k]), ab).x0
-        return x0.clamp(-1, 1) if clip else x0
-
-    def ode(x_ve: Tensor, sigma: float) -> Tensor:
-        ks = [_snap(chain_sigmas, s) for s in poly_sigmas(sigma, min(ode_sigma_min, sigma), ode_steps)]
-        s = [float(chain_sigmas[k]) for k in ks] + [0.0]
-        for j, k in enumerate(ks):
-            x_ve = x_ve + (s[j + 1] - s[j]) / s[j] * (x_ve - denoise(x_ve, k))
-        return x_ve
-
-    def data_gradient(u: Tensor) -> Tensor:
-        """``grad_u ||A(u) - y||^2``: exact through the adjoint, else by autograd at ``u``."""
-        if linear:
-            return 2 * operator.adjoint(operator(u) - measurement)
-        with torch.enable_grad():
-            u = u.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad((operator(u) - measurement).pow(2).sum(), u)
-        return g
-
-    def step(x: Tensor, level: Level) -> Update:
-        x0_hat = ode(x / math.sqrt(level.alpha_bar), level.sigma)
-        lr = step_size * (1 + level.step / (len(levels) + 1) * (step_size_min_ratio - 1))
-        u = x0_hat
-        for _ in range(langevin_steps):
-            grad = data_gradient(u) / tau**2 + (u - x0_hat) / level.sigma**2
-            u = u - lr * grad + math.sqrt(2 * lr) * rng.randn_like(u)
-        if level.is_last:
-            return Update(u, u)
-        x_next = u + level.sigma_next * rng.randn_like(u)
-        return Update(math.sqrt(level.alpha_bar_next) * x_next, u)
-
-    x = start(operator, measurement, latent, rng, scale=math.sqrt(1 - float(levels.alphas_cumprod[-1])))
-    with torch.no_grad():
-        return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="DAPS")
+    method = DAPS(
+        sigma_max=sigma_max,
+        sigma_min=sigma_min,
+        ode_steps=ode_steps,
+        ode_sigma_min=ode_sigma_min,
+        langevin_steps=langevin_steps,
+        step_size=step_size,
+        step_size_min_ratio=step_size_min_ratio,
+        tau=tau,
+        clip=clip,
+    )
+    problem = Problem(prior, operator, measurement, rng)
+    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)

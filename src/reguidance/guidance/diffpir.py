@@ -36,22 +36,22 @@ every draw comes from the sample's own generator.
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_unit_interval
 from ..diffusion import Denoiser, EpsModel, Level, Schedule, eps_from_x0
-from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, StepFn, Update
+from .solve import Method, Problem, solve
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
 SkipType = Literal["quad", "uniform"]
 
-__all__ = ["diffpir", "time_grid"]
+__all__ = ["DiffPIR", "diffpir", "time_grid"]
 
 
 def time_grid(schedule: Schedule, steps: int, skip_type: SkipType = "quad") -> Schedule:
@@ -71,6 +71,50 @@ def time_grid(schedule: Schedule, steps: int, skip_type: SkipType = "quad") -> S
     return schedule.respace(sorted({n - 1 - min(s, n - 1) for s in seq}))
 
 
+@dataclass(frozen=True)
+class DiffPIR(Method):
+    """DiffPIR's options: ``lambda_`` >= 0 (0 turns the data step off: unconditional sampling), ``noise_mix`` in
+    [0, 1], the time grid ``skip_type``; ``clip`` clamps ``x0_hat`` to [-1, 1] before the data step. Needs a linear
+    operator (its data step is a proximal solve with ``A``). Reference budget: 100 levels, one network evaluation
+    each."""
+
+    name: ClassVar[str] = "diffpir"
+    label: ClassVar[str] = "DiffPIR"
+    default_steps: ClassVar[int] = 100
+    needs_linear: ClassVar[bool] = True
+
+    lambda_: float = 1.0
+    noise_mix: float = 0.1
+    skip_type: SkipType = "quad"
+    clip: bool = False
+
+    def check(self) -> None:
+        check_nonnegative("lambda_", self.lambda_)
+        check_unit_interval("noise_mix", self.noise_mix, open_left=False)
+
+    def grid(self, schedule: Schedule, steps: int) -> Schedule:
+        return time_grid(schedule, steps, self.skip_type)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        lambda_, noise_mix, clip = self.lambda_, self.noise_mix, self.clip
+        sigma_n = max(operator.sigma_y / 2, 0.001)
+
+        def step(x: Tensor, level: Level) -> Update:
+            x0 = net.at(x, level).x0
+            x0 = x0.clamp(-1, 1) if clip else x0
+            if level.is_last:
+                return Update(x0, x0)
+            if lambda_ > 0:
+                rho = lambda_ * sigma_n**2 / level.sigma**2
+                x0 = operator.prox_l2(x0, measurement, 1 / rho)
+            eps_hat = eps_from_x0(x, x0, level.alpha_bar)
+            noise = math.sqrt(1 - noise_mix) * eps_hat + math.sqrt(noise_mix) * rng.randn_like(x)
+            return Update(math.sqrt(level.alpha_bar_next) * x0 + math.sqrt(1 - level.alpha_bar_next) * noise, x0)
+
+        return step
+
+
 def diffpir(
     prior: EpsModel,
     operator: Operator,
@@ -88,32 +132,12 @@ def diffpir(
     clip: bool = False,
 ) -> SampleResult:
     """Run DiffPIR down ``steps`` levels (default 100) of the ``skip_type`` grid, or the chain ``levels``; one
-    network evaluation per level.
+    network evaluation per level: ``solve(DiffPIR(...), Problem(prior, operator, measurement, rng), ...)``.
 
     ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
     fresh noise. ``lambda_ = 0`` turns the data step off (unconditional sampling). ``clip`` clamps ``x0_hat`` to
     [-1, 1] before the data step.
     """
-    check_nonnegative("lambda_", lambda_)
-    check_unit_interval("noise_mix", noise_mix, open_left=False)
-    check_operator(operator, "DiffPIR", linear=True)
-    check_problem(operator, measurement, rng)
-    levels = choose_levels(prior, steps, levels, partial(time_grid, skip_type=skip_type), default_steps=100)
-    sigma_n = max(operator.sigma_y / 2, 0.001)
-    net = Denoiser(prior)
-
-    def step(x: Tensor, level: Level) -> Update:
-        x0 = net.at(x, level).x0
-        x0 = x0.clamp(-1, 1) if clip else x0
-        if level.is_last:
-            return Update(x0, x0)
-        if lambda_ > 0:
-            rho = lambda_ * sigma_n**2 / level.sigma**2
-            x0 = operator.prox_l2(x0, measurement, 1 / rho)
-        eps_hat = eps_from_x0(x, x0, level.alpha_bar)
-        noise = math.sqrt(1 - noise_mix) * eps_hat + math.sqrt(noise_mix) * rng.randn_like(x)
-        return Update(math.sqrt(level.alpha_bar_next) * x0 + math.sqrt(1 - level.alpha_bar_next) * noise, x0)
-
-    x = start(operator, measurement, latent, rng)
-    with torch.no_grad():
-        return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="DiffPIR")
+    method = DiffPIR(lambda_=lambda_, noise_mix=noise_mix, skip_type=skip_type, clip=clip)
+    problem = Problem(prior, operator, measurement, rng)
+    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)

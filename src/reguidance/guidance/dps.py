@@ -24,12 +24,13 @@ stops the run with an error: neither is silently ignored.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, InputError, check_nonnegative
+from ..conventions import BatchRNG, check_nonnegative
 from ..diffusion import (
     Denoiser,
     EpsModel,
@@ -41,18 +42,80 @@ from ..diffusion import (
     eps_from_x0,
     p_mean_variance,
 )
-from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, StepFn, Update
+from .solve import Method, Problem, solve
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
 Sampler = Literal["ddpm", "ddim"]
 
-__all__ = ["GuidanceWarning", "Sampler", "dps"]
+__all__ = ["DPS", "GuidanceWarning", "Sampler", "dps"]
 
 
 class GuidanceWarning(UserWarning):
     """The measurement gives no guidance to some samples at some step (a zero gradient with a nonzero residual)."""
+
+
+@dataclass(frozen=True)
+class DPS(Method):
+    """DPS's options: ``step_size`` (zeta) >= 0; ``sampler`` the unconditional step (``"ddpm"`` ancestral, or
+    ``"ddim"`` with ``eta`` >= 0); ``clip`` clamps ``x0_hat`` to [-1, 1]. Reference budget: 1000 evenly spaced
+    levels, one network evaluation (forward and backward) each."""
+
+    name: ClassVar[str] = "dps"
+    label: ClassVar[str] = "DPS"
+    default_steps: ClassVar[int] = 1000
+
+    step_size: float = 1.0
+    sampler: Sampler = "ddpm"
+    eta: float = 0.0
+    clip: bool = False
+
+    def check(self) -> None:
+        check_nonnegative("step_size", self.step_size)
+        check_nonnegative("eta", self.eta)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        operator, measurement, rng, prior = problem.operator, problem.measurement, problem.rng, problem.prior
+        step_size, sampler, eta, clip = self.step_size, self.sampler, self.eta, self.clip
+        warned = False
+
+        def step(x: Tensor, level: Level) -> Update:
+            nonlocal warned
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                d = net.at(x, level)
+                x0 = d.x0.clamp(-1, 1) if clip else d.x0
+                residual = operator.residual_norm(x0, measurement)
+                (grad,) = torch.autograd.grad(residual.sum(), x)
+            with torch.no_grad():
+                size = grad.flatten(1).abs().amax(dim=1)
+                if not bool(torch.isfinite(size).all()):
+                    raise FloatingPointError(f"DPS: the guidance gradient is NaN or Inf at t={level.t}")
+                silent = (size == 0) & (residual.detach() > 0)
+                if step_size > 0 and not warned and bool(silent.any()):
+                    warned = True
+                    warnings.warn(
+                        f"DPS: the guidance gradient is zero for {int(silent.sum())} of {len(silent)} samples at "
+                        f"t={level.t} although their residual is not, so those samples are not guided at that "
+                        "step: the forward model gives no gradient there (quantised or saturated?), or, with "
+                        "clip=True, x0_hat is clipped to [-1, 1] wherever the measurement sees it (common at the "
+                        "noisiest levels)",
+                        GuidanceWarning,
+                        stacklevel=5,
+                    )
+                x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
+                if sampler == "ddpm":
+                    i = chain_index(level.index, x)
+                    var = None if d.var_values is None else d.var_values.detach()
+                    x_next = ddpm_step(p_mean_variance(levels, x, i, eps, var, prior.variance, clip), i, rng)
+                else:
+                    eps = eps_from_x0(x, x0, level.alpha_bar) if clip else eps
+                    x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+            return Update(x_next - step_size * grad, x0)
+
+        return step
 
 
 def dps(
@@ -71,53 +134,12 @@ def dps(
     eta: float = 0.0,
     clip: bool = False,
 ) -> SampleResult:
-    """Run DPS down ``steps`` (default 1000) evenly spaced levels of ``prior.schedule`` (or ``levels``) to the data.
+    """Run DPS down ``steps`` (default 1000) evenly spaced levels of ``prior.schedule`` (or ``levels``) to the data:
+    ``solve(DPS(step_size=..., ...), Problem(prior, operator, measurement, rng), ...)``.
 
     ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
     fresh noise from ``rng``. One network evaluation (forward and backward) per level.
     """
-    check_nonnegative("step_size", step_size)
-    check_nonnegative("eta", eta)
-    if sampler not in ("ddpm", "ddim"):
-        raise InputError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    check_operator(operator, "DPS", linear=False)
-    check_problem(operator, measurement, rng)
-    levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=1000)
-    warned = False
-    net = Denoiser(prior)
-
-    def step(x: Tensor, level: Level) -> Update:
-        nonlocal warned
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            d = net.at(x, level)
-            x0 = d.x0.clamp(-1, 1) if clip else d.x0
-            residual = operator.residual_norm(x0, measurement)
-            (grad,) = torch.autograd.grad(residual.sum(), x)
-        with torch.no_grad():
-            size = grad.flatten(1).abs().amax(dim=1)
-            if not bool(torch.isfinite(size).all()):
-                raise FloatingPointError(f"DPS: the guidance gradient is NaN or Inf at t={level.t}")
-            silent = (size == 0) & (residual.detach() > 0)
-            if step_size > 0 and not warned and bool(silent.any()):
-                warned = True
-                warnings.warn(
-                    f"DPS: the guidance gradient is zero for {int(silent.sum())} of {len(silent)} samples at "
-                    f"t={level.t} although their residual is not, so those samples are not guided at that step: "
-                    "the forward model gives no gradient there (quantised or saturated?), or, with clip=True, "
-                    "x0_hat is clipped to [-1, 1] wherever the measurement sees it (common at the noisiest levels)",
-                    GuidanceWarning,
-                    stacklevel=4,
-                )
-            x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
-            if sampler == "ddpm":
-                i = chain_index(level.index, x)
-                var = None if d.var_values is None else d.var_values.detach()
-                x_next = ddpm_step(p_mean_variance(levels, x, i, eps, var, prior.variance, clip), i, rng)
-            else:
-                eps = eps_from_x0(x, x0, level.alpha_bar) if clip else eps
-                x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
-        return Update(x_next - step_size * grad, x0)
-
-    x = start(operator, measurement, latent, rng)
-    return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="DPS")
+    method = DPS(step_size=step_size, sampler=sampler, eta=eta, clip=clip)
+    problem = Problem(prior, operator, measurement, rng)
+    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)

@@ -29,19 +29,66 @@ quantities throughout: a sample's result never depends on the batch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, check_nonnegative
 from ..diffusion import Denoiser, EpsModel, Level, Schedule, ddim_step, eps_from_x0
-from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run, start
+from .core import Callback, SampleResult, StepFn, Update
+from .solve import Method, Problem, solve
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
-__all__ = ["pigdm"]
+__all__ = ["PiGDM", "pigdm"]
+
+
+@dataclass(frozen=True)
+class PiGDM(Method):
+    """PiGDM's options: the guidance ``scale`` >= 0 (0 gives plain DDIM), the DDIM ``eta`` >= 0; ``clip`` clamps
+    ``x0_hat`` to [-1, 1] (the DDIM direction is then recomputed from the clamped estimate). Needs a linear operator
+    (its guidance solves with ``A A^T``). Reference budget: 100 evenly spaced levels, one forward and one backward
+    network pass each."""
+
+    name: ClassVar[str] = "pigdm"
+    label: ClassVar[str] = "PiGDM"
+    default_steps: ClassVar[int] = 100
+    needs_linear: ClassVar[bool] = True
+
+    scale: float = 1.0
+    eta: float = 0.0
+    clip: bool = False
+
+    def check(self) -> None:
+        check_nonnegative("eta", self.eta)
+        check_nonnegative("scale", self.scale)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        scale, eta, clip = self.scale, self.eta, self.clip
+        s2 = operator.sigma_y**2
+
+        def step(x: Tensor, level: Level) -> Update:
+            r2 = 1 - level.alpha_bar
+            x = x.detach().requires_grad_(scale > 0)
+            with torch.enable_grad():
+                d = net.at(x, level)
+                x0 = d.x0.clamp(-1, 1) if clip else d.x0
+                if scale > 0:
+                    v = operator.solve_gram((measurement - operator(x0)).detach(), r2, s2)
+                    (grad,) = torch.autograd.grad((operator(x0) * v).sum(), x)
+            with torch.no_grad():
+                x, x0 = x.detach(), x0.detach()
+                eps = eps_from_x0(x, x0, level.alpha_bar) if clip else d.eps.detach()
+                x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+                if scale > 0:
+                    x_next = x_next + scale * math.sqrt(level.alpha_bar_next * level.alpha_bar) * r2 * grad
+            return Update(x_next, x0)
+
+        return step
 
 
 def pigdm(
@@ -59,36 +106,13 @@ def pigdm(
     eta: float = 0.0,
     clip: bool = False,
 ) -> SampleResult:
-    """Run PiGDM down ``steps`` evenly spaced levels (default 100) of ``prior.schedule``, or the chain ``levels``.
+    """Run PiGDM down ``steps`` evenly spaced levels (default 100) of ``prior.schedule``, or the chain ``levels``:
+    ``solve(PiGDM(...), Problem(prior, operator, measurement, rng), ...)``.
 
     ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
     fresh noise. ``scale = 0`` gives plain DDIM. ``clip`` clamps ``x0_hat`` to [-1, 1] (the DDIM direction is then
     recomputed from the clamped estimate).
     """
-    check_nonnegative("eta", eta)
-    check_nonnegative("scale", scale)
-    check_operator(operator, "PiGDM", linear=True)
-    check_problem(operator, measurement, rng)
-    levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=100)
-    net = Denoiser(prior)
-    s2 = operator.sigma_y**2
-
-    def step(x: Tensor, level: Level) -> Update:
-        r2 = 1 - level.alpha_bar
-        x = x.detach().requires_grad_(scale > 0)
-        with torch.enable_grad():
-            d = net.at(x, level)
-            x0 = d.x0.clamp(-1, 1) if clip else d.x0
-            if scale > 0:
-                v = operator.solve_gram((measurement - operator(x0)).detach(), r2, s2)
-                (grad,) = torch.autograd.grad((operator(x0) * v).sum(), x)
-        with torch.no_grad():
-            x, x0 = x.detach(), x0.detach()
-            eps = eps_from_x0(x, x0, level.alpha_bar) if clip else d.eps.detach()
-            x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
-            if scale > 0:
-                x_next = x_next + scale * math.sqrt(level.alpha_bar_next * level.alpha_bar) * r2 * grad
-        return Update(x_next, x0)
-
-    x = start(operator, measurement, latent, rng)
-    return run(step, x, levels, net, operator, measurement, callback=callback, progress=progress, desc="PiGDM")
+    method = PiGDM(scale=scale, eta=eta, clip=clip)
+    problem = Problem(prior, operator, measurement, rng)
+    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)

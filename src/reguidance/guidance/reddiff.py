@@ -33,21 +33,110 @@ one and never depends on the batch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_signal_shape
 from ..diffusion import Denoiser, EpsModel, Level, Schedule
-from .core import Callback, SampleResult, Update, check_operator, check_problem, choose_levels, run
+from .core import Callback, SampleResult, StepFn, Update
+from .solve import Method, Problem, solve
 
 if TYPE_CHECKING:
     from ..operators import Operator
 
 Weighting = Literal["linear", "sqrt", "const"]
 
-__all__ = ["reddiff"]
+__all__ = ["RedDiff", "reddiff"]
+
+
+@dataclass(frozen=True)
+class RedDiff(Method):
+    """RED-diff's options: Adam's ``step_size`` >= 0, the regulariser's weight ``lambda_`` >= 0 and the data term's
+    ``obs_weight`` >= 0, the ``weighting`` ``w_t`` as a function of ``sigma_t`` (``"linear"``: ``sigma_t``, the
+    reference default; ``"sqrt"``; ``"const"``: 1); ``clip`` clamps the returned ``mu`` to [-1, 1]. Reference budget:
+    50 evenly spaced levels, ``steps - 1`` network evaluations.
+
+    ``init`` (B, *operator.x_shape), the initial ``mu`` (a clean-signal estimate; default ``operator.pinv(y)``), is
+    data of one problem, not an option: it is left out of :func:`~reguidance.guidance.solve.options_of` and of
+    comparisons. RED-diff's state is a clean estimate, so it takes no ``latent``.
+    """
+
+    name: ClassVar[str] = "reddiff"
+    label: ClassVar[str] = "RED-diff"
+    default_steps: ClassVar[int] = 50
+
+    step_size: float = 0.1
+    lambda_: float = 0.25
+    obs_weight: float = 1.0
+    weighting: Weighting = "linear"
+    clip: bool = False
+    init: Tensor | None = field(default=None, repr=False, compare=False, metadata={"option": False})
+
+    def check(self) -> None:
+        check_nonnegative("step_size", self.step_size)
+        check_nonnegative("lambda_", self.lambda_)
+        check_nonnegative("obs_weight", self.obs_weight)
+
+    def first_state(self, problem: Problem, levels: Schedule, latent: Tensor | None) -> Tensor:
+        """``init``, else ``operator.pinv(y)``: the initial ``mu``."""
+        if latent is not None:
+            raise InputError("RED-diff optimises a clean estimate, not a noisy state: pass init= instead of latent=")
+        operator, measurement = problem.operator, problem.measurement
+        init = self.init
+        if init is None:
+            try:
+                init = operator.pinv(measurement)
+            except (AttributeError, NotImplementedError):
+                raise InputError(
+                    f"RED-diff starts from operator.pinv(y) but {type(operator).__name__} has none: pass init="
+                ) from None
+        check_signal_shape("init", init, operator.x_shape, type(operator).__name__)
+        if init.shape[0] != measurement.shape[0]:
+            raise InputError(f"init has {init.shape[0]} samples but measurement has {measurement.shape[0]}")
+        return init.detach().to(measurement.device, measurement.dtype)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        """The Adam step on ``mu``; ``mu`` and the optimiser are made from the first state the loop hands in."""
+        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        step_size, lambda_, obs_weight, weighting, clip = (
+            self.step_size,
+            self.lambda_,
+            self.obs_weight,
+            self.weighting,
+            self.clip,
+        )
+        d = math.prod(operator.x_shape)
+        m = torch.as_tensor(operator.num_measurements, dtype=measurement.dtype, device=measurement.device)
+        fit: list[tuple[Tensor, torch.optim.Adam]] = []
+
+        def step(x: Tensor, level: Level) -> Update:
+            if not fit:
+                mu0 = x.clone().requires_grad_(True)
+                fit.append((mu0, torch.optim.Adam([mu0], lr=step_size, betas=(0.9, 0.99), weight_decay=0.0)))
+            mu, optimizer = fit[0]
+            before = mu.detach().clone()
+            if level.is_last:  # the reference returns mu before this level's Adam step
+                return Update(before.clamp(-1, 1) if clip else before, before)
+            noise = rng.randn_like(before)
+            with torch.no_grad():
+                x_t = math.sqrt(level.alpha_bar) * before + math.sqrt(1 - level.alpha_bar) * noise
+                eps = net.at(x_t, level).eps
+            s = level.sigma
+            w = s if weighting == "linear" else math.sqrt(s) if weighting == "sqrt" else 1.0
+            with torch.enable_grad():
+                residual = (measurement - operator(mu)).flatten(1)
+                loss_obs = (residual**2).sum(dim=1) / (2 * m)
+                loss_reg = ((eps - noise).detach() * mu).flatten(1).sum(dim=1) / d
+                loss = (obs_weight * loss_obs + lambda_ * w * loss_reg).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return Update(mu.detach().clone(), before)
+
+        return step
 
 
 def reddiff(
@@ -68,7 +157,8 @@ def reddiff(
     weighting: Weighting = "linear",
     clip: bool = False,
 ) -> SampleResult:
-    """Fit ``mu`` over ``steps`` evenly spaced levels (default 50) of ``prior.schedule``, or the chain ``levels``.
+    """Fit ``mu`` over ``steps`` evenly spaced levels (default 50) of ``prior.schedule``, or the chain ``levels``:
+    ``solve(RedDiff(...), Problem(prior, operator, measurement, rng), ...)``.
 
     ``measurement`` (B, *operator.y_shape); ``init`` (B, *operator.x_shape) the initial ``mu`` (a clean-signal
     estimate), else ``operator.pinv(measurement)``. ``weighting`` is ``w_t`` as a function of ``sigma_t``:
@@ -77,51 +167,8 @@ def reddiff(
     """
     if latent is not None:
         raise InputError("RED-diff optimises a clean estimate, not a noisy state: pass init= instead of latent=")
-    check_nonnegative("step_size", step_size)
-    check_nonnegative("lambda_", lambda_)
-    check_nonnegative("obs_weight", obs_weight)
-    if weighting not in ("linear", "sqrt", "const"):
-        raise InputError(f"weighting must be 'linear', 'sqrt' or 'const', got {weighting!r}")
-    check_operator(operator, "RED-diff", linear=False)
-    check_problem(operator, measurement, rng)
-    levels = choose_levels(prior, steps, levels, Schedule.spaced, default_steps=50)
-    if init is None:
-        try:
-            init = operator.pinv(measurement)
-        except (AttributeError, NotImplementedError):
-            raise InputError(
-                f"RED-diff starts from operator.pinv(y) but {type(operator).__name__} has none: pass init="
-            ) from None
-    check_signal_shape("init", init, operator.x_shape, type(operator).__name__)
-    if init.shape[0] != measurement.shape[0]:
-        raise InputError(f"init has {init.shape[0]} samples but measurement has {measurement.shape[0]}")
-
-    d = math.prod(operator.x_shape)
-    m = torch.as_tensor(operator.num_measurements, dtype=measurement.dtype, device=measurement.device)
-    mu = init.detach().to(measurement.device, measurement.dtype).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([mu], lr=step_size, betas=(0.9, 0.99), weight_decay=0.0)
-    net = Denoiser(prior)
-
-    def step(x: Tensor, level: Level) -> Update:
-        before = mu.detach().clone()
-        if level.is_last:  # the reference returns mu before this level's Adam step
-            return Update(before.clamp(-1, 1) if clip else before, before)
-        noise = rng.randn_like(before)
-        with torch.no_grad():
-            x_t = math.sqrt(level.alpha_bar) * before + math.sqrt(1 - level.alpha_bar) * noise
-            eps = net.at(x_t, level).eps
-        s = level.sigma
-        w = s if weighting == "linear" else math.sqrt(s) if weighting == "sqrt" else 1.0
-        with torch.enable_grad():
-            residual = (measurement - operator(mu)).flatten(1)
-            loss_obs = (residual**2).sum(dim=1) / (2 * m)
-            loss_reg = ((eps - noise).detach() * mu).flatten(1).sum(dim=1) / d
-            loss = (obs_weight * loss_obs + lambda_ * w * loss_reg).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return Update(mu.detach().clone(), before)
-
-    return run(
-        step, mu.detach(), levels, net, operator, measurement, callback=callback, progress=progress, desc="RED-diff"
+    method = RedDiff(
+        step_size=step_size, lambda_=lambda_, obs_weight=obs_weight, weighting=weighting, clip=clip, init=init
     )
+    problem = Problem(prior, operator, measurement, rng)
+    return solve(method, problem, steps=steps, levels=levels, callback=callback, progress=progress)

@@ -1,0 +1,194 @@
+r"""A method is a frozen, typed config; a problem is what it solves; :func:`solve` runs one on the other.
+
+- :class:`Method` is the base of every method's config (``DPS``, ``DAPS``, ``DiffPIR``, ``RedDiff``, ``PiGDM``): a
+  frozen dataclass whose fields are the method's options with the reference defaults, checked when it is built
+  (a value of the wrong type or out of range raises an :class:`~reguidance.conventions.InputError` naming the option
+  and what is expected). Its class constants: ``name`` (the CLI's name, e.g. ``"dps"``), ``label`` (the paper's,
+  e.g. ``"DPS"``), ``default_steps`` (the reference budget: levels of the chain; the one place it is written) and
+  ``needs_linear`` (the method solves with ``A`` and its adjoint). A method writes ``stepper``, its update for one
+  transition, and optionally ``grid`` (its default chain of ``steps`` levels) and ``first_state``.
+- :class:`Problem` holds the prior, the operator, the measurement ``y`` (B, *operator.y_shape) and the generators
+  (one per sample).
+- :func:`solve` checks the problem against the method once, chooses the levels, counts network evaluations with a
+  :class:`~reguidance.diffusion.Denoiser` and runs :func:`~reguidance.guidance.core.run`: the part every method
+  shares, written once.
+
+Option types: a ``float`` option accepts an ``int`` (stored as the float, so ``1`` and ``1.0`` are one config) but
+not a ``bool`` (``True`` for a step size is a mistake, not 1.0); an ``int`` option refuses floats and bools; a
+``bool`` option only ``True`` / ``False``; a ``Literal`` option one of its strings.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..conventions import BatchRNG, InputError, check_positive_int
+from ..diffusion import Denoiser, EpsModel, Schedule
+from .core import Callback, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
+
+if TYPE_CHECKING:
+    from ..operators import Operator
+
+__all__ = ["Method", "Problem", "check_fields", "options_of", "solve"]
+
+
+def _expected(hint: Any) -> str:
+    """How a type hint reads in an error message."""
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_expected(a) for a in get_args(hint))
+    if hint is type(None):
+        return "None"
+    return {float: "a number", int: "an integer", bool: "True or False", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _coerce(hint: Any, value: object) -> tuple[bool, object]:
+    """``(ok, value)``: whether ``value`` fits ``hint``, and the value to store (an int given for a float is stored
+    as the float)."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return (isinstance(value, str) and value in get_args(hint)), value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(hint):
+            ok, v = _coerce(arg, value)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if isinstance(value, bool) or (isinstance(value, np.bool_)):
+        return hint is bool, value
+    if hint is float:
+        ok = isinstance(value, (int, float, np.integer, np.floating))
+        return ok, float(value) if ok else value  # type: ignore[arg-type]
+    if hint is int:
+        ok = isinstance(value, (int, np.integer))
+        return ok, int(value) if ok else value  # type: ignore[call-overload]
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value
+
+
+def check_fields(config: object, what: str) -> None:
+    """Check every field of the dataclass ``config`` against its annotation, or raise an InputError naming it.
+
+    ``what`` names the config in the message (``"DPS option step_size must be a number, got 'fast'"``).
+    """
+    hints = get_type_hints(type(config))
+    for f in fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        ok, stored = _coerce(hints[f.name], value)
+        if not ok:
+            raise InputError(f"{what} option {f.name} must be {_expected(hints[f.name])}, got {value!r}")
+        if stored is not value:
+            object.__setattr__(config, f.name, stored)
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """An inverse problem: recover ``x`` (B, *operator.x_shape) from ``measurement = A(x) + sigma_y n``
+    (B, *operator.y_shape), under ``prior``, drawing every random number from ``rng`` (one generator per sample).
+
+    Checked once against the method that solves it, by :func:`solve` (the operator's contract, linear where the
+    method needs it, the measurement's shape and one generator per sample).
+    """
+
+    prior: EpsModel
+    operator: Operator
+    measurement: Tensor
+    rng: BatchRNG
+
+
+@dataclass(frozen=True)
+class Method:
+    """The base of the methods' configs: ``steps`` (levels of the method's default chain; ``None`` for the
+    reference budget ``default_steps``) and what each method adds. See the module docstring."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    default_steps: ClassVar[int]
+    needs_linear: ClassVar[bool] = False
+
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.label)
+        if self.steps is not None:
+            check_positive_int(f"{self.label} option steps", self.steps)
+        self.check()
+
+    def check(self) -> None:
+        """Check the options' values (their types are already checked); raise an InputError naming the option."""
+
+    def grid(self, schedule: Schedule, steps: int) -> Schedule:
+        """The method's chain of ``steps`` levels of ``schedule``: evenly spaced unless the method says otherwise."""
+        return schedule.spaced(steps)
+
+    def first_state(self, problem: Problem, levels: Schedule, latent: Tensor | None) -> Tensor:
+        """The state at the first level: ``latent``, or fresh noise ``N(0, I)``."""
+        return start(problem.operator, problem.measurement, latent, problem.rng)
+
+    def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
+        """The method's update ``step(x, level) -> Update(x_next, x0_hat)`` for ``problem`` on the chain ``levels``,
+        seeing the prior through ``net`` (which counts the network evaluations)."""
+        raise NotImplementedError
+
+
+def options_of(method: Method) -> dict[str, object]:
+    """A method's options as a JSON-able dict ``{option: value}`` (numbers, strings, bools, None): its identity in
+    a run's records. Fields that hold tensors (RED-diff's ``init``) are data, not options, and are left out."""
+    return {f.name: getattr(method, f.name) for f in fields(method) if f.metadata.get("option", True)}
+
+
+def solve(
+    method: Method,
+    problem: Problem,
+    *,
+    steps: int | None = None,
+    levels: Schedule | None = None,
+    latent: Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """Solve ``problem`` with ``method``: check them, choose the chain, run the method's stepper down it.
+
+    The chain is ``levels`` if given, else ``method.grid`` with ``steps`` levels (``steps`` here, else
+    ``method.steps``, else ``method.default_steps``); giving both ``levels`` and a number of steps is refused.
+    ``latent`` (B, *operator.x_shape) replaces the fresh start at the first level. ``callback`` and ``progress`` as
+    in :func:`~reguidance.guidance.core.run`. Raises an InputError before any network evaluation when the operator
+    lacks what the method uses (a linear operator for DiffPIR and PiGDM) or the measurement and generators do not
+    fit it.
+    """
+    if not isinstance(method, Method):
+        raise InputError(f"method must be a method config (e.g. DPS()), got {type(method).__name__}")
+    if not isinstance(problem, Problem):
+        raise InputError(f"problem must be a Problem, got {type(problem).__name__}")
+    check_operator(problem.operator, method.label, linear=method.needs_linear)
+    check_problem(problem.operator, problem.measurement, problem.rng)
+    if steps is None:
+        steps = method.steps
+    chain = choose_levels(problem.prior, steps, levels, method.grid, default_steps=method.default_steps)
+    net = Denoiser(problem.prior)
+    step = method.stepper(problem, chain, net)
+    x = method.first_state(problem, chain, latent)
+    with torch.no_grad():  # a method that differentiates enables gradients inside its own step
+        return run(
+            step,
+            x,
+            chain,
+            net,
+            problem.operator,
+            problem.measurement,
+            callback=callback,
+            progress=progress,
+            desc=method.label,
+        )
