@@ -36,9 +36,10 @@ Rows go to ``OUT/rows.jsonl``, one per (cell, image), appended and synced after 
 inversion_method, dps_steps, step_size, eta, clip, id, seed, label, ssim, psnr, reward`` (``-||y - A x||^2``),
 ``consistency`` (``||A x - y|| / (sigma_y sqrt(m))`` of the clamped output), ``consistency_raw`` (before the clamp),
 ``nfe`` and ``seconds`` (the wrapper's own network evaluations and wall seconds per image; the candidate's are in
-``candidate_nfe`` and in its own row). Each image's candidate has one row with ``start = "candidate"``. The
-clamped outputs of each batch are kept as float16 in ``OUT/outputs/`` (for realism metrics later). A rerun skips
-every (cell, id) already in the file and ignores a torn last line; ``OUT/config.json`` holds the facts the rows
+``candidate_nfe`` and in its own row), ``load1`` (the machine's 1-minute load average as the row was written).
+Each image's candidate has one row with ``start = "candidate"``. The clamped outputs of each batch are kept as
+float16 in ``OUT/outputs/`` (for realism metrics later). A rerun skips every (cell, id) already in the file and
+ignores a torn last line; ``OUT/config.json`` holds the facts the rows
 depend on (prior, seed, options) and a rerun with other facts is refused.
 
 Usage (one CPU thread, stopping cleanly between batches after 90 minutes; rerun the same line to resume)::
@@ -53,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -306,6 +308,7 @@ class Study:
             p, s = psnr(x, truth), ssim(x, truth)
             rew = reward(operator, x, y)
             cons, cons_raw = operator.consistency(x, y), operator.consistency(raw, y)
+        load = round(os.getloadavg()[0], 2)  # the machine is shared: seconds mean little without it
         rows = []
         for k, i in enumerate(ids):
             rows.append(
@@ -326,6 +329,7 @@ class Study:
                     "consistency_raw": float(cons_raw[k]),
                     "nfe": nfe[k],
                     "seconds": seconds[k],
+                    "load1": load,
                 }
             )
         return rows
@@ -441,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _numbers(flag: str, text: str, kind: type) -> tuple[Any, ...]:
     try:
-        values = tuple(kind(v) for v in text.split(",") if v.strip())
+        values = tuple(dict.fromkeys(kind(v) for v in text.split(",") if v.strip()))
     except ValueError:
         values = ()
     if not values:
@@ -453,7 +457,7 @@ def _grid(args: argparse.Namespace) -> Grid:
     """The grid the flags give (each validated by building a config with it)."""
     grid = Grid(
         t_ends=_numbers("t-ends", args.t_ends, float),
-        samplers=tuple(cast(SamplerName, s) for s in args.samplers.split(",") if s),
+        samplers=tuple(dict.fromkeys(cast(SamplerName, s) for s in args.samplers.split(",") if s)),
         inversion_steps=_numbers("inversion-steps", args.inversion_steps, int),
         dps_steps=_numbers("dps-steps", args.dps_steps, int),
     )
