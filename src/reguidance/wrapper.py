@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, InputError, check_finite, check_nonnegative, check_positive_int, check_signal_shape
+from .conventions import (
+    BatchRNG,
+    InputError,
+    check_finite,
+    check_image_scale,
+    check_nonnegative,
+    check_positive_int,
+    check_signal_shape,
+)
 from .guidance.core import Callback
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, invert
@@ -147,6 +155,7 @@ def reguide(
     if tuple(operator.x_shape) != shape:
         raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
     check_signal_shape("candidate", candidate, shape, "the prior")
+    check_image_scale("candidate", candidate)
     check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     if candidate.shape[0] != measurement.shape[0]:
         raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")

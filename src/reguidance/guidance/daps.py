@@ -20,8 +20,8 @@ the reference's annealing scheduler. The start is ``x = sigma_0 n``. At annealin
 
    with ``lr_k = step_size (1 + k / (N + 1) (step_size_min_ratio - 1))`` (linear decay). ``tau`` is the
    reference's: its data term is ``||A u - y||^2 / tau^2`` with no 1/2, so the exact Gaussian-likelihood posterior
-   has ``tau = sqrt(2) sigma_y``. For a linear operator the data gradient is ``2 A^T (A u - y)`` through
-   ``operator.adjoint``; for a nonlinear one (``operator.linear`` False) it is the autograd gradient of
+   has ``tau = sqrt(2) sigma_y``. The data gradient is ``operator.data_gradient``: ``2 A^T (A u - y)`` through
+   the adjoint for a ``LinearOperator``; for a nonlinear ``Operator`` the autograd gradient of
    ``||A(u) - y||^2`` at ``u``, as the reference does. No network gradient is taken.
 3. *Re-noise.* ``x = u + sigma_{k+1} n`` (the last step, ``sigma_N = 0``, returns ``u``).
 
@@ -126,7 +126,6 @@ def daps(
     check_nonnegative("step_size_min_ratio", step_size_min_ratio)
     _positive("tau", tau)
     check_operator(operator, "DAPS", linear=False)
-    linear = getattr(operator, "linear", True) is not False
     check_problem(operator, measurement, rng)
     grid = partial(annealing_levels, sigma_max=sigma_max, sigma_min=sigma_min)
     levels = choose_levels(prior, steps, levels, grid, default_steps=200)
@@ -147,21 +146,12 @@ def daps(
             x_ve = x_ve + (s[j + 1] - s[j]) / s[j] * (x_ve - denoise(x_ve, k))
         return x_ve
 
-    def data_gradient(u: Tensor) -> Tensor:
-        """``grad_u ||A(u) - y||^2``: exact through the adjoint, else by autograd at ``u``."""
-        if linear:
-            return 2 * operator.adjoint(operator(u) - measurement)
-        with torch.enable_grad():
-            u = u.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad((operator(u) - measurement).pow(2).sum(), u)
-        return g
-
     def step(x: Tensor, level: Level) -> Update:
         x0_hat = ode(x / math.sqrt(level.alpha_bar), level.sigma)
         lr = step_size * (1 + level.step / (len(levels) + 1) * (step_size_min_ratio - 1))
         u = x0_hat
         for _ in range(langevin_steps):
-            grad = data_gradient(u) / tau**2 + (u - x0_hat) / level.sigma**2
+            grad = operator.data_gradient(u, measurement) / tau**2 + (u - x0_hat) / level.sigma**2
             u = u - lr * grad + math.sqrt(2 * lr) * rng.randn_like(u)
         if level.is_last:
             return Update(u, u)
