@@ -43,7 +43,7 @@ from .conventions import (
     check_positive_int,
     check_signal_shape,
 )
-from .guidance.core import Callback
+from .guidance.core import Callback, check_operator
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, invert
 
@@ -148,6 +148,7 @@ def reguide(
             )
         config = ReGuidanceConfig(**options)
     cfg = config
+    check_operator(operator, "ReGuidance", linear=False)
     if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
         got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
         raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
