@@ -1,12 +1,28 @@
-"""deepinv interop: a deepinv-style Physics (duck-typed here; deepinv itself needs torchvision, which cannot be
-imported beside this torch) becomes an operator on our [-1, 1] scale."""
+"""deepinv interop through stand-ins that are what a deepinv Physics is: a torch.nn.Module with deepinv's attribute
+names, buffers and float32 filters.
+
+deepinv itself cannot be installed beside the pinned torch (it replaces torch and imports torchvision at its top
+level). The stand-ins follow deepinv's source (main branch, version 0.4.x, read in ``deepinv/physics/forward.py``,
+``inpainting.py``, ``blur.py`` and ``noise.py``): ``Physics.A`` is the noiseless map on images in [0, 1],
+``LinearPhysics`` adds ``A_adjoint`` and ``A_dagger``, ``noise_model`` is a ``GaussianNoise`` module whose ``sigma`` is
+a buffer; ``Inpainting`` keeps its mask as a ``mask`` buffer ``(1, C or 1, H, W)`` and multiplies by it;
+``Downsampling`` keeps a float32 ``filter`` buffer ``(1, 1, k, k)``, convolves with circular padding, then keeps every
+``factor``-th pixel, and its adjoint is the zero-filled upsampling followed by the transposed convolution.
+"""
+
+from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from reguidance.conventions import BatchRNG
-from reguidance.guidance import daps, dps
-from reguidance.interop import DeepinvOperator
+from reguidance.conventions import BatchRNG, InputError
+from reguidance.guidance import daps, diffpir, dps, pigdm, reddiff
+from reguidance.interop import DeepinvLinearOperator, DeepinvOperator
+from reguidance.operators import Inpainting, LinearOperator, Operator
+from reguidance.priors.zoo import load_prior
+from reguidance.wrapper import reguide
 
 try:  # the real package, where it can be installed
     import deepinv  # noqa: F401
@@ -16,68 +32,285 @@ except Exception:  # ImportError, or torchvision failing beside this torch
     HAVE_DEEPINV = False
 
 
-class Noise:
-    sigma = 0.05
+# ------------------------------------------------------------------------------------------------ stand-ins
+class GaussianNoise(nn.Module):
+    """deepinv's ``GaussianNoise``: ``sigma`` a buffer, on the [0, 1] scale."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.register_buffer("sigma", torch.tensor([sigma]))
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y + self.sigma * torch.randn_like(y)
 
 
-class Downsample:
-    """deepinv's LinearPhysics interface on [0, 1] images: 2x2 average pooling."""
+class InpaintingPhysics(nn.Module):
+    """deepinv's ``Inpainting``: ``A = A^T = A^dagger = mask *``, the mask a float32 buffer ``(1, 1, H, W)``."""
 
-    noise_model = Noise()
+    def __init__(self, mask: Tensor, sigma: float = 0.05) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+        self.noise_model = GaussianNoise(sigma)
 
-    def A(self, x):
-        return torch.nn.functional.avg_pool2d(x, 2)
+    def A(self, x: Tensor) -> Tensor:
+        return self.mask * x
 
-    def A_adjoint(self, y):
-        return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest") / 4
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return self.mask * y
 
-
-class Square(Downsample):
-    """A nonlinear physics: the squared pooled intensity."""
-
-    def A(self, x):
-        return torch.nn.functional.avg_pool2d(x, 2) ** 2
-
-    A_adjoint = None
+    def A_dagger(self, y: Tensor) -> Tensor:
+        return self.mask * y
 
 
-def test_a_linear_physics_is_the_same_linear_map_on_our_scale():
-    op = DeepinvOperator(Downsample(), (1, 4, 4))
-    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
-    y_deepinv = Downsample().A(DeepinvOperator.image_to_deepinv(x))  # what deepinv measures (noise-free)
-    torch.testing.assert_close(op.measurement_from_deepinv(y_deepinv), torch.nn.functional.avg_pool2d(x, 2))
-    torch.testing.assert_close(op(x), torch.nn.functional.avg_pool2d(x, 2))
-    assert op.linear and op.sigma_y == pytest.approx(0.1)  # noise std doubles with the scale
-    v = torch.randn(3, 1, 2, 2, dtype=torch.float64)
-    torch.testing.assert_close((op(x) * v).sum(), (x * op.adjoint(v)).sum())
+class DownsamplingPhysics(nn.Module):
+    """deepinv's ``Downsampling`` with ``padding="circular"``: a float32 ``filter`` buffer, circular convolution, then
+    every ``factor``-th pixel. ``F.conv2d`` with a float32 weight refuses float64 input, as deepinv's filters do."""
+
+    def __init__(self, filter: Tensor, factor: int = 2, sigma: float = 0.05) -> None:
+        super().__init__()
+        self.register_buffer("filter", filter.float())
+        self.factor = factor
+        self.noise_model = GaussianNoise(sigma)
+
+    def _weight(self, c: int) -> Tensor:
+        return self.filter.expand(c, 1, *self.filter.shape[-2:])
+
+    def A(self, x: Tensor) -> Tensor:
+        p = self.filter.shape[-1] // 2
+        blurred = F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self._weight(x.shape[1]), groups=x.shape[1])
+        return blurred[:, :, :: self.factor, :: self.factor]
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        b, c, h, w = y.shape
+        p = self.filter.shape[-1] // 2
+        up = y.new_zeros(b, c, h * self.factor, w * self.factor)
+        up[:, :, :: self.factor, :: self.factor] = y
+        full = F.conv_transpose2d(up, self._weight(c), groups=c)  # (H + 2p, W + 2p): fold the border back
+        hh, ww = h * self.factor, w * self.factor
+        rows = full[:, :, p : p + hh].clone()
+        rows[:, :, :p] += full[:, :, p + hh :]
+        rows[:, :, hh - p :] += full[:, :, :p]
+        out = rows[:, :, :, p : p + ww].clone()
+        out[:, :, :, :p] += rows[:, :, :, p + ww :]
+        out[:, :, :, ww - p :] += rows[:, :, :, :p]
+        return out
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        """Least squares by conjugate gradients on ``A A^T u = y``, ``x = A^T u`` (deepinv solves the same problem)."""
+        u, r = torch.zeros_like(y), y.clone()
+        p, rs = r.clone(), (r * r).sum()
+        for _ in range(200):
+            ap = self.A(self.A_adjoint(p))
+            alpha = rs / (p * ap).sum()
+            u, r = u + alpha * p, r - alpha * ap
+            rs_new = (r * r).sum()
+            if rs_new.sqrt() < 1e-6 * y.norm():
+                break
+            p, rs = r + rs_new / rs * p, rs_new
+        return self.A_adjoint(u)
 
 
-def test_a_nonlinear_physics_serves_dps_and_daps_but_has_no_adjoint(gmm_prior):
-    from reguidance.priors.base import PriorOutput
+class SquarePhysics(nn.Module):
+    """A nonlinear deepinv ``Physics`` (no ``A_adjoint``): the squared 2x2-pooled intensity, Gaussian noise."""
 
-    class ImagePrior:  # the 16-dimensional problem seen as 1x4x4 images; the mixture itself is 8-dimensional
-        variance, schedule, signal_shape = "fixed_small", gmm_prior.schedule, (1, 4, 4)
+    def __init__(self) -> None:
+        super().__init__()
+        self.noise_model = GaussianNoise(0.05)
 
-        def predict(self, x_t, t):
-            flat = x_t.flatten(1)
-            eps = torch.cat([gmm_prior.predict(flat[:, :8], t).eps, gmm_prior.predict(flat[:, 8:], t).eps], 1)
-            return PriorOutput(eps.reshape(x_t.shape))
+    def A(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, 2) ** 2
 
-    op = DeepinvOperator(Square(), (1, 4, 4))
-    assert not op.linear
-    y = op(torch.full((2, 1, 4, 4), 0.5, dtype=torch.float64))
-    for method in (dps, daps):
-        out = method(ImagePrior(), op, y, steps=4, rng=BatchRNG.from_seed(0, 2))
-        assert out.x.shape == (2, 1, 4, 4) and torch.isfinite(out.x).all()
-    with pytest.raises(ValueError, match="not linear"):
-        op.adjoint(y)
+
+def _gaussian_filter(size: int = 5, std: float = 1.0) -> Tensor:
+    u = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-0.5 * (u / std) ** 2)
+    k = torch.outer(g, g)
+    return (k / k.sum()).reshape(1, 1, size, size)
+
+
+def _box_mask(h: int = 32, w: int = 32) -> Tensor:
+    mask = torch.ones(1, 1, h, w)
+    mask[:, :, 8:20, 10:24] = 0
+    return mask
+
+
+SHAPE = (1, 32, 32)  # the embedded MNIST prior's images
+
+
+def _images(n: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Smooth images in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    return F.interpolate(low, size=SHAPE[1:], mode="bilinear", align_corners=False).to(dtype)
+
+
+def _rand(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+PHYSICS = {
+    "inpainting": lambda: InpaintingPhysics(_box_mask()),
+    "downsampling": lambda: DownsamplingPhysics(_gaussian_filter()),
+}
+
+
+@pytest.fixture(params=sorted(PHYSICS))
+def physics(request: pytest.FixtureRequest) -> nn.Module:
+    return PHYSICS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return load_prior("mnist")
+
+
+# ------------------------------------------------------------------------------------------ the operator itself
+def test_a_linear_physics_module_becomes_a_linear_operator(physics: nn.Module) -> None:
+    op = DeepinvOperator(physics, SHAPE)  # a real nn.Module: no AttributeError before Module.__init__
+    assert isinstance(op, DeepinvLinearOperator) and isinstance(op, LinearOperator)
+    assert op.physics is physics and "physics" in dict(op.named_children())
+    assert op.sigma_y == pytest.approx(0.1)  # the noise std doubles with the scale
+
+
+def test_a_nonlinear_physics_module_is_an_operator_without_adjoint_or_solves() -> None:
+    op = DeepinvOperator(SquarePhysics(), SHAPE)
+    assert isinstance(op, Operator) and not isinstance(op, LinearOperator)
+    for name in ("adjoint", "pinv", "prox_l2", "solve_gram"):
+        assert not hasattr(op, name)
+
+
+def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: nn.Module) -> None:
+    op = DeepinvOperator(physics, SHAPE)
+    x = _images()
+    y_deepinv = physics.A((x + 1) / 2)  # what deepinv measures of the same image (noise-free), on [0, 1]
+    # A is linear and y = 2 y_d - A_d(1): our measurement of x is A_d applied to x itself
+    torch.testing.assert_close(op.measurement_from_deepinv(y_deepinv), physics.A(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(op(x), physics.A(x))
+
+
+def test_the_stand_in_inpainting_is_our_inpainting() -> None:
+    mask = _box_mask()
+    op, ours = DeepinvOperator(InpaintingPhysics(mask), SHAPE, sigma_y=0.1), Inpainting(mask, 0.1)
+    x, z = _images(dtype=torch.float64), _rand(2, *SHAPE)
+    y = _rand(2, *SHAPE, seed=2) * mask  # a measurement: 0 where nothing is observed
+    torch.testing.assert_close(op(x), ours(x))
+    torch.testing.assert_close(op.adjoint(y), ours.adjoint(y))
+    torch.testing.assert_close(op.pinv(y), ours.pinv(y))
+    torch.testing.assert_close(op.prox_l2(z, y, 3.0), ours.prox_l2(z, y, 3.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(op.solve_gram(y, 2.0, 0.5), ours.solve_gram(y, 2.0, 0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_the_adjoint_satisfies_the_inner_product_identity(physics: nn.Module) -> None:
+    op = DeepinvOperator(physics, SHAPE)
+    x, v = _rand(2, *SHAPE), _rand(2, *op.y_shape, seed=2)
+    lhs, rhs = (op(x) * v).sum(), (x * op.adjoint(v)).sum()
+    assert abs(float(lhs - rhs)) <= 1e-5 * float(lhs.abs() + rhs.abs())  # float32 filters: float32 rounding
+
+
+def test_float64_solves_run_through_float32_filters_and_solve_their_equations() -> None:
+    """The float64 conjugate gradients call the physics in its own float32 (once: ``expected scalar type Double``)."""
+    op = DeepinvOperator(DownsamplingPhysics(_gaussian_filter()), SHAPE)
+    z, y, gamma = _rand(2, *SHAPE), _rand(2, *op.y_shape, seed=2), 4.0
+    x = op.prox_l2(z, y, gamma)
+    assert x.dtype == torch.float64
+    residual = gamma * op.adjoint(op(x)) + x - (gamma * op.adjoint(y) + z)  # the normal equations
+    assert float(residual.norm() / z.norm()) < 1e-4
+    u = op.solve_gram(y, 2.0, 0.1)
+    assert float((2.0 * op(op.adjoint(u)) + 0.1 * u - y).norm() / y.norm()) < 1e-4
+    torch.testing.assert_close(op(op.pinv(y.float())), y.float(), rtol=1e-3, atol=1e-3)  # A_dagger: a right inverse
+
+
+def test_the_physics_follows_the_operator_to_another_device_and_dtype(physics: nn.Module) -> None:
+    op = DeepinvOperator(physics, SHAPE).to(torch.float64)
+    assert all(b.dtype == torch.float64 for b in op.physics.buffers() if b.is_floating_point())
+    x = _images(dtype=torch.float64)
+    torch.testing.assert_close(op(x), physics.A(x))  # now computed in float64 throughout
+    op.to("meta")
+    assert all(b.device.type == "meta" for b in op.physics.buffers())
+
+
+def test_the_shape_probe_runs_where_the_physics_lives() -> None:
+    physics = DownsamplingPhysics(_gaussian_filter()).to("meta")  # a CPU probe would fail against meta buffers
+    op = DeepinvOperator(physics, (3, 16, 16), sigma_y=0.1)
+    assert op.y_shape == (3, 8, 8)
+
+
+def test_sigma_y_is_required_without_gaussian_noise() -> None:
+    physics = InpaintingPhysics(_box_mask())
+    physics.noise_model = nn.Identity()  # deepinv's ZeroNoise
+    with pytest.raises(InputError, match="pass sigma_y"):
+        DeepinvOperator(physics, SHAPE)
+    assert DeepinvOperator(physics, SHAPE, sigma_y=0.2).sigma_y == 0.2
+
+
+def test_an_object_that_is_not_a_module_is_refused_naming_what_is_needed() -> None:
+    class Plain:
+        def A(self, x: Tensor) -> Tensor:
+            return x
+
+    with pytest.raises(InputError, match=r"physics must be a deepinv Physics \(a torch.nn.Module"):
+        DeepinvOperator(Plain(), SHAPE, sigma_y=0.1)
+
+
+# -------------------------------------------------------------------------------- every method on the stand-ins
+def _problem(physics: nn.Module) -> tuple[DeepinvOperator, Tensor]:
+    op = DeepinvOperator(physics, SHAPE)
+    return op, op.measure(_images(), BatchRNG.from_seed(7, 2))
+
+
+def _check(x: Tensor, op: Operator) -> None:
+    assert x.shape == (2, *op.x_shape) and x.dtype == torch.float32 and bool(torch.isfinite(x).all())
+
+
+METHODS = {
+    "dps": lambda prior, op, y, rng: dps(prior, op, y, steps=2, rng=rng),
+    "daps": lambda prior, op, y, rng: daps(prior, op, y, steps=2, ode_steps=1, langevin_steps=2, rng=rng),
+    "diffpir": lambda prior, op, y, rng: diffpir(prior, op, y, steps=2, rng=rng),
+    "pigdm": lambda prior, op, y, rng: pigdm(prior, op, y, steps=2, rng=rng),
+    "reddiff": lambda prior, op, y, rng: reddiff(prior, op, y, steps=2, rng=rng),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_on_a_linear_physics_module(prior, physics: nn.Module, method: str) -> None:
+    op, y = _problem(physics)
+    _check(METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2)).x, op)
+
+
+def test_reguidance_runs_on_a_linear_physics_module(prior, physics: nn.Module) -> None:
+    op, y = _problem(physics)
+    candidate = op.pinv(y).clamp(-1, 1)
+    out = reguide(candidate, y, op, prior, inversion_steps=2, dps_steps=2)
+    _check(out.x, op)
+
+
+@pytest.mark.parametrize("method", ["dps", "daps"])
+def test_methods_that_differentiate_run_on_a_nonlinear_physics_module(prior, method: str) -> None:
+    op, y = _problem(SquarePhysics())
+    _check(METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2)).x, op)
+
+
+def test_reddiff_and_reguidance_run_on_a_nonlinear_physics_module_from_a_given_start(prior) -> None:
+    op, y = _problem(SquarePhysics())
+    start = torch.zeros(2, *SHAPE)
+    _check(reddiff(prior, op, y, steps=2, init=start, rng=BatchRNG.from_seed(0, 2)).x, op)
+    _check(reguide(start, y, op, prior, inversion_steps=2, dps_steps=2).x, op)
+
+
+@pytest.mark.parametrize("method", ["diffpir", "pigdm"])
+def test_methods_that_solve_with_the_adjoint_refuse_a_nonlinear_physics(prior, method: str) -> None:
+    op, y = _problem(SquarePhysics())
+    with pytest.raises(InputError, match="needs a linear operator"):
+        METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2))
 
 
 @pytest.mark.skipif(not HAVE_DEEPINV, reason="deepinv cannot be imported here (it needs torchvision)")
-def test_the_real_deepinv_downsampling_physics():
+def test_the_real_deepinv_downsampling_physics() -> None:
     import deepinv as dinv
 
-    physics = dinv.physics.Downsampling(img_size=(1, 8, 8), factor=2, filter=None)
+    physics = dinv.physics.Downsampling(img_size=(1, 8, 8), factor=2, filter="gaussian")
     op = DeepinvOperator(physics, (1, 8, 8), sigma_y=0.1)
+    assert isinstance(op, LinearOperator)
     x = torch.rand(2, 1, 8, 8) * 2 - 1
-    torch.testing.assert_close(op.measurement_from_deepinv(physics.A((x + 1) / 2)), op(x))
+    torch.testing.assert_close(op.measurement_from_deepinv(physics.A((x + 1) / 2)), op(x), rtol=1e-5, atol=1e-5)
+    op.prox_l2(x.double(), op(x).double(), 1.0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from reguidance.conventions import BatchRNG
+from reguidance.conventions import BatchRNG, InputError
 from reguidance.guidance import GuidanceWarning, daps, diffpir, dps, pigdm, reddiff
 from reguidance.guidance.unconditional import sample
 from reguidance.operators import Operator
@@ -13,8 +13,6 @@ from reguidance.wrapper import reguide
 
 class Saturating(Operator):
     """``A(x) = tanh(M x)``: a saturating sensor, differentiable and nonlinear."""
-
-    linear = False
 
     def __init__(self, matrix: Tensor, sigma_y: float) -> None:
         super().__init__((matrix.shape[1],), (matrix.shape[0],), sigma_y)
@@ -93,10 +91,34 @@ def test_reguidance_step_differentiates_through_a_nonlinear_forward_model(gaussi
 
 
 @pytest.mark.parametrize("method", [diffpir, pigdm])
-def test_methods_that_solve_with_the_adjoint_refuse_a_nonlinear_operator(gmm_prior, saturating, method):
+def test_methods_that_solve_with_the_adjoint_refuse_a_nonlinear_operator_before_any_work(saturating, method):
     operator, y = saturating
-    with pytest.raises(ValueError, match="needs a linear operator"):
-        method(gmm_prior, operator, y, steps=5, rng=BatchRNG.from_seed(0, 6))
+
+    class Untouchable:  # a prior whose network must never run
+        def __getattr__(self, name):
+            raise AssertionError(f"the prior was used ({name}) before the operator was refused")
+
+    with pytest.raises(InputError, match="needs a linear operator"):
+        method(Untouchable(), operator, y, steps=5, rng=BatchRNG.from_seed(0, 6))
+
+
+def test_a_nonlinear_operator_has_no_adjoint_pinv_prox_or_gram_solve():
+    class Square(Operator):
+        def _forward(self, x: Tensor) -> Tensor:
+            return x**2
+
+    op = Square((4,), (4,))
+    for name in ("adjoint", "pinv", "prox_l2", "solve_gram", "matrix"):
+        assert not hasattr(op, name)  # once adjoint(1) was 0 and prox_l2(z) was z, silently
+
+
+def test_the_data_gradient_of_a_nonlinear_operator_is_the_chain_rule(saturating):
+    operator, y = saturating
+    x = torch.randn(6, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    m = operator.weight
+    a = torch.tanh(x @ m.T)
+    # d/dx ||tanh(M x) - y||^2 = 2 M^T ((1 - tanh^2(M x)) (tanh(M x) - y))
+    torch.testing.assert_close(operator.data_gradient(x, y), 2 * ((1 - a**2) * (a - y)) @ m)
 
 
 def test_reddiff_without_a_pseudo_inverse_asks_for_init(gmm_prior, saturating):
@@ -112,14 +134,14 @@ def test_a_zero_guidance_gradient_is_reported(gmm_prior, saturating):
         dps(gmm_prior, quantised, y, steps=5, rng=BatchRNG.from_seed(0, 6))
 
 
-def test_an_object_that_is_not_an_operator_is_refused_naming_what_it_lacks(gmm_prior, gmm_problem):
+def test_an_object_that_is_not_an_operator_is_refused_naming_what_is_needed(gmm_prior, gmm_problem):
     _, _, y = gmm_problem
 
-    class Half:
+    class Half:  # everything the old duck-typed contract asked for, but not an Operator
         x_shape, y_shape, sigma_y = (8,), (3,), 0.1
 
         def __call__(self, x):
             return x[:, :3]
 
-    with pytest.raises(ValueError, match="lacks check_measurement, residual_norm"):
+    with pytest.raises(InputError, match=r"DPS needs a reguidance.operators.Operator, got Half: subclass Operator"):
         dps(gmm_prior, Half(), y, steps=5, rng=BatchRNG.from_seed(0, 6))

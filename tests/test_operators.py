@@ -8,11 +8,12 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from reguidance.conventions import BatchRNG
+from reguidance.conventions import BatchRNG, InputError
 from reguidance.operators import (
     Blur,
     GaussianBlur,
     Inpainting,
+    LinearOperator,
     MatrixOperator,
     Operator,
     SuperResolution,
@@ -21,16 +22,16 @@ from reguidance.operators import (
 B = 3  # batch size used with per-sample operators
 
 
-def _matrix_operator() -> Operator:
+def _matrix_operator() -> LinearOperator:
     return MatrixOperator(torch.randn(5, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
 
 
-def _asymmetric_blur() -> Operator:
+def _asymmetric_blur() -> LinearOperator:
     kernel = torch.arange(15, dtype=torch.float64).reshape(3, 5) ** 1.5
     return Blur((2, 9, 12), kernel / kernel.sum())
 
 
-OPERATORS: dict[str, Callable[[], Operator]] = {
+OPERATORS: dict[str, Callable[[], LinearOperator]] = {
     "matrix": _matrix_operator,
     "inpainting-flat": lambda: Inpainting.random_pixels((8,), 0.5, BatchRNG.from_seed(0, B)),
     "inpainting-box": lambda: Inpainting.random_box((3, 8, 8), (3, 4), BatchRNG.from_seed(0, B)),
@@ -43,7 +44,7 @@ OPERATORS: dict[str, Callable[[], Operator]] = {
 
 
 @pytest.fixture(params=sorted(OPERATORS))
-def op(request: pytest.FixtureRequest) -> Operator:
+def op(request: pytest.FixtureRequest) -> LinearOperator:
     return OPERATORS[request.param]()
 
 
@@ -60,7 +61,7 @@ def _smooth_image(c: int, h: int, w: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ linear algebra
-def test_adjoint_satisfies_inner_product_identity(op: Operator) -> None:
+def test_adjoint_satisfies_inner_product_identity(op: LinearOperator) -> None:
     x = _randn(B, *op.x_shape, seed=1)
     y = _randn(B, *op.y_shape, seed=2)
     lhs = (op(x) * y).sum()
@@ -68,7 +69,7 @@ def test_adjoint_satisfies_inner_product_identity(op: Operator) -> None:
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
-def test_forward_adjoint_and_pinv_have_declared_shapes(op: Operator) -> None:
+def test_forward_adjoint_and_pinv_have_declared_shapes(op: LinearOperator) -> None:
     x = _randn(B, *op.x_shape)
     y = _randn(B, *op.y_shape)
     assert op(x).shape == (B, *op.y_shape)
@@ -76,7 +77,7 @@ def test_forward_adjoint_and_pinv_have_declared_shapes(op: Operator) -> None:
     assert op.pinv(y).shape == (B, *op.x_shape)
 
 
-def test_matrix_agrees_with_forward(op: Operator) -> None:
+def test_matrix_agrees_with_forward(op: LinearOperator) -> None:
     single = op.select(0)
     x = _randn(4, *op.x_shape)
     expected = single(x).reshape(4, -1)
@@ -84,7 +85,7 @@ def test_matrix_agrees_with_forward(op: Operator) -> None:
     torch.testing.assert_close(x.reshape(4, -1) @ single.matrix().T, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_operators_keep_the_input_dtype(op: Operator) -> None:
+def test_operators_keep_the_input_dtype(op: LinearOperator) -> None:
     x = _randn(B, *op.x_shape).float()
     assert op(x).dtype == torch.float32
     assert op.adjoint(op(x)).dtype == torch.float32
@@ -105,13 +106,13 @@ def test_matrix_of_an_operator_with_several_masks_needs_select() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the solves
-def _dense(op: Operator, i: int) -> torch.Tensor:
+def _dense(op: LinearOperator, i: int) -> torch.Tensor:
     """The dense matrix of sample ``i``'s operator."""
     return (op.select(i) if op.batch_size else op).matrix()
 
 
 @pytest.mark.parametrize("gamma", [1e-3, 1.0, 1e4])
-def test_prox_l2_equals_a_dense_solve_of_its_normal_equations(op: Operator, gamma: float) -> None:
+def test_prox_l2_equals_a_dense_solve_of_its_normal_equations(op: LinearOperator, gamma: float) -> None:
     z, y = _randn(B, *op.x_shape, seed=3), _randn(B, *op.y_shape, seed=4)
     x = op.prox_l2(z, y, gamma)
     for i in range(B):
@@ -121,7 +122,7 @@ def test_prox_l2_equals_a_dense_solve_of_its_normal_equations(op: Operator, gamm
         torch.testing.assert_close(x[i].flatten(), want, rtol=1e-5, atol=1e-5 * (1 + want.abs().max().item()))
 
 
-def test_prox_l2_takes_one_weight_per_sample(op: Operator) -> None:
+def test_prox_l2_takes_one_weight_per_sample(op: LinearOperator) -> None:
     z, y = _randn(B, *op.x_shape, seed=3), _randn(B, *op.y_shape, seed=4)
     gammas = torch.tensor([0.1, 2.0, 50.0], dtype=torch.float64)
     x = op.prox_l2(z, y, gammas)
@@ -131,7 +132,7 @@ def test_prox_l2_takes_one_weight_per_sample(op: Operator) -> None:
 
 
 @pytest.mark.parametrize(("a", "b"), [(0.7, 0.01), (2.0, 0.0)])
-def test_solve_gram_equals_the_dense_pseudo_inverse(op: Operator, a: float, b: float) -> None:
+def test_solve_gram_equals_the_dense_pseudo_inverse(op: LinearOperator, a: float, b: float) -> None:
     v = op(_randn(B, *op.x_shape, seed=5))  # in the range of A, where b = 0 has a solution
     u = op.solve_gram(v, a, b)
     for i in range(B):
@@ -170,7 +171,7 @@ def test_matrix_operator_pinv_is_moore_penrose() -> None:
 
 
 def test_operator_without_pseudo_inverse_raises_not_implemented() -> None:
-    class Doubling(Operator):
+    class Doubling(LinearOperator):
         def _forward(self, x: torch.Tensor) -> torch.Tensor:
             return 2 * x
 
@@ -374,7 +375,7 @@ def test_consistency_without_noise_raises() -> None:
         lambda: GaussianBlur((1, 8, 8), blur_sigma=1.0, sigma_y=-0.1),
     ],
 )
-def test_negative_sigma_y_is_rejected(build: Callable[[], Operator]) -> None:
+def test_negative_sigma_y_is_rejected(build: Callable[[], LinearOperator]) -> None:
     with pytest.raises(ValueError, match="sigma_y"):
         build()
 
@@ -406,20 +407,20 @@ def test_blur_kernel_larger_than_the_image_is_rejected() -> None:
         GaussianBlur((1, 8, 8), kernel_size=11)
 
 
-def test_signal_of_the_wrong_shape_is_rejected(op: Operator) -> None:
+def test_signal_of_the_wrong_shape_is_rejected(op: LinearOperator) -> None:
     x = _randn(B, *op.x_shape[:-1], op.x_shape[-1] + 1)
     with pytest.raises(ValueError, match=r"^x has shape"):
         op(x)
 
 
-def test_signal_with_nan_is_rejected(op: Operator) -> None:
+def test_signal_with_nan_is_rejected(op: LinearOperator) -> None:
     x = _randn(B, *op.x_shape)
     x.view(-1)[3] = float("nan")
     with pytest.raises(ValueError, match=r"^x contains 1 NaN"):
         op(x)
 
 
-def test_measurement_of_the_wrong_shape_is_rejected(op: Operator) -> None:
+def test_measurement_of_the_wrong_shape_is_rejected(op: LinearOperator) -> None:
     y = _randn(B, *op.y_shape, 2)
     with pytest.raises(ValueError, match=r"^measurement has shape"):
         op.adjoint(y)
@@ -434,3 +435,44 @@ def test_batch_that_does_not_match_per_sample_masks_is_rejected() -> None:
 def test_mask_with_values_other_than_zero_and_one_is_rejected() -> None:
     with pytest.raises(ValueError, match="mask"):
         Inpainting(torch.full((1, 1, 4, 4), 0.5))
+
+
+# ------------------------------------------------------------------------------------- linear and nonlinear
+def test_every_operator_here_is_linear_and_its_data_gradient_is_twice_the_adjoint_residual(op: LinearOperator) -> None:
+    x, y = _randn(B, *op.x_shape), _randn(B, *op.y_shape, seed=2)
+    for i in range(B):
+        m = _dense(op, i)
+        # d/dx ||M x - y||^2 = 2 M^T (M x - y), with the dense matrix of sample i
+        want = 2 * m.T @ (m @ x[i].flatten() - y[i].flatten())
+        got = op.data_gradient(x, y)[i].flatten()
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_nonlinear_subclass_takes_its_data_gradient_by_autograd() -> None:
+    class Cube(Operator):
+        def _forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x**3
+
+    op, x, y = Cube((5,), (5,)), _randn(2, 5), _randn(2, 5, seed=2)
+    torch.testing.assert_close(op.data_gradient(x, y), 2 * (x**3 - y) * 3 * x**2)  # chain rule by hand
+
+
+# ------------------------------------------------------------------------------------------------- scales
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [(lambda x: (x + 1) * 127.5, r"\[0, 255\] pixels"), (lambda x: x * 1e6, "far outside the \\[-1, 1\\] scale")],
+)
+def test_measuring_an_image_on_another_scale_is_refused_naming_it(scale, message) -> None:
+    op = SuperResolution((1, 8, 8), 2, sigma_y=0.1)
+    x = _smooth_image(1, 8, 8)
+    with pytest.raises(InputError, match=message):
+        op.measure(scale(x), BatchRNG.from_seed(0, 1))
+    with pytest.raises(InputError, match=message):
+        Inpainting.box((1, 8, 8), 2).measure(scale(x), BatchRNG.from_seed(0, 1))
+
+
+def test_images_slightly_beyond_the_unit_range_and_flat_signals_of_any_scale_are_measured() -> None:
+    image = _smooth_image(1, 8, 8) * 3.9  # within IMAGE_SCALE_LIMIT: an unclamped estimate
+    SuperResolution((1, 8, 8), 2).measure(image, BatchRNG.from_seed(0, 1))
+    flat = _randn(2, 8) * 100  # not an image: the mixture testbed's own scale
+    _matrix_operator().measure(flat, BatchRNG.from_seed(0, 2))

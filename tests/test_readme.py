@@ -16,6 +16,7 @@ def test_readme_python_examples_run(capsys):
         exec(compile(code, f"README.md (python block {k})", "exec"), namespace)  # our own documentation
     out = capsys.readouterr().out
     assert "manifold distance" in out
+    assert "DiffPIR needs a linear operator" in out  # the Operators section's nonlinear sensor is refused
     residual = float(re.search(r"projection: residual ([0-9.]+) after 50 NFE", out).group(1))
     assert residual < 0.2  # the projection fits y; unguided sampling leaves about 0.8
     # a latent inverted to t_end = 1 on the 1000-step linear chain is deepinv DPS's first state, t = 999

@@ -37,6 +37,7 @@ from torch import Tensor
 
 __all__ = [
     "DTYPES",
+    "IMAGE_SCALE_LIMIT",
     "REPRODUCIBILITY_ATOL",
     "BatchRNG",
     "InputError",
@@ -44,6 +45,7 @@ __all__ = [
     "check_dtype_name",
     "check_finite",
     "check_float",
+    "check_image_scale",
     "check_nonnegative",
     "check_positive_int",
     "check_signal_shape",
@@ -111,6 +113,33 @@ def check_finite(name: str, x: Tensor) -> Tensor:
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{name} contains {bad} NaN or Inf values; expected finite numbers")
     return x
+
+
+#: the largest ``|value|`` an image on the ``[-1, 1]`` scale may hold; room beyond 1 for unclamped estimates
+#: (a pseudo-inverse's overshoot, a sampler's output before clipping); a larger value means another scale
+IMAGE_SCALE_LIMIT = 4.0
+
+
+def check_image_scale(name: str, x: Tensor) -> Tensor:
+    """Refuse (``InputError``) an image batch ``(B, C, H, W)`` that is not on the ``[-1, 1]`` scale.
+
+    The rule: a 4-D floating-point tensor is an image batch and must satisfy ``max |x| <= IMAGE_SCALE_LIMIT`` (4);
+    ``[0, 255]`` pixels or unnormalised data are refused naming the scale found. Tensors of any other rank (the flat
+    ``(B, d)`` signals of the Gaussian-mixture testbed, whose scale is the mixture's own) are not checked. Where it
+    is called: a truth measured by an operator (``Operator.measure``) and a candidate handed to ReGuidance; never on
+    a sampler's intermediate states. Returns ``x`` unchanged.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point() or x.numel() == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or max(-lo, hi) <= IMAGE_SCALE_LIMIT:
+        return x
+    found = f"{name} holds values in [{lo:.4g}, {hi:.4g}]"
+    if lo >= 0 and hi <= 255.5:
+        raise InputError(f"{found}: [0, 255] pixels, but images are on the [-1, 1] scale (convert with x / 127.5 - 1)")
+    raise InputError(
+        f"{found}, far outside the [-1, 1] scale of images (|x| <= {IMAGE_SCALE_LIMIT:g} is accepted): rescale it"
+    )
 
 
 def check_positive_int(name: str, value: int) -> int:

@@ -4,13 +4,22 @@ deepinv's images live in ``[0, 1]`` and ours in ``[-1, 1]``: ``x01 = (x + 1) / 2
 ``A_d`` and measurement ``y_d = A_d(x01) + n_d`` (Gaussian noise of std ``sigma_d``), :class:`DeepinvOperator` is
 the operator on our scale
 
-    A(x) = 2 A_d((x + 1) / 2) - b,        b = A_d(1) for a linear physics (so that A = A_d is linear), else 0,
+    A(x) = 2 A_d((x + 1) / 2) - b,        b = A_d(1) for a linear physics (so that A = A_d), else 0,
 
 with measurements ``y = 2 y_d - b`` (:meth:`DeepinvOperator.measurement_from_deepinv`) and ``sigma_y = 2 sigma_d``.
-A linear physics (one with ``A_adjoint``) keeps its adjoint, ``A^T = A_d^T``; its proximal and Gram solves use our
-conjugate-gradient fallback. A nonlinear one serves DPS, DAPS and ReGuidance, which only differentiate ``A``.
-deepinv is an optional dependency: nothing here imports it; any object with deepinv's ``A`` (and ``A_adjoint``)
-works.
+A linear physics (deepinv's ``LinearPhysics``: one with a callable ``A_adjoint``) becomes a
+:class:`DeepinvLinearOperator`, a :class:`~reguidance.operators.LinearOperator` with ``A = A_d``, ``A^T = A_d^T``
+and ``pinv = A_d^dagger`` (deepinv's ``A_dagger``, where the physics has one); its proximal and Gram solves use our
+float64 conjugate gradients, never deepinv's ``prox_l2`` (which stores its solver settings on the physics). Any
+other physics becomes a plain :class:`~reguidance.operators.Operator`, for DPS, DAPS, RED-diff (with ``init=``) and
+ReGuidance, which only differentiate ``A``; DiffPIR and PiGDM refuse it.
+
+The physics is a registered submodule (every deepinv ``Physics`` is a :class:`torch.nn.Module`), so
+``operator.to(device)`` moves its buffers (masks, filters) and ``state_dict`` holds them. deepinv keeps its filters
+in float32: every call into the physics casts its input to the physics' floating dtype (that of its first
+floating-point buffer or parameter) and the result back, so float64 solves and float32 filters work together; the
+accuracy of those solves is then the physics' own (float32). deepinv is an optional dependency: nothing here
+imports it.
 
 ReGuidance's latent in deepinv's terms (:func:`latent_to_deepinv`). The latent is a state of our VP chain,
 ``x_t = sqrt(ab) x0 + sqrt(1 - ab) eps`` with ``x0`` in ``[-1, 1]`` and ``ab`` the ``alpha_bar`` of its level.
@@ -25,54 +34,102 @@ deepinv's ``DPS`` and ``DiffPIR`` hard-code the linear 1000-step chain (``betas 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .conventions import InputError
-from .operators import Operator
+from .operators import LinearOperator, Operator, _check_shape
 
-__all__ = ["DeepinvLatent", "DeepinvOperator", "latent_to_deepinv"]
+__all__ = ["DeepinvLatent", "DeepinvLinearOperator", "DeepinvOperator", "latent_to_deepinv"]
+
+
+def _is_linear(physics: nn.Module) -> bool:
+    """deepinv's mark of a linear physics: ``LinearPhysics`` defines ``A_adjoint`` (the base ``Physics`` has none)."""
+    return callable(getattr(physics, "A_adjoint", None))
+
+
+def _working_dtype(physics: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the physics' first floating-point buffer or parameter; ``None`` when it has none."""
+    for t in (*physics.buffers(), *physics.parameters()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _working_device(physics: nn.Module) -> torch.device:
+    for t in (*physics.buffers(), *physics.parameters()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _noise_sigma(physics: nn.Module) -> float:
+    """``physics.noise_model.sigma`` of deepinv's ``GaussianNoise`` (one value for the batch), else InputError."""
+    model = getattr(physics, "noise_model", None)
+    sigma = getattr(model, "sigma", None)
+    if type(model).__name__ != "GaussianNoise" or sigma is None:
+        got = "no noise model" if model is None else f"noise model {type(model).__name__}"
+        raise InputError(
+            f"the physics has {got}, not a GaussianNoise with a sigma: pass sigma_y (the Gaussian noise std on the "
+            "[-1, 1] scale, twice deepinv's std on [0, 1])"
+        )
+    values = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+    if values.numel() == 0 or not bool((values == values[0]).all()):
+        raise InputError(f"the physics' noise_model.sigma holds {values.numel()} different values: pass sigma_y")
+    return float(values[0])
 
 
 class DeepinvOperator(Operator):
     """A deepinv ``Physics`` acting on signals ``x_shape = (C, H, W)`` in ``[-1, 1]`` (module docstring).
 
-    ``sigma_y`` defaults to twice the physics' Gaussian noise std (``physics.noise_model.sigma``) and must be given
-    when the physics has no such noise model.
+    ``physics`` must be a :class:`torch.nn.Module` with deepinv's ``A(x)`` (every deepinv ``Physics`` is); one with
+    a callable ``A_adjoint`` (a ``LinearPhysics``) makes ``DeepinvOperator(...)`` return a
+    :class:`DeepinvLinearOperator`. ``sigma_y`` defaults to twice the physics' ``noise_model.sigma`` when that is
+    deepinv's ``GaussianNoise``, and must be given otherwise (``ZeroNoise``, Poisson, ...). The physics' shapes are
+    found by one noiseless call ``A_d(0)`` on a ``(1, *x_shape)`` probe of its own device and dtype.
     """
 
+    physics: Any  # a deepinv Physics: an nn.Module whose A, A_adjoint, A_dagger the type checker cannot see
+
+    def __new__(cls, physics: Any = None, *args: Any, **kwargs: Any) -> DeepinvOperator:
+        # no arguments when copy / pickle rebuild an instance of the class they already know
+        if cls is DeepinvOperator and isinstance(physics, nn.Module) and _is_linear(physics):
+            cls = DeepinvLinearOperator
+        return super().__new__(cls)
+
     def __init__(self, physics: Any, x_shape: Sequence[int], sigma_y: float | None = None) -> None:
-        if not callable(getattr(physics, "A", None)):
-            raise InputError(f"physics must have deepinv's A(x) method, got {type(physics).__name__}")
-        self.physics = physics
-        self.linear = callable(getattr(physics, "A_adjoint", None))
-        if sigma_y is None:
-            sigma_d = getattr(getattr(physics, "noise_model", None), "sigma", None)
-            if sigma_d is None:
-                raise InputError("the physics has no Gaussian noise_model.sigma: pass sigma_y (on the [-1, 1] scale)")
-            sigma_y = 2 * float(sigma_d)
-        probe = torch.zeros(1, *x_shape)
+        if not isinstance(physics, nn.Module) or not callable(getattr(physics, "A", None)):
+            raise InputError(
+                f"physics must be a deepinv Physics (a torch.nn.Module with A(x)), got {type(physics).__name__}; "
+                "for a forward model of your own, subclass reguidance.operators.Operator or LinearOperator"
+            )
+        shape = _check_shape("x_shape", x_shape)
+        sigma = _noise_sigma(physics) * 2 if sigma_y is None else sigma_y
+        probe = torch.zeros(1, *shape, dtype=_working_dtype(physics) or torch.float32, device=_working_device(physics))
+        module: Any = physics  # deepinv's methods are untyped
         with torch.no_grad():
-            y_shape = tuple(physics.A(probe).shape[1:])
-        super().__init__(x_shape, y_shape, sigma_y)
+            y_shape = tuple(module.A(probe).shape[1:])
+        super().__init__(shape, y_shape, sigma)
+        self.physics = physics  # a registered submodule: .to(device) and state_dict carry its buffers
+
+    def _call(self, fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+        """``fn(t)`` in the physics' working dtype, returned in ``t``'s dtype."""
+        dtype = _working_dtype(self.physics)
+        if dtype is None or dtype == t.dtype:
+            return fn(t)
+        return fn(t.to(dtype)).to(t.dtype)
 
     def _offset(self, like: Tensor) -> Tensor:
-        """``b = A_d(1)`` for a linear physics, else 0 (shaped like one measurement)."""
-        if not self.linear:
+        """``b = A_d(1)`` for a linear physics, else 0 (one measurement, ``like``'s dtype and device)."""
+        if not isinstance(self, LinearOperator):
             return like.new_zeros(1, *self.y_shape)
-        return self.physics.A(torch.ones(1, *self.x_shape, dtype=like.dtype, device=like.device))
+        return self._call(self.physics.A, like.new_ones(1, *self.x_shape))
 
     def _forward(self, x: Tensor) -> Tensor:
-        return 2 * self.physics.A((x + 1) / 2) - self._offset(x)
-
-    def _adjoint(self, y: Tensor) -> Tensor:
-        if not self.linear:
-            raise InputError(f"the physics {type(self.physics).__name__} has no A_adjoint: it is not linear")
-        return self.physics.A_adjoint(y)
+        return 2 * self._call(self.physics.A, (x + 1) / 2)
 
     def measurement_from_deepinv(self, y_d: Tensor) -> Tensor:
         """deepinv's measurement ``y_d`` (of an image in [0, 1]) on our scale: ``2 y_d - b``."""
@@ -82,6 +139,24 @@ class DeepinvOperator(Operator):
     def image_to_deepinv(x: Tensor) -> Tensor:
         """Our ``[-1, 1]`` images on deepinv's ``[0, 1]`` scale."""
         return (x + 1) / 2
+
+
+class DeepinvLinearOperator(DeepinvOperator, LinearOperator):
+    """A deepinv ``LinearPhysics`` as a :class:`~reguidance.operators.LinearOperator`: ``A = A_d``, ``A^T = A_d^T``,
+    ``pinv = A_d^dagger`` (``physics.A_dagger``; ``NotImplementedError`` when the physics has none); ``prox_l2`` and
+    ``solve_gram`` by our conjugate gradients (module docstring). Made by ``DeepinvOperator(physics, x_shape)``."""
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._call(self.physics.A, x)  # 2 A_d((x + 1) / 2) - A_d(1) = A_d(x) for a linear A_d
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._call(self.physics.A_adjoint, y)
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        dagger = getattr(self.physics, "A_dagger", None)
+        if not callable(dagger):
+            raise NotImplementedError(f"the physics {type(self.physics).__name__} has no A_dagger")
+        return self._call(dagger, y)
 
 
 @dataclass(frozen=True)

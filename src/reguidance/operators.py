@@ -1,35 +1,47 @@
-r"""Forward operators of linear inverse problems and their measurement noise.
+r"""Forward operators of inverse problems and their measurement noise.
 
 A measurement of a signal ``x`` is
 
-    y = A(x) + sigma_y n,        n ~ N(0, I),
+    y = A(x) + sigma_y n,        n ~ N(0, I).
 
-with ``A`` linear. Signals are image batches ``x: (B, C, H, W)`` in ``[-1, 1]`` or flat batches ``x: (B, d)``;
-``sigma_y`` is a standard deviation on that same ``[-1, 1]`` scale (no hidden rescaling anywhere). Every operator
-is a :class:`torch.nn.Module` whose masks and kernels are buffers, so ``.to(device)`` and ``state_dict`` carry
-them. Each one provides
+Signals are image batches ``x: (B, C, H, W)`` in ``[-1, 1]`` or flat batches ``x: (B, d)``; ``sigma_y`` is a
+standard deviation on that same ``[-1, 1]`` scale (no hidden rescaling anywhere). Every operator is a
+:class:`torch.nn.Module` whose masks and kernels are buffers, so ``.to(device)`` and ``state_dict`` carry them.
 
-- ``forward(x)`` the noiseless ``A x``: ``(B, *x_shape) -> (B, *y_shape)``;
+Two classes, as deepinv's ``Physics`` and ``LinearPhysics``:
+
+:class:`Operator`, any differentiable forward map ``A`` (linear or not), provides
+
+- ``forward(x)`` the noiseless ``A(x)``: ``(B, *x_shape) -> (B, *y_shape)``;
+- ``measure(x, rng)`` a noisy measurement drawn with one generator per sample (:class:`BatchRNG`), so that a
+  sample's noise never depends on the batch it was drawn in;
+- ``data_gradient(x, y)`` the per-sample ``grad_x ||A(x) - y||^2``, by automatic differentiation;
+- ``num_measurements`` ``m``, the number of observed scalar entries per sample, and the per-sample diagnostics
+  ``residual_norm(x, y) = ||y - A(x)||_2`` and ``consistency(x, y) = ||A(x) - y||_2 / (sigma_y sqrt(m))``, which
+  is about 1 when ``x`` explains ``y`` up to the noise;
+- ``check_signal`` / ``check_measurement``, the shape and finiteness checks every method runs once.
+
+:class:`LinearOperator`, a linear ``A``, adds what only a linear map has (a nonlinear :class:`Operator` has none of
+these, so nothing can return a silently wrong solve):
+
 - ``adjoint(y)`` the exact adjoint ``A^T y``: ``<A x, y> = <x, A^T y>`` for every ``x`` and ``y``;
 - ``pinv(y)`` a cheap pseudo-inverse, or a documented approximate right inverse (``A pinv(y) ~ y``); it is the
   *classical candidate* handed to ReGuidance;
-- ``measure(x, rng)`` a noisy measurement drawn with one generator per sample (:class:`BatchRNG`), so that a
-  sample's noise never depends on the batch it was drawn in;
 - ``prox_l2(z, y, gamma)`` the data-proximal map ``argmin_x (gamma / 2) ||A x - y||^2 + (1 / 2) ||x - z||^2`` and
   ``solve_gram(v, a, b)`` the measurement-space solve ``(a A A^T + b I)^{-1} v``: exact closed forms where the
   operator has one (a mask; the Fourier transfer function of a circular blur; the block structure of average
   pooling, ``A A^T = I / f^2``; a dense matrix), conjugate gradients to ``cg_tol`` otherwise (any other operator,
   users' own included);
-- ``num_measurements`` ``m``, the number of observed scalar entries per sample, and the per-sample diagnostics
-  ``residual_norm(x, y) = ||y - A x||_2`` and ``consistency(x, y) = ||A x - y||_2 / (sigma_y sqrt(m))``, which is
-  about 1 when ``x`` explains ``y`` up to the noise.
+- ``data_gradient(x, y) = 2 A^T (A x - y)`` exactly, through the adjoint; ``matrix()`` the dense matrix.
 
 An operator is either *shared* by all samples (``batch_size is None``) or holds per-sample parameters (the masks
 of :class:`Inpainting`) for ``batch_size`` samples; :meth:`Operator.select` restricts it to some of them.
 
-Operators: :class:`MatrixOperator` (dense ``(m, d)`` matrix on flat signals), :class:`Inpainting` (masks),
-:class:`SuperResolution` (average pooling or antialiased bicubic downsampling), :class:`Blur` and
-:class:`GaussianBlur` (circular convolution).
+Operators (all linear): :class:`MatrixOperator` (dense ``(m, d)`` matrix on flat signals), :class:`Inpainting`
+(masks), :class:`SuperResolution` (average pooling or antialiased bicubic downsampling), :class:`Blur` (circular
+convolution with any kernel: the motion blur of the benchmark) and :class:`GaussianBlur`. A nonlinear forward
+model subclasses :class:`Operator` and implements ``_forward``; a deepinv ``Physics`` is wrapped by
+:class:`reguidance.interop.DeepinvOperator`.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from .conventions import (
     BatchRNG,
     InputError,
     check_finite,
+    check_image_scale,
     check_nonnegative,
     check_positive_int,
     check_signal_shape,
@@ -57,6 +70,7 @@ __all__ = [
     "Blur",
     "GaussianBlur",
     "Inpainting",
+    "LinearOperator",
     "MatrixOperator",
     "Operator",
     "SuperResolution",
@@ -150,11 +164,11 @@ def _as_index(index: Index) -> Index:
 
 
 class Operator(nn.Module):
-    """A linear forward operator ``A: (B, *x_shape) -> (B, *y_shape)`` with Gaussian noise of std ``sigma_y``.
+    """A forward operator ``A: (B, *x_shape) -> (B, *y_shape)``, linear or not, with Gaussian noise of std ``sigma_y``.
 
-    Subclasses set ``x_shape`` and ``y_shape`` through ``__init__`` and implement :meth:`_forward`, the
-    unvalidated ``A x``. The adjoint defaults to the vector-Jacobian product of :meth:`_forward` (exact, since
-    ``A`` is linear); subclasses override :meth:`_adjoint` where a closed form is cheap, and :meth:`_pinv`.
+    Subclasses set ``x_shape`` and ``y_shape`` through ``__init__`` and implement :meth:`_forward`, the unvalidated
+    ``A(x)``, differentiable in ``x`` (DPS, DAPS and ReGuidance differentiate through it). A linear map subclasses
+    :class:`LinearOperator` instead, which adds the adjoint, the pseudo-inverse and the exact solves.
     """
 
     x_shape: tuple[int, ...]
@@ -224,8 +238,68 @@ class Operator(nn.Module):
 
     # ------------------------------------------------------------------------------------ the operator
     def _forward(self, x: Tensor) -> Tensor:
-        """``A x`` without validation; ``x: (B, *x_shape) -> (B, *y_shape)``."""
-        raise NotImplementedError
+        """``A(x)`` without validation; ``x: (B, *x_shape) -> (B, *y_shape)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _forward(x)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The noiseless measurement ``A(x)``: ``x (B, *x_shape) -> (B, *y_shape)``."""
+        return self._forward(self.check_signal(x))
+
+    def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
+        """A noisy measurement ``A(x) + sigma_y n``, ``n`` drawn from sample ``i``'s generator in ``rng``.
+
+        ``x`` is the truth: images ``(B, C, H, W)`` must lie on the ``[-1, 1]`` scale (:func:`check_image_scale`).
+        The noise is always drawn (also when ``sigma_y = 0``), so the generators advance the same way whatever
+        the noise level.
+        """
+        check_image_scale("x", x)
+        ax = self(x)
+        return ax + self.sigma_y * rng.randn_like(ax)
+
+    def data_gradient(self, x: Tensor, y: Tensor) -> Tensor:
+        """``grad_x ||A(x) - y||^2`` per sample (B, *x_shape), by automatic differentiation through :meth:`_forward`.
+
+        Samples do not interact, so the gradient of the batch sum is each sample's own gradient. ``x`` is taken
+        as a constant (detached); the result carries no graph.
+        """
+        self._check_pair(x, y)
+        with torch.enable_grad():
+            u = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad((self._forward(u) - y).pow(2).sum(), u)
+        return g
+
+    # ---------------------------------------------------------------------------------------- diagnostics
+    def residual_norm(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample ``||y - A(x)||_2`` (B,) for ``x (B, *x_shape)`` and ``y (B, *y_shape)``."""
+        self._check_pair(x, y)
+        return (y - self._forward(x)).flatten(1).norm(dim=1)
+
+    def consistency(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample ``||A(x) - y||_2 / (sigma_y sqrt(m))`` (B,); about 1 when ``x`` explains ``y``.
+
+        Raises ``ValueError`` when ``sigma_y = 0``, where the ratio is undefined.
+        """
+        if self.sigma_y == 0:
+            raise ValueError("sigma_y is 0, so consistency ||A x - y|| / (sigma_y sqrt(m)) is undefined")
+        r = self.residual_norm(x, y)
+        m = torch.as_tensor(self.num_measurements, dtype=r.dtype, device=r.device)
+        return r / (self.sigma_y * torch.sqrt(m))
+
+    def select(self, index: Index) -> Operator:
+        """The operator restricted to samples ``index``; a shared operator returns itself."""
+        if self.batch_size is None:
+            return self
+        raise NotImplementedError(f"{type(self).__name__} does not implement select()")
+
+
+class LinearOperator(Operator):
+    """A linear forward operator ``A x``: an :class:`Operator` with an adjoint, a pseudo-inverse and exact solves.
+
+    Subclasses implement :meth:`_forward` (linear in ``x``). The adjoint defaults to the vector-Jacobian product
+    of :meth:`_forward` (exact, since ``A`` is linear); subclasses override :meth:`_adjoint` where a closed form is
+    cheap, :meth:`_pinv` where a cheap pseudo-inverse exists (else :meth:`pinv` raises ``NotImplementedError``),
+    and :meth:`_prox_l2` / :meth:`_solve_gram` where a closed form exists (else conjugate gradients).
+    """
 
     def _adjoint(self, y: Tensor) -> Tensor:
         """``A^T y`` as the vector-Jacobian product of the linear map :meth:`_forward`."""
@@ -236,10 +310,6 @@ class Operator(nn.Module):
     def _pinv(self, y: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no cheap pseudo-inverse")
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The noiseless measurement ``A x``: ``x (B, *x_shape) -> (B, *y_shape)``."""
-        return self._forward(self.check_signal(x))
-
     def adjoint(self, y: Tensor) -> Tensor:
         """The exact adjoint ``A^T y``: ``y (B, *y_shape) -> (B, *x_shape)``."""
         return self._adjoint(self.check_measurement(y))
@@ -248,14 +318,9 @@ class Operator(nn.Module):
         """A cheap pseudo-inverse (see the subclass for which one): ``y (B, *y_shape) -> (B, *x_shape)``."""
         return self._pinv(self.check_measurement(y))
 
-    def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
-        """A noisy measurement ``A x + sigma_y n``, ``n`` drawn from sample ``i``'s generator in ``rng``.
-
-        The noise is always drawn (also when ``sigma_y = 0``), so the generators advance the same way whatever
-        the noise level.
-        """
-        ax = self(x)
-        return ax + self.sigma_y * rng.randn_like(ax)
+    def data_gradient(self, x: Tensor, y: Tensor) -> Tensor:
+        """``grad_x ||A x - y||^2 = 2 A^T (A x - y)`` per sample (B, *x_shape), exactly, through the adjoint."""
+        return 2 * self.adjoint(self(x) - y)
 
     # ------------------------------------------------------------------------------------------- the solves
     #: relative residual ``||b - M x|| / ||b||`` at which the conjugate-gradient fallback stops, and its iteration cap
@@ -301,23 +366,6 @@ class Operator(nn.Module):
             tol=self.cg_tol,
         )
 
-    # ---------------------------------------------------------------------------------------- diagnostics
-    def residual_norm(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-sample ``||y - A x||_2`` (B,) for ``x (B, *x_shape)`` and ``y (B, *y_shape)``."""
-        self._check_pair(x, y)
-        return (y - self._forward(x)).flatten(1).norm(dim=1)
-
-    def consistency(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-sample ``||A x - y||_2 / (sigma_y sqrt(m))`` (B,); about 1 when ``x`` explains ``y``.
-
-        Raises ``ValueError`` when ``sigma_y = 0``, where the ratio is undefined.
-        """
-        if self.sigma_y == 0:
-            raise ValueError("sigma_y is 0, so consistency ||A x - y|| / (sigma_y sqrt(m)) is undefined")
-        r = self.residual_norm(x, y)
-        m = torch.as_tensor(self.num_measurements, dtype=r.dtype, device=r.device)
-        return r / (self.sigma_y * torch.sqrt(m))
-
     def matrix(self, dtype: torch.dtype = torch.float64, chunk: int = 1024) -> Tensor:
         """The dense matrix of ``A`` for one sample, ``(prod(y_shape), prod(x_shape))``, row-major flattening.
 
@@ -338,15 +386,9 @@ class Operator(nn.Module):
             cols.append(self._forward(basis.reshape(-1, *self.x_shape)).reshape(stop - start, -1))
         return torch.cat(cols).T.contiguous()
 
-    def select(self, index: Index) -> Operator:
-        """The operator restricted to samples ``index``; a shared operator returns itself."""
-        if self.batch_size is None:
-            return self
-        raise NotImplementedError(f"{type(self).__name__} does not implement select()")
-
 
 # ------------------------------------------------------------------------------------------------ matrix
-class MatrixOperator(Operator):
+class MatrixOperator(LinearOperator):
     """``A x = x M^T`` for flat signals ``x: (B, d)`` and a dense matrix ``M: (m, d)``, shared by all samples.
 
     ``pinv`` is the Moore-Penrose pseudo-inverse ``M^+``, computed once (in float64) at construction.
@@ -392,7 +434,7 @@ class MatrixOperator(Operator):
 
 
 # -------------------------------------------------------------------------------------------- inpainting
-class Inpainting(Operator):
+class Inpainting(LinearOperator):
     """``A x = x * mask``: keep the observed entries, zero the others; ``y`` has ``x``'s shape.
 
     ``mask`` is 0/1 with shape ``(B or 1, 1 or C, *spatial)`` for images (a one-channel mask is shared by all
@@ -561,6 +603,7 @@ class Inpainting(Operator):
 
     def measure(self, x: Tensor, rng: BatchRNG) -> Tensor:
         """``mask (x + sigma_y n)``: noise on the observed entries only (unobserved entries stay 0)."""
+        check_image_scale("x", x)
         ax = self(x)
         return ax + self.sigma_y * self._forward(rng.randn_like(ax))
 
@@ -573,7 +616,7 @@ class Inpainting(Operator):
 
 
 # -------------------------------------------------------------------------------------- super-resolution
-class SuperResolution(Operator):
+class SuperResolution(LinearOperator):
     """Downsampling of images ``x_shape = (C, H, W)`` by an integer ``factor`` to ``(C, H / f, W / f)``.
 
     ``kind="avgpool"``: mean over ``f x f`` blocks. Its adjoint is nearest upsampling divided by ``f^2`` and its
@@ -637,7 +680,7 @@ class SuperResolution(Operator):
 
 
 # ---------------------------------------------------------------------------------------------------- blur
-class Blur(Operator):
+class Blur(LinearOperator):
     r"""Circular (periodic) convolution of each channel of images ``(C, H, W)`` with ``kernel (kh, kw)``.
 
     ``(A x)[i, j] = sum_{a, b} kernel[a, b] x[(i - a + kh // 2) mod H, (j - b + kw // 2) mod W]``: a true

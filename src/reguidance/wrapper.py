@@ -34,8 +34,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, InputError, check_finite, check_nonnegative, check_positive_int, check_signal_shape
-from .guidance.core import Callback
+from .conventions import (
+    BatchRNG,
+    InputError,
+    check_finite,
+    check_image_scale,
+    check_nonnegative,
+    check_positive_int,
+    check_signal_shape,
+)
+from .guidance.core import Callback, check_operator
 from .guidance.dps import DPS, Sampler
 from .guidance.solve import Problem, solve
 from .inversion import InversionMethod, invert
@@ -146,6 +154,7 @@ def reguide(
             )
         config = ReGuidanceConfig(**options)
     cfg = config
+    check_operator(operator, "ReGuidance", linear=False)
     if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
         got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
         raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
@@ -153,6 +162,7 @@ def reguide(
     if tuple(operator.x_shape) != shape:
         raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
     check_signal_shape("candidate", candidate, shape, "the prior")
+    check_image_scale("candidate", candidate)
     check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     if candidate.shape[0] != measurement.shape[0]:
         raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -46,9 +46,7 @@ from tqdm.auto import tqdm
 
 from ..conventions import BatchRNG, InputError, check_positive_int, check_signal_shape
 from ..diffusion import Denoiser, EpsModel, Level, Schedule
-
-if TYPE_CHECKING:
-    from ..operators import Operator
+from ..operators import LinearOperator, Operator
 
 __all__ = [
     "Callback",
@@ -107,30 +105,27 @@ class SampleResult:
     stopped: bool = False
 
 
-#: what a sampler needs of an operator (duck-typed: a subclass of :class:`reguidance.operators.Operator` has it all)
-OPERATOR_CONTRACT = ("x_shape", "y_shape", "sigma_y", "check_measurement", "residual_norm", "__call__")
-#: what the samplers that solve with ``A`` need on top (DiffPIR's prox_l2, PiGDM's solve_gram, DAPS's adjoint)
-LINEAR_CONTRACT = ("adjoint", "prox_l2", "solve_gram")
-
-
 def check_operator(operator: object, method: str, *, linear: bool) -> None:
-    """Check once that ``operator`` provides what ``method`` uses, or raise an InputError naming what is missing.
+    """Check once, before any work, that ``operator`` is of the kind ``method`` needs, or raise an InputError.
 
-    ``linear=True`` also requires a linear operator (``operator.linear`` is not False): methods that solve with
-    ``A`` or its adjoint (DiffPIR, PiGDM) would run wrongly on a nonlinear forward model.
+    The contract is the class, not a list of attributes: every method needs an instance of
+    :class:`reguidance.operators.Operator` (any differentiable ``A``; DPS, DAPS, RED-diff and ReGuidance use only
+    ``A(x)``, its autograd gradient and the checks and diagnostics the base class provides), and ``linear=True``
+    (methods that solve with ``A`` and its adjoint: DiffPIR's ``prox_l2``, PiGDM's ``solve_gram``) needs an instance
+    of :class:`reguidance.operators.LinearOperator`. Duck-typed objects are refused: the methods call more than
+    ``A(x)`` (shape checks, residuals, ``data_gradient``), and only the class says whether ``A`` is linear.
     """
-    needed = OPERATOR_CONTRACT + (LINEAR_CONTRACT if linear else ())
-    missing = [name for name in needed if not hasattr(operator, name)]
-    if missing:
+    if not isinstance(operator, Operator):
         raise InputError(
-            f"{method} needs an operator with {', '.join(needed)}; {type(operator).__name__} lacks "
-            f"{', '.join(missing)} (subclass reguidance.operators.Operator, or wrap a deepinv Physics with "
-            "reguidance.interop.DeepinvOperator)"
+            f"{method} needs a reguidance.operators.Operator, got {type(operator).__name__}: subclass Operator "
+            "(any differentiable A) or LinearOperator (a linear A) and implement _forward(x), or wrap a deepinv "
+            "Physics with reguidance.interop.DeepinvOperator"
         )
-    if linear and getattr(operator, "linear", True) is False:
+    if linear and not isinstance(operator, LinearOperator):
         raise InputError(
-            f"{method} needs a linear operator (it solves with A and its adjoint); {type(operator).__name__} is "
-            "nonlinear: use dps or reguide, which differentiate through the forward model"
+            f"{method} needs a linear operator (a reguidance.operators.LinearOperator: it solves with A and its "
+            f"adjoint); {type(operator).__name__} is not one: use dps, daps, reddiff (with init=) or reguide, which "
+            "differentiate through the forward model"
         )
 
 

@@ -20,9 +20,9 @@ the reference's annealing scheduler. The start is ``x = sigma_0 n``. At annealin
 
    with ``lr_k = step_size (1 + k / (N + 1) (step_size_min_ratio - 1))`` (linear decay). ``tau`` is the
    reference's: its data term is ``||A u - y||^2 / tau^2`` with no 1/2, so the exact Gaussian-likelihood posterior
-   has ``tau = sqrt(2) sigma_y``. For a linear operator the data gradient is ``2 A^T (A u - y)`` through
-   ``operator.adjoint``; for a nonlinear one (``operator.linear`` False) it is the autograd gradient of
-   ``||A(u) - y||^2`` at ``u``, as the reference does. No network gradient is taken.
+   has ``tau = sqrt(2) sigma_y``. The data gradient is ``operator.data_gradient``: ``2 A^T (A u - y)`` through the
+   adjoint for a :class:`~reguidance.operators.LinearOperator`, the autograd gradient of ``||A(u) - y||^2`` at ``u``
+   for any other operator, as the reference does. No network gradient is taken.
 3. *Re-noise.* ``x = u + sigma_{k+1} n`` (the last step, ``sigma_N = 0``, returns ``u``).
 
 Defaults are the public reference's (github.com/zhangbingliang2019/DAPS, ``configs``: annealing 200 steps from
@@ -47,7 +47,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int
@@ -128,7 +127,6 @@ class DAPS(Method):
 
     def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
         operator, measurement, rng = problem.operator, problem.measurement, problem.rng
-        linear = getattr(operator, "linear", True) is not False
         chain: Schedule = problem.prior.schedule
         chain_sigmas = chain.sigmas()
         clip, tau, ode_steps, ode_sigma_min = self.clip, self.tau, self.ode_steps, self.ode_sigma_min
@@ -147,21 +145,12 @@ class DAPS(Method):
                 x_ve = x_ve + (s[j + 1] - s[j]) / s[j] * (x_ve - denoise(x_ve, k))
             return x_ve
 
-        def data_gradient(u: Tensor) -> Tensor:
-            """``grad_u ||A(u) - y||^2``: exact through the adjoint, else by autograd at ``u``."""
-            if linear:
-                return 2 * operator.adjoint(operator(u) - measurement)
-            with torch.enable_grad():
-                u = u.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad((operator(u) - measurement).pow(2).sum(), u)
-            return g
-
         def step(x: Tensor, level: Level) -> Update:
             x0_hat = ode(x / math.sqrt(level.alpha_bar), level.sigma)
             lr = step_size * (1 + level.step / (len(levels) + 1) * (step_size_min_ratio - 1))
             u = x0_hat
             for _ in range(langevin_steps):
-                grad = data_gradient(u) / tau**2 + (u - x0_hat) / level.sigma**2
+                grad = operator.data_gradient(u, measurement) / tau**2 + (u - x0_hat) / level.sigma**2
                 u = u - lr * grad + math.sqrt(2 * lr) * rng.randn_like(u)
             if level.is_last:
                 return Update(u, u)

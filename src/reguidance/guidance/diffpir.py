@@ -96,7 +96,7 @@ class DiffPIR(Method):
         return time_grid(schedule, steps, self.skip_type)
 
     def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
-        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        operator, measurement, rng = problem.linear_operator("DiffPIR"), problem.measurement, problem.rng
         lambda_, noise_mix, clip = self.lambda_, self.noise_mix, self.clip
         sigma_n = max(operator.sigma_y / 2, 0.001)
 

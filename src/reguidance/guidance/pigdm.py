@@ -67,7 +67,7 @@ class PiGDM(Method):
         check_nonnegative("scale", self.scale)
 
     def stepper(self, problem: Problem, levels: Schedule, net: Denoiser) -> StepFn:
-        operator, measurement, rng = problem.operator, problem.measurement, problem.rng
+        operator, measurement, rng = problem.linear_operator("PiGDM"), problem.measurement, problem.rng
         scale, eta, clip = self.scale, self.eta, self.clip
         s2 = operator.sigma_y**2
 

@@ -34,18 +34,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_nonnegative, check_signal_shape
 from ..diffusion import Denoiser, EpsModel, Level, Schedule
+from ..operators import LinearOperator, Operator
 from .core import Callback, SampleResult, StepFn, Update
 from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
 
 Weighting = Literal["linear", "sqrt", "const"]
 
@@ -87,12 +85,12 @@ class RedDiff(Method):
         operator, measurement = problem.operator, problem.measurement
         init = self.init
         if init is None:
-            try:
-                init = operator.pinv(measurement)
-            except (AttributeError, NotImplementedError):
+            if not isinstance(operator, LinearOperator):
                 raise InputError(
-                    f"RED-diff starts from operator.pinv(y) but {type(operator).__name__} has none: pass init="
-                ) from None
+                    f"RED-diff starts from operator.pinv(y) but {type(operator).__name__} is not a LinearOperator "
+                    "and has none: pass init="
+                )
+            init = operator.pinv(measurement)
         check_signal_shape("init", init, operator.x_shape, type(operator).__name__)
         if init.shape[0] != measurement.shape[0]:
             raise InputError(f"init has {init.shape[0]} samples but measurement has {measurement.shape[0]}")

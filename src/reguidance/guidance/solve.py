@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -30,10 +30,8 @@ from torch import Tensor
 
 from ..conventions import BatchRNG, InputError, check_positive_int
 from ..diffusion import Denoiser, EpsModel, Schedule
+from ..operators import LinearOperator, Operator
 from .core import Callback, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
-
-if TYPE_CHECKING:
-    from ..operators import Operator
 
 __all__ = ["Method", "Problem", "check_fields", "options_of", "solve"]
 
@@ -106,6 +104,16 @@ class Problem:
     operator: Operator
     measurement: Tensor
     rng: BatchRNG
+
+    def linear_operator(self, method: str) -> LinearOperator:
+        """The operator as a :class:`~reguidance.operators.LinearOperator` (for methods that solve with ``A``), or
+        an InputError naming ``method``; :func:`solve` has already refused a nonlinear one for such methods."""
+        if not isinstance(self.operator, LinearOperator):
+            raise InputError(
+                f"{method} needs a linear operator (it solves with A and its adjoint); "
+                f"{type(self.operator).__name__} is not a LinearOperator"
+            )
+        return self.operator
 
 
 @dataclass(frozen=True)
