@@ -17,9 +17,9 @@ import torch
 
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
-from reguidance.priors import adm, zoo
-from reguidance.priors.adm import ADMUNet, checkpoint_config, infer_structure
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import adm, adm_config, load_prior, loading, zoo
+from reguidance.priors.adm import ADMUNet
+from reguidance.priors.adm_config import checkpoint_config, infer_structure
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adm"
 
@@ -199,7 +199,7 @@ def test_published_checkpoint_keys_resolve_to_the_registered_configs(name: str) 
     registered = zoo.MODELS[name].unet_config()
     # with no config, the known model whose keys and shapes it has exactly
     meta = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-    assert zoo.infer_config(meta) == name
+    assert loading.infer_config(meta) == name
     # with the published flags (DPS's model_config.yaml holds these), and with the heads alone
     assert checkpoint_config(shapes, manifest["create_model_kwargs"]).unet == registered
     assert checkpoint_config(shapes, {"num_heads": 4, "num_head_channels": 64}).unet == registered
@@ -215,7 +215,7 @@ def test_dps_model_config_yaml_of_ffhq_gives_the_registered_config(tmp_path: Pat
     (tmp_path / "model_config.yaml").write_text(text)
     manifest = json.loads((FIXTURES / "ffhq_10m.keys.json").read_text())
     shapes = {k: tuple(v) for k, v in manifest["state_dict_shapes"].items()}
-    flags = adm.read_config_file(tmp_path / "model_config.yaml")
+    flags = adm_config.read_config_file(tmp_path / "model_config.yaml")
     assert checkpoint_config(shapes, flags).unet == zoo.MODELS["ffhq_10m"].unet_config()
 
 
