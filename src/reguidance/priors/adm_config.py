@@ -86,8 +86,11 @@ def _positive(value: Any) -> int:
 
 
 def _heads(value: Any) -> int:
-    n = _integer(value, -1) if not isinstance(value, bool) else None
-    if n is None or n == 0:
+    try:
+        n = _integer(value, -1)
+    except _Expected:
+        n = 0
+    if n == 0:
         raise _Expected("-1 (unset) or an integer >= 1")
     return n
 
