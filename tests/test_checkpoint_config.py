@@ -307,5 +307,8 @@ def test_a_config_that_is_neither_a_name_nor_a_config_file_is_refused(rgb64_file
 def test_a_directory_that_is_no_diffusers_folder_is_refused_as_a_directory(tmp_path: Path) -> None:
     folder = tmp_path / "x.pt"
     folder.mkdir()
-    with pytest.raises(InputError, match="is a directory, expected a checkpoint file or a diffusers model folder"):
+    with pytest.raises(
+        InputError,
+        match=r"is a folder but not a diffusers model folder .*expected a known model name, a checkpoint file",
+    ):
         load_prior(folder)

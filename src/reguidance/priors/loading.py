@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -75,18 +74,6 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     return sd
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
-    """What a corrupt, truncated or code-carrying weights file raises while it is read."""
-    errors: list[type[BaseException]] = [pickle.UnpicklingError, RuntimeError, EOFError, ValueError]
-    try:
-        from safetensors import SafetensorError
-
-        errors.append(SafetensorError)
-    except ImportError:  # pragma: no cover - safetensors is a dependency
-        pass
-    return tuple(errors)
-
-
 def _reason(exc: BaseException) -> str:
     """The part of a read error that says what was wrong: for a refused pickle, the global it would have called
     (torch's long message, colour codes and all, otherwise)."""
@@ -118,10 +105,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             with warnings.catch_warnings():  # the refusal below says it all, in one line
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-    except _read_errors() as exc:
-        detail = _reason(exc)
+    except Exception as exc:  # whatever a corrupt, truncated or code-carrying file makes the reader raise
+        how = "as safetensors" if path.suffix == ".safetensors" else "with torch.load(weights_only=True)"
         raise InputError(
-            f"could not read {path} as tensors only ({type(exc).__name__}: {detail}). Only tensors and plain "
+            f"could not read {path} {how} ({type(exc).__name__}: {_reason(exc)}). Only tensors and plain "
             "containers are read, never pickled code; re-save the state dict "
             "(torch.save(model.state_dict(), path) or safetensors' save_file)"
         ) from exc
@@ -239,7 +226,7 @@ def _build_unet(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | No
         raise InputError(msg)
     bad = sorted(k for k, v in state_dict.items() if not v.is_floating_point())
     if bad:
-        raise InputError(f"the weights are not floating-point numbers ({', '.join(bad[:3])}, ...)")
+        raise InputError(f"the weights do not load: they are not floating-point numbers ({', '.join(bad[:3])}, ...)")
     with torch.device("meta"):
         unet = ADMUNet(**cfg)
     unet.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
@@ -305,8 +292,9 @@ def _load(
 
         if not is_diffusers_folder(path):
             raise InputError(
-                f"{path} is a directory, expected a checkpoint file or a diffusers model folder (config.json and "
-                "diffusion_pytorch_model.safetensors, at its top or in unet/, with a scheduler config)"
+                f"{path} is a folder but not a diffusers model folder (config.json and "
+                "diffusion_pytorch_model.safetensors, at its top or in unet/, with a scheduler config); expected "
+                "a known model name, a checkpoint file or a diffusers model folder"
             )
         if config is not None:
             raise InputError(f"config= is for guided-diffusion checkpoints; the diffusers folder {path} has its own")
