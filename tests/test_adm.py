@@ -424,6 +424,7 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_unsupported_suffix_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"")
     with pytest.raises(InputError, match=r"has suffix '\.bin'; expected a known model name, a checkpoint file"):
         load_prior(tmp_path / "model.bin", config=tiny())
 

@@ -90,6 +90,7 @@ CASES: dict[str, Case] = {
     "file without a suffix": Case(_no_suffix, (r"hostname \(a file\) has no suffix", r"expected a known model name")),
     "empty name": Case(lambda f: ("", None), (r"prior '' is empty", r"expected a model name"), never="directory"),
     "missing file": Case(lambda f: (str(f / "absent.pt"), None), (r"absent\.pt does not exist",)),
+    "missing folder": Case(lambda f: (str(f / "ddpm-256"), None), (r"ddpm-256 does not exist; expected",)),
     "plain folder": Case(_plain_folder, (r"weights is a folder but not a diffusers model folder",)),
     "pickled code": Case(_code_pt, (r"code\.pt", r"Unsupported global: GLOBAL .*print", r"never pickled code")),
     "non-finite weights": Case(_non_finite, (r"nan\.safetensors", r"hold 1 NaN or Inf values")),

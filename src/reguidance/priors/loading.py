@@ -305,12 +305,14 @@ def _load(
                 f"unknown model name {name!r}; known: {known_names()}; or give a path to a "
                 f"{'/'.join(CHECKPOINT_SUFFIXES)} file or a diffusers model folder"
             )
-        what = "a file" if path.exists() else "does not exist"
-        has = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
-        raise InputError(
-            f"{name} ({what}) has {has}; expected a known model name, a checkpoint file with one of the suffixes "
+        expected = (
+            f"expected a known model name, a checkpoint file with one of the suffixes "
             f"{', '.join(CHECKPOINT_SUFFIXES)}, or a diffusers model folder"
         )
+        if not path.exists():
+            raise PriorNotFoundError(f"{name} does not exist; {expected}")
+        has = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise InputError(f"{name} (a file) has {has}; {expected}")
     return _load_checkpoint(path, config, device, None)
 
 
