@@ -312,3 +312,45 @@ def test_a_directory_that_is_no_diffusers_folder_is_refused_as_a_directory(tmp_p
         match=r"is a folder but not a diffusers model folder .*expected a known model name, a checkpoint file",
     ):
         load_prior(folder)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"num_head_channels": 32, "num_channels": "x"}, r"config num_channels='x' must be an integer >= 1"),
+        ({"num_head_channels": 32, "learn_sigma": "maybe"}, r"config learn_sigma='maybe' must be true or false"),
+        ({"num_head_channels": 32, "dropout": 2}, r"config dropout=2 must be a number in \[0, 1\)"),
+        ({"num_head_channels": 32, "attention_resolutions": "a,b"}, r"attention_resolutions='a,b' must be positive"),
+        ({"num_head_channels": 32, "noise_schedule": "quad"}, r"noise_schedule='quad' must be 'linear' or 'cosine'"),
+        ({"num_head_channels": 0}, r"config num_head_channels=0 must be -1 \(unset\) or an integer >= 1"),
+        ({**RGB64, "model_channels": "x"}, r"config model_channels='x' must be an integer >= 1"),
+        ({**RGB64, "channel_mult": [1, 2, -3, 4]}, r"config channel_mult=\[1, 2, -3, 4\] must be positive numbers"),
+        ({"model_channels": 32}, r"lacks the required ADMUNet arguments \['image_size', 'in_channels'"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused_naming_the_key(
+    rgb64_file: Path, config: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        load_prior(rgb64_file, config=config)
+
+
+def test_a_config_file_with_a_value_of_the_wrong_type_is_refused_naming_the_file(rgb64_file: Path) -> None:
+    path = rgb64_file.parent / "flags.yaml"
+    path.write_text("num_head_channels: 32\nimage_size: big\n")
+    with pytest.raises(InputError, match=r"config image_size='big' \(in .*flags\.yaml\) must be an integer >= 1"):
+        load_prior(rgb64_file, config=path)
+
+
+def test_flags_without_a_state_dict_take_create_models_defaults() -> None:
+    # guided-diffusion's create_model(image_size=64, num_channels=32, num_res_blocks=1) with its other defaults:
+    # channel_mult (1, 2, 3, 4) for 64x64, attention at 16x16 (rate 4), one head, 3 -> 3 channels
+    unet = adm_config.unet_config_from_create_model(image_size=64, num_channels=32, num_res_blocks=1)
+    assert unet == unet_kwargs(
+        image_size=64,
+        model_channels=32,
+        out_channels=3,
+        num_res_blocks=1,
+        attention_resolutions=[4],
+        channel_mult=[1, 2, 3, 4],
+    )
