@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule, p_mean_variance
-from reguidance.priors import adm, zoo
+from reguidance.priors import adm, adm_config, list_models, load_prior, loading, random_prior, zoo
 from reguidance.priors.adm import ADMPrior, ADMUNet, state_dict_shapes
-from reguidance.priors.zoo import ModelEntry, list_models, load_prior, random_prior
+from reguidance.priors.zoo import ModelEntry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adm"
 TOL = 1e-4
@@ -150,7 +151,7 @@ def test_p_mean_variance_learned_range_100_respaced_steps_matches_reference(
 def test_known_config_builds_exactly_the_manifest_keys_shapes_and_param_count(name: str) -> None:
     manifest = json.loads((FIXTURES / f"{name}.keys.json").read_text())
     entry = zoo.MODELS[name]
-    assert entry.unet_config() == zoo.unet_config_from_create_model(**manifest["create_model_kwargs"])
+    assert entry.unet_config() == adm_config.unet_config_from_create_model(**manifest["create_model_kwargs"])
     shapes = state_dict_shapes(entry.unet_config())
     want = {k: tuple(v) for k, v in manifest["state_dict_shapes"].items()}
     assert list(shapes) == list(want)
@@ -160,7 +161,7 @@ def test_known_config_builds_exactly_the_manifest_keys_shapes_and_param_count(na
 
 
 def test_create_model_conversion_turns_resolutions_into_downsample_rates() -> None:
-    cfg = zoo.unet_config_from_create_model(
+    cfg = adm_config.unet_config_from_create_model(
         image_size=256, num_channels=128, num_res_blocks=1, learn_sigma=True, attention_resolutions="32,16,8"
     )
     assert cfg["attention_resolutions"] == [8, 16, 32]
@@ -334,7 +335,7 @@ def test_load_prior_accepts_create_model_arguments_as_config(tmp_path: Path) -> 
         "num_head_channels": 16,
         "model_path": "ignored.pt",
     }
-    unet_config = zoo.resolve_config(create_kwargs)
+    unet_config = adm_config.unet_config_from_create_model(**create_kwargs)
     path = tmp_path / "gd.pt"
     torch.save(ADMUNet(**unet_config).state_dict(), path)
     prior = load_prior(path, config=create_kwargs)
@@ -347,7 +348,7 @@ def test_load_prior_infers_the_config_from_keys_and_shapes(
     monkeypatch.setitem(zoo.MODELS, "tiny", tiny_entry())
     path = tmp_path / "whatever.pt"
     torch.save(tiny_state_dict, path)
-    assert zoo.infer_config(tiny_state_dict) == "tiny"
+    assert loading.infer_config(tiny_state_dict) == "tiny"
     prior = load_prior(path)
     assert torch.equal(_output(prior), _reference_output(tiny_state_dict))
 
@@ -423,7 +424,8 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_unsupported_suffix_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="expected one of"):
+    (tmp_path / "model.bin").write_bytes(b"")
+    with pytest.raises(InputError, match=r"has suffix '\.bin'; expected a known model name, a checkpoint file"):
         load_prior(tmp_path / "model.bin", config=tiny())
 
 

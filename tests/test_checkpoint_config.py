@@ -17,9 +17,9 @@ import torch
 
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
-from reguidance.priors import adm, zoo
-from reguidance.priors.adm import ADMUNet, checkpoint_config, infer_structure
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import adm, adm_config, load_prior, loading, zoo
+from reguidance.priors.adm import ADMUNet
+from reguidance.priors.adm_config import checkpoint_config, infer_structure
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adm"
 
@@ -199,7 +199,7 @@ def test_published_checkpoint_keys_resolve_to_the_registered_configs(name: str) 
     registered = zoo.MODELS[name].unet_config()
     # with no config, the known model whose keys and shapes it has exactly
     meta = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-    assert zoo.infer_config(meta) == name
+    assert loading.infer_config(meta) == name
     # with the published flags (DPS's model_config.yaml holds these), and with the heads alone
     assert checkpoint_config(shapes, manifest["create_model_kwargs"]).unet == registered
     assert checkpoint_config(shapes, {"num_heads": 4, "num_head_channels": 64}).unet == registered
@@ -215,7 +215,7 @@ def test_dps_model_config_yaml_of_ffhq_gives_the_registered_config(tmp_path: Pat
     (tmp_path / "model_config.yaml").write_text(text)
     manifest = json.loads((FIXTURES / "ffhq_10m.keys.json").read_text())
     shapes = {k: tuple(v) for k, v in manifest["state_dict_shapes"].items()}
-    flags = adm.read_config_file(tmp_path / "model_config.yaml")
+    flags = adm_config.read_config_file(tmp_path / "model_config.yaml")
     assert checkpoint_config(shapes, flags).unet == zoo.MODELS["ffhq_10m"].unet_config()
 
 
@@ -307,5 +307,50 @@ def test_a_config_that_is_neither_a_name_nor_a_config_file_is_refused(rgb64_file
 def test_a_directory_that_is_no_diffusers_folder_is_refused_as_a_directory(tmp_path: Path) -> None:
     folder = tmp_path / "x.pt"
     folder.mkdir()
-    with pytest.raises(InputError, match="is a directory, expected a checkpoint file or a diffusers model folder"):
+    with pytest.raises(
+        InputError,
+        match=r"is a folder but not a diffusers model folder .*expected a known model name, a checkpoint file",
+    ):
         load_prior(folder)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"num_head_channels": 32, "num_channels": "x"}, r"config num_channels='x' must be an integer >= 1"),
+        ({"num_head_channels": 32, "learn_sigma": "maybe"}, r"config learn_sigma='maybe' must be true or false"),
+        ({"num_head_channels": 32, "dropout": 2}, r"config dropout=2 must be a number in \[0, 1\)"),
+        ({"num_head_channels": 32, "attention_resolutions": "a,b"}, r"attention_resolutions='a,b' must be positive"),
+        ({"num_head_channels": 32, "noise_schedule": "quad"}, r"noise_schedule='quad' must be 'linear' or 'cosine'"),
+        ({"num_head_channels": 0}, r"config num_head_channels=0 must be -1 \(unset\) or an integer >= 1"),
+        ({**RGB64, "model_channels": "x"}, r"config model_channels='x' must be an integer >= 1"),
+        ({**RGB64, "channel_mult": [1, 2, -3, 4]}, r"config channel_mult=\[1, 2, -3, 4\] must be positive numbers"),
+        ({"model_channels": 32}, r"lacks the required ADMUNet arguments \['image_size', 'in_channels'"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused_naming_the_key(
+    rgb64_file: Path, config: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        load_prior(rgb64_file, config=config)
+
+
+def test_a_config_file_with_a_value_of_the_wrong_type_is_refused_naming_the_file(rgb64_file: Path) -> None:
+    path = rgb64_file.parent / "flags.yaml"
+    path.write_text("num_head_channels: 32\nimage_size: big\n")
+    with pytest.raises(InputError, match=r"config image_size='big' \(in .*flags\.yaml\) must be an integer >= 1"):
+        load_prior(rgb64_file, config=path)
+
+
+def test_flags_without_a_state_dict_take_create_models_defaults() -> None:
+    # guided-diffusion's create_model(image_size=64, num_channels=32, num_res_blocks=1) with its other defaults:
+    # channel_mult (1, 2, 3, 4) for 64x64, attention at 16x16 (rate 4), one head, 3 -> 3 channels
+    unet = adm_config.unet_config_from_create_model(image_size=64, num_channels=32, num_res_blocks=1)
+    assert unet == unet_kwargs(
+        image_size=64,
+        model_channels=32,
+        out_channels=3,
+        num_res_blocks=1,
+        attention_resolutions=[4],
+        channel_mult=[1, 2, 3, 4],
+    )

@@ -20,7 +20,7 @@ from PIL import Image
 from reguidance import memory
 from reguidance.cli import cli, main
 from reguidance.diffusion import Schedule
-from reguidance.priors import zoo
+from reguidance.priors import load_prior, zoo
 from reguidance.priors.adm import ADMUNet
 from reguidance.priors.base import Prior, PriorOutput
 from reguidance.runs import prior_facts
@@ -267,7 +267,7 @@ def test_restore_lowers_its_batch_when_memory_is_short(
 ) -> None:
     for name in ("a", "b"):
         gray_png(tmp_path / "in" / f"{name}.png", 32, value=80 if name == "a" else 160)
-    step = memory.estimate_step(zoo.load_prior("mnist"))
+    step = memory.estimate_step(load_prior("mnist"))
     assert step is not None
     monkeypatch.setattr(memory, "available_bytes", lambda device: step.need(1))
     args = ["restore", "--prior", "mnist", *FAST, "--image", str(tmp_path / "in"), "--method", "pinv"]

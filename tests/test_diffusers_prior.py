@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from reguidance.conventions import InputError
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import load_prior
 
 diffusers = pytest.importorskip(
     "diffusers", reason="diffusers is not installed (pip install 'reguidance[diffusers]'); its prior is untested"

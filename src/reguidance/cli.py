@@ -205,39 +205,17 @@ def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
 
 
 def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **optimize: Any) -> Prior:
-    """The prior ``name`` (a known model, a weights file or a diffusers folder) on ``device`` at ``dtype``, with
-    the command's ``--prior-config`` and ``--checkpoint-dir`` (:func:`prior_options`; ``optimize``: further
-    options of ``optimize``); a missing, corrupt, non-float or non-finite weights file is an ``InputError`` naming
-    ``flag``."""
-    import torch
+    """:func:`reguidance.priors.load_prior` of ``name`` on ``device`` at ``dtype`` (a name of :data:`DTYPE_NAMES`),
+    with the command's ``--prior-config`` and ``--checkpoint-dir`` (:func:`prior_options`; ``optimize``: its
+    further fast-path options); its refusal becomes one ``InputError`` line naming ``flag``."""
+    from .conventions import InputError
+    from .priors import load_prior
 
-    from .conventions import DTYPES, InputError
-    from .priors.zoo import MODELS, load_prior
-
-    path = Path(name).expanduser()
-    if name not in MODELS and path.is_dir():
-        from .priors.diffusers import is_diffusers_folder
-
-        if not is_diffusers_folder(path):
-            raise InputError(
-                f"{flag} {name} is a folder but not a diffusers model folder (config.json at its top or in unet/); "
-                "expected a .pt, .pth or .safetensors file, a known model or a diffusers folder"
-            )
     config, checkpoint_dir = _prior_source()
-    with _options(f"{flag} {name}"):
-        try:
-            prior = load_prior(name, config=config, device=device, checkpoint_dir=checkpoint_dir)
-        except _user_errors(RuntimeError) as err:  # corrupt file, or tensors load_state_dict refuses (int32)
-            if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
-                raise
-            raise ValueError(f"the weights do not load: {' '.join(str(err).split())[:300]}") from err
-    tensors = [*prior.parameters(), *prior.buffers()]
-    if any(not t.is_floating_point() for t in prior.parameters()):
-        raise InputError(f"{flag} {name}: the weights are not floating-point numbers")
-    bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
-    if bad:
-        raise InputError(f"{flag} {name}: the weights hold {bad} NaN or Inf values (a corrupt or diverged checkpoint)")
-    return prior.optimize(DTYPES[dtype], **optimize)
+    try:
+        return load_prior(name, config=config, checkpoint_dir=checkpoint_dir, device=device, dtype=dtype, **optimize)
+    except InputError as err:
+        raise InputError(f"{flag} {name if name.strip() else repr(name)}: {' '.join(str(err).split())}") from err
 
 
 def _rank_from_env() -> int:
@@ -425,8 +403,15 @@ def models(checkpoint_dir: Path | None, as_json: bool) -> None:
         return
     click.echo(f"{'name':<20}{'kind':<12}{'params':>12}  {'present':<8} where / how to get it")
     for r in rows:
-        where = r["path"] if r["present"] else (r.get("url") or "embedded asset missing from this build")
+        if r["present"]:
+            where = r["path"]
+        elif r["kind"] == "embedded":
+            where = "embedded asset missing from this build"
+        else:
+            where = f"download {r['url']}"
         click.echo(f"{r['name']:<20}{r['kind']:<12}{r['n_params']:>12,}  {'yes' if r['present'] else 'no':<8} {where}")
+        if not r["present"] and r["searched"]:
+            click.echo(f"{'':<55}as {r['filename']} into one of (searched in this order): {', '.join(r['searched'])}")
 
 
 @cli.command("train-classifier")

@@ -43,13 +43,10 @@ Differences from the reference, none of which changes the output:
 
 from __future__ import annotations
 
-import json
+import inspect
 import math
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -59,19 +56,20 @@ from ..conventions import InputError
 from ..diffusion import Schedule, Variance
 from .base import COMPILE_MODES, NetworkPrior, PriorOutput
 
+if TYPE_CHECKING:  # the moved names (see the end of the module), typed for old callers
+    from .adm_config import checkpoint_config as checkpoint_config
+    from .adm_config import infer_structure as infer_structure
+    from .adm_config import read_config_file as read_config_file
+
 __all__ = [
     "COMPILE_MODES",
-    "DEFAULT_CHANNEL_MULT",
-    "DIFFUSION_FLAGS",
-    "MODEL_FLAGS",
+    "UNET_ARGS",
+    "UNET_DEFAULTS",
     "ADMPrior",
     "ADMUNet",
-    "CheckpointConfig",
-    "checkpoint_config",
-    "infer_structure",
-    "read_config_file",
     "state_dict_shapes",
     "timestep_embedding",
+    "unet_kwargs",
 ]
 
 
@@ -307,7 +305,7 @@ class ADMUNet(nn.Module):
 
     ``attention_resolutions`` holds downsample *rates* (1, 2, 4, ...), not image sizes: guided-diffusion's
     ``create_model`` turns its ``"32,16,8"`` string into ``image_size // 32, ...`` (see
-    :func:`reguidance.priors.zoo.unet_config_from_create_model`). ``use_checkpoint`` is ignored (activations
+    :func:`reguidance.priors.adm_config.unet_config_from_create_model`). ``use_checkpoint`` is ignored (activations
     are never recomputed); ``use_fp16`` only records the intent, see :meth:`convert_to_fp16`.
     """
 
@@ -340,7 +338,7 @@ class ADMUNet(nn.Module):
             raise ValueError(
                 "attention_resolutions must be a collection of downsample rates such as (16,), not the string "
                 f"{attention_resolutions!r} of guided-diffusion's create_model; convert it with "
-                "reguidance.priors.zoo.unet_config_from_create_model"
+                "reguidance.priors.adm_config.unet_config_from_create_model"
             )
         if num_heads == -1 and num_head_channels == -1:
             raise ValueError("set num_heads or num_head_channels (both are -1)")
@@ -349,27 +347,9 @@ class ADMUNet(nn.Module):
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
         attn_ds = tuple(int(d) for d in attention_resolutions)
-        self.config: dict[str, Any] = {
-            "image_size": image_size,
-            "in_channels": in_channels,
-            "model_channels": model_channels,
-            "out_channels": out_channels,
-            "num_res_blocks": num_res_blocks,
-            "attention_resolutions": list(attn_ds),
-            "dropout": dropout,
-            "channel_mult": list(channel_mult),
-            "conv_resample": conv_resample,
-            "dims": dims,
-            "num_classes": num_classes,
-            "use_checkpoint": use_checkpoint,
-            "use_fp16": use_fp16,
-            "num_heads": num_heads,
-            "num_head_channels": num_head_channels,
-            "num_heads_upsample": num_heads_upsample,
-            "use_scale_shift_norm": use_scale_shift_norm,
-            "resblock_updown": resblock_updown,
-            "use_new_attention_order": use_new_attention_order,
-        }
+        given = {k: v for k, v in locals().items() if k in UNET_ARGS}
+        #: the complete keyword arguments as :func:`unet_kwargs` writes them (``num_heads_upsample`` resolved)
+        self.config: dict[str, Any] = unet_kwargs(**{**given, "attention_resolutions": attn_ds})
         self.image_size = image_size
         self.in_channels = in_channels
         self.model_channels = model_channels
@@ -486,6 +466,37 @@ class ADMUNet(nn.Module):
         return self.out(h.to(self.out[2].weight.dtype)).to(x.dtype)
 
 
+#: :class:`ADMUNet`'s keyword arguments (guided-diffusion's ``UNetModel``'s), in order
+UNET_ARGS: tuple[str, ...] = tuple(inspect.signature(ADMUNet.__init__).parameters)[1:]
+#: their defaults (the arguments without one, ``image_size`` .. ``attention_resolutions``, are required)
+UNET_DEFAULTS: dict[str, Any] = {
+    p.name: p.default
+    for p in inspect.signature(ADMUNet.__init__).parameters.values()
+    if p.default is not inspect.Parameter.empty
+}
+
+
+def unet_kwargs(**given: Any) -> dict[str, Any]:
+    """:class:`ADMUNet`'s complete keyword arguments: ``given`` over :data:`UNET_DEFAULTS`, in signature order.
+
+    The one place the UNet's keyword dict is written (the network's own record ``ADMUNet.config``, the registry,
+    and the translation of guided-diffusion flags all go through it). Sequences become lists
+    (``attention_resolutions`` of ints); values are not otherwise checked here (see
+    :func:`reguidance.priors.adm_config.check_unet_args`). Raises :class:`InputError` for an unknown or missing
+    argument.
+    """
+    unknown = [k for k in given if k not in UNET_ARGS]
+    if unknown:
+        raise InputError(f"{unknown} are not ADMUNet arguments; expected some of {', '.join(UNET_ARGS)}")
+    missing = [k for k in UNET_ARGS if k not in given and k not in UNET_DEFAULTS]
+    if missing:
+        raise InputError(f"the ADMUNet arguments {missing} are required")
+    out = {k: given[k] if k in given else UNET_DEFAULTS[k] for k in UNET_ARGS}
+    out["attention_resolutions"] = [int(d) for d in out["attention_resolutions"]]
+    out["channel_mult"] = list(out["channel_mult"])
+    return out
+
+
 def state_dict_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of ``ADMUNet(**config)`` with its shape, computed without allocating weights."""
     with torch.device("meta"):
@@ -536,406 +547,22 @@ class ADMPrior(NetworkPrior):
         return PriorOutput(out, None)
 
 
-# ------------------------------------------------------------------------------------ configurations of checkpoints
-#: guided-diffusion's default ``channel_mult`` per image size (``create_model`` with ``channel_mult=""``)
-DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
-    512: (0.5, 1, 1, 2, 2, 4, 4),
-    256: (1, 1, 2, 2, 4, 4),
-    128: (1, 1, 2, 3, 4),
-    64: (1, 2, 3, 4),
-}
-#: guided-diffusion's model flags (``create_model``'s arguments; ``in_channels`` of its later forks)
-MODEL_FLAGS = (
-    "image_size",
-    "num_channels",
-    "num_res_blocks",
-    "channel_mult",
-    "learn_sigma",
-    "class_cond",
-    "use_checkpoint",
-    "attention_resolutions",
-    "num_heads",
-    "num_head_channels",
-    "num_heads_upsample",
-    "use_scale_shift_norm",
-    "dropout",
-    "resblock_updown",
-    "use_fp16",
-    "use_new_attention_order",
-    "in_channels",
+#: names that moved to :mod:`reguidance.priors.adm_config` (the translation of guided-diffusion's flags), still
+#: importable from here for code written before the move
+_MOVED = (
+    "CheckpointConfig",
+    "DEFAULT_CHANNEL_MULT",
+    "DIFFUSION_FLAGS",
+    "MODEL_FLAGS",
+    "checkpoint_config",
+    "infer_structure",
+    "read_config_file",
 )
-#: guided-diffusion's diffusion flags (``create_gaussian_diffusion``), and ``model_path`` of DPS's yaml files
-DIFFUSION_FLAGS = (
-    "diffusion_steps",
-    "noise_schedule",
-    "sigma_small",
-    "predict_xstart",
-    "rescale_timesteps",
-    "timestep_respacing",
-    "use_kl",
-    "rescale_learned_sigmas",
-    "model_path",
-)
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
 
 
-@dataclass(frozen=True)
-class CheckpointConfig:
-    """How to rebuild a checkpoint: :class:`ADMUNet` keyword arguments, the training chain and the variance.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from . import adm_config
 
-    ``schedule`` / ``num_timesteps`` name the chain (:meth:`Schedule.named`); ``variance`` is None where the
-    config does not say (then :class:`ADMPrior`'s default applies).
-    """
-
-    unet: dict[str, Any]
-    schedule: str = "linear"
-    num_timesteps: int = 1000
-    variance: Variance | None = None
-
-    def make_schedule(self) -> Schedule:
-        return Schedule.named(self.schedule, self.num_timesteps)
-
-
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping in a ``.json``, ``.yaml`` or ``.yml`` file (guided-diffusion flag names, as DPS's
-    ``configs/model_config.yaml``); YAML is read with PyYAML's ``safe_load`` (no code runs)."""
-    p = Path(path).expanduser()
-    if p.suffix.lower() not in (".json", ".yaml", ".yml"):
-        raise InputError(f"config file {p} has suffix {p.suffix!r}; expected .json, .yaml or .yml")
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} does not exist")
-    text = p.read_text()
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # the parsers' own errors name the line
-        raise InputError(f"could not parse config file {p}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise InputError(f"config file {p} holds {type(data).__name__}, expected a mapping of flag names to values")
-    return dict(data)
-
-
-def _sub_keys(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> set[str]:
-    """The key suffixes under ``prefix`` (which ends with a dot)."""
-    return {k[len(prefix) :] for k in shapes if k.startswith(prefix)}
-
-
-def _indices(shapes: Mapping[str, tuple[int, ...]], torso: str) -> set[int]:
-    return {int(k.split(".")[1]) for k in shapes if k.startswith(torso + ".") and k.split(".")[1].isdigit()}
-
-
-def _as_number(x: float) -> float:
-    return int(x) if float(x).is_integer() else float(x)
-
-
-def infer_structure(shapes: Mapping[str, tuple[int, ...]], source: str = "the state dict") -> dict[str, Any]:
-    """The :class:`ADMUNet` arguments that a guided-diffusion state dict's keys and shapes determine.
-
-    ``shapes`` maps every key to its shape. Read from the keys (``C`` = ``model_channels``):
-
-    - ``time_embed.0.weight`` (4C, C): ``model_channels``; ``input_blocks.0.0.weight`` (c0, in, 3, 3):
-      ``in_channels``; ``out.2.weight`` (out, c0, 3, 3): ``out_channels`` (``2 in`` = learned sigma);
-      ``label_emb.weight`` (classes, 4C): ``num_classes``;
-    - ``num_res_blocks`` from where the first resampler sits: an upsampler in an output block (``conv`` of an
-      ``Upsample``, or a second ResBlock), else a downsampler among the input blocks (``op`` of a strided conv,
-      or a block without parameters: average pooling); ``L = len(output_blocks) / (num_res_blocks + 1)`` levels;
-    - ``channel_mult`` from the first ResBlock of each level (output channels / C);
-    - attention downsample rates ``2^level`` where the level's input ResBlocks have an attention block (``qkv``);
-    - ``use_scale_shift_norm`` when a ResBlock's embedding projection is twice its width;
-      ``resblock_updown`` when the downsampler is a ResBlock, else ``conv_resample`` when it has a conv.
-
-    Not stored in a state dict, so not returned: ``image_size``, the heads (``num_heads``, ``num_head_channels``,
-    ``num_heads_upsample``), ``use_new_attention_order``, ``dropout``, ``use_fp16``, ``use_checkpoint``.
-    Raises :class:`InputError` when the keys do not form a guided-diffusion UNet; the result is verified by
-    rebuilding every key and shape.
-    """
-
-    def need(key: str) -> tuple[int, ...]:
-        if key not in shapes:
-            first = ", ".join(list(shapes)[:4])
-            raise InputError(
-                f"{source} is not a guided-diffusion UNet state dict: it has no key {key!r} (its keys begin "
-                f"{first}, ...)"
-            )
-        return tuple(shapes[key])
-
-    emb_dim, model_channels = need("time_embed.0.weight")
-    in_channels = need("input_blocks.0.0.weight")[1]
-    out_channels = need("out.2.weight")[0]
-    num_classes = shapes["label_emb.weight"][0] if "label_emb.weight" in shapes else None
-    n_in = max(_indices(shapes, "input_blocks")) + 1
-    n_out = max(_indices(shapes, "output_blocks"), default=-1) + 1
-
-    def is_resblock(prefix: str) -> bool:
-        return "in_layers.0.weight" in _sub_keys(shapes, prefix)
-
-    def has_upsampler(j: int) -> bool:
-        return any(
-            "conv.weight" in _sub_keys(shapes, f"output_blocks.{j}.{k}.") or is_resblock(f"output_blocks.{j}.{k}.")
-            for k in (1, 2)
-        )
-
-    def down_kind(i: int) -> str:
-        keys = _sub_keys(shapes, f"input_blocks.{i}.")
-        if not keys:
-            return "pool"
-        if "0.op.weight" in keys:
-            return "conv"
-        return "res" if is_resblock(f"input_blocks.{i}.0.") else "other"
-
-    ups = [j for j in range(n_out) if has_upsampler(j)]
-    downs = [i for i in range(1, n_in) if down_kind(i) in ("pool", "conv")]
-    num_res_blocks = ups[0] if ups else downs[0] - 1 if downs else n_out - 1
-    levels = n_out // (num_res_blocks + 1) if num_res_blocks >= 1 else 0
-    if num_res_blocks < 1 or levels * (num_res_blocks + 1) != n_out or n_in != n_out:
-        raise InputError(
-            f"{source} is not a guided-diffusion UNet state dict: its {n_in} input and {n_out} output blocks fit "
-            f"no number of levels with {num_res_blocks} ResBlocks each"
-        )
-    first_res = [1 + level * (num_res_blocks + 1) for level in range(levels)]
-    channel_mult = [_as_number(need(f"input_blocks.{i}.0.out_layers.3.weight")[0] / model_channels) for i in first_res]
-    attention = [2**level for level, i in enumerate(first_res) if f"input_blocks.{i}.1.qkv.weight" in shapes]
-    width = need("input_blocks.1.0.out_layers.3.weight")[0]
-    use_scale_shift_norm = need("input_blocks.1.0.emb_layers.1.weight")[0] == 2 * width
-    down = down_kind(1 + num_res_blocks) if levels > 1 else "none"
-    structure: dict[str, Any] = {
-        "in_channels": in_channels,
-        "model_channels": model_channels,
-        "out_channels": out_channels,
-        "num_res_blocks": num_res_blocks,
-        "attention_resolutions": attention,
-        "channel_mult": channel_mult,
-        "conv_resample": down != "pool",
-        "num_classes": num_classes,
-        "use_scale_shift_norm": use_scale_shift_norm,
-        "resblock_updown": down == "res",
-    }
-    if emb_dim != 4 * model_channels:
-        raise InputError(
-            f"{source} is not a guided-diffusion UNet state dict: time_embed.0.weight has shape "
-            f"{(emb_dim, model_channels)}, expected (4 C, C)"
-        )
-    want = state_dict_shapes({**structure, "image_size": 2 ** (levels - 1)})
-    if want != {k: tuple(v) for k, v in shapes.items()}:
-        missing = [k for k in want if k not in shapes][:3]
-        unexpected = [k for k in shapes if k not in want][:3]
-        wrong = [
-            f"{k}: {tuple(shapes[k])} (expected {want[k]})" for k in want if k in shapes and tuple(shapes[k]) != want[k]
-        ][:3]
-        raise InputError(
-            f"{source} does not form a guided-diffusion UNet: the structure read from its keys ({structure}) "
-            f"rebuilds other keys; missing {missing}, unexpected {unexpected}, wrong shapes {wrong}"
-        )
-    return structure
-
-
-def _flag_bool(flags: Mapping[str, Any], key: str) -> bool:
-    value = flags[key]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise InputError(f"config {key}={value!r} must be true or false")
-
-
-def _flag_int(flags: Mapping[str, Any], key: str, minimum: int | None = 1) -> int:
-    value = flags[key]
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        at_least = "" if minimum is None else f" >= {minimum}"
-        raise InputError(f"config {key}={flags[key]!r} must be an integer{at_least}")
-    return value
-
-
-def _flag_numbers(flags: Mapping[str, Any], key: str) -> list[float]:
-    """A comma-separated string, a number or a list of numbers, as a list."""
-    value = flags[key]
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [_as_number(float(v)) for v in items if not (isinstance(v, str) and not v.strip())]
-    except (TypeError, ValueError):
-        raise InputError(f"config {key}={value!r} must be numbers, e.g. '32,16,8' or [32, 16, 8]") from None
-
-
-def checkpoint_config(
-    shapes: Mapping[str, tuple[int, ...]], flags: Mapping[str, Any] | None = None, source: str = "the state dict"
-) -> CheckpointConfig:
-    """The full configuration of a guided-diffusion checkpoint: its keys and shapes, completed by ``flags``.
-
-    ``flags`` uses guided-diffusion's flag names (:data:`MODEL_FLAGS`, :data:`DIFFUSION_FLAGS`; DPS's
-    ``model_config.yaml`` files are such flags); every key is optional. What the state dict determines
-    (:func:`infer_structure`) is taken from it, and a flag that contradicts it (``num_channels``,
-    ``num_res_blocks``, ``channel_mult``, ``learn_sigma``, ``class_cond``, ``attention_resolutions``,
-    ``use_scale_shift_norm``, ``resblock_updown``, ``in_channels``) is an :class:`InputError` naming both. The rest:
-
-    - heads: ``num_head_channels`` (channels per head) or ``num_heads`` must be given (a state dict does not
-      store them, and guided-diffusion's own defaults disagree: 1 head in ``create_model``, 4 in its scripts);
-      ``num_heads_upsample`` defaults to ``num_heads``;
-    - ``image_size``: the flag, else the size whose guided-diffusion default ``channel_mult`` is the inferred one
-      (64, 128, 256 or 512), else an error asking for it. ``attention_resolutions`` are feature-map sizes, read
-      as downsample rates ``image_size // size`` (rates beyond the deepest level are ignored, as there);
-    - ``use_new_attention_order`` (False), ``dropout`` (0), ``use_fp16`` (False), ``use_checkpoint`` (False):
-      guided-diffusion's defaults;
-    - the chain: ``noise_schedule`` (linear or cosine) over ``diffusion_steps`` (1000); ``sigma_small`` picks
-      ``fixed_small`` over ``fixed_large`` for models without learned sigma (unset: the prior's default);
-      ``predict_xstart`` and ``rescale_timesteps`` with other than 1000 steps are refused (the prior feeds the
-      network eps-model inputs at integer timesteps); ``timestep_respacing``, ``use_kl``,
-      ``rescale_learned_sigmas`` (sampling and training choices) and ``model_path`` are ignored.
-
-    ``flags=None`` means no config was given (the error messages say so). Raises :class:`InputError` naming every
-    value still ambiguous with the flag that resolves it.
-    """
-    given = dict(flags or {})
-    unknown = sorted(k for k in given if k not in MODEL_FLAGS + DIFFUSION_FLAGS)
-    if unknown:
-        raise InputError(
-            f"config has keys {unknown} that are not guided-diffusion flags; expected some of "
-            f"{', '.join(MODEL_FLAGS + DIFFUSION_FLAGS)}"
-        )
-    s = infer_structure(shapes, source)
-    levels = len(s["channel_mult"])
-    in_ch, out_ch = s["in_channels"], s["out_channels"]
-    learned = out_ch == 2 * in_ch
-
-    def contradiction(key: str, has: str) -> InputError:
-        return InputError(f"config {key}={given[key]!r} contradicts {source}, which has {has}")
-
-    # (flag, what the flag says in the structure's terms, what the state dict has, how to say it)
-    checks: list[tuple[str, Any, Any, str]] = []
-    for flag, key in (
-        ("num_channels", "model_channels"),
-        ("num_res_blocks", "num_res_blocks"),
-        ("in_channels", "in_channels"),
-    ):
-        if flag in given:
-            checks.append((flag, _flag_int(given, flag), s[key], f"{key}={s[key]}"))
-    for flag in ("use_scale_shift_norm", "resblock_updown"):
-        if flag in given and (flag == "use_scale_shift_norm" or levels > 1):  # one level: no resampling at all
-            checks.append((flag, _flag_bool(given, flag), s[flag], f"{flag}={s[flag]}"))
-    if "learn_sigma" in given:
-        has = f"{out_ch} output channels for {in_ch} input channels"
-        checks.append(("learn_sigma", _flag_bool(given, "learn_sigma"), learned, has))
-    if "class_cond" in given:
-        has = f"num_classes={s['num_classes']}"
-        checks.append(("class_cond", _flag_bool(given, "class_cond"), s["num_classes"] is not None, has))
-    for flag, says, got, has in checks:
-        if says != got:
-            raise contradiction(flag, has)
-
-    ambiguous: list[str] = []
-    image_size: int | None = None
-    if "image_size" in given:
-        image_size = _flag_int(given, "image_size")
-    else:
-        fits = [size for size, mult in DEFAULT_CHANNEL_MULT.items() if list(mult) == s["channel_mult"]]
-        if fits:
-            image_size = fits[0]
-        else:
-            ambiguous.append(
-                f"the image size (pass image_size; channel_mult {s['channel_mult']} is none of guided-diffusion's "
-                "defaults, which would fix it)"
-            )
-    if image_size is not None and image_size % 2 ** (levels - 1):
-        raise InputError(f"config image_size={image_size} is not divisible by 2^{levels - 1} ({levels} levels)")
-    if "channel_mult" in given:
-        raw = given["channel_mult"]
-        if isinstance(raw, str) and not raw.strip():
-            default = DEFAULT_CHANNEL_MULT.get(image_size) if image_size is not None else None
-            mult = None if default is None else [_as_number(m) for m in default]
-        else:
-            mult = _flag_numbers(given, "channel_mult")
-        if mult is not None and mult != s["channel_mult"]:
-            raise contradiction("channel_mult", f"channel_mult={s['channel_mult']}")
-    if "attention_resolutions" in given and image_size is not None:
-        sizes = _flag_numbers(given, "attention_resolutions")
-        rates = sorted({int(image_size // r) for r in sizes if r > 0} & {2**level for level in range(levels)})
-        if rates != sorted(s["attention_resolutions"]):
-            have = [image_size // d for d in s["attention_resolutions"]]
-            raise contradiction(
-                "attention_resolutions",
-                f"attention at feature-map sizes {have} of image_size {image_size} (downsample rates "
-                f"{s['attention_resolutions']})",
-            )
-    heads = {k: _flag_int(given, k, minimum=None) for k in ("num_heads", "num_head_channels") if k in given}
-    if not heads:
-        ambiguous.append(
-            "the attention heads (pass num_head_channels, e.g. 64, or num_heads: a checkpoint does not store them)"
-        )
-    if ambiguous:
-        how = "no config was given" if flags is None else "the config does not say"
-        raise InputError(
-            f"cannot infer the UNet configuration of {source} completely ({how}): "
-            + "; ".join(ambiguous)
-            + "; pass config= (a dict or a .json/.yaml file in guided-diffusion's flag names)"
-        )
-    assert image_size is not None
-    num_heads = heads.get("num_heads", 1)
-    num_head_channels = heads.get("num_head_channels", -1)
-    num_heads_upsample = _flag_int(given, "num_heads_upsample", minimum=None) if "num_heads_upsample" in given else -1
-    if num_head_channels == -1 and num_heads < 1:
-        raise InputError(f"config num_heads={num_heads} must be >= 1 when num_head_channels is -1")
-    attn_widths = {
-        int(s["channel_mult"][level] * s["model_channels"])
-        for level in range(levels)
-        if 2**level in s["attention_resolutions"]
-    } | {int(s["channel_mult"][-1] * s["model_channels"])}
-    for key, n, per_head in (
-        ("num_head_channels", num_head_channels, True),
-        ("num_heads", num_heads, False),
-        ("num_heads_upsample", num_heads_upsample, False),
-    ):
-        if n == -1 or (not per_head and num_head_channels != -1):
-            continue
-        bad = sorted(w for w in attn_widths if n < 1 or w % n)
-        if bad:
-            what = "channels per head" if per_head else "heads"
-            raise InputError(
-                f"config {key}={n} does not divide the attention widths {sorted(attn_widths)} of {source} "
-                f"(not {bad}); {what} must divide every attention block's channel count"
-            )
-    steps = _flag_int(given, "diffusion_steps") if "diffusion_steps" in given else 1000
-    schedule = str(given.get("noise_schedule", "linear"))
-    if schedule not in ("linear", "cosine"):
-        raise InputError(f"config noise_schedule={schedule!r}: expected 'linear' or 'cosine'")
-    if "predict_xstart" in given and _flag_bool(given, "predict_xstart"):
-        raise InputError("config predict_xstart=True: the network predicts x0, but ADM priors here predict eps")
-    if "rescale_timesteps" in given and _flag_bool(given, "rescale_timesteps") and steps != 1000:
-        raise InputError(
-            f"config rescale_timesteps=True with diffusion_steps={steps}: the network was trained on timesteps "
-            f"scaled by 1000/{steps}, and the prior feeds it integer timesteps"
-        )
-    variance: Variance | None = "learned_range" if learned else None
-    if not learned and "sigma_small" in given:
-        variance = "fixed_small" if _flag_bool(given, "sigma_small") else "fixed_large"
-    unet = {
-        "image_size": image_size,
-        "in_channels": in_ch,
-        "model_channels": s["model_channels"],
-        "out_channels": out_ch,
-        "num_res_blocks": s["num_res_blocks"],
-        "attention_resolutions": s["attention_resolutions"],
-        "dropout": float(given.get("dropout", 0.0)),
-        "channel_mult": s["channel_mult"],
-        "conv_resample": s["conv_resample"],
-        "dims": 2,
-        "num_classes": s["num_classes"],
-        "use_checkpoint": _flag_bool(given, "use_checkpoint") if "use_checkpoint" in given else False,
-        "use_fp16": _flag_bool(given, "use_fp16") if "use_fp16" in given else False,
-        "num_heads": num_heads,
-        "num_head_channels": num_head_channels,
-        "num_heads_upsample": num_heads_upsample,
-        "use_scale_shift_norm": s["use_scale_shift_norm"],
-        "resblock_updown": s["resblock_updown"],
-        "use_new_attention_order": (
-            _flag_bool(given, "use_new_attention_order") if "use_new_attention_order" in given else False
-        ),
-    }
-    return CheckpointConfig(unet, schedule, steps, variance)
+        return getattr(adm_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -281,8 +281,14 @@ def load_diffusers_prior(folder: str | os.PathLike[str], device: torch.device | 
     weights = unet_dir / WEIGHTS
     if not weights.is_file():
         pickles = sorted(p.name for p in unet_dir.glob("*.bin"))
-        also = f" (it holds {', '.join(pickles)}: pickles are not read; convert to safetensors)" if pickles else ""
-        raise InputError(f"{unet_dir} has no {WEIGHTS}{also}")
+        if pickles:
+            raise InputError(
+                f"{unet_dir} has no {WEIGHTS} (it holds {', '.join(pickles)}: pickles are not read, as they can run "
+                "code). If you trust the file, convert it once to safetensors in Python: from diffusers import "
+                f"UNet2DModel; UNet2DModel.from_pretrained({str(unet_dir)!r}, use_safetensors=False)"
+                f".save_pretrained({str(unet_dir)!r}, safe_serialization=True)"
+            )
+        raise InputError(f"{unet_dir} has no {WEIGHTS}")
     try:
         from diffusers import UNet2DModel
     except ImportError as exc:
@@ -299,7 +305,11 @@ def load_diffusers_prior(folder: str | os.PathLike[str], device: torch.device | 
     learned_sigma = unet_cfg.get("out_channels", 3) == 2 * unet_cfg.get("in_channels", 3)
     variance = _variance(sched_cfg, learned_sigma, source)
     unet = UNet2DModel.from_config(unet_cfg)
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors' own error names the fault (a truncated or lying header)
+        raise InputError(f"could not read {weights}: {' '.join(str(exc).split())[:300]}") from exc
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     want = unet.state_dict()
     missing = sorted(set(want) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(want))
