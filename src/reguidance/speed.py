@@ -33,7 +33,7 @@ from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
 
 if TYPE_CHECKING:
-    from .bench.report import Record
+    from .files import Record
 
 __all__ = ["DTYPES", "SpeedConfig", "cpu_facts", "format_speed", "measure_floor", "measure_speed"]
 

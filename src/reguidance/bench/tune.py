@@ -1,7 +1,8 @@
 """The tuning protocol: step sizes and wrapper options per (task, method), chosen on *validation* images only.
 
 For one (task, method) the sweep has two stages on the same validation ids, measured exactly as the benchmark
-measures (per-image operators, noise and generators from :mod:`.protocol`):
+measures (per-image operators, noise and generators from :mod:`reguidance.tasks`; each batch solved by
+:func:`reguidance.batch.solve_batch`):
 
 1. **the method's step size** (e.g. DPS ``step_size``), if a grid is given for it: candidates for each value;
 2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
@@ -37,16 +38,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..batch import solve_batch
 from ..conventions import InputError
+from ..methods import get_method
 from ..metrics import ssim
 from ..operators import Operator
 from ..priors.base import Prior
-from ..wrapper import ReGuidanceConfig, reguide
-from .methods import get_method
-from .protocol import get_task, method_rng, wrapper_rng
+from ..tasks import get_task
+from ..wrapper import ReGuidanceConfig
 
 if TYPE_CHECKING:
-    from .report import Record
+    from .records import Record
 
 __all__ = [
     "DEFAULT_METHOD_GRIDS",
@@ -270,8 +272,20 @@ def tune_pair(
         bar.total += len(ids)
         out = []
         for chunk, _, operator, y in measured:
-            rng = method_rng(seed, task, method, chunk, device=device, split="val")
-            out.append(_finite(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0]))
+            solved = solve_batch(
+                prior,
+                operator,
+                y,
+                chunk,
+                seed=seed,
+                task=task,
+                split="val",
+                method=method,
+                method_fn=fn,
+                options={**fixed, **options},
+                variants=("candidate",),
+            )
+            out.append(_finite(solved["candidate"].x))
             bar.update(len(chunk))
         return out
 
@@ -309,8 +323,19 @@ def tune_pair(
         def restorations() -> list[Tensor]:
             outs = []
             for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-                rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
-                outs.append(_finite(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1)))
+                solved = solve_batch(
+                    prior,
+                    operator,
+                    y,
+                    chunk,
+                    seed=seed,
+                    task=task,
+                    split="val",
+                    method=method,
+                    config=cfg,
+                    candidate=cand,
+                )
+                outs.append(_finite(solved["reguidance"].x))
                 bar.update(len(chunk))
             return outs
 
