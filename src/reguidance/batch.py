@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import NamedTuple, TypeVar
 
 import torch
@@ -113,7 +114,7 @@ def solve_batch(
         rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
         variant_cfg = replace(cfg, start=START[variant])
         rg, seconds = timed(
-            lambda c=variant_cfg, r=rng: reguide(cand.x, y, operator, prior, config=c, rng=r, progress=progress)
+            partial(reguide, cand.x, y, operator, prior, config=variant_cfg, rng=rng, progress=progress)
         )
         with_candidate = variant != "fresh"  # fresh noise needs no candidate: its cost is its own
         outputs[variant] = Output(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +23,6 @@ import click
 from . import __version__
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from .priors.base import Prior
 
 #: precision names of ``--dtype`` (the keys of :data:`reguidance.conventions.DTYPES`; kept literal so that
@@ -77,17 +75,11 @@ def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path 
     return value
 
 
-def _keep_prior_source(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    ctx.meta[f"reguidance.{param.name}"] = value
-    return value
-
-
 _PRIOR_CONFIG = click.option(
     "--prior-config",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    expose_value=False,
-    callback=lambda ctx, param, value: _keep_prior_source(ctx, param, _check_prior_config(ctx, param, value)),
+    callback=_check_prior_config,
     help="JSON or YAML file of guided-diffusion flags (as DPS's model_config.yaml) for a checkpoint whose keys do "
     "not fix its whole architecture (e.g. the number of heads); its sha256 joins the run's identity.",
 )
@@ -95,35 +87,23 @@ _CHECKPOINT_DIR = click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
-    expose_value=False,
-    callback=_keep_prior_source,
     help="Folder searched first for a known model's checkpoint file (then $REGUIDANCE_CHECKPOINTS, then "
     "~/.cache/reguidance).",
 )
 
 
 def prior_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--prior-config`` and ``--checkpoint-dir``: the one definition every command with ``--prior`` uses.
-
-    Their values are kept on the click context (not passed to the command function), and :func:`_load_prior`
-    and :func:`_prior_facts` read them from there, so a command only needs the decorator."""
+    """``--prior-config`` and ``--checkpoint-dir``: the one definition every command with ``--prior`` uses; the
+    command receives them as ``prior_config`` and ``checkpoint_dir`` and passes them on explicitly."""
     return _PRIOR_CONFIG(_CHECKPOINT_DIR(fn))
 
 
 def _prior_source() -> tuple[Path | None, Path | None]:
-    """``(--prior-config, --checkpoint-dir)`` of the running command (``None`` where not given or not offered)."""
+    """``(--prior-config, --checkpoint-dir)`` as parsed for the running command (``None`` where not given or not
+    offered), for :func:`_load_prior`."""
     ctx = click.get_current_context(silent=True)
-    meta = ctx.meta if ctx is not None else {}
-    return meta.get("reguidance.prior_config"), meta.get("reguidance.checkpoint_dir")
-
-
-def _prior_facts(name: str, dtype: str) -> dict[str, object]:
-    """:func:`reguidance.runs.prior_facts` of ``--prior`` with this command's ``--prior-config`` and
-    ``--checkpoint-dir``."""
-    from .runs import prior_facts
-
-    config, checkpoint_dir = _prior_source()
-    return prior_facts(name, dtype, config=config, checkpoint_dir=checkpoint_dir)
+    params = ctx.params if ctx is not None else {}
+    return params.get("prior_config"), params.get("checkpoint_dir")
 
 
 def _fit_batch(prior: Prior, batch_size: int, device: str) -> int:
@@ -515,6 +495,8 @@ def sample(
     dtype: str,
     out: Path,
     json_path: Path | None,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
 ) -> None:
     """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
     import json
@@ -672,146 +654,52 @@ def bench(
     dtype: str,
     threads: int | None,
     overwrite: bool,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
 ) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
-    from dataclasses import replace
+    from .bench.report import format_markdown
+    from .bench.session import BenchRequest, plan_benchmark, run_benchmark
+    from .tasks import parse_ids
 
-    from .bench.inputs import (
-        ImageFolder,
-        check_images_fit,
-        dataset_for,
-        known_signal_shape,
-        load_classifier_features,
-        load_test_images,
-        parse_data,
+    request = BenchRequest(
+        out,
+        _task_list(tasks, "--tasks"),
+        _csv(methods, "--methods"),
+        parse_ids(ids),
+        prior=prior_name,
+        dataset=dataset,
+        data=data,
+        seed=seed,
+        batch_size=batch_size,
+        protocol=protocol,
+        steps=steps,
+        ablations=ablations,
+        inversion_steps=inversion_steps,
+        dps_steps=dps_steps,
+        lpips_alexnet=lpips_alexnet,
+        lpips_lin=lpips_lin,
+        json_path=json_path,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+        prior_config=prior_config,
+        checkpoint_dir=checkpoint_dir,
     )
-    from .bench.methods import budget_option
-    from .bench.protocol import parse_ids
-    from .bench.report import format_markdown, save_grids, save_tradeoff_plot, write_summary
-    from .bench.runner import BenchSpec, run_bench
-    from .bench.shard import barrier, sharded
-    from .conventions import InputError
-    from .files import atomic_path, atomic_write_json
-    from .runs import clear_outputs, hold_folder
-
-    _positive("--steps", steps)
-    _positive("--inversion-steps", inversion_steps)
-    _positive("--dps-steps", dps_steps)
-    wrapper_steps = {"inversion_steps": inversion_steps, "dps_steps": dps_steps}
-    if (lpips_alexnet is None) != (lpips_lin is None):
-        raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
-    for flag, path in (("--lpips-alexnet", lpips_alexnet), ("--lpips-lin", lpips_lin)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{flag} {path}: no such file")
-    task_list = _task_list(tasks, "--tasks")
-    id_range = parse_ids(ids)
-    shape = known_signal_shape(prior_name)  # None for a checkpoint file: checked once it has loaded
-    folder_path = None
-    images: Tensor | ImageFolder
-    if data is not None:
-        if dataset is not None:
-            raise InputError("pass one of --dataset and --data, not both")
-        folder_path = parse_data(data)
-        if not folder_path.is_dir():
-            raise InputError(f"--data {data}: no such folder")
-        data_name, split = "folder", "folder"
-    else:
-        data_name, split = dataset_for(prior_name, dataset), "test"
-        images, labels = load_test_images(data_name, id_range)
-        if shape is not None:
-            check_images_fit(images.shape[1:], shape, f"--dataset {data_name}", prior_name)
-    method_list = _csv(methods, "--methods")
     with _options():
-        overrides: dict[str, dict[str, object]] = {
-            m: {budget_option(m): steps} for m in method_list if steps is not None and m != "pinv" and ":" not in m
-        }
-
-    def make_spec(n_images: int, x_shape: tuple[int, ...] | None, context: dict[str, object]) -> BenchSpec:
-        spec = BenchSpec(
-            task_list,
-            method_list,
-            id_range,
-            seed=seed,
-            batch_size=batch_size,
-            method_options=overrides,
-            protocol=protocol,
-            context={**_prior_facts(prior_name, dtype), "dataset": data_name, **context},
-            split=split,
-            ablations=ablations,
-            wrapper_overrides={k: v for k, v in wrapper_steps.items() if v is not None},
-        )
-        with _options():
-            spec.check(n_images, x_shape)
-        return spec
-
-    folder = None
-    if folder_path is None:
-        spec = make_spec(len(images), tuple(images.shape[1:]), {})
-    elif shape is not None:
-        folder = ImageFolder(folder_path, shape)
-        spec = make_spec(len(folder), shape, {"manifest_sha256": folder.manifest_sha256()})
-        images, labels = folder, folder.labels
+        plan = plan_benchmark(request)
     _writable(out, "--out", folder=True)
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
-    metric = load_classifier_features(data_name)
-    notes = ["FID skipped: it needs an Inception network, which this build does not implement"]
-    if folder_path is not None:
-        notes.append(f"FD-cls and class accuracy skipped: no classifier exists for the image folder {folder_path}")
-    elif metric is None:
-        notes.append("no metric classifier in this build: FD-cls and class accuracy skipped")
-    with ExitStack() as held:
-        with sharded(device) as (rank, world, dev):  # torchrun: one share of the ids per process
-            lpips = None
-            if lpips_alexnet is not None and lpips_lin is not None:  # both or neither (checked above)
-                from .lpips import LPIPS
-
-                with _options("--lpips-alexnet / --lpips-lin"):
-                    try:
-                        lpips = LPIPS(lpips_alexnet, lpips_lin).to(dev)
-                    except _user_errors(RuntimeError, EOFError) as err:  # unreadable weight files
-                        raise ValueError(f"the weights do not load: {err}") from err
-                notes.append(
-                    f"LPIPS-Alex v0.1 with AlexNet sha256 {lpips.alexnet_sha256} and heads sha256 {lpips.lin_sha256}"
-                )
-            else:
-                notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
-            prior = _load_prior(prior_name, dev, dtype)
-            if folder_path is not None and folder is None:  # a checkpoint file: its shape is known now
-                folder = ImageFolder(folder_path, prior.signal_shape)
-                spec = make_spec(len(folder), folder.shape, {"manifest_sha256": folder.manifest_sha256()})
-                images, labels = folder, folder.labels
-            spec = replace(spec, batch_size=_fit_batch(prior, spec.batch_size, dev))  # not part of the identity
-            held.enter_context(hold_folder(out, rank))  # rank 0 keeps the folder's lock through the summary
-            if overwrite and rank == 0:
-                clear_outputs(out)
-            barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
-            run_bench(
-                prior,
-                images,
-                labels,
-                spec,
-                out,
-                classifier=metric[0] if metric else None,
-                lpips=lpips,
-                manifest=folder.manifest() if folder is not None else None,
-                rank=rank,
-                world_size=world,
-                progress=rank == 0,
-            )
-        if rank != 0:
-            return
-        summary = write_summary(out, features=metric[1] if metric else None, notes=notes)
-        click.echo(format_markdown(summary))
-        for note in notes:
-            click.echo(f"note: {note}")
-        for g in save_grids(out):
-            click.echo(f"grid: {g}")
-        with atomic_path(out / "tradeoff.png") as tmp:
-            save_tradeoff_plot(summary, tmp)
-        click.echo(f"plot: {out / 'tradeoff.png'}")
-        if json_path is not None:
-            atomic_write_json(json_path, summary)
+    result = run_benchmark(plan, _load_prior, fit_batch=_fit_batch)
+    if result is None:  # a rank > 0 under torchrun
+        return
+    click.echo(format_markdown(result.summary))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for g in result.grids:
+        click.echo(f"grid: {g}")
+    click.echo(f"plot: {result.plot}")
 
 
 @cli.command("bench-report")
@@ -909,12 +797,12 @@ def speed(
     compile_mode: str,
     channels_last: bool,
     json_path: Path | None,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
 ) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
-    from .conventions import DTYPES, InputError
     from .files import atomic_write_json
-    from .priors.zoo import MODELS, random_prior
-    from .speed import SpeedConfig, format_speed, measure_speed
+    from .speed import SpeedConfig, format_speed, measure_speed, timing_prior
 
     with _options():
         cfg = SpeedConfig(
@@ -926,18 +814,7 @@ def speed(
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
     optimize: dict[str, Any] = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
-    prior: Prior
-    entry = MODELS.get(prior_name)
-    if entry is not None and not entry.embedded:
-        if _prior_source()[0] is not None:
-            raise InputError(
-                f"--prior-config is for checkpoint files; speed times {prior_name} with random weights of its "
-                "registered architecture"
-            )
-        prior = random_prior(prior_name, device=device)  # same cost as the real checkpoint, no file needed
-        prior.optimize(DTYPES[dtype], **optimize)
-    else:
-        prior = _load_prior(prior_name, device, dtype, **optimize)
+    prior = timing_prior(prior_name, device, dtype, load=_load_prior, prior_config=prior_config, **optimize)
     report = measure_speed(prior, cfg, dtype)
     click.echo(format_speed(report))
     if json_path is not None:
@@ -1017,71 +894,42 @@ def restore(
     dtype: str,
     threads: int | None,
     overwrite: bool,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
 ) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
-    from dataclasses import replace
+    from .restore import RestoreRequest, plan_restore, run_restore
 
-    from .bench.inputs import known_signal_shape
-    from .bench.methods import budget_option, get_method
-    from .bench.protocol import get_task
-    from .bench.shard import sharded
-    from .conventions import check_positive_int
-    from .restore import restore as run_restore
-    from .restore import write_report
-    from .runs import hold_folder
-    from .wrapper import ReGuidanceConfig
-
-    check_positive_int("--batch-size", batch_size)
-    check_positive_int("--samples", samples)
-    _positive("--steps", steps)
-    with _options("--task"):
-        parsed_task = get_task(task)  # a malformed spec is refused before the prior loads
-        shape = known_signal_shape(prior_name)
-        if shape is not None:
-            parsed_task.check(shape)
-    given: dict[str, Any] = {
-        "t_end": t_end,
-        "inversion_steps": inversion_steps,
-        "dps_steps": dps_steps,
-        "step_size": step_size,
-    }
+    request = RestoreRequest(
+        task,
+        out,
+        prior=prior_name,
+        image=image,
+        measurement=measurement,
+        candidate=candidate,
+        method=method,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        t_end=t_end,
+        inversion_steps=inversion_steps,
+        dps_steps=dps_steps,
+        step_size=step_size,
+        resize=resize,
+        samples=samples,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+        prior_config=prior_config,
+        checkpoint_dir=checkpoint_dir,
+    )
     with _options():
-        cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
-        if method is not None:
-            get_method(method)
-        options: dict[str, object] = {}
-        if steps is not None and method is not None and method != "pinv":
-            options[budget_option(method)] = steps
+        plan = plan_restore(request)
     _writable(out, "--out", folder=True)
     _runtime(device, threads)
-    with sharded(device) as (rank, world, dev):  # torchrun: one share of the inputs per process
-        prior = _load_prior(prior_name, dev, dtype)
-        batch_size = _fit_batch(prior, batch_size, dev)
-        # restore checks its inputs and pairing before it takes the folder's lock and writes anything
-        names = run_restore(
-            prior,
-            task,
-            out,
-            images=image,
-            measurements=measurement,
-            candidates=candidate,
-            method=method,
-            method_options=options,
-            config=cfg,
-            seed=seed,
-            batch_size=batch_size,
-            rank=rank,
-            world_size=world,
-            progress=rank == 0,
-            context=_prior_facts(prior_name, dtype),
-            overwrite=overwrite,
-            resize=resize,
-            samples=samples,
-        )
-    if rank != 0:
+    report = run_restore(plan, _load_prior, fit_batch=_fit_batch)
+    if report is None:  # a rank > 0 under torchrun
         return
-    with hold_folder(out):
-        report = write_report(out, task, cfg, names)
     rows = report["images"]
     before = sum(r["consistency_before"] for r in rows) / len(rows)
     after = sum(r["consistency_after"] for r in rows) / len(rows)
@@ -1102,55 +950,33 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
     each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
     import time
 
-    from .bench.inputs import load_classifier_features, load_test_images
-    from .bench.report import format_markdown, save_grids, save_overview, save_tradeoff_plot, write_summary
-    from .bench.runner import BenchSpec, run_bench
-    from .conventions import check_positive_int
-    from .files import atomic_path
-    from .runs import hold_folder, prior_facts
+    from .bench.report import format_markdown
+    from .bench.session import BenchRequest, plan_benchmark, run_benchmark
 
-    check_positive_int("--n", n_images)
+    _positive("--n", n_images)
     start = time.perf_counter()
-    ids = range(n_images)
-    images, labels = load_test_images("mnist", ids)
-    spec = BenchSpec(
+    request = BenchRequest(
+        out,
         ["box20c", "sr8"],
         ["pinv", "dps", "daps"],
-        ids,
+        range(n_images),
         seed=seed,
         batch_size=min(n_images, 16),
         protocol="cpu",
-        context={**prior_facts("mnist", dtype), "dataset": "mnist"},
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+        notes=False,
+        fit_batch=False,
+        overview=f"MNIST, embedded prior; {n_images} test images per task",
     )
-    spec.check(len(images))
+    plan = plan_benchmark(request)
     _writable(out, "--out", folder=True)
     _runtime(device, threads)
-    prior = _load_prior("mnist", device, dtype)
-    metric = load_classifier_features("mnist")
-    with hold_folder(out):
-        run_bench(prior, images, labels, spec, out, classifier=metric[0] if metric else None, overwrite=overwrite)
-        summary = write_summary(out, features=metric[1] if metric else None)
-        click.echo(format_markdown(summary))
-        grids = save_grids(out)
-        with atomic_path(out / "demo.png") as tmp:
-            save_overview(grids, tmp, f"MNIST, embedded prior; {n_images} test images per task")
-        with atomic_path(out / "tradeoff.png") as tmp:
-            save_tradeoff_plot(summary, tmp)
+    result = run_benchmark(plan, _load_prior)
+    assert result is not None  # demo runs in one process
+    click.echo(format_markdown(result.summary))
     click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}")
-
-
-def _tune_setup(prior_name: str, dataset: str | None, ids: str) -> tuple[Any, range]:
-    """The VALIDATION split the sweeps run on (never the test split) and the ids, checked against its size."""
-    from .bench.inputs import dataset_for
-    from .bench.protocol import parse_ids
-    from .conventions import InputError
-    from .data import is_available, load_dataset
-
-    name = dataset_for(prior_name, dataset)
-    if not is_available(name):
-        raise InputError(f"tuning needs the {name} validation split on disk: run `make data` first")
-    images, _ = load_dataset(name, "val")
-    return images, parse_ids(ids, limit=len(images))
 
 
 def _echo_sweep(entry: dict[str, Any]) -> None:
@@ -1202,43 +1028,29 @@ def _sweep(
     pairs: list[tuple[str, str]],
     method_grids: dict[str, str],
     wrapper_grid: str,
-):
-    from .bench.defaults import method_options, reguidance_config
-    from .bench.methods import get_method
-    from .bench.protocol import get_task
-    from .bench.tune import STEP_SIZES, parse_grid, run_sweep, tune_pair
-    from .conventions import check_positive_int
+) -> list[dict[str, Any]]:
+    from .bench.tune import check_sweep, sweep, validation_split
 
-    check_positive_int("--batch-size", batch_size)
+    _positive("--batch-size", batch_size)
     with _options():
-        for task, method in pairs:
-            if "/" in get_task(task).name:
-                raise ValueError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
-            get_method(method)
-        grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
-        wgrid = parse_grid(wrapper_grid)
-    images, id_range = _tune_setup(prior_name, dataset, ids)
+        grids, wgrid = check_sweep(pairs, method_grids, wrapper_grid)
+    images, id_range = validation_split(prior_name, dataset, ids)
     _writable(out, "--out", folder=True)
     _runtime(runtime["device"], runtime["threads"])
     prior = _load_prior(prior_name, runtime["device"], runtime["dtype"])
     batch_size = _fit_batch(prior, batch_size, runtime["device"])
-
-    def run_pair(task: str, method: str) -> dict[str, object]:
-        return tune_pair(
-            prior,
-            images,
-            task,
-            method,
-            id_range,
-            method_options=method_options(task, method, protocol, tuned=False),
-            method_grid=grids.get(method),
-            wrapper_grid=wgrid,
-            base=reguidance_config(task, method, protocol, tuned=False),
-            seed=seed,
-            batch_size=batch_size,
-        )
-
-    entries = run_sweep(pairs, out, run_pair)
+    entries = sweep(
+        prior,
+        images,
+        id_range,
+        pairs,
+        out,
+        protocol=protocol,
+        method_grids=grids,
+        wrapper_grid=wgrid,
+        seed=seed,
+        batch_size=batch_size,
+    )
     for e in entries:
         _echo_sweep(e)
     return entries
@@ -1268,6 +1080,8 @@ def tune(
     device: str,
     dtype: str,
     threads: int | None,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
     out: Path,
 ) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
@@ -1313,10 +1127,12 @@ def tune_defaults(
     device: str,
     dtype: str,
     threads: int | None,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
     out: Path,
 ) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
-    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, RULE, collect_table
+    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
     from .files import atomic_write_json
 
     pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
@@ -1335,23 +1151,16 @@ def tune_defaults(
         DEFAULT_WRAPPER_GRID,
     )
     if write_path is not None:
-        command = (
-            f"reguidance tune-defaults --prior {prior_name} --protocol {protocol} --ids {ids} --seed {seed} "
-            f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}"
+        header = table_header(
+            prior=prior_name,
+            protocol=protocol,
+            ids=ids,
+            seed=seed,
+            batch_size=batch_size,
+            dtype=dtype,
+            tasks=tasks,
+            methods=methods,
         )
-        header = {
-            "protocol": protocol,
-            "prior": prior_name,
-            "split": "val",
-            "ids": ids,
-            "seed": seed,
-            "rule": RULE,
-            "dtype": dtype,
-            "method_grids": {m: g for m, g in DEFAULT_METHOD_GRIDS.items() if m in _csv(methods, "--methods")},
-            "wrapper_grid": DEFAULT_WRAPPER_GRID,
-            "max_widen": 2,
-            "command": command,
-        }
         atomic_write_json(write_path, collect_table(entries, header))
         click.echo(f"table: {write_path}")
 

@@ -38,8 +38,8 @@ input its candidate, its output and the measurement consistency ``||A x - y|| / 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,15 @@ from .wrapper import ReGuidanceConfig, spread
 __all__ = [
     "RESIZE_RULE",
     "ROW_KEYS",
+    "RestorePlan",
+    "RestoreRequest",
     "check_sizes",
     "image_id",
     "match_candidates",
     "output_name",
+    "plan_restore",
     "restore",
+    "run_restore",
     "write_report",
 ]
 
@@ -381,7 +385,7 @@ def _check_rows(
         list(rows.values()),
         identity=lambda r: run,
         facts=lambda r: facts,
-        recorded=lambda config, r: config["facts"],  # type: ignore[no-any-return]
+        recorded=lambda config, r: config["facts"],
         subject=lambda r: "restorations",
         fallback="its rows carry another identity",
     )
@@ -405,3 +409,117 @@ def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequen
     report: dict[str, Any] = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
     atomic_write_json(out / "report.json", report)
     return report
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What ``reguidance restore`` was asked (each field is the flag of the same name; ``prior`` is ``--prior``;
+    ``t_end``, ``inversion_steps``, ``dps_steps``, ``step_size``: the wrapper's options, None for its default)."""
+
+    task: str
+    out: Path
+    prior: str = "mnist"
+    image: Path | None = None
+    measurement: Path | None = None
+    candidate: Path | None = None
+    method: str | None = None
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 16
+    t_end: float | None = None
+    inversion_steps: int | None = None
+    dps_steps: int | None = None
+    step_size: float | None = None
+    resize: bool = False
+    samples: int = 1
+    device: str = "cpu"
+    dtype: str = "fp32"
+    overwrite: bool = False
+    prior_config: Path | None = None
+    checkpoint_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A checked request: the wrapper's config and the method's options."""
+
+    request: RestoreRequest
+    config: ReGuidanceConfig
+    method_options: dict[str, object]
+
+
+def plan_restore(request: RestoreRequest) -> RestorePlan:
+    """Check ``request`` before any model loads: counts, the task (and that it fits a known prior), the wrapper's
+    options, the method and its options. ``InputError`` naming the flag (the task's is prefixed ``--task:``)."""
+    from .methods import budget_option
+    from .runs import known_signal_shape
+
+    r = request
+    check_positive_int("--batch-size", r.batch_size)
+    check_positive_int("--samples", r.samples)
+    if r.steps is not None:
+        check_positive_int("--steps", r.steps)
+    try:
+        task = get_task(r.task)  # a malformed spec is refused before the prior loads
+        shape = known_signal_shape(r.prior)
+        if shape is not None:
+            task.check(shape)
+    except ValueError as err:
+        raise InputError(f"--task: {' '.join(str(err).split())}") from err
+    given: dict[str, Any] = {
+        "t_end": r.t_end,
+        "inversion_steps": r.inversion_steps,
+        "dps_steps": r.dps_steps,
+        "step_size": r.step_size,
+    }
+    cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
+    options: dict[str, object] = {}
+    if r.method is not None:
+        get_method(r.method)
+        if r.steps is not None and r.method != "pinv":
+            options[budget_option(r.method)] = r.steps
+        check_method_options(r.method, options)
+    return RestorePlan(r, cfg, options)
+
+
+def run_restore(
+    plan: RestorePlan,
+    load_prior: Callable[[str, str, str], Prior],
+    *,
+    fit_batch: Callable[[Prior, int, str], int] | None = None,
+) -> dict[str, Any] | None:
+    """Run a checked request (:func:`plan_restore`): the prior (``load_prior(name, device, dtype)``), one share of
+    the inputs per process under ``torchrun`` (:func:`restore`), then on rank 0 ``report.json``
+    (:func:`write_report`), which it returns (None on other ranks)."""
+    from .runs import hold_folder, prior_facts
+    from .shard import sharded
+
+    r = plan.request
+    with sharded(r.device) as (rank, world, dev):  # torchrun: one share of the inputs per process
+        prior = load_prior(r.prior, dev, r.dtype)
+        batch_size = fit_batch(prior, r.batch_size, dev) if fit_batch is not None else r.batch_size
+        # restore checks its inputs and pairing before it takes the folder's lock and writes anything
+        names = restore(
+            prior,
+            r.task,
+            r.out,
+            images=r.image,
+            measurements=r.measurement,
+            candidates=r.candidate,
+            method=r.method,
+            method_options=plan.method_options,
+            config=plan.config,
+            seed=r.seed,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world,
+            progress=rank == 0,
+            context=prior_facts(r.prior, r.dtype, config=r.prior_config, checkpoint_dir=r.checkpoint_dir),
+            overwrite=r.overwrite,
+            resize=r.resize,
+            samples=r.samples,
+        )
+    if rank != 0:
+        return None
+    with hold_folder(r.out):
+        return write_report(r.out, r.task, plan.config, names)

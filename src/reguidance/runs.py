@@ -39,6 +39,7 @@ __all__ = [
     "describe_difference",
     "hold_folder",
     "identity_hash",
+    "known_signal_shape",
     "prior_facts",
 ]
 
@@ -100,6 +101,18 @@ def prior_facts(
     if config is not None:
         facts["prior_config_sha256"] = sha256_file(Path(config).expanduser())
     return facts
+
+
+def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
+    from .priors.zoo import MODELS
+
+    entry = MODELS.get(prior_name)
+    if entry is None:
+        return None
+    config = entry.unet_config()
+    size = int(config["image_size"])
+    return int(config["in_channels"]), size, size
 
 
 _HELD: dict[Path, tuple[FileLock, int]] = {}

@@ -127,11 +127,11 @@ class BenchSpec:
 
     def task(self, name: str) -> Task:
         """The parsed task ``name`` (parsed once per spec)."""
-        return self._cached(("task", name), lambda: get_task(name))  # type: ignore[no-any-return]
+        return self._cached(("task", name), lambda: get_task(name))
 
     def options(self, task: str, method: str) -> dict[str, object]:
         """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method)."""
-        return self._cached(  # type: ignore[no-any-return]
+        return self._cached(
             ("options", task, method),
             lambda: resolve_options(task, method, self.protocol, self.prior, self.method_options),
         )
@@ -156,9 +156,7 @@ class BenchSpec:
 
     def identity(self, task: str, method: str) -> str:
         """The identity hash that rows of (``task``, ``method``) carry under this spec (computed once)."""
-        return self._cached(  # type: ignore[no-any-return]
-            ("identity", task, method), lambda: identity_hash(self.facts(task, method))
-        )
+        return self._cached(("identity", task, method), lambda: identity_hash(self.facts(task, method)))
 
     def check(self, n_images: int | None = None, x_shape: Sequence[int] | None = None) -> None:
         """Refuse (``InputError``) unknown or malformed tasks (and, given the images' ``x_shape``, tasks that do not
@@ -220,7 +218,7 @@ def check_folder(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     """Refuse (``InputError``) a folder holding rows whose identity differs from what ``spec`` gives them."""
 
     def recorded(config: Mapping[str, Any], r: Mapping[str, Any]) -> Mapping[str, object]:
-        return next(x["facts"] for x in config["runs"] if x["task"] == r["task"] and x["method"] == r["method"])  # type: ignore[no-any-return]
+        return next(x["facts"] for x in config["runs"] if x["task"] == r["task"] and x["method"] == r["method"])
 
     _folder(out).refuse_other_settings(
         rows,

@@ -53,14 +53,19 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_METHOD_GRIDS",
     "DEFAULT_WRAPPER_GRID",
+    "MAX_WIDEN",
     "RULE",
     "STEP_SIZES",
+    "check_sweep",
     "choose",
     "collect_table",
     "edges",
     "parse_grid",
     "run_sweep",
+    "sweep",
+    "table_header",
     "tune_pair",
+    "validation_split",
     "widen",
 ]
 
@@ -88,6 +93,8 @@ DEFAULT_WRAPPER_GRID = "step_size=1,3,10;t_end=0.3,0.5"
 LIMITS: dict[str, tuple[float, float]] = {"t_end": (0.05, 1.0), "noise_mix": (0.0, 1.0)}
 #: additive axes (widened by their last step, not by a ratio)
 ADDITIVE = ("t_end", "noise_mix")
+#: rounds of widening at an edge (:func:`tune_pair`; recorded in the tuned table)
+MAX_WIDEN = 2
 #: the rule of :func:`choose`, in words (recorded in the tuned table)
 RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
 
@@ -242,7 +249,7 @@ def tune_pair(
     seed: int = 0,
     batch_size: int = 16,
     max_consistency: float = 1.5,
-    max_widen: int = 2,
+    max_widen: int = MAX_WIDEN,
     split: str = "val",
     progress: bool = True,
 ) -> Record:
@@ -386,3 +393,98 @@ def collect_table(entries: list[Record], header: Record) -> Record:
     """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
     keep = ("task", "method", "method_options", "reguidance", "edges")
     return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
+
+
+def validation_split(prior_name: str, dataset: str | None, ids: str) -> tuple[Tensor, range]:
+    """The VALIDATION images the sweeps run on (never the test split) and the ids ``A:B``, checked against its
+    size; ``InputError`` when the split is not on disk."""
+    from ..data import is_available, load_dataset
+    from ..tasks import parse_ids
+    from .inputs import dataset_for
+
+    name = dataset_for(prior_name, dataset)
+    if not is_available(name):
+        raise InputError(f"tuning needs the {name} validation split on disk: run `make data` first")
+    images, _ = load_dataset(name, "val")
+    return images, parse_ids(ids, limit=len(images))
+
+
+def check_sweep(
+    pairs: Sequence[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str
+) -> tuple[dict[str, dict[str, list[object]]], dict[str, list[object]]]:
+    """Refuse a mask task (the table keys on task names) or an unknown method; returns the parsed method grids and
+    wrapper grid (:func:`parse_grid`)."""
+    for task, method in pairs:
+        if "/" in get_task(task).name:
+            raise InputError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
+        get_method(method)
+    grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
+    return grids, parse_grid(wrapper_grid)
+
+
+def sweep(
+    prior: Prior,
+    images: Tensor,
+    ids: Sequence[int],
+    pairs: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    protocol: str,
+    method_grids: dict[str, dict[str, list[object]]],
+    wrapper_grid: dict[str, list[object]],
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[Record]:
+    """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` (:func:`run_sweep`), each
+    from ``protocol``'s untuned defaults; returns every saved entry of ``pairs``."""
+    from .defaults import method_options, reguidance_config
+
+    def run_pair(task: str, method: str) -> Record:
+        return tune_pair(
+            prior,
+            images,
+            task,
+            method,
+            ids,
+            method_options=method_options(task, method, protocol, tuned=False),
+            method_grid=method_grids.get(method),
+            wrapper_grid=wrapper_grid,
+            base=reguidance_config(task, method, protocol, tuned=False),
+            seed=seed,
+            batch_size=batch_size,
+        )
+
+    return run_sweep(pairs, out, run_pair)
+
+
+def table_header(
+    *,
+    prior: str,
+    protocol: str,
+    ids: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    tasks: str,
+    methods: str,
+) -> Record:
+    """The header of a tuned table made by ``reguidance tune-defaults`` with these flags (``tasks`` and
+    ``methods`` as typed): the command that remakes it, the rule, the grids and :data:`MAX_WIDEN`."""
+    command = (
+        f"reguidance tune-defaults --prior {prior} --protocol {protocol} --ids {ids} --seed {seed} "
+        f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}"
+    )
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    return {
+        "protocol": protocol,
+        "prior": prior,
+        "split": "val",
+        "ids": ids,
+        "seed": seed,
+        "rule": RULE,
+        "dtype": dtype,
+        "method_grids": {m: g for m, g in DEFAULT_METHOD_GRIDS.items() if m in names},
+        "wrapper_grid": DEFAULT_WRAPPER_GRID,
+        "max_widen": MAX_WIDEN,
+        "command": command,
+    }
