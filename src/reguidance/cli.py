@@ -273,65 +273,19 @@ def sample(
 
 @cli.command()
 @flags(BENCH_OPTIONS)
-def bench(
-    prior_name: str,
-    dataset: str | None,
-    data: str | None,
-    tasks: str,
-    methods: str,
-    ids: str,
-    seed: int,
-    batch_size: int,
-    protocol: str,
-    steps: int | None,
-    ablations: bool,
-    inversion_steps: int | None,
-    dps_steps: int | None,
-    lpips_alexnet: Path | None,
-    lpips_lin: Path | None,
-    out: Path,
-    json_path: Path | None,
-    device: str,
-    dtype: str,
-    threads: int | None,
-    overwrite: bool,
-    prior_config: Path | None,
-    checkpoint_dir: Path | None,
-) -> None:
+def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | None, **options: Any) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     from .bench.report import format_markdown
     from .bench.session import BenchRequest, plan_benchmark, run_benchmark
     from .tasks import parse_ids
 
-    request = BenchRequest(
-        out,
-        _task_list(tasks, "--tasks"),
-        _csv(methods, "--methods"),
-        parse_ids(ids),
-        prior=prior_name,
-        dataset=dataset,
-        data=data,
-        seed=seed,
-        batch_size=batch_size,
-        protocol=protocol,
-        steps=steps,
-        ablations=ablations,
-        inversion_steps=inversion_steps,
-        dps_steps=dps_steps,
-        lpips_alexnet=lpips_alexnet,
-        lpips_lin=lpips_lin,
-        json_path=json_path,
-        device=device,
-        dtype=dtype,
-        overwrite=overwrite,
-        prior_config=prior_config,
-        checkpoint_dir=checkpoint_dir,
-    )
+    tasks_, methods_ = _task_list(tasks, "--tasks"), _csv(methods, "--methods")
+    request = BenchRequest(tasks=tasks_, methods=methods_, ids=parse_ids(ids), prior=prior_name, **options)
     with _options():
         plan = plan_benchmark(request)
-    _writable(out, "--out", folder=True)
-    _writable(json_path, "--json", folder=False)
-    _runtime(device, threads)
+    _writable(request.out, "--out", folder=True)
+    _writable(request.json_path, "--json", folder=False)
+    _runtime(request.device, threads)
     result = run_benchmark(plan, _load_prior, fit_batch=_fit_batch)
     if result is None:  # a rank > 0 under torchrun
         return
@@ -417,60 +371,16 @@ def speed(
 
 @cli.command()
 @flags(RESTORE_OPTIONS)
-def restore(
-    prior_name: str,
-    task: str,
-    image: Path | None,
-    measurement: Path | None,
-    candidate: Path | None,
-    method: str | None,
-    steps: int | None,
-    out: Path,
-    seed: int,
-    batch_size: int,
-    t_end: float | None,
-    inversion_steps: int | None,
-    dps_steps: int | None,
-    step_size: float | None,
-    resize: bool,
-    samples: int,
-    device: str,
-    dtype: str,
-    threads: int | None,
-    overwrite: bool,
-    prior_config: Path | None,
-    checkpoint_dir: Path | None,
-) -> None:
+def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from .restore import RestoreRequest, plan_restore, run_restore
 
-    request = RestoreRequest(
-        task,
-        out,
-        prior=prior_name,
-        image=image,
-        measurement=measurement,
-        candidate=candidate,
-        method=method,
-        steps=steps,
-        seed=seed,
-        batch_size=batch_size,
-        t_end=t_end,
-        inversion_steps=inversion_steps,
-        dps_steps=dps_steps,
-        step_size=step_size,
-        resize=resize,
-        samples=samples,
-        device=device,
-        dtype=dtype,
-        overwrite=overwrite,
-        prior_config=prior_config,
-        checkpoint_dir=checkpoint_dir,
-    )
+    request = RestoreRequest(prior=prior_name, **options)
     with _options():
         plan = plan_restore(request)
+    out = request.out
     _writable(out, "--out", folder=True)
-    _runtime(device, threads)
+    _runtime(request.device, threads)
     report = run_restore(plan, _load_prior, fit_batch=_fit_batch)
     if report is None:  # a rank > 0 under torchrun
         return
@@ -520,40 +430,23 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
 
 
 def _sweep(
-    prior_name: str,
-    dataset: str | None,
-    ids: str,
-    protocol: str,
-    seed: int,
-    batch_size: int,
-    runtime: dict[str, Any],
-    out: Path,
-    pairs: list[tuple[str, str]],
-    method_grids: dict[str, str],
-    wrapper_grid: str,
+    pairs: list[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str, **f: Any
 ) -> list[dict[str, Any]]:
+    """The sweep of ``tune`` and ``tune-defaults`` over ``pairs``; ``f``: the flags both commands share."""
     from .bench.tune import check_sweep, sweep, validation_split
 
-    _positive("--batch-size", batch_size)
+    _positive("--batch-size", f["batch_size"])
     with _options():
         grids, wgrid = check_sweep(pairs, method_grids, wrapper_grid)
-    images, id_range = validation_split(prior_name, dataset, ids)
-    _writable(out, "--out", folder=True)
-    _runtime(runtime["device"], runtime["threads"])
-    prior = _load_prior(prior_name, runtime["device"], runtime["dtype"])
-    batch_size = _fit_batch(prior, batch_size, runtime["device"])
+    images, id_range = validation_split(f["prior_name"], f["dataset"], f["ids"])
+    _writable(f["out"], "--out", folder=True)
+    _runtime(f["device"], f["threads"])
+    prior = _load_prior(f["prior_name"], f["device"], f["dtype"])
+    batch_size = _fit_batch(prior, f["batch_size"], f["device"])
     entries = sweep(
-        prior,
-        images,
-        id_range,
-        pairs,
-        out,
-        protocol=protocol,
-        method_grids=grids,
-        wrapper_grid=wgrid,
-        seed=seed,
-        batch_size=batch_size,
-    )
+        prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
+        seed=f["seed"], batch_size=batch_size,
+    )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
     return entries
@@ -561,92 +454,27 @@ def _sweep(
 
 @cli.command()
 @flags(TUNE_OPTIONS)
-def tune(
-    task: str,
-    method: str,
-    grid: str | None,
-    method_grid: str,
-    prior_name: str,
-    dataset: str | None,
-    ids: str,
-    protocol: str,
-    seed: int,
-    batch_size: int,
-    device: str,
-    dtype: str,
-    threads: int | None,
-    prior_config: Path | None,
-    checkpoint_dir: Path | None,
-    out: Path,
-) -> None:
+def tune(task: str, method: str, grid: str | None, method_grid: str, out: Path, **f: Any) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
     from .bench.tune import DEFAULT_WRAPPER_GRID
 
-    _sweep(
-        prior_name,
-        dataset,
-        ids,
-        protocol,
-        seed,
-        batch_size,
-        {"device": device, "dtype": dtype, "threads": threads},
-        out,
-        [(task, method)],
-        {method: method_grid} if method_grid else {},
-        grid or DEFAULT_WRAPPER_GRID,
-    )
+    _sweep([(task, method)], {method: method_grid} if method_grid else {}, grid or DEFAULT_WRAPPER_GRID, out=out, **f)
     click.echo(f"saved: {out / f'{task}_{method}.json'}")
 
 
 @cli.command("tune-defaults")
 @flags(TUNE_DEFAULTS_OPTIONS)
-def tune_defaults(
-    tasks: str,
-    methods: str,
-    write_path: Path | None,
-    prior_name: str,
-    dataset: str | None,
-    ids: str,
-    protocol: str,
-    seed: int,
-    batch_size: int,
-    device: str,
-    dtype: str,
-    threads: int | None,
-    prior_config: Path | None,
-    checkpoint_dir: Path | None,
-    out: Path,
-) -> None:
+def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
     from .files import atomic_write_json
 
     pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
     _writable(write_path, "--write", folder=False)
-    entries = _sweep(
-        prior_name,
-        dataset,
-        ids,
-        protocol,
-        seed,
-        batch_size,
-        {"device": device, "dtype": dtype, "threads": threads},
-        out,
-        pairs,
-        DEFAULT_METHOD_GRIDS,
-        DEFAULT_WRAPPER_GRID,
-    )
+    entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, **f)
     if write_path is not None:
-        header = table_header(
-            prior=prior_name,
-            protocol=protocol,
-            ids=ids,
-            seed=seed,
-            batch_size=batch_size,
-            dtype=dtype,
-            tasks=tasks,
-            methods=methods,
-        )
+        keys = ("protocol", "ids", "seed", "batch_size", "dtype")
+        header = table_header(prior=f["prior_name"], tasks=tasks, methods=methods, **{k: f[k] for k in keys})
         atomic_write_json(write_path, collect_table(entries, header))
         click.echo(f"table: {write_path}")
 
