@@ -201,9 +201,9 @@ def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
 
 
 def _task_list(value: str, flag: str) -> list[str]:
-    """The tasks of ``--tasks`` (:func:`reguidance.bench.protocol.split_tasks`), each parsed (an ``InputError``
+    """The tasks of ``--tasks`` (:func:`reguidance.tasks.split_tasks`), each parsed (an ``InputError``
     naming a malformed one) before anything loads."""
-    from .bench.protocol import get_task, split_tasks
+    from .tasks import get_task, split_tasks
     from .conventions import InputError
 
     names = split_tasks(value)
