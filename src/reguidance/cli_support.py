@@ -203,8 +203,8 @@ def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
 def _task_list(value: str, flag: str) -> list[str]:
     """The tasks of ``--tasks`` (:func:`reguidance.tasks.split_tasks`), each parsed (an ``InputError``
     naming a malformed one) before anything loads."""
-    from .tasks import get_task, split_tasks
     from .conventions import InputError
+    from .tasks import get_task, split_tasks
 
     names = split_tasks(value)
     if not names:
