@@ -327,14 +327,20 @@ def restore(
                     progress=progress,  # per-step bars
                 )
                 cand = solved["candidate"].x
-                rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)
                 spread_map = None
-                if samples > 1:
-                    more = [
-                        wrapper_rng(seed, task.name, f"restore/sample{j}", ids, device=device, split=SPLIT)
-                        for j in range(1, samples)
+                if samples > 1:  # the first draw's stream is the one a single restoration uses
+                    rngs = [
+                        wrapper_rng(
+                            seed,
+                            task.name,
+                            "restore" if j == 0 else f"restore/sample{j}",
+                            ids,
+                            device=device,
+                            split=SPLIT,
+                        )
+                        for j in range(samples)
                     ]
-                    draws = spread(cand, y, operator, prior, k=samples, config=cfg, rngs=[rg_rng, *more])
+                    draws = spread(cand, y, operator, prior, k=samples, config=cfg, rngs=rngs)
                     restored, nfe = draws.samples[0].clamp(-1, 1), solved["candidate"].nfe + draws.nfe
                     spread_map = draws.std
                     save_pngs((spread_map / 0.5).clamp(0, 1) * 2 - 1, [out / "std" / outputs[k] for k in picks])
