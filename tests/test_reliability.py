@@ -482,11 +482,11 @@ def test_seeds_are_64_bit_without_aliasing():
     [("dps", {"steps": 4}), ("daps", {"steps": 2, "ode_steps": 1, "langevin_steps": 3})],
 )
 def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_tolerance(method, options):
-    from reguidance.bench.methods import get_method
-    from reguidance.bench.protocol import get_task, method_rng, wrapper_rng
+    from reguidance.batch import solve_batch
     from reguidance.data import load_test_subset
     from reguidance.priors.zoo import load_prior
-    from reguidance.wrapper import ReGuidanceConfig, reguide
+    from reguidance.tasks import get_task
+    from reguidance.wrapper import ReGuidanceConfig
 
     prior, x, task = load_prior("mnist"), load_test_subset("mnist")[0][:3], get_task("sr4")
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
@@ -499,9 +499,11 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
             for s in range(0, 3, batch):
                 ids = list(range(s, min(s + batch, 3)))
                 op, y = task.measure(x[ids], ids, 0)
-                c = get_method(method)(prior, op, y, method_rng(0, "sr4", method, ids), ids, **options).x
-                cands.append(c)
-                outs.append(reguide(c, y, op, prior, config=cfg, rng=wrapper_rng(0, "sr4", method, ids)).x)
+                solved = solve_batch(
+                    prior, op, y, ids, seed=0, task="sr4", split="test", method=method, options=options, config=cfg
+                )
+                cands.append(solved["candidate"].x)
+                outs.append(solved["reguidance"].raw)
             return torch.cat([*cands, *outs])
         finally:
             torch.set_num_threads(before)

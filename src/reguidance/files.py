@@ -21,13 +21,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from torch import Tensor
 
 from .conventions import InputError
 
 __all__ = [
+    "Record",
     "append_rows",
     "atomic_path",
     "atomic_write_bytes",
@@ -38,6 +39,9 @@ __all__ = [
     "replace_marked",
     "save_pngs",
 ]
+
+#: a JSON object as read from or written to a file (a results row, a report, a summary)
+Record = dict[str, Any]
 
 
 @contextmanager

@@ -21,9 +21,9 @@ single input file and a single candidate file are paired whatever their names.
 name gets ``.png`` appended (``a.jpg`` -> ``a.jpg.png``), so ``a.png`` and ``a.jpg`` never overwrite each other
 (:func:`output_name`). The random draws of an input (its box, its noise, the samplers') come from an image id
 derived from its file name (:func:`image_id`) in the random streams of split ``"restore"``
-(:func:`reguidance.bench.protocol.stream_rng`), so adding files to a folder never changes another file's result.
+(:func:`reguidance.tasks.stream_rng`), so adding files to a folder never changes another file's result.
 
-**Tasks** are any task name, preset or spec of :mod:`reguidance.bench.protocol` (``paper:box128c``, ``sr:16``,
+**Tasks** are any task name, preset or spec of :mod:`reguidance.tasks` (``paper:box128c``, ``sr:16``,
 ``blur:gauss,std=3``, ``mask:PATH``, ...), built at the prior's resolution; one that does not fit it is refused
 before any file is read.
 
@@ -38,33 +38,36 @@ input its candidate, its output and the measurement consistency ``||A x - y|| / 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .bench.methods import get_method
-from .bench.protocol import get_task, method_rng, wrapper_rng
-from .bench.shard import barrier
+from .batch import solve_batch
 from .conventions import InputError, check_positive_int
-from .files import append_rows, atomic_write_json, drop_torn_tail, read_rows, save_pngs
+from .files import atomic_write_json, save_pngs
 from .images import load_images
+from .methods import check_method_options, get_method
 from .priors.base import Prior
-from .runs import clear_outputs, describe_difference, hold_folder, identity_hash
-from .wrapper import ReGuidanceConfig, reguide, spread
+from .runs import RunFolder, identity_hash
+from .tasks import get_task, wrapper_rng
+from .wrapper import ReGuidanceConfig, spread
 
 __all__ = [
     "RESIZE_RULE",
     "ROW_KEYS",
+    "RestorePlan",
+    "RestoreRequest",
     "check_sizes",
     "image_id",
     "match_candidates",
     "output_name",
+    "plan_restore",
     "restore",
+    "run_restore",
     "write_report",
 ]
 
@@ -223,6 +226,8 @@ def restore(
         raise InputError("pass exactly one of --candidate (files or a folder) or --method")
     task = get_task(task_name)
     fn = get_method(method) if method is not None else None
+    if method is not None:
+        check_method_options(method, method_options or {})
     check_positive_int("batch-size", batch_size)
     check_positive_int("samples", samples)
     c, h, w = prior.signal_shape
@@ -285,17 +290,16 @@ def restore(
     }
     run = identity_hash(facts)
 
-    with hold_folder(out, rank):
-        if overwrite and rank == 0:
-            clear_outputs(out)
-        barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
-        log_path = out / ("restore.jsonl" if world_size == 1 else f"restore.rank{rank}.jsonl")
-        drop_torn_tail(log_path)  # a run killed mid-write: new rows must start on a fresh line
-        done = _check_rows(out, _read_rows(out), run, facts, names, input_sha, cand_sha)
+    folder = RunFolder(out, "restore", ROW_KEYS, rank=rank, world_size=world_size)
+    with folder.open(overwrite) as found:
+        done = _check_rows(folder, found, run, facts, names, input_sha, cand_sha)
         if rank == 0:
-            atomic_write_json(out / "config.json", {"identity": run, "facts": facts})
+            folder.write_config({"identity": run, "facts": facts})
         todo = [k for k in range(len(names)) if k % world_size == rank and names[k] not in done]
-        with log_path.open("a") as log, tqdm(total=len(todo), disable=not progress, desc="restore", unit="img") as bar:
+        with (
+            folder.log.open("a") as log,
+            tqdm(total=len(todo), disable=not progress, desc="restore", unit="img") as bar,
+        ):
             for start in range(0, len(todo), batch_size):
                 picks = todo[start : start + batch_size]
                 ids = [image_id(names[k]) for k in picks]
@@ -304,25 +308,44 @@ def restore(
                     _, y = task.measure(x[picks].to(device), ids, seed, split=SPLIT)
                 else:
                     y = y_all[picks].to(device)  # type: ignore[index]  # loaded when x is None
-                if fn is not None:
-                    rng = method_rng(seed, task.name, str(method), ids, device=device, split=SPLIT)
-                    cand, nfe, _ = fn(prior, operator, y, rng, ids, **(method_options or {}))
-                else:
-                    cand, nfe = cand_all[picks].to(device), 0  # type: ignore[index]  # loaded when there is no method
-                rg_rng = wrapper_rng(seed, task.name, "restore", ids, device=device, split=SPLIT)
+                given = cand_all[picks].to(device) if cand_all is not None else None
+                solved = solve_batch(
+                    prior,
+                    operator,
+                    y,
+                    ids,
+                    seed=seed,
+                    task=task.name,
+                    split=SPLIT,
+                    method=str(method),
+                    method_fn=fn,
+                    options=method_options,
+                    config=cfg,
+                    variants=("candidate",) if samples > 1 else ("candidate", "reguidance"),
+                    candidate=given,
+                    wrapper_stream="restore",
+                    progress=progress,  # per-step bars
+                )
+                cand = solved["candidate"].x
                 spread_map = None
-                if samples > 1:
-                    more = [
-                        wrapper_rng(seed, task.name, f"restore/sample{j}", ids, device=device, split=SPLIT)
-                        for j in range(1, samples)
+                if samples > 1:  # the first draw's stream is the one a single restoration uses
+                    rngs = [
+                        wrapper_rng(
+                            seed,
+                            task.name,
+                            "restore" if j == 0 else f"restore/sample{j}",
+                            ids,
+                            device=device,
+                            split=SPLIT,
+                        )
+                        for j in range(samples)
                     ]
-                    draws = spread(cand, y, operator, prior, k=samples, config=cfg, rngs=[rg_rng, *more])
-                    rg_x, rg_nfe, spread_map = draws.samples[0], draws.nfe, draws.std
+                    draws = spread(cand, y, operator, prior, k=samples, config=cfg, rngs=rngs)
+                    restored, nfe = draws.samples[0].clamp(-1, 1), solved["candidate"].nfe + draws.nfe
+                    spread_map = draws.std
                     save_pngs((spread_map / 0.5).clamp(0, 1) * 2 - 1, [out / "std" / outputs[k] for k in picks])
                 else:
-                    rg = reguide(cand, y, operator, prior, config=cfg, rng=rg_rng, progress=progress)  # per-step bars
-                    rg_x, rg_nfe = rg.x, rg.nfe
-                restored = rg_x.clamp(-1, 1)
+                    restored, nfe = solved["reguidance"].x, solved["reguidance"].nfe
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)
                 with torch.no_grad():
                     shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
@@ -335,7 +358,7 @@ def restore(
                         "output": f"restored/{outputs[k]}",
                         "consistency_before": float(before[j]),
                         "consistency_after": float(after[j]),
-                        "nfe": int(nfe + rg_nfe),
+                        "nfe": int(nfe),
                         **({"spread": float(spread_map[j].mean())} if spread_map is not None else {}),
                         "run": run,
                         "input_sha256": input_sha[k],
@@ -343,19 +366,19 @@ def restore(
                     }
                     for j, k in enumerate(picks)
                 ]
-                append_rows(log, rows)
+                folder.append(log, rows)
                 bar.update(len(picks))
     return names
 
 
 def _read_rows(out: Path) -> dict[str, dict[str, object]]:
     """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
-    return {str(row["name"]): row for path in sorted(out.glob("restore*.jsonl")) for row in read_rows(path, ROW_KEYS)}
+    return {str(row["name"]): row for row in RunFolder(out, "restore", ROW_KEYS).rows()}
 
 
 def _check_rows(
-    out: Path,
-    rows: dict[str, dict[str, object]],
+    folder: RunFolder,
+    found: list[dict[str, Any]],
     run: str,
     facts: Mapping[str, object],
     names: Sequence[str],
@@ -363,23 +386,21 @@ def _check_rows(
     cand_sha: Sequence[str | None],
 ) -> set[str]:
     """The names already restored under this identity; ``InputError`` for rows of other settings or old files."""
-    for row in rows.values():
-        if row["run"] != run:
-            try:
-                old = json.loads((out / "config.json").read_text())["facts"]
-                why = describe_difference(old, facts)
-            except (OSError, ValueError, KeyError, TypeError):
-                why = "its rows carry another identity"
-            raise InputError(
-                f"{out} holds restorations made with other settings ({why}); choose another --out, or pass "
-                "--overwrite to discard them"
-            )
+    rows = {str(row["name"]): row for row in found}
+    folder.refuse_other_settings(
+        list(rows.values()),
+        identity=lambda r: run,
+        facts=lambda r: facts,
+        recorded=lambda config, r: config["facts"],
+        subject=lambda r: "restorations",
+        fallback="its rows carry another identity",
+    )
     sha = dict(zip(names, zip(input_sha, cand_sha, strict=True), strict=True))
     for name, row in rows.items():
         if name in sha and (row.get("input_sha256"), row.get("candidate_sha256")) != sha[name]:
             raise InputError(
-                f"{out} holds a restoration of {name} made from another version of that file (or its candidate); "
-                "choose another --out, or pass --overwrite to redo it"
+                f"{folder.path} holds a restoration of {name} made from another version of that file (or its "
+                "candidate); choose another --out, or pass --overwrite to redo it"
             )
     return {name for name in rows if name in sha}
 
@@ -394,3 +415,117 @@ def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequen
     report: dict[str, Any] = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
     atomic_write_json(out / "report.json", report)
     return report
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What ``reguidance restore`` was asked (each field is the flag of the same name; ``prior`` is ``--prior``;
+    ``t_end``, ``inversion_steps``, ``dps_steps``, ``step_size``: the wrapper's options, None for its default)."""
+
+    task: str
+    out: Path
+    prior: str = "mnist"
+    image: Path | None = None
+    measurement: Path | None = None
+    candidate: Path | None = None
+    method: str | None = None
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 16
+    t_end: float | None = None
+    inversion_steps: int | None = None
+    dps_steps: int | None = None
+    step_size: float | None = None
+    resize: bool = False
+    samples: int = 1
+    device: str = "cpu"
+    dtype: str = "fp32"
+    overwrite: bool = False
+    prior_config: Path | None = None
+    checkpoint_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A checked request: the wrapper's config and the method's options."""
+
+    request: RestoreRequest
+    config: ReGuidanceConfig
+    method_options: dict[str, object]
+
+
+def plan_restore(request: RestoreRequest) -> RestorePlan:
+    """Check ``request`` before any model loads: counts, the task (and that it fits a known prior), the wrapper's
+    options, the method and its options. ``InputError`` naming the flag (the task's is prefixed ``--task:``)."""
+    from .methods import budget_option
+    from .runs import known_signal_shape
+
+    r = request
+    check_positive_int("--batch-size", r.batch_size)
+    check_positive_int("--samples", r.samples)
+    if r.steps is not None:
+        check_positive_int("--steps", r.steps)
+    try:
+        task = get_task(r.task)  # a malformed spec is refused before the prior loads
+        shape = known_signal_shape(r.prior)
+        if shape is not None:
+            task.check(shape)
+    except ValueError as err:
+        raise InputError(f"--task: {' '.join(str(err).split())}") from err
+    given: dict[str, Any] = {
+        "t_end": r.t_end,
+        "inversion_steps": r.inversion_steps,
+        "dps_steps": r.dps_steps,
+        "step_size": r.step_size,
+    }
+    cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
+    options: dict[str, object] = {}
+    if r.method is not None:
+        get_method(r.method)
+        if r.steps is not None and r.method != "pinv":
+            options[budget_option(r.method)] = r.steps
+        check_method_options(r.method, options)
+    return RestorePlan(r, cfg, options)
+
+
+def run_restore(
+    plan: RestorePlan,
+    load_prior: Callable[[str, str, str], Prior],
+    *,
+    fit_batch: Callable[[Prior, int, str], int] | None = None,
+) -> dict[str, Any] | None:
+    """Run a checked request (:func:`plan_restore`): the prior (``load_prior(name, device, dtype)``), one share of
+    the inputs per process under ``torchrun`` (:func:`restore`), then on rank 0 ``report.json``
+    (:func:`write_report`), which it returns (None on other ranks)."""
+    from .runs import hold_folder, prior_facts
+    from .shard import sharded
+
+    r = plan.request
+    with sharded(r.device) as (rank, world, dev):  # torchrun: one share of the inputs per process
+        prior = load_prior(r.prior, dev, r.dtype)
+        batch_size = fit_batch(prior, r.batch_size, dev) if fit_batch is not None else r.batch_size
+        # restore checks its inputs and pairing before it takes the folder's lock and writes anything
+        names = restore(
+            prior,
+            r.task,
+            r.out,
+            images=r.image,
+            measurements=r.measurement,
+            candidates=r.candidate,
+            method=r.method,
+            method_options=plan.method_options,
+            config=plan.config,
+            seed=r.seed,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world,
+            progress=rank == 0,
+            context=prior_facts(r.prior, r.dtype, config=r.prior_config, checkpoint_dir=r.checkpoint_dir),
+            overwrite=r.overwrite,
+            resize=r.resize,
+            samples=r.samples,
+        )
+    if rank != 0:
+        return None
+    with hold_folder(r.out):
+        return write_report(r.out, r.task, plan.config, names)

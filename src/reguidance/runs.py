@@ -12,6 +12,9 @@
   second sharded or single-process run into the same folder is refused through rank 0.
 - **Start afresh.** :func:`clear_outputs` deletes what a run wrote into a folder (and nothing else); the
   commands call it for ``--overwrite``.
+- **One protocol for both commands.** :class:`RunFolder` is the folder of one run of ``bench`` (``results*.jsonl``)
+  or ``restore`` (``restore*.jsonl``): it holds the lock, clears it on ``overwrite``, drops a torn last line,
+  reads the rows done, refuses rows made with other settings (naming the difference) and appends new rows.
 """
 
 from __future__ import annotations
@@ -20,15 +23,25 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
 from .conventions import InputError
 
-__all__ = ["FolderBusyError", "clear_outputs", "describe_difference", "hold_folder", "identity_hash", "prior_facts"]
+__all__ = [
+    "FolderBusyError",
+    "RunFolder",
+    "clear_outputs",
+    "describe_difference",
+    "hold_folder",
+    "identity_hash",
+    "known_signal_shape",
+    "prior_facts",
+]
 
 
 class FolderBusyError(InputError):
@@ -88,6 +101,18 @@ def prior_facts(
     if config is not None:
         facts["prior_config_sha256"] = sha256_file(Path(config).expanduser())
     return facts
+
+
+def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
+    from .priors.zoo import MODELS
+
+    entry = MODELS.get(prior_name)
+    if entry is None:
+        return None
+    config = entry.unet_config()
+    size = int(config["image_size"])
+    return int(config["in_channels"]), size, size
 
 
 _HELD: dict[Path, tuple[FileLock, int]] = {}
@@ -154,3 +179,89 @@ def clear_outputs(out: Path) -> list[Path]:
                 os.unlink(p)
             gone.append(p)
     return gone
+
+
+class RunFolder:
+    """The output folder of one run: its lock, its rows (``<stem>.jsonl``, or ``<stem>.rank<r>.jsonl`` for rank
+    ``r`` of ``world_size`` processes), its ``config.json``.
+
+    Use :meth:`open` around the whole run; rows are refused with :meth:`refuse_other_settings` and added with
+    :meth:`append` (one ``write`` per batch, so a kill loses at most the batch in flight).
+    """
+
+    def __init__(self, path: Path, stem: str, row_keys: Sequence[str], *, rank: int = 0, world_size: int = 1) -> None:
+        self.path, self.stem, self.row_keys = Path(path), stem, tuple(row_keys)
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def log(self) -> Path:
+        """This process's rows file."""
+        name = f"{self.stem}.jsonl" if self.world_size == 1 else f"{self.stem}.rank{self.rank}.jsonl"
+        return self.path / name
+
+    @contextmanager
+    def open(self, overwrite: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Hold the folder's lock (:func:`hold_folder`) for the block; with ``overwrite`` rank 0 first deletes what
+        a run wrote there (:func:`clear_outputs`); after a barrier (every rank, under ``torchrun``) this rank's
+        torn last line is dropped. Yields the rows of every process's file."""
+        from .files import drop_torn_tail
+        from .shard import barrier
+
+        with hold_folder(self.path, self.rank):
+            if overwrite and self.rank == 0:
+                clear_outputs(self.path)
+            barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
+            drop_torn_tail(self.log)  # a run killed mid-write: new rows must start on a fresh line
+            yield self.rows()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows of every process's file (a torn last line ignored; a row without ``row_keys`` refused)."""
+        from .files import read_rows
+
+        return [row for p in sorted(self.path.glob(f"{self.stem}*.jsonl")) for row in read_rows(p, self.row_keys)]
+
+    def config(self) -> dict[str, Any] | None:
+        """``config.json`` as written by the run, or None if missing or unreadable."""
+        try:
+            config = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def write_config(self, config: Mapping[str, object]) -> None:
+        """Write ``config.json`` atomically."""
+        from .files import atomic_write_json
+
+        atomic_write_json(self.path / "config.json", config)
+
+    def refuse_other_settings(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        identity: Callable[[Mapping[str, Any]], str],
+        facts: Callable[[Mapping[str, Any]], Mapping[str, object]],
+        recorded: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, object]],
+        subject: Callable[[Mapping[str, Any]], str],
+        fallback: str,
+    ) -> None:
+        """``InputError`` for the first row whose ``run`` is not ``identity(row)``: it names ``subject(row)`` and
+        the difference between the facts ``recorded(config, row)`` read from ``config.json`` and ``facts(row)``
+        now (``fallback`` when they cannot be read or do not differ)."""
+        for row in rows:
+            if row.get("run") == identity(row):
+                continue
+            config = self.config()
+            try:
+                old = recorded(config, row) if config is not None else {}
+            except (KeyError, TypeError, StopIteration):
+                old = {}
+            why = (describe_difference(old, facts(row)) if old else "") or fallback
+            raise InputError(
+                f"{self.path} holds {subject(row)} made with other settings ({why}); choose another --out, or pass "
+                "--overwrite to discard them"
+            )
+
+    def append(self, log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:
+        """Append ``rows`` to the open rows file ``log`` in one write."""
+        from .files import append_rows
+
+        append_rows(log, rows)

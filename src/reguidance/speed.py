@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,9 +33,9 @@ from .priors.base import Prior
 from .wrapper import ReGuidanceConfig, reguide
 
 if TYPE_CHECKING:
-    from .bench.report import Record
+    from .files import Record
 
-__all__ = ["DTYPES", "SpeedConfig", "cpu_facts", "format_speed", "measure_floor", "measure_speed"]
+__all__ = ["DTYPES", "SpeedConfig", "cpu_facts", "format_speed", "measure_floor", "measure_speed", "timing_prior"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +205,31 @@ def cpu_facts() -> tuple[str, bool]:
     name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
     flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     return name, bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def timing_prior(
+    name: str,
+    device: str,
+    dtype: str,
+    *,
+    load: Callable[..., Prior],
+    prior_config: object | None = None,
+    **optimize: Any,
+) -> Prior:
+    """The prior ``reguidance speed`` times: a known model that is not embedded gets random weights of its
+    registered architecture (the same cost as the real checkpoint, no file needed; ``prior_config`` is refused for
+    it); anything else is ``load(name, device, dtype, **optimize)``."""
+    from .conventions import InputError
+    from .priors.zoo import MODELS, random_prior
+
+    entry = MODELS.get(name)
+    if entry is None or entry.embedded:
+        return load(name, device, dtype, **optimize)
+    if prior_config is not None:
+        raise InputError(
+            f"--prior-config is for checkpoint files; speed times {name} with random weights of its registered "
+            "architecture"
+        )
+    prior = random_prior(name, device=device)
+    prior.optimize(DTYPES[dtype], **optimize)
+    return prior

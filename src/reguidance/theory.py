@@ -37,7 +37,7 @@ from .priors.gmm import GaussianMixture, GMMPrior
 from .wrapper import ReGuidanceConfig, reguide, reward
 
 if TYPE_CHECKING:
-    from .bench.report import Record
+    from .files import Record
 
 __all__ = [
     "SWEEP_GRID",

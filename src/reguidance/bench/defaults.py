@@ -21,18 +21,28 @@ Precedence, lowest first: reference step sizes, the protocol's budget, the tuned
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..conventions import InputError
+from ..methods import check_method_options
 from ..wrapper import ReGuidanceConfig
 
 if TYPE_CHECKING:
-    from .report import Record
+    from .records import Record
 
-__all__ = ["PROTOCOLS", "is_tuned", "method_options", "reguidance_config", "tuned_path", "tuned_table"]
+__all__ = [
+    "PROTOCOLS",
+    "is_tuned",
+    "method_options",
+    "reguidance_config",
+    "resolve_options",
+    "tuned_path",
+    "tuned_table",
+]
 
 PROTOCOLS = ("reference", "cpu")
 
@@ -129,3 +139,19 @@ def reguidance_config(
     table = _tuned(protocol, prior, task, name) if tuned else {}
     options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
     return replace(ReGuidanceConfig(clip=True), **options)
+
+
+def resolve_options(
+    task: str,
+    method: str,
+    protocol: str = "reference",
+    prior: str = "mnist",
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> dict[str, object]:
+    """The options ``method`` runs with on ``task``: :func:`method_options` under ``protocol`` for ``prior``, then
+    the user's ``overrides`` of that method (``{method name: {option: value}}``, e.g. ``--steps``), checked against
+    the options the method takes (:func:`reguidance.methods.check_method_options`: an unknown option or one of the
+    wrong type is an ``InputError`` naming it). The one place a benchmark's method options are put together."""
+    name = method.split(":", 1)[0]
+    merged = {**method_options(task, method, protocol, prior=prior), **(overrides or {}).get(name, {})}
+    return check_method_options(method, merged)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
+from ..runs import known_signal_shape
 
 __all__ = [
     "ImageFolder",
@@ -46,18 +47,6 @@ def dataset_for(prior_name: str, dataset: str | None) -> str:
     raise InputError(
         f"--prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)}) or --data folder:PATH"
     )
-
-
-def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
-    """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
-    from ..priors.zoo import MODELS
-
-    entry = MODELS.get(prior_name)
-    if entry is None:
-        return None
-    config = entry.unet_config()
-    size = int(config["image_size"])
-    return int(config["in_channels"]), size, size
 
 
 def check_images_fit(images_shape: Sequence[int], prior_shape: Sequence[int], what: str, prior_name: str) -> None:

@@ -1,125 +1,23 @@
-"""Candidate-producing methods for the benchmark, by command-line name.
+"""Compatibility re-export: the candidate-producing methods live in :mod:`reguidance.methods`."""
 
-A method maps ``(prior, operator, measurement, rng, ids)`` to :class:`Candidates` ``(x, nfe, raw)``: candidates
-``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and ``raw``, the output before the final
-clamp to [-1, 1] (the report measures how well the unclamped output fits ``y`` too). ``folder:PATH`` reads external
-candidates, one PNG per test image named ``<id>.png`` or ``<id:05d>.png``.
-"""
+from ..methods import (
+    METHODS,
+    Candidates,
+    MethodFn,
+    budget_option,
+    folder_method,
+    get_method,
+    pinv_method,
+    scaled_budget,
+)
 
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import NamedTuple
-
-import torch
-from torch import Tensor
-
-from ..conventions import BatchRNG, InputError
-from ..guidance.core import SampleResult
-from ..guidance.daps import daps
-from ..guidance.diffpir import diffpir
-from ..guidance.dps import dps
-from ..guidance.pigdm import pigdm
-from ..guidance.reddiff import reddiff
-from ..operators import Operator
-from ..priors.base import Prior
-
-__all__ = ["METHODS", "Candidates", "MethodFn", "budget_option", "get_method", "scaled_budget"]
-
-
-class Candidates(NamedTuple):
-    """A method's output: ``x`` (B, C, H, W) clamped to [-1, 1], ``nfe`` network evaluations per image, ``raw`` the
-    same before the clamp (equal to ``x`` for methods that do not clamp)."""
-
-    x: Tensor
-    nfe: int
-    raw: Tensor
-
-
-MethodFn = Callable[..., Candidates]
-
-
-def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
-    """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov)."""
-    raw = operator.pinv(y)
-    return Candidates(raw.clamp(-1, 1), 0, raw)
-
-
-def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
-    """A sampler of :mod:`reguidance.guidance` as a method: fresh noise, ``x0_hat`` clipped for images."""
-
-    def run(
-        prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object
-    ) -> Candidates:
-        out = fn(prior, operator, y, rng=rng, clip=True, **{**fixed, **options})
-        return Candidates(out.x.clamp(-1, 1), out.nfe, out.x)
-
-    run.__doc__ = f"{fn.__name__} from fresh noise with clipping; see :mod:`{fn.__module__}`."
-    return run
-
-
-def budget_option(method: str) -> str:
-    """The option that scales ``method``'s network-evaluation budget: ``"steps"`` (the number of levels) for every
-    sampler; an InputError for methods without one (``pinv``, ``folder:``)."""
-    name = method.split(":", 1)[0]
-    if name not in METHODS or name == "pinv":
-        raise InputError(f"method {method!r} has no step budget; only {', '.join(m for m in METHODS if m != 'pinv')}")
-    return "steps"
-
-
-def scaled_budget(method: str, options: dict[str, object], nfe: int, extra: int) -> dict[str, object]:
-    """``options`` with ``method``'s budget (:func:`budget_option`) scaled so that it spends about ``nfe + extra``
-    network evaluations per image where it spent ``nfe``: ``steps * (nfe + extra) / nfe``, rounded (the ``more``
-    ablation: the base method given the wrapper's extra evaluations). Its step sizes stay as tuned."""
-    key = budget_option(method)
-    if nfe <= 0:
-        raise InputError(f"method {method!r} spent no network evaluations; its budget cannot be scaled")
-    steps = options[key]
-    if not isinstance(steps, int):
-        raise InputError(f"method {method!r}: {key} must be an integer to be scaled, got {steps!r}")
-    return {**options, key: max(steps + 1, round(steps * (nfe + extra) / nfe))}
-
-
-def folder_method(path: str | Path) -> MethodFn:
-    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
-    root = Path(path)
-    if not root.is_dir():
-        raise InputError(f"folder candidates: {root} is not a directory")
-
-    def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
-        from ..images import load_images
-
-        c, h, w = prior.signal_shape
-        images = []
-        for i in ids:
-            file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
-            if file is None:
-                raise InputError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
-            x, _ = load_images(file, None, c)
-            if tuple(x.shape[-2:]) != (h, w):
-                raise InputError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
-            images.append(x[0])
-        x = torch.stack(images).to(y.device, y.dtype)
-        return Candidates(x, 0, x)
-
-    return load
-
-
-METHODS: dict[str, MethodFn] = {
-    "pinv": pinv_method,
-    "dps": _solver(dps, sampler="ddpm"),
-    "daps": _solver(daps),
-    "diffpir": _solver(diffpir),
-    "reddiff": _solver(reddiff),
-    "pigdm": _solver(pigdm),
-}
-
-
-def get_method(name: str) -> MethodFn:
-    """The method called ``name`` (or ``folder:PATH``); an InputError lists the known ones."""
-    if name.startswith("folder:"):
-        return folder_method(name.split(":", 1)[1])
-    if name not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
-    return METHODS[name]
+__all__ = [
+    "METHODS",
+    "Candidates",
+    "MethodFn",
+    "budget_option",
+    "folder_method",
+    "get_method",
+    "pinv_method",
+    "scaled_budget",
+]

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..files import replace_marked
 from ..images import read_images, save_grid
 from ..metrics import holm, jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
-from .runner import read_all_results
+from .records import Record, read_all_results, variant_of
 
 __all__ = [
     "add_fd_cls",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 #: a row of ``results.jsonl``, a summary, or one of its rows: JSON objects, typed as such (values of any JSON type)
-Record = dict[str, Any]
 
 #: per-image metrics of a row and whether higher is better (``lpips`` only in runs given LPIPS weights;
 #: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1])
@@ -62,10 +60,6 @@ RULE = (
 AGAINST = ("candidate", "renoise", "fresh", "more")
 
 
-def _variant(r: Record) -> str:
-    return str(r.get("variant", "reguidance" if r["reguidance"] else "candidate"))
-
-
 def summarise(rows: list[Record]) -> Record:
     """The summary ``{"rows": [...], "paired": [...], "rule": RULE, "alpha": ALPHA, "correction": "holm"}``.
 
@@ -82,7 +76,7 @@ def summarise(rows: list[Record]) -> Record:
     """
     unique: dict[tuple[object, ...], Record] = {}
     for r in rows:
-        unique[(r["task"], r["method"], _variant(r), r["id"])] = r
+        unique[(r["task"], r["method"], variant_of(r), r["id"])] = r
     groups: dict[tuple[str, str, str], list[Record]] = {}
     for (task, method, variant, _), r in sorted(unique.items(), key=lambda kv: str(kv[0])):
         groups.setdefault((str(task), str(method), str(variant)), []).append(r)

@@ -1,7 +1,8 @@
 """The tuning protocol: step sizes and wrapper options per (task, method), chosen on *validation* images only.
 
 For one (task, method) the sweep has two stages on the same validation ids, measured exactly as the benchmark
-measures (per-image operators, noise and generators from :mod:`.protocol`):
+measures (per-image operators, noise and generators from :mod:`reguidance.tasks`; each batch solved by
+:func:`reguidance.batch.solve_batch`):
 
 1. **the method's step size** (e.g. DPS ``step_size``), if a grid is given for it: candidates for each value;
 2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
@@ -37,28 +38,34 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..batch import solve_batch
 from ..conventions import InputError
+from ..methods import get_method
 from ..metrics import ssim
 from ..operators import Operator
 from ..priors.base import Prior
-from ..wrapper import ReGuidanceConfig, reguide
-from .methods import get_method
-from .protocol import get_task, method_rng, wrapper_rng
+from ..tasks import get_task
+from ..wrapper import ReGuidanceConfig
 
 if TYPE_CHECKING:
-    from .report import Record
+    from .records import Record
 
 __all__ = [
     "DEFAULT_METHOD_GRIDS",
     "DEFAULT_WRAPPER_GRID",
+    "MAX_WIDEN",
     "RULE",
     "STEP_SIZES",
+    "check_sweep",
     "choose",
     "collect_table",
     "edges",
     "parse_grid",
     "run_sweep",
+    "sweep",
+    "table_header",
     "tune_pair",
+    "validation_split",
     "widen",
 ]
 
@@ -86,6 +93,8 @@ DEFAULT_WRAPPER_GRID = "step_size=1,3,10;t_end=0.3,0.5"
 LIMITS: dict[str, tuple[float, float]] = {"t_end": (0.05, 1.0), "noise_mix": (0.0, 1.0)}
 #: additive axes (widened by their last step, not by a ratio)
 ADDITIVE = ("t_end", "noise_mix")
+#: rounds of widening at an edge (:func:`tune_pair`; recorded in the tuned table)
+MAX_WIDEN = 2
 #: the rule of :func:`choose`, in words (recorded in the tuned table)
 RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
 
@@ -240,7 +249,7 @@ def tune_pair(
     seed: int = 0,
     batch_size: int = 16,
     max_consistency: float = 1.5,
-    max_widen: int = 2,
+    max_widen: int = MAX_WIDEN,
     split: str = "val",
     progress: bool = True,
 ) -> Record:
@@ -270,8 +279,20 @@ def tune_pair(
         bar.total += len(ids)
         out = []
         for chunk, _, operator, y in measured:
-            rng = method_rng(seed, task, method, chunk, device=device, split="val")
-            out.append(_finite(fn(prior, operator, y, rng, chunk, **{**fixed, **options})[0]))
+            solved = solve_batch(
+                prior,
+                operator,
+                y,
+                chunk,
+                seed=seed,
+                task=task,
+                split="val",
+                method=method,
+                method_fn=fn,
+                options={**fixed, **options},
+                variants=("candidate",),
+            )
+            out.append(_finite(solved["candidate"].x))
             bar.update(len(chunk))
         return out
 
@@ -309,8 +330,19 @@ def tune_pair(
         def restorations() -> list[Tensor]:
             outs = []
             for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-                rng = wrapper_rng(seed, task, method, chunk, device=device, split="val")
-                outs.append(_finite(reguide(cand, y, operator, prior, config=cfg, rng=rng).x.clamp(-1, 1)))
+                solved = solve_batch(
+                    prior,
+                    operator,
+                    y,
+                    chunk,
+                    seed=seed,
+                    task=task,
+                    split="val",
+                    method=method,
+                    config=cfg,
+                    candidate=cand,
+                )
+                outs.append(_finite(solved["reguidance"].x))
                 bar.update(len(chunk))
             return outs
 
@@ -361,3 +393,98 @@ def collect_table(entries: list[Record], header: Record) -> Record:
     """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
     keep = ("task", "method", "method_options", "reguidance", "edges")
     return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
+
+
+def validation_split(prior_name: str, dataset: str | None, ids: str) -> tuple[Tensor, range]:
+    """The VALIDATION images the sweeps run on (never the test split) and the ids ``A:B``, checked against its
+    size; ``InputError`` when the split is not on disk."""
+    from ..data import is_available, load_dataset
+    from ..tasks import parse_ids
+    from .inputs import dataset_for
+
+    name = dataset_for(prior_name, dataset)
+    if not is_available(name):
+        raise InputError(f"tuning needs the {name} validation split on disk: run `make data` first")
+    images, _ = load_dataset(name, "val")
+    return images, parse_ids(ids, limit=len(images))
+
+
+def check_sweep(
+    pairs: Sequence[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str
+) -> tuple[dict[str, dict[str, list[object]]], dict[str, list[object]]]:
+    """Refuse a mask task (the table keys on task names) or an unknown method; returns the parsed method grids and
+    wrapper grid (:func:`parse_grid`)."""
+    for task, method in pairs:
+        if "/" in get_task(task).name:
+            raise InputError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
+        get_method(method)
+    grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
+    return grids, parse_grid(wrapper_grid)
+
+
+def sweep(
+    prior: Prior,
+    images: Tensor,
+    ids: Sequence[int],
+    pairs: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    protocol: str,
+    method_grids: dict[str, dict[str, list[object]]],
+    wrapper_grid: dict[str, list[object]],
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[Record]:
+    """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` (:func:`run_sweep`), each
+    from ``protocol``'s untuned defaults; returns every saved entry of ``pairs``."""
+    from .defaults import method_options, reguidance_config
+
+    def run_pair(task: str, method: str) -> Record:
+        return tune_pair(
+            prior,
+            images,
+            task,
+            method,
+            ids,
+            method_options=method_options(task, method, protocol, tuned=False),
+            method_grid=method_grids.get(method),
+            wrapper_grid=wrapper_grid,
+            base=reguidance_config(task, method, protocol, tuned=False),
+            seed=seed,
+            batch_size=batch_size,
+        )
+
+    return run_sweep(pairs, out, run_pair)
+
+
+def table_header(
+    *,
+    prior: str,
+    protocol: str,
+    ids: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    tasks: str,
+    methods: str,
+) -> Record:
+    """The header of a tuned table made by ``reguidance tune-defaults`` with these flags (``tasks`` and
+    ``methods`` as typed): the command that remakes it, the rule, the grids and :data:`MAX_WIDEN`."""
+    command = (
+        f"reguidance tune-defaults --prior {prior} --protocol {protocol} --ids {ids} --seed {seed} "
+        f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}"
+    )
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    return {
+        "protocol": protocol,
+        "prior": prior,
+        "split": "val",
+        "ids": ids,
+        "seed": seed,
+        "rule": RULE,
+        "dtype": dtype,
+        "method_grids": {m: g for m, g in DEFAULT_METHOD_GRIDS.items() if m in names},
+        "wrapper_grid": DEFAULT_WRAPPER_GRID,
+        "max_widen": MAX_WIDEN,
+        "command": command,
+    }

@@ -1,0 +1,126 @@
+"""Solving one batch: a method's candidates, ReGuidance on them, and the ablations that explain its gains.
+
+One function, :func:`solve_batch`, is what the benchmark (:mod:`reguidance.bench.runner`), the tuning
+(:mod:`reguidance.bench.tune`) and ``reguidance restore`` (:mod:`reguidance.restore`) run on every batch. Given the
+operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Task.measure`), it returns per
+*variant* an :class:`Output`:
+
+- ``candidate``: the method's output from fresh noise (stream ``method/<method>`` of
+  :func:`reguidance.tasks.method_rng`), or the candidates the caller gives;
+- ``reguidance``: the wrapper (:func:`reguidance.wrapper.reguide`, ``start="inversion"``) on the candidate;
+- ``renoise``: the candidate forward-noised to the wrapper's ``t_end``, then the same DPS (SDEdit + DPS);
+- ``fresh``: the same DPS from fresh noise at ``t_end`` (no candidate; its cost is its own);
+- ``more``: the method given the wrapper's extra network evaluations (:func:`reguidance.methods.scaled_budget`).
+
+The wrapper's variants share one random stream (``reguidance/<wrapper_stream>``, by default the method's name), so
+they differ only in where DPS starts. Every draw is per image (:func:`reguidance.tasks.stream_rng`): the outputs of
+an image do not depend on the batch it is solved in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import NamedTuple, TypeVar
+
+import torch
+from torch import Tensor
+
+from .methods import MethodFn, get_method, scaled_budget
+from .operators import Operator
+from .priors.base import Prior
+from .tasks import method_rng, wrapper_rng
+from .wrapper import ReGuidanceConfig, Start, reguide
+
+__all__ = ["START", "Output", "solve_batch"]
+
+T = TypeVar("T")
+
+#: the wrapper's start for each variant that runs it (:class:`reguidance.wrapper.ReGuidanceConfig`)
+START: dict[str, Start] = {"reguidance": "inversion", "renoise": "renoise", "fresh": "fresh"}
+
+
+class Output(NamedTuple):
+    """One variant's result on a batch: ``x`` (B, C, H, W) clamped to [-1, 1], ``raw`` the same before the clamp,
+    ``nfe`` the network evaluations per image (the candidate's included where the variant starts from it), and
+    ``seconds`` the wall time per image (likewise)."""
+
+    x: Tensor
+    raw: Tensor
+    nfe: int
+    seconds: float
+
+
+def solve_batch(
+    prior: Prior,
+    operator: Operator,
+    y: Tensor,
+    ids: Sequence[int],
+    *,
+    seed: int,
+    task: str,
+    split: str,
+    method: str,
+    method_fn: MethodFn | None = None,
+    options: Mapping[str, object] | None = None,
+    config: ReGuidanceConfig | None = None,
+    variants: Sequence[str] = ("candidate", "reguidance"),
+    candidate: Tensor | None = None,
+    wrapper_stream: str | None = None,
+    progress: bool = False,
+) -> dict[str, Output]:
+    """The ``variants`` (see the module docstring; ``candidate`` is always among the outputs, ``more`` needs
+    ``reguidance`` before it) of the images ``ids`` of ``split``.
+
+    Arguments:
+        prior: the diffusion prior; ``y`` and the outputs live on its device.
+        operator: the batch's forward operator; ``y`` its measurement (on the ``sigma_y`` scale of [-1, 1] images).
+        seed, task, split: the run's seed, the task's name and the split: they name the random streams.
+        method: the method's name (its stream and budget); ``method_fn`` the method itself (default
+            :func:`reguidance.methods.get_method` of it), called with ``options``.
+        config: the wrapper's options (default ``ReGuidanceConfig(clip=True)``); each variant sets its ``start``.
+        candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted).
+        wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``method``).
+        progress: per-step progress bars of the wrapper.
+    """
+    device = y.device
+    opts = dict(options or {})
+    cfg = config or ReGuidanceConfig(clip=True)
+
+    def timed(fn: Callable[[], T]) -> tuple[T, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return result, (time.perf_counter() - t0) / len(ids)
+
+    def run_method(method_options: dict[str, object]) -> Output:
+        fn = method_fn or get_method(method)
+        rng = method_rng(seed, task, method, ids, device=device, split=split)
+        out, seconds = timed(lambda: fn(prior, operator, y, rng, ids, **method_options))
+        return Output(out.x, out.raw, out.nfe, seconds)
+
+    outputs = {"candidate": Output(candidate, candidate, 0, 0.0) if candidate is not None else run_method(opts)}
+    cand = outputs["candidate"]
+    for variant in variants:
+        if variant == "candidate":
+            continue
+        if variant == "more":
+            extra = outputs["reguidance"].nfe - cand.nfe  # the wrapper's own evaluations
+            outputs[variant] = run_method(scaled_budget(method, opts, cand.nfe, extra))
+            continue
+        rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
+        variant_cfg = replace(cfg, start=START[variant])
+        rg, seconds = timed(
+            partial(reguide, cand.x, y, operator, prior, config=variant_cfg, rng=rng, progress=progress)
+        )
+        with_candidate = variant != "fresh"  # fresh noise needs no candidate: its cost is its own
+        outputs[variant] = Output(
+            rg.x.clamp(-1, 1),
+            rg.x,
+            rg.nfe + (cand.nfe if with_candidate else 0),
+            seconds + (cand.seconds if with_candidate else 0.0),
+        )
+    return outputs

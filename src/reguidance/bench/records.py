@@ -1,0 +1,61 @@
+"""The benchmark's records: the row type, the results files and a row's variant (the leaf of :mod:`reguidance.bench`).
+
+A results row is one JSON object per image and *variant* in ``results.jsonl`` (``results.rank<r>.jsonl`` for rank
+``r`` of a sharded run); every row holds :data:`ROW_KEYS`. Every other module of the benchmark reads rows through
+this one, which imports nothing of the benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import Record, read_rows
+
+__all__ = [
+    "ABLATIONS",
+    "ROW_KEYS",
+    "VARIANTS",
+    "Record",
+    "Row",
+    "read_all_results",
+    "read_results",
+    "results_path",
+    "safe_name",
+    "variant_of",
+]
+
+#: a results row: a JSON object (:data:`reguidance.files.Record`, the type of every record the benchmark reads)
+Row = Record
+
+#: the keys every results row holds (a row without them is refused by the reader)
+ROW_KEYS = ("task", "method", "reguidance", "id")
+#: the variants a row can be (``variant``; rows without one are ``reguidance`` if ``reguidance`` else ``candidate``)
+VARIANTS = ("candidate", "reguidance", "renoise", "fresh", "more")
+#: the ablation variants ``ablations=True`` adds
+ABLATIONS = ("renoise", "fresh", "more")
+
+
+def read_results(path: Path) -> list[Row]:
+    """The rows of ``results.jsonl``; a torn last line (a run killed mid-write) is ignored, a row without the keys
+    :data:`ROW_KEYS` (e.g. ``{}``) is an ``InputError`` naming the file and line."""
+    return read_rows(path, ROW_KEYS)
+
+
+def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
+    """``out/results.jsonl`` for a single process; ``out/results.rank<r>.jsonl`` for rank ``r`` of a sharded run."""
+    return out / ("results.jsonl" if world_size == 1 else f"results.rank{rank}.jsonl")
+
+
+def read_all_results(out: Path) -> list[Row]:
+    """The rows of every results file in ``out`` (a single run's, or all ranks' of sharded runs)."""
+    return [row for path in sorted(out.glob("results*.jsonl")) for row in read_results(path)]
+
+
+def variant_of(row: Row) -> str:
+    """A row's variant (:data:`VARIANTS`); rows written before variants existed have only ``reguidance``."""
+    return str(row.get("variant", "reguidance" if row["reguidance"] else "candidate"))
+
+
+def safe_name(name: str) -> str:
+    """A task's or method's name as one folder name (``:`` and ``/`` become ``_``), as the report reads them."""
+    return name.replace(":", "_").replace("/", "_")
