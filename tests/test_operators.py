@@ -476,3 +476,19 @@ def test_images_slightly_beyond_the_unit_range_and_flat_signals_of_any_scale_are
     SuperResolution((1, 8, 8), 2).measure(image, BatchRNG.from_seed(0, 1))
     flat = _randn(2, 8) * 100  # not an image: the mixture testbed's own scale
     _matrix_operator().measure(flat, BatchRNG.from_seed(0, 2))
+
+
+def test_the_measurement_picture_is_y_itself_blockwise_for_super_resolution() -> None:
+    op = SuperResolution((1, 8, 8), 4, sigma_y=0.0)
+    y = torch.arange(4.0).reshape(1, 1, 2, 2)
+    shown = op.picture(y)
+    assert shown.shape == (1, 1, 8, 8)
+    for i in range(8):
+        for j in range(8):
+            assert shown[0, 0, i, j] == y[0, 0, i // 4, j // 4]
+
+
+def test_the_measurement_picture_of_a_same_size_measurement_is_unchanged() -> None:
+    op = Inpainting.box((1, 8, 8), 4, sigma_y=0.0)
+    y = op(torch.ones(1, 1, 8, 8))
+    assert torch.equal(op.picture(y), y)

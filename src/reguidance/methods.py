@@ -8,8 +8,8 @@ candidates, one PNG per test image named ``<id>.png`` or ``<id:05d>.png``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,13 +17,10 @@ import torch
 from torch import Tensor
 
 from .conventions import BatchRNG, InputError
-from .guidance.core import SampleResult
-from .guidance.daps import daps
-from .guidance.diffpir import diffpir
-from .guidance.dps import dps
-from .guidance.pigdm import pigdm
-from .guidance.reddiff import reddiff
-from .operators import Operator
+from .guidance.registry import METHODS as SAMPLERS
+from .guidance.registry import method_config, method_option_names
+from .guidance.solve import Problem, solve
+from .operators import LinearOperator, Operator
 from .priors.base import Prior
 
 __all__ = [
@@ -52,73 +49,53 @@ MethodFn = Callable[..., Candidates]
 
 def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
     """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov)."""
+    if not isinstance(operator, LinearOperator):
+        raise InputError(
+            f"the pinv candidate needs a linear operator; {type(operator).__name__} is not a LinearOperator"
+        )
     raw = operator.pinv(y)
     return Candidates(raw.clamp(-1, 1), 0, raw)
 
 
-def _solver(fn: Callable[..., SampleResult], **fixed: object) -> MethodFn:
-    """A sampler of :mod:`reguidance.guidance` as a method: fresh noise, ``x0_hat`` clipped for images."""
+#: options a sampler's method sets itself (never a user's option): the benchmark clips ``x0_hat`` for images
+_FIXED: dict[str, object] = {"clip": True}
+
+
+def _solver(name: str) -> MethodFn:
+    """The sampler ``name`` of :data:`reguidance.guidance.METHODS` as a method: its config built from the options
+    by :func:`~reguidance.guidance.method_config`, fresh noise, ``x0_hat`` clipped for images."""
 
     def run(
         prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object
     ) -> Candidates:
-        out = fn(prior, operator, y, rng=rng, clip=True, **{**fixed, **options})
+        out = solve(method_config(name, {**options, **_FIXED}), Problem(prior, operator, y, rng))
         return Candidates(out.x.clamp(-1, 1), out.nfe, out.x)
 
-    run.__doc__ = f"{fn.__name__} from fresh noise with clipping; see :mod:`{fn.__module__}`."
-    run.solver = fn  # type: ignore[attr-defined]  # read by method_option_defaults
+    run.__doc__ = f"{SAMPLERS[name].label} from fresh noise with clipping; see :mod:`{SAMPLERS[name].__module__}`."
     return run
 
 
-#: keyword arguments of a sampler that the method itself sets per batch (never an option)
-_NOT_OPTIONS = frozenset(
-    {"prior", "operator", "measurement", "rng", "clip", "levels", "latent", "callback", "progress", "init"}
-)
-
-
 def method_option_defaults(method: str) -> dict[str, object]:
-    """The options ``method`` takes, with their defaults (read from its sampler's signature; ``steps`` has
-    ``None``: the sampler's own budget); ``{}`` for ``pinv`` and ``folder:PATH``. ``InputError`` for an unknown
-    method."""
-    fn = getattr(get_method(method), "solver", None)
-    if fn is None:
+    """The options ``method`` takes, with their defaults (its config's fields; ``steps`` has ``None``: the
+    sampler's own budget); ``{}`` for ``pinv`` and ``folder:PATH``. ``InputError`` for an unknown method."""
+    get_method(method)
+    if method not in SAMPLERS:
         return {}
-    return {
-        name: p.default
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_OPTIONS
-    }
-
-
-def _type_ok(default: object, value: object, name: str) -> bool:
-    if name == "steps" or name.endswith("_steps") or (isinstance(default, int) and not isinstance(default, bool)):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
+    defaults = {f.name: f.default for f in fields(SAMPLERS[method])}
+    return {name: defaults[name] for name in method_option_names(method) if name not in _FIXED}
 
 
 def check_method_options(method: str, options: Mapping[str, object]) -> dict[str, object]:
-    """``options`` as a dict when ``method`` takes every one of them with a value of its type (an integer for
-    step counts, a number for step sizes, a string for a choice); else an ``InputError`` naming the option and
-    the options that exist."""
+    """``options`` as a dict when ``method`` takes every one of them with a value of its type, checked by building
+    its config (:func:`~reguidance.guidance.method_config`); else an ``InputError`` naming the option and the
+    options that exist."""
     known = method_option_defaults(method)
-    for name, value in options.items():
+    for name in options:
         if name not in known:
             takes = ", ".join(sorted(known)) if known else "no options"
             raise InputError(f"method {method} has no option {name!r}; it takes {takes}")
-        if not _type_ok(known[name], value, name):
-            default = known[name]
-            want = (
-                "a whole number"
-                if default is None or (isinstance(default, int) and not isinstance(default, bool))
-                else {bool: "true or false", float: "a number", str: "a string"}.get(type(default), "a value")
-            )
-            raise InputError(f"method {method} option {name} must be {want}, got {value!r}")
+    if method in SAMPLERS:
+        method_config(method, {**options, **_FIXED})
     return dict(options)
 
 
@@ -169,14 +146,7 @@ def folder_method(path: str | Path) -> MethodFn:
     return load
 
 
-METHODS: dict[str, MethodFn] = {
-    "pinv": pinv_method,
-    "dps": _solver(dps, sampler="ddpm"),
-    "daps": _solver(daps),
-    "diffpir": _solver(diffpir),
-    "reddiff": _solver(reddiff),
-    "pigdm": _solver(pigdm),
-}
+METHODS: dict[str, MethodFn] = {"pinv": pinv_method, **{name: _solver(name) for name in SAMPLERS}}
 
 
 def get_method(name: str) -> MethodFn:

@@ -285,6 +285,22 @@ class Operator(nn.Module):
         m = torch.as_tensor(self.num_measurements, dtype=r.dtype, device=r.device)
         return r / (self.sigma_y * torch.sqrt(m))
 
+    def picture(self, y: Tensor) -> Tensor:
+        """The measurement ``y`` (B, *y_shape) as a picture the size of a signal (B, *x_shape), for people to look
+        at: ``y`` itself when it has the signal's shape (a blurred image as measured, an inpainting measurement with
+        its hole at 0, mid-grey), else ``y`` resized by nearest neighbour (each low-resolution pixel a block, for
+        super-resolution); not clamped. An InputError for measurements that are not images of the signal's channels.
+        """
+        self.check_measurement(y)
+        if tuple(self.y_shape) == tuple(self.x_shape):
+            return y
+        if len(self.y_shape) != 3 or len(self.x_shape) != 3 or self.y_shape[0] != self.x_shape[0]:
+            raise InputError(
+                f"{type(self).__name__}: a measurement of shape {tuple(self.y_shape)} is not an image of the "
+                f"signal's {tuple(self.x_shape)} channels, so it has no picture"
+            )
+        return F.interpolate(y, size=tuple(self.x_shape[1:]), mode="nearest-exact")
+
     def select(self, index: Index) -> Operator:
         """The operator restricted to samples ``index``; a shared operator returns itself."""
         if self.batch_size is None:

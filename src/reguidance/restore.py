@@ -348,7 +348,7 @@ def restore(
                     restored, nfe = solved["reguidance"].x, solved["reguidance"].nfe
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)
                 with torch.no_grad():
-                    shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
+                    shown = operator.picture(y).clamp(-1, 1)  # y itself, the size of an image
                 for kind, pictures in (("restored", restored), ("candidate", cand), ("measurement", shown)):
                     save_pngs(pictures, [out / kind / outputs[k] for k in picks])
                 rows = [

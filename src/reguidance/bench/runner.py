@@ -383,7 +383,7 @@ def _run_batch(
         )
     folder = out / "images" / safe_name(task.name) / safe_name(name)
     with torch.no_grad():
-        shown = operator.pinv(y).clamp(-1, 1)  # the measurement as a full-size picture
+        shown = operator.picture(y).clamp(-1, 1)  # y itself, the size of an image
     pictures = {**{v: o.x for v, o in outputs.items()}, "truth": truth, "measurement": shown}
     for kind, xs in pictures.items():
         save_pngs(xs, [folder / f"{i:05d}_{kind}.png" for i in chunk])
