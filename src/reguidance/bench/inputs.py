@@ -135,11 +135,15 @@ def parse_data(spec: str) -> Path:
 
 
 def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
-    """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent."""
+    """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent.
+
+    ``logits_fn`` is a :class:`reguidance.classifier.RealismScorer`: the runner also takes each image's confidence
+    and k-NN distance from it, against the reference training images (:func:`reguidance.classifier.reference_ids`)
+    when the training split is on disk (read at the first batch, never downloaded; without it, no k-NN distance)."""
     if dataset not in DATASETS:
         return None
     try:
-        from ..classifier import load_classifier
+        from ..classifier import RealismScorer, load_classifier, reference_ids
     except ImportError:
         return None
     try:
@@ -147,12 +151,11 @@ def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], 
     except (FileNotFoundError, ValueError, KeyError):
         return None
 
-    def logits(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model(x.to(next(model.parameters()).device, torch.float32)).cpu()
+    def reference() -> Tensor | None:
+        if not is_available(dataset):
+            return None
+        images, _ = load_dataset(dataset, "train", download=False)
+        return images[reference_ids(len(images))]
 
-    def features(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model.features(x.to(next(model.parameters()).device, torch.float32)).cpu()
-
-    return logits, features
+    scorer = RealismScorer(model, reference)
+    return scorer, scorer.features
