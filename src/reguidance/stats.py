@@ -58,12 +58,12 @@ MIN_N = 10
 MARGINS: dict[str, float] = {"ssim": 0.01, "fit": 0.1, "psnr": 0.1, "lpips": 0.01, "class_acc": 0.02}
 #: why each margin is what it is (printed with the declaration)
 MARGIN_RATIONALE: dict[str, str] = {
-    "ssim": "a tenth of the smallest SSIM gap between methods that the earlier runs called a change (about 0.1), "
-    "and below the spread between neighbouring settings of a tuning grid",
-    "fit": "a tenth of one null standard deviation of the noise-calibrated fit statistic (fit_z ~ N(0, 1) at the "
-    "truth): a shift that no single image's chi-square test could detect",
-    "psnr": "0.1 dB, below the change visible in a side-by-side picture",
-    "lpips": "a tenth of the LPIPS gap usually reported between neighbouring methods",
+    "ssim": "1% of SSIM's [0, 1] range, a quarter of the smallest gain issue 19 discusses (+0.04; the largest "
+    "is +0.29)",
+    "fit": "a tenth of one null standard deviation of fit_z (fit_z ~ N(0, 1) at the truth): a shift no single "
+    "image's chi-square test could detect",
+    "psnr": "0.1 dB, below what a side-by-side picture shows",
+    "lpips": "1% of LPIPS's usual [0, 1] range",
     "class_acc": "2 points of accuracy, one image in 50",
 }
 
@@ -222,7 +222,7 @@ class Family:
 
     def declaration(self) -> str:
         """The family in words (Markdown), as BENCHMARK.md's pre-registration section prints it."""
-        margins = "; ".join(f"{m} {MARGINS[m]:g} ({MARGIN_RATIONALE[m]})" for m in self.metrics if m in MARGINS)
+        margins = "; ".join(f"`{m}` ±{MARGINS[m]:g}: {MARGIN_RATIONALE[m]}" for m in self.metrics if m in MARGINS)
         return "\n".join(
             [
                 "- **Primary family** (confirmatory; Holm's correction within it, one family per prior): for every "
