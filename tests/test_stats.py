@@ -119,3 +119,37 @@ def test_benchmark_md_declares_the_family_the_code_tests():
     found = re.search(f"{begin}\n(.*?){end}", doc, re.S)
     assert found is not None, "BENCHMARK.md has no pre-registration section"
     assert found.group(1).rstrip("\n") == preregistration().rstrip("\n")
+
+
+def _rows(task: str, method: str, n: int, shift: float, spread: float, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        base = {"task": task, "method": method, "id": i, "psnr": 20.0, "consistency": 1.0, "label": 0, "nfe": 1}
+        base |= {"sec_per_image": 0.0, "peak_mem_mb": 0.0, "reward": -1.0, "fit_z": 0.5}
+        change = shift + spread * float(torch.randn((), generator=g))
+        rows.append({**base, "variant": "candidate", "reguidance": False, "ssim": 0.5})
+        rows.append({**base, "variant": "reguidance", "reguidance": True, "ssim": 0.5 + change})
+    return rows
+
+
+def test_a_single_image_gets_no_test_no_mark_and_says_why():
+    from reguidance.bench.report import format_markdown, summarise
+
+    summary = summarise(_rows("sr8", "dps", 1, 0.3, 0.0))  # the old table printed "helps" and ▲ here
+    entry = summary["paired"][0]
+    assert entry["verdict"] == "no verdict (n = 1 < 10)" and entry["better"] == []
+    row = next(line for line in format_markdown(summary).splitlines() if line.startswith("| sr8 | dps | 1 |"))
+    assert "▲" not in row and "helps" not in row and "no verdict (n = 1 < 10)" in row
+    assert "+0.300 (one image)" in row  # no zero-width interval either
+
+
+def test_equivalent_only_when_every_voting_metric_is_inside_its_margin():
+    from reguidance.bench.report import summarise
+
+    # SSIM changes of sd 0.002 around 0 (margin 0.01), |fit_z| and PSNR unchanged (their sd is 0: |mean| < margin)
+    tie = summarise(_rows("sr8", "dps", 30, 0.0, 0.002))["paired"][0]
+    assert tie["ssim"]["call"] == "tie" and tie["ssim"]["primary"] and tie["verdict"] == "equivalent"
+    # same spread, mean 0.008: the 90% interval crosses the margin, so no tie is claimed
+    near = summarise(_rows("sr8", "dps", 30, 0.008, 0.01, seed=1))["paired"][0]
+    assert near["ssim"]["call"] in ("inconclusive", "better") and near["verdict"] != "equivalent"

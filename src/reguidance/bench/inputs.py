@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +26,9 @@ from torch import Tensor
 from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
 from ..runs import known_signal_shape
+
+if TYPE_CHECKING:
+    from ..classifier import RealismScorer
 
 __all__ = [
     "ImageFolder",
@@ -139,7 +144,14 @@ def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], 
 
     ``logits_fn`` is a :class:`reguidance.classifier.RealismScorer`: the runner also takes each image's confidence
     and k-NN distance from it, against the reference training images (:func:`reguidance.classifier.reference_ids`)
-    when the training split is on disk (read at the first batch, never downloaded; without it, no k-NN distance)."""
+    when the training split is on disk (read at the first batch, never downloaded; without it, no k-NN distance).
+    One scorer per dataset and process, so the reference features are computed once per process."""
+    scorer = _realism_scorer(dataset)
+    return None if scorer is None else (scorer, scorer.features)
+
+
+@functools.cache
+def _realism_scorer(dataset: str) -> RealismScorer | None:
     if dataset not in DATASETS:
         return None
     try:
@@ -157,5 +169,4 @@ def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], 
         images, _ = load_dataset(dataset, "train", download=False)
         return images[reference_ids(len(images))]
 
-    scorer = RealismScorer(model, reference)
-    return scorer, scorer.features
+    return RealismScorer(model, reference)

@@ -210,6 +210,8 @@ def _change(d: Record | None, fmt: str = "+.3f") -> str:
     when inconclusive or untested (too few images)."""
     if d is None:
         return "—"
+    if int(d.get("n", 2)) < 2:  # one image: no interval to show
+        return f"{d['mean']:{fmt}} (one image)"
     mark = {"better": " ▲", "worse": " ▼", "tie": " ≈"}.get(str(d.get("call")), "")
     return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]{mark}"
 
