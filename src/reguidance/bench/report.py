@@ -1,5 +1,10 @@
-"""Summaries of ``results.jsonl``: per (task, method, with/without ReGuidance) means with 95% intervals, and the
-paired difference with/without ReGuidance (interval and win rate), as ``summary.json`` and ``summary.md``."""
+"""Summaries of ``results.jsonl``: per (task, method, variant) means with 95% intervals, and ReGuidance's paired
+differences against the candidate and the ablations, as ``summary.json`` and ``summary.md``; BENCHMARK.md's tables.
+
+The statistics are :mod:`reguidance.stats`': Student-t intervals, effect sizes, ties only by TOST within stated
+margins, no test below the minimum n, and Holm's correction only within the declared primary family
+(:data:`reguidance.stats.PRIMARY_FAMILY`, printed verbatim by :func:`preregistration`); everything else is
+secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.metrics.fit_z`), not as the reward."""
 
 from __future__ import annotations
 
