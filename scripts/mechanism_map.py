@@ -9,17 +9,19 @@ and the paired differences with 95% intervals, floats cut to 5 digits), the Mark
 map (``--plot``).
 
 Usage: .venv/bin/python scripts/mechanism_map.py --prior gmm --out runs/mechanism/gmm [--write docs/mechanism.md]
+       [--summary docs/mechanism_gmm_summary.json]
        (256 problems: about 10 minutes on one CPU core; ``--problems 16`` for a quick look)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from reguidance.conventions import InputError
-from reguidance.files import atomic_write_json, write_section
+from reguidance.files import atomic_write_text, write_section
 from reguidance.mechanism import GMM_METRICS, MapGrid, format_markdown, run_gmm_map, save_heatmap, summarise
 from reguidance.theory import TheoryConfig
 
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seeds the problems (theory's table is seed 1).")
     parser.add_argument("--write", type=Path, default=None, help="Markdown file with mechanism_gmm markers.")
     parser.add_argument("--plot", type=Path, default=Path("docs/mechanism_gmm.png"))
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     try:
@@ -55,9 +60,13 @@ def main() -> None:
     seconds = {(r["t_end"], r["sampler"], r["inversion_steps"], r["inversion_method"], r["dps_steps"], r["start"]):
                float(r.get("cell_seconds", 0.0)) for r in rows}  # fmt: skip
     summary["seconds_all_cells"] = sum(seconds.values())
-    atomic_write_json(args.out / "summary.json", _rounded(summary))
+    small = _rounded(summary)
+    assert isinstance(small, dict)
+    lines = ",\n".join(json.dumps(c) for c in small["cells"])  # one cell a line: small diffs when it changes
+    rest = json.dumps({k: v for k, v in small.items() if k != "cells"})
+    atomic_write_text(args.summary or args.out / "summary.json", '{"cells": [\n' + lines + "\n],\n" + rest[1:] + "\n")
     save_heatmap(summary, args.plot, GMM_METRICS)
-    print(f"picture: {args.plot}; summary: {args.out / 'summary.json'}")
+    print(f"picture: {args.plot}; summary: {args.summary or args.out / 'summary.json'}")
     write_section(args.write, "mechanism_gmm", format_markdown(summary, GMM_METRICS))
 
 
