@@ -80,7 +80,7 @@ def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path 
     if value is None:
         return None
     from .conventions import InputError
-    from .priors.adm import read_config_file
+    from .priors.adm_config import read_config_file
 
     try:
         read_config_file(value)

@@ -220,7 +220,8 @@ def timing_prior(
     registered architecture (the same cost as the real checkpoint, no file needed; ``prior_config`` is refused for
     it); anything else is ``load(name, device, dtype, **optimize)``."""
     from .conventions import InputError
-    from .priors.zoo import MODELS, random_prior
+    from .priors.loading import random_prior
+    from .priors.zoo import MODELS
 
     entry = MODELS.get(name)
     if entry is None or entry.embedded:
