@@ -449,7 +449,10 @@ def save_heatmap(
     fig, axes = plt.subplots(
         len(panel_rows),
         len(budgets),
-        figsize=(1.0 + 0.55 * len(invs) * len(budgets), 0.5 + 0.42 * len(depths) * len(panel_rows)),
+        figsize=(
+            max(7.0, 1.0 + 0.55 * len(invs) * len(budgets)),
+            max(1.6 * len(panel_rows), 0.5 + 0.42 * len(depths) * len(panel_rows)),
+        ),
         squeeze=False,
         constrained_layout=True,
     )
