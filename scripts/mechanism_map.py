@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from reguidance.conventions import InputError
-from reguidance.files import atomic_write_text, write_section
-from reguidance.files import read_rows
+from reguidance.files import atomic_write_text, read_rows, write_section
 from reguidance.mechanism import GMM_METRICS, MapGrid, format_markdown, run_gmm_map, save_heatmap, summarise
+from reguidance.theory import TheoryConfig
 
 #: the image map's metrics, each with whether higher is better: realism against the truth (SSIM, PSNR) and the
 #: noise-calibrated fit to y, ``|consistency_raw - 1|`` of the unclamped output (0 when the residual has the size the
@@ -49,7 +49,6 @@ def image_rows(out: Path) -> list[dict[str, object]]:
             r["inversion_steps"] = None
         rows.append(r)
     return rows
-from reguidance.theory import TheoryConfig
 
 
 def _rounded(obj: object, digits: int = 5) -> object:
