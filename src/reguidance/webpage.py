@@ -50,13 +50,14 @@ def image_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[Cell]
     body = []
     for label, cells in rows:
         tds = []
-        for cell in cells:
+        for column, cell in zip(columns, cells, strict=True):
             if cell.src is None:
                 tds.append('<td class="pic"><span class="none">(none)</span></td>')
                 continue
             lines = "<br>".join(html.escape(t) for t in cell.lines)
             tds.append(
-                f'<td class="pic"><img src="{html.escape(cell.src)}" width="{width}" alt="" loading="lazy">{lines}</td>'
+                f'<td class="pic"><img src="{html.escape(cell.src)}" width="{width}" '
+                f'alt="{html.escape(f"{column}, {label}")}" loading="lazy">{lines}</td>'
             )
         body.append(f'<tr><th class="row" scope="row">{html.escape(label)}</th>{"".join(tds)}</tr>')
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
