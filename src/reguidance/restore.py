@@ -486,7 +486,7 @@ def save_pictures(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     parts = [
         image_table([label for _, label in kinds], table, width),
         "<h2>Summary</h2>",
-        text_table(["", ""], facts),
+        text_table([], facts),
         "<p>consistency = ||A x - y|| / (sigma_y sqrt(m)); uncertainty: the per-pixel standard deviation of the "
         "samples (black = 0, white = 0.5 or more on the [-1, 1] scale).</p>",
     ]

@@ -64,10 +64,11 @@ def image_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[Cell]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain table of strings (escaped)."""
+    """A plain table of strings (escaped); no header row when ``header`` is empty."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>\n" if header else ""
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="text">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+    return f'<table class="text">\n{thead}<tbody>\n{body}\n</tbody>\n</table>'
 
 
 def markdown_html(text: str) -> str:
