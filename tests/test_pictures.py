@@ -125,7 +125,8 @@ def test_the_tradeoff_plot_keeps_all_its_text_inside_the_figure_without_overlaps
     rows = []
     for task in ("box20", "sr8", "paper:box128c"):
         for method in ("pinv", "dps", "daps"):  # every pair ends at the same point: labels there would collide
-            rows += [_summary_row(task, method, "candidate", 3.0, 0.2), _summary_row(task, method, "reguidance", 1, 0.5)]
+            rows.append(_summary_row(task, method, "candidate", 3.0, 0.2))
+            rows.append(_summary_row(task, method, "reguidance", 1.0, 0.5))
     summary = {"rows": rows}
     fig = tradeoff_figure(summary)
     renderer = FigureCanvasAgg(fig).get_renderer()
@@ -318,7 +319,8 @@ def test_the_restore_report_and_grid_show_each_input_with_its_numbers(tmp_path: 
         assert (tmp_path / unquote(src)).is_file(), src
     assert len(page.images) == 3 * columns
     header = next(cells for head, cells in page.rows if head == "image")
-    assert header == ["measurement", "candidate", "restored", *(["uncertainty"] if std else []), *(["truth"] if truth else [])]
+    optional = [*(["uncertainty"] if std else []), *(["truth"] if truth else [])]
+    assert header == ["measurement", "candidate", "restored", *optional]
     by_name = {head: cells for head, cells in page.rows if head in names}
     assert list(by_name) == names  # one row per input, in input order, its name as typed
     for row in report["images"]:  # type: ignore[attr-defined]

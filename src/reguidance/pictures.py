@@ -116,7 +116,8 @@ def labelled_grid(x: Tensor, columns: Sequence[str], rows: Sequence[str] = (), t
     if title:
         draw.text((MARGIN, 3), fit_text(title, picture.width - MARGIN), fill=black, font=font)
     for col, label in enumerate(columns):
-        draw.text((left + col * (cw + GAP) + MARGIN, top - LINE + 3), fit_text(label, cw - MARGIN), fill=black, font=font)
+        at = (left + col * (cw + GAP) + MARGIN, top - LINE + 3)
+        draw.text(at, fit_text(label, cw - MARGIN), fill=black, font=font)
     for r, label in enumerate(rows):
         y = top + r * (ch + GAP) + max((ch - 11) // 2, 0)
         draw.text((MARGIN, y), fit_text(label, MAX_ROW_LABEL * CHAR_WIDTH), fill=black, font=font)
@@ -145,7 +146,9 @@ def overview(
     ``4 GAP`` pixels between pictures, a column as wide as its widest picture, a row as high as its highest.
     RGB when any picture is, else gray; white around the pictures."""
     if not pictures or (titles is not None and len(titles) != len(pictures)):
-        raise InputError(f"{len(pictures)} pictures and {len(titles or ())} titles: at least one picture, one title each")
+        raise InputError(
+            f"{len(pictures)} pictures and {len(titles or ())} titles: at least one picture, one title each"
+        )
     per_row = max(1, min(per_row, len(pictures)))
     space = 4 * GAP
     head = LINE if titles is not None else 0

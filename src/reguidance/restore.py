@@ -455,7 +455,8 @@ def save_pictures(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     x = read_images([out / k / f for f in shown for k, _ in kinds], channels=channels)
     with atomic_path(out / "grid.png") as tmp:
         columns, names = [label for _, label in kinds], [str(r["name"]) for r in rows[:GRID_ROWS]]
-        title = f"restore, task {report['task']}" + (f" (first {GRID_ROWS} of {len(rows)})" if len(rows) > GRID_ROWS else "")
+        more = f" (first {GRID_ROWS} of {len(rows)})" if len(rows) > GRID_ROWS else ""
+        title = f"restore, task {report['task']}{more}"
         labelled_grid(x, columns, names, title).save(tmp, format="PNG")
 
     def lines(kind: str, row: Mapping[str, Any]) -> list[str]:

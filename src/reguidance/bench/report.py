@@ -343,9 +343,7 @@ def tradeoff_figure(summary: Record) -> Any:
     ax.set_ylabel("class accuracy of restorations" if use_acc else "SSIM")
     ax.set_title("each arrow: candidate (hollow) -> + ReGuidance (filled)", fontsize=10)
     handles = [Line2D([], [], color=colours[m], lw=2, label=f"method {m}") for m in methods]
-    handles += [
-        Line2D([], [], ls="", marker=markers[t], color="gray", label=f"task {t}", markersize=7) for t in tasks
-    ]
+    handles += [Line2D([], [], ls="", marker=markers[t], color="gray", label=f"task {t}", markersize=7) for t in tasks]
     handles += [
         Line2D([], [], ls="", marker="o", mfc="white", mec="gray", label="candidate"),
         Line2D([], [], ls="", marker="o", color="gray", label="+ ReGuidance"),
