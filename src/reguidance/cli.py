@@ -375,7 +375,8 @@ def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     after = sum(r["consistency_after"] for r in rows) / len(rows)
     click.echo(
         f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
-        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}"
+        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}; pictures: "
+        f"{out / 'grid.png'}, {out / 'report.html'}"
     )
 
 
