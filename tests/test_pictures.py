@@ -116,6 +116,7 @@ def _summary_row(task: str, method: str, variant: str, consistency: float, ssim:
     }
 
 
+@pytest.mark.slow  # 4-7 s on the shared 2-core machine, most of it importing matplotlib
 def test_the_tradeoff_plot_keeps_all_its_text_inside_the_figure_without_overlaps(tmp_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
