@@ -280,6 +280,7 @@ def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | No
     for g in result.grids:
         click.echo(f"grid: {g}")
     click.echo(f"plot: {result.plot}")
+    click.echo(f"report: {result.page}")
 
 
 @cli.command("bench-report")
@@ -374,7 +375,8 @@ def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     after = sum(r["consistency_after"] for r in rows) / len(rows)
     click.echo(
         f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
-        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}"
+        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}; pictures: "
+        f"{out / 'grid.png'}, {out / 'report.html'}"
     )
 
 
@@ -411,7 +413,7 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
     result = run_benchmark(plan, _load_prior)
     assert result is not None  # demo runs in one process
     click.echo(format_markdown(result.summary))
-    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}")
+    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}; report: {result.page}")
 
 
 def _sweep(
