@@ -886,6 +886,12 @@ def bench_report(
 @click.option("--dps-steps", default=20, show_default=True, help="DPS steps timed (1000 in a real run).")
 @click.option("--inversion-steps", default=10, show_default=True)
 @click.option("--daps-annealing-steps", default=4, show_default=True)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    help="Rounds of floor, method, floor, method, ...: each ratio is the median over rounds, with its range.",
+)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network.")
 @click.option(
     "--compile-mode",
@@ -905,6 +911,7 @@ def speed(
     dps_steps: int,
     inversion_steps: int,
     daps_annealing_steps: int,
+    repeats: int,
     use_compile: bool,
     compile_mode: str,
     channels_last: bool,
@@ -922,6 +929,7 @@ def speed(
             dps_steps=dps_steps,
             inversion_steps=inversion_steps,
             daps_annealing_steps=daps_annealing_steps,
+            repeats=repeats,
         )
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
