@@ -64,7 +64,8 @@ def main() -> None:
         f"Measured by `scripts/speed_readme.py --repeats {args.repeats}` on {datetime.date.today()}, {cpu} "
         f"({'with' if has_bf16 else 'no'} bf16 units), {torch.get_num_threads()} threads, batch {cfg.batch_size}, "
         f"{cfg.dps_steps} DPS steps, {cfg.inversion_steps} inversion steps, {cfg.daps_annealing_steps} DAPS annealing "
-        "steps; ratios are the median of the repeats (range in brackets).",
+        "steps; ratios are the median of the interleaved repeats, the floor timed right before each method (range "
+        "in brackets).",
     ]
     text = "\n".join(lines) + "\n"
     write_section(args.write, "speed", text)
