@@ -327,6 +327,7 @@ def speed(
     dps_steps: int,
     inversion_steps: int,
     daps_annealing_steps: int,
+    repeats: int,
     use_compile: bool,
     compile_mode: str,
     channels_last: bool,
@@ -344,6 +345,7 @@ def speed(
             dps_steps=dps_steps,
             inversion_steps=inversion_steps,
             daps_annealing_steps=daps_annealing_steps,
+            repeats=repeats,
         )
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
