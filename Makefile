@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup data demo test test-fast test-scalar lint theory tune benchmark clean
+.PHONY: setup data demo test test-fast test-scalar gpu-check-cpu lint theory tune benchmark clean
 
 setup: $(STAMP)
 
@@ -39,9 +39,15 @@ benchmark: $(STAMP)
 theory: $(STAMP)
 	$(VENV)/bin/reguidance theory
 
-# The whole check: lint (ruff and the mypy type check), then the test suite (about a minute on 2 cores).
+# The whole check: lint (ruff and the mypy type check), the test suite, then the GPU check's script on CPU.
 test: lint
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory gpu-check-cpu
+
+# scripts/gpu_check.sh --device cpu: every step of the GPU check on CPU with tiny budgets, so the script is known to
+# run before a GPU is lent (about a minute of CPU time; reports in a temporary folder, kept only if a step fails).
+gpu-check-cpu: $(STAMP)
+	PYTHON="$(abspath $(PY))" bash scripts/gpu_check.sh --device cpu
 
 # The fast tier: lint, then every test not marked slow (a few minutes on 2 cores); `make test` stays the whole check.
 test-fast: lint

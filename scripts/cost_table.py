@@ -27,7 +27,7 @@ from reguidance.speed import cpu_facts
 CHILD = """
 import json, sys, torch
 from reguidance.conventions import DTYPES
-from reguidance.priors.zoo import random_prior
+from reguidance.priors import random_prior
 from reguidance.speed import measure_floor
 name, dtype = sys.argv[1], sys.argv[2]
 prior = random_prior(name).optimize(DTYPES[dtype])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reguidance.priors.zoo import random_prior
+from reguidance.priors import random_prior
 
 work = Path(sys.argv[1])
 torch.save(random_prior("ffhq_10m").unet.state_dict(), work / "checkpoints" / "ffhq_10m.pt")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_parity as parity
 from reguidance.diffusion import Schedule
 from reguidance.guidance.daps import annealing_levels, poly_sigmas
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import load_prior
 
 HEADING = "## Measured gaps"
 

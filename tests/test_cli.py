@@ -31,7 +31,7 @@ def test_theory_writes_the_json_report_and_the_picture(tmp_path, capsys):
     plot = tmp_path / "p.png"
     assert main(["theory", *TINY, "--json", str(out), "--plot", str(plot)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["methods"]) == {"candidate", "reguidance", "dps", "posterior"}
+    assert set(report["methods"]) == {"candidate", "reguidance", "renoise", "fresh", "dps", "posterior"}
     for m in report["methods"].values():
         assert {"reward", "manifold_distance", "nll", "mode_accuracy", "nfe"} <= set(m)
     assert report["methods"]["reguidance"]["nfe"] == 5 + 10 + 10

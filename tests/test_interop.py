@@ -21,7 +21,7 @@ from reguidance.conventions import BatchRNG, InputError
 from reguidance.guidance import daps, diffpir, dps, pigdm, reddiff
 from reguidance.interop import DeepinvLinearOperator, DeepinvOperator
 from reguidance.operators import Inpainting, LinearOperator, Operator
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import load_prior
 from reguidance.wrapper import reguide
 
 try:  # the real package, where it can be installed

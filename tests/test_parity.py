@@ -22,7 +22,7 @@ from torch import Tensor
 from reguidance.diffusion import Schedule
 from reguidance.guidance import StepInfo, daps, diffpir, dps, pigdm, reddiff
 from reguidance.operators import Blur, Inpainting, SuperResolution
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import load_prior
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference_steps"
 

@@ -484,7 +484,7 @@ def test_seeds_are_64_bit_without_aliasing():
 def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_tolerance(method, options):
     from reguidance.batch import solve_batch
     from reguidance.data import load_test_subset
-    from reguidance.priors.zoo import load_prior
+    from reguidance.priors import load_prior
     from reguidance.tasks import get_task
     from reguidance.wrapper import ReGuidanceConfig
 
@@ -528,7 +528,7 @@ def test_restore_with_a_bad_candidate_folder_writes_nothing(tmp_path, capsys):
 
 def test_load_prior_refuses_none_and_an_absent_device_with_input_errors():
     from reguidance.conventions import InputError
-    from reguidance.priors.zoo import load_prior
+    from reguidance.priors import load_prior
 
     with pytest.raises(InputError, match="got None"):
         load_prior(None)  # type: ignore[arg-type]

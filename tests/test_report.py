@@ -31,9 +31,12 @@ def test_grids_of_an_rgb_run_stay_rgb(tmp_path: Path) -> None:
     picture = Image.open(grid)
     assert picture.mode == "RGB"
     pixels = np.asarray(picture)
-    # first cell (id 0, measurement) starts after the 2-pixel border; row 2 is id 1, column 4 is its truth
-    assert pixels[2, 2].tolist() == [0, 100, 200]
-    assert pixels[2 + 8, 2 + 3 * 8].tolist() == [10, 103, 200]
+    # 6-pixel images enlarged x16 to 96-pixel cells, 2 pixels apart, below a title and a column-label line
+    # (2 x 17 pixels) and right of the row labels ("id 0", "id 1": 4 characters of 6 pixels plus 3 either side);
+    # the first cell is id 0's measurement; row 2 is id 1, column 4 its truth
+    top, left = 34, 30
+    assert pixels[top, left].tolist() == [0, 100, 200]
+    assert pixels[top + 98 + 95, left + 3 * 98 + 95].tolist() == [10, 103, 200]
 
 
 def test_fd_cls_features_see_the_rgb_images(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from reguidance.classifier import accuracy, frechet_distance, gaussian_fit, load
 from reguidance.cli import main
 from reguidance.conventions import REPRODUCIBILITY_ATOL
 from reguidance.data import load_test_subset
-from reguidance.priors.zoo import load_prior
+from reguidance.priors import load_prior
 from reguidance.train import TrainConfig, draw_samples, ema_decay, train, update_ema
 
 

@@ -280,6 +280,7 @@ def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | No
     for g in result.grids:
         click.echo(f"grid: {g}")
     click.echo(f"plot: {result.plot}")
+    click.echo(f"report: {result.page}")
 
 
 @cli.command("bench-report")
@@ -335,6 +336,7 @@ def speed(
     dps_steps: int,
     inversion_steps: int,
     daps_annealing_steps: int,
+    repeats: int,
     use_compile: bool,
     compile_mode: str,
     channels_last: bool,
@@ -352,6 +354,7 @@ def speed(
             dps_steps=dps_steps,
             inversion_steps=inversion_steps,
             daps_annealing_steps=daps_annealing_steps,
+            repeats=repeats,
         )
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
@@ -383,7 +386,8 @@ def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     after = sum(r["consistency_after"] for r in rows) / len(rows)
     click.echo(
         f"{len(rows)} images restored into {out / 'restored'}; mean consistency {before:.2f} -> {after:.2f} "
-        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}"
+        f"(1 = explains the measurement up to its noise); report: {out / 'report.json'}; pictures: "
+        f"{out / 'grid.png'}, {out / 'report.html'}"
     )
 
 
@@ -420,7 +424,7 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
     result = run_benchmark(plan, _load_prior)
     assert result is not None  # demo runs in one process
     click.echo(format_markdown(result.summary))
-    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}")
+    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}; report: {result.page}")
 
 
 def _sweep(

@@ -80,7 +80,7 @@ def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path 
     if value is None:
         return None
     from .conventions import InputError
-    from .priors.adm import read_config_file
+    from .priors.adm_config import read_config_file
 
     try:
         read_config_file(value)
@@ -569,6 +569,12 @@ SPEED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--dps-steps", default=20, show_default=True, help="DPS steps timed (1000 in a real run)."),
     click.option("--inversion-steps", default=10, show_default=True),
     click.option("--daps-annealing-steps", default=4, show_default=True),
+    click.option(
+        "--repeats",
+        default=3,
+        show_default=True,
+        help="Rounds of floor, method, floor, method, ...: each ratio is the median over rounds, with its range.",
+    ),
     click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network."),
     click.option(
         "--compile-mode",

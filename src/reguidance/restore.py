@@ -32,7 +32,8 @@ skips inputs whose row carries the same identity (the run's settings, see :mod:`
 of the input and candidate files) and refuses a folder whose rows were made with other settings or from files
 that have since changed (``overwrite`` clears it first). :func:`write_report` then writes ``report.json``: per
 input its candidate, its output and the measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` before
-(candidate) and after (ReGuidance).
+(candidate) and after (ReGuidance); and the pictures (:func:`save_pictures`): ``grid.png``, a labelled grid
+measurement | candidate | restored | uncertainty | truth, and ``report.html``, every input with its numbers.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = [
     "plan_restore",
     "restore",
     "run_restore",
+    "save_pictures",
     "write_report",
 ]
 
@@ -349,7 +351,10 @@ def restore(
                 before, after = operator.consistency(cand, y), operator.consistency(restored, y)
                 with torch.no_grad():
                     shown = operator.picture(y).clamp(-1, 1)  # y itself, the size of an image
-                for kind, pictures in (("restored", restored), ("candidate", cand), ("measurement", shown)):
+                saved = [("restored", restored), ("candidate", cand), ("measurement", shown)]
+                if x is not None:  # the clean input, as the prior saw it (resized with --resize)
+                    saved.append(("truth", x[picks]))
+                for kind, pictures in saved:
                     save_pngs(pictures, [out / kind / outputs[k] for k in picks])
                 rows = [
                     {
@@ -414,7 +419,80 @@ def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequen
         raise InputError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
     report: dict[str, Any] = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
     atomic_write_json(out / "report.json", report)
+    save_pictures(out, report)
     return report
+
+
+#: the columns of the restore pictures: folder under ``out`` and label
+COLUMNS = (
+    ("measurement", "measurement"),
+    ("candidate", "candidate"),
+    ("restored", "restored"),
+    ("std", "uncertainty"),
+    ("truth", "truth"),
+)
+#: how many inputs ``grid.png`` shows (``report.html`` shows all)
+GRID_ROWS = 16
+
+
+def save_pictures(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
+    """``out/grid.png`` and ``out/report.html`` of a finished restore ``report`` (:func:`write_report`), both
+    written atomically. Columns measurement | candidate | restored | uncertainty (``std/``, where ``samples > 1``
+    made it) | truth (``truth/``, where the inputs were clean images), one row per input named by its file name:
+    ``grid.png`` is a labelled grid (:func:`reguidance.pictures.labelled_grid`) of the first :data:`GRID_ROWS`
+    inputs; ``report.html`` shows every input, each picture with its numbers from the rows (consistency before
+    and after, the mean standard deviation of the samples), and the run's summary. Returns both paths."""
+    from .files import atomic_path
+    from .images import read_images
+    from .pictures import cell_scale, labelled_grid
+    from .webpage import Cell, image_table, relative_src, text_table, write_page
+
+    rows = list(report["images"])
+    files = [Path(str(r["output"])).name for r in rows]
+    kinds = [(k, label) for k, label in COLUMNS if all((out / k / f).is_file() for f in files)]
+    channels = read_images([out / "restored" / files[0]]).shape[1]
+    shown = files[:GRID_ROWS]
+    x = read_images([out / k / f for f in shown for k, _ in kinds], channels=channels)
+    with atomic_path(out / "grid.png") as tmp:
+        columns, names = [label for _, label in kinds], [str(r["name"]) for r in rows[:GRID_ROWS]]
+        more = f" (first {GRID_ROWS} of {len(rows)})" if len(rows) > GRID_ROWS else ""
+        title = f"restore, task {report['task']}{more}"
+        labelled_grid(x, columns, names, title).save(tmp, format="PNG")
+
+    def lines(kind: str, row: Mapping[str, Any]) -> list[str]:
+        if kind == "candidate":
+            return [f"consistency {row['consistency_before']:.2f}", f"from {row['candidate']}"]
+        if kind == "restored":
+            return [f"consistency {row['consistency_after']:.2f}", *([f"NFE {row['nfe']}"] if "nfe" in row else [])]
+        if kind == "std" and row.get("spread") is not None:
+            return [f"mean std {row['spread']:.3f}"]
+        return []
+
+    width = x.shape[-1] * cell_scale(x.shape[-1])
+    table = [
+        (str(r["name"]), [Cell(relative_src(out / k / f, out), lines(k, r)) for k, _ in kinds])
+        for r, f in zip(rows, files, strict=True)
+    ]
+    before = sum(float(r["consistency_before"]) for r in rows) / len(rows)
+    after = sum(float(r["consistency_after"]) for r in rows) / len(rows)
+    facts = [
+        ["task", str(report["task"])],
+        ["inputs", str(len(rows))],
+        ["mean consistency, candidate -> restored", f"{before:.3f} -> {after:.3f} (1 = explains y up to its noise)"],
+        *[[f"wrapper {k}", str(v)] for k, v in dict(report.get("config", {})).items()],
+    ]
+    spreads = [float(r["spread"]) for r in rows if r.get("spread") is not None]
+    if spreads:
+        facts.insert(3, ["mean std of the samples", f"{sum(spreads) / len(spreads):.4f}"])
+    parts = [
+        image_table([label for _, label in kinds], table, width),
+        "<h2>Summary</h2>",
+        text_table([], facts),
+        "<p>consistency = ||A x - y|| / (sigma_y sqrt(m)); uncertainty: the per-pixel standard deviation of the "
+        "samples (black = 0, white = 0.5 or more on the [-1, 1] scale).</p>",
+    ]
+    page = write_page(out / "report.html", f"restore {out.name}: {report['task']}", parts)
+    return out / "grid.png", page
 
 
 @dataclass(frozen=True)

@@ -160,11 +160,15 @@ OUTPUTS: Sequence[str] = (
     "summary.md",
     "tradeoff.png",
     "demo.png",
+    "report.html",
+    "grid.png",
     "images",
     "grids",
     "restored",
     "candidate",
     "measurement",
+    "truth",
+    "std",
 )
 
 

@@ -9,14 +9,24 @@ is its measured time divided by the floor's cost of the same numbers of evaluati
     inversion, S steps      S fwd
     ReGuidance              S fwd + K fwd_grad
 
-so a ratio of 1.0 means the method's own arithmetic and bookkeeping cost nothing beside the network. Timings use
-``time.perf_counter`` around whole runs, after a warm-up run, with ``torch.cuda.synchronize`` on CUDA.
+so a ratio of 1.0 means the method's own arithmetic and bookkeeping cost nothing beside the network.
+
+**Interleaved repeats.** On a shared or loaded machine the speed drifts within seconds, so a floor timed once and a
+method timed a minute later do not compare (DPS once read 0.39 and 0.63 of the floor in two runs). After one
+warm-up call of everything, each of ``repeats`` rounds times the floor *right before each method*:
+
+    round r:  floor, dps, floor, daps, floor, inversion, floor, reguidance
+
+and the method's ratio in round ``r`` divides its time by the floor timed just before it. The report gives, per
+method, the median of these per-round ratios and their range (min-max), and keeps every round's figures. Timings
+use ``time.perf_counter`` (or an injected clock) around whole runs, with ``torch.cuda.synchronize`` on CUDA.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,22 +45,64 @@ from .wrapper import ReGuidanceConfig, reguide
 if TYPE_CHECKING:
     from .files import Record
 
-__all__ = ["DTYPES", "SpeedConfig", "cpu_facts", "format_speed", "measure_floor", "measure_speed", "timing_prior"]
+__all__ = [
+    "DTYPES",
+    "Cost",
+    "Floor",
+    "SpeedConfig",
+    "cpu_facts",
+    "format_speed",
+    "interleave",
+    "measure_floor",
+    "measure_speed",
+    "summarise_rounds",
+    "timing_prior",
+]
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """What to time: batch size, step counts (reduce them on CPU; ratios stay meaningful), repeats."""
+    """What to time: batch size, step counts (reduce them on CPU; ratios stay meaningful), the calls of the floor
+    averaged per timing (``floor_iters``) and the interleaved rounds (``repeats``; module docstring)."""
 
     batch_size: int = 16
     dps_steps: int = 20
     inversion_steps: int = 10
     daps_annealing_steps: int = 4
     floor_iters: int = 5
+    repeats: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "dps_steps", "inversion_steps", "daps_annealing_steps", "floor_iters"):
+        for name in ("batch_size", "dps_steps", "inversion_steps", "daps_annealing_steps", "floor_iters", "repeats"):
             check_positive_int(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The network's floor, seconds per image: a forward pass (``fwd_s``) and a forward pass with the gradient
+    with respect to the input (``fwd_grad_s``)."""
+
+    fwd_s: float
+    fwd_grad_s: float
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A method's network evaluations: ``fwd`` forward passes and ``fwd_grad`` forward passes with the input
+    gradient. Its floor is ``fwd * floor.fwd_s + fwd_grad * floor.fwd_grad_s`` seconds per image."""
+
+    fwd: int = 0
+    fwd_grad: int = 0
+
+    @property
+    def nfe(self) -> int:
+        return self.fwd + self.fwd_grad
+
+    def on(self, floor: Floor) -> float:
+        """Seconds per image the bare network needs for these evaluations."""
+        return self.fwd * floor.fwd_s + self.fwd_grad * floor.fwd_grad_s
 
 
 def _sync(device: torch.device) -> None:
@@ -58,15 +110,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
-    """Seconds per call of ``fn``, after one warm-up call."""
+def _warm(fn: Callable[[], object], device: torch.device) -> None:
+    """One untimed call (compilation, allocator and kernel caches)."""
     fn()
     _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
+
+
+def _timed(fn: Callable[[], object], device: torch.device, iters: int = 1, clock: Clock = time.perf_counter) -> float:
+    """Seconds per call of ``fn``, the mean of ``iters`` back-to-back calls (no warm-up: see :func:`_warm`)."""
+    _sync(device)
+    start = clock()
+    for _ in range(iters):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (clock() - start) / iters
+
+
+def interleave(
+    time_floor: Callable[[], Floor], time_methods: Mapping[str, Callable[[], float]], repeats: int
+) -> dict[str, list[tuple[Floor, float]]]:
+    """``repeats`` rounds of floor, method, floor, method, ... in the order of ``time_methods``: per method, one
+    ``(floor timed just before it, its seconds per image)`` pair per round."""
+    check_positive_int("repeats", repeats)
+    rounds: dict[str, list[tuple[Floor, float]]] = {name: [] for name in time_methods}
+    for _ in range(repeats):
+        for name, time_method in time_methods.items():
+            floor = time_floor()
+            rounds[name].append((floor, time_method()))
+    return rounds
+
+
+def summarise_rounds(rounds: Sequence[tuple[Floor, float]], cost: Cost) -> Record:
+    """One method's entry of the report from its ``(floor, seconds per image)`` rounds: the ratio of each round is
+    ``seconds / cost.on(floor)``; ``ratio_to_floor`` is their median, ``ratio_min`` / ``ratio_max`` their range,
+    ``ms_per_image`` the median time, ``per_repeat`` every round's figures (ms per image)."""
+    per_repeat = [
+        {
+            "floor_fwd_ms_per_image": floor.fwd_s * 1e3,
+            "floor_fwd_grad_ms_per_image": floor.fwd_grad_s * 1e3,
+            "ms_per_image": seconds * 1e3,
+            "ratio_to_floor": seconds / cost.on(floor),
+        }
+        for floor, seconds in rounds
+    ]
+    ratios = [r["ratio_to_floor"] for r in per_repeat]
+    return {
+        "ms_per_image": statistics.median(r["ms_per_image"] for r in per_repeat),
+        "nfe": cost.nfe,
+        "ratio_to_floor": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "per_repeat": per_repeat,
+    }
 
 
 def _peak_mb(device: torch.device, fn: Callable[[], object]) -> float:
@@ -109,6 +204,8 @@ def measure_floor(prior: Prior, batch_size: int = 1, iters: int = 2) -> Record:
     check_positive_int("batch_size", batch_size)
     check_positive_int("iters", iters)
     _, fwd, fwd_grad = _floor_fns(prior, batch_size)
+    _warm(fwd, prior.device)
+    _warm(fwd_grad, prior.device)
     return {
         "fwd_s_per_image": _timed(fwd, prior.device, iters) / batch_size,
         "fwd_grad_s_per_image": _timed(fwd_grad, prior.device, iters) / batch_size,
@@ -118,14 +215,13 @@ def measure_floor(prior: Prior, batch_size: int = 1, iters: int = 2) -> Record:
     }
 
 
-def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record:
-    """Time the floor and each method on ``prior`` (its device); returns the JSON report of ``reguidance speed``."""
+def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32", *, clock: Clock = time.perf_counter) -> Record:
+    """Time the floor and each method on ``prior`` (its device) in ``cfg.repeats`` interleaved rounds (module
+    docstring); returns the JSON report of ``reguidance speed``. ``clock`` (seconds) is injectable for tests."""
     device = prior.device
     b = cfg.batch_size
     shape = tuple(prior.signal_shape)
     x, fwd, fwd_grad = _floor_fns(prior, b)
-    fwd_s = _timed(fwd, device, cfg.floor_iters) / b
-    fwd_grad_s = _timed(fwd_grad, device, cfg.floor_iters) / b
 
     factor = 4 if shape[-1] % 4 == 0 else 2
     operator = SuperResolution(shape, factor, sigma_y=0.05).to(device)
@@ -136,15 +232,13 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record
         return BatchRNG.from_seed(2, b, device=device)
 
     k, s = cfg.dps_steps, cfg.inversion_steps
-    daps_nfe = cfg.daps_annealing_steps * 5
-    runs: dict[str, tuple[Callable[[], object], int, float]] = {
-        "dps": (lambda: dps(prior, operator, y, steps=k, rng=rng(), clip=True), k, k * fwd_grad_s),
+    runs: dict[str, tuple[Callable[[], object], Cost]] = {
+        "dps": (lambda: dps(prior, operator, y, steps=k, rng=rng(), clip=True), Cost(fwd_grad=k)),
         "daps": (
             lambda: daps(prior, operator, y, steps=cfg.daps_annealing_steps, rng=rng(), clip=True),
-            daps_nfe,
-            daps_nfe * fwd_s,
+            Cost(fwd=cfg.daps_annealing_steps * 5),
         ),
-        "inversion": (lambda: invert(prior, truth, prior.schedule, steps=s, t_end=1.0), s, s * fwd_s),
+        "inversion": (lambda: invert(prior, truth, prior.schedule, steps=s, t_end=1.0), Cost(fwd=s)),
         "reguidance": (
             lambda: reguide(
                 truth,
@@ -154,22 +248,32 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record
                 rng=rng(),
                 config=ReGuidanceConfig(inversion_steps=s, dps_steps=k, t_end=1.0, clip=True),
             ),
-            s + k,
-            s * fwd_s + k * fwd_grad_s,
+            Cost(fwd=s, fwd_grad=k),
         ),
     }
+    for fn in (fwd, fwd_grad, *(fn for fn, _ in runs.values())):
+        _warm(fn, device)
+
+    def time_floor() -> Floor:
+        return Floor(
+            _timed(fwd, device, cfg.floor_iters, clock) / b, _timed(fwd_grad, device, cfg.floor_iters, clock) / b
+        )
+
+    def timer(fn: Callable[[], object]) -> Callable[[], float]:
+        return lambda: _timed(fn, device, 1, clock) / b
+
+    rounds = interleave(time_floor, {name: timer(fn) for name, (fn, _) in runs.items()}, cfg.repeats)
     methods = {}
-    for name, (fn, nfe, floor_s) in runs.items():
-        seconds = _timed(fn, device) / b
-        methods[name] = {
-            "ms_per_image": seconds * 1e3,
-            "nfe": nfe,
-            "ratio_to_floor": seconds / floor_s,
-            "peak_mem_mb": _peak_mb(device, fn),
-        }
+    for name, (fn, cost) in runs.items():
+        methods[name] = {**summarise_rounds(rounds[name], cost), "peak_mem_mb": _peak_mb(device, fn)}
+    floors = [floor for pairs in rounds.values() for floor, _ in pairs]
     return {
-        "floor": {"fwd_ms_per_image": fwd_s * 1e3, "fwd_grad_ms_per_image": fwd_grad_s * 1e3},
+        "floor": {
+            "fwd_ms_per_image": statistics.median(f.fwd_s for f in floors) * 1e3,
+            "fwd_grad_ms_per_image": statistics.median(f.fwd_grad_s for f in floors) * 1e3,
+        },
         "methods": methods,
+        "repeats": cfg.repeats,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dtype": dtype,
         "batch_size": b,
@@ -178,18 +282,20 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32") -> Record
 
 
 def format_speed(report: Record) -> str:
-    """The speed report as a plain-text table."""
+    """The speed report as a plain-text table: medians over the interleaved rounds, the ratio's range beside it."""
     floor: dict[str, float] = report["floor"]
     lines = [
         f"device {report['device']}, dtype {report['dtype']}, batch {report['batch_size']}, "
-        f"threads {report['threads']}",
+        f"threads {report['threads']}, {report['repeats']} interleaved repeats (the floor timed before each method)",
         f"floor: forward {floor['fwd_ms_per_image']:.2f} ms/image, forward+input-gradient "
-        f"{floor['fwd_grad_ms_per_image']:.2f} ms/image",
-        f"{'method':<12}{'ms/image':>12}{'NFE':>6}{'ratio to floor':>16}{'peak MB':>10}",
+        f"{floor['fwd_grad_ms_per_image']:.2f} ms/image (medians)",
+        f"{'method':<12}{'ms/image':>12}{'NFE':>6}{'ratio to floor':>16}{'range':>14}{'peak MB':>10}",
     ]
     for name, m in report["methods"].items():
+        spread = f"{m['ratio_min']:.3f}-{m['ratio_max']:.3f}"
         lines.append(
-            f"{name:<12}{m['ms_per_image']:>12.1f}{m['nfe']:>6}{m['ratio_to_floor']:>16.3f}{m['peak_mem_mb']:>10.0f}"
+            f"{name:<12}{m['ms_per_image']:>12.1f}{m['nfe']:>6}{m['ratio_to_floor']:>16.3f}{spread:>14}"
+            f"{m['peak_mem_mb']:>10.0f}"
         )
     return "\n".join(lines)
 
@@ -220,7 +326,8 @@ def timing_prior(
     registered architecture (the same cost as the real checkpoint, no file needed; ``prior_config`` is refused for
     it); anything else is ``load(name, device, dtype, **optimize)``."""
     from .conventions import InputError
-    from .priors.zoo import MODELS, random_prior
+    from .priors.loading import random_prior
+    from .priors.zoo import MODELS
 
     entry = MODELS.get(name)
     if entry is None or entry.embedded:

@@ -7,20 +7,24 @@ error below is the algorithm's, not the network's.
 
 - *candidate*: a baseline that drifts off the manifold — DPS with too few steps (``--candidate dps``) or the
   pseudo-inverse ``A^+ y`` (``--candidate pinv``);
-- *reguidance*: the wrapper on each candidate;
+- *reguidance*: the wrapper on each candidate (DPS from the candidate's probability-flow inversion at ``t_end``);
+- *renoise* and *fresh*: the wrapper's two ablations, the same DPS from the same level ``t_end`` but started from the
+  candidate forward-noised to that level (SDEdit + DPS) or from fresh noise there; they show the mechanism — what
+  the inverted latent carries that re-noising loses;
 - *dps*: DPS from fresh noise with the same number of network evaluations as ReGuidance;
 - *posterior*: exact samples of p(x | y), the target every sampler aims at.
 
 Reported per method: mean reward ``-||y - A x||^2``, mean manifold distance (Mahalanobis distance to the nearest
 component), mean negative log-density under the prior, mode accuracy (fraction of samples whose nearest component
-is the exact posterior's most likely component) and network evaluations; paired differences
-reguidance - candidate with 95% intervals; and the inversion round-trip error on prior samples and on candidates.
+is the exact posterior's most likely component) and network evaluations; paired differences (per problem, 95%
+intervals) of reguidance minus candidate, minus renoise and minus fresh; and the inversion round-trip error on prior
+samples and on candidates. ReGuidance and its two ablations draw from the same per-problem generators (stream 3).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +37,23 @@ from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, roundtrip_error
 from .metrics import mean_ci95, paired_difference, proportion_ci95
 from .operators import MatrixOperator
-from .priors.gmm import GaussianMixture, GMMPrior
-from .wrapper import ReGuidanceConfig, reguide, reward
+from .priors.gmm import GaussianMixture, GaussianMixturePosterior, GMMPrior
+from .wrapper import ReGuidanceConfig, Start, reguide, reward
 
 if TYPE_CHECKING:
     from .files import Record
 
 __all__ = [
+    "ABLATIONS",
     "SWEEP_GRID",
+    "Testbed",
     "TheoryConfig",
     "choose_defaults",
     "format_markdown",
     "format_sweep",
     "format_table",
+    "make_testbed",
+    "problem_stream",
     "run_theory",
     "save_projection_plot",
     "sweep_theory",
@@ -106,10 +114,62 @@ def _measurement_matrix(cfg: TheoryConfig) -> Tensor:
     return torch.randn(cfg.measurements, cfg.dim, generator=g, dtype=torch.float64) / cfg.dim**0.5
 
 
-def _stream(cfg: TheoryConfig, k: int, ids: range) -> BatchRNG:
-    """Per-problem generators of stream ``k`` (0 truths, 1 noise, 2 candidates, 3 ReGuidance, 4 fresh DPS,
-    5 posterior samples) of the run seeded with ``cfg.seed``; distinct seeds give unrelated streams."""
+def problem_stream(cfg: TheoryConfig, k: int, ids: range) -> BatchRNG:
+    """Per-problem generators of stream ``k`` (0 truths, 1 noise, 2 candidates, 3 ReGuidance and its ablations,
+    4 fresh DPS, 5 posterior samples) of the run seeded with ``cfg.seed``; distinct seeds give unrelated streams."""
     return BatchRNG.from_seed(derive_seed(cfg.seed, k), ids)
+
+
+#: the wrapper's starts other than the inversion, reported next to it (:class:`reguidance.wrapper.ReGuidanceConfig`)
+ABLATIONS: tuple[Start, ...] = ("renoise", "fresh")
+
+
+@dataclass
+class Testbed:
+    """The problems of a run: the ``mixture`` and its ``prior`` (linear schedule, 1000 levels), the ``operator``
+    (``m x d`` matrix, noise ``sigma_y``), ``truth`` (n, d) and measurements ``y`` (n, m), the exact ``posterior``
+    and its most likely component per problem, and the ``candidate`` (n, d) with its network evaluations."""
+
+    mixture: GaussianMixture
+    prior: GMMPrior
+    operator: MatrixOperator
+    ids: range
+    truth: Tensor
+    y: Tensor
+    posterior: GaussianMixturePosterior
+    best_mode: Tensor
+    candidate: Tensor
+    candidate_nfe: int
+
+
+def make_testbed(cfg: TheoryConfig, progress: bool = False) -> Testbed:
+    """The mixture, the measurement matrix (both from ``cfg.testbed_seed``), and ``cfg.candidates`` problems with
+    their candidates (streams 0-2 of ``cfg.seed``)."""
+    mixture = GaussianMixture.random(cfg.dim, cfg.modes, rank=cfg.rank, seed=cfg.testbed_seed)
+    prior = GMMPrior(mixture, Schedule.linear())
+    operator = MatrixOperator(_measurement_matrix(cfg), sigma_y=cfg.noise)
+    ids = range(cfg.candidates)
+    truth, _ = mixture.sample(problem_stream(cfg, 0, ids))
+    truth = truth.to(torch.float64)
+    y = operator.measure(truth, problem_stream(cfg, 1, ids))
+    posterior = mixture.posterior(operator.matrix(), y, cfg.noise)
+    if cfg.candidate == "dps":
+        cand = dps(
+            prior,
+            operator,
+            y,
+            levels=prior.schedule.spaced(cfg.candidate_steps),
+            step_size=cfg.candidate_step_size,
+            sampler="ddpm",
+            rng=problem_stream(cfg, 2, ids),
+            progress=progress,
+        )
+        candidate, candidate_nfe = cand.x, cand.nfe
+    else:
+        candidate, candidate_nfe = operator.pinv(y), 0
+    return Testbed(
+        mixture, prior, operator, ids, truth, y, posterior, posterior.most_likely_component(), candidate, candidate_nfe
+    )
 
 
 def _method_metrics(
@@ -125,6 +185,7 @@ def _method_metrics(
         "nll": float(nll.mean()),
         "mode_accuracy": float(acc.mean()),
         "nfe": int(nfe),
+        "n": int(x.shape[0]),
         "ci95": {
             "reward": mean_ci95(r)["ci95"],
             "manifold_distance": mean_ci95(dist)["ci95"],
@@ -137,36 +198,25 @@ def _method_metrics(
 
 def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[str, Tensor]]:
     """Run the experiment; returns the JSON-ready report and the point clouds (for the picture)."""
-    dtype = torch.float64
-    mixture = GaussianMixture.random(cfg.dim, cfg.modes, rank=cfg.rank, seed=cfg.testbed_seed)
-    prior = GMMPrior(mixture, Schedule.linear())
-    operator = MatrixOperator(_measurement_matrix(cfg), sigma_y=cfg.noise)
-    n = cfg.candidates
-    ids = range(n)
-    truth, _ = mixture.sample(_stream(cfg, 0, ids))
-    truth = truth.to(dtype)
-    y = operator.measure(truth, _stream(cfg, 1, ids))
-    posterior = mixture.posterior(operator.matrix(), y, cfg.noise)
-    best_mode = posterior.most_likely_component()
+    tb = make_testbed(cfg, progress)
+    mixture, prior, operator, y, best_mode = tb.mixture, tb.prior, tb.operator, tb.y, tb.best_mode
+    truth, candidate, candidate_nfe, ids = tb.truth, tb.candidate, tb.candidate_nfe, tb.ids
     base = prior.schedule
 
-    if cfg.candidate == "dps":
-        cand = dps(
-            prior,
-            operator,
+    rg_cfg = cfg.reguidance()
+    rg = reguide(candidate, y, operator, prior, config=rg_cfg, rng=problem_stream(cfg, 3, ids), progress=progress)
+    ablations = {
+        start: reguide(
+            candidate,
             y,
-            levels=base.spaced(cfg.candidate_steps),
-            step_size=cfg.candidate_step_size,
-            sampler="ddpm",
-            rng=_stream(cfg, 2, ids),
+            operator,
+            prior,
+            config=replace(rg_cfg, start=start),
+            rng=problem_stream(cfg, 3, ids),
             progress=progress,
         )
-        candidate, candidate_nfe = cand.x, cand.nfe
-    else:
-        candidate, candidate_nfe = operator.pinv(y), 0
-
-    rg_cfg = cfg.reguidance()
-    rg = reguide(candidate, y, operator, prior, config=rg_cfg, rng=_stream(cfg, 3, ids), progress=progress)
+        for start in ABLATIONS
+    }
     budget = rg.nfe
     fresh = dps(
         prior,
@@ -176,40 +226,44 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
         step_size=cfg.step_size,
         sampler=cfg.sampler,
         eta=cfg.eta,
-        rng=_stream(cfg, 4, ids),
+        rng=problem_stream(cfg, 4, ids),
         progress=progress,
     )
-    post = posterior.sample(_stream(cfg, 5, ids)).to(dtype)
+    post = tb.posterior.sample(problem_stream(cfg, 5, ids)).to(torch.float64)
 
-    methods = {
+    methods: dict[str, Record] = {
         "candidate": _method_metrics(candidate, mixture, operator, y, best_mode, candidate_nfe),
         "reguidance": _method_metrics(rg.x, mixture, operator, y, best_mode, candidate_nfe + rg.nfe),
+        **{
+            start: _method_metrics(out.x, mixture, operator, y, best_mode, candidate_nfe + out.nfe)
+            for start, out in ablations.items()
+        },
         "dps": _method_metrics(fresh.x, mixture, operator, y, best_mode, fresh.nfe),
         "posterior": _method_metrics(post, mixture, operator, y, best_mode, 0),
     }
     per = {name: m.pop("_per_sample") for name, m in methods.items()}
-    improvement = {
-        "reward": paired_difference(per["reguidance"]["reward"], per["candidate"]["reward"], True),
-        "manifold_distance": paired_difference(
-            per["reguidance"]["manifold_distance"], per["candidate"]["manifold_distance"], False
-        ),
-        "nll": paired_difference(per["reguidance"]["nll"], per["candidate"]["nll"], False),
-    }
+    higher = {"reward": True, "manifold_distance": False, "nll": False}
+
+    def minus(other: str) -> Record:
+        return {k: paired_difference(per["reguidance"][k], per[other][k], h) for k, h in higher.items()}
+
     inv_opts = {"steps": cfg.inversion_steps, "t_end": 1.0, "method": cfg.inversion_method}
     roundtrip_prior = roundtrip_error(prior, truth, base, **inv_opts)
     roundtrip_cand = roundtrip_error(prior, candidate, base, **inv_opts)
     report = {
         "config": asdict(cfg),
         "methods": methods,
-        "reguidance_minus_candidate": improvement,
+        "reguidance_minus_candidate": minus("candidate"),
+        **{f"reguidance_minus_{start}": minus(start) for start in ABLATIONS},
         "inversion_roundtrip_rel_error": float(roundtrip_prior.mean()),
         "candidate_roundtrip_rel_error": float(roundtrip_cand.mean()),
         "seconds_reguidance": rg.seconds,
     }
-    clouds = {
+    clouds: dict[str, Tensor] = {
         "truth": truth,
         "candidate": candidate,
         "reguidance": rg.x,
+        **{start: out.x for start, out in ablations.items()},
         "dps": fresh.x,
         "posterior": post,
         "means": mixture.means,
@@ -217,10 +271,25 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
     return report, clouds
 
 
+#: what each row of the report is, for the tables
+METHOD_NAMES = {
+    "candidate": "candidate",
+    "reguidance": "**reguidance** (inverted latent at t_end, then DPS)",
+    "renoise": "renoise (candidate re-noised to t_end, same DPS)",
+    "fresh": "fresh (fresh noise at t_end, same DPS)",
+    "dps": "dps (fresh noise, full chain, same budget)",
+    "posterior": "exact posterior samples",
+}
+
+
+def _paired_entries(report: Record) -> list[tuple[str, Record]]:
+    """``(against, {metric: paired difference})`` for every ``reguidance_minus_<against>`` of the report."""
+    prefix = "reguidance_minus_"
+    return [(k[len(prefix) :], v) for k, v in report.items() if k.startswith(prefix)]
+
+
 def format_markdown(report: Record) -> str:
-    """The report as the README's markdown table (means with 95% intervals) and its paired line."""
-    names = {"candidate": "candidate", "reguidance": "**reguidance** (on the candidate)"}
-    names |= {"dps": "dps (fresh noise, same budget)", "posterior": "exact posterior samples"}
+    """The report as the README's markdown table (means with 95% intervals) and its paired lines."""
     lines = [
         "| method | reward −‖y − Ax‖² | manifold distance | NLL | mode accuracy | NFE |",
         "|---|---|---|---|---|---|",
@@ -230,14 +299,17 @@ def format_markdown(report: Record) -> str:
         for c in ("reward", "manifold_distance", "nll", "mode_accuracy"):
             lo, hi = m["ci95"][c]
             cells.append(f"{m[c]:.3g} [{lo:.3g}, {hi:.3g}]")
-        lines.append(f"| {names.get(name, name)} | {' | '.join(cells)} | {m['nfe'] if m['nfe'] else '—'} |")
+        lines.append(f"| {METHOD_NAMES.get(name, name)} | {' | '.join(cells)} | {m['nfe'] if m['nfe'] else '—'} |")
     lines.append("")
-    paired = []
-    for k, v in report["reguidance_minus_candidate"].items():
-        lo, hi = v["ci95"]
-        paired.append(f"{k} {v['mean']:+.3g} [{lo:+.3g}, {hi:+.3g}] ({v['win_rate']:.0%} of candidates improve)")
-    lines.append("Paired, per problem, ReGuidance minus candidate: " + "; ".join(paired) + ".")
-    return "\n".join(lines) + "\n"
+    n = next(iter(report["methods"].values())).get("n")
+    for against, entry in _paired_entries(report):
+        paired = []
+        for k, v in entry.items():
+            lo, hi = v["ci95"]
+            paired.append(f"{k} {v['mean']:+.3g} [{lo:+.3g}, {hi:+.3g}] ({v['win_rate']:.0%} of problems improve)")
+        lines.append(f"Paired, per problem (n = {n}), ReGuidance minus {against}: " + "; ".join(paired) + ".")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def format_table(report: Record) -> str:
@@ -254,12 +326,12 @@ def format_table(report: Record) -> str:
                 lo, hi = m["ci95"][c]
                 cells.append(f"{m[c]:>9.3f} [{lo:.2f},{hi:.2f}]".rjust(20))
         lines.append(f"{name:<12}" + "".join(cells))
-    imp: dict[str, Record] = report["reguidance_minus_candidate"]
-    lines.append("")
-    lines.append("reguidance - candidate (paired, 95% interval, fraction of candidates improved):")
-    for k, v in imp.items():
-        lo, hi = v["ci95"]
-        lines.append(f"  {k:<18} {v['mean']:+.4f}  [{lo:+.4f}, {hi:+.4f}]  win rate {v['win_rate']:.2f}")
+    for against, entry in _paired_entries(report):
+        lines.append("")
+        lines.append(f"reguidance - {against} (paired, 95% interval, fraction of problems improved):")
+        for k, v in entry.items():
+            lo, hi = v["ci95"]
+            lines.append(f"  {k:<18} {v['mean']:+.4f}  [{lo:+.4f}, {hi:+.4f}]  win rate {v['win_rate']:.2f}")
     lines.append(
         f"inversion round trip (relative L2): prior samples {report['inversion_roundtrip_rel_error']:.2e}, "
         f"candidates {report['candidate_roundtrip_rel_error']:.2e}"

@@ -8,15 +8,17 @@ secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .. import stats
 from ..files import replace_marked
-from ..images import read_images, save_grid
+from ..images import read_images
 from ..metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
 from .records import Record, read_all_results, variant_of
 
@@ -32,7 +34,9 @@ __all__ = [
     "save_overview",
     "save_tradeoff_plot",
     "summarise",
+    "tradeoff_figure",
     "verdict",
+    "write_report_html",
     "write_summary",
 ]
 
@@ -344,64 +348,156 @@ def add_fd_cls(summary: Record, out: Path, features: Callable[[torch.Tensor], to
         row["fd_cls"] = jackknife_ci95(value, loo, lower=0.0)
 
 
+#: the column label of each kind of saved image (grids and ``report.html``)
+LABELS = {
+    "measurement": "measurement",
+    "candidate": "candidate",
+    "reguidance": "+ReGuidance",
+    "renoise": "renoise+DPS",
+    "fresh": "fresh DPS",
+    "more": "more budget",
+    "truth": "truth",
+}
+
+
+def _kinds(folder: Path, first: int) -> tuple[str, ...]:
+    """The kinds of image a (task, method) folder holds, in column order: measurement, candidate, +ReGuidance,
+    the ablations the run saved, truth."""
+    present = [v for v in AGAINST[1:] if (folder / f"{first:05d}_{v}.png").is_file()]
+    return ("measurement", "candidate", "reguidance", *present, "truth")
+
+
+def _ids(folder: Path) -> list[int]:
+    return sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
+
+
 def save_grids(out: Path, n: int = 8) -> list[Path]:
-    """Per (task, method): rows measurement | candidate | +ReGuidance | truth for the first ``n`` ids, in the
-    saved images' own channels (gray or RGB)."""
+    """Per (task, method): ``out/grids/<task>_<method>.png``, a labelled grid
+    (:func:`reguidance.pictures.labelled_grid`) with columns measurement | candidate | +ReGuidance | the ablations
+    the run saved | truth and one row per id (the first ``n``, labelled ``id <i>``), titled ``<task> / <method>``,
+    in the saved images' own channels (gray or RGB)."""
+    from ..pictures import save_labelled_grid
+
     paths = []
     for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
-        ids = sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))[:n]
+        ids = _ids(folder)[:n]
         if not ids:
             continue
-        kinds = (
-            "measurement",
-            "candidate",
-            "reguidance",
-            *[v for v in AGAINST[1:] if (folder / f"{ids[0]:05d}_{v}.png").is_file()],
-            "truth",
-        )
+        kinds = _kinds(folder, ids[0])
         x = read_images([folder / f"{i:05d}_{k}.png" for i in ids for k in kinds])
         path = out / "grids" / f"{folder.parent.name}_{folder.name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_grid(x, path, nrow=len(kinds))
+        title = f"{folder.parent.name} / {folder.name}"
+        save_labelled_grid(x, path, [LABELS[k] for k in kinds], [f"id {i}" for i in ids], title)
         paths.append(path)
     return paths
 
 
-def save_tradeoff_plot(summary: Record, path: Path) -> Path:
-    """Measurement consistency against realism (class accuracy, else SSIM), an arrow per (task, method) from the
-    candidate to ReGuidance."""
+def tradeoff_figure(summary: Record) -> Any:
+    """The figure of :func:`save_tradeoff_plot` (a ``matplotlib.figure.Figure``, constrained layout: every label
+    and the legend inside it)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     rows = {
         (r["task"], r["method"], r["reguidance"]): r
         for r in summary["rows"]
         if r.get("variant") in (None, "candidate", "reguidance")
     }
-    use_acc = all(r["class_acc"] is not None for r in rows.values())
+    use_acc = bool(rows) and all(r.get("class_acc") is not None for r in rows.values())
     realism = "class_acc" if use_acc else "ssim"
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for (task, method, rg), r in rows.items():
-        if rg or (task, method, True) not in rows:
-            continue
-        a, b = r, rows[(task, method, True)]
+    pairs = [(t, m) for (t, m, rg) in rows if not rg and (t, m, True) in rows]
+    methods = sorted({m for _, m in pairs})
+    tasks = sorted({t for t, _ in pairs})
+    colours = {m: f"C{k % 10}" for k, m in enumerate(methods)}
+    markers = {t: "osD^vP*Xph"[k % 10] for k, t in enumerate(tasks)}
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for task, method in pairs:
+        a, b = rows[(task, method, False)], rows[(task, method, True)]
         xa, ya = a["consistency"]["mean"], a[realism]["mean"]
         xb, yb = b["consistency"]["mean"], b[realism]["mean"]
-        ax.annotate("", xy=(xb, yb), xytext=(xa, ya), arrowprops={"arrowstyle": "->", "color": "gray"})
-        ax.scatter([xa], [ya], c="tab:red", s=20)
-        ax.scatter([xb], [yb], c="tab:green", s=20)
-        ax.text(xb, yb, f" {task}/{method}", fontsize=7)
+        c, mk = colours[method], markers[task]
+        ax.annotate("", xy=(xb, yb), xytext=(xa, ya), arrowprops={"arrowstyle": "->", "color": c, "lw": 1.2})
+        ax.scatter([xa], [ya], marker=mk, s=40, facecolors="white", edgecolors=c, zorder=3)
+        ax.scatter([xb], [yb], marker=mk, s=40, c=c, zorder=3)
     ax.axvline(1.0, ls=":", c="k", lw=0.8)
-    ax.set_xlabel("measurement consistency ||Ax - y|| / (sigma_y sqrt(m))  (1 = explains y up to the noise)")
+    ax.set_xlabel("measurement consistency ||Ax - y|| / (sigma_y sqrt(m))\n(1 = explains y up to the noise)")
     ax.set_ylabel("class accuracy of restorations" if use_acc else "SSIM")
-    ax.set_title("red: candidate, green: + ReGuidance")
-    fig.tight_layout()
+    ax.set_title("each arrow: candidate (hollow) -> + ReGuidance (filled)", fontsize=10)
+    handles = [Line2D([], [], color=colours[m], lw=2, label=f"method {m}") for m in methods]
+    handles += [Line2D([], [], ls="", marker=markers[t], color="gray", label=f"task {t}", markersize=7) for t in tasks]
+    handles += [
+        Line2D([], [], ls="", marker="o", mfc="white", mec="gray", label="candidate"),
+        Line2D([], [], ls="", marker="o", color="gray", label="+ ReGuidance"),
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def save_tradeoff_plot(summary: Record, path: Path) -> Path:
+    """Measurement consistency against realism (class accuracy, else SSIM): an arrow per (task, method) from the
+    candidate (hollow marker) to ReGuidance (filled), colour by method, marker by task, named in a legend beside
+    the axes (no text on the points, so nothing overlaps)."""
+    fig = tradeoff_figure(summary)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=120, format="png")
     return path
+
+
+def _metric_lines(row: Record | None) -> list[str]:
+    """The metrics of one row as short lines (those the row holds; none for no row)."""
+    if row is None:
+        return []
+    shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("lpips", "LPIPS {:.3f}")]
+    shown += [("consistency", "consistency {:.2f}"), ("reward", "reward {:.3g}")]
+    lines = [fmt.format(row[k]) for k, fmt in shown if isinstance(row.get(k), (int, float))]
+    if row.get("pred") is not None:
+        lines.append(f"class {row['pred']}")
+    return lines
+
+
+def write_report_html(out: Path, summary: Record, title: str | None = None) -> Path:
+    """``out/report.html``, written atomically: per (task, method) a table with one row per image id and the
+    columns measurement | candidate | +ReGuidance | the ablations the run saved | truth, each picture (the PNGs
+    under ``out/images``, by relative path) with the metrics its row in ``results*.jsonl`` holds (PSNR, SSIM,
+    LPIPS, consistency, reward, predicted class); then the run's summary (:func:`format_markdown` and the notes).
+    Opens in any browser without a server (:mod:`reguidance.webpage`)."""
+    from PIL import Image
+
+    from ..pictures import MIN_CELL, cell_scale
+    from ..webpage import Cell, image_table, markdown_html, relative_src, write_page
+
+    by_key: dict[tuple[str, str], dict[tuple[int, str], Record]] = {}
+    for row in read_all_results(out):
+        by_key.setdefault((str(row["task"]), str(row["method"])), {})[(int(row["id"]), variant_of(row))] = row
+    parts = []
+    for (task, method), rows in sorted(by_key.items()):
+        folder = _folder(out, task, method)
+        ids = sorted({i for i, _ in rows})
+        kinds = _kinds(folder, ids[0])
+        width = MIN_CELL
+        if (folder / f"{ids[0]:05d}_truth.png").is_file():
+            with Image.open(folder / f"{ids[0]:05d}_truth.png") as first:
+                width = first.width * cell_scale(first.width)
+        table = []
+        for i in ids:
+            labels = [r["label"] for (j, _), r in rows.items() if j == i and r.get("label") is not None]
+            cells = []
+            for k in kinds:
+                png = folder / f"{i:05d}_{k}.png"
+                lines = _metric_lines(rows.get((i, k)))
+                if k == "truth" and labels:
+                    lines = [f"class {labels[0]}"]
+                cells.append(Cell(relative_src(png, out) if png.is_file() else None, lines))
+            table.append((f"id {i}", cells))
+        parts.append(f"<h2>{html.escape(task)} / {html.escape(method)}</h2>")
+        parts.append(image_table([LABELS[k] for k in kinds], table, width))
+    notes = "".join(f"\nNote: {n}\n" for n in summary.get("notes", []))
+    parts += ["<h2>Summary</h2>", markdown_html(format_markdown(summary) + notes)]
+    return write_page(out / "report.html", title or f"benchmark {out.name}", parts)
 
 
 def write_summary(
@@ -418,27 +514,26 @@ def write_summary(
     return summary
 
 
-def save_overview(grids: list[Path], path: Path, title: str, columns: str = "meas. | cand. | +ReG | truth") -> Path:
-    """The per-(task, method) grids side by side in one labelled picture (``columns`` names the grids' columns:
-    measurement | candidate | +ReGuidance | truth, and the ablations where the run has them)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def save_overview(grids: list[Path], path: Path, title: str, per_row: int | None = None) -> Path:
+    """The per-(task, method) grids (:func:`save_grids`, each with its own title and labels) in one picture under
+    ``title``, ``per_row`` to a row (:func:`reguidance.pictures.overview`; pixels as in the grids, nothing
+    resampled). By default a row per task: ``per_row`` is the number of methods among the grids (the method
+    folders of the run that name a grid ``<task>_<method>``), 3 when that cannot be told."""
     from PIL import Image
 
-    pictures = [Image.open(g) for g in grids]
-    aspect = max(p.height / p.width for p in pictures)
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.2 * aspect + 0.9), squeeze=False)
-    for ax, grid, picture in zip(axes[0], grids, pictures, strict=True):
-        ax.imshow(picture, cmap="gray")
-        ax.set_title(grid.stem.replace("_", " / ", 1) + "\n" + columns, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    from ..pictures import overview
+
+    if per_row is None:
+        out = grids[0].parent.parent if grids else path.parent
+        method_names = {p.name for p in (out / "images").glob("*/*") if p.is_dir()}
+        used = {m for g in grids for m in method_names if g.stem.endswith(f"_{m}")}
+        per_row = len(used) or 3
+    pictures = []
+    for g in grids:
+        with Image.open(g) as picture:
+            pictures.append(picture.copy())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    overview(pictures, title, per_row).save(path, format="PNG")
     return path
 
 
@@ -749,15 +844,11 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
 
 def save_method_overview(out: Path, method: str, path: Path, title: str) -> Path | None:
     """One picture of ``method``'s grids on every task of the benchmark folder ``out`` (made by
-    :func:`save_grids`), its columns named after the variants the run saved; ``None`` if it has none."""
+    :func:`save_grids`, so labelled with the variants the run saved); ``None`` if it has none."""
     grids = [g for g in save_grids(out) if g.stem.endswith(f"_{method}")]
     if not grids:
         return None
-    folder = out / "images" / grids[0].stem.rsplit("_", 1)[0] / method
-    first = sorted(folder.glob("*_truth.png"))[0].name[:5]
-    present = [v for v in AGAINST[1:] if (folder / f"{first}_{v}.png").is_file()]
-    columns = " | ".join(["meas.", "cand.", "+ReG", *present, "truth"])
-    return save_overview(grids, path, title, columns)
+    return save_overview(grids, path, title, per_row=len(grids))  # the tasks side by side
 
 
 def readme_summary(runs: dict[str, Path]) -> str:

@@ -31,7 +31,7 @@ from .inputs import (
     load_test_images,
     parse_data,
 )
-from .report import save_grids, save_overview, save_tradeoff_plot, write_summary
+from .report import save_grids, save_overview, save_tradeoff_plot, write_report_html, write_summary
 from .runner import BenchSpec, run_bench
 
 if TYPE_CHECKING:
@@ -94,12 +94,13 @@ class BenchPlan:
 
 @dataclass(frozen=True)
 class BenchResult:
-    """What a finished run made (rank 0): its summary, the notes, the grids and the plot."""
+    """What a finished run made (rank 0): its summary, the notes, the grids, the plot and ``report.html``."""
 
     summary: Record
     notes: list[str]
     grids: list[Path]
     plot: Path
+    page: Path | None = None
 
 
 def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context: dict[str, object]) -> BenchSpec:
@@ -252,6 +253,7 @@ def run_benchmark(
         if r.overview is not None:
             with atomic_path(r.out / "demo.png") as tmp:
                 save_overview(grids, tmp, r.overview)
+        page = write_report_html(r.out, summary, r.overview)
         if r.json_path is not None:
             atomic_write_json(r.json_path, summary)
-    return BenchResult(summary, notes, grids, plot)
+    return BenchResult(summary, notes, grids, plot, page)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,11 +55,6 @@ from torch import Tensor, nn
 from ..conventions import InputError
 from ..diffusion import Schedule, Variance
 from .base import COMPILE_MODES, NetworkPrior, PriorOutput
-
-if TYPE_CHECKING:  # the moved names (see the end of the module), typed for old callers
-    from .adm_config import checkpoint_config as checkpoint_config
-    from .adm_config import infer_structure as infer_structure
-    from .adm_config import read_config_file as read_config_file
 
 __all__ = [
     "COMPILE_MODES",
@@ -545,24 +540,3 @@ class ADMPrior(NetworkPrior):
         if self.learned_sigma:
             return PriorOutput(out[:, :c], out[:, c:])
         return PriorOutput(out, None)
-
-
-#: names that moved to :mod:`reguidance.priors.adm_config` (the translation of guided-diffusion's flags), still
-#: importable from here for code written before the move
-_MOVED = (
-    "CheckpointConfig",
-    "DEFAULT_CHANNEL_MULT",
-    "DIFFUSION_FLAGS",
-    "MODEL_FLAGS",
-    "checkpoint_config",
-    "infer_structure",
-    "read_config_file",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from . import adm_config
-
-        return getattr(adm_config, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

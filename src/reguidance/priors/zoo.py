@@ -28,16 +28,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..diffusion import Schedule
 from .adm_config import unet_config_from_create_model
-
-if TYPE_CHECKING:  # the moved names (see the end of the module), typed for old callers
-    from .loading import infer_config as infer_config
-    from .loading import load_prior as load_prior
-    from .loading import random_prior as random_prior
-    from .loading import read_state_dict as read_state_dict
 
 __all__ = [
     "ASSETS_DIR",
@@ -261,22 +255,3 @@ def list_models(checkpoint_dir: str | os.PathLike[str] | None = None) -> list[di
         row["searched"] = [] if entry.embedded else searched
         rows.append(row)
     return rows
-
-
-#: names that moved to :mod:`reguidance.priors.loading` and :mod:`reguidance.priors.adm_config`, still importable
-#: from here for code written before the move
-_MOVED = {
-    "load_prior": "loading",
-    "random_prior": "loading",
-    "read_state_dict": "loading",
-    "infer_config": "loading",
-    "unet_config_from_create_model": "adm_config",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""The mechanism map (issue 19): inverted latent vs re-noised candidate vs fresh noise, on the exact-score mixture of
+``reguidance theory``, over t_end x sampler x inversion steps x inversion method x DPS budget
+(:mod:`reguidance.mechanism`); with ``--prior mnist``, the same tables and heat maps from the rows that
+``scripts/mechanism_images.py`` wrote into ``--out`` (it runs nothing: run that script first, it resumes).
+
+Resumable: the rows of each cell are appended to ``<out>/rows.jsonl`` as it finishes; a rerun skips the cells it
+holds (a folder made with another configuration is refused). Then it writes ``<out>/summary.json`` (per cell: means
+and the paired differences with 95% intervals, floats cut to 5 digits), the Markdown tables (printed, or with
+``--write FILE`` between ``<!-- mechanism_gmm:begin -->`` and ``<!-- mechanism_gmm:end -->`` of FILE) and the heat
+map (``--plot``).
+
+Usage: .venv/bin/python scripts/mechanism_map.py --prior gmm --out runs/mechanism/gmm [--write docs/mechanism.md]
+       [--summary docs/mechanism_gmm_summary.json]
+       .venv/bin/python scripts/mechanism_map.py --prior mnist --out runs/mechanism/mnist [--write docs/mechanism.md]
+       [--summary docs/mechanism_mnist_summary.json] [--plot docs/mechanism_mnist.png]
+       (256 problems: about 10 minutes on one CPU core; ``--problems 16`` for a quick look)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from reguidance.conventions import InputError
+from reguidance.files import atomic_write_text, read_rows, write_section
+from reguidance.mechanism import GMM_METRICS, MapGrid, format_markdown, run_gmm_map, save_heatmap, summarise
+from reguidance.theory import TheoryConfig
+
+#: the image map's metrics, each with whether higher is better: realism against the truth (SSIM, PSNR) and the
+#: noise-calibrated fit to y, ``|consistency_raw - 1|`` of the unclamped output (0 when the residual has the size the
+#: measurement noise predicts; the raw reward ``-||y - A x||^2`` would reward fitting the noise)
+IMAGE_METRICS: dict[str, bool] = {"ssim": True, "psnr": True, "misfit": False}
+
+
+def image_rows(out: Path) -> list[dict[str, object]]:
+    """The rows ``scripts/mechanism_images.py`` wrote into ``out``, each with ``misfit = |consistency_raw - 1|``
+    and ``inversion_method`` set only on inversion rows (the ablations' cells do not depend on it)."""
+    path = out / "rows.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: run scripts/mechanism_images.py --out {out} first")
+    rows = []
+    for r in read_rows(path):
+        r = dict(r)
+        r["misfit"] = abs(float(r["consistency_raw"]) - 1.0)
+        if r.get("start") != "inversion":
+            r["inversion_method"] = None
+            r["inversion_steps"] = None
+        rows.append(r)
+    return rows
+
+
+def _rounded(obj: object, digits: int = 5) -> object:
+    """``obj`` with every float cut to ``digits`` significant digits (a small summary to commit)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--prior", choices=["gmm", "mnist"], required=True, help="gmm runs the mixture map; mnist reports image rows."
+    )
+    parser.add_argument("--out", type=Path, required=True, help="Run folder (config.json, rows.jsonl, summary.json).")
+    parser.add_argument("--problems", type=int, default=256, help="Problems per cell (>= 256 for the report).")
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the problems (theory's table is seed 1).")
+    parser.add_argument("--write", type=Path, default=None, help="Markdown file with mechanism_gmm markers.")
+    parser.add_argument("--plot", type=Path, default=Path("docs/mechanism_gmm.png"))
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
+    )
+    args = parser.parse_args()
+    if args.prior == "mnist":
+        report_images(args)
+        return
+    start = time.perf_counter()
+    try:
+        cfg = TheoryConfig(candidates=args.problems, seed=args.seed)
+        rows = run_gmm_map(args.out, cfg, MapGrid(), progress=True)
+    except InputError as e:
+        parser.error(str(e))
+    print(f"{len(rows)} rows; {time.perf_counter() - start:.0f} s this call")
+    summary = summarise(rows, GMM_METRICS)
+    seconds = {(r["t_end"], r["sampler"], r["inversion_steps"], r["inversion_method"], r["dps_steps"], r["start"]):
+               float(r.get("cell_seconds", 0.0)) for r in rows}  # fmt: skip
+    summary["seconds_all_cells"] = sum(seconds.values())
+    small = _rounded(summary)
+    assert isinstance(small, dict)
+    lines = ",\n".join(json.dumps(c) for c in small["cells"])  # one cell a line: small diffs when it changes
+    rest = json.dumps({k: v for k, v in small.items() if k != "cells"})
+    atomic_write_text(args.summary or args.out / "summary.json", '{"cells": [\n' + lines + "\n],\n" + rest[1:] + "\n")
+    save_heatmap(summary, args.plot, GMM_METRICS)
+    print(f"picture: {args.plot}; summary: {args.summary or args.out / 'summary.json'}")
+    write_section(args.write, "mechanism_gmm", format_markdown(summary, GMM_METRICS))
+
+
+def report_images(args: argparse.Namespace) -> None:
+    """Tables and one heat map per (task, candidate method) from the image rows in ``args.out``."""
+    rows = image_rows(args.out)
+    summary = summarise(rows, IMAGE_METRICS)
+    done = {(r["task"], r["candidate_method"]) for r in rows}
+    plot = args.plot if args.plot != Path("docs/mechanism_gmm.png") else Path("docs/mechanism_mnist.png")
+    pictures = []
+    for task, method in sorted(done):
+        group = {
+            "cells": [e for e in summary["cells"] if (e["task"], e["candidate_method"]) == (task, method)],
+            "candidates": [],
+        }
+        if group["cells"]:
+            path = plot.with_name(f"{plot.stem}_{task}_{method}{plot.suffix}")
+            title = f"MNIST {task}, candidate {method}: inversion − renoise"
+            pictures.append(save_heatmap(group, path, IMAGE_METRICS, title=title))
+    small = _rounded(summary)
+    assert isinstance(small, dict)
+    atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
+    print(f"{len(rows)} rows; pictures: {', '.join(map(str, pictures))}")
+    write_section(args.write, "mechanism_mnist", format_markdown(summary, IMAGE_METRICS))
+
+
+if __name__ == "__main__":
+    main()
