@@ -130,10 +130,14 @@ def test_summary_intervals_and_paired_differences_match_a_hand_computation():
     assert cand["n"] == 4 and cand["psnr"]["mean"] == pytest.approx(13.0)
     assert cand["psnr"]["ci95"] == pytest.approx([13 - 2.53029, 13 + 2.53029], abs=1e-4)
     paired = summary["paired"][0]["psnr"]
-    # differences 1, 0.5, -1, 3: mean 0.875, sd 1.6520, half-width 1.6190; 3 of 4 improve
+    # differences 1, 0.5, -1, 3: mean 0.875, sd 1.6520, Student t_{0.975, 3} = 3.18245 (tables), half-width
+    # 3.18245 * 1.6520 / 2 = 2.6287; 3 of 4 improve
     assert paired["mean"] == pytest.approx(0.875)
-    assert paired["ci95"] == pytest.approx([0.875 - 1.61896, 0.875 + 1.61896], abs=1e-4)
+    assert paired["ci95"] == pytest.approx([0.875 - 2.6287, 0.875 + 2.6287], abs=1e-3)
     assert paired["win_rate"] == 0.75
+    # 4 images are below the minimum n: no test, no verdict, and the verdict says why
+    assert paired["p_value"] is None and paired["call"] == "no test"
+    assert summary["paired"][0]["verdict"] == "no verdict (n = 4 < 10)"
     # consistency counts closeness to 1 and lower is better: |c - 1| falls for ids 2 only (0.14 -> 0.13)
     assert summary["paired"][0]["consistency"]["win_rate"] == 0.25
     json.dumps(summary)
@@ -426,24 +430,27 @@ def test_paired_p_value_is_the_normal_test_of_the_interval():
     assert paired_difference(torch.ones(4), torch.ones(4))["p_value"] == 1.0
 
 
-def test_summary_corrects_every_test_of_a_table_together_and_calls_each_metric():
+def test_summary_corrects_the_primary_family_together_and_calls_each_metric():
     from reguidance.bench.report import summarise
 
     g = torch.Generator().manual_seed(0)
     rows = []
-    for method, shift in (("a", 0.2), ("b", -0.2), ("c", 0.0)):  # ReGuidance better, worse, no change on SSIM
+    for task, shift in (("a", 0.2), ("b", -0.2), ("c", 0.0)):  # ReGuidance better, worse, no change on SSIM
         for i in range(40):
             noise = float(torch.randn((), generator=g)) * 0.05
-            base = {"task": "t", "method": method, "id": i, "psnr": 20.0, "consistency": 1.0, "label": 0}
+            base = {"task": task, "method": "dps", "id": i, "psnr": 20.0, "consistency": 1.0, "label": 0}
             base |= {"nfe": 1, "sec_per_image": 0.0, "peak_mem_mb": 0.0, "reward": -1.0}
             rows.append({**base, "variant": "candidate", "reguidance": False, "ssim": 0.5})
             rows.append({**base, "variant": "reguidance", "reguidance": True, "ssim": 0.5 + shift + noise})
-    paired = {p["method"]: p for p in summarise(rows)["paired"]}
+    paired = {p["task"]: p for p in summarise(rows)["paired"]}
     assert [paired[m]["verdict"] for m in "abc"] == ["helps", "hurts", "no clear change"]
     assert paired["b"]["worse"] == ["ssim"] and paired["a"]["better"] == ["ssim"]
-    # Holm over the table's 9 tests (3 comparisons x PSNR, SSIM, reward): the smallest p is multiplied by 9
-    ps = sorted((paired[m][k]["p_value"], paired[m][k]["p_holm"]) for m in "abc" for k in ("psnr", "ssim", "reward"))
-    assert ps[0][1] == pytest.approx(min(1.0, 9 * ps[0][0]))
+    # the primary family here: dps vs candidate on SSIM for 3 tasks (no fit_z in these rows): Holm over 3 tests
+    ps = sorted((paired[m]["ssim"]["p_value"], paired[m]["ssim"]["p_holm"]) for m in "abc")
+    assert ps[0][1] == pytest.approx(min(1.0, 3 * ps[0][0]))
+    assert all(paired[m]["ssim"]["primary"] for m in "abc")
+    # PSNR is secondary: no correction, no Holm value
+    assert not paired["a"]["psnr"]["primary"] and "p_holm" not in paired["a"]["psnr"]
 
 
 def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, images, tmp_path):
@@ -550,9 +557,10 @@ def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, i
     args = ["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--summary-into", str(readme)]
     assert main([*args, "--pictures", str(tmp_path / "pics"), "--picture-method", "pinv"]) == 0
     verdicts = [p["verdict"] for p in summary["paired"]]
-    counts = [verdicts.count(v) for v in ("helps", "no clear change", "mixed", "hurts")]
+    counts = [verdicts.count(v) for v in ("helps", "equivalent", "no clear change", "mixed", "hurts")]
+    untested = sum(v.startswith("no verdict") for v in verdicts)
     worse = sum(bool(p["worse"]) for p in summary["paired"])
-    row = f"| tiny | {len(verdicts)} | {counts[0]} | {counts[1]} | {counts[2]} | {counts[3]} | {worse} |"
+    row = f"| tiny | {len(verdicts)} | {' | '.join(map(str, counts))} | {untested} | {worse} |"
     assert row in readme.read_text()
     assert (tmp_path / "pics" / "benchmark_tiny.png").stat().st_size > 0
     assert main(["bench-report", "--run", f"tiny={tmp_path}", "--into", str(doc)]) == 2  # no summary there

@@ -17,6 +17,14 @@ with torch alone. It is *not* FID: the features are our classifier's, not Incept
 only with other FD-cls values from the same classifier; the "floor" is FD-cls between two disjoint halves of the
 real test set of the same size as the sample set.
 
+Realism per image. Two scores of one restoration ``x``, both from this classifier: its *confidence*
+``max_c softmax(logits(x))_c`` (a digit the classifier can name), and its *k-NN distance*
+``(1/k) sum_{j <= k} ||phi(x) - phi(r_(j))||_2``, the mean feature distance to its ``k`` (:data:`KNN_K`) nearest
+images ``r_(j)`` of a fixed reference set of training images (:func:`reference_ids`: :data:`REFERENCE_SIZE`
+training ids drawn by a seeded permutation, the same for every run; their features computed once per run and held
+in memory by :class:`RealismScorer`). Lower is closer to the training data. Like FD-cls, both are comparable only
+between runs with the same classifier.
+
 Committed classifiers (``assets/models/<name>_classifier.safetensors``) are loaded with :func:`load_classifier`,
 which checks the recorded sha256.
 """
@@ -38,14 +46,20 @@ from .hashing import check_sha256, sha256_file
 
 __all__ = [
     "CLASSIFIERS",
+    "KNN_K",
+    "REFERENCE_SIZE",
     "DigitClassifier",
+    "RealismScorer",
     "classifier_features",
+    "confidence",
     "evaluate_samples",
     "fd_cls",
     "frechet_distance",
     "gaussian_fit",
+    "knn_distance",
     "load_classifier",
     "predict",
+    "reference_ids",
     "train_classifier",
 ]
 
@@ -111,6 +125,84 @@ def predict(model: DigitClassifier, x: Tensor, batch_size: int = 1000) -> Tensor
     """Class probabilities (N, 10) of ``x: (N, 1, 32, 32)`` in [-1, 1]."""
     model.eval()
     return _batched(lambda b: model(b).softmax(-1), x, batch_size)
+
+
+# ----------------------------------------------------------------------------------------------------- realism
+#: neighbours averaged by the k-NN realism score
+KNN_K = 5
+#: training images in the k-NN reference set (about 200 per class; their features cost a few seconds on one CPU
+#: core), and the seed of the permutation that draws them
+REFERENCE_SIZE = 2000
+REFERENCE_SEED = 0
+
+
+def confidence(logits: Tensor) -> Tensor:
+    """The classifier's confidence per image (B,): the largest class probability of ``logits: (B, classes)``."""
+    return logits.detach().double().softmax(-1).max(-1).values
+
+
+def knn_distance(features: Tensor, reference: Tensor, k: int = KNN_K) -> Tensor:
+    """Mean Euclidean distance (B,) from each row of ``features: (B, D)`` to its ``k`` nearest rows of
+    ``reference: (N, D)``, N >= k (float64; ties do not matter, only distances are kept)."""
+    check_positive_int("k", k)
+    if reference.dim() != 2 or features.dim() != 2 or reference.shape[1] != features.shape[1]:
+        raise ValueError(f"features {tuple(features.shape)} and reference {tuple(reference.shape)} must be (*, D)")
+    if reference.shape[0] < k:
+        raise ValueError(f"the reference set has {reference.shape[0]} rows, fewer than k = {k}")
+    distances = torch.cdist(features.double(), reference.double())
+    return distances.topk(k, dim=1, largest=False).values.mean(1)
+
+
+def reference_ids(n_train: int, size: int = REFERENCE_SIZE, seed: int = REFERENCE_SEED) -> Tensor:
+    """The training ids of the k-NN reference set, sorted: the first ``min(size, n_train)`` of a permutation of
+    ``0 .. n_train - 1`` drawn by a CPU generator seeded with ``seed`` (the same on every machine)."""
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    return perm[: min(size, n_train)].sort().values
+
+
+class RealismScorer:
+    """The metric classifier with its reference features: called on images it returns logits (so it serves wherever
+    a classifier does); :meth:`realism` gives the per-image confidence and k-NN distance.
+
+    ``reference`` is the reference images ``(N, 1, 32, 32)`` in [-1, 1] or a function returning them (None: no
+    reference set, so no k-NN distance); it is called and its features computed at the first :meth:`realism`, then
+    held for the run.
+    """
+
+    def __init__(self, model: DigitClassifier, reference: Tensor | Any | None = None, k: int = KNN_K) -> None:
+        self.model = model
+        self.k = k
+        self._reference = reference
+        self._bank: Tensor | None = None
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits (B, 10) on the CPU of ``x: (B, 1, 32, 32)`` in [-1, 1]."""
+        with torch.no_grad():
+            return self.model(x.to(self._device(), torch.float32)).cpu()
+
+    def features(self, x: Tensor) -> Tensor:
+        """Features (B, 128) float64 on the CPU."""
+        return classifier_features(self.model, x.to(self._device(), torch.float32)).cpu()
+
+    def bank(self) -> Tensor | None:
+        """The reference set's features (N, 128), computed once; None without a reference set."""
+        if self._bank is None and self._reference is not None:
+            images = self._reference if isinstance(self._reference, Tensor) else self._reference()
+            self._bank = None if images is None else self.features(images)
+            self._reference = None
+        return self._bank
+
+    def realism(self, x: Tensor) -> dict[str, Tensor]:
+        """``{"confidence": (B,), "knn_dist": (B,)}`` of ``x: (B, 1, 32, 32)`` in [-1, 1] (``knn_dist`` only with
+        a reference set)."""
+        out = {"confidence": confidence(self(x))}
+        bank = self.bank()
+        if bank is not None:
+            out["knn_dist"] = knn_distance(self.features(x), bank, self.k)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------------ FD-cls

@@ -289,7 +289,14 @@ def bench_report(
     runs: tuple[str, ...], into: Path, pictures: Path | None, picture_method: str, summary_into: Path | None
 ) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
-    from .bench.report import benchmark_tables, readme_summary, replace_marked, save_method_overview
+    from .bench.report import (
+        PREREGISTRATION_MARKERS,
+        benchmark_tables,
+        preregistration,
+        readme_summary,
+        replace_marked,
+        save_method_overview,
+    )
     from .conventions import InputError
 
     folders = {}
@@ -303,6 +310,8 @@ def bench_report(
         folders[name] = path
     with _options("--into"):
         replace_marked(into, benchmark_tables(folders))
+        if PREREGISTRATION_MARKERS[0] in into.read_text():
+            replace_marked(into, preregistration(), *PREREGISTRATION_MARKERS)
     click.echo(f"tables written into {into}")
     if summary_into is not None:
         with _options("--summary-into"):

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +26,9 @@ from torch import Tensor
 from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
 from ..runs import known_signal_shape
+
+if TYPE_CHECKING:
+    from ..classifier import RealismScorer
 
 __all__ = [
     "ImageFolder",
@@ -135,11 +140,22 @@ def parse_data(spec: str) -> Path:
 
 
 def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
-    """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent."""
+    """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent.
+
+    ``logits_fn`` is a :class:`reguidance.classifier.RealismScorer`: the runner also takes each image's confidence
+    and k-NN distance from it, against the reference training images (:func:`reguidance.classifier.reference_ids`)
+    when the training split is on disk (read at the first batch, never downloaded; without it, no k-NN distance).
+    One scorer per dataset and process, so the reference features are computed once per process."""
+    scorer = _realism_scorer(dataset)
+    return None if scorer is None else (scorer, scorer.features)
+
+
+@functools.cache
+def _realism_scorer(dataset: str) -> RealismScorer | None:
     if dataset not in DATASETS:
         return None
     try:
-        from ..classifier import load_classifier
+        from ..classifier import RealismScorer, load_classifier, reference_ids
     except ImportError:
         return None
     try:
@@ -147,12 +163,10 @@ def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], 
     except (FileNotFoundError, ValueError, KeyError):
         return None
 
-    def logits(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model(x.to(next(model.parameters()).device, torch.float32)).cpu()
+    def reference() -> Tensor | None:
+        if not is_available(dataset):
+            return None
+        images, _ = load_dataset(dataset, "train", download=False)
+        return images[reference_ids(len(images))]
 
-    def features(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model.features(x.to(next(model.parameters()).device, torch.float32)).cpu()
-
-    return logits, features
+    return RealismScorer(model, reference)

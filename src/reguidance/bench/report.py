@@ -1,5 +1,10 @@
-"""Summaries of ``results.jsonl``: per (task, method, with/without ReGuidance) means with 95% intervals, and the
-paired difference with/without ReGuidance (interval and win rate), as ``summary.json`` and ``summary.md``."""
+"""Summaries of ``results.jsonl``: per (task, method, variant) means with 95% intervals, and ReGuidance's paired
+differences against the candidate and the ablations, as ``summary.json`` and ``summary.md``; BENCHMARK.md's tables.
+
+The statistics are :mod:`reguidance.stats`': Student-t intervals, effect sizes, ties only by TOST within stated
+margins, no test below the minimum n, and Holm's correction only within the declared primary family
+(:data:`reguidance.stats.PRIMARY_FAMILY`, printed verbatim by :func:`preregistration`); everything else is
+secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.metrics.fit_z`), not as the reward."""
 
 from __future__ import annotations
 
@@ -11,15 +16,17 @@ from typing import Any
 
 import torch
 
+from .. import stats
 from ..files import replace_marked
 from ..images import read_images
-from ..metrics import holm, jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
+from ..metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
 from .records import Record, read_all_results, variant_of
 
 __all__ = [
     "add_fd_cls",
     "benchmark_tables",
     "format_markdown",
+    "preregistration",
     "readme_summary",
     "replace_marked",
     "save_grids",
@@ -36,7 +43,9 @@ __all__ = [
 #: a row of ``results.jsonl``, a summary, or one of its rows: JSON objects, typed as such (values of any JSON type)
 
 #: per-image metrics of a row and whether higher is better (``lpips`` only in runs given LPIPS weights;
-#: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1])
+#: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1]; ``fit`` is ``|fit_z|``, the
+#: noise-calibrated fit to y of :func:`reguidance.metrics.fit_z`; ``confidence`` and ``knn_dist`` are the metric
+#: classifier's per-image realism, :class:`reguidance.classifier.RealismScorer`)
 METRICS = {
     "psnr": True,
     "ssim": True,
@@ -44,35 +53,66 @@ METRICS = {
     "reward": True,
     "consistency": False,
     "consistency_raw": False,
+    "fit": False,
+    "confidence": True,
+    "knn_dist": False,
 }
-#: the paired changes that decide a verdict; ``consistency`` (as ``|c - 1|``) is shown but does not count: it
-#: rewards the clamping artefact (a pseudo-inverse fits ``y`` exactly, clamping alone moves it towards 1), and the
-#: reward ``-||y - A x||^2`` is the paper's own measure of fitting ``y``
-VERDICT_METRICS = ("psnr", "ssim", "lpips", "reward", "class_acc")
-#: the significance level after the correction
-ALPHA = 0.05
+#: the paired changes that decide a verdict. The fit to y votes as ``fit`` (|fit_z|: explaining y up to the noise,
+#: not fitting the noise); the raw reward ``-||y - A x||^2`` is shown but does not vote (it rewards fitting the
+#: noise: every "reward worse" case of the earlier runs was a candidate with consistency below 1 moved to about 1);
+#: ``consistency`` (as ``|c - 1|``) does not vote either (it rewards the clamping artefact)
+VERDICT_METRICS = ("psnr", "ssim", "lpips", "fit", "class_acc")
+#: the significance level of every test
+ALPHA = stats.ALPHA
 #: the verdict rule, in words (written next to every table that uses it)
 RULE = (
-    "Per metric (PSNR, SSIM, LPIPS where measured, reward -||y - Ax||^2, class accuracy where a classifier exists), "
-    "the paired per-image change is tested (two-sided, normal approximation); the p-values of all the tests of a "
-    f"table are corrected together with Holm's method, and a change counts as better or worse when its corrected "
-    f"p-value is below {ALPHA}. A comparison *helps* when at least one metric is better and none worse, *hurts* "
-    "when at least one is worse and none better, is *mixed* when both happen, and shows *no clear change* "
-    "otherwise. |consistency - 1| is shown but does not vote (it rewards clamping artefacts)."
+    "Per metric (PSNR, SSIM, LPIPS where measured, the fit to y |fit_z|, class accuracy where a classifier exists), "
+    "the paired per-image change is tested (two-sided Student t). Tests of the declared primary family (see the "
+    "pre-registration) are Holm-corrected within it; all others are secondary: raw 95% intervals, uncorrected "
+    f"calls. A change is *better* or *worse* when its p-value is below {ALPHA}, a *tie* only when two one-sided "
+    "tests put it inside the metric's stated equivalence margin, and *inconclusive* otherwise. A comparison *helps* "
+    "when at least one metric is better and none worse, *hurts* when at least one is worse and none better, is "
+    "*mixed* when both happen, *equivalent* when every voting metric is a tie, and shows *no clear change* "
+    f"otherwise. Below {stats.MIN_N} images: no test, no verdict. The reward -||y - Ax||^2 and |consistency - 1| "
+    "are shown but do not vote (they reward fitting the noise and clamping artefacts)."
 )
 #: the comparisons of the report: ReGuidance against each of these variants of the same (task, method, image)
 AGAINST = ("candidate", "renoise", "fresh", "more")
+#: the calls a metric's change can get (:func:`reguidance.stats.call`)
+CALLS = ("better", "tie", "inconclusive", "worse", "no test")
+#: the verdicts a tested comparison can get (:func:`verdict`; below the minimum n: "no verdict (...)")
+VERDICTS = ("helps", "equivalent", "no clear change", "mixed", "hurts")
 
 
-def summarise(rows: list[Record]) -> Record:
-    """The summary ``{"rows": [...], "paired": [...], "rule": RULE, "alpha": ALPHA, "correction": "holm"}``.
+def _value(row: Record, m: str) -> float | None:
+    """Metric ``m`` of a results row (``fit`` is ``|fit_z|``), None when the row lacks it."""
+    if m == "fit":
+        return abs(float(row["fit_z"])) if "fit_z" in row else None
+    return float(row[m]) if m in row else None
 
-    ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS`, class
-    accuracy (Wilson interval), NFE, seconds and peak memory. ``paired``: per (task, method) and each variant of
-    :data:`AGAINST` present, ReGuidance minus that variant on the same images: each metric's paired change
-    (interval, win rate, p-value, Holm-adjusted ``p_holm`` and ``call`` better / same / worse for the metrics of
-    :data:`VERDICT_METRICS`), the ``verdict`` and the metrics ``better`` and ``worse``. The comparisons with the
-    candidate form one family of tests for the correction, those with the ablations another.
+
+def _paired(after: list[Record], before: list[Record], m: str, higher: bool) -> Record | None:
+    """ReGuidance (``after``) minus a rival (``before``) on metric ``m`` over the same images (None if missing)."""
+    a, b = [_value(r, m) for r in after], [_value(r, m) for r in before]
+    if not a or any(v is None for v in (*a, *b)):
+        return None
+    if m == "consistency":  # shown as the change of |consistency - 1|: lower is closer to explaining y
+        a, b = [abs(float(v) - 1) for v in a], [abs(float(v) - 1) for v in b]  # type: ignore[arg-type]
+    return stats.paired_comparison(a, b, higher_is_better=higher, margin=stats.MARGINS.get(m))  # type: ignore[arg-type]
+
+
+def summarise(rows: list[Record], family: stats.Family = stats.PRIMARY_FAMILY) -> Record:
+    """The summary ``{"rows": [...], "paired": [...], "rule": RULE, "alpha": ALPHA, "correction": ...,
+    "primary_family": ...}``.
+
+    ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS` present (and
+    of the signed ``fit_z``), class accuracy (Wilson interval), NFE, seconds and peak memory. ``paired``: per
+    (task, method) and each variant of :data:`AGAINST` present, ReGuidance minus that variant on the same images:
+    each metric's :func:`reguidance.stats.paired_comparison` (Student-t interval, effect size, win rate, p-value,
+    TOST p-value against :data:`reguidance.stats.MARGINS`), ``primary`` (in ``family``), ``p_holm`` /
+    ``p_tost_holm`` (Holm within ``family``; for secondary tests the raw values) and ``call``
+    (:data:`CALLS`); the ``verdict`` and the metrics ``better`` and ``worse``. Below ``family.min_n`` images: no
+    test, ``verdict`` says why.
 
     Rows are de-duplicated by (task, method, variant, id), so a resumed run summarises like an uninterrupted one.
     ``fd_cls`` is ``None`` here (it needs the classifier's features of the saved images); ``class_acc`` is ``None``
@@ -96,8 +136,9 @@ def summarise(rows: list[Record]) -> Record:
             "reguidance": variant == "reguidance",
             "n": len(rs),
         }
-        for m in METRICS:
-            row[m] = mean_ci95([float(r[m]) for r in rs]) if all(m in r for r in rs) else None
+        for m in (*METRICS, "fit_z"):
+            values = [_value(r, m) for r in rs]
+            row[m] = mean_ci95(values) if all(v is not None for v in values) else None  # type: ignore[arg-type]
         row["fd_cls"] = None
         row["class_acc"] = (
             proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
@@ -121,34 +162,49 @@ def summarise(rows: list[Record]) -> Record:
             "nfe": [int(after[ids[0]]["nfe"]), int(before[ids[0]]["nfe"])] if ids else None,
         }
         for m, higher in METRICS.items():
-            if m == "consistency_raw" or not ids or not all(m in r for r in (*before.values(), *after.values())):
-                entry[m] = None
-                continue
-            a = torch.tensor([float(after[i][m]) for i in ids])
-            b = torch.tensor([float(before[i][m]) for i in ids])
-            if m == "consistency":  # shown as the change of |consistency - 1|: lower is closer to explaining y
-                a, b = (a - 1).abs(), (b - 1).abs()
-            entry[m] = paired_difference(a, b, higher_is_better=higher)
+            skip = m == "consistency_raw" or not ids
+            entry[m] = None if skip else _paired([after[i] for i in ids], [before[i] for i in ids], m, higher)
         if ids and all("pred" in r for r in (*before.values(), *after.values())):
             correct = [[float(d[i]["pred"] == d[i]["label"]) for i in ids] for d in (after, before)]
-            entry["class_acc"] = paired_difference(torch.tensor(correct[0]), torch.tensor(correct[1]))
+            entry["class_acc"] = stats.paired_comparison(correct[0], correct[1], margin=stats.MARGINS["class_acc"])
         else:
             entry["class_acc"] = None
         paired.append(entry)
-    for family in ("candidate", "ablations"):
-        members = [e for e in paired if (e["against"] == "candidate") == (family == "candidate")]
-        tests = [(e, m) for e in members for m in VERDICT_METRICS if e.get(m) is not None]
-        adjusted = holm([float(e[m]["p_value"]) for e, m in tests])
-        for (e, m), q in zip(tests, adjusted, strict=True):
-            higher = METRICS.get(m, True)
-            good = (e[m]["mean"] > 0) == higher
-            e[m]["p_holm"] = q
-            e[m]["call"] = "same" if q >= ALPHA else "better" if good else "worse"
-        for e in members:
-            e["better"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "better"]
-            e["worse"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "worse"]
-            e["verdict"] = verdict(e)
-    return {"rows": out_rows, "paired": paired, "rule": RULE, "alpha": ALPHA, "correction": "holm"}
+    _call_all(paired, family)
+    return {
+        "rows": out_rows,
+        "paired": paired,
+        "rule": RULE,
+        "alpha": ALPHA,
+        "min_n": family.min_n,
+        "correction": "holm within the primary family; secondary tests uncorrected",
+        "primary_family": family.declaration(),
+    }
+
+
+def _call_all(paired: list[Record], family: stats.Family) -> None:
+    """Mark each test primary or not, Holm-correct the primary family's p-values (differences and TOST separately),
+    and set every metric's ``call`` and every comparison's ``better`` / ``worse`` / ``verdict``."""
+    tests = [(e, m) for e in paired for m in (*METRICS, "class_acc") if e.get(m) is not None]
+    primary = [(e, m) for e, m in tests if family.contains(e["task"], e["method"], e["against"], m)]
+    primary = [(e, m) for e, m in primary if e[m]["p_value"] is not None]
+    for key in ("p_value", "p_tost"):
+        with_p = [(e, m) for e, m in primary if e[m][key] is not None]
+        for (e, m), q in zip(with_p, holm([float(e[m][key]) for e, m in with_p]), strict=True):
+            e[m][key.replace("p_value", "p") + "_holm"] = q
+    chosen = {(id(e), m) for e, m in primary}
+    for e, m in tests:
+        d = e[m]
+        d["primary"] = (id(e), m) in chosen
+        p = d.get("p_holm", d["p_value"]) if d["primary"] else d["p_value"]
+        p_tost = d.get("p_tost_holm", d["p_tost"]) if d["primary"] else d["p_tost"]
+        d["call"] = stats.call(d["mean"], p, p_tost, METRICS.get(m, True), family.alpha)
+    for e in paired:
+        e["better"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "better"]
+        e["worse"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "worse"]
+        e["ties"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "tie"]
+        e["voting"] = [m for m in VERDICT_METRICS if e.get(m) is not None]
+        e["verdict"] = f"no verdict (n = {e['n']} < {family.min_n})" if e["n"] < family.min_n else verdict(e)
 
 
 def _ci(v: Record | None, fmt: str) -> str:
@@ -158,10 +214,14 @@ def _ci(v: Record | None, fmt: str) -> str:
 
 
 def _change(d: Record | None, fmt: str = "+.3f") -> str:
-    """A paired change: mean [interval], marked ▲ / ▼ when the corrected test calls it better / worse."""
+    """A paired change: mean [interval], marked ▲ / ▼ when its test calls it better / worse (Holm-corrected in the
+    primary family, uncorrected elsewhere), ≈ when two one-sided tests put it inside the margin (a tie), nothing
+    when inconclusive or untested (too few images)."""
     if d is None:
         return "—"
-    mark = {"better": " ▲", "worse": " ▼"}.get(str(d.get("call")), "")
+    if int(d.get("n", 2)) < 2:  # one image: no interval to show
+        return f"{d['mean']:{fmt}} (one image)"
+    mark = {"better": " ▲", "worse": " ▼", "tie": " ≈"}.get(str(d.get("call")), "")
     return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]{mark}"
 
 
@@ -170,16 +230,25 @@ def format_markdown(summary: Record) -> str:
     against the candidate (and against the ablations, when the run has them), with their calls and verdicts."""
     with_lpips = any(r.get("lpips") for r in summary["rows"])
     with_acc = any(r.get("class_acc") or r.get("fd_cls") for r in summary["rows"])
+    with_fit = any(r.get("fit") for r in summary["rows"])
+    with_realism = any(r.get("confidence") for r in summary["rows"])
+    with_knn = any(r.get("knn_dist") for r in summary["rows"])
     lines = [
         "| task | method | variant | n | PSNR | SSIM |"
         + (" LPIPS |" if with_lpips else "")
         + " reward | consistency | consistency before clamp |"
+        + (" fit_z | \\|fit_z\\| |" if with_fit else "")
         + (" FD-cls | class acc |" if with_acc else "")
+        + (" confidence |" if with_realism else "")
+        + (" k-NN distance |" if with_knn else "")
         + " NFE | s/image |",
         "|---|---|---|---|---|---|"
         + ("---|" if with_lpips else "")
         + "---|---|---|"
+        + ("---|---|" if with_fit else "")
         + ("---|---|" if with_acc else "")
+        + ("---|" if with_realism else "")
+        + ("---|" if with_knn else "")
         + "---|---|",
     ]
     for r in summary["rows"]:
@@ -189,31 +258,47 @@ def format_markdown(summary: Record) -> str:
             + (f"{_ci(r.get('lpips'), '.3f')} | " if with_lpips else "")
             + f"{_ci(r.get('reward'), '.3g')} | {_ci(r['consistency'], '.2f')} | "
             + f"{_ci(r.get('consistency_raw'), '.2f')} | "
+            + (f"{_ci(r.get('fit_z'), '+.2f')} | {_ci(r.get('fit'), '.2f')} | " if with_fit else "")
             + (f"{_ci(r['fd_cls'], '.1f')} | {_ci(r['class_acc'], '.2f')} | " if with_acc else "")
+            + (f"{_ci(r.get('confidence'), '.3f')} | " if with_realism else "")
+            + (f"{_ci(r.get('knn_dist'), '.2f')} | " if with_knn else "")
             + f"{r['nfe']} | {r['sec_per_image']:.2f} |"
         )
     for against in AGAINST:
         entries = [p for p in summary["paired"] if p.get("against", "candidate") == against]
         if entries:
-            lines += ["", _paired_table(entries, against, with_lpips, with_acc)]
+            lines += ["", _paired_table(entries, against, with_lpips, with_acc, with_fit, with_realism)]
     return "\n".join(lines) + "\n"
 
 
-def _paired_table(entries: list[Record], against: str, with_lpips: bool, with_acc: bool) -> str:
+def _paired_table(
+    entries: list[Record],
+    against: str,
+    with_lpips: bool,
+    with_acc: bool,
+    with_fit: bool = False,
+    with_realism: bool = False,
+) -> str:
     metrics = [("psnr", "+.2f"), ("ssim", "+.3f")]
     metrics += [("lpips", "+.3f")] if with_lpips else []
+    metrics += [("fit", "+.2f")] if with_fit else []
     metrics += [("reward", "+.3g"), ("consistency", "+.2f")]
     metrics += [("class_acc", "+.2f")] if with_acc else []
+    metrics += [("confidence", "+.3f"), ("knn_dist", "+.2f")] if with_realism else []
     names = {
         "psnr": "ΔPSNR",
         "ssim": "ΔSSIM",
         "lpips": "ΔLPIPS",
-        "reward": "Δreward",
-        "consistency": "Δ(distance of consistency from 1)",
+        "fit": "Δ\\|fit_z\\|",
+        "reward": "Δreward (no vote)",
+        "consistency": "Δ(distance of consistency from 1) (no vote)",
+        "class_acc": "Δclass acc",
+        "confidence": "Δconfidence (no vote)",
+        "knn_dist": "Δk-NN distance (no vote)",
     }
-    names["class_acc"] = "Δclass acc"
     lines = [
-        f"ReGuidance minus {against} (same images; ▲ / ▼ better / worse after the correction):",
+        f"ReGuidance minus {against} (same images; ▲ / ▼ better / worse, ≈ a tie within the margin; primary tests "
+        "Holm-corrected, the others uncorrected):",
         "",
         "| task | method | n | NFE | " + " | ".join(names[m] for m, _ in metrics) + " | verdict | worse on |",
         "|---|---|---|---|" + "---|" * len(metrics) + "---|---|",
@@ -453,9 +538,13 @@ def save_overview(grids: list[Path], path: Path, title: str, per_row: int | None
 
 
 def verdict(paired: Record) -> str:
-    """The rule of :data:`RULE` from a paired entry's ``better`` and ``worse`` metrics: ``helps`` / ``hurts`` /
-    ``mixed`` / ``no clear change``."""
+    """The rule of :data:`RULE` from a paired entry's ``better``, ``worse`` and ``ties`` metrics (and ``voting``,
+    the voting metrics it has): ``helps`` / ``hurts`` / ``mixed`` / ``equivalent`` (every voting metric a tie) /
+    ``no clear change``."""
     good, bad = bool(paired.get("better")), bool(paired.get("worse"))
+    voting = paired.get("voting") or []
+    if not good and not bad and voting and set(voting) <= set(paired.get("ties") or []):
+        return "equivalent"
     return "mixed" if good and bad else "helps" if good else "hurts" if bad else "no clear change"
 
 
@@ -463,36 +552,35 @@ _NAMES = {
     "psnr": "PSNR",
     "ssim": "SSIM",
     "lpips": "LPIPS",
-    "reward": "reward -‖y − Ax‖²",
+    "reward": "reward -‖y − Ax‖² (does not vote)",
+    "fit": "fit to y |fit_z|",
     "class_acc": "class accuracy",
     "consistency": "consistency's distance from 1 (does not vote)",
 }
 
 
 def _calls(m: str, entries: list[Record]) -> str:
-    """``"better / same / worse"``: how many of ``entries`` got each corrected call on metric ``m``."""
+    """``"better / tie / inconclusive / worse"``: how many of ``entries`` got each call on metric ``m`` (untested
+    comparisons, below the minimum n, are in none)."""
     calls = [e[m]["call"] for e in entries if e.get(m) is not None]
-    return f"{calls.count('better')} / {calls.count('same')} / {calls.count('worse')}"
+    return " / ".join(str(calls.count(c)) for c in ("better", "tie", "inconclusive", "worse"))
 
 
 def _counts_table(entries: list[Record]) -> list[str]:
-    """Per metric: how many comparisons got better / no clear change / worse (after the correction)."""
-    lines = ["| metric | better | no clear change | worse |", "|---|---|---|---|"]
-    for m in (*VERDICT_METRICS, "consistency"):
-        present = [e for e in entries if e.get(m) is not None]
-        if not present:
-            continue
-        if m == "consistency":  # not corrected and not voting: its raw 95% interval
-            calls = ["better" if e[m]["ci95"][1] < 0 else "worse" if e[m]["ci95"][0] > 0 else "same" for e in present]
-        else:
-            calls = [e[m]["call"] for e in present]
-        lines.append(f"| {_NAMES[m]} | {calls.count('better')} | {calls.count('same')} | {calls.count('worse')} |")
+    """Per metric: how many comparisons got each call (primary tests Holm-corrected, the rest uncorrected)."""
+    lines = ["| metric | better | tie | inconclusive | worse | no test (n too small) |", "|---|---|---|---|---|---|"]
+    for m in (*VERDICT_METRICS, "reward", "consistency"):
+        calls = [e[m]["call"] for e in entries if e.get(m) is not None]
+        if calls:
+            lines.append(f"| {_NAMES[m]} | " + " | ".join(str(calls.count(c)) for c in CALLS) + " |")
     verdicts = [e["verdict"] for e in entries]
     worse_any = sum(bool(e["worse"]) for e in entries)
+    untested = sum(v.startswith("no verdict") for v in verdicts)
     lines += [
-        f"| **verdict** | **{verdicts.count('helps')} helps** | {verdicts.count('no clear change')} no clear change, "
-        f"{verdicts.count('mixed')} mixed | **{verdicts.count('hurts')} hurts** |",
-        f"| worse on at least one metric | | | {worse_any} of {len(entries)} |",
+        f"| **verdict** | **{verdicts.count('helps')} helps** | {verdicts.count('equivalent')} equivalent | "
+        f"{verdicts.count('no clear change')} no clear change, {verdicts.count('mixed')} mixed | "
+        f"**{verdicts.count('hurts')} hurts** | {untested} no verdict |",
+        f"| worse on at least one voting metric | | | | {worse_any} of {len(entries)} | |",
     ]
     return lines
 
@@ -557,15 +645,17 @@ def _latent_vs_renoise(entries: list[Record]) -> list[str]:
     if not es:
         return []
     lines = ["Inverted latent against re-noising the candidate to the same depth (`renoise`), per metric:", ""]
-    for m in ("ssim", "psnr", "reward"):
-        groups: dict[str, list[str]] = {"better": [], "same": [], "worse": []}
+    for m in ("ssim", "fit", "psnr"):
+        groups: dict[str, list[str]] = {c: [] for c in CALLS}
         for e in es:
             if e.get(m) is not None:
                 groups[e[m]["call"]].append(f"{e['task']}/{e['method']}")
         lines.append(
-            f"- {_NAMES[m].split(' ')[0]}: the latent wins on {len(groups['better'])} "
-            f"({', '.join(groups['better']) or 'none'}), no clear difference on {len(groups['same'])}, re-noising "
-            f"wins on {len(groups['worse'])} ({', '.join(groups['worse']) or 'none'})."
+            f"- {_NAMES[m]}: the latent wins on {len(groups['better'])} "
+            f"({', '.join(groups['better']) or 'none'}), ties within the margin on {len(groups['tie'])}, no "
+            f"conclusion on {len(groups['inconclusive'])}, re-noising wins on {len(groups['worse'])} "
+            f"({', '.join(groups['worse']) or 'none'})"
+            + (f", untested (too few images) on {len(groups['no test'])}." if groups["no test"] else ".")
         )
     return [*lines, ""]
 
@@ -591,7 +681,7 @@ def _same_nfe(summary: Record) -> list[str]:
         if best is e:
             lines.append(
                 f"| {e['task']} | {e['method']} | {e['against']} | {e['nfe'][0]} vs {e['nfe'][1]} | "
-                f"{_change(e.get('psnr'), '+.2f')} | {_change(e.get('ssim'))} | {_change(e.get('reward'), '+.3g')} | "
+                f"{_change(e.get('psnr'), '+.2f')} | {_change(e.get('ssim'))} | {_change(e.get('fit'), '+.2f')} | "
                 f"{e['verdict']} |"
             )
     if not lines:
@@ -599,7 +689,7 @@ def _same_nfe(summary: Record) -> list[str]:
     return [
         "ReGuidance against the best ablation (highest mean SSIM) that spends at least as many network evaluations:",
         "",
-        "| task | method | best at ≥ NFE | NFE | ΔPSNR | ΔSSIM | Δreward | verdict |",
+        "| task | method | best at ≥ NFE | NFE | ΔPSNR | ΔSSIM | Δ\\|fit_z\\| | verdict |",
         "|---|---|---|---|---|---|---|---|",
         *lines,
         "",
@@ -607,9 +697,10 @@ def _same_nfe(summary: Record) -> list[str]:
 
 
 def _ablation_summary(entries: list[Record]) -> list[str]:
-    """Per ablation: how often ReGuidance beats it, ties, or loses, on SSIM and on the reward, and its verdicts."""
+    """Per ablation: how often ReGuidance beats it, ties, or loses, on SSIM and on the fit to y, and its verdicts."""
     lines = [
-        "| ReGuidance against | comparisons | SSIM better / same / worse | reward better / same / worse | verdicts |",
+        "| ReGuidance against | comparisons | SSIM better / tie / inconclusive / worse | "
+        "\\|fit_z\\| better / tie / inconclusive / worse | verdicts |",
         "|---|---|---|---|---|",
     ]
     for against in AGAINST[1:]:
@@ -619,11 +710,67 @@ def _ablation_summary(entries: list[Record]) -> list[str]:
 
         verdicts = [e["verdict"] for e in es]
         lines.append(
-            f"| {against} | {len(es)} | {_calls('ssim', es)} | {_calls('reward', es)} | "
-            + ", ".join(f"{verdicts.count(v)} {v}" for v in ("helps", "no clear change", "mixed", "hurts"))
+            f"| {against} | {len(es)} | {_calls('ssim', es)} | {_calls('fit', es)} | "
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS)
+            + f", {sum(v.startswith('no verdict') for v in verdicts)} no verdict"
             + " |"
         )
     return lines
+
+
+#: the markers of BENCHMARK.md's pre-registration section, which :func:`preregistration` fills
+PREREGISTRATION_MARKERS = ("<!-- preregistration:begin -->", "<!-- preregistration:end -->")
+
+
+def preregistration(family: stats.Family = stats.PRIMARY_FAMILY) -> str:
+    """The pre-registered analysis (Markdown), written into BENCHMARK.md's pre-registration section before the run
+    (``reguidance bench-report`` rewrites it; a test checks that the committed section equals this text): the
+    primary family of :data:`reguidance.stats.PRIMARY_FAMILY` verbatim, the margins and the minimum n."""
+    return "\n".join(
+        [
+            "Declared in code (`reguidance.stats.PRIMARY_FAMILY`, `MARGINS`, `MIN_N`) before the run; the report "
+            "tests exactly this family:",
+            "",
+            family.declaration(),
+            "",
+        ]
+    )
+
+
+def _primary_table(summary: Record) -> list[str]:
+    """Every test of the primary family: the change with its Student-t 95% interval, d_z, the raw and Holm-adjusted
+    p-values, the Holm-adjusted TOST p-value and the call."""
+    tests = [
+        (e, m)
+        for e in summary["paired"]
+        for m in (*METRICS, "class_acc")
+        if e.get(m) is not None and e[m].get("primary")
+    ]
+    untested = [e for e in summary["paired"] if str(e.get("verdict", "")).startswith("no verdict")]
+    if not tests:
+        note = (
+            f" ({len(untested)} comparisons have fewer than {summary.get('min_n')} images: no test)" if untested else ""
+        )
+        return [f"**Primary family**: no test of the declared family in this run{note}.", ""]
+
+    def p(v: object) -> str:
+        return "—" if v is None else f"{float(v):.2g}"  # type: ignore[arg-type]
+
+    lines = [
+        f"**Primary family** ({len(tests)} tests, Holm-corrected together; ≈ = tie by TOST within the margin):",
+        "",
+        "| task | method | against | metric | n | change [95% CI] | d_z | p | p Holm | p TOST Holm (margin) | call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e, m in tests:
+        d = e[m]
+        dz = "—" if d.get("effect_size") is None else f"{d['effect_size']:+.2f}"
+        lines.append(
+            f"| {e['task']} | {e['method']} | {e['against']} | {_NAMES.get(m, m)} | {d['n']} | "
+            f"{_change(d, '+.3f')} | {dz} | {p(d['p_value'])} | {p(d.get('p_holm'))} | "
+            f"{p(d.get('p_tost_holm'))} ({d.get('margin')}) | {d['call']} |"
+        )
+    return [*lines, ""]
 
 
 def benchmark_tables(runs: dict[str, Path]) -> str:
@@ -652,6 +799,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             f"comparison), network in {config.get('context', {}).get('dtype', '?')}.",
             "",
             *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}),
+            *_primary_table(summary),
             f"**ReGuidance against its candidate**, {len(main)} comparisons (task x method). {summary['rule']}",
             "",
             *_counts_table(main),
@@ -663,7 +811,8 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         ]
         if ablations:
             parts += [
-                "**Ablations** (same images, measurements and random streams; one family of tests for the correction): "
+                "**Ablations** (same images, measurements and random streams; `renoise` and `more` on SSIM and the "
+                "fit to y are in the primary family, everything else is secondary): "
                 "`renoise` forward-noises the candidate to the wrapper's `t_end` and runs the same DPS (SDEdit + DPS); "
                 "`fresh` runs the same DPS from fresh noise at `t_end` (no candidate); `more` gives the base method "
                 "the wrapper's extra network evaluations (its step budget scaled, its tuned step size kept).",
@@ -704,39 +853,39 @@ def save_method_overview(out: Path, method: str, path: Path, title: str) -> Path
 
 def readme_summary(runs: dict[str, Path]) -> str:
     """The README's short version of the benchmark, every figure computed from the runs' ``summary.json``: per
-    prior, how many (task, method) comparisons ReGuidance helps, leaves unclear, mixes or hurts against its
-    candidate, on how many it is worse on some metric, and (where the run has them) how it fares against the
-    ablations."""
+    prior, how many (task, method) comparisons ReGuidance helps, ties, leaves unclear, mixes or hurts against its
+    candidate (and how many had too few images for a verdict), on how many it is worse on some voting metric, and
+    (where the run has them) how it fares against the ablations."""
+    counts = "better / tie / inconclusive / worse"
     lines = [
-        "| prior | comparisons | helps | no clear change | mixed | hurts | worse on some metric | "
-        "SSIM better / same / worse | reward better / same / worse |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| prior | comparisons | helps | equivalent | no clear change | mixed | hurts | no verdict (too few images) "
+        f"| worse on some metric | SSIM {counts} | \\|fit_z\\| {counts} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ablation_lines = []
     for prior, out in runs.items():
         summary = json.loads((out / "summary.json").read_text())
         main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
         verdicts = [p["verdict"] for p in main]
-
         lines.append(
-            f"| {prior} | {len(main)} | {verdicts.count('helps')} | {verdicts.count('no clear change')} | "
-            f"{verdicts.count('mixed')} | {verdicts.count('hurts')} | {sum(bool(p['worse']) for p in main)} | "
-            f"{_calls('ssim', main)} | {_calls('reward', main)} |"
+            f"| {prior} | {len(main)} | "
+            + " | ".join(str(verdicts.count(v)) for v in VERDICTS)
+            + f" | {sum(v.startswith('no verdict') for v in verdicts)} | {sum(bool(p['worse']) for p in main)} | "
+            f"{_calls('ssim', main)} | {_calls('fit', main)} |"
         )
         for against in AGAINST[1:]:
             es = [p for p in summary["paired"] if p.get("against") == against]
             if es:
                 ablation_lines.append(
-                    f"| {prior} | {against} | {len(es)} | {_calls('ssim', es)} | {_calls('reward', es)} | "
+                    f"| {prior} | {against} | {len(es)} | {_calls('ssim', es)} | {_calls('fit', es)} | "
                     f"{_calls('psnr', es)} |"
                 )
     text = [*lines, ""]
     if ablation_lines:
         text += [
-            "ReGuidance against its ablations (same images; Holm-corrected):",
+            "ReGuidance against its ablations (same images; primary tests Holm-corrected, the rest uncorrected):",
             "",
-            "| prior | against | comparisons | SSIM better / same / worse | reward better / same / worse | "
-            "PSNR better / same / worse |",
+            f"| prior | against | comparisons | SSIM {counts} | \\|fit_z\\| {counts} | PSNR {counts} |",
             "|---|---|---|---|---|---|",
             *ablation_lines,
             "",

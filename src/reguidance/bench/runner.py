@@ -33,10 +33,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..batch import Output, solve_batch
+from ..classifier import RealismScorer
 from ..conventions import InputError, check_positive_int
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
 from ..methods import METHODS, MethodFn, get_method
-from ..metrics import psnr, ssim
+from ..metrics import fit_z, psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
 from ..runs import RunFolder, identity_hash
@@ -257,8 +258,13 @@ def _rows_for(
 ) -> list[Row]:
     """One row per image of ``variant``: PSNR, SSIM, LPIPS (if given) against the truth; ``consistency``
     ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``, and
-    ``consistency_raw`` of the output before the clamp (``raw``); the classifier's prediction (if given)."""
+    ``consistency_raw`` of the output before the clamp (``raw``); ``fit_z``, the noise-calibrated fit of the output
+    before the clamp (:func:`reguidance.metrics.fit_z`, about N(0, 1) when it explains ``y`` up to the noise); the
+    classifier's prediction (if given), and with a :class:`reguidance.classifier.RealismScorer` the per-image
+    realism ``confidence`` and ``knn_dist``."""
     p, s = psnr(x, truth), ssim(x, truth)
+    fit = fit_z(operator.residual_norm(raw, y), operator.sigma_y, operator.num_measurements)
+    realism = classifier.realism(x) if isinstance(classifier, RealismScorer) else {}
     perceptual = lpips(x, truth) if lpips is not None else None
     cons, cons_raw = operator.consistency(x, y), operator.consistency(raw, y)
     rew = reward(operator, x, y)
@@ -285,6 +291,8 @@ def _rows_for(
             row["pred"] = int(pred[k])
         if perceptual is not None:
             row["lpips"] = float(perceptual[k])
+        row["fit_z"] = float(fit[k])
+        row.update({name: float(v[k]) for name, v in realism.items()})
         rows.append(row)
     return rows
 
