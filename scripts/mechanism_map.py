@@ -23,27 +23,41 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from reguidance.conventions import InputError
 from reguidance.files import atomic_write_text, read_rows, write_section
 from reguidance.mechanism import GMM_METRICS, MapGrid, format_markdown, run_gmm_map, save_heatmap, summarise
+from reguidance.metrics import fit_z
+from reguidance.priors import load_prior
+from reguidance.tasks import parse_task
 from reguidance.theory import TheoryConfig
 
 #: the image map's metrics, each with whether higher is better: realism against the truth (SSIM, PSNR) and the
-#: noise-calibrated fit to y, ``|consistency_raw - 1|`` of the unclamped output (0 when the residual has the size the
-#: measurement noise predicts; the raw reward ``-||y - A x||^2`` would reward fitting the noise)
-IMAGE_METRICS: dict[str, bool] = {"ssim": True, "psnr": True, "misfit": False}
+#: noise-calibrated fit to y, ``|fit_z|`` of the unclamped output (:func:`reguidance.metrics.fit_z`: 0 when the
+#: residual has the size the measurement noise predicts; the raw reward ``-||y - A x||^2`` rewards fitting the noise)
+IMAGE_METRICS: dict[str, bool] = {"ssim": True, "psnr": True, "abs_fit_z": False}
 
 
 def image_rows(out: Path) -> list[dict[str, object]]:
-    """The rows ``scripts/mechanism_images.py`` wrote into ``out``, each with ``misfit = |consistency_raw - 1|``
-    and ``inversion_method`` set only on inversion rows (the ablations' cells do not depend on it)."""
+    """The rows ``scripts/mechanism_images.py`` wrote into ``out``, each with ``abs_fit_z``, and with
+    ``inversion_steps`` / ``inversion_method`` set only on inversion rows (the ablations' cells do not depend on
+    them). ``consistency_raw = ||y - A x|| / (sigma_y sqrt(m))`` of a row gives ``||y - A x||``; ``m`` is the
+    task's number of measurements on the prior's image shape."""
     path = out / "rows.jsonl"
     if not path.is_file():
         raise InputError(f"{path} does not exist: run scripts/mechanism_images.py --out {out} first")
+    prior = load_prior("mnist")
     rows = []
+    sizes: dict[str, tuple[float, torch.Tensor]] = {}
     for r in read_rows(path):
         r = dict(r)
-        r["misfit"] = abs(float(r["consistency_raw"]) - 1.0)
+        if r["task"] not in sizes:
+            op = parse_task(r["task"]).operator([0], 0, prior.signal_shape)
+            sizes[r["task"]] = (op.sigma_y, torch.as_tensor(op.num_measurements, dtype=torch.float64))
+        sigma_y, m = sizes[r["task"]]
+        residual = torch.tensor([float(r["consistency_raw"])], dtype=torch.float64) * sigma_y * m.sqrt()
+        r["abs_fit_z"] = float(fit_z(residual, sigma_y, m).abs()[0])
         if r.get("start") != "inversion":
             r["inversion_method"] = None
             r["inversion_steps"] = None
