@@ -222,6 +222,8 @@ def sample(
 
     from .classifier import evaluate_samples, load_classifier
     from .data import load_dataset, load_test_subset
+    from .memory import check_fits_in_memory
+    from .runs import known_signal_shape
     from .sampling_report import sample_report, save_samples, write_report
     from .train import draw_samples
 
@@ -233,6 +235,9 @@ def sample(
     _writable(out, "--out", folder=True)
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
+    shape = known_signal_shape(prior_name)
+    if shape is not None:  # a file's shape is known once it loads: draw_samples checks it then
+        check_fits_in_memory("--n", n, shape)
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
     x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
