@@ -305,12 +305,14 @@ def bench_report(
         if not (path / "summary.json").is_file() or not (path / "config.json").is_file():
             raise InputError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
         folders[name] = path
+    tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
+    summary_text = readme_summary(folders) if summary_into is not None else ""
     with _options("--into"):
-        replace_marked(into, benchmark_tables(folders))
+        replace_marked(into, tables)
     click.echo(f"tables written into {into}")
     if summary_into is not None:
         with _options("--summary-into"):
-            replace_marked(summary_into, readme_summary(folders), "<!-- summary:begin -->", "<!-- summary:end -->")
+            replace_marked(summary_into, summary_text, "<!-- summary:begin -->", "<!-- summary:end -->")
         click.echo(f"summary written into {summary_into}")
     if pictures is not None:
         for run_name, run_folder in folders.items():

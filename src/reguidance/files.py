@@ -17,17 +17,19 @@ This module imports nothing from the package but :mod:`.conventions` (and :mod:`
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from torch import Tensor
 
 from .conventions import InputError
 
 __all__ = [
+    "FieldKind",
     "Record",
     "append_rows",
     "atomic_path",
@@ -35,6 +37,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "drop_torn_tail",
+    "ill_typed",
+    "read_json_object",
     "read_rows",
     "replace_marked",
     "save_pngs",
@@ -100,9 +104,48 @@ def drop_torn_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def read_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, object]]:
+#: the kinds of value a row's field may hold (:func:`read_rows`' ``fields``): ``text`` a string, ``flag`` a
+#: boolean, ``integer`` an integer, ``index`` an integer >= 0, ``number`` a *finite* real number (NaN and
+#: Infinity, which Python's json reads, are refused: a metric that is not a number must never be averaged)
+FieldKind = Literal["text", "flag", "integer", "index", "number"]
+
+_KIND_WORDS: dict[str, str] = {
+    "text": "a string",
+    "flag": "true or false",
+    "integer": "an integer",
+    "index": "an integer >= 0",
+    "number": "a finite number",
+}
+
+
+def _fits(value: object, kind: str) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind in ("integer", "index"):
+        return isinstance(value, int) and (kind == "integer" or value >= 0)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def ill_typed(row: Mapping[str, object], fields: Mapping[str, FieldKind]) -> str | None:
+    """What is wrong with ``row``'s fields (``'"id" is 'zero', expected an integer >= 0'``), or None when every
+    field of ``fields`` it holds is of its kind (fields it lacks are not checked here)."""
+    for key, kind in fields.items():
+        if key in row and not _fits(row[key], kind):
+            return f"{key!r} is {row[key]!r}, expected {_KIND_WORDS[kind]}"
+    return None
+
+
+def read_rows(
+    path: Path, required: Sequence[str] = (), fields: Mapping[str, FieldKind] | None = None
+) -> list[dict[str, object]]:
     """The JSON rows of the log ``path`` ([] if it does not exist). A torn *last* line is ignored; any other line
-    that is not a JSON object holding every key of ``required`` is an ``InputError`` naming the file and line."""
+    that is not a JSON object holding every key of ``required``, or whose fields are not of the kinds ``fields``
+    gives them (:func:`ill_typed`: an id ``"zero"``, a metric ``NaN``), is an ``InputError`` naming the file and
+    line."""
     if not path.exists():
         return []
     lines = path.read_bytes().split(b"\n")
@@ -116,14 +159,39 @@ def read_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, object
         except (json.JSONDecodeError, UnicodeDecodeError):
             row = None
         missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
-        if not isinstance(row, dict) or missing:
+        wrong = ill_typed(row, fields or {}) if isinstance(row, dict) and not missing else None
+        if not isinstance(row, dict) or missing or wrong:
             what = f"lacks {', '.join(missing)}" if isinstance(row, dict) else "is not a JSON object"
+            what = wrong or what
             raise InputError(
                 f"{path}, line {number}, {what}: the file is not a complete log of this program (edited or "
                 "corrupt); move it away, or rerun with --overwrite"
             )
         rows.append(row)
     return rows
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json_object(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Record:
+    """The JSON object in the file ``path``, holding every key of ``required``; anything else (a missing or
+    unreadable file, invalid JSON, ``NaN`` or ``Infinity``, another JSON type, a missing key) is an ``InputError``
+    naming the file, so that a command blames the file that is broken, not the flag it was reached through."""
+    file = Path(path)
+    try:
+        obj = json.loads(file.read_text(), parse_constant=_no_constant)
+    except OSError as err:
+        raise InputError(f"{file}: cannot be read ({err.strerror or err})") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{file} is not valid JSON ({' '.join(str(err).split())}); was it edited by hand?") from err
+    if not isinstance(obj, dict):
+        raise InputError(f"{file} holds a JSON {type(obj).__name__}; expected an object")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise InputError(f"{file} lacks {', '.join(missing)}: it was not written by this program, or was edited")
+    return obj
 
 
 def append_rows(log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .batch import solve_batch
 from .conventions import InputError, check_positive_int
-from .files import atomic_write_json, save_pngs
+from .files import FieldKind, atomic_write_json, save_pngs
 from .images import load_images
 from .methods import check_method_options, get_method
 from .priors.base import Prior
@@ -73,6 +73,19 @@ __all__ = [
 
 #: the keys every ``restore*.jsonl`` row holds
 ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
+
+#: the kinds of a row's fields, checked when rows are read (a NaN consistency is refused naming file and line)
+ROW_FIELDS: dict[str, FieldKind] = {
+    "name": "text",
+    "candidate": "text",
+    "output": "text",
+    "consistency_before": "number",
+    "consistency_after": "number",
+    "nfe": "index",
+    "spread": "number",
+    "run": "text",
+    "input_sha256": "text",
+}
 
 #: the split name of restorations in the random streams
 SPLIT = "restore"
@@ -290,7 +303,7 @@ def restore(
     }
     run = identity_hash(facts)
 
-    folder = RunFolder(out, "restore", ROW_KEYS, rank=rank, world_size=world_size)
+    folder = RunFolder(out, "restore", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS)
     with folder.open(overwrite) as found:
         done = _check_rows(folder, found, run, facts, names, input_sha, cand_sha)
         if rank == 0:
@@ -373,7 +386,7 @@ def restore(
 
 def _read_rows(out: Path) -> dict[str, dict[str, object]]:
     """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
-    return {str(row["name"]): row for row in RunFolder(out, "restore", ROW_KEYS).rows()}
+    return {str(row["name"]): row for row in RunFolder(out, "restore", ROW_KEYS, fields=ROW_FIELDS).rows()}
 
 
 def _check_rows(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import replace_marked
+from ..conventions import InputError
+from ..files import read_json_object, replace_marked
 from ..images import read_images, save_grid
 from ..metrics import holm, jackknife_ci95, mean_ci95, paired_difference, proportion_ci95
 from .records import Record, read_all_results, variant_of
@@ -18,6 +19,7 @@ __all__ = [
     "add_fd_cls",
     "benchmark_tables",
     "format_markdown",
+    "read_run",
     "readme_summary",
     "replace_marked",
     "save_grids",
@@ -531,6 +533,19 @@ def _ablation_summary(entries: list[Record]) -> list[str]:
     return lines
 
 
+def read_run(out: Path) -> tuple[Record, Record]:
+    """``(summary, config)`` of the finished benchmark folder ``out``: ``summary.json`` and ``config.json``, each
+    checked (:func:`reguidance.files.read_json_object`): a broken or edited file is an ``InputError`` naming it."""
+    summary = read_json_object(out / "summary.json", ("rows", "paired", "rule"))
+    config = read_json_object(out / "config.json", ("protocol", "tuned", "seed", "ids"))
+    for key in ("rows", "paired"):
+        if not isinstance(summary[key], list) or not all(isinstance(r, dict) for r in summary[key]):
+            raise InputError(f"{out / 'summary.json'}: {key} is not a list of objects; rerun `reguidance bench` there")
+    if not isinstance(config["ids"], list) or not isinstance(config.get("context", {}), dict):
+        raise InputError(f"{out / 'config.json'}: ids or context is not what `reguidance bench` writes")
+    return summary, config
+
+
 def benchmark_tables(runs: dict[str, Path]) -> str:
     """Markdown for ``BENCHMARK.md``, every figure computed here: per prior (name -> benchmark folder with
     ``summary.json`` and ``config.json``) the tuned options, the per-metric summary of ReGuidance against its
@@ -538,8 +553,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
     noise and the base method given the same extra NFE, and the same-NFE view), the full tables, and the cost."""
     parts = []
     for prior, out in runs.items():
-        summary = json.loads((out / "summary.json").read_text())
-        config = json.loads((out / "config.json").read_text())
+        summary, config = read_run(out)
         rows = {
             (r["task"], r["method"], r.get("variant", "reguidance" if r["reguidance"] else "candidate")): r
             for r in summary["rows"]
@@ -623,7 +637,7 @@ def readme_summary(runs: dict[str, Path]) -> str:
     ]
     ablation_lines = []
     for prior, out in runs.items():
-        summary = json.loads((out / "summary.json").read_text())
+        summary, _ = read_run(out)
         main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
         verdicts = [p["verdict"] for p in main]
 

@@ -46,6 +46,7 @@ from .defaults import is_tuned, reguidance_config, resolve_options
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
+    ROW_FIELDS,
     ROW_KEYS,
     VARIANTS,
     Row,
@@ -207,7 +208,7 @@ def done_keys(rows: list[Row], spec: BenchSpec | None = None) -> set[tuple[str, 
 
 
 def _folder(out: Path, rank: int = 0, world_size: int = 1) -> RunFolder:
-    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size)
+    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS)
 
 
 def check_folder(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
