@@ -328,7 +328,9 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--inversion-method", type=click.Choice(["euler", "heun", "fixed_point"]), default="euler", show_default=True
     ),
-    click.option("--t-end", type=FINITE, default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1]."),
+    click.option(
+        "--t-end", type=FINITE, default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1]."
+    ),
     click.option("--dps-steps", default=100, show_default=True),
     click.option("--step-size", type=FINITE, default=0.2, show_default=True, help="DPS step size (zeta)."),
     click.option(
@@ -384,7 +386,12 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--minutes", type=POSITIVE, default=None, help="Stop cleanly (and save) after this much training."),
     click.option("--seed", type=int, default=None, help="Seed of data order, noise and initialisation (default 0)."),
     click.option("--lr", type=POSITIVE, default=None, help="AdamW learning rate (default 3e-4)."),
-    click.option("--ema-decay", type=FiniteFloat(min=0, max=1, max_open=True), default=None, help="EMA decay (default 0.999, with warm-up)."),
+    click.option(
+        "--ema-decay",
+        type=FiniteFloat(min=0, max=1, max_open=True),
+        default=None,
+        help="EMA decay (default 0.999, with warm-up).",
+    ),
     click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (faster on CPUs with AMX / AVX512-BF16)."),
     threads_option,
     click.option(
@@ -415,7 +422,9 @@ TRAIN_CLASSIFIER_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]
     ),
     click.option("--epochs", default=6, show_default=True),
     click.option("--batch-size", default=128, show_default=True),
-    click.option("--lr", type=POSITIVE, default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule)."),
+    click.option(
+        "--lr", type=POSITIVE, default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule)."
+    ),
     click.option("--seed", default=0, show_default=True),
     threads_option,
 ]

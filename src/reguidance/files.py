@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,10 +39,12 @@ __all__ = [
     "atomic_write_text",
     "drop_torn_tail",
     "ill_typed",
+    "load_error_reason",
     "read_json_object",
     "read_rows",
     "replace_marked",
     "save_pngs",
+    "torch_load_tensors",
 ]
 
 #: a JSON object as read from or written to a file (a results row, a report, a summary)
@@ -92,6 +95,38 @@ def save_pngs(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
     for k, p in enumerate(paths):
         with atomic_path(p) as tmp:
             save_images(x[k : k + 1], [tmp])
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """The part of a torch.load error that says what was wrong: for a refused pickle, the global it would have
+    called (torch's long message otherwise, colour codes removed, cut to 300 characters)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    for pattern in (r"WeightsUnpickler error: (.*?\.)(\s|$)", r"(Trying to load unsupported GLOBAL \S+)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1)
+    return " ".join(text.split())[:300]
+
+
+def torch_load_tensors(path: str | os.PathLike[str]) -> Any:
+    """What the ``.pt`` / ``.pth`` file ``path`` holds, read with ``torch.load(weights_only=True)`` on the CPU: only
+    tensors and plain containers, never pickled code. Torch's warnings are kept from the user's screen; a file
+    that does not read (corrupt, truncated, or a pickle that would run code) is one ``InputError`` naming it and
+    saying how to re-save it."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # the refusal below says it all, in one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # whatever a corrupt, truncated or code-carrying file makes the reader raise
+        raise InputError(
+            f"could not read {path} with torch.load(weights_only=True) ({type(exc).__name__}: "
+            f"{load_error_reason(exc)}). Only tensors and plain containers are read, never pickled code; re-save the "
+            "state dict (torch.save(model.state_dict(), path) or safetensors' save_file)"
+        ) from exc
 
 
 def drop_torn_tail(path: Path) -> None:

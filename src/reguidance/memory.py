@@ -39,7 +39,15 @@ from torch import Tensor
 from .conventions import InputError
 from .priors.base import NetworkPrior, Prior
 
-__all__ = ["MARGIN", "StepMemory", "available_bytes", "check_fits_in_memory", "estimate_step", "fit_batch", "format_bytes"]
+__all__ = [
+    "MARGIN",
+    "StepMemory",
+    "available_bytes",
+    "check_fits_in_memory",
+    "estimate_step",
+    "fit_batch",
+    "format_bytes",
+]
 
 #: the share added to the counted activations for backward's transient buffers and the sampler's tensors
 MARGIN = 0.25
@@ -122,7 +130,9 @@ def available_bytes(device: torch.device | str) -> int | None:
     return None
 
 
-def check_fits_in_memory(name: str, n: int, shape: tuple[int, ...] | torch.Size, *, available: int | None = None) -> int:
+def check_fits_in_memory(
+    name: str, n: int, shape: tuple[int, ...] | torch.Size, *, available: int | None = None
+) -> int:
     """Refuse (``InputError`` naming ``name``) a count ``n`` of float32 samples of ``shape`` that a command holds
     in memory at once (``sample --n``: every sample, then its uint8 copy: ``5 n prod(shape)`` bytes) when that
     exceeds the memory available on the CPU (:func:`available_bytes`; ``available`` overrides it). Checked by

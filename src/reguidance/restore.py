@@ -163,19 +163,16 @@ def check_sizes(
     """Refuse image files under ``path`` (a file, or the images directly in a folder) whose ``(height, width)`` is
     not ``size``, naming them: an ``InputError`` that says what was ``expected`` and gives the ``hint`` (by default:
     ``--resize``). Only the files' headers are read."""
-    from PIL import Image
-
-    from .images import IMAGE_SUFFIXES
+    from .images import IMAGE_SUFFIXES, image_size
 
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     wrong = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                w, h = img.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"{flag}: could not read image file {str(f)!r}: {err}") from err
+            w, h = image_size(f)  # as seen: EXIF orientation applied
+        except InputError as err:
+            raise InputError(f"{flag}: {err}") from err
         if (h, w) != tuple(size):
             wrong.append(f"{f.name} is {w}x{h}")
     if wrong:

@@ -86,11 +86,11 @@ __all__ = [
     "PRESETS",
     "TASKS",
     "Task",
+    "check_ids",
     "get_task",
+    "id_span",
     "method_rng",
     "motion_kernel",
-    "check_ids",
-    "id_span",
     "parse_ids",
     "parse_task",
     "split_tasks",
@@ -181,12 +181,13 @@ def motion_kernel(length: float, angle: float, size: int) -> Tensor:
 def _mask_image(path: str, sha256: str) -> Tensor:
     """The mask image at ``path`` as bool ``(1, 1, H, W)``, observed = white (gray >= 128); cached by content."""
     import numpy as np
-    from PIL import Image
+
+    from .images import open_image, upright
 
     try:
-        with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:
+        with open_image(path) as img:  # EXIF orientation applied, as for every image read
+            gray = np.asarray(upright(img).convert("L"), dtype=np.uint8)
+    except (InputError, OSError, SyntaxError) as err:
         raise InputError(f"task mask:{path}: the mask does not read as an image ({err})") from err
     return torch.from_numpy(gray >= 128)[None, None]
 
@@ -405,7 +406,8 @@ def _parse_body(spec: str, head: str, rest: list[str]) -> Task:
                 raise _bad(spec, f"angle must be a number of degrees, got {angle_text!r}")
             angle = float(angle_text)
             if not abs(angle) <= SPEC_NUMBER_MAX:
-                raise _bad(spec, f"angle must be a number of degrees in [-{SPEC_NUMBER_MAX}, {SPEC_NUMBER_MAX}], got {angle_text}")
+                limit = SPEC_NUMBER_MAX
+                raise _bad(spec, f"angle must be a number of degrees in [-{limit}, {limit}], got {angle_text}")
             size = int(_number(spec, "size", opts["size"], integer=True)) if "size" in opts else _odd(length + 1)
             if size % 2 == 0:
                 raise _bad(spec, f"size must be odd, got {size}")
