@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from .conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int
 from .diffusion import Schedule
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json_object, torch_load_tensors
 from .guidance.unconditional import sample
 from .memory import check_fits_in_memory
 from .priors.adm import ADMPrior, ADMUNet
@@ -194,8 +194,8 @@ def load_checkpoint(out: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str,
     ckpt = Path(out) / "checkpoint"
     if not (ckpt / "state.pt").is_file():
         raise FileNotFoundError(f"no checkpoint to resume from in {ckpt} (expected state.pt there)")
-    cfg = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(read_json_object(ckpt / "config.json"))  # a broken file is named
+    state = torch_load_tensors(ckpt / "state.pt")
     return cfg, load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "ema.safetensors")), state
 
 
