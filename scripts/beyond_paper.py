@@ -47,9 +47,10 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=Path("docs/uncertainty.png"))
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    ids = list(parse_ids(args.ids))
+    id_range = parse_ids(args.ids)
+    images, _ = load_test_images(dataset_for(args.prior, None), id_range)  # checks the range before it is listed
+    ids = list(id_range)
     depths = [float(d) for d in args.depths.split(",")]
-    images, _ = load_test_images(dataset_for(args.prior, None), ids)
     prior = load_prior(args.prior)
     fn = get_method(args.method)
     spread_rows, depth_rows, pictures = [], [], []

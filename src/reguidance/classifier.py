@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import check_positive_int, check_signal_shape
+from .conventions import check_positive, check_positive_int, check_signal_shape
 from .hashing import check_sha256, sha256_file
 
 __all__ = [
@@ -289,6 +289,8 @@ def train_classifier(
     from .data import load_dataset
 
     check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    check_positive("lr", lr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     x_train, y_train = load_dataset(dataset, "train")

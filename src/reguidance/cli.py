@@ -222,6 +222,8 @@ def sample(
 
     from .classifier import evaluate_samples, load_classifier
     from .data import load_dataset, load_test_subset
+    from .memory import check_fits_in_memory
+    from .runs import known_signal_shape
     from .sampling_report import sample_report, save_samples, write_report
     from .train import draw_samples
 
@@ -233,6 +235,9 @@ def sample(
     _writable(out, "--out", folder=True)
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
+    shape = known_signal_shape(prior_name)
+    if shape is not None:  # a file's shape is known once it loads: draw_samples checks it then
+        check_fits_in_memory("--n", n, shape)
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
     x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
@@ -308,14 +313,16 @@ def bench_report(
         if not (path / "summary.json").is_file() or not (path / "config.json").is_file():
             raise InputError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
         folders[name] = path
+    tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
+    summary_text = readme_summary(folders) if summary_into is not None else ""
     with _options("--into"):
-        replace_marked(into, benchmark_tables(folders))
+        replace_marked(into, tables)
         if PREREGISTRATION_MARKERS[0] in into.read_text():
             replace_marked(into, preregistration(), *PREREGISTRATION_MARKERS)
     click.echo(f"tables written into {into}")
     if summary_into is not None:
         with _options("--summary-into"):
-            replace_marked(summary_into, readme_summary(folders), "<!-- summary:begin -->", "<!-- summary:end -->")
+            replace_marked(summary_into, summary_text, "<!-- summary:begin -->", "<!-- summary:end -->")
         click.echo(f"summary written into {summary_into}")
     if pictures is not None:
         for run_name, run_folder in folders.items():

@@ -32,6 +32,27 @@ def flags(options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> 
     return apply
 
 
+class FiniteFloat(click.FloatRange):
+    """A float flag that must be a finite number (``nan``, ``inf`` and ``1e999`` are usage errors: one line, exit 2,
+    naming the flag), optionally within click's ``FloatRange`` bounds. Every float flag of every command uses it."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: any finite number
+FINITE = FiniteFloat()
+#: a finite number > 0 (a learning rate, a duration)
+POSITIVE = FiniteFloat(min=0, min_open=True)
+
+
 #: precision names of ``--dtype`` (the keys of :data:`reguidance.conventions.DTYPES`; kept literal so that
 #: ``--help`` and usage errors do not import torch)
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
@@ -288,7 +309,7 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--modes", default=4, show_default=True, help="Number of mixture components K."),
     click.option("--rank", default=2, show_default=True, help="Rank of each component's principal subspace."),
     click.option("--measurements", default=2, show_default=True, help="Number of linear measurements m (m < d)."),
-    click.option("--noise", default=0.5, show_default=True, help="Measurement noise sigma_y."),
+    click.option("--noise", type=FINITE, default=0.5, show_default=True, help="Measurement noise sigma_y."),
     click.option("--candidates", default=256, show_default=True, help="Number of problems (one candidate each)."),
     click.option(
         "--seed", default=1, show_default=True, help="Seeds the problems; theory-sweep chose the defaults on seed 0."
@@ -307,9 +328,11 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--inversion-method", type=click.Choice(["euler", "heun", "fixed_point"]), default="euler", show_default=True
     ),
-    click.option("--t-end", default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1]."),
+    click.option(
+        "--t-end", type=FINITE, default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1]."
+    ),
     click.option("--dps-steps", default=100, show_default=True),
-    click.option("--step-size", default=0.2, show_default=True, help="DPS step size (zeta)."),
+    click.option("--step-size", type=FINITE, default=0.2, show_default=True, help="DPS step size (zeta)."),
     click.option(
         "--sampler",
         type=click.Choice(["ddim", "ddpm"]),
@@ -360,10 +383,15 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     click.option("--steps", type=int, default=None, help="Number of optimizer steps (default 100000)."),
     click.option("--batch-size", type=int, default=None, help="Images per step (default 32)."),
-    click.option("--minutes", type=float, default=None, help="Stop cleanly (and save) after this much training."),
+    click.option("--minutes", type=POSITIVE, default=None, help="Stop cleanly (and save) after this much training."),
     click.option("--seed", type=int, default=None, help="Seed of data order, noise and initialisation (default 0)."),
-    click.option("--lr", type=float, default=None, help="AdamW learning rate (default 3e-4)."),
-    click.option("--ema-decay", type=float, default=None, help="EMA decay (default 0.999, with warm-up)."),
+    click.option("--lr", type=POSITIVE, default=None, help="AdamW learning rate (default 3e-4)."),
+    click.option(
+        "--ema-decay",
+        type=FiniteFloat(min=0, max=1, max_open=True),
+        default=None,
+        help="EMA decay (default 0.999, with warm-up).",
+    ),
     click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (faster on CPUs with AMX / AVX512-BF16)."),
     threads_option,
     click.option(
@@ -394,7 +422,9 @@ TRAIN_CLASSIFIER_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]
     ),
     click.option("--epochs", default=6, show_default=True),
     click.option("--batch-size", default=128, show_default=True),
-    click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule)."),
+    click.option(
+        "--lr", type=POSITIVE, default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule)."
+    ),
     click.option("--seed", default=0, show_default=True),
     threads_option,
 ]
@@ -622,10 +652,10 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True),
     click.option("--seed", default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
-    click.option("--t-end", type=float, default=None, help="Inversion depth (default: the wrapper's)."),
+    click.option("--t-end", type=FINITE, default=None, help="Inversion depth (default: the wrapper's)."),
     click.option("--inversion-steps", type=int, default=None),
     click.option("--dps-steps", type=int, default=None),
-    click.option("--step-size", type=float, default=None, help="The wrapper's DPS step size (zeta)."),
+    click.option("--step-size", type=FINITE, default=None, help="The wrapper's DPS step size (zeta)."),
     click.option(
         "--resize",
         is_flag=True,

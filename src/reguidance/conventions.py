@@ -47,6 +47,7 @@ __all__ = [
     "check_float",
     "check_image_scale",
     "check_nonnegative",
+    "check_positive",
     "check_positive_int",
     "check_signal_shape",
     "check_unit_interval",
@@ -149,10 +150,26 @@ def check_positive_int(name: str, value: int) -> int:
     return int(value)
 
 
+def _is_real(value: object) -> bool:
+    """A finite real number (not a bool, not a string)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.floating, np.integer))
+        and math.isfinite(float(value))
+    )
+
+
 def check_nonnegative(name: str, value: float) -> float:
     """Raise ``InputError`` unless ``value`` is a finite real number >= 0."""
-    if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value) or value < 0:
+    if not _is_real(value) or value < 0:
         raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    """Raise ``InputError`` unless ``value`` is a finite real number > 0 (a learning rate, a step size)."""
+    if not _is_real(value) or value <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 

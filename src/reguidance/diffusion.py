@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, check_positive_int
+from .conventions import BatchRNG, InputError, check_positive_int
 
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 
@@ -125,6 +125,13 @@ class Schedule:
             raise ValueError("indices must be strictly increasing")
         return Schedule(self.alphas_cumprod[idx].clone(), self.timestep_map[idx].clone())
 
+    def levels_up_to(self, t_end: float = 1.0) -> int:
+        """How many levels the chain has from index 0 to ``round(t_end * (N - 1))``, both included: the most
+        steps :meth:`spaced` can take to ``t_end`` in (0, 1] (``InputError`` for another ``t_end``)."""
+        if isinstance(t_end, bool) or not (isinstance(t_end, (int, float)) and 0 < t_end <= 1):
+            raise InputError(f"t_end must lie in (0, 1], got {t_end!r}")
+        return round(t_end * (len(self) - 1)) + 1
+
     def spaced(self, num_steps: int, t_end: float = 1.0) -> Schedule:
         """``num_steps`` levels evenly spaced from index 0 to ``round(t_end * (N - 1))``, both included.
 
@@ -132,11 +139,12 @@ class Schedule:
         the fraction of the chain kept: the most noisy level is ``alphas_cumprod[round(t_end * (N - 1))]``.
         """
         check_positive_int("num_steps", num_steps)
-        if not (isinstance(t_end, (int, float)) and 0 < t_end <= 1):
-            raise ValueError(f"t_end must lie in (0, 1], got {t_end!r}")
-        last = round(t_end * (len(self) - 1))
+        last = self.levels_up_to(t_end) - 1
         if num_steps > last + 1:
-            raise ValueError(f"num_steps={num_steps} exceeds the {last + 1} levels available up to t_end={t_end}")
+            raise InputError(
+                f"num_steps={num_steps} exceeds the {last + 1} levels available up to t_end={t_end} (the chain has "
+                f"{len(self)}): at most {last + 1}"
+            )
         if num_steps == 1:
             return self.respace([last])
         stride = last / (num_steps - 1)

@@ -17,17 +17,20 @@ This module imports nothing from the package but :mod:`.conventions` (and :mod:`
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from torch import Tensor
 
 from .conventions import InputError
 
 __all__ = [
+    "FieldKind",
     "Record",
     "append_rows",
     "atomic_path",
@@ -35,9 +38,13 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "drop_torn_tail",
+    "ill_typed",
+    "load_error_reason",
+    "read_json_object",
     "read_rows",
     "replace_marked",
     "save_pngs",
+    "torch_load_tensors",
 ]
 
 #: a JSON object as read from or written to a file (a results row, a report, a summary)
@@ -90,6 +97,38 @@ def save_pngs(x: Tensor, paths: Sequence[str | os.PathLike[str]]) -> None:
             save_images(x[k : k + 1], [tmp])
 
 
+def load_error_reason(exc: BaseException) -> str:
+    """The part of a torch.load error that says what was wrong: for a refused pickle, the global it would have
+    called (torch's long message otherwise, colour codes removed, cut to 300 characters)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    for pattern in (r"WeightsUnpickler error: (.*?\.)(\s|$)", r"(Trying to load unsupported GLOBAL \S+)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1)
+    return " ".join(text.split())[:300]
+
+
+def torch_load_tensors(path: str | os.PathLike[str]) -> Any:
+    """What the ``.pt`` / ``.pth`` file ``path`` holds, read with ``torch.load(weights_only=True)`` on the CPU: only
+    tensors and plain containers, never pickled code. Torch's warnings are kept from the user's screen; a file
+    that does not read (corrupt, truncated, or a pickle that would run code) is one ``InputError`` naming it and
+    saying how to re-save it."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # the refusal below says it all, in one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # whatever a corrupt, truncated or code-carrying file makes the reader raise
+        raise InputError(
+            f"could not read {path} with torch.load(weights_only=True) ({type(exc).__name__}: "
+            f"{load_error_reason(exc)}). Only tensors and plain containers are read, never pickled code; re-save the "
+            "state dict (torch.save(model.state_dict(), path) or safetensors' save_file)"
+        ) from exc
+
+
 def drop_torn_tail(path: Path) -> None:
     """Cut a partial last line (a run killed mid-write) so that new rows start on a fresh line."""
     if not path.exists() or path.stat().st_size == 0:
@@ -100,9 +139,48 @@ def drop_torn_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def read_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, object]]:
+#: the kinds of value a row's field may hold (:func:`read_rows`' ``fields``): ``text`` a string, ``flag`` a
+#: boolean, ``integer`` an integer, ``index`` an integer >= 0, ``number`` a *finite* real number (NaN and
+#: Infinity, which Python's json reads, are refused: a metric that is not a number must never be averaged)
+FieldKind = Literal["text", "flag", "integer", "index", "number"]
+
+_KIND_WORDS: dict[str, str] = {
+    "text": "a string",
+    "flag": "true or false",
+    "integer": "an integer",
+    "index": "an integer >= 0",
+    "number": "a finite number",
+}
+
+
+def _fits(value: object, kind: str) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind in ("integer", "index"):
+        return isinstance(value, int) and (kind == "integer" or value >= 0)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def ill_typed(row: Mapping[str, object], fields: Mapping[str, FieldKind]) -> str | None:
+    """What is wrong with ``row``'s fields (``'"id" is 'zero', expected an integer >= 0'``), or None when every
+    field of ``fields`` it holds is of its kind (fields it lacks are not checked here)."""
+    for key, kind in fields.items():
+        if key in row and not _fits(row[key], kind):
+            return f"{key!r} is {row[key]!r}, expected {_KIND_WORDS[kind]}"
+    return None
+
+
+def read_rows(
+    path: Path, required: Sequence[str] = (), fields: Mapping[str, FieldKind] | None = None
+) -> list[dict[str, object]]:
     """The JSON rows of the log ``path`` ([] if it does not exist). A torn *last* line is ignored; any other line
-    that is not a JSON object holding every key of ``required`` is an ``InputError`` naming the file and line."""
+    that is not a JSON object holding every key of ``required``, or whose fields are not of the kinds ``fields``
+    gives them (:func:`ill_typed`: an id ``"zero"``, a metric ``NaN``), is an ``InputError`` naming the file and
+    line."""
     if not path.exists():
         return []
     lines = path.read_bytes().split(b"\n")
@@ -116,14 +194,39 @@ def read_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, object
         except (json.JSONDecodeError, UnicodeDecodeError):
             row = None
         missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
-        if not isinstance(row, dict) or missing:
+        wrong = ill_typed(row, fields or {}) if isinstance(row, dict) and not missing else None
+        if not isinstance(row, dict) or missing or wrong:
             what = f"lacks {', '.join(missing)}" if isinstance(row, dict) else "is not a JSON object"
+            what = wrong or what
             raise InputError(
                 f"{path}, line {number}, {what}: the file is not a complete log of this program (edited or "
                 "corrupt); move it away, or rerun with --overwrite"
             )
         rows.append(row)
     return rows
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json_object(path: str | os.PathLike[str], required: Sequence[str] = ()) -> Record:
+    """The JSON object in the file ``path``, holding every key of ``required``; anything else (a missing or
+    unreadable file, invalid JSON, ``NaN`` or ``Infinity``, another JSON type, a missing key) is an ``InputError``
+    naming the file, so that a command blames the file that is broken, not the flag it was reached through."""
+    file = Path(path)
+    try:
+        obj = json.loads(file.read_text(), parse_constant=_no_constant)
+    except OSError as err:
+        raise InputError(f"{file}: cannot be read ({err.strerror or err})") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{file} is not valid JSON ({' '.join(str(err).split())}); was it edited by hand?") from err
+    if not isinstance(obj, dict):
+        raise InputError(f"{file} holds a JSON {type(obj).__name__}; expected an object")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise InputError(f"{file} lacks {', '.join(missing)}: it was not written by this program, or was edited")
+    return obj
 
 
 def append_rows(log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:

@@ -10,6 +10,14 @@ Channels. ``C`` is 1 (gray) or 3 (RGB). Reading with ``channels=1`` converts col
 file with one colour band (modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F``), 3 otherwise (``RGB``, ``RGBA``,
 palette, ...). Alpha is always dropped. 16-bit gray is rounded to 8 bits (``u16 / 257``).
 
+Orientation. A file's EXIF orientation tag (phones store photos sideways and set it) is applied when the file is
+read (:func:`open_image`, Pillow's ``ImageOps.exif_transpose``), as every image viewer does: a photo tagged
+"rotate 90" is read upright, and its size is the upright one (:func:`image_size`).
+
+Limit. A file of more than :data:`MAX_PIXELS` pixels (128 megapixels, e.g. 11313 x 11313; about 366 MiB as 8-bit
+RGB once decoded) is refused with an :class:`~reguidance.conventions.InputError` naming it, from its header alone;
+below that no decompression-bomb warning is printed (Pillow warns from 89 megapixels).
+
 Sizes. ``size=None`` keeps each file's own size (all files must then agree); otherwise ``mode="resize"`` scales the
 whole image to ``size x size`` (aspect ratio not kept) and ``mode="center_crop"`` takes the largest central square
 first. Resampling is bicubic and is skipped when the image already has the target size.
@@ -19,28 +27,34 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
 from .conventions import InputError, check_finite, check_positive_int
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "ResizeMode",
     "from_uint8",
+    "image_size",
     "load_images",
     "make_grid",
+    "open_image",
     "read_images",
     "save_grid",
     "save_images",
     "to_uint8",
+    "upright",
 ]
 
 ResizeMode = Literal["resize", "center_crop"]
@@ -69,6 +83,60 @@ def to_uint8(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # reading
 
+#: the most pixels (width x height) an image file may have; larger ones are refused from their header
+MAX_PIXELS = 128_000_000
+
+#: EXIF orientations that swap width and height (transpose, rotate 90, transverse, rotate 270)
+_SWAPPED = frozenset({5, 6, 7, 8})
+_ORIENTATION = 0x0112
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):  # a malformed EXIF block: treated as untagged
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+@contextmanager
+def open_image(file: str | os.PathLike[str]) -> Iterator[Image.Image]:
+    """Open an image file as Pillow does, lazily (the header only until pixels are asked for), for reading:
+    files over :data:`MAX_PIXELS` pixels are refused and Pillow's decompression-bomb warning is not printed;
+    an unreadable file is an ``InputError`` naming it. Orientation is *not* applied here: :func:`upright` does."""
+    path = Path(file)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"could not read image file {str(path)!r}: {' '.join(str(err).split())}") from err
+    with img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise InputError(
+                f"image file {str(path)!r} is {w}x{h} ({w * h / 1e6:.0f} megapixels); at most {MAX_PIXELS / 1e6:.0f} "
+                "megapixels are read: make it smaller first"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield img
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF orientation applied (``ImageOps.exif_transpose``)."""
+    if _orientation(img) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def image_size(file: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of an image file as it is seen (EXIF orientation applied), from its header alone;
+    ``InputError`` naming a file that does not read as an image or is too large (:func:`open_image`)."""
+    with open_image(file) as img:
+        w, h = img.size
+        return (h, w) if _orientation(img) in _SWAPPED else (w, h)
+
 
 def _pil_to_uint8(img: Image.Image, channels: int | None) -> np.ndarray:
     """A Pillow image -> uint8 ``(H, W, C)``; ``channels=None`` keeps the file's own (see the module)."""
@@ -95,12 +163,13 @@ def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
 
 def _read_image(file: Path, size: int | None, channels: int | None, mode: str) -> np.ndarray:
     """One image file as uint8 ``(H, W, C)``, fitted to ``size x size`` unless ``size`` is None."""
-    try:
-        with Image.open(file) as img:
+    with open_image(file) as img:
+        try:
             img.load()
+            img = upright(img)
             return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"could not read image file {str(file)!r}: {err}") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"could not read image file {str(file)!r}: {' '.join(str(err).split())}") from err
 
 
 def _check_read_args(size: int | None, channels: int | None, mode: str) -> int | None:

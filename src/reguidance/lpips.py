@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .files import torch_load_tensors
 from .hashing import sha256_file
 
 __all__ = ["LPIPS"]
@@ -54,7 +55,7 @@ def _load(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Tensor], s
             f"LPIPS {what} weights {file}: sha256 {digest[:8]}... does not match the {prefix.group(1)} "
             "its name promises (a corrupt or different file)"
         )
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = torch_load_tensors(file)  # never runs pickled code; torch's warnings kept from the screen
     if not isinstance(state, dict):
         raise ValueError(f"LPIPS {what} weights {file}: expected a state dict, got {type(state).__name__}")
     return state, digest

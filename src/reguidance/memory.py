@@ -39,7 +39,15 @@ from torch import Tensor
 from .conventions import InputError
 from .priors.base import NetworkPrior, Prior
 
-__all__ = ["MARGIN", "StepMemory", "available_bytes", "estimate_step", "fit_batch", "format_bytes"]
+__all__ = [
+    "MARGIN",
+    "StepMemory",
+    "available_bytes",
+    "check_fits_in_memory",
+    "estimate_step",
+    "fit_batch",
+    "format_bytes",
+]
 
 #: the share added to the counted activations for backward's transient buffers and the sampler's tensors
 MARGIN = 0.25
@@ -120,6 +128,26 @@ def available_bytes(device: torch.device | str) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def check_fits_in_memory(
+    name: str, n: int, shape: tuple[int, ...] | torch.Size, *, available: int | None = None
+) -> int:
+    """Refuse (``InputError`` naming ``name``) a count ``n`` of float32 samples of ``shape`` that a command holds
+    in memory at once (``sample --n``: every sample, then its uint8 copy: ``5 n prod(shape)`` bytes) when that
+    exceeds the memory available on the CPU (:func:`available_bytes`; ``available`` overrides it). Checked by
+    arithmetic before any work, so ``--n 10**15`` is refused at once instead of running for ever; returns ``n``."""
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    need = 5 * n * numel
+    free = available_bytes("cpu") if available is None else available
+    if free is not None and need > free:
+        raise InputError(
+            f"{name} {n} samples of shape {tuple(shape)} need about {format_bytes(need)} held in memory but "
+            f"{format_bytes(free)} is available; ask for at most {free // (5 * numel)}"
+        )
+    return n
 
 
 def fit_batch(

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .batch import solve_batch
 from .conventions import InputError, check_positive_int
-from .files import atomic_write_json, save_pngs
+from .files import FieldKind, atomic_write_json, save_pngs
 from .images import load_images
 from .methods import check_method_options, get_method
 from .priors.base import Prior
@@ -75,6 +75,19 @@ __all__ = [
 
 #: the keys every ``restore*.jsonl`` row holds
 ROW_KEYS = ("name", "run", "consistency_before", "consistency_after")
+
+#: the kinds of a row's fields, checked when rows are read (a NaN consistency is refused naming file and line)
+ROW_FIELDS: dict[str, FieldKind] = {
+    "name": "text",
+    "candidate": "text",
+    "output": "text",
+    "consistency_before": "number",
+    "consistency_after": "number",
+    "nfe": "index",
+    "spread": "number",
+    "run": "text",
+    "input_sha256": "text",
+}
 
 #: the split name of restorations in the random streams
 SPLIT = "restore"
@@ -152,19 +165,16 @@ def check_sizes(
     """Refuse image files under ``path`` (a file, or the images directly in a folder) whose ``(height, width)`` is
     not ``size``, naming them: an ``InputError`` that says what was ``expected`` and gives the ``hint`` (by default:
     ``--resize``). Only the files' headers are read."""
-    from PIL import Image
-
-    from .images import IMAGE_SUFFIXES
+    from .images import IMAGE_SUFFIXES, image_size
 
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     wrong = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                w, h = img.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"{flag}: could not read image file {str(f)!r}: {err}") from err
+            w, h = image_size(f)  # as seen: EXIF orientation applied
+        except InputError as err:
+            raise InputError(f"{flag}: {err}") from err
         if (h, w) != tuple(size):
             wrong.append(f"{f.name} is {w}x{h}")
     if wrong:
@@ -292,7 +302,7 @@ def restore(
     }
     run = identity_hash(facts)
 
-    folder = RunFolder(out, "restore", ROW_KEYS, rank=rank, world_size=world_size)
+    folder = RunFolder(out, "restore", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS)
     with folder.open(overwrite) as found:
         done = _check_rows(folder, found, run, facts, names, input_sha, cand_sha)
         if rank == 0:
@@ -378,7 +388,7 @@ def restore(
 
 def _read_rows(out: Path) -> dict[str, dict[str, object]]:
     """Rows of every ``restore*.jsonl`` in ``out`` by input name (a torn last line is ignored)."""
-    return {str(row["name"]): row for row in RunFolder(out, "restore", ROW_KEYS).rows()}
+    return {str(row["name"]): row for row in RunFolder(out, "restore", ROW_KEYS, fields=ROW_FIELDS).rows()}
 
 
 def _check_rows(

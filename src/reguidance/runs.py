@@ -26,11 +26,14 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 from .conventions import InputError
+
+if TYPE_CHECKING:
+    from .files import FieldKind
 
 __all__ = [
     "FolderBusyError",
@@ -193,9 +196,20 @@ class RunFolder:
     :meth:`append` (one ``write`` per batch, so a kill loses at most the batch in flight).
     """
 
-    def __init__(self, path: Path, stem: str, row_keys: Sequence[str], *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        stem: str,
+        row_keys: Sequence[str],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        fields: Mapping[str, FieldKind] | None = None,
+    ) -> None:
         self.path, self.stem, self.row_keys = Path(path), stem, tuple(row_keys)
         self.rank, self.world_size = rank, world_size
+        #: the kinds of the rows' fields (:func:`reguidance.files.read_rows`): a row with another is refused
+        self.fields = dict(fields or {})
 
     @property
     def log(self) -> Path:
@@ -219,10 +233,12 @@ class RunFolder:
             yield self.rows()
 
     def rows(self) -> list[dict[str, Any]]:
-        """The rows of every process's file (a torn last line ignored; a row without ``row_keys`` refused)."""
+        """The rows of every process's file (a torn last line ignored; a row without ``row_keys``, or with a field
+        not of its kind in ``fields``, refused naming the file and line)."""
         from .files import read_rows
 
-        return [row for p in sorted(self.path.glob(f"{self.stem}*.jsonl")) for row in read_rows(p, self.row_keys)]
+        paths = sorted(self.path.glob(f"{self.stem}*.jsonl"))
+        return [row for p in paths for row in read_rows(p, self.row_keys, self.fields)]
 
     def config(self) -> dict[str, Any] | None:
         """``config.json`` as written by the run, or None if missing or unreadable."""
@@ -258,7 +274,10 @@ class RunFolder:
                 old = recorded(config, row) if config is not None else {}
             except (KeyError, TypeError, StopIteration):
                 old = {}
-            why = (describe_difference(old, facts(row)) if old else "") or fallback
+            why = (describe_difference(old, facts(row)) if old else "") or (
+                f"{fallback}: a row carries identity {row.get('run')!r} but these settings give "
+                f"{identity(row)!r}, and config.json does not say what made it"
+            )
             raise InputError(
                 f"{self.path} holds {subject(row)} made with other settings ({why}); choose another --out, or pass "
                 "--overwrite to discard them"

@@ -86,7 +86,9 @@ __all__ = [
     "PRESETS",
     "TASKS",
     "Task",
+    "check_ids",
     "get_task",
+    "id_span",
     "method_rng",
     "motion_kernel",
     "parse_ids",
@@ -179,12 +181,13 @@ def motion_kernel(length: float, angle: float, size: int) -> Tensor:
 def _mask_image(path: str, sha256: str) -> Tensor:
     """The mask image at ``path`` as bool ``(1, 1, H, W)``, observed = white (gray >= 128); cached by content."""
     import numpy as np
-    from PIL import Image
+
+    from .images import open_image, upright
 
     try:
-        with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:
+        with open_image(path) as img:  # EXIF orientation applied, as for every image read
+            gray = np.asarray(upright(img).convert("L"), dtype=np.uint8)
+    except (InputError, OSError, SyntaxError) as err:
         raise InputError(f"task mask:{path}: the mask does not read as an image ({err})") from err
     return torch.from_numpy(gray >= 128)[None, None]
 
@@ -318,12 +321,20 @@ PRESETS: dict[str, Task] = {
 
 _NUMBER = re.compile(r"^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$")
 
+#: the largest number a spec takes (pixels, degrees, sigma_y): no image is larger, and every number of a spec is
+#: finite and at most this, so ``std=1e999`` is refused while parsing, not overflowed later
+SPEC_NUMBER_MAX = 10_000
+
 
 def _number(spec: str, key: str, text: str, *, integer: bool = False, positive: bool = True) -> float:
+    """The number ``text`` of option ``key``: finite, in ``(0, SPEC_NUMBER_MAX]`` (``[0, ...]`` unless
+    ``positive``), an integer when ``integer``; otherwise an ``InputError`` naming the spec and the key."""
     if not _NUMBER.match(text) or (integer and not text.isdigit()):
         what = "an integer" if integer else "a number" if positive else "a number >= 0"
         raise _bad(spec, f"{key} must be {what}, got {text!r}")
     value = float(text)
+    if not math.isfinite(value) or value > SPEC_NUMBER_MAX:
+        raise _bad(spec, f"{key} must be at most {SPEC_NUMBER_MAX}, got {text}")
     if positive and value <= 0:
         raise _bad(spec, f"{key} must be > 0, got {text}")
     return value
@@ -394,6 +405,9 @@ def _parse_body(spec: str, head: str, rest: list[str]) -> Task:
             if not _NUMBER.match(angle_text.removeprefix("-")):
                 raise _bad(spec, f"angle must be a number of degrees, got {angle_text!r}")
             angle = float(angle_text)
+            if not abs(angle) <= SPEC_NUMBER_MAX:
+                limit = SPEC_NUMBER_MAX
+                raise _bad(spec, f"angle must be a number of degrees in [-{limit}, {limit}], got {angle_text}")
             size = int(_number(spec, "size", opts["size"], integer=True)) if "size" in opts else _odd(length + 1)
             if size % 2 == 0:
                 raise _bad(spec, f"size must be odd, got {size}")
@@ -463,6 +477,26 @@ def split_tasks(text: str) -> list[str]:
 def get_task(name: str) -> Task:
     """The task ``name`` names: an alias, a preset or a spec (:func:`parse_task`)."""
     return parse_task(name)
+
+
+def id_span(ids: Sequence[int]) -> tuple[int, int]:
+    """``(lowest, highest + 1)`` of a non-empty sequence of image ids, at once for a ``range`` (its start, stop and
+    step: ``range(0, 10**12)`` is never walked), by one pass otherwise; ``InputError`` when ``ids`` is empty."""
+    if len(ids) == 0:
+        raise InputError("ids is empty: give a range A:B with A < B")
+    if isinstance(ids, range):
+        first, last = ids[0], ids[-1]
+        return min(first, last), max(first, last) + 1
+    return int(min(ids)), int(max(ids)) + 1
+
+
+def check_ids(ids: Sequence[int], available: int, flag: str = "--ids", where: str = "") -> None:
+    """Refuse (``InputError`` naming ``flag``) ids outside ``[0, available)``, checked arithmetically for a range
+    (:func:`id_span`); ``where`` says what the images are (``"the 256 test images of mnist here"``)."""
+    lo, hi = id_span(ids)
+    if lo < 0 or hi > available:
+        there = where or f"the {available} images available"
+        raise InputError(f"{flag} {lo}:{hi} go past {there}: ids 0:{available} are available")
 
 
 def parse_ids(spec: str, limit: int | None = None) -> range:

@@ -43,10 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import BatchRNG, check_positive_int
+from .conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int
 from .diffusion import Schedule
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json_object, torch_load_tensors
 from .guidance.unconditional import sample
+from .memory import check_fits_in_memory
 from .priors.adm import ADMPrior, ADMUNet
 from .priors.zoo import EMBEDDED_UNET
 
@@ -92,17 +93,35 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"training config has unknown keys {unknown}; expected a subset of {sorted(known)}")
+            raise InputError(f"training config has unknown keys {unknown}; expected a subset of {sorted(known)}")
         return cls(**dict(d))
 
     def validate(self) -> TrainConfig:
-        check_positive_int("steps", self.steps)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("checkpoint_every", self.checkpoint_every)
-        if self.minutes is not None and not self.minutes > 0:
-            raise ValueError(f"minutes must be > 0, got {self.minutes!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        """Check every field's type and range (``InputError`` naming the field): counts are integers >= 1
+        (``lr_warmup`` >= 0), ``lr`` a finite number > 0, ``weight_decay`` and ``grad_clip`` finite >= 0 (0: no
+        clipping), ``ema_decay`` in [0, 1), ``minutes`` > 0 when given, flags booleans, ``seed`` an integer >= 0,
+        ``unet`` :class:`ADMUNet` arguments (:func:`reguidance.priors.adm_config.check_unet_args`). Returns self."""
+        from .priors.adm_config import check_unet_args
+
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "sample_steps", "num_timesteps"):
+            check_positive_int(name, getattr(self, name))
+        if isinstance(self.lr_warmup, bool) or not isinstance(self.lr_warmup, int) or self.lr_warmup < 0:
+            raise InputError(f"lr_warmup must be an integer >= 0, got {self.lr_warmup!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_positive("lr", self.lr)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_nonnegative("grad_clip", self.grad_clip)
+        if self.minutes is not None:
+            check_positive("minutes", self.minutes)
+        if check_nonnegative("ema_decay", self.ema_decay) >= 1:
+            raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        for name in ("ema_warmup", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.unet, Mapping):
+            raise InputError(f"unet must be an object of ADMUNet arguments, got {self.unet!r}")
+        check_unet_args(self.unet, "unet")
         return self
 
 
@@ -175,8 +194,8 @@ def load_checkpoint(out: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str,
     ckpt = Path(out) / "checkpoint"
     if not (ckpt / "state.pt").is_file():
         raise FileNotFoundError(f"no checkpoint to resume from in {ckpt} (expected state.pt there)")
-    cfg = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(read_json_object(ckpt / "config.json"))  # a broken file is named
+    state = torch_load_tensors(ckpt / "state.pt")
     return cfg, load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "ema.safetensors")), state
 
 
@@ -210,6 +229,7 @@ def draw_samples(
     from tqdm.auto import tqdm
 
     n = check_positive_int("n", n)
+    check_fits_in_memory("n", n, prior.signal_shape)
     schedule = prior.schedule.spaced(check_positive_int("steps", steps))
     out = []
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling batches"):

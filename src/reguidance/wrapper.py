@@ -173,8 +173,15 @@ def reguide(
     elif ids is not None:
         raise InputError("pass rng or ids, not both")
 
-    start = time.perf_counter()
     base = prior.schedule
+    available = base.levels_up_to(cfg.t_end)
+    for name, steps in (("inversion_steps", cfg.inversion_steps), ("dps_steps", cfg.dps_steps)):
+        if steps > available and (name == "dps_steps" or (latent is None and cfg.start == "inversion")):
+            raise InputError(
+                f"{name}={steps} exceeds the {available} levels of the prior's {len(base)}-level chain up to "
+                f"t_end={cfg.t_end}: at most {available}"
+            )
+    start = time.perf_counter()
     levels = base.spaced(cfg.dps_steps, cfg.t_end)
     nfe_inversion = 0
     if latent is not None:

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..conventions import InputError
 from ..data import DATASETS, is_available, load_dataset, load_test_subset
 from ..runs import known_signal_shape
+from ..tasks import check_ids
 
 if TYPE_CHECKING:
     from ..classifier import RealismScorer
@@ -72,11 +73,7 @@ def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     else:
         images, labels, _ = load_test_subset(dataset)
         hint = " (the committed subset; run `make data` for the full test split)"
-    if max(ids) >= len(images):
-        raise InputError(
-            f"--ids {min(ids)}:{max(ids) + 1} go past the {len(images)} test images of {dataset} here{hint}: "
-            f"ids 0:{len(images)} are available"
-        )
+    check_ids(ids, len(images), where=f"the {len(images)} test images of {dataset} here{hint}")
     return images, labels
 
 

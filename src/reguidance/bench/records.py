@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import Record, read_rows
+from ..files import FieldKind, Record, read_rows
 
 __all__ = [
     "ABLATIONS",
+    "ROW_FIELDS",
     "ROW_KEYS",
     "VARIANTS",
     "Record",
@@ -29,6 +30,27 @@ Row = Record
 
 #: the keys every results row holds (a row without them is refused by the reader)
 ROW_KEYS = ("task", "method", "reguidance", "id")
+#: the kinds of a row's fields, checked when rows are read (:func:`reguidance.files.read_rows`): an id that is not
+#: an integer, or a metric that is NaN or infinite, is refused naming the file and line, never summarised
+ROW_FIELDS: dict[str, FieldKind] = {
+    "task": "text",
+    "method": "text",
+    "variant": "text",
+    "reguidance": "flag",
+    "id": "index",
+    "psnr": "number",
+    "ssim": "number",
+    "lpips": "number",
+    "consistency": "number",
+    "consistency_raw": "number",
+    "reward": "number",
+    "label": "integer",
+    "pred": "integer",
+    "nfe": "index",
+    "sec_per_image": "number",
+    "peak_mem_mb": "number",
+    "run": "text",
+}
 #: the variants a row can be (``variant``; rows without one are ``reguidance`` if ``reguidance`` else ``candidate``)
 VARIANTS = ("candidate", "reguidance", "renoise", "fresh", "more")
 #: the ablation variants ``ablations=True`` adds
@@ -37,8 +59,9 @@ ABLATIONS = ("renoise", "fresh", "more")
 
 def read_results(path: Path) -> list[Row]:
     """The rows of ``results.jsonl``; a torn last line (a run killed mid-write) is ignored, a row without the keys
-    :data:`ROW_KEYS` (e.g. ``{}``) is an ``InputError`` naming the file and line."""
-    return read_rows(path, ROW_KEYS)
+    :data:`ROW_KEYS` (e.g. ``{}``) or with a field not of its kind (:data:`ROW_FIELDS`: an id ``"zero"``, a metric
+    ``NaN``) is an ``InputError`` naming the file and line."""
+    return read_rows(path, ROW_KEYS, ROW_FIELDS)
 
 
 def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .. import stats
-from ..files import replace_marked
+from ..conventions import InputError
+from ..files import read_json_object, replace_marked
 from ..images import read_images
 from ..metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
 from .records import Record, read_all_results, variant_of
@@ -27,6 +28,7 @@ __all__ = [
     "benchmark_tables",
     "format_markdown",
     "preregistration",
+    "read_run",
     "readme_summary",
     "replace_marked",
     "save_grids",
@@ -773,6 +775,19 @@ def _primary_table(summary: Record) -> list[str]:
     return [*lines, ""]
 
 
+def read_run(out: Path) -> tuple[Record, Record]:
+    """``(summary, config)`` of the finished benchmark folder ``out``: ``summary.json`` and ``config.json``, each
+    checked (:func:`reguidance.files.read_json_object`): a broken or edited file is an ``InputError`` naming it."""
+    summary = read_json_object(out / "summary.json", ("rows", "paired", "rule"))
+    config = read_json_object(out / "config.json", ("protocol", "tuned", "seed", "ids"))
+    for key in ("rows", "paired"):
+        if not isinstance(summary[key], list) or not all(isinstance(r, dict) for r in summary[key]):
+            raise InputError(f"{out / 'summary.json'}: {key} is not a list of objects; rerun `reguidance bench` there")
+    if not isinstance(config["ids"], list) or not isinstance(config.get("context", {}), dict):
+        raise InputError(f"{out / 'config.json'}: ids or context is not what `reguidance bench` writes")
+    return summary, config
+
+
 def benchmark_tables(runs: dict[str, Path]) -> str:
     """Markdown for ``BENCHMARK.md``, every figure computed here: per prior (name -> benchmark folder with
     ``summary.json`` and ``config.json``) the tuned options, the per-metric summary of ReGuidance against its
@@ -780,8 +795,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
     noise and the base method given the same extra NFE, and the same-NFE view), the full tables, and the cost."""
     parts = []
     for prior, out in runs.items():
-        summary = json.loads((out / "summary.json").read_text())
-        config = json.loads((out / "config.json").read_text())
+        summary, config = read_run(out)
         rows = {
             (r["task"], r["method"], r.get("variant", "reguidance" if r["reguidance"] else "candidate")): r
             for r in summary["rows"]
@@ -864,7 +878,7 @@ def readme_summary(runs: dict[str, Path]) -> str:
     ]
     ablation_lines = []
     for prior, out in runs.items():
-        summary = json.loads((out / "summary.json").read_text())
+        summary, _ = read_run(out)
         main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
         verdicts = [p["verdict"] for p in main]
         lines.append(

@@ -41,12 +41,13 @@ from ..metrics import fit_z, psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
 from ..runs import RunFolder, identity_hash
-from ..tasks import Task, get_task
+from ..tasks import Task, check_ids, get_task, id_span
 from ..wrapper import ReGuidanceConfig, reward
 from .defaults import is_tuned, reguidance_config, resolve_options
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
+    ROW_FIELDS,
     ROW_KEYS,
     VARIANTS,
     Row,
@@ -174,13 +175,9 @@ class BenchSpec:
         for m in self.methods:
             get_method(m)
         check_positive_int("batch-size", self.batch_size)
-        ids = list(self.ids)
-        if not ids:
-            raise InputError("ids is empty: give a range A:B with A < B")
-        if n_images is not None and (min(ids) < 0 or max(ids) >= n_images):
-            raise InputError(
-                f"ids {min(ids)}:{max(ids) + 1} go past the {n_images} images available (ids 0:{n_images})"
-            )
+        id_span(self.ids)  # not empty (a range is checked arithmetically, never walked)
+        if n_images is not None:
+            check_ids(self.ids, n_images, "ids")
         for m, opts in self.method_options.items():
             for key, value in opts.items():
                 if key == "steps" or key.endswith("_steps"):
@@ -212,7 +209,7 @@ def done_keys(rows: list[Row], spec: BenchSpec | None = None) -> set[tuple[str, 
 
 
 def _folder(out: Path, rank: int = 0, world_size: int = 1) -> RunFolder:
-    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size)
+    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS)
 
 
 def check_folder(spec: BenchSpec, out: Path, rows: list[Row]) -> None:

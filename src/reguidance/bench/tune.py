@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ..batch import solve_batch
 from ..conventions import InputError
+from ..files import read_json_object
 from ..methods import get_method
 from ..metrics import ssim
 from ..operators import Operator
@@ -385,7 +386,7 @@ def run_sweep(
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(entry, indent=2))
             tmp.replace(path)  # atomic: a killed sweep never leaves a half-written entry
-        entries.append(json.loads(path.read_text()))
+        entries.append(read_json_object(path, ("task", "method", "method_options", "reguidance")))  # names a broken one
     return entries
 
 

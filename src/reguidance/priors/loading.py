@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 
 from ..conventions import DTYPES, InputError, check_device
 from ..diffusion import Schedule, Variance
+from ..files import load_error_reason, torch_load_tensors
 from ..hashing import ChecksumError, check_sha256, sha256_file
 from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 from .adm_config import check_unet_args, checkpoint_config, read_config_file
@@ -77,9 +76,7 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
 def _reason(exc: BaseException) -> str:
     """The part of a read error that says what was wrong: for a refused pickle, the global it would have called
     (torch's long message, colour codes and all, otherwise)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"WeightsUnpickler error: (.*?\.)(\s|$)", text)
-    return found.group(1) if found else " ".join(text.split())[:300]
+    return load_error_reason(exc)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -96,19 +93,15 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise InputError(f"{path} is a directory, expected a checkpoint file")
     if not path.is_file():
         raise PriorNotFoundError(f"checkpoint file {path} does not exist")
+    if path.suffix != ".safetensors":
+        return _unwrap_state_dict(torch_load_tensors(path), path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            with warnings.catch_warnings():  # the refusal below says it all, in one line
-                warnings.simplefilter("ignore")
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # whatever a corrupt, truncated or code-carrying file makes the reader raise
-        how = "as safetensors" if path.suffix == ".safetensors" else "with torch.load(weights_only=True)"
+        obj: Any = load_file(str(path), device="cpu")
+    except Exception as exc:  # whatever a corrupt or truncated file makes the reader raise
         raise InputError(
-            f"could not read {path} {how} ({type(exc).__name__}: {_reason(exc)}). Only tensors and plain "
+            f"could not read {path} as safetensors ({type(exc).__name__}: {_reason(exc)}). Only tensors and plain "
             "containers are read, never pickled code; re-save the state dict "
             "(torch.save(model.state_dict(), path) or safetensors' save_file)"
         ) from exc
