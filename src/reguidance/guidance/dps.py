@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, check_nonnegative
+from ..conventions import check_nonnegative
 from ..diffusion import (
     Denoiser,
-    EpsModel,
     Level,
     Schedule,
     chain_index,
@@ -42,11 +41,8 @@ from ..diffusion import (
     eps_from_x0,
     p_mean_variance,
 )
-from .core import Callback, SampleResult, StepFn, Update
-from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
+from .core import StepFn, Update
+from .solve import Method, Problem, functional
 
 Sampler = Literal["ddpm", "ddim"]
 
@@ -118,28 +114,5 @@ class DPS(Method):
         return step
 
 
-def dps(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    step_size: float = 1.0,
-    sampler: Sampler = "ddpm",
-    eta: float = 0.0,
-    clip: bool = False,
-) -> SampleResult:
-    """Run DPS down ``steps`` (default 1000) evenly spaced levels of ``prior.schedule`` (or ``levels``) to the data:
-    ``solve(DPS(step_size=..., ...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
-    fresh noise from ``rng``. One network evaluation (forward and backward) per level.
-    """
-    method = DPS(step_size=step_size, sampler=sampler, eta=eta, clip=clip)
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
+#: the functional form: ``dps(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+dps = functional(DPS)
