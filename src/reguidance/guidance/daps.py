@@ -52,7 +52,7 @@ from torch import Tensor
 from ..conventions import InputError, check_nonnegative, check_positive_int
 from ..diffusion import Denoiser, Level, Schedule
 from .core import StepFn, Update, start
-from .solve import Method, Problem, functional
+from .solve import Functional, Method, Problem
 
 __all__ = ["DAPS", "annealing_levels", "daps", "poly_sigmas"]
 
@@ -158,4 +158,4 @@ class DAPS(Method):
 
 
 #: the functional form: ``daps(prior, operator, measurement, *, rng, steps=None, ..., **options)``
-daps = functional(DAPS)
+daps = Functional(DAPS)

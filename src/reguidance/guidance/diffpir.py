@@ -44,7 +44,7 @@ from torch import Tensor
 from ..conventions import InputError, check_nonnegative, check_positive_int, check_unit_interval
 from ..diffusion import Denoiser, Level, Schedule, eps_from_x0
 from .core import StepFn, Update
-from .solve import Method, Problem, functional
+from .solve import Functional, Method, Problem
 
 SkipType = Literal["quad", "uniform"]
 
@@ -113,4 +113,4 @@ class DiffPIR(Method):
 
 
 #: the functional form: ``diffpir(prior, operator, measurement, *, rng, steps=None, ..., **options)``
-diffpir = functional(DiffPIR)
+diffpir = Functional(DiffPIR)

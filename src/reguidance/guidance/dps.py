@@ -42,7 +42,7 @@ from ..diffusion import (
     p_mean_variance,
 )
 from .core import StepFn, Update
-from .solve import Method, Problem, functional
+from .solve import Functional, Method, Problem
 
 Sampler = Literal["ddpm", "ddim"]
 
@@ -115,4 +115,4 @@ class DPS(Method):
 
 
 #: the functional form: ``dps(prior, operator, measurement, *, rng, steps=None, ..., **options)``
-dps = functional(DPS)
+dps = Functional(DPS)

@@ -38,7 +38,7 @@ from torch import Tensor
 from ..conventions import check_nonnegative
 from ..diffusion import Denoiser, Level, Schedule, ddim_step, eps_from_x0
 from .core import StepFn, Update
-from .solve import Method, Problem, functional
+from .solve import Functional, Method, Problem
 
 __all__ = ["PiGDM", "pigdm"]
 
@@ -89,4 +89,4 @@ class PiGDM(Method):
 
 
 #: the functional form: ``pigdm(prior, operator, measurement, *, rng, steps=None, ..., **options)``
-pigdm = functional(PiGDM)
+pigdm = Functional(PiGDM)

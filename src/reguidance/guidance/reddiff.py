@@ -43,7 +43,7 @@ from ..conventions import InputError, check_nonnegative, check_signal_shape
 from ..diffusion import Denoiser, Level, Schedule
 from ..operators import LinearOperator
 from .core import StepFn, Update
-from .solve import Method, Problem, functional
+from .solve import Functional, Method, Problem
 
 Weighting = Literal["linear", "sqrt", "const"]
 
@@ -138,4 +138,4 @@ class RedDiff(Method):
 
 
 #: the functional form: ``reddiff(prior, operator, measurement, *, rng, steps=None, ..., **options)``
-reddiff = functional(RedDiff)
+reddiff = Functional(RedDiff)

@@ -12,7 +12,7 @@ r"""A method is a frozen, typed config; a problem is what it solves; :func:`solv
 - :func:`solve` checks the problem against the method once, chooses the levels, counts network evaluations with a
   :class:`~reguidance.diffusion.Denoiser` and runs :func:`~reguidance.guidance.core.run`: the part every method
   shares, written once.
-- :func:`functional` makes a method's functional form (``dps = functional(DPS)``):
+- :class:`Functional` makes a method's functional form (``dps = Functional(DPS)``):
   ``dps(prior, operator, y, rng=..., steps=..., step_size=...)`` is
   ``solve(DPS(step_size=...), Problem(prior, operator, y, rng), steps=...)``.
 - :func:`configure` builds a config from ``{option: value}``, refusing an option the method does not have.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -44,7 +44,6 @@ __all__ = [
     "Problem",
     "check_fields",
     "configure",
-    "functional",
     "option_names",
     "options_of",
     "solve",
@@ -238,10 +237,35 @@ def solve(
         )
 
 
-class Functional(Protocol):
-    """The type of a method's functional form (see :func:`functional`)."""
+class Functional:
+    """A method's functional form: ``dps = Functional(DPS)``, and ``dps(prior, operator, measurement, *, rng,
+    steps=None, levels=None, latent=None, callback=None, progress=False, **options)`` is
+    ``solve(DPS(**options), Problem(prior, operator, measurement, rng), steps=steps, levels=levels, latent=latent,
+    callback=callback, progress=progress)``.
 
-    __name__: str
+    The keywords that are not :func:`solve`'s are the method's options (its config's fields but ``steps``, data such
+    as RED-diff's ``init`` included); one it does not have raises an InputError naming it. A form is named after
+    ``method.name`` and its docstring lists the options with their defaults.
+    """
+
+    def __init__(self, method: type[Method]) -> None:
+        self.method = method
+        self.__name__ = self.__qualname__ = method.name
+        self.__module__ = method.__module__
+        defaults = {f.name: f.default for f in fields(method) if f.name != "steps"}
+        self.__doc__ = (
+            f"Run {method.label} on one problem: ``solve({method.__name__}(**options), Problem(prior, operator, "
+            "measurement, rng), steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)``."
+            "\n\n``measurement`` (B, *operator.y_shape) with ``sigma_y`` on the [-1, 1] scale; ``rng`` one generator "
+            f"per sample; ``steps`` levels of the method's chain (default {method.default_steps}), or the chain "
+            "``levels``; ``latent`` (B, *operator.x_shape) the state at the first level instead of the method's own "
+            "start (a method whose state is not noisy refuses it).\n\nOptions (keyword only) with their defaults: "
+            + ", ".join(f"``{name}={value!r}``" for name, value in defaults.items())
+            + f"; their meaning: :class:`{method.__module__}.{method.__name__}`."
+        )
+
+    def __repr__(self) -> str:
+        return f"<functional form {self.__name__} of {self.method.__name__}>"
 
     def __call__(
         self,
@@ -256,50 +280,7 @@ class Functional(Protocol):
         callback: Callback | None = None,
         progress: bool = False,
         **options: Any,
-    ) -> SampleResult: ...
-
-
-def functional(cls: type[Method]) -> Functional:
-    """The functional form of the method ``cls``: ``f(prior, operator, measurement, *, rng, steps=None, levels=None,
-    latent=None, callback=None, progress=False, **options)`` is
-    ``solve(cls(**options), Problem(prior, operator, measurement, rng), steps=steps, levels=levels, latent=latent,
-    callback=callback, progress=progress)``.
-
-    The keywords that are not :func:`solve`'s are the method's options (its config's fields but ``steps``, data such
-    as RED-diff's ``init`` included); one it does not have raises an InputError naming it. The form is named after
-    ``cls.name`` and its docstring lists the options with their defaults.
-    """
-    names = tuple(name for name in option_names(cls, data=True) if name != "steps")
-    defaults = {f.name: f.default for f in fields(cls)}
-
-    def form(
-        prior: EpsModel,
-        operator: Operator,
-        measurement: Tensor,
-        *,
-        rng: BatchRNG,
-        steps: int | None = None,
-        levels: Schedule | None = None,
-        latent: Tensor | None = None,
-        callback: Callback | None = None,
-        progress: bool = False,
-        **options: Any,
     ) -> SampleResult:
-        method = configure(cls, options, data=True)
+        method = configure(self.method, options, data=True)
         problem = Problem(prior, operator, measurement, rng)
         return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
-
-    form.__name__ = form.__qualname__ = cls.name
-    form.__module__ = cls.__module__
-    form.__doc__ = (
-        f"Run {cls.label} on one problem: ``solve({cls.__name__}(**options), Problem(prior, operator, measurement, "
-        f"rng), steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)``.\n\n"
-        "``measurement`` (B, *operator.y_shape) with ``sigma_y`` on the [-1, 1] scale; ``rng`` one generator per "
-        f"sample; ``steps`` levels of the method's chain (default {cls.default_steps}), or the chain ``levels``; "
-        "``latent`` (B, *operator.x_shape) the state at the first level instead of the method's own start (a method "
-        "whose state is not noisy refuses it).\n\n"
-        "Options (keyword only) with their defaults: "
-        + ", ".join(f"``{n}={defaults[n]!r}``" for n in names)
-        + f"; their meaning: :class:`{cls.__module__}.{cls.__name__}`."
-    )
-    return form
