@@ -25,26 +25,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ..conventions import check_nonnegative
-from ..diffusion import (
-    Denoiser,
-    Level,
-    Schedule,
-    chain_index,
-    ddim_step,
-    ddpm_step,
-    eps_from_x0,
-    p_mean_variance,
-)
+from ..diffusion import Denoiser, Level, Schedule
 from .core import StepFn, Update
 from .solve import Functional, Method, Problem
-
-Sampler = Literal["ddpm", "ddim"]
+from .unconditional import Sampler, unconditional_step
 
 __all__ = ["DPS", "GuidanceWarning", "Sampler", "dps"]
 
@@ -102,13 +92,10 @@ class DPS(Method):
                         stacklevel=5,
                     )
                 x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
-                if sampler == "ddpm":
-                    i = chain_index(level.index, x)
-                    var = None if d.var_values is None else d.var_values.detach()
-                    x_next = ddpm_step(p_mean_variance(levels, x, i, eps, var, prior.variance, clip), i, rng)
-                else:
-                    eps = eps_from_x0(x, x0, level.alpha_bar) if clip else eps
-                    x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+                var = None if d.var_values is None else d.var_values.detach()
+                x_next = unconditional_step(
+                    levels, level, x, x0, eps, var, prior.variance, sampler=sampler, eta=eta, clip=clip, rng=rng
+                )
             return Update(x_next - step_size * grad, x0)
 
         return step
