@@ -22,12 +22,12 @@ import torch
 
 from reguidance.bench.defaults import method_options, reguidance_config
 from reguidance.bench.inputs import dataset_for, load_test_images
-from reguidance.bench.methods import get_method
-from reguidance.bench.protocol import get_task, method_rng, parse_ids
 from reguidance.files import write_section
 from reguidance.images import save_grid
+from reguidance.methods import get_method
 from reguidance.metrics import paired_difference, psnr, ssim
 from reguidance.priors import load_prior
+from reguidance.tasks import get_task, method_rng, parse_ids
 from reguidance.wrapper import adaptive_depth, reward, spread
 
 

@@ -67,13 +67,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from reguidance.bench.defaults import method_options, reguidance_config
-from reguidance.bench.methods import METHODS
-from reguidance.bench.protocol import get_task, method_rng, parse_ids, wrapper_rng
 from reguidance.conventions import InputError
 from reguidance.data import load_dataset
 from reguidance.files import append_rows, atomic_path, atomic_write_json, drop_torn_tail, read_rows
+from reguidance.methods import METHODS
 from reguidance.metrics import psnr, ssim
 from reguidance.priors import load_prior
+from reguidance.tasks import get_task, method_rng, parse_ids, wrapper_rng
 from reguidance.wrapper import ReGuidanceConfig, reguide, reward
 
 Row = dict[str, Any]

@@ -219,7 +219,7 @@ def _reference_attention(qkv: torch.Tensor, heads: int, new_order: bool) -> torc
 @pytest.mark.parametrize("new_order", [False, True])
 def test_attention_reads_qkv_channels_in_the_reference_order(new_order: bool) -> None:
     qkv = torch.randn(2, 3 * 4 * 8, 20, generator=torch.Generator().manual_seed(1))
-    module = adm.QKVAttention(4) if new_order else adm.QKVAttentionLegacy(4)
+    module = adm.QKVAttention(4, new_order=new_order)
     assert (module(qkv) - _reference_attention(qkv, 4, new_order)).abs().max().item() < 1e-5
 
 

@@ -6,11 +6,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from reguidance.bench.protocol import TASKS, get_task, parse_ids
 from reguidance.bench.report import summarise, write_summary
 from reguidance.bench.runner import BenchSpec, read_results, run_bench
 from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
+from reguidance.tasks import TASKS, get_task, parse_ids
 from reguidance.wrapper import ReGuidanceConfig
 
 TINY_UNET = {
@@ -281,9 +281,9 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
 
 
 def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_prior, images, tmp_path):
-    from reguidance.bench.protocol import stream_rng
     from reguidance.bench.tune import choose, collect_table, parse_grid, run_sweep, tune_pair
     from reguidance.metrics import ssim
+    from reguidance.tasks import stream_rng
     from reguidance.wrapper import reguide
 
     assert parse_grid("step_size=0.1,1.0;dps_steps=2") == {"step_size": [0.1, 1.0], "dps_steps": [2]}
@@ -346,8 +346,8 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
 
 
 def dps_candidates(prior, operator, y, i, step_size):
-    from reguidance.bench.methods import get_method
-    from reguidance.bench.protocol import stream_rng
+    from reguidance.methods import get_method
+    from reguidance.tasks import stream_rng
 
     return get_method("dps")(
         prior, operator, y, stream_rng(0, "sr4", "method/dps", [i], split="val"), [i], steps=2, step_size=step_size
@@ -454,7 +454,7 @@ def test_summary_corrects_the_primary_family_together_and_calls_each_metric():
 
 
 def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, images, tmp_path):
-    from reguidance.bench.protocol import get_task
+    from reguidance.tasks import get_task
 
     ids = [0, 1]
     run_bench(tiny_prior, *images, spec(tasks=["box16"], ids=ids), tmp_path, progress=False)

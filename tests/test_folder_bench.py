@@ -17,10 +17,10 @@ from PIL import Image
 from torch import nn
 
 from reguidance.bench.inputs import ImageFolder
-from reguidance.bench.protocol import PRESETS
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
 from reguidance.priors.base import Prior, PriorOutput
+from reguidance.tasks import PRESETS
 from reguidance.wrapper import ReGuidanceConfig
 
 

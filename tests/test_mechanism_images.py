@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from reguidance.bench.defaults import method_options, reguidance_config
-from reguidance.bench.methods import METHODS
-from reguidance.bench.protocol import get_task, method_rng, wrapper_rng
 from reguidance.data import load_dataset
+from reguidance.methods import METHODS
 from reguidance.metrics import ssim
 from reguidance.priors import load_prior
+from reguidance.tasks import get_task, method_rng, wrapper_rng
 from reguidance.wrapper import reguide
 
 pytestmark = pytest.mark.slow

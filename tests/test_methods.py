@@ -112,6 +112,20 @@ def test_solve_equals_the_functional_form_bitwise(gmm_prior, gmm_problem, name):
         assert other.timesteps == by_function.timesteps
 
 
+def test_a_functional_form_refuses_an_unknown_option_naming_it(gmm_prior, gmm_problem):
+    operator, _, y = gmm_problem
+    with pytest.raises(InputError, match=r"unknown DPS option\(s\) bogus; dps has the options steps, step_size"):
+        dps(gmm_prior, operator, y, steps=5, rng=BatchRNG.from_seed(0, 6), bogus=1)
+    with pytest.raises(InputError, match="pass init= instead of latent="):
+        reddiff(gmm_prior, operator, y, steps=5, rng=BatchRNG.from_seed(0, 6), latent=torch.zeros(6, 8))
+
+
+def test_a_functional_form_is_named_after_its_method_and_lists_its_defaults():
+    assert (dps.__name__, reddiff.__name__) == ("dps", "reddiff")
+    assert "``step_size=1.0``, ``sampler='ddpm'``, ``eta=0.0``, ``clip=False``" in dps.__doc__
+    assert "(default 50)" in reddiff.__doc__ and "``init=None``" in reddiff.__doc__
+
+
 def test_a_bad_problem_is_refused_before_any_network_evaluation(gmm_problem):
     class Counting:
         schedule = Schedule.linear()

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from reguidance.bench.protocol import (
+from reguidance.conventions import InputError
+from reguidance.operators import Blur, GaussianBlur, Inpainting, SuperResolution
+from reguidance.tasks import (
     DEFAULT_SIGMA_Y,
     PRESETS,
     get_task,
@@ -19,8 +21,6 @@ from reguidance.bench.protocol import (
     split_tasks,
     stream_rng,
 )
-from reguidance.conventions import InputError
-from reguidance.operators import Blur, GaussianBlur, Inpainting, SuperResolution
 
 
 def hole(op: Inpainting) -> torch.Tensor:

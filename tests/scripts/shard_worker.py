@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from reguidance.bench.runner import BenchSpec, run_bench
-from reguidance.bench.shard import sharded
 from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
+from reguidance.shard import sharded
 from reguidance.wrapper import ReGuidanceConfig
 
 TINY_UNET = {

@@ -10,5 +10,5 @@
 - :mod:`.session`: a whole benchmark run, as ``reguidance bench`` and ``demo`` call it.
 
 Tasks, methods and sharding are library modules (:mod:`reguidance.tasks`, :mod:`reguidance.methods`,
-:mod:`reguidance.shard`); :mod:`.protocol`, :mod:`.methods` and :mod:`.shard` here re-export them.
+:mod:`reguidance.shard`).
 """

@@ -45,17 +45,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
-from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int
-from ..diffusion import Denoiser, EpsModel, Level, Schedule
-from .core import Callback, SampleResult, StepFn, Update, start
-from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
+from ..conventions import InputError, check_nonnegative, check_positive_int
+from ..diffusion import Denoiser, Level, Schedule
+from .core import StepFn, Update, start
+from .solve import Functional, Method, Problem
 
 __all__ = ["DAPS", "annealing_levels", "daps", "poly_sigmas"]
 
@@ -160,44 +157,5 @@ class DAPS(Method):
         return step
 
 
-def daps(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    sigma_max: float = 100.0,
-    sigma_min: float = 0.1,
-    ode_steps: int = 5,
-    ode_sigma_min: float = 0.01,
-    langevin_steps: int = 100,
-    step_size: float = 1e-4,
-    step_size_min_ratio: float = 0.01,
-    tau: float = 0.01,
-    clip: bool = False,
-) -> SampleResult:
-    """Run DAPS with ``steps`` annealing levels (default 200; or the chain ``levels``); ``steps * ode_steps``
-    network evaluations per sample: ``solve(DAPS(...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape) with ``sigma_y`` on the [-1, 1] scale; ``latent`` (B, *operator.x_shape)
-    a VP state at the first annealing level, replacing the fresh start. ``clip`` clamps each ``D(x; sigma)`` to
-    [-1, 1].
-    """
-    method = DAPS(
-        sigma_max=sigma_max,
-        sigma_min=sigma_min,
-        ode_steps=ode_steps,
-        ode_sigma_min=ode_sigma_min,
-        langevin_steps=langevin_steps,
-        step_size=step_size,
-        step_size_min_ratio=step_size_min_ratio,
-        tau=tau,
-        clip=clip,
-    )
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
+#: the functional form: ``daps(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+daps = Functional(DAPS)

@@ -37,17 +37,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
-from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_unit_interval
-from ..diffusion import Denoiser, EpsModel, Level, Schedule, eps_from_x0
-from .core import Callback, SampleResult, StepFn, Update
-from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
+from ..conventions import InputError, check_nonnegative, check_positive_int, check_unit_interval
+from ..diffusion import Denoiser, Level, Schedule, eps_from_x0
+from .core import StepFn, Update
+from .solve import Functional, Method, Problem
 
 SkipType = Literal["quad", "uniform"]
 
@@ -115,29 +112,5 @@ class DiffPIR(Method):
         return step
 
 
-def diffpir(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    lambda_: float = 1.0,
-    noise_mix: float = 0.1,
-    skip_type: SkipType = "quad",
-    clip: bool = False,
-) -> SampleResult:
-    """Run DiffPIR down ``steps`` levels (default 100) of the ``skip_type`` grid, or the chain ``levels``; one
-    network evaluation per level: ``solve(DiffPIR(...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
-    fresh noise. ``lambda_ = 0`` turns the data step off (unconditional sampling). ``clip`` clamps ``x0_hat`` to
-    [-1, 1] before the data step.
-    """
-    method = DiffPIR(lambda_=lambda_, noise_mix=noise_mix, skip_type=skip_type, clip=clip)
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
+#: the functional form: ``diffpir(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+diffpir = Functional(DiffPIR)

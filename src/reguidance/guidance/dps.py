@@ -25,30 +25,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, check_nonnegative
-from ..diffusion import (
-    Denoiser,
-    EpsModel,
-    Level,
-    Schedule,
-    chain_index,
-    ddim_step,
-    ddpm_step,
-    eps_from_x0,
-    p_mean_variance,
-)
-from .core import Callback, SampleResult, StepFn, Update
-from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
-
-Sampler = Literal["ddpm", "ddim"]
+from ..conventions import check_nonnegative
+from ..diffusion import Denoiser, Level, Schedule
+from .core import StepFn, Update
+from .solve import Functional, Method, Problem
+from .unconditional import Sampler, unconditional_step
 
 __all__ = ["DPS", "GuidanceWarning", "Sampler", "dps"]
 
@@ -106,40 +92,14 @@ class DPS(Method):
                         stacklevel=5,
                     )
                 x, x0, eps = x.detach(), x0.detach(), d.eps.detach()
-                if sampler == "ddpm":
-                    i = chain_index(level.index, x)
-                    var = None if d.var_values is None else d.var_values.detach()
-                    x_next = ddpm_step(p_mean_variance(levels, x, i, eps, var, prior.variance, clip), i, rng)
-                else:
-                    eps = eps_from_x0(x, x0, level.alpha_bar) if clip else eps
-                    x_next = ddim_step(x0, eps, level.alpha_bar, level.alpha_bar_next, eta, rng)
+                var = None if d.var_values is None else d.var_values.detach()
+                x_next = unconditional_step(
+                    levels, level, x, x0, eps, var, prior.variance, sampler=sampler, eta=eta, clip=clip, rng=rng
+                )
             return Update(x_next - step_size * grad, x0)
 
         return step
 
 
-def dps(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    step_size: float = 1.0,
-    sampler: Sampler = "ddpm",
-    eta: float = 0.0,
-    clip: bool = False,
-) -> SampleResult:
-    """Run DPS down ``steps`` (default 1000) evenly spaced levels of ``prior.schedule`` (or ``levels``) to the data:
-    ``solve(DPS(step_size=..., ...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
-    fresh noise from ``rng``. One network evaluation (forward and backward) per level.
-    """
-    method = DPS(step_size=step_size, sampler=sampler, eta=eta, clip=clip)
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
+#: the functional form: ``dps(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+dps = Functional(DPS)

@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, check_nonnegative
-from ..diffusion import Denoiser, EpsModel, Level, Schedule, ddim_step, eps_from_x0
-from .core import Callback, SampleResult, StepFn, Update
-from .solve import Method, Problem, solve
-
-if TYPE_CHECKING:
-    from ..operators import Operator
+from ..conventions import check_nonnegative
+from ..diffusion import Denoiser, Level, Schedule, ddim_step, eps_from_x0
+from .core import StepFn, Update
+from .solve import Functional, Method, Problem
 
 __all__ = ["PiGDM", "pigdm"]
 
@@ -91,28 +88,5 @@ class PiGDM(Method):
         return step
 
 
-def pigdm(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    scale: float = 1.0,
-    eta: float = 0.0,
-    clip: bool = False,
-) -> SampleResult:
-    """Run PiGDM down ``steps`` evenly spaced levels (default 100) of ``prior.schedule``, or the chain ``levels``:
-    ``solve(PiGDM(...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape); ``latent`` (B, *operator.x_shape) at the first level, or ``None`` for
-    fresh noise. ``scale = 0`` gives plain DDIM. ``clip`` clamps ``x0_hat`` to [-1, 1] (the DDIM direction is then
-    recomputed from the clamped estimate).
-    """
-    method = PiGDM(scale=scale, eta=eta, clip=clip)
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)
+#: the functional form: ``pigdm(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+pigdm = Functional(PiGDM)

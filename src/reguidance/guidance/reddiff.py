@@ -39,11 +39,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ..conventions import BatchRNG, InputError, check_nonnegative, check_signal_shape
-from ..diffusion import Denoiser, EpsModel, Level, Schedule
-from ..operators import LinearOperator, Operator
-from .core import Callback, SampleResult, StepFn, Update
-from .solve import Method, Problem, solve
+from ..conventions import InputError, check_nonnegative, check_signal_shape
+from ..diffusion import Denoiser, Level, Schedule
+from ..operators import LinearOperator
+from .core import StepFn, Update
+from .solve import Functional, Method, Problem
 
 Weighting = Literal["linear", "sqrt", "const"]
 
@@ -137,36 +137,5 @@ class RedDiff(Method):
         return step
 
 
-def reddiff(
-    prior: EpsModel,
-    operator: Operator,
-    measurement: Tensor,
-    *,
-    steps: int | None = None,
-    levels: Schedule | None = None,
-    rng: BatchRNG,
-    latent: Tensor | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    init: Tensor | None = None,
-    step_size: float = 0.1,
-    lambda_: float = 0.25,
-    obs_weight: float = 1.0,
-    weighting: Weighting = "linear",
-    clip: bool = False,
-) -> SampleResult:
-    """Fit ``mu`` over ``steps`` evenly spaced levels (default 50) of ``prior.schedule``, or the chain ``levels``:
-    ``solve(RedDiff(...), Problem(prior, operator, measurement, rng), ...)``.
-
-    ``measurement`` (B, *operator.y_shape); ``init`` (B, *operator.x_shape) the initial ``mu`` (a clean-signal
-    estimate), else ``operator.pinv(measurement)``. ``weighting`` is ``w_t`` as a function of ``sigma_t``:
-    ``"linear"`` (``sigma_t``, the reference default), ``"sqrt"`` or ``"const"`` (1). ``clip`` clamps the returned
-    ``mu`` to [-1, 1].
-    """
-    if latent is not None:
-        raise InputError("RED-diff optimises a clean estimate, not a noisy state: pass init= instead of latent=")
-    method = RedDiff(
-        step_size=step_size, lambda_=lambda_, obs_weight=obs_weight, weighting=weighting, clip=clip, init=init
-    )
-    problem = Problem(prior, operator, measurement, rng)
-    return solve(method, problem, steps=steps, levels=levels, callback=callback, progress=progress)
+#: the functional form: ``reddiff(prior, operator, measurement, *, rng, steps=None, ..., **options)``
+reddiff = Functional(RedDiff)

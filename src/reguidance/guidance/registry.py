@@ -10,7 +10,6 @@ or an ill-typed value with an :class:`~reguidance.conventions.InputError` that n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
 
 from ..conventions import InputError
 from .daps import DAPS
@@ -18,7 +17,7 @@ from .diffpir import DiffPIR
 from .dps import DPS
 from .pigdm import PiGDM
 from .reddiff import RedDiff
-from .solve import Method
+from .solve import Method, configure, option_names
 
 __all__ = ["METHODS", "method_config", "method_option_names"]
 
@@ -28,7 +27,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DPS, DAPS, DiffPIR
 
 def method_option_names(name: str) -> tuple[str, ...]:
     """The options of method ``name`` (its config's fields that are options, ``steps`` included)."""
-    return tuple(f.name for f in fields(_method_class(name)) if f.metadata.get("option", True))
+    return option_names(_method_class(name))
 
 
 def _method_class(name: str) -> type[Method]:
@@ -43,12 +42,4 @@ def method_config(name: str, options: Mapping[str, object] | None = None) -> Met
     Raises an InputError for an unknown method (listing the known), an unknown option (naming it and listing the
     method's options) or a value of the wrong type or out of range (naming the option and what is expected).
     """
-    cls = _method_class(name)
-    options = dict(options or {})
-    known = method_option_names(name)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise InputError(
-            f"unknown {cls.label} option(s) {', '.join(unknown)}; {name} has the options {', '.join(known)}"
-        )
-    return cls(**options)  # type: ignore[arg-type]
+    return configure(_method_class(name), options or {})

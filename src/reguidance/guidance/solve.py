@@ -12,6 +12,10 @@ r"""A method is a frozen, typed config; a problem is what it solves; :func:`solv
 - :func:`solve` checks the problem against the method once, chooses the levels, counts network evaluations with a
   :class:`~reguidance.diffusion.Denoiser` and runs :func:`~reguidance.guidance.core.run`: the part every method
   shares, written once.
+- :class:`Functional` makes a method's functional form (``dps = Functional(DPS)``):
+  ``dps(prior, operator, y, rng=..., steps=..., step_size=...)`` is
+  ``solve(DPS(step_size=...), Problem(prior, operator, y, rng), steps=...)``.
+- :func:`configure` builds a config from ``{option: value}``, refusing an option the method does not have.
 
 Option types: a ``float`` option accepts an ``int`` (stored as the float, so ``1`` and ``1.0`` are one config) but
 not a ``bool`` (``True`` for a step size is a mistake, not 1.0); an ``int`` option refuses floats and bools; a
@@ -21,8 +25,9 @@ not a ``bool`` (``True`` for a step size is a mistake, not 1.0); an ``int`` opti
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -33,7 +38,16 @@ from ..diffusion import Denoiser, EpsModel, Schedule
 from ..operators import LinearOperator, Operator
 from .core import Callback, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
 
-__all__ = ["Method", "Problem", "check_fields", "options_of", "solve"]
+__all__ = [
+    "Functional",
+    "Method",
+    "Problem",
+    "check_fields",
+    "configure",
+    "option_names",
+    "options_of",
+    "solve",
+]
 
 
 def _expected(hint: Any) -> str:
@@ -151,10 +165,31 @@ class Method:
         raise NotImplementedError
 
 
+M = TypeVar("M", bound=Method)
+
+
+def option_names(cls: type[Method], *, data: bool = False) -> tuple[str, ...]:
+    """The names of ``cls``'s options, ``steps`` first; with ``data``, also the fields that hold data of one problem
+    (RED-diff's ``init``: a tensor, not an option, so not part of a run's identity)."""
+    return tuple(f.name for f in fields(cls) if data or f.metadata.get("option", True))
+
+
 def options_of(method: Method) -> dict[str, object]:
     """A method's options as a JSON-able dict ``{option: value}`` (numbers, strings, bools, None): its identity in
     a run's records. Fields that hold tensors (RED-diff's ``init``) are data, not options, and are left out."""
-    return {f.name: getattr(method, f.name) for f in fields(method) if f.metadata.get("option", True)}
+    return {name: getattr(method, name) for name in option_names(type(method))}
+
+
+def configure(cls: type[M], options: Mapping[str, object], *, data: bool = False) -> M:
+    """``cls(**options)``, or an InputError naming the options ``cls`` does not have and listing those it has
+    (:func:`option_names`; ``data`` as there). Values are checked by the config itself."""
+    known = option_names(cls, data=data)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(
+            f"unknown {cls.label} option(s) {', '.join(unknown)}; {cls.name} has the options {', '.join(known)}"
+        )
+    return cls(**options)  # type: ignore[arg-type]
 
 
 def solve(
@@ -200,3 +235,52 @@ def solve(
             progress=progress,
             desc=method.label,
         )
+
+
+class Functional:
+    """A method's functional form: ``dps = Functional(DPS)``, and ``dps(prior, operator, measurement, *, rng,
+    steps=None, levels=None, latent=None, callback=None, progress=False, **options)`` is
+    ``solve(DPS(**options), Problem(prior, operator, measurement, rng), steps=steps, levels=levels, latent=latent,
+    callback=callback, progress=progress)``.
+
+    The keywords that are not :func:`solve`'s are the method's options (its config's fields but ``steps``, data such
+    as RED-diff's ``init`` included); one it does not have raises an InputError naming it. A form is named after
+    ``method.name`` and its docstring lists the options with their defaults.
+    """
+
+    def __init__(self, method: type[Method]) -> None:
+        self.method = method
+        self.__name__ = self.__qualname__ = method.name
+        self.__module__ = method.__module__
+        defaults = {f.name: f.default for f in fields(method) if f.name != "steps"}
+        self.__doc__ = (
+            f"Run {method.label} on one problem: ``solve({method.__name__}(**options), Problem(prior, operator, "
+            "measurement, rng), steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)``."
+            "\n\n``measurement`` (B, *operator.y_shape) with ``sigma_y`` on the [-1, 1] scale; ``rng`` one generator "
+            f"per sample; ``steps`` levels of the method's chain (default {method.default_steps}), or the chain "
+            "``levels``; ``latent`` (B, *operator.x_shape) the state at the first level instead of the method's own "
+            "start (a method whose state is not noisy refuses it).\n\nOptions (keyword only) with their defaults: "
+            + ", ".join(f"``{name}={value!r}``" for name, value in defaults.items())
+            + f"; their meaning: :class:`{method.__module__}.{method.__name__}`."
+        )
+
+    def __repr__(self) -> str:
+        return f"<functional form {self.__name__} of {self.method.__name__}>"
+
+    def __call__(
+        self,
+        prior: EpsModel,
+        operator: Operator,
+        measurement: Tensor,
+        *,
+        rng: BatchRNG,
+        steps: int | None = None,
+        levels: Schedule | None = None,
+        latent: Tensor | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> SampleResult:
+        method = configure(self.method, options, data=True)
+        problem = Problem(prior, operator, measurement, rng)
+        return solve(method, problem, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress)

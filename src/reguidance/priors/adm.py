@@ -222,31 +222,24 @@ def _attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return a.transpose(1, 2)
 
 
-class QKVAttentionLegacy(nn.Module):
-    """Heads split first: ``qkv`` (B, heads * 3 * ch, L) is read as ``heads`` blocks of [q; k; v]."""
-
-    def __init__(self, n_heads: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-
-    def forward(self, qkv: Tensor) -> Tensor:
-        b, width, length = qkv.shape
-        ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(b * self.n_heads, 3 * ch, length).split(ch, dim=1)
-        return _attention(q, k, v).reshape(b, -1, length)
-
-
 class QKVAttention(nn.Module):
-    """q/k/v split first: ``qkv`` (B, 3 * heads * ch, L) is read as [q; k; v], each ``heads`` blocks of ``ch``."""
+    """Multi-head attention over ``qkv`` (B, 3 * heads * ch, L) -> (B, heads * ch, L), in either of guided-diffusion's
+    channel layouts (its ``QKVAttentionLegacy`` and ``QKVAttention``): heads split first (``new_order=False``: read
+    as ``heads`` blocks of [q; k; v]) or q/k/v split first (``new_order=True``: read as [q; k; v], each ``heads``
+    blocks of ``ch``). No parameters, so the layout leaves the state dict unchanged."""
 
-    def __init__(self, n_heads: int) -> None:
+    def __init__(self, n_heads: int, new_order: bool = False) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.new_order = new_order
 
     def forward(self, qkv: Tensor) -> Tensor:
         b, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = (z.reshape(b * self.n_heads, ch, length) for z in qkv.chunk(3, dim=1))
+        if self.new_order:
+            q, k, v = (z.reshape(b * self.n_heads, ch, length) for z in qkv.chunk(3, dim=1))
+        else:
+            q, k, v = qkv.reshape(b * self.n_heads, 3 * ch, length).split(ch, dim=1)
         return _attention(q, k, v).reshape(b, -1, length)
 
 
@@ -279,7 +272,7 @@ class AttentionBlock(nn.Module):
         self.num_heads = heads
         self.norm = _norm(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.attention = QKVAttention(heads) if use_new_attention_order else QKVAttentionLegacy(heads)
+        self.attention = QKVAttention(heads, new_order=use_new_attention_order)
         self.proj_out = _zeroed(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -67,6 +67,19 @@ def _as_f64(name: str, value: Tensor | float, device: torch.device | None = None
     return check_finite(name, t)
 
 
+def _per_component(name: str, value: Tensor | float, k: int, device: torch.device) -> Tensor:
+    """``value`` as ``k`` positive float64 numbers, one per component (one number is given to all), or a ValueError
+    naming ``name``."""
+    v = _as_f64(name, value, device)
+    if v.dim() == 0:
+        v = v.expand(k)
+    if v.shape != (k,):
+        raise ValueError(f"{name} has shape {tuple(v.shape)} but means implies ({k},)")
+    if not bool((v > 0).all()):
+        raise ValueError(f"{name} must all be positive, got {v.tolist()}")
+    return v
+
+
 def _out_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
@@ -148,13 +161,7 @@ class GaussianMixture:
         """``S_k = v_k I``; ``variances`` (K,) positive (or one number for all components)."""
         means = _as_f64("means", means)
         k, d = cls._shape_of(means)
-        v = _as_f64("variances", variances, means.device)
-        if v.dim() == 0:
-            v = v.expand(k)
-        if v.shape != (k,):
-            raise ValueError(f"variances has shape {tuple(v.shape)} but means implies ({k},)")
-        if not bool((v > 0).all()):
-            raise ValueError(f"variances must all be positive, got {v.tolist()}")
+        v = _per_component("variances", variances, k, means.device)
         eye = torch.eye(d, dtype=_F64, device=means.device).expand(k, d, d).clone()
         return cls(weights, means, eye, v[:, None].expand(k, d).clone())
 
@@ -184,13 +191,7 @@ class GaussianMixture:
         u = _as_f64("factors", factors, means.device)
         if u.dim() != 3 or u.shape[:2] != (k, d):
             raise ValueError(f"factors has shape {tuple(u.shape)} but means implies ({k}, {d}, r)")
-        s2 = _as_f64("noise_variance", noise_variance, means.device)
-        if s2.dim() == 0:
-            s2 = s2.expand(k)
-        if s2.shape != (k,):
-            raise ValueError(f"noise_variance has shape {tuple(s2.shape)} but means implies ({k},)")
-        if not bool((s2 > 0).all()):
-            raise ValueError(f"noise_variance must all be positive, got {s2.tolist()}")
+        s2 = _per_component("noise_variance", noise_variance, k, means.device)
         lam, vec = torch.linalg.eigh(u @ u.transpose(-1, -2))
         return cls(weights, means, vec, lam.clamp(min=0) + s2[:, None])
 
