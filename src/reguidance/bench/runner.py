@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..batch import Output, solve_batch
 from ..conventions import InputError, check_positive_int
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
-from ..methods import METHODS, MethodFn, get_method
+from ..methods import SANITY, MethodFn, get_method, has_budget
 from ..metrics import psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
@@ -117,8 +117,7 @@ class BenchSpec:
         """The variants each image of ``method`` gets under this spec."""
         if not self.ablations:
             return ("candidate", "reguidance")
-        scalable = method.split(":", 1)[0] in METHODS and method != "pinv"
-        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if scalable else ()))
+        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if has_budget(method) else ()))
 
     @property
     def prior(self) -> str:
@@ -130,10 +129,15 @@ class BenchSpec:
         return self._cached(("task", name), lambda: get_task(name))
 
     def options(self, task: str, method: str) -> dict[str, object]:
-        """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method)."""
+        """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method). The
+        sanity methods (``mean``, ``retrieval``) read the training split of the run's dataset
+        (``context["dataset"]``), unless the overrides name another."""
+        overrides = self.method_options
+        if method in SANITY:
+            overrides = {**overrides, method: {"dataset": self.context.get("dataset"), **overrides.get(method, {})}}
         return self._cached(
             ("options", task, method),
-            lambda: resolve_options(task, method, self.protocol, self.prior, self.method_options),
+            lambda: resolve_options(task, method, self.protocol, self.prior, overrides),
         )
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
