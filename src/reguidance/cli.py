@@ -430,7 +430,7 @@ def _sweep(
     batch_size = _fit_batch(prior, f["batch_size"], f["device"])
     entries = sweep(
         prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
-        seed=f["seed"], batch_size=batch_size,
+        seed=f["seed"], batch_size=batch_size, ablations=f["ablations"],
     )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
@@ -458,7 +458,7 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -
     _writable(write_path, "--write", folder=False)
     entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, **f)
     if write_path is not None:
-        keys = ("protocol", "ids", "seed", "batch_size", "dtype")
+        keys = ("protocol", "ids", "seed", "batch_size", "dtype", "ablations")
         header = table_header(prior=f["prior_name"], tasks=tasks, methods=methods, **{k: f[k] for k in keys})
         atomic_write_json(write_path, collect_table(entries, header))
         click.echo(f"table: {write_path}")

@@ -1,0 +1,126 @@
+"""Equal tuning: every variant (candidate, ReGuidance, renoise, fresh, more) gets its own sweep by the same rule on
+the same validation images; the table counts the settings each row had in all."""
+
+import pytest
+import torch
+
+from reguidance.bench.tune import (
+    DEFAULT_METHOD_GRIDS,
+    DEFAULT_WRAPPER_GRID,
+    GRID_SIZE,
+    collect_table,
+    parse_grid,
+    tune_pair,
+)
+from reguidance.diffusion import Schedule
+from reguidance.metrics import ssim
+from reguidance.priors.adm import ADMPrior, ADMUNet
+from reguidance.tasks import get_task, wrapper_rng
+from reguidance.wrapper import ReGuidanceConfig, reguide
+
+TINY_UNET = {
+    "image_size": 32,
+    "in_channels": 1,
+    "model_channels": 32,
+    "out_channels": 1,
+    "num_res_blocks": 1,
+    "attention_resolutions": [],
+    "channel_mult": (1, 2),
+    "num_head_channels": 32,
+}
+
+
+def test_every_default_grid_has_the_same_number_of_settings_and_the_wrapper_reaches_t_end_one_with_both_samplers():
+    def size(grid):
+        n = 1
+        for values in grid.values():
+            n *= len(values)
+        return n
+
+    wrapper = parse_grid(DEFAULT_WRAPPER_GRID)
+    assert size(wrapper) == GRID_SIZE == 12
+    assert 1.0 in wrapper["t_end"] and wrapper["sampler"] == ["ddpm", "ddim"]
+    for method, grid in DEFAULT_METHOD_GRIDS.items():
+        assert size(parse_grid(grid, fields=grid_fields(grid))) == GRID_SIZE, method
+
+
+def grid_fields(grid: str) -> list[str]:
+    return [part.split("=")[0] for part in grid.split(";")]
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    torch.manual_seed(0)
+    return ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+
+
+@pytest.fixture(scope="module")
+def entry(tiny_prior):
+    images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return images, tune_pair(
+        tiny_prior,
+        images,
+        "sr4",
+        "dps",
+        range(2),
+        method_options={"steps": 1},
+        method_grid=parse_grid("step_size=0.5,5", fields=["step_size"]),
+        wrapper_grid=parse_grid("sampler=ddpm,ddim"),
+        base=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
+        batch_size=2,
+        max_widen=1,
+        ablations=True,
+        progress=False,
+    )
+
+
+@pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
+def test_each_ablation_gets_its_own_sweep_over_the_same_grid(entry):
+    _, e = entry
+    assert set(e["variants"]) == {"renoise", "fresh", "more"}
+    for variant in ("renoise", "fresh"):
+        assert [r["sampler"] for r in e["variants"][variant]["sweep"]] == ["ddpm", "ddim"]
+        assert e["variants"][variant]["edges"]["sampler"]["on_edge"] is False  # a categorical axis has no edge
+    # the method's grid widened once at its edge (3 rows), for the candidate and again for `more`
+    assert len(e["method_sweep"]) == 3 and len(e["variants"]["more"]["sweep"]) == 3
+
+
+@pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
+def test_more_is_tuned_at_the_budget_the_wrapper_adds(entry):
+    _, e = entry
+    # candidate: 1 DPS step = 1 evaluation; the wrapper adds a 1-step inversion and 1 DPS step = 2 evaluations
+    assert e["variants"]["more"]["method_options"]["steps"] == 3
+
+
+@pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
+def test_the_table_counts_every_setting_each_row_had(entry):
+    _, e = entry
+    assert e["settings"] == {"candidate": 3, "reguidance": 5, "renoise": 5, "fresh": 2, "more": 3}
+    table = collect_table([e], {"protocol": "cpu"})
+    assert table["entries"][0]["settings"] == e["settings"]
+    assert "sweep" not in table["entries"][0]["variants"]["renoise"]
+
+
+@pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
+def test_a_renoise_row_is_the_benchmarks_renoise_with_the_tuned_candidate(tiny_prior, entry):
+    # recompute the renoise ddim row by hand, one image at a time, from the chosen candidate
+    from reguidance.methods import get_method
+    from reguidance.tasks import method_rng
+
+    images, e = entry
+    task, scores = get_task("sr4"), []
+    for i in range(2):
+        op, y = task.measure(images[i : i + 1], [i], 0, split="val")
+        cand = get_method("dps")(
+            tiny_prior, op, y, method_rng(0, "sr4", "dps", [i], split="val"), [i], **e["method_options"]
+        ).x
+        out = reguide(
+            cand,
+            y,
+            op,
+            tiny_prior,
+            config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True, sampler="ddim", start="renoise"),
+            rng=wrapper_rng(0, "sr4", "dps", [i], split="val"),
+        ).x.clamp(-1, 1)
+        scores.append(float(ssim(out, images[i : i + 1])[0]))
+    assert e["variants"]["renoise"]["sweep"][1]["ssim"] == pytest.approx(sum(scores) / 2, abs=1e-4)
