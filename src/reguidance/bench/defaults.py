@@ -10,8 +10,9 @@
   (:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping.
   These values are *not tuned* on images. This is the primary study's table (``scripts/study.sh``).
 * ``cpu``: *starved* candidates (the study's second table, labelled as such), reduced budgets that fit the whole
-  benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about an hour and a half on 2 CPU cores: DPS 50 steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the
-  wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
+  benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about an hour and a half on 2 CPU cores: DPS 50
+  steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the wrapper with a 10-step inversion and 20
+  DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
   (``step_size``, ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults``
   (see :mod:`.tune`), which writes ``assets/bench/tuned_cpu_<prior>.json`` (one table per embedded prior, each
   tuned on its own validation split); the file records the command that made it, the grids and where each choice
