@@ -124,3 +124,59 @@ def test_a_renoise_row_is_the_benchmarks_renoise_with_the_tuned_candidate(tiny_p
         ).x.clamp(-1, 1)
         scores.append(float(ssim(out, images[i : i + 1])[0]))
     assert e["variants"]["renoise"]["sweep"][1]["ssim"] == pytest.approx(sum(scores) / 2, abs=1e-4)
+
+
+TUNED = {
+    "entries": [
+        {
+            "task": "sr8",
+            "method": "dps",
+            "method_options": {"step_size": 7.0},
+            "reguidance": {"step_size": 2.0, "t_end": 0.5},
+            "variants": {
+                "renoise": {"reguidance": {"step_size": 5.0, "t_end": 1.0, "sampler": "ddim"}},
+                "fresh": {"reguidance": {"step_size": 3.0, "t_end": 0.6, "sampler": "ddpm"}},
+                "more": {"method_options": {"steps": 90, "step_size": 4.0}},
+            },
+        }
+    ]
+}
+
+
+def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch):
+    from reguidance.bench import defaults
+    from reguidance.bench.runner import BenchSpec
+
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": TUNED if protocol == "cpu" else {})
+    spec = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True)
+    own = spec.ablation_options("sr8", "dps")
+    assert (own["renoise"].step_size, own["renoise"].t_end, own["renoise"].sampler) == (5.0, 1.0, "ddim")
+    assert own["renoise"].dps_steps == 20 and own["renoise"].inversion_steps == 10  # the protocol's wrapper budget
+    assert own["fresh"].t_end == 0.6 and own["more"] == {"steps": 90, "step_size": 4.0}
+    assert spec.facts("sr8", "dps")["ablation_options"]["more"] == {"steps": 90, "step_size": 4.0}
+    # without the ablations, or with untuned ablations, the identity holds no such entry (older runs resume)
+    plain = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu")
+    assert plain.ablation_options("sr8", "dps") == {} and "ablation_options" not in plain.facts("sr8", "dps")
+
+
+def test_solve_batch_runs_more_with_its_own_options(tiny_prior):
+    from reguidance.batch import solve_batch
+
+    task = get_task("sr4")
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    op, y = task.measure(x, [0, 1], 0)
+    out = solve_batch(
+        tiny_prior,
+        op,
+        y,
+        [0, 1],
+        seed=0,
+        task="sr4",
+        split="test",
+        method="dps",
+        options={"steps": 1},
+        config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
+        variants=("candidate", "reguidance", "more"),
+        variant_options={"more": {"steps": 4}},
+    )
+    assert out["more"].nfe == 4  # one evaluation per DPS step, not the scaled 1 + 2

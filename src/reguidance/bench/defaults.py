@@ -46,6 +46,7 @@ __all__ = [
     "resolve_options",
     "tuned_path",
     "tuned_table",
+    "variant_options",
 ]
 
 PROTOCOLS = ("reference", "cpu")
@@ -141,6 +142,25 @@ def reguidance_config(
     table = _tuned(protocol, prior, task, name) if tuned else {}
     options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
     return replace(ReGuidanceConfig(clip=True), **options)
+
+
+def variant_options(
+    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist"
+) -> dict[str, ReGuidanceConfig | dict[str, object]]:
+    """The ablations' own tuned options for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
+    :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidanceConfig` (the protocol's wrapper budget, their tuned
+    fields), ``more`` as the method's options (its budget and step size tuned at that budget). ``{}`` when the
+    table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.batch.
+    solve_batch`)."""
+    entry = _tuned(protocol, prior, task, method.split(":", 1)[0])
+    out: dict[str, ReGuidanceConfig | dict[str, object]] = {}
+    for variant, chosen in entry.get("variants", {}).items():
+        if variant == "more":
+            out[variant] = check_method_options(method, chosen["method_options"])
+        else:
+            fields = {**_WRAPPER_BUDGET[_check(protocol)], **chosen["reguidance"]}
+            out[variant] = replace(ReGuidanceConfig(clip=True), **fields)
+    return out
 
 
 def resolve_options(

@@ -42,7 +42,7 @@ from ..priors.base import Prior
 from ..runs import RunFolder, identity_hash
 from ..tasks import Task, get_task
 from ..wrapper import ReGuidanceConfig, reward
-from .defaults import is_tuned, reguidance_config, resolve_options
+from .defaults import is_tuned, reguidance_config, resolve_options, variant_options
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
@@ -145,9 +145,24 @@ class BenchSpec:
             return replace(self.reguidance, **self.wrapper_overrides)
         return replace(reguidance_config(task, method, self.protocol, prior=self.prior), **self.wrapper_overrides)
 
+    def ablation_options(self, task: str, method: str) -> dict[str, Any]:
+        """The ablations' own tuned options (:func:`.defaults.variant_options`, the wrapper overrides applied to
+        ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``."""
+        if not self.ablations or self.reguidance is not None:
+            return {}
+        own = variant_options(task, method, self.protocol, prior=self.prior)
+        return {
+            v: replace(o, **self.wrapper_overrides) if isinstance(o, ReGuidanceConfig) else o for v, o in own.items()
+        }
+
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
+        own = {
+            v: asdict(o) if isinstance(o, ReGuidanceConfig) else o
+            for v, o in self.ablation_options(task, method).items()
+        }
         return {
+            **({"ablation_options": own} if own else {}),  # absent when untuned: older identities stay
             **self.context,
             "task": self.task(task).definition(),
             "split": self.split,
@@ -363,6 +378,7 @@ def _run_batch(
         options=spec.options(task.name, name),
         config=spec.wrapper_config(task.name, name),
         variants=spec.variants(name),
+        variant_options=spec.ablation_options(task.name, name),
     )
     mem = _peak_mem_mb(device)
     lab = labels[list(chunk)]
