@@ -95,3 +95,18 @@ def test_dps_and_daps_take_the_saturating_sensor(tiny_prior, method):
     options = {"steps": 2} if method == "dps" else {"steps": 2, "ode_steps": 1, "langevin_steps": 2}
     out = get_method(method)(tiny_prior, operator, y, BatchRNG.from_seed(1, 2), [0, 1], **options)
     assert out.x.shape == (2, 1, 32, 32) and out.nfe > 0
+
+
+def test_the_methods_that_refuse_a_nonlinear_operator_are_named_by_their_class():
+    from reguidance.methods import METHODS, needs_linear
+
+    assert {m for m in METHODS if needs_linear(m)} == {"pinv", "diffpir", "pigdm", "reddiff"}
+    assert parse_task("satblur").linear is False and parse_task("deblur").linear is True
+
+
+def test_a_benchmark_of_a_nonlinear_task_with_a_linear_only_method_is_refused_before_it_runs():
+    from reguidance.bench.runner import BenchSpec
+
+    BenchSpec(["satblur"], ["dps", "daps"], range(2)).check()
+    with pytest.raises(InputError, match="diffpir needs a linear operator but task satblur is nonlinear"):
+        BenchSpec(["sr4", "satblur"], ["dps", "diffpir"], range(2)).check()

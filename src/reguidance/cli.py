@@ -453,8 +453,13 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
     from .files import atomic_write_json
+    from .methods import needs_linear
+    from .tasks import get_task
 
     pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
+    for t, m in [(t, m) for t, m in pairs if needs_linear(m) and not get_task(t).linear]:
+        click.echo(f"skipped {t}/{m}: {m} needs a linear operator and {t} is nonlinear")
+    pairs = [(t, m) for t, m in pairs if not (needs_linear(m) and not get_task(t).linear)]
     _writable(write_path, "--write", folder=False)
     entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, **f)
     if write_path is not None:

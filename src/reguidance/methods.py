@@ -48,6 +48,7 @@ __all__ = [
     "get_method",
     "has_budget",
     "method_option_defaults",
+    "needs_linear",
     "retrieve",
     "scaled_budget",
     "training_images",
@@ -120,6 +121,12 @@ def check_method_options(method: str, options: Mapping[str, object]) -> dict[str
     if method in SANITY and "dataset" in options:
         _dataset_name(method, options["dataset"])
     return dict(options)
+
+
+def needs_linear(method: str) -> bool:
+    """Whether ``method`` refuses a nonlinear operator: ``pinv`` (a pseudo-inverse), DiffPIR and PiGDM (they solve
+    with ``A`` and its adjoint) and RED-diff (its start is ``pinv(y)``; the benchmark gives it no ``init``)."""
+    return method in ("pinv", "reddiff") or (method in SAMPLERS and SAMPLERS[method].needs_linear)
 
 
 def has_budget(method: str) -> bool:

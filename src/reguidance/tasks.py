@@ -231,6 +231,11 @@ class Task:
     mask: str = ""  # mask image path
     mask_sha256: str = ""
 
+    @property
+    def linear(self) -> bool:
+        """Whether the task's operator is a :class:`~reguidance.operators.LinearOperator` (all but ``saturation``)."""
+        return self.kind != "saturation"
+
     def definition(self) -> dict[str, object]:
         """Every parameter that determines the operator (not the display name): what a run's identity holds."""
         facts = asdict(self)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..batch import Output, solve_batch
 from ..conventions import InputError, check_positive_int
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
-from ..methods import SANITY, MethodFn, get_method, has_budget
+from ..methods import SANITY, MethodFn, get_method, has_budget, needs_linear
 from ..metrics import psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
@@ -205,6 +205,11 @@ class BenchSpec:
                     check_positive_int(f"{m} {key}", value)
         for t in self.tasks:
             for m in self.methods:
+                if not self.task(t).linear and needs_linear(m):
+                    raise InputError(
+                        f"method {m} needs a linear operator but task {t} is nonlinear; run it with methods that "
+                        "differentiate through the forward model (dps, daps, mean, retrieval)"
+                    )
                 self.options(self.task(t).name, m)
 
 
