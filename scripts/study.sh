@@ -29,6 +29,8 @@
 #   cpu:       ~1.5 h for both priors (the benchmark's old budget, plus the sanity rows and satblur).
 #   tune:      12 settings per variant x 5 variants x 16 validation images per (task, method), ~5 h per prior
 #              (both priors side by side).
+# Smoke test (a few seconds per image): OUT=/tmp/study PRIORS=mnist IDS=0:2 NPROC=1 TASKS=sr8 \
+#   EXTRA="--steps 2 --inversion-steps 1 --dps-steps 1" scripts/study.sh cpu
 # On a lent GPU the same commands run unchanged: DEVICE=cuda and NPROC = the number of GPUs are found by themselves.
 set -euo pipefail
 TABLE=${1:?usage: scripts/study.sh reference|cpu|tune}
@@ -40,6 +42,7 @@ METHODS=${METHODS:-pinv,dps,daps,diffpir,reddiff,pigdm,mean,retrieval}
 NONLINEAR_METHODS=${NONLINEAR_METHODS:-dps,daps,mean,retrieval}
 TASKS=${TASKS:-box20,sr4,sr8,deblur,box20c}
 PRIORS=${PRIORS:-mnist fashion_mnist}
+EXTRA=${EXTRA:-}  # more bench flags, e.g. a smoke test: EXTRA="--steps 2 --inversion-steps 1 --dps-steps 1"
 if [[ -z "${DEVICE:-}" ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   DEVICE=cuda
   NPROC=${NPROC:-$(nvidia-smi -L | wc -l)}
@@ -64,7 +67,7 @@ bench() {  # bench PROTOCOL PRIOR IDS DIR TASKS METHODS
   local launch=("$BIN/reguidance")
   if (( NPROC > 1 )); then launch=("$BIN/torchrun" --standalone --nproc_per_node "$NPROC" "$BIN/reguidance"); fi
   timed "$4" "${launch[@]}" bench --protocol "$1" --prior "$2" --ids "$3" --out "$4" --tasks "$5" --methods "$6" \
-    --ablations --dtype fp32 --batch-size 16 --device "$DEVICE"
+    --ablations --dtype fp32 --batch-size 16 --device "$DEVICE" $EXTRA
 }
 
 report() {  # report TABLE LABEL: one markdown report over the table's priors
