@@ -180,3 +180,32 @@ def test_solve_batch_runs_more_with_its_own_options(tiny_prior):
         variant_options={"more": {"steps": 4}},
     )
     assert out["more"].nfe == 4  # one evaluation per DPS step, not the scaled 1 + 2
+
+
+def test_the_report_lists_the_settings_each_row_had_and_a_categorical_choice(monkeypatch):
+    from reguidance.bench import defaults, report
+
+    table = {
+        "ids": "0:16",
+        "entries": [
+            {
+                "task": "sr8",
+                "method": "dps",
+                "method_options": {"steps": 50, "step_size": 3.0},
+                "reguidance": {"step_size": 10.0, "sampler": "ddim"},
+                "edges": {
+                    "method": {
+                        "step_size": {"values": [1.0, 3.0], "chosen": 3.0, "on_edge": True, "hard_limit": False}
+                    },
+                    "reguidance": {
+                        "sampler": {"values": ["ddim", "ddpm"], "chosen": "ddim", "on_edge": False, "hard_limit": False}
+                    },
+                },
+                "settings": {"candidate": 12, "reguidance": 24, "renoise": 24, "fresh": 12, "more": 12},
+            }
+        ],
+    }
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": table)
+    row = report._tuned_section("cpu", "mnist")[-2]
+    assert "sampler=ddim" in row and "sampler: ddim, ddpm" in row
+    assert row.endswith("| candidate 12, reguidance 24, renoise 24, fresh 12, more 12 |")
