@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup data demo test test-fast test-scalar gpu-check-cpu lint theory tune benchmark clean
+.PHONY: setup data demo test test-fast test-scalar gpu-check-cpu lint theory tune benchmark study-reference study-cpu clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,21 @@ data: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/reguidance demo
 
-# The validation sweeps behind the CPU protocol's tuned tables, one per prior (about 40 min on 2 cores; needs
-# `make data`).
+# The validation sweeps behind the CPU protocol's tuned tables, one per prior, every variant tuned alike (candidate,
+# ReGuidance, renoise, fresh, more; 12 settings per grid, 16 validation images): about 5 h per prior on one core,
+# both priors side by side. Resumable. Needs `make data`.
 tune: data
 	mkdir -p runs
 	scripts/tune.sh
+
+# The study's tables (scripts/study.sh: sharded with torchrun, resumable, wall time into each run folder).
+# study-reference: the PRIMARY table, every candidate at its reference budget (~16 h on 2 cores; see the script);
+# study-cpu: the second table, starved candidates under the CPU protocol (~1.5 h).
+study-reference: data
+	scripts/study.sh reference
+
+study-cpu: data
+	scripts/study.sh cpu
 
 # BENCHMARK.md: both priors, 5 hard tasks, every method, 50 test images, ablations on MNIST (about 1 h on 2 cores).
 benchmark: $(STAMP)

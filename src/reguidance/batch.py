@@ -12,6 +12,10 @@ operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Ta
 - ``fresh``: the same DPS from fresh noise at ``t_end`` (no candidate; its cost is its own);
 - ``more``: the method given the wrapper's extra network evaluations (:func:`reguidance.methods.scaled_budget`).
 
+Each ablation runs with the wrapper's options (and ``more`` with the method's, its budget scaled) unless
+``variant_options`` gives its own (tuned for it, :mod:`reguidance.bench.tune`): a
+:class:`~reguidance.wrapper.ReGuidanceConfig` for ``renoise`` / ``fresh``, the method's options for ``more``.
+
 The wrapper's variants share one random stream (``reguidance/<wrapper_stream>``, by default the method's name), so
 they differ only in where DPS starts. Every draw is per image (:func:`reguidance.tasks.stream_rng`): the outputs of
 an image do not depend on the batch it is solved in.
@@ -70,6 +74,7 @@ def solve_batch(
     candidate: Tensor | None = None,
     wrapper_stream: str | None = None,
     progress: bool = False,
+    variant_options: Mapping[str, ReGuidanceConfig | Mapping[str, object]] | None = None,
 ) -> dict[str, Output]:
     """The ``variants`` (see the module docstring; ``candidate`` is always among the outputs, ``more`` needs
     ``reguidance`` before it) of the images ``ids`` of ``split``.
@@ -84,6 +89,7 @@ def solve_batch(
         candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted).
         wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``method``).
         progress: per-step progress bars of the wrapper.
+        variant_options: per ablation, its own options (module docstring); absent ones take the defaults above.
     """
     device = y.device
     opts = dict(options or {})
@@ -107,12 +113,16 @@ def solve_batch(
     for variant in variants:
         if variant == "candidate":
             continue
+        own = (variant_options or {}).get(variant)
         if variant == "more":
+            if isinstance(own, Mapping):
+                outputs[variant] = run_method(dict(own))
+                continue
             extra = outputs["reguidance"].nfe - cand.nfe  # the wrapper's own evaluations
             outputs[variant] = run_method(scaled_budget(method, opts, cand.nfe, extra))
             continue
         rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
-        variant_cfg = replace(cfg, start=START[variant])
+        variant_cfg = replace(own if isinstance(own, ReGuidanceConfig) else cfg, start=START[variant])
         rg, seconds = timed(
             partial(reguide, cand.x, y, operator, prior, config=variant_cfg, rng=rng, progress=progress)
         )

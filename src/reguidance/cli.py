@@ -450,7 +450,7 @@ def _sweep(
     batch_size = _fit_batch(prior, f["batch_size"], f["device"])
     entries = sweep(
         prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
-        seed=f["seed"], batch_size=batch_size,
+        seed=f["seed"], batch_size=batch_size, ablations=f["ablations"],
     )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
@@ -473,12 +473,17 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
     from .files import atomic_write_json
+    from .methods import needs_linear
+    from .tasks import get_task
 
     pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
+    for t, m in [(t, m) for t, m in pairs if needs_linear(m) and not get_task(t).linear]:
+        click.echo(f"skipped {t}/{m}: {m} needs a linear operator and {t} is nonlinear")
+    pairs = [(t, m) for t, m in pairs if not (needs_linear(m) and not get_task(t).linear)]
     _writable(write_path, "--write", folder=False)
     entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, **f)
     if write_path is not None:
-        keys = ("protocol", "ids", "seed", "batch_size", "dtype")
+        keys = ("protocol", "ids", "seed", "batch_size", "dtype", "ablations")
         header = table_header(prior=f["prior_name"], tasks=tasks, methods=methods, **{k: f[k] for k in keys})
         atomic_write_json(write_path, collect_table(entries, header))
         click.echo(f"table: {write_path}")

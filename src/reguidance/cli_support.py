@@ -279,6 +279,11 @@ _TUNE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     click.option("--seed", default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
+    click.option(
+        "--ablations",
+        is_flag=True,
+        help="Tune every variant too: renoise and fresh (the wrapper's grid), more (the method's grid at its budget).",
+    ),
     runtime_options,
     prior_options,
     click.option(
@@ -301,6 +306,8 @@ def _echo_sweep(entry: dict[str, Any]) -> None:
                 + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
             )
     click.echo(f"{entry['task']}/{entry['method']}: method {entry['method_options']}, reguidance {entry['reguidance']}")
+    if "settings" in entry:
+        click.echo(f"  settings in all: {entry['settings']}")
 
 
 #: the flags of ``reguidance theory``, in --help order

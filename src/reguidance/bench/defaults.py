@@ -1,15 +1,18 @@
 """Per-(task, method) defaults of the benchmark under two budgets ("protocols").
 
-* ``reference``: every baseline at its paper's budget and its reference configs' step sizes (DPS 1000 DDPM steps
-  with ``step_size`` (zeta) 0.5 as in its box-inpainting configs and 0.3 as in its super-resolution and deblurring
-  configs; DAPS 200 annealing steps x 5 ODE steps x 100 Langevin steps; DiffPIR 100 steps with ``noise_mix``
-  (zeta) 0.25 for super-resolution and 0.1 for deblurring, 20 steps with ``noise_mix`` 1.0 for inpainting;
-  RED-diff 50 steps; PiGDM 100 steps) and the wrapper's testbed defaults
+* ``reference``: every baseline at its paper's budget, which is its config's ``default_steps``
+  (:mod:`reguidance.guidance`: the one place the budgets are written; at the time of writing DPS 1000 DDPM steps,
+  DAPS 200 annealing steps with its config's 5 ODE x 100 Langevin steps, DiffPIR and PiGDM 100, RED-diff 50;
+  the one exception, written here, is DiffPIR's noiseless-inpainting config: 20 steps on the box tasks), the
+  reference configs' step sizes (DPS ``step_size`` (zeta) 0.5 as in its box-inpainting configs and 0.3 as in
+  its super-resolution and deblurring configs; DiffPIR ``noise_mix`` (zeta) 0.25 for super-resolution, 0.1 for
+  deblurring, 1.0 for inpainting) and the wrapper's testbed defaults
   (:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping.
-  These values are *not tuned* on images.
-* ``cpu``: reduced budgets that fit the whole benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about
-  an hour and a half on 2 CPU cores: DPS 50 steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the
-  wrapper with a 10-step inversion and 20 DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
+  These values are *not tuned* on images. This is the primary study's table (``scripts/study.sh``).
+* ``cpu``: *starved* candidates (the study's second table, labelled as such), reduced budgets that fit the whole
+  benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about an hour and a half on 2 CPU cores: DPS 50
+  steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the wrapper with a 10-step inversion and 20
+  DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
   (``step_size``, ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults``
   (see :mod:`.tune`), which writes ``assets/bench/tuned_cpu_<prior>.json`` (one table per embedded prior, each
   tuned on its own validation split); the file records the command that made it, the grids and where each choice
@@ -28,6 +31,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..conventions import InputError
+from ..guidance.registry import METHODS as SAMPLERS
 from ..methods import check_method_options
 from ..wrapper import ReGuidanceConfig
 
@@ -42,6 +46,7 @@ __all__ = [
     "resolve_options",
     "tuned_path",
     "tuned_table",
+    "variant_options",
 ]
 
 PROTOCOLS = ("reference", "cpu")
@@ -61,14 +66,12 @@ _REFERENCE_STEP: dict[tuple[str, str], dict[str, object]] = {
     ("deblur", "diffpir"): {"noise_mix": 0.1},
 }
 
+#: DiffPIR's reference config for noiseless inpainting (``configs/inpaint.yaml``) runs 20 steps, not its 100
+_DIFFPIR_INPAINTING_STEPS = 20
+
 #: per-protocol budgets: network-evaluation counts of each method and of the wrapper
 _BUDGET: dict[str, dict[str, dict[str, object]]] = {
-    "reference": {
-        "dps": {"steps": 1000},
-        **{m: {"steps": 100} for m in ("diffpir", "pigdm")},
-        "daps": {"steps": 200},
-        "reddiff": {"steps": 50},
-    },
+    "reference": {name: {"steps": config.default_steps} for name, config in SAMPLERS.items()},
     "cpu": {
         "dps": {"steps": 50},
         "daps": {"steps": 20, "ode_steps": 2, "langevin_steps": 50},
@@ -126,7 +129,7 @@ def method_options(
     table = _tuned(protocol, prior, task, name) if tuned else {}
     budget = dict(_BUDGET[_check(protocol)].get(name, {}))
     if protocol == "reference" and name == "diffpir" and task in _BOX:
-        budget["steps"] = 20  # the reference's noiseless inpainting config
+        budget["steps"] = _DIFFPIR_INPAINTING_STEPS
     return {**_REFERENCE_STEP.get((task, name), {}), **budget, **table.get("method_options", {})}
 
 
@@ -139,6 +142,25 @@ def reguidance_config(
     table = _tuned(protocol, prior, task, name) if tuned else {}
     options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
     return replace(ReGuidanceConfig(clip=True), **options)
+
+
+def variant_options(
+    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist"
+) -> dict[str, ReGuidanceConfig | dict[str, object]]:
+    """The ablations' own tuned options for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
+    :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidanceConfig` (the protocol's wrapper budget, their tuned
+    fields), ``more`` as the method's options (its budget and step size tuned at that budget). ``{}`` when the
+    table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.batch.
+    solve_batch`)."""
+    entry = _tuned(protocol, prior, task, method.split(":", 1)[0])
+    out: dict[str, ReGuidanceConfig | dict[str, object]] = {}
+    for variant, chosen in entry.get("variants", {}).items():
+        if variant == "more":
+            out[variant] = check_method_options(method, chosen["method_options"])
+        else:
+            fields = {**_WRAPPER_BUDGET[_check(protocol)], **chosen["reguidance"]}
+            out[variant] = replace(ReGuidanceConfig(clip=True), **fields)
+    return out
 
 
 def resolve_options(

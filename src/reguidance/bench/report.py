@@ -599,8 +599,8 @@ def _losses(entries: list[Record], against: str) -> list[str]:
 
 
 def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> list[str]:
-    """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, and the
-    axes whose choice is still on an edge."""
+    """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, the axes
+    whose choice is still on an edge, and the settings each row had in all (tables tuned with ``--ablations``)."""
     from .defaults import tuned_table
 
     table = tuned_table(protocol, prior)
@@ -614,16 +614,19 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> 
         + f"; the wrapper `{table.get('wrapper_grid')}`; an axis whose choice sits on an edge is widened up to "
         f"{table.get('max_widen', 0)} times.",
         "",
-        "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge |",
-        "|---|---|---|---|---|---|---|",
+        "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge "
+        "| settings in all |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def g(v: object) -> str:  # numbers short, a categorical value (sampler) as it is
+        return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
     for e in entries:
         edges = e.get("edges", {})
 
         def tried(stage: str, edges: Record = edges) -> str:
-            return "; ".join(
-                f"{k}: {', '.join(f'{v:g}' for v in a['values'])}" for k, a in edges.get(stage, {}).items()
-            )
+            return "; ".join(f"{k}: {', '.join(g(v) for v in a['values'])}" for k, a in edges.get(stage, {}).items())
 
         chosen = {k: v for k, v in e["method_options"].items() if k in edges.get("method", {})}
         on_edge = [
@@ -632,10 +635,11 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> 
             for k, a in axes.items()
             if a["on_edge"]
         ]
+        settings = ", ".join(f"{v} {n}" for v, n in e.get("settings", {}).items()) or "—"
         lines.append(
-            f"| {e['task']} | {e['method']} | {', '.join(f'{k}={v:g}' for k, v in chosen.items()) or '—'} | "
-            f"{tried('method') or '—'} | {', '.join(f'{k}={v:g}' for k, v in e['reguidance'].items())} | "
-            f"{tried('reguidance')} | {', '.join(on_edge) or 'no'} |"
+            f"| {e['task']} | {e['method']} | {', '.join(f'{k}={g(v)}' for k, v in chosen.items()) or '—'} | "
+            f"{tried('method') or '—'} | {', '.join(f'{k}={g(v)}' for k, v in e['reguidance'].items())} | "
+            f"{tried('reguidance')} | {', '.join(on_edge) or 'no'} | {settings} |"
         )
     return [*lines, ""]
 

@@ -36,14 +36,14 @@ from ..batch import Output, solve_batch
 from ..classifier import RealismScorer
 from ..conventions import InputError, check_positive_int
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
-from ..methods import METHODS, MethodFn, get_method
+from ..methods import SANITY, MethodFn, get_method, has_budget, needs_linear
 from ..metrics import fit_z, psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
 from ..runs import RunFolder, identity_hash
 from ..tasks import Task, check_ids, get_task, id_span
 from ..wrapper import ReGuidanceConfig, reward
-from .defaults import is_tuned, reguidance_config, resolve_options
+from .defaults import is_tuned, reguidance_config, resolve_options, variant_options
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
@@ -119,8 +119,7 @@ class BenchSpec:
         """The variants each image of ``method`` gets under this spec."""
         if not self.ablations:
             return ("candidate", "reguidance")
-        scalable = method.split(":", 1)[0] in METHODS and method != "pinv"
-        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if scalable else ()))
+        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if has_budget(method) else ()))
 
     @property
     def prior(self) -> str:
@@ -132,10 +131,15 @@ class BenchSpec:
         return self._cached(("task", name), lambda: get_task(name))
 
     def options(self, task: str, method: str) -> dict[str, object]:
-        """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method)."""
+        """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method). The
+        sanity methods (``mean``, ``retrieval``) read the training split of the run's dataset
+        (``context["dataset"]``), unless the overrides name another."""
+        overrides = self.method_options
+        if method in SANITY:
+            overrides = {**overrides, method: {"dataset": self.context.get("dataset"), **overrides.get(method, {})}}
         return self._cached(
             ("options", task, method),
-            lambda: resolve_options(task, method, self.protocol, self.prior, self.method_options),
+            lambda: resolve_options(task, method, self.protocol, self.prior, overrides),
         )
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
@@ -143,9 +147,24 @@ class BenchSpec:
             return replace(self.reguidance, **self.wrapper_overrides)
         return replace(reguidance_config(task, method, self.protocol, prior=self.prior), **self.wrapper_overrides)
 
+    def ablation_options(self, task: str, method: str) -> dict[str, Any]:
+        """The ablations' own tuned options (:func:`.defaults.variant_options`, the wrapper overrides applied to
+        ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``."""
+        if not self.ablations or self.reguidance is not None:
+            return {}
+        own = variant_options(task, method, self.protocol, prior=self.prior)
+        return {
+            v: replace(o, **self.wrapper_overrides) if isinstance(o, ReGuidanceConfig) else o for v, o in own.items()
+        }
+
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
+        own = {
+            v: asdict(o) if isinstance(o, ReGuidanceConfig) else o
+            for v, o in self.ablation_options(task, method).items()
+        }
         return {
+            **({"ablation_options": own} if own else {}),  # absent when untuned: older identities stay
             **self.context,
             "task": self.task(task).definition(),
             "split": self.split,
@@ -184,6 +203,11 @@ class BenchSpec:
                     check_positive_int(f"{m} {key}", value)
         for t in self.tasks:
             for m in self.methods:
+                if not self.task(t).linear and needs_linear(m):
+                    raise InputError(
+                        f"method {m} needs a linear operator but task {t} is nonlinear; run it with methods that "
+                        "differentiate through the forward model (dps, daps, mean, retrieval)"
+                    )
                 self.options(self.task(t).name, m)
 
 
@@ -364,6 +388,7 @@ def _run_batch(
         options=spec.options(task.name, name),
         config=spec.wrapper_config(task.name, name),
         variants=spec.variants(name),
+        variant_options=spec.ablation_options(task.name, name),
     )
     mem = _peak_mem_mb(device)
     lab = labels[list(chunk)]

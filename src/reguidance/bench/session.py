@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..conventions import InputError, check_positive_int
 from ..files import Record, atomic_path, atomic_write_json
-from ..methods import budget_option
+from ..methods import budget_option, has_budget
 from ..priors.base import Prior
 from ..runs import hold_folder, prior_facts
 from .inputs import (
@@ -107,7 +107,7 @@ def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context
     r = plan.request
     wrapper_steps = {"inversion_steps": r.inversion_steps, "dps_steps": r.dps_steps}
     overrides: dict[str, dict[str, object]] = {
-        m: {budget_option(m): r.steps} for m in r.methods if r.steps is not None and m != "pinv" and ":" not in m
+        m: {budget_option(m): r.steps} for m in r.methods if r.steps is not None and has_budget(m)
     }
     spec = BenchSpec(
         r.tasks,

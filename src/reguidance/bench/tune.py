@@ -8,17 +8,35 @@ measures (per-image operators, noise and generators from :mod:`reguidance.tasks`
 2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
    ``t_end``): the candidates of the chosen step size are made *once* and wrapped with every combination.
 
-The rule (:func:`choose`, :data:`RULE`), in both stages and for every method alike: among the settings whose mean
+With ``ablations`` (``--ablations``) every other variant the benchmark reports gets its own tuning too, by the same
+rule on the same images, so no row borrows a setting tuned for another:
+
+3. ``renoise`` and ``fresh``: the wrapper's grid again, with ``start`` set to the variant, on the candidates of
+   stage 1 (the candidate fixed, as for ReGuidance);
+4. ``more`` (methods with a step budget): the method's grid again at its *own* budget, the base method's steps
+   scaled by the evaluations the chosen wrapper adds (:func:`reguidance.methods.scaled_budget`).
+
+Each entry records ``settings``, the number of settings each row had *in all*: the candidate its method stage's;
+ReGuidance and ``renoise`` the method stage's plus their own (the candidate was tuned first); ``fresh`` (no
+candidate) and ``more`` their own stage's.
+
+The rule (:func:`choose`, :data:`RULE`), in every stage and for every variant alike: among the settings whose mean
 measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` is at most ``max_consistency`` (the output explains ``y``
 about as well as the noise allows), the one with the highest mean SSIM to the ground truth; if none qualifies, the
-highest SSIM overall. Only validation images are read: :func:`tune_pair` refuses any other split, and
-``reguidance tune`` / ``tune-defaults`` load ``load_dataset(name, "val")`` only.
+highest SSIM overall. **Selection and votes never share images**: SSIM and consistency also vote in the report, but
+there on *test* images; the rule reads *validation* images only (training images 55,000-59,999 of MNIST /
+Fashion-MNIST, disjoint from the official test split, :func:`reguidance.data.load_dataset`): :func:`tune_pair`
+refuses any other split, and ``reguidance tune`` / ``tune-defaults`` load ``load_dataset(name, "val")`` only.
 
-**Equal budget.** Every method's grid (:data:`DEFAULT_METHOD_GRIDS`) has at least as many settings as the wrapper's
-(:data:`DEFAULT_WRAPPER_GRID`) and holds the reference code's value. **Edges**: when a chosen value sits on the edge
+**Equal budget.** Every method's grid (:data:`DEFAULT_METHOD_GRIDS`) has as many settings as the wrapper's
+(:data:`DEFAULT_WRAPPER_GRID`: 12, with ``t_end`` up to 1.0 and both samplers, ``ddpm`` and ``ddim``) and holds the
+reference code's value; widening follows one rule for every axis of every variant.
+
+**Edges**: when a chosen value sits on the edge
 of its axis, the axis is widened (:func:`widen`: one more value beyond the edge, at the ratio of the two values next
 to it, or the step for ``t_end``), evaluated with the other axes at their chosen values, up to ``max_widen`` times; a
-value that cannot move further (``t_end`` at 1, ``noise_mix`` at 0 or 1) is recorded as a hard limit. Each entry
+value that cannot move further (``t_end`` at 1, ``noise_mix`` at 0 or 1) is recorded as a hard limit; a categorical
+axis (``sampler``) has no edge. Each entry
 records, per stage and axis, the values tried, the choice and whether it is still on an edge (:func:`edges`).
 
 Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
@@ -29,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +59,7 @@ from tqdm.auto import tqdm
 from ..batch import solve_batch
 from ..conventions import InputError
 from ..files import read_json_object
-from ..methods import get_method
+from ..methods import get_method, has_budget, scaled_budget
 from ..metrics import ssim
 from ..operators import Operator
 from ..priors.base import Prior
@@ -54,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_METHOD_GRIDS",
     "DEFAULT_WRAPPER_GRID",
+    "GRID_SIZE",
     "MAX_WIDEN",
     "RULE",
     "STEP_SIZES",
@@ -78,18 +97,21 @@ STEP_SIZES: dict[str, tuple[str, ...]] = {
     "reddiff": ("step_size", "lambda_"),
     "pigdm": ("scale",),
 }
-#: step-size grids of the sweep per method: 6 settings each (as many as the wrapper's), each holding the reference
-#: code's value: DPS zeta 0.3 / 0.5 (its SR-deblur / inpainting configs), DAPS lr 1e-4 with tau 0.01, DiffPIR
-#: lambda 1 with zeta (``noise_mix``) 0.1 / 0.25 / 1.0, RED-diff lr 0.1 with lambda 0.25, PiGDM scale 1
+#: settings in every default grid, the methods' and the wrapper's alike (before widening)
+GRID_SIZE = 12
+#: step-size grids of the sweep per method: :data:`GRID_SIZE` settings each (as many as the wrapper's), each holding
+#: the reference code's value: DPS zeta 0.3 / 0.5 (its SR-deblur / inpainting configs), DAPS lr 1e-4 with tau 0.01,
+#: DiffPIR lambda 1 with zeta (``noise_mix``) 0.1 / 0.25 / 1.0, RED-diff lr 0.1 with lambda 0.25, PiGDM scale 1
 DEFAULT_METHOD_GRIDS: dict[str, str] = {
-    "dps": "step_size=0.3,0.5,1,3,10,30",
-    "daps": "step_size=1e-5,1e-4,1e-3;tau=0.01,0.1",
-    "diffpir": "lambda_=1,4;noise_mix=0.1,0.25,1.0",
-    "reddiff": "step_size=0.03,0.1,0.3;lambda_=0.25,1",
-    "pigdm": "scale=0.25,0.5,1,2,4,8",
+    "dps": "step_size=0.1,0.3,0.5,1,2,3,5,10,20,30,60,100",
+    "daps": "step_size=1e-5,3e-5,1e-4,3e-4,1e-3,3e-3;tau=0.01,0.1",
+    "diffpir": "lambda_=1,2,4,8;noise_mix=0.1,0.25,1.0",
+    "reddiff": "step_size=0.03,0.1,0.3;lambda_=0.1,0.25,0.5,1",
+    "pigdm": "scale=0.125,0.25,0.5,1,1.5,2,3,4,6,8,12,16",
 }
-#: the wrapper's grid of the sweep (6 settings; both axes widened at an edge like the methods')
-DEFAULT_WRAPPER_GRID = "step_size=1,3,10;t_end=0.3,0.5"
+#: the wrapper's grid of the sweep (:data:`GRID_SIZE` settings: the inversion depth up to the whole chain, both
+#: samplers; numeric axes widened at an edge like the methods'), used alike for ReGuidance, ``renoise`` and ``fresh``
+DEFAULT_WRAPPER_GRID = "step_size=1,10;t_end=0.3,0.6,1.0;sampler=ddpm,ddim"
 #: hard limits of axes that cannot be widened past them: (lowest, highest) allowed
 LIMITS: dict[str, tuple[float, float]] = {"t_end": (0.05, 1.0), "noise_mix": (0.0, 1.0)}
 #: additive axes (widened by their last step, not by a ratio)
@@ -97,7 +119,14 @@ ADDITIVE = ("t_end", "noise_mix")
 #: rounds of widening at an edge (:func:`tune_pair`; recorded in the tuned table)
 MAX_WIDEN = 2
 #: the rule of :func:`choose`, in words (recorded in the tuned table)
-RULE = "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM"
+RULE = (
+    "highest mean SSIM among the settings with mean consistency <= 1.5, else the highest mean SSIM; on validation "
+    "images only (disjoint from the test images the report votes on), the same rule for every variant"
+)
+
+
+def _numeric(values: Sequence[object]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list[object]]:
@@ -159,6 +188,10 @@ def edges(rows: Sequence[Record], chosen: Record, axes: Sequence[str]) -> dict[s
     not a hard limit means the widening rounds ran out. Diverged settings are not among the values."""
     out: dict[str, Record] = {}
     for name in axes:
+        if not _numeric([r[name] for r in rows]):  # a categorical axis (sampler): no order, so no edge
+            tried = sorted({str(r[name]) for r in rows if not r.get("diverged")})
+            out[name] = {"values": tried, "chosen": chosen[name], "on_edge": False, "hard_limit": False}
+            continue
         vals = sorted({float(r[name]) for r in rows if not r.get("diverged")})
         value = float(chosen[name])
         on_edge = len(vals) > 1 and value in (vals[0], vals[-1])
@@ -225,6 +258,8 @@ def _stage(
     for _ in range(max_widen):
         added = False
         for name in grid:
+            if not _numeric(grid[name]):
+                continue
             nxt = widen(name, [float(r[name]) for r in rows], float(best[name]))
             if nxt is None:
                 continue
@@ -252,16 +287,20 @@ def tune_pair(
     max_consistency: float = 1.5,
     max_widen: int = MAX_WIDEN,
     split: str = "val",
+    ablations: bool = False,
     progress: bool = True,
 ) -> Record:
-    """Both stages of the module docstring for one (task, method) on validation ``images[i]``, ``i`` in ``ids``.
+    """The stages of the module docstring for one (task, method) on validation ``images[i]``, ``i`` in ``ids``
+    (stages 3-4, the ablations' own tuning, with ``ablations``).
 
     ``split`` names the split ``images`` come from: anything but ``"val"`` is refused (tuning never reads a test
     image). Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep",
-    "edges"}``: the chosen method options (``method_options`` updated with the chosen step size), the chosen
-    wrapper fields, each stage's rows (their options with mean ``ssim`` and ``consistency``; the wrapper rows also
-    carry the candidates' means as ``candidate_ssim`` / ``candidate_consistency``), and per stage and axis where the
-    choice sits in the values tried (:func:`edges`).
+    "edges", "settings"}`` and with ``ablations`` ``"variants"``: the chosen method options (``method_options``
+    updated with the chosen step size), the chosen wrapper fields, each stage's rows (their options with mean
+    ``ssim`` and ``consistency``; the wrapper rows also carry the candidates' means as ``candidate_ssim`` /
+    ``candidate_consistency``), per stage and axis where the choice sits in the values tried (:func:`edges`), the
+    settings each variant had in all, and per ablation its choice (``reguidance`` fields for ``renoise`` /
+    ``fresh``, ``method_options`` for ``more``), rows and edges.
     """
     if split != "val":
         raise InputError(f"tuning reads validation images only; got split {split!r} (the test split is for the report)")
@@ -275,8 +314,12 @@ def tune_pair(
         truth = images[chunk].to(device)
         measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed, split="val")))
     bar = tqdm(total=0, disable=not progress, desc=f"tune {task}/{method}", unit="img")
+    nfe: dict[str, int] = {}  # network evaluations per image of each evaluated setting, by its key
 
-    def candidates(options: dict[str, Any]) -> list[Tensor]:
+    def key_of(kind: str, options: Mapping[str, Any]) -> str:
+        return kind + json.dumps(options, sort_keys=True)
+
+    def candidates(options: dict[str, Any], start: Mapping[str, object], key: str) -> list[Tensor]:
         bar.total += len(ids)
         out = []
         for chunk, _, operator, y in measured:
@@ -290,10 +333,11 @@ def tune_pair(
                 split="val",
                 method=method,
                 method_fn=fn,
-                options={**fixed, **options},
+                options={**start, **options},
                 variants=("candidate",),
             )
             out.append(_finite(solved["candidate"].x))
+            nfe[key] = solved["candidate"].nfe
             bar.update(len(chunk))
         return out
 
@@ -305,83 +349,119 @@ def tune_pair(
 
     cached: dict[str, list[Tensor]] = {}
 
-    def evaluate_method(options: dict[str, Any]) -> Record:
-        key = json.dumps(options, sort_keys=True)
-        try:
-            cached[key] = _guarded(lambda: candidates(options))
-        except _Diverged:
-            return diverged(options)
-        return _summary(options, score(cached[key]))
+    def method_evaluator(start: Mapping[str, object], kind: str) -> Callable[[dict[str, Any]], Record]:
+        def evaluate(options: dict[str, Any]) -> Record:
+            key = key_of(kind, options)
+            try:
+                cached[key] = _guarded(lambda: candidates(options, start, key))
+            except _Diverged:
+                return diverged(options)
+            return _summary(options, score(cached[key]))
+
+        return evaluate
+
+    def method_stage(start: Mapping[str, object], kind: str) -> tuple[list[Record], dict[str, Any], Record]:
+        """(rows, chosen options, edges) of the method's grid from the options ``start`` (one row without a grid)."""
+        evaluate = method_evaluator(start, kind)
+        if not method_grid:
+            return [evaluate({})], {}, {}
+        rows, best = _stage(method_grid, evaluate, max_consistency, max_widen)
+        return rows, {k: best[k] for k in method_grid}, edges(rows, best, list(method_grid))
 
     result_edges: dict[str, dict[str, Record]] = {}
+    method_rows, chosen_method, method_edges = method_stage(fixed, "candidate")
     if method_grid:
-        method_rows, best = _stage(method_grid, evaluate_method, max_consistency, max_widen)
-        chosen_method = {key: best[key] for key in method_grid}
-        result_edges["method"] = edges(method_rows, best, list(method_grid))
-    else:
-        evaluate_method({})
-        method_rows, chosen_method = [], {}
-    cands = cached[json.dumps(chosen_method, sort_keys=True)]
+        result_edges["method"] = method_edges
+    cand_key = key_of("candidate", chosen_method)
+    cands = cached[cand_key]
     cand_scores = _summary({}, score(cands))
 
-    def evaluate_wrapper(options: dict[str, Any]) -> Record:
-        cfg = replace(base, **options)
-        bar.total += len(ids)
+    def wrapper_evaluator(variant: str) -> Callable[[dict[str, Any]], Record]:
+        def evaluate(options: dict[str, Any]) -> Record:
+            cfg = replace(base, **options)
+            bar.total += len(ids)
 
-        def restorations() -> list[Tensor]:
-            outs = []
-            for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-                solved = solve_batch(
-                    prior,
-                    operator,
-                    y,
-                    chunk,
-                    seed=seed,
-                    task=task,
-                    split="val",
-                    method=method,
-                    config=cfg,
-                    candidate=cand,
-                )
-                outs.append(_finite(solved["reguidance"].x))
-                bar.update(len(chunk))
-            return outs
+            def restorations() -> list[Tensor]:
+                outs = []
+                for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
+                    solved = solve_batch(
+                        prior,
+                        operator,
+                        y,
+                        chunk,
+                        seed=seed,
+                        task=task,
+                        split="val",
+                        method=method,
+                        config=cfg,
+                        candidate=cand,
+                        variants=(variant,),
+                    )
+                    outs.append(_finite(solved[variant].x))
+                    nfe[key_of(variant, options)] = solved[variant].nfe  # the wrapper's own (the candidate is given)
+                    bar.update(len(chunk))
+                return outs
 
-        try:
-            outs = _guarded(restorations)
-        except _Diverged:
-            return diverged(options)
-        return {
-            **_summary(options, score(outs)),
-            "candidate_ssim": cand_scores["ssim"],
-            "candidate_consistency": cand_scores["consistency"],
-        }
+            try:
+                outs = _guarded(restorations)
+            except _Diverged:
+                return diverged(options)
+            return {
+                **_summary(options, score(outs)),
+                "candidate_ssim": cand_scores["ssim"],
+                "candidate_consistency": cand_scores["consistency"],
+            }
 
-    rows, best = _stage(wrapper_grid, evaluate_wrapper, max_consistency, max_widen)
+        return evaluate
+
+    rows, best = _stage(wrapper_grid, wrapper_evaluator("reguidance"), max_consistency, max_widen)
+    chosen_wrapper = {key: best[key] for key in wrapper_grid}
     result_edges["reguidance"] = edges(rows, best, list(wrapper_grid))
-    bar.close()
-    return {
+    n_method = len(method_rows)
+    entry: Record = {
         "task": task,
         "method": method,
         "method_options": {**fixed, **chosen_method},
-        "reguidance": {key: best[key] for key in wrapper_grid},
-        "method_sweep": method_rows,
+        "reguidance": chosen_wrapper,
+        "method_sweep": method_rows if method_grid else [],
         "wrapper_sweep": rows,
         "edges": result_edges,
+        "settings": {"candidate": n_method, "reguidance": n_method + len(rows)},
     }
+    if ablations:
+        variants: Record = {}
+        for variant in ("renoise", "fresh"):
+            v_rows, v_best = _stage(wrapper_grid, wrapper_evaluator(variant), max_consistency, max_widen)
+            variants[variant] = {
+                "reguidance": {key: v_best[key] for key in wrapper_grid},
+                "sweep": v_rows,
+                "edges": edges(v_rows, v_best, list(wrapper_grid)),
+            }
+            entry["settings"][variant] = len(v_rows) + (n_method if variant == "renoise" else 0)
+        if has_budget(method):
+            extra = nfe[key_of("reguidance", chosen_wrapper)]  # what the chosen wrapper adds per image
+            start = scaled_budget(method, {**fixed, **chosen_method}, nfe[cand_key], extra)
+            m_rows, m_chosen, m_edges = method_stage(start, "more")
+            variants["more"] = {"method_options": {**start, **m_chosen}, "sweep": m_rows, "edges": m_edges}
+            entry["settings"]["more"] = len(m_rows)
+        entry["variants"] = variants
+    bar.close()
+    return entry
 
 
 def run_sweep(
     pairs: Sequence[tuple[str, str]],
     out: Path,
     run_pair: Callable[[str, str], Record],
+    complete: Callable[[Record], bool] = lambda entry: True,
 ) -> list[Record]:
-    """Run ``run_pair`` for every (task, method) not yet saved in ``out``; returns every saved entry of ``pairs``."""
+    """Run ``run_pair`` for every (task, method) not yet saved in ``out`` (or saved but not ``complete``, e.g.
+    without the ablations a sweep now asks for); returns every saved entry of ``pairs``."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for task, method in pairs:
         path = out / f"{task}_{method}.json"
-        if not path.is_file():
+        if not path.is_file() or not complete(json.loads(path.read_text())):
             entry = run_pair(task, method)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(entry, indent=2))
@@ -392,8 +472,15 @@ def run_sweep(
 
 def collect_table(entries: list[Record], header: Record) -> Record:
     """The defaults table written to ``assets/bench/tuned_<protocol>.json``: ``header`` plus the chosen values."""
-    keep = ("task", "method", "method_options", "reguidance", "edges")
-    return {**header, "entries": [{k: e[k] for k in keep} for e in entries]}
+    keep = ("task", "method", "method_options", "reguidance", "edges", "settings")
+    return {**header, "entries": [{**{k: e[k] for k in keep if k in e}, **_variants(e)} for e in entries]}
+
+
+def _variants(entry: Record) -> Record:
+    """An entry's ablation choices for the table (their sweeps stay in the sweep's own files)."""
+    if "variants" not in entry:
+        return {}
+    return {"variants": {v: {k: x for k, x in c.items() if k != "sweep"} for v, c in entry["variants"].items()}}
 
 
 def validation_split(prior_name: str, dataset: str | None, ids: str) -> tuple[Tensor, range]:
@@ -435,9 +522,11 @@ def sweep(
     wrapper_grid: dict[str, list[object]],
     seed: int = 0,
     batch_size: int = 16,
+    ablations: bool = False,
 ) -> list[Record]:
     """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` (:func:`run_sweep`), each
-    from ``protocol``'s untuned defaults; returns every saved entry of ``pairs``."""
+    from ``protocol``'s untuned defaults (with ``ablations``, every variant tuned); returns every saved entry of
+    ``pairs``."""
     from .defaults import method_options, reguidance_config
 
     def run_pair(task: str, method: str) -> Record:
@@ -453,9 +542,10 @@ def sweep(
             base=reguidance_config(task, method, protocol, tuned=False),
             seed=seed,
             batch_size=batch_size,
+            ablations=ablations,
         )
 
-    return run_sweep(pairs, out, run_pair)
+    return run_sweep(pairs, out, run_pair, complete=lambda entry: not ablations or "variants" in entry)
 
 
 def table_header(
@@ -468,12 +558,14 @@ def table_header(
     dtype: str,
     tasks: str,
     methods: str,
+    ablations: bool = False,
 ) -> Record:
     """The header of a tuned table made by ``reguidance tune-defaults`` with these flags (``tasks`` and
     ``methods`` as typed): the command that remakes it, the rule, the grids and :data:`MAX_WIDEN`."""
     command = (
         f"reguidance tune-defaults --prior {prior} --protocol {protocol} --ids {ids} --seed {seed} "
         f"--batch-size {batch_size} --dtype {dtype} --tasks {tasks} --methods {methods}"
+        + (" --ablations" if ablations else "")
     )
     names = [m.strip() for m in methods.split(",") if m.strip()]
     return {
@@ -487,5 +579,7 @@ def table_header(
         "method_grids": {m: g for m, g in DEFAULT_METHOD_GRIDS.items() if m in names},
         "wrapper_grid": DEFAULT_WRAPPER_GRID,
         "max_widen": MAX_WIDEN,
+        "grid_size": GRID_SIZE,
+        "ablations": ablations,
         "command": command,
     }
