@@ -40,12 +40,16 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         with Image.open(tmp_path / "restored" / name) as img:
             assert img.size == (32, 32) and img.mode == "L"
             assert not np.array_equal(np.asarray(img), truth)  # restored from a 8x8 measurement, not copied
-    before, after = map(float, re.search(r"consistency ([0-9.]+) -> ([0-9.]+); restored/seven.png", out).groups())
+    fits = re.search(r"consistency ([0-9.]+) -> ([0-9.]+); restored/seven.png", out)
+    assert fits is not None, out
+    before, after = map(float, fits.groups())
     assert after < before
     # the mixture, the operators, a new method and the latent in deepinv's terms
     assert "manifold distance" in out
     assert "DiffPIR needs a linear operator" in out  # the Operators section's nonlinear sensor is refused
-    residual = float(re.search(r"projection: residual ([0-9.]+) after 50 NFE", out).group(1))
+    projection = re.search(r"projection: residual ([0-9.]+) after 50 NFE", out)
+    assert projection is not None, out
+    residual = float(projection.group(1))
     assert residual < 0.2  # the projection fits y; unguided sampling leaves about 0.8
     # a latent inverted to t_end = 1 on the 1000-step linear chain is deepinv DPS's first state, t = 999
     assert "deepinv timestep 999, denoiser sigma 79 on [0, 1]" in out  # sqrt((1 - ab_999) / ab_999) / 2 = 78.7
