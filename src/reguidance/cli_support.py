@@ -617,7 +617,7 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         required=True,
         help="A name (box16, box20, box16c, box20c, sr4, sr8, deblur), a preset (paper:box128c, paper:box128, "
         "paper:sr8, paper:sr16, paper:gauss, paper:motion) or a spec (box:0.5c, sr:16, blur:gauss,std=3, mask:PATH; "
-        "see reguidance.bench.protocol).",
+        "see reguidance.tasks).",
     ),
     click.option(
         "--image",
