@@ -1,11 +1,11 @@
 """Candidate-producing methods for the benchmark, by command-line name.
 
 A method maps ``(prior, operator, measurement, rng, ids, *, progress=False, **options)`` to :class:`Candidates`
-``(x, nfe, raw)``: candidates
-``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and ``raw``, the output before the final
-clamp to [-1, 1] (the report measures how well the unclamped output fits ``y`` too). ``progress=True`` shows a
-sampler's per-step bar with its ETA (:func:`reguidance.guidance.core.run`; methods without steps ignore it).
-``folder:PATH`` reads external candidates, one PNG per test image named ``<id>.png`` or ``<id:05d>.png``.
+``(x, nfe, raw)``: candidates ``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and
+``raw``, the output before the final clamp to [-1, 1] (the report measures how well the unclamped output fits ``y``
+too). ``progress=True`` shows a sampler's per-step bar with its ETA (:func:`reguidance.guidance.core.run`; methods
+without steps ignore it). ``folder:PATH`` reads external candidates, one PNG per test image named ``<id>.png`` or
+``<id:05d>.png``.
 """
 
 from __future__ import annotations

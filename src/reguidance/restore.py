@@ -130,7 +130,7 @@ def match_candidates(inputs: Sequence[str], candidates: Sequence[str], *, single
 def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple[torch.Tensor, list[str]]:
     """The images of a user's file or folder; a file that does not decode is an ``InputError`` naming ``flag``."""
     try:
-        return load_images(path, size, channels)
+        return load_images(path, size, channels, mode=DEFAULT_MODE)  # size None: the files' own
     except InputError:
         raise
     except ValueError as err:
