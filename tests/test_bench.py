@@ -51,10 +51,10 @@ def spec(**kw):
 
 def test_box_positions_depend_only_on_the_image_id_and_seed():
     task = get_task("box16")
-    alone = task.operator([4], seed=1).mask
-    batch = task.operator([2, 3, 4], seed=1).mask
+    alone = task.operator([4], seed=1, x_shape=(1, 32, 32)).mask
+    batch = task.operator([2, 3, 4], seed=1, x_shape=(1, 32, 32)).mask
     assert torch.equal(alone[0], batch[2])
-    assert not torch.equal(task.operator([4], seed=2).mask[0], alone[0])
+    assert not torch.equal(task.operator([4], seed=2, x_shape=(1, 32, 32)).mask[0], alone[0])
 
 
 def test_measurement_noise_depends_only_on_the_image_id_and_seed(images):
@@ -67,7 +67,7 @@ def test_measurement_noise_depends_only_on_the_image_id_and_seed(images):
 def test_every_task_removes_information():
     x = torch.zeros(1, 1, 32, 32)
     for task in TASKS.values():
-        op = task.operator([0], seed=0)
+        op = task.operator([0], seed=0, x_shape=(1, 32, 32))
         assert int(torch.as_tensor(op.num_measurements).reshape(-1)[0]) < x.numel() or task.kind in (
             "deblur",
             "saturation",

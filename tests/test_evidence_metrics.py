@@ -110,10 +110,10 @@ def test_realism_scorer_computes_the_reference_features_once():
 
 
 def test_runner_rows_carry_fit_z_and_realism_and_keep_the_old_fields(tmp_path):
-    from reguidance.tasks import get_task
     from reguidance.bench.runner import BenchSpec, read_results, run_bench
     from reguidance.diffusion import Schedule
     from reguidance.priors.adm import ADMPrior, ADMUNet
+    from reguidance.tasks import get_task
     from reguidance.wrapper import ReGuidanceConfig
 
     torch.manual_seed(0)

@@ -66,12 +66,12 @@ def test_gray_to_rgb_repeats_the_channel(tmp_path: Path) -> None:
     assert torch.equal(rgb[:, 0], rgb[:, 1]) and torch.equal(rgb[:, 0], rgb[:, 2])
 
 
-def test_center_crop_keeps_the_central_square_and_resize_keeps_everything(tmp_path: Path) -> None:
+def test_center_crop_keeps_the_central_square_and_stretch_keeps_everything(tmp_path: Path) -> None:
     wide = np.zeros((20, 60), np.uint8)  # height 20, width 60: left third black, middle gray, right third white
     wide[:, 20:40], wide[:, 40:] = 128, 255
     write_png(tmp_path / "wide.png", wide)
     cropped, _ = load_images(tmp_path, 20, 1, mode="center_crop")
-    resized, _ = load_images(tmp_path, 20, 1, mode="resize")
+    resized, _ = load_images(tmp_path, 20, 1, mode="stretch")
     assert cropped.shape == resized.shape == (1, 1, 20, 20)
     middle = torch.tensor(128, dtype=torch.uint8).float() / 127.5 - 1
     assert torch.equal(cropped, torch.full_like(cropped, middle.item()))  # exactly the middle, no resampling
@@ -83,6 +83,29 @@ def test_center_crop_of_a_tall_image_is_square(tmp_path: Path) -> None:
     images, names = load_images(tmp_path, 8, 3, mode="center_crop")
     assert images.shape == (1, 3, 8, 8) and names == ["tall.jpg"]
     assert (images - (200 / 127.5 - 1)).abs().max() < 4 / 255  # JPEG is lossy, a flat image nearly exact
+
+
+def test_the_default_fit_is_the_central_square(tmp_path: Path) -> None:
+    wide = np.zeros((10, 30), np.uint8)  # a gray middle third between black and white
+    wide[:, 10:20], wide[:, 20:] = 128, 255
+    write_png(tmp_path / "wide.png", wide)
+    images, _ = load_images(tmp_path / "wide.png", 10)
+    assert images.shape == (1, 1, 10, 10)
+    assert (images - (128 / 127.5 - 1)).abs().max() < 1e-6  # only the gray middle square is left, not resampled
+
+
+def test_a_list_of_files_is_read_in_its_own_order_with_their_names(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    write_png(tmp_path / "one" / "z.png", np.full((4, 4), 255, np.uint8))
+    write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    images, names = load_images([tmp_path / "one" / "z.png", str(tmp_path / "a.png")])
+    assert names == ["z.png", "a.png"] and images.shape == (2, 1, 4, 4)
+    assert images[0].min() == 1 and images[1].max() == -1
+    with pytest.raises(InputError, match="no such image file"):
+        load_images([tmp_path / "absent.png"])
+    (tmp_path / "notes.txt").write_text("text")
+    with pytest.raises(InputError, match="is not an image"):
+        load_images([tmp_path / "notes.txt"])
 
 
 def test_other_files_and_subfolders_are_ignored(tmp_path: Path) -> None:
@@ -117,7 +140,7 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
     [
         ({"size": 0, "channels": 1}, "size must be an integer >= 1"),
         ({"size": 4, "channels": 2}, "channels must be 1 or 3, got 2"),
-        ({"size": 4, "channels": 1, "mode": "stretch"}, "mode must be 'resize' or 'center_crop', got 'stretch'"),
+        ({"size": 4, "channels": 1, "mode": "resize"}, "mode must be 'center_crop' or 'stretch', got 'resize'"),
     ],
 )
 def test_bad_folder_arguments_are_rejected(tmp_path: Path, kwargs: dict, message: str) -> None:

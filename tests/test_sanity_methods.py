@@ -42,7 +42,7 @@ def test_retrieval_with_per_image_masks_matches_a_one_by_one_search():
 
 def test_retrieval_takes_a_nonlinear_operator():
     train = train_set()
-    operator = parse_task("satblur").operator([0, 1], seed=0)
+    operator = parse_task("satblur").operator([0, 1], seed=0, x_shape=(1, 32, 32))
     y = operator(train[[3, 8]])
     torch.testing.assert_close(retrieve(operator, y, train), train[[3, 8]], rtol=0, atol=0)
 

@@ -29,7 +29,7 @@ def images(n: int = 3, seed: int = 0) -> torch.Tensor:
 
 def test_satblur_is_the_deblur_kernel_then_tanh_of_gain_two():
     task = parse_task("satblur")
-    operator = task.operator([0, 1, 2], seed=0)
+    operator = task.operator([0, 1, 2], seed=0, x_shape=(1, 32, 32))
     assert isinstance(operator, Saturation) and not isinstance(operator, LinearOperator)
     x = images()
     blur = GaussianBlur((1, 32, 32), 13, blur_sigma=2.0)
@@ -80,7 +80,7 @@ def tiny_prior():
 
 @pytest.mark.parametrize("method", ["pinv", "diffpir", "pigdm", "reddiff"])
 def test_methods_that_need_a_linear_operator_refuse_the_saturating_sensor(tiny_prior, method):
-    operator = parse_task("satblur").operator([0, 1], seed=0)
+    operator = parse_task("satblur").operator([0, 1], seed=0, x_shape=(1, 32, 32))
     y = operator.measure(images(2).float(), BatchRNG.from_seed(0, 2))
     with pytest.raises(InputError, match=r"linear|LinearOperator|pinv"):
         get_method(method)(
@@ -90,7 +90,7 @@ def test_methods_that_need_a_linear_operator_refuse_the_saturating_sensor(tiny_p
 
 @pytest.mark.parametrize("method", ["dps", "daps"])
 def test_dps_and_daps_take_the_saturating_sensor(tiny_prior, method):
-    operator: Operator = parse_task("satblur").operator([0, 1], seed=0)
+    operator: Operator = parse_task("satblur").operator([0, 1], seed=0, x_shape=(1, 32, 32))
     y = operator.measure(images(2).float(), BatchRNG.from_seed(0, 2))
     options = {"steps": 2} if method == "dps" else {"steps": 2, "ode_steps": 1, "langevin_steps": 2}
     out = get_method(method)(tiny_prior, operator, y, BatchRNG.from_seed(1, 2), [0, 1], **options)

@@ -88,7 +88,9 @@ def solve_batch(
         config: the wrapper's options (default ``ReGuidanceConfig(clip=True)``); each variant sets its ``start``.
         candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted).
         wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``method``).
-        progress: per-step progress bars of the wrapper.
+        progress: per-step progress bars (steps done, elapsed time, ETA) of every loop that runs: the method's
+            sampler, the wrapper's inversion and its DPS. They close when done (``leave=False``), so under a
+            caller's outer bar each shows on the line below it while it runs.
         variant_options: per ablation, its own options (module docstring); absent ones take the defaults above.
     """
     device = y.device
@@ -105,7 +107,7 @@ def solve_batch(
     def run_method(method_options: dict[str, object]) -> Output:
         fn = method_fn or get_method(method)
         rng = method_rng(seed, task, method, ids, device=device, split=split)
-        out, seconds = timed(lambda: fn(prior, operator, y, rng, ids, **method_options))
+        out, seconds = timed(lambda: fn(prior, operator, y, rng, ids, progress=progress, **method_options))
         return Output(out.x, out.raw, out.nfe, seconds)
 
     outputs = {"candidate": Output(candidate, candidate, 0, 0.0) if candidate is not None else run_method(opts)}

@@ -43,6 +43,7 @@ from .cli_support import (
     _task_list,
     _user_errors,
     _writable,
+    fast_paths,
     flags,
     prior_options,
     runtime_options,
@@ -263,8 +264,20 @@ def sample(
 
 @cli.command()
 @flags(BENCH_OPTIONS)
-def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | None, **options: Any) -> None:
+def bench(
+    prior_name: str,
+    tasks: str,
+    methods: str,
+    ids: str,
+    threads: int | None,
+    use_compile: bool,
+    compile_mode: str,
+    channels_last: bool,
+    **options: Any,
+) -> None:
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
+    from functools import partial
+
     from .bench.report import format_markdown
     from .bench.session import BenchRequest, plan_benchmark, run_benchmark
     from .tasks import parse_ids
@@ -276,7 +289,8 @@ def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | No
     _writable(request.out, "--out", folder=True)
     _writable(request.json_path, "--json", folder=False)
     _runtime(request.device, threads)
-    result = run_benchmark(plan, _load_prior, fit_batch=_fit_batch)
+    loader = partial(_load_prior, **fast_paths(use_compile, compile_mode, channels_last))
+    result = run_benchmark(plan, loader, fit_batch=_fit_batch)
     if result is None:  # a rank > 0 under torchrun
         return
     click.echo(format_markdown(result.summary))
@@ -365,7 +379,7 @@ def speed(
         )
     _writable(json_path, "--json", folder=False)
     _runtime(device, threads)
-    optimize: dict[str, Any] = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
+    optimize = fast_paths(use_compile, compile_mode, channels_last)
     prior = timing_prior(prior_name, device, dtype, load=_load_prior, prior_config=prior_config, **optimize)
     report = measure_speed(prior, cfg, dtype)
     click.echo(format_speed(report))
@@ -375,8 +389,17 @@ def speed(
 
 @cli.command()
 @flags(RESTORE_OPTIONS)
-def restore(prior_name: str, threads: int | None, **options: Any) -> None:
+def restore(
+    prior_name: str,
+    threads: int | None,
+    use_compile: bool,
+    compile_mode: str,
+    channels_last: bool,
+    **options: Any,
+) -> None:
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
+    from functools import partial
+
     from .restore import RestoreRequest, plan_restore, run_restore
 
     request = RestoreRequest(prior=prior_name, **options)
@@ -385,7 +408,8 @@ def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     out = request.out
     _writable(out, "--out", folder=True)
     _runtime(request.device, threads)
-    report = run_restore(plan, _load_prior, fit_batch=_fit_batch)
+    loader = partial(_load_prior, **fast_paths(use_compile, compile_mode, channels_last))
+    report = run_restore(plan, loader, fit_batch=_fit_batch)
     if report is None:  # a rank > 0 under torchrun
         return
     rows = report["images"]

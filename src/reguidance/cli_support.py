@@ -95,6 +95,39 @@ def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _DEVICE(_DTYPE(_THREADS(fn)))
 
 
+_FAST_PATHS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option(
+        "--compile",
+        "use_compile",
+        is_flag=True,
+        help="torch.compile the network (the first evaluations compile it: minutes on a CPU).",
+    ),
+    click.option(
+        "--compile-mode",
+        type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+        default="default",
+        show_default=True,
+        help="torch.compile mode; reduce-overhead adds CUDA graphs on GPU.",
+    ),
+    click.option("--channels-last", is_flag=True, help="Store the network's weights and inputs channels-last."),
+]
+
+
+def fast_path_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--compile``, ``--compile-mode`` and ``--channels-last``: the network's fast paths
+    (:meth:`reguidance.priors.base.NetworkPrior.optimize`), one definition for ``speed``, ``bench`` and
+    ``restore``; the command receives ``use_compile``, ``compile_mode`` and ``channels_last``. They change a
+    result only by float rounding (as another thread count does), so they are not part of a run's identity."""
+    for option in reversed(_FAST_PATHS):
+        fn = option(fn)
+    return fn
+
+
+def fast_paths(use_compile: bool, compile_mode: str, channels_last: bool) -> dict[str, Any]:
+    """The fast-path flags as :func:`reguidance.priors.load_prior`'s keyword arguments."""
+    return {"compile": use_compile, "compile_mode": compile_mode, "channels_last": channels_last}
+
+
 def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """``--prior-config``: read and checked while the command line is parsed (before any work): a missing file, a
     suffix other than .json / .yaml / .yml, or a file that does not parse to a mapping is a usage error."""
@@ -143,13 +176,13 @@ def _prior_source() -> tuple[Path | None, Path | None]:
     return params.get("prior_config"), params.get("checkpoint_dir")
 
 
-def _fit_batch(prior: Prior, batch_size: int, device: str) -> int:
-    """The batch a guided run of ``prior`` uses: ``batch_size``, or the largest that fits the free memory of
-    ``device`` with a one-line notice (:func:`reguidance.memory.fit_batch`; an ``InputError`` when one image
-    does not fit)."""
+def _fit_batch(prior: Prior, batch_size: int, device: str, n: int | None = None) -> int:
+    """The batch a guided run of ``prior`` on ``n`` images (``None``: unknown) uses: ``min(batch_size, n)``, or the
+    largest that fits the free memory of ``device`` with a one-line notice (:func:`reguidance.memory.fit_batch`;
+    an ``InputError`` when one image does not fit)."""
     from .memory import fit_batch
 
-    fitted, notice = fit_batch(prior, batch_size, device)
+    fitted, notice = fit_batch(prior, batch_size, device, n=n)
     if notice is not None:
         click.echo(f"note: {notice}", err=True)
     return fitted
@@ -489,7 +522,8 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--data",
         default=None,
-        help="folder:PATH: benchmark on a folder of PNG/JPEG images instead (centre-cropped, resized to the prior).",
+        help="folder:PATH: benchmark on a folder of PNG/JPEG images instead; each is centre-cropped to a square, "
+        "then resized (bicubic) to the prior's size, the rule of restore --resize.",
     ),
     click.option(
         "--tasks",
@@ -556,6 +590,7 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     runtime_options,
     prior_options,
+    fast_path_options,
     _OVERWRITE,
 ]
 
@@ -612,15 +647,7 @@ SPEED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         show_default=True,
         help="Rounds of floor, method, floor, method, ...: each ratio is the median over rounds, with its range.",
     ),
-    click.option("--compile", "use_compile", is_flag=True, help="torch.compile the network."),
-    click.option(
-        "--compile-mode",
-        type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
-        default="default",
-        show_default=True,
-        help="torch.compile mode; reduce-overhead adds CUDA graphs on GPU.",
-    ),
-    click.option("--channels-last", is_flag=True),
+    fast_path_options,
     click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None),
 ]
 
@@ -666,8 +693,9 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--resize",
         is_flag=True,
-        help="Resize --image and --candidate images of another size to the prior's (Pillow bicubic, antialiased when "
-        "shrinking; aspect ratio not kept); without it such an image is an error. Measurements are never resized.",
+        help="Fit --image and --candidate images of another size to the prior's: centre-cropped to a square, then "
+        "resized (bicubic), the rule of bench --data folder:; without it such an image is an error. Measurements are "
+        "never resized.",
     ),
     click.option(
         "--samples",
@@ -678,6 +706,7 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     runtime_options,
     prior_options,
+    fast_path_options,
     _OVERWRITE,
 ]
 

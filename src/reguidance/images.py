@@ -18,9 +18,12 @@ Limit. A file of more than :data:`MAX_PIXELS` pixels (128 megapixels, e.g. 11313
 RGB once decoded) is refused with an :class:`~reguidance.conventions.InputError` naming it, from its header alone;
 below that no decompression-bomb warning is printed (Pillow warns from 89 megapixels).
 
-Sizes. ``size=None`` keeps each file's own size (all files must then agree); otherwise ``mode="resize"`` scales the
-whole image to ``size x size`` (aspect ratio not kept) and ``mode="center_crop"`` takes the largest central square
-first. Resampling is bicubic and is skipped when the image already has the target size.
+Sizes. ``size=None`` keeps each file's own size (all files must then agree); otherwise each image is fitted to
+``size x size`` by one of two rules: ``mode="center_crop"`` (the default, and the one rule of ``reguidance bench
+--data folder:`` and ``reguidance restore --resize``) takes the largest central square, then resizes it, so shapes
+keep their proportions and a non-square image loses the ends of its longer side; ``mode="stretch"`` resizes the
+whole image, aspect ratio not kept. Resizing is Pillow's bicubic filter (antialiased when shrinking) and is
+skipped when the image already has the target size.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch import Tensor
 from .conventions import InputError, check_finite, check_positive_int
 
 __all__ = [
+    "DEFAULT_MODE",
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "ResizeMode",
@@ -57,7 +61,11 @@ __all__ = [
     "upright",
 ]
 
-ResizeMode = Literal["resize", "center_crop"]
+ResizeMode = Literal["center_crop", "stretch"]
+"""How an image is fitted to ``size x size`` (module docstring): the central square, or the whole image stretched."""
+
+#: the fitting rule of every reader here, and of ``bench --data folder:`` and ``restore --resize``
+DEFAULT_MODE: ResizeMode = "center_crop"
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 """File suffixes (any case) that :func:`load_images` reads in a folder; other files there are ignored."""
@@ -150,7 +158,7 @@ def _pil_to_uint8(img: Image.Image, channels: int | None) -> np.ndarray:
 
 
 def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
-    """Resize to ``size x size`` (``resize``: whole image, aspect not kept; ``center_crop``: central square first)."""
+    """Resize to ``size x size`` (``center_crop``: central square first; ``stretch``: whole image, aspect not kept)."""
     if mode == "center_crop":
         w, h = img.size
         side = min(w, h)
@@ -175,8 +183,8 @@ def _read_image(file: Path, size: int | None, channels: int | None, mode: str) -
 def _check_read_args(size: int | None, channels: int | None, mode: str) -> int | None:
     if channels not in (None, 1, 3):
         raise InputError(f"channels must be 1 or 3, got {channels!r} (or None to keep each file's own)")
-    if mode not in ("resize", "center_crop"):
-        raise InputError(f"mode must be 'resize' or 'center_crop', got {mode!r}")
+    if mode not in ("center_crop", "stretch"):
+        raise InputError(f"mode must be 'center_crop' or 'stretch', got {mode!r}")
     return None if size is None else check_positive_int("size", size)
 
 
@@ -185,14 +193,15 @@ def read_images(
     size: int | None = None,
     channels: int | None = None,
     *,
-    mode: ResizeMode = "resize",
+    mode: ResizeMode = DEFAULT_MODE,
 ) -> Tensor:
     """The image ``files``, in the given order, as ``images (N, C, H, W)`` float32 in ``[-1, 1]``.
 
     ``channels``: 1, 3, or ``None`` to keep the files' own (gray files give ``C = 1``, colour files ``C = 3``);
-    ``size``: an integer to fit every image to ``size x size`` by ``mode``, or ``None`` to keep the files' own
-    size. Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) naming a file that cannot be
-    decoded, and when the images do not agree in shape.
+    ``size``: an integer to fit every image to ``size x size`` by ``mode`` (``"center_crop"``, the default, or
+    ``"stretch"``; see the module docstring), or ``None`` to keep the files' own size. Raises
+    :class:`~reguidance.conventions.InputError` (a ``ValueError``) naming a file that cannot be decoded, and when
+    the images do not agree in shape.
     """
     size = _check_read_args(size, channels, mode)
     if len(files) == 0:
@@ -211,36 +220,51 @@ def read_images(
 
 
 def load_images(
-    path: str | os.PathLike[str],
-    size: int | None,
-    channels: int | None,
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    size: int | None = None,
+    channels: int | None = None,
     *,
-    mode: ResizeMode = "resize",
+    mode: ResizeMode = DEFAULT_MODE,
 ) -> tuple[Tensor, list[str]]:
-    """One image file, or every PNG/JPEG file directly in a folder (sorted by name), as ``images (N, C, H, W)``
-    float32 in ``[-1, 1]`` and their file ``names``; ``size``, ``channels`` and ``mode`` as in :func:`read_images`
-    (rules in the module docstring). Files with other suffixes and subfolders of a folder are ignored.
+    """Image files as a batch: ``(images, names)``, ``images (N, C, H, W)`` float32 in ``[-1, 1]`` and the files'
+    ``names`` (without their folder), image ``n`` read from file ``names[n]``.
 
-    Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) when ``path`` is neither an image file
-    nor a folder, a folder holds no image, or a file cannot be decoded (naming it).
+    Arguments:
+        source: a folder (every PNG/JPEG file directly in it, sorted by name; other files and subfolders are
+            ignored), one image file, or a list of image files (read in the given order).
+        size: fit every image to ``size x size`` by ``mode``; ``None`` (default) keeps the files' own size, which
+            must then agree.
+        channels: 1 (gray, ITU-R 601 luma), 3 (RGB), or ``None`` (default) to keep the files' own.
+        mode: ``"center_crop"`` (default: the largest central square, then a bicubic resize) or ``"stretch"`` (the
+            whole image resized, aspect ratio not kept). Rules in the module docstring.
+
+    Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) when ``source`` is neither an image file,
+    a folder nor a list of image files, a folder holds no image, a file cannot be decoded (naming it), or the
+    images do not agree in shape.
     """
     size = _check_read_args(size, channels, mode)
-    target = Path(path)
-    if target.is_file():
-        if target.suffix.lower() not in IMAGE_SUFFIXES:
-            suffixes = ", ".join(IMAGE_SUFFIXES)
-            raise InputError(f"file {str(target)!r} is not an image; expected a name ending in {suffixes}")
-        files = [target]
-    elif target.is_dir():
-        files = sorted(
-            (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
-        )
-        if not files:
-            raise InputError(
-                f"folder {str(target)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+    suffixes = ", ".join(IMAGE_SUFFIXES)
+    if isinstance(source, (str, os.PathLike)):
+        target = Path(source)
+        if target.is_dir():
+            files = sorted(
+                (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                key=lambda p: p.name,
             )
+            if not files:
+                raise InputError(f"folder {str(target)!r} holds no image; expected files ending in {suffixes}")
+        elif target.is_file():
+            files = [target]
+        else:
+            raise InputError(f"path {str(target)!r} is neither an image file nor a folder")
     else:
-        raise InputError(f"path {str(target)!r} is neither an image file nor a folder")
+        files = [Path(f) for f in source]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"no such image file {missing[0]!r}; expected a list of image files")
+    for f in files:
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"file {str(f)!r} is not an image; expected a name ending in {suffixes}")
     return read_images(files, size, channels, mode=mode), [p.name for p in files]
 
 

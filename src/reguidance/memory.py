@@ -151,13 +151,24 @@ def check_fits_in_memory(
 
 
 def fit_batch(
-    prior: Prior, batch_size: int, device: torch.device | str, *, available: int | None = None
+    prior: Prior,
+    batch_size: int,
+    device: torch.device | str,
+    *,
+    available: int | None = None,
+    n: int | None = None,
 ) -> tuple[int, str | None]:
     """The largest batch ``<= batch_size`` whose guided step fits the memory available on ``device`` (the rule in
     the module docstring), and a one-line notice when it is smaller than asked (else ``None``).
 
+    ``n``, the number of images the run will solve (``None``: unknown), caps the batch first: a run never holds
+    more than ``min(batch_size, n)`` images at once, so that is what must fit and what the notice names.
     ``available`` overrides the measured free bytes. Raises :class:`InputError` when one image does not fit.
     """
+    asked = f"--batch-size {batch_size}"
+    if n is not None and 1 <= n < batch_size:
+        batch_size = n
+        asked += f" with {n} images (one batch of {n})"
     free = available_bytes(device) if available is None else available
     step = estimate_step(prior)
     if free is None or step is None or step.need(batch_size) <= free:
@@ -170,6 +181,6 @@ def fit_batch(
             "free memory or use a machine with more of it"
         )
     return fits, (
-        f"--batch-size {batch_size} needs about {format_bytes(step.need(batch_size))} per guided step but "
+        f"{asked} needs about {format_bytes(step.need(batch_size))} per guided step but "
         f"{format_bytes(free)} is available on {device}: running batches of {fits} instead (results do not change)"
     )

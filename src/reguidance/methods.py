@@ -1,9 +1,11 @@
 """Candidate-producing methods for the benchmark, by command-line name.
 
-A method maps ``(prior, operator, measurement, rng, ids)`` to :class:`Candidates` ``(x, nfe, raw)``: candidates
-``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and ``raw``, the output before the final
-clamp to [-1, 1] (the report measures how well the unclamped output fits ``y`` too). ``folder:PATH`` reads external
-candidates, one PNG per test image named ``<id>.png`` or ``<id:05d>.png``.
+A method maps ``(prior, operator, measurement, rng, ids, *, progress=False, **options)`` to :class:`Candidates`
+``(x, nfe, raw)``: candidates ``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and
+``raw``, the output before the final clamp to [-1, 1] (the report measures how well the unclamped output fits ``y``
+too). ``progress=True`` shows a sampler's per-step bar with its ETA (:func:`reguidance.guidance.core.run`; methods
+without steps ignore it). ``folder:PATH`` reads external candidates, one PNG per test image named ``<id>.png`` or
+``<id:05d>.png``.
 
 **Sanity methods** (:data:`SANITY`), floors every table shows beside the solvers:
 
@@ -67,8 +69,11 @@ class Candidates(NamedTuple):
 MethodFn = Callable[..., Candidates]
 
 
-def pinv_method(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
-    """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov)."""
+def pinv_method(
+    prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], *, progress: bool = False
+) -> Candidates:
+    """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov);
+    one closed-form solve, so no progress bar."""
     if not isinstance(operator, LinearOperator):
         raise InputError(
             f"the pinv candidate needs a linear operator; {type(operator).__name__} is not a LinearOperator"
@@ -86,9 +91,17 @@ def _solver(name: str) -> MethodFn:
     by :func:`~reguidance.guidance.method_config`, fresh noise, ``x0_hat`` clipped for images."""
 
     def run(
-        prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], **options: object
+        prior: Prior,
+        operator: Operator,
+        y: Tensor,
+        rng: BatchRNG,
+        ids: Sequence[int],
+        *,
+        progress: bool = False,
+        **options: object,
     ) -> Candidates:
-        out = solve(method_config(name, {**options, **_FIXED}), Problem(prior, operator, y, rng))
+        method = method_config(name, {**options, **_FIXED})
+        out = solve(method, Problem(prior, operator, y, rng), progress=progress)
         return Candidates(out.x.clamp(-1, 1), out.nfe, out.x)
 
     run.__doc__ = f"{SAMPLERS[name].label} from fresh noise with clipping; see :mod:`{SAMPLERS[name].__module__}`."
@@ -162,7 +175,9 @@ def folder_method(path: str | Path) -> MethodFn:
     if not root.is_dir():
         raise InputError(f"folder candidates: {root} is not a directory")
 
-    def load(prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int]) -> Candidates:
+    def load(
+        prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], *, progress: bool = False
+    ) -> Candidates:
         from .images import load_images
 
         c, h, w = prior.signal_shape
@@ -255,7 +270,14 @@ def _retrieve_masked(operator: Inpainting, y: Tensor, train: Tensor, chunk: int)
 
 
 def mean_method(
-    prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], dataset: str = ""
+    prior: Prior,
+    operator: Operator,
+    y: Tensor,
+    rng: BatchRNG,
+    ids: Sequence[int],
+    *,
+    progress: bool = False,
+    dataset: str = "",
 ) -> Candidates:
     """The sanity floor that ignores ``y``: the mean training image of ``dataset``, for every measurement."""
     train = training_images(_dataset_name("mean", dataset))
@@ -264,7 +286,14 @@ def mean_method(
 
 
 def retrieval_method(
-    prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], dataset: str = ""
+    prior: Prior,
+    operator: Operator,
+    y: Tensor,
+    rng: BatchRNG,
+    ids: Sequence[int],
+    *,
+    progress: bool = False,
+    dataset: str = "",
 ) -> Candidates:
     """The sanity floor that fits ``y`` with real data: the training image of ``dataset`` whose ``A x`` is closest
     to ``y`` (:func:`retrieve`)."""

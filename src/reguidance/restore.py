@@ -9,8 +9,9 @@ Inputs are image files or folders (every PNG/JPEG directly in a folder):
 
 **Sizes.** Clean images and candidates must have the prior's size, and measurements the task's measurement size
 (``operator.y_shape``); a file of another size is an ``InputError`` naming it, its size and the size expected
-(:func:`check_sizes`). With ``resize`` clean images and candidates are fitted to the prior's size instead
-(:data:`RESIZE_RULE`); measurements are never resized.
+(:func:`check_sizes`). With ``resize`` clean images and candidates are fitted to the prior's size instead, by the
+rule of ``bench --data folder:`` (:data:`RESIZE_RULE`: the largest central square, then a bicubic resize);
+measurements are never resized.
 
 **Pairing by name.** Candidate files are matched to inputs by file name (:func:`match_candidates`): the candidate
 with the input's own name, else the one with the input's stem (``a.png`` for input ``a.jpg``). An input without a
@@ -50,7 +51,7 @@ from tqdm.auto import tqdm
 from .batch import solve_batch
 from .conventions import InputError, check_positive_int
 from .files import FieldKind, atomic_write_json, save_pngs
-from .images import load_images
+from .images import DEFAULT_MODE, load_images
 from .methods import check_method_options, get_method
 from .priors.base import Prior
 from .runs import RunFolder, identity_hash
@@ -63,6 +64,7 @@ __all__ = [
     "RestorePlan",
     "RestoreRequest",
     "check_sizes",
+    "count_inputs",
     "image_id",
     "match_candidates",
     "output_name",
@@ -143,15 +145,16 @@ def match_candidates(inputs: Sequence[str], candidates: Sequence[str], *, single
 def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple[torch.Tensor, list[str]]:
     """The images of a user's file or folder; a file that does not decode is an ``InputError`` naming ``flag``."""
     try:
-        return load_images(path, size, channels)
+        return load_images(path, size, channels, mode=DEFAULT_MODE)  # size None: the files' own
     except InputError:
         raise
     except ValueError as err:
         raise InputError(f"{flag}: {err}") from err
 
 
-#: how ``--resize`` fits an image to the prior's size (:func:`reguidance.images.load_images`' rule)
-RESIZE_RULE = "Pillow bicubic, antialiased when shrinking; aspect ratio not kept"
+#: how ``--resize`` fits an image to the prior's size: :func:`reguidance.images.load_images`' default rule
+#: (:data:`reguidance.images.DEFAULT_MODE`), the one ``bench --data folder:`` uses too
+RESIZE_RULE = "centre-cropped to a square, then resized with Pillow's bicubic filter"
 
 
 def check_sizes(
@@ -182,6 +185,18 @@ def check_sizes(
         raise InputError(
             f"{flag}: {', '.join(wrong[:3])}{more} but {expected} {size[1]}x{size[0]} (width x height); {hint}"
         )
+
+
+def count_inputs(path: str | Path | None) -> int:
+    """How many inputs ``path`` holds: 1 for a file, the image files directly in a folder, 0 for ``None``."""
+    from .images import IMAGE_SUFFIXES
+
+    if path is None:
+        return 0
+    root = Path(path)
+    if root.is_file():
+        return 1
+    return sum(1 for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _files(path: str | Path, names: Sequence[str]) -> list[Path]:
@@ -223,8 +238,8 @@ def restore(
     rank ``r`` restores inputs ``r, r + world_size, ...`` into ``restore.rank<r>.jsonl``; after a barrier,
     :func:`write_report` merges every rank's rows. A clean image or candidate file of another size than the prior's
     images is an ``InputError`` naming it, its size and the prior's (:func:`check_sizes`) unless ``resize`` (then
-    it is fitted by :func:`reguidance.images.load_images`' rule: Pillow bicubic, antialiased when shrinking,
-    aspect ratio not kept). A measurement file must have the task's measurement size (``operator.y_shape``); it is
+    it is fitted by :func:`reguidance.images.load_images`' default rule, :data:`RESIZE_RULE`; the rule joins the
+    run's identity). A measurement file must have the task's measurement size (``operator.y_shape``); it is
     never resized, ``resize`` or not.
 
     ``samples = K > 1`` draws K restorations per input from one latent (:func:`reguidance.wrapper.spread`): the
@@ -299,6 +314,7 @@ def restore(
         "reguidance": asdict(cfg),
         "seed": seed,
         **({"samples": samples} if samples > 1 else {}),
+        **({"resize": DEFAULT_MODE} if resize else {}),
     }
     run = identity_hash(facts)
 
@@ -580,7 +596,7 @@ def run_restore(
     plan: RestorePlan,
     load_prior: Callable[[str, str, str], Prior],
     *,
-    fit_batch: Callable[[Prior, int, str], int] | None = None,
+    fit_batch: Callable[[Prior, int, str, int], int] | None = None,
 ) -> dict[str, Any] | None:
     """Run a checked request (:func:`plan_restore`): the prior (``load_prior(name, device, dtype)``), one share of
     the inputs per process under ``torchrun`` (:func:`restore`), then on rank 0 ``report.json``
@@ -591,7 +607,8 @@ def run_restore(
     r = plan.request
     with sharded(r.device) as (rank, world, dev):  # torchrun: one share of the inputs per process
         prior = load_prior(r.prior, dev, r.dtype)
-        batch_size = fit_batch(prior, r.batch_size, dev) if fit_batch is not None else r.batch_size
+        n = len(range(rank, count_inputs(r.image if r.image is not None else r.measurement), world))
+        batch_size = fit_batch(prior, r.batch_size, dev, n) if fit_batch is not None else r.batch_size
         # restore checks its inputs and pairing before it takes the folder's lock and writes anything
         names = restore(
             prior,

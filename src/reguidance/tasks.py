@@ -98,6 +98,7 @@ __all__ = [
     "check_ids",
     "get_task",
     "id_span",
+    "make_operator",
     "method_rng",
     "motion_kernel",
     "parse_ids",
@@ -262,11 +263,10 @@ class Task:
     def kernel_size(self, x_shape: Sequence[int]) -> int:
         return _odd(self._scaled(self.size, x_shape[1])) if self.reference_size else self.size
 
-    def operator(
-        self, ids: Sequence[int], seed: int, x_shape: Sequence[int] = (1, 32, 32), *, split: str = "test"
-    ) -> Operator:
-        """The operator for images ``ids`` of ``split`` in a run seeded with ``seed`` (per-image random boxes);
-        ``InputError`` naming the task when it does not fit ``x_shape``."""
+    def operator(self, ids: Sequence[int], seed: int, x_shape: Sequence[int], *, split: str = "test") -> Operator:
+        """The operator for images ``(C, H, W) = x_shape`` with ids ``ids`` of ``split`` in a run seeded with
+        ``seed`` (per-image random boxes); ``InputError`` naming the task when it does not fit ``x_shape``.
+        :func:`make_operator` is the same with its arguments checked."""
         try:
             return self._operator(ids, seed, tuple(x_shape), split)
         except InputError:
@@ -502,6 +502,48 @@ def split_tasks(text: str) -> list[str]:
                 specs[-1] += f",{piece}"
         specs.append(";")
     return [s for s in specs if s != ";"]
+
+
+def make_operator(
+    task: str | Task,
+    image_shape: Sequence[int],
+    *,
+    ids: Sequence[int] | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    split: str = "test",
+) -> Operator:
+    """The forward operator of ``task`` for images of shape ``image_shape = (C, H, W)`` (pass ``x.shape[1:]`` of a
+    batch ``x: (B, C, H, W)`` in [-1, 1]).
+
+    Arguments:
+        task: a name, preset or spec of the grammar in the module docstring (``"sr:8"``, ``"paper:box128c"``,
+            ``"blur:gauss,std=3"``, ...) or a parsed :class:`Task`.
+        image_shape: ``(C, H, W)``; required (there is no default size). Sizes given relative to the image (a box
+            fraction, a preset) are resolved at this size.
+        ids: one id per image of the batch, for the task's per-image random draws (a random box's position):
+            image ``ids[b]`` gets the draw of stream ``(seed, split, task, "mask", ids[b])``. ``None``: one draw,
+            of id 0, shared by every image of any batch (the operator's mask has batch size 1 and broadcasts).
+            Tasks without random draws (centred boxes, super-resolution, blurs, masks) ignore them.
+        seed, split: the run's seed and the split's name in those streams (:func:`stream_rng`).
+        device: where the operator's tensors (masks, kernels) live; default CPU.
+
+    Returns an :class:`~reguidance.operators.Operator` (every task's is a
+    :class:`~reguidance.operators.LinearOperator`) with ``x_shape = image_shape``, ``y_shape`` its measurement's
+    shape and ``sigma_y`` the task's noise on the [-1, 1] scale. Raises :class:`InputError` for a malformed task,
+    a shape that is not three positive integers, or a task that does not fit the shape (a box larger than the
+    image, a factor that does not divide it).
+    """
+    parsed = task if isinstance(task, Task) else parse_task(task)
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        hint = "; for a batch x of shape (B, C, H, W) pass x.shape[1:]" if len(shape) == 4 else ""
+        raise InputError(f"image_shape must be (C, H, W), three positive integers; got {shape!r}{hint}")
+    chosen = [0] if ids is None else [int(i) for i in ids]
+    if not chosen:
+        raise InputError("ids is empty; give one id per image of the batch, or None for one shared draw")
+    operator = parsed.operator(chosen, seed, shape, split=split)
+    return operator if device is None else operator.to(device)
 
 
 def get_task(name: str) -> Task:

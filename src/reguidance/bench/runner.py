@@ -367,9 +367,10 @@ def _run_batch(
     out: Path,
     classifier: Classifier | None,
     lpips: Distance | None,
+    progress: bool = False,
 ) -> list[Row]:
-    """Every variant of ``spec.variants(name)`` for the images ``chunk`` (:func:`reguidance.batch.solve_batch`):
-    their rows, pictures saved beside."""
+    """Every variant of ``spec.variants(name)`` for the images ``chunk`` (:func:`reguidance.batch.solve_batch`,
+    with its per-step bars when ``progress``): their rows, pictures saved beside."""
     device = prior.device
     truth = images[list(chunk)].to(device)
     operator, y = task.measure(truth, chunk, spec.seed, split=spec.split)
@@ -389,6 +390,7 @@ def _run_batch(
         config=spec.wrapper_config(task.name, name),
         variants=spec.variants(name),
         variant_options=spec.ablation_options(task.name, name),
+        progress=progress,
     )
     mem = _peak_mem_mb(device)
     lab = labels[list(chunk)]
@@ -477,7 +479,7 @@ def run_bench(
                         return folder.log
                     chunk = ids[start : start + spec.batch_size]
                     batch_rows = _run_batch(
-                        prior, images, labels, spec, task, name, methods[name], chunk, out, classifier, lpips
+                        prior, images, labels, spec, task, name, methods[name], chunk, out, classifier, lpips, progress
                     )
                     new = [r for r in batch_rows if variant_of(r) not in done.get((task.name, name, int(r["id"])), ())]
                     folder.append(log, [{**r, "run": run} for r in new])  # every variant of the batch at once

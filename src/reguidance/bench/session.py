@@ -190,14 +190,15 @@ def run_benchmark(
     plan: BenchPlan,
     load_prior: PriorLoader,
     *,
-    fit_batch: Callable[[Prior, int, str], int] | None = None,
+    fit_batch: Callable[[Prior, int, str, int], int] | None = None,
 ) -> BenchResult | None:
     """Run a checked request (:func:`plan_benchmark`) into ``request.out``; the result on rank 0, None elsewhere.
 
     Under ``torchrun`` each process takes a share of the ids (:func:`reguidance.shard.sharded`); rank 0 holds the
     folder's lock through the summary (``summary.json``, ``summary.md``), the grids and ``tradeoff.png`` (and
     ``request.json_path``). ``load_prior(name, device, dtype)`` loads the prior; ``fit_batch(prior, batch_size,
-    device)`` may shrink the batch to the device's memory (the batch is not part of the identity)."""
+    device, n)`` may shrink the batch to the device's memory, ``n`` being the number of ids this process solves
+    (the batch is not part of the identity)."""
     from ..shard import sharded
 
     r = plan.request
@@ -227,7 +228,8 @@ def run_benchmark(
             spec, images, labels = plan.spec, plan.images, plan.labels
             assert spec is not None and images is not None and labels is not None  # set by the plan or just above
             if fit_batch is not None and r.fit_batch:
-                spec = replace(spec, batch_size=fit_batch(prior, spec.batch_size, dev))  # not part of the identity
+                n = len(list(spec.ids)[rank::world])  # this process's ids: no batch holds more
+                spec = replace(spec, batch_size=fit_batch(prior, spec.batch_size, dev, n))  # not part of the identity
             held.enter_context(hold_folder(r.out, rank))  # rank 0 keeps the folder's lock through the summary
             run_bench(
                 prior,
