@@ -32,6 +32,7 @@ from .cli_support import (
     TRAIN_OPTIONS,
     TUNE_DEFAULTS_OPTIONS,
     TUNE_OPTIONS,
+    _apart,
     _csv,
     _echo_sweep,
     _fit_batch,
@@ -86,6 +87,7 @@ def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
         cfg = TheoryConfig(**options)
     _writable(json_path, "--json", folder=False)
     _writable(plot_path, "--plot", folder=False)
+    _apart({"--plot": plot_path}, {"--json": json_path})
     report, clouds = run_theory(cfg, progress=True)
     click.echo(format_table(report))
     if json_path is not None:
@@ -120,6 +122,7 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     import json
 
     from .conventions import InputError
+    from .runs import own_folder
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -138,9 +141,16 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
         _positive(f"--{flag.replace('_', '-')}", flags.get(flag))
     with _options(f"--config {config_path}" if config_path is not None else None):
         cfg = TrainConfig.from_dict(base).validate()
-    _writable(out, "--out", folder=True)
+    if cfg.dataset not in ("mnist", "fashion_mnist"):
+        where = f"--config {config_path}: " if config_path is not None else ""
+        raise InputError(f"{where}dataset {cfg.dataset!r} is not one of mnist, fashion_mnist")
+    if cfg.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {cfg.seed}")
+    _writable(out, "--out", folder=True, kind="train")
+    _apart({"--out": out}, {"--config": config_path})
     _runtime(threads=threads)
-    facts = run_training(cfg, out, resume=resume)
+    with own_folder(out, "train"):
+        facts = run_training(cfg, out, resume=resume)
     click.echo(
         f"steps {facts['steps_done']}, wall {facts['train_wall_s']} s, last loss {facts['last_loss']:.4f}; "
         f"EMA weights: {out / 'ema.safetensors'}"
@@ -189,6 +199,8 @@ def train_classifier_cmd(
     _positive("--epochs", epochs)
     _positive("--batch-size", batch_size)
     _writable(out, "--out", folder=True)
+    for made in (f"{dataset}_classifier.safetensors", f"{dataset}_classifier.json"):
+        _writable(out / made, "--out", folder=False)  # replaces only files it wrote
     _runtime(threads=threads)
     facts = train_classifier(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     click.echo(
@@ -222,6 +234,7 @@ def sample(
 
     from .classifier import evaluate_samples, load_classifier
     from .data import load_dataset, load_test_subset
+    from .runs import own_folder
     from .sampling_report import sample_report, save_samples, write_report
     from .train import draw_samples
 
@@ -230,14 +243,16 @@ def sample(
     dataset = dataset or prior_name
     if dataset not in ("mnist", "fashion_mnist"):
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="sample")
     _writable(json_path, "--json", folder=False)
+    _apart({"--out": out, "--json": json_path}, {})
     _runtime(device, threads)
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
     x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
     wall = time.perf_counter() - t0
-    save_samples(x, out)
+    with own_folder(out, "sample"):
+        save_samples(x, out)
     ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]
     settings = {
         "prior": prior_name,
@@ -268,7 +283,7 @@ def bench(prior_name: str, tasks: str, methods: str, ids: str, threads: int | No
     request = BenchRequest(tasks=tasks_, methods=methods_, ids=parse_ids(ids), prior=prior_name, **options)
     with _options():
         plan = plan_benchmark(request)
-    _writable(request.out, "--out", folder=True)
+    _writable(request.out, "--out", folder=True, kind="bench")
     _writable(request.json_path, "--json", folder=False)
     _runtime(request.device, threads)
     result = run_benchmark(plan, _load_prior, fit_batch=_fit_batch)
@@ -300,6 +315,10 @@ def bench_report(
         if not (path / "summary.json").is_file() or not (path / "config.json").is_file():
             raise InputError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
         folders[name] = path
+    if pictures is not None:
+        _writable(pictures, "--pictures", folder=True)
+        for run_name in folders:
+            _writable(pictures / f"benchmark_{run_name}.png", "--pictures", folder=False)
     with _options("--into"):
         replace_marked(into, benchmark_tables(folders))
     click.echo(f"tables written into {into}")
@@ -345,6 +364,7 @@ def speed(
             daps_annealing_steps=daps_annealing_steps,
         )
     _writable(json_path, "--json", folder=False)
+    _apart({"--json": json_path}, {})
     _runtime(device, threads)
     optimize: dict[str, Any] = {"compile": use_compile, "channels_last": channels_last, "compile_mode": compile_mode}
     prior = timing_prior(prior_name, device, dtype, load=_load_prior, prior_config=prior_config, **optimize)
@@ -364,7 +384,7 @@ def restore(prior_name: str, threads: int | None, **options: Any) -> None:
     with _options():
         plan = plan_restore(request)
     out = request.out
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="restore")
     _runtime(request.device, threads)
     report = run_restore(plan, _load_prior, fit_batch=_fit_batch)
     if report is None:  # a rank > 0 under torchrun
@@ -404,9 +424,10 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
         notes=False,
         fit_batch=False,
         overview=f"MNIST, embedded prior; {n_images} test images per task",
+        kind="demo",
     )
     plan = plan_benchmark(request)
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="demo")
     _runtime(device, threads)
     result = run_benchmark(plan, _load_prior)
     assert result is not None  # demo runs in one process
@@ -419,19 +440,22 @@ def _sweep(
 ) -> list[dict[str, Any]]:
     """The sweep of ``tune`` and ``tune-defaults`` over ``pairs``; ``f``: the flags both commands share."""
     from .bench.tune import check_sweep, sweep, validation_split
+    from .runs import own_folder
 
     _positive("--batch-size", f["batch_size"])
     with _options():
         grids, wgrid = check_sweep(pairs, method_grids, wrapper_grid)
     images, id_range = validation_split(f["prior_name"], f["dataset"], f["ids"])
-    _writable(f["out"], "--out", folder=True)
+    _writable(f["out"], "--out", folder=True, kind="tune")
+    _apart({"--out": f["out"]}, {})
     _runtime(f["device"], f["threads"])
     prior = _load_prior(f["prior_name"], f["device"], f["dtype"])
     batch_size = _fit_batch(prior, f["batch_size"], f["device"])
-    entries = sweep(
-        prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
-        seed=f["seed"], batch_size=batch_size,
-    )  # fmt: skip
+    with own_folder(f["out"], "tune"):
+        entries = sweep(
+            prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
+            seed=f["seed"], batch_size=batch_size,
+        )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
     return entries

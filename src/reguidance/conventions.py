@@ -48,6 +48,7 @@ __all__ = [
     "check_image_scale",
     "check_nonnegative",
     "check_positive_int",
+    "check_seed",
     "check_signal_shape",
     "check_unit_interval",
     "derive_seed",
@@ -146,6 +147,13 @@ def check_positive_int(name: str, value: int) -> int:
     """Raise ``InputError`` unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_seed(name: str, value: int) -> int:
+    """Raise ``InputError`` (naming ``name``, e.g. ``--seed``) unless ``value`` is an integer >= 0 (a seed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
 
 
