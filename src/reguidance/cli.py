@@ -115,6 +115,13 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
         click.echo(f"report: {json_path}")
 
 
+#: what ``reguidance train`` writes into ``--out`` (:mod:`reguidance.train`)
+TRAIN_OUTPUTS = (
+    "log.jsonl", "ema.safetensors", "model.json", "samples.png",
+    *(f"checkpoint/{f}" for f in ("model.safetensors", "ema.safetensors", "state.pt", "config.json")),
+)  # fmt: skip
+
+
 @cli.command()
 @flags(TRAIN_OPTIONS)
 def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: Any) -> None:
@@ -122,6 +129,7 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     import json
 
     from .conventions import InputError
+    from .files import claim
     from .runs import own_folder
     from .train import TrainConfig
     from .train import train as run_training
@@ -150,6 +158,8 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     _apart({"--out": out}, {"--config": config_path})
     _runtime(threads=threads)
     with own_folder(out, "train"):
+        for made in TRAIN_OUTPUTS:  # train writes these itself: recorded first, a user's file of that name refused
+            claim(out / made)
         facts = run_training(cfg, out, resume=resume)
     click.echo(
         f"steps {facts['steps_done']}, wall {facts['train_wall_s']} s, last loss {facts['last_loss']:.4f}; "
@@ -195,13 +205,17 @@ def train_classifier_cmd(
 ) -> None:
     """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
     from .classifier import train_classifier
+    from .files import claim
 
     _positive("--epochs", epochs)
     _positive("--batch-size", batch_size)
     _writable(out, "--out", folder=True)
-    for made in (f"{dataset}_classifier.safetensors", f"{dataset}_classifier.json"):
-        _writable(out / made, "--out", folder=False)  # replaces only files it wrote
+    made = [out / f"{dataset}_classifier.safetensors", out / f"{dataset}_classifier.json"]
+    for path in made:
+        _writable(path, "--out", folder=False)  # replaces only files it wrote
     _runtime(threads=threads)
+    for path in made:  # train_classifier writes them itself: recorded in the folder's manifest first
+        claim(path)
     facts = train_classifier(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     click.echo(
         f"{dataset}: best epoch {facts['epoch']}, val accuracy {facts['val_accuracy']:.4f}, "

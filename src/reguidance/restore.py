@@ -224,6 +224,9 @@ def restore(
         raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
     if (candidates is None) == (method is None):
         raise InputError("pass exactly one of --candidate (files or a folder) or --method")
+    from .runs import check_apart
+
+    check_apart({"out": out}, {"images": images, "measurements": measurements, "candidates": candidates})
     task = get_task(task_name)
     fn = get_method(method) if method is not None else None
     if method is not None:

@@ -425,7 +425,9 @@ def parse_task(spec: str) -> Task:
     sigma: float | None = None
     if parts[-1].startswith("sigma_y="):
         value = parts.pop()[len("sigma_y=") :]
-        sigma = _number(text, "sigma_y", value)  # > 0: consistency and every likelihood divide by sigma_y
+        sigma = _number(text, "sigma_y", value, positive=False)
+        if sigma == 0:  # the consistency ||Ax - y|| / (sigma_y sqrt(m)) and every likelihood divide by it
+            raise _bad(text, "sigma_y must be > 0 (the consistency and the likelihoods divide by it), got 0")
         if not parts or not parts[0]:
             raise _bad(text, "sigma_y=V must follow a task")
     head, rest = parts[0], parts[1:]

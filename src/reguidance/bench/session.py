@@ -180,12 +180,12 @@ def plan_benchmark(request: BenchRequest) -> BenchPlan:
         if value is not None:
             check_positive_int(flag, value)
     check_seed("--seed", r.seed)
-    _check_outputs(r)
     if (r.lpips_alexnet is None) != (r.lpips_lin is None):
         raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
     for flag, path in (("--lpips-alexnet", r.lpips_alexnet), ("--lpips-lin", r.lpips_lin)):
         if path is not None and not path.is_file():
             raise InputError(f"{flag} {path}: no such file")
+    _check_outputs(r)
     shape = known_signal_shape(r.prior)  # None for a checkpoint file: checked once it has loaded
     if r.data is not None:
         if r.dataset is not None:

@@ -31,6 +31,7 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -422,9 +423,14 @@ def check_sweep(
     grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
     wrapper = parse_grid(wrapper_grid)
     for m, grid in grids.items():
-        _check_values("--method-grid", grid, lambda o, m=m: method_config(m.split(":", 1)[0], o))
+        _check_values("--method-grid", grid, partial(_method_values, m.split(":", 1)[0]))
     _check_values("--grid", wrapper, _wrapper_levels)
     return grids, wrapper
+
+
+def _method_values(method: str, options: dict[str, Any]) -> None:
+    """The method's config with ``options`` (its own checks)."""
+    method_config(method, options)
 
 
 def _wrapper_levels(options: dict[str, Any]) -> None:
