@@ -12,6 +12,7 @@ from PIL import Image
 
 from reguidance.cli import main
 from reguidance.conventions import InputError
+from reguidance.files import Manifest
 
 QUICK = ["--ids", "0:1", "--methods", "pinv", "--tasks", "sr4", "--protocol", "cpu"]
 
@@ -286,6 +287,20 @@ def test_a_train_config_with_an_unknown_dataset_is_refused_before_the_folder(her
 
 
 @pytest.mark.slow
+def test_restore_overwrite_keeps_a_users_file_and_resumes_after(here, capsys):
+    png(here / "c.png")
+    png(here / "m.png", 8)
+    args = ["restore", "--task", "sr4", "--measurement", "m.png", "--candidate", "c.png", "--out", "o"]
+    args += ["--inversion-steps", "1", "--dps-steps", "1"]
+    assert main(args) == 0
+    (here / "o" / "restored" / "mine.txt").write_text("theirs")
+    assert main([*args, "--overwrite"]) == 0
+    assert main(args) == 0
+    assert (here / "o" / "restored" / "mine.txt").read_text() == "theirs"
+    assert {"restore.jsonl", "report.json", "restored/m.png"} <= Manifest(here / "o").paths
+
+
+@pytest.mark.slow
 def test_bench_overwrite_keeps_a_users_file_and_refuses_a_restore_folder(here, capsys):
     args = ["bench", "--out", "o", *QUICK, "--inversion-steps", "1", "--dps-steps", "1"]
     assert main(args) == 0
@@ -294,6 +309,8 @@ def test_bench_overwrite_keeps_a_users_file_and_refuses_a_restore_folder(here, c
     assert main([*args, "--overwrite"]) == 0
     assert (here / "o" / "images" / "mine.txt").read_text() == "theirs"
     assert (here / "o" / "results.jsonl").read_text().count("\n") == 2
+    assert main(args) == 0  # the overwritten run recorded its files again: a rerun resumes
+    assert "results.jsonl" in Manifest(here / "o").paths
     capsys.readouterr()
     png(here / "c.png")
     png(here / "m.png", 8)

@@ -294,6 +294,10 @@ def clear_outputs(out: Path) -> list[Path]:
             folder.rmdir()
             folder = folder.parent
     manifest.forget_all()
+    from .files import _OWNED
+
+    if root in _OWNED:  # the run that owns the folder now records afresh what it writes
+        _OWNED[root].paths.clear()
     return gone
 
 
