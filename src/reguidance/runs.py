@@ -391,6 +391,10 @@ class RunFolder:
             if overwrite and self.rank == 0:
                 clear_outputs(self.path)
             barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
+            if self.rank != 0 and overwrite:  # rank 0 emptied the manifest: this rank reads it afresh
+                from .files import _OWNED, Manifest
+
+                _OWNED[self.path.resolve()] = Manifest(self.path)
             claim(self.log)
             drop_torn_tail(self.log)  # a run killed mid-write: new rows must start on a fresh line
             yield self.rows()
