@@ -194,6 +194,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeyp
 
     target = tmp_path / "report.json"
     target.write_text('{"old": true}')
+    (tmp_path / ".reguidance-manifest.jsonl").write_text('{"path": "report.json"}\n')  # written by an earlier run
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -206,7 +207,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeyp
     )
     one_line_error(capsys, "No space left on device")
     assert target.read_text() == '{"old": true}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".reguidance-manifest.jsonl", "report.json"]
 
 
 def test_atomic_writes_through_libraries_keep_the_suffix_and_leave_nothing_on_failure(tmp_path):

@@ -109,7 +109,8 @@ def test_a_motion_kernel_is_a_normalised_line_of_the_given_length_and_angle():
 def test_sigma_y_is_a_suffix_option_of_any_task_with_a_stated_default():
     assert parse_task("sr:8").sigma_y == DEFAULT_SIGMA_Y == 0.05
     assert parse_task("sr:8,sigma_y=0.1").sigma_y == 0.1
-    assert parse_task("paper:sr16,sigma_y=0").sigma_y == 0.0
+    with pytest.raises(InputError, match="sigma_y must be > 0"):  # every consistency and likelihood divide by it
+        parse_task("paper:sr16,sigma_y=0")
     assert parse_task("box20c,sigma_y=0.2").operator([0], 0, (1, 32, 32)).sigma_y == 0.2
     assert parse_task("blur:gauss,std=1,sigma_y=0.3").sigma_y == 0.3
 

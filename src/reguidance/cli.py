@@ -32,6 +32,7 @@ from .cli_support import (
     TRAIN_OPTIONS,
     TUNE_DEFAULTS_OPTIONS,
     TUNE_OPTIONS,
+    _apart,
     _csv,
     _echo_sweep,
     _fit_batch,
@@ -87,6 +88,7 @@ def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
         cfg = TheoryConfig(**options)
     _writable(json_path, "--json", folder=False)
     _writable(plot_path, "--plot", folder=False)
+    _apart({"--plot": plot_path}, {"--json": json_path})
     report, clouds = run_theory(cfg, progress=True)
     click.echo(format_table(report))
     if json_path is not None:
@@ -114,6 +116,13 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
         click.echo(f"report: {json_path}")
 
 
+#: what ``reguidance train`` writes into ``--out`` (:mod:`reguidance.train`)
+TRAIN_OUTPUTS = (
+    "log.jsonl", "ema.safetensors", "model.json", "samples.png",
+    *(f"checkpoint/{f}" for f in ("model.safetensors", "ema.safetensors", "state.pt", "config.json")),
+)  # fmt: skip
+
+
 @cli.command()
 @flags(TRAIN_OPTIONS)
 def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: Any) -> None:
@@ -121,6 +130,8 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     import json
 
     from .conventions import InputError
+    from .files import claim
+    from .runs import own_folder
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -139,9 +150,18 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
         _positive(f"--{flag.replace('_', '-')}", flags.get(flag))
     with _options(f"--config {config_path}" if config_path is not None else None):
         cfg = TrainConfig.from_dict(base).validate()
-    _writable(out, "--out", folder=True)
+    if cfg.dataset not in ("mnist", "fashion_mnist"):
+        where = f"--config {config_path}: " if config_path is not None else ""
+        raise InputError(f"{where}dataset {cfg.dataset!r} is not one of mnist, fashion_mnist")
+    if cfg.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {cfg.seed}")
+    _writable(out, "--out", folder=True, kind="train")
+    _apart({"--out": out}, {"--config": config_path})
     _runtime(threads=threads)
-    facts = run_training(cfg, out, resume=resume)
+    with own_folder(out, "train"):
+        for made in TRAIN_OUTPUTS:  # train writes these itself: recorded first, a user's file of that name refused
+            claim(out / made)
+        facts = run_training(cfg, out, resume=resume)
     click.echo(
         f"steps {facts['steps_done']}, wall {facts['train_wall_s']} s, last loss {facts['last_loss']:.4f}; "
         f"EMA weights: {out / 'ema.safetensors'}"
@@ -186,11 +206,17 @@ def train_classifier_cmd(
 ) -> None:
     """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
     from .classifier import train_classifier
+    from .files import claim
 
     _positive("--epochs", epochs)
     _positive("--batch-size", batch_size)
     _writable(out, "--out", folder=True)
+    made = [out / f"{dataset}_classifier.safetensors", out / f"{dataset}_classifier.json"]
+    for path in made:
+        _writable(path, "--out", folder=False)  # replaces only files it wrote
     _runtime(threads=threads)
+    for path in made:  # train_classifier writes them itself: recorded in the folder's manifest first
+        claim(path)
     facts = train_classifier(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     click.echo(
         f"{dataset}: best epoch {facts['epoch']}, val accuracy {facts['val_accuracy']:.4f}, "
@@ -224,7 +250,7 @@ def sample(
     from .classifier import evaluate_samples, load_classifier
     from .data import load_dataset, load_test_subset
     from .memory import check_fits_in_memory
-    from .runs import known_signal_shape
+    from .runs import known_signal_shape, own_folder
     from .sampling_report import sample_report, save_samples, write_report
     from .train import draw_samples
 
@@ -233,8 +259,9 @@ def sample(
     dataset = dataset or prior_name
     if dataset not in ("mnist", "fashion_mnist"):
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="sample")
     _writable(json_path, "--json", folder=False)
+    _apart({"--out": out, "--json": json_path}, {})
     _runtime(device, threads)
     shape = known_signal_shape(prior_name)
     if shape is not None:  # a file's shape is known once it loads: draw_samples checks it then
@@ -243,7 +270,8 @@ def sample(
     t0 = time.perf_counter()
     x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
     wall = time.perf_counter() - t0
-    save_samples(x, out)
+    with own_folder(out, "sample"):
+        save_samples(x, out)
     ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]
     settings = {
         "prior": prior_name,
@@ -286,7 +314,7 @@ def bench(
     request = BenchRequest(tasks=tasks_, methods=methods_, ids=parse_ids(ids), prior=prior_name, **options)
     with _options():
         plan = plan_benchmark(request)
-    _writable(request.out, "--out", folder=True)
+    _writable(request.out, "--out", folder=True, kind="bench")
     _writable(request.json_path, "--json", folder=False)
     _runtime(request.device, threads)
     loader = partial(_load_prior, **fast_paths(use_compile, compile_mode, channels_last))
@@ -327,6 +355,10 @@ def bench_report(
         if not (path / "summary.json").is_file() or not (path / "config.json").is_file():
             raise InputError(f"--run {run}: {path} has no summary.json and config.json (run `reguidance bench` there)")
         folders[name] = path
+    if pictures is not None:
+        _writable(pictures, "--pictures", folder=True)
+        for run_name in folders:
+            _writable(pictures / f"benchmark_{run_name}.png", "--pictures", folder=False)
     tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
     summary_text = readme_summary(folders) if summary_into is not None else ""
     with _options("--into"):
@@ -378,6 +410,7 @@ def speed(
             repeats=repeats,
         )
     _writable(json_path, "--json", folder=False)
+    _apart({"--json": json_path}, {})
     _runtime(device, threads)
     optimize = fast_paths(use_compile, compile_mode, channels_last)
     prior = timing_prior(prior_name, device, dtype, load=_load_prior, prior_config=prior_config, **optimize)
@@ -406,7 +439,7 @@ def restore(
     with _options():
         plan = plan_restore(request)
     out = request.out
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="restore")
     _runtime(request.device, threads)
     loader = partial(_load_prior, **fast_paths(use_compile, compile_mode, channels_last))
     report = run_restore(plan, loader, fit_batch=_fit_batch)
@@ -448,9 +481,10 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
         notes=False,
         fit_batch=False,
         overview=f"MNIST, embedded prior; {n_images} test images per task",
+        kind="demo",
     )
     plan = plan_benchmark(request)
-    _writable(out, "--out", folder=True)
+    _writable(out, "--out", folder=True, kind="demo")
     _runtime(device, threads)
     result = run_benchmark(plan, _load_prior)
     assert result is not None  # demo runs in one process
@@ -463,19 +497,22 @@ def _sweep(
 ) -> list[dict[str, Any]]:
     """The sweep of ``tune`` and ``tune-defaults`` over ``pairs``; ``f``: the flags both commands share."""
     from .bench.tune import check_sweep, sweep, validation_split
+    from .runs import own_folder
 
     _positive("--batch-size", f["batch_size"])
     with _options():
         grids, wgrid = check_sweep(pairs, method_grids, wrapper_grid)
     images, id_range = validation_split(f["prior_name"], f["dataset"], f["ids"])
-    _writable(f["out"], "--out", folder=True)
+    _writable(f["out"], "--out", folder=True, kind="tune")
+    _apart({"--out": f["out"]}, {})
     _runtime(f["device"], f["threads"])
     prior = _load_prior(f["prior_name"], f["device"], f["dtype"])
     batch_size = _fit_batch(prior, f["batch_size"], f["device"])
-    entries = sweep(
-        prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
-        seed=f["seed"], batch_size=batch_size, ablations=f["ablations"],
-    )  # fmt: skip
+    with own_folder(f["out"], "tune"):
+        entries = sweep(
+            prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
+            seed=f["seed"], batch_size=batch_size, ablations=f["ablations"],
+        )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
     return entries

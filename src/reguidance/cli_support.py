@@ -58,6 +58,10 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 
 
+#: every ``--seed`` (seeds are integers >= 0: torch's generators refuse negatives); a click usage error names it
+SEED = click.IntRange(min=0)
+
+
 _DEVICE = click.option(
     "--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (checked before any work starts)."
 )
@@ -234,13 +238,19 @@ def _positive(flag: str, value: int | None) -> None:
         check_positive_int(flag, value)
 
 
-def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
+def _writable(path: Path | None, flag: str, *, folder: bool, kind: str | None = None) -> None:
     """Refuse an output path that cannot be written, before any work: a file where a folder is wanted (or the
-    reverse), or a location under a file, a read-only folder or one without permission."""
+    reverse), or a location under a file, a read-only folder or one without permission. A folder must be new,
+    empty or one a ``kind`` run made (:func:`reguidance.runs.check_output_folder`); a file is declared an output
+    (:func:`reguidance.files.declare_output`: an existing file this program did not write is refused)."""
     from .conventions import InputError
+    from .files import declare_output
+    from .runs import check_output_folder
 
     if path is None:
         return
+    if folder and kind is not None:
+        check_output_folder(path, kind, flag)
     if folder and path.exists() and not path.is_dir():
         raise InputError(f"{flag} {path} is a file; expected a folder")
     if not folder and path.is_dir():
@@ -252,6 +262,19 @@ def _writable(path: Path | None, flag: str, *, folder: bool) -> None:
         raise InputError(f"{flag} {path}: {probe} is a file, so nothing can be written under it")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{flag} {path}: cannot write into {probe} (read-only or no permission)")
+    if not folder:
+        declare_output(path, flag)
+
+
+def _apart(outputs: dict[str, Path | None], inputs: dict[str, Any]) -> None:
+    """:func:`reguidance.runs.check_apart` of the command's outputs and its inputs, with the inputs behind the
+    shared ``--prior``, ``--prior-config`` and ``--checkpoint-dir`` of the running command added."""
+    from .runs import check_apart, path_inputs
+
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    shared = path_inputs(params.get("prior_name"), params.get("prior_config"), params.get("checkpoint_dir"))
+    check_apart(outputs, {**shared, **inputs})
 
 
 def _task_list(value: str, flag: str) -> list[str]:
@@ -310,7 +333,7 @@ _TUNE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         show_default=True,
         help="Budgets the sweep runs under (see reguidance.bench.defaults).",
     ),
-    click.option("--seed", default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
     click.option(
         "--ablations",
@@ -352,9 +375,15 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--noise", type=FINITE, default=0.5, show_default=True, help="Measurement noise sigma_y."),
     click.option("--candidates", default=256, show_default=True, help="Number of problems (one candidate each)."),
     click.option(
-        "--seed", default=1, show_default=True, help="Seeds the problems; theory-sweep chose the defaults on seed 0."
+        "--seed",
+        type=SEED,
+        default=1,
+        show_default=True,
+        help="Seeds the problems; theory-sweep chose the defaults on seed 0.",
     ),
-    click.option("--testbed-seed", default=0, show_default=True, help="Seeds the mixture and the measurement matrix."),
+    click.option(
+        "--testbed-seed", type=SEED, default=0, show_default=True, help="Seeds the mixture and the measurement matrix."
+    ),
     click.option(
         "--candidate",
         "candidate",
@@ -401,7 +430,9 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 #: the flags of ``reguidance theory-sweep``, in --help order
 THEORY_SWEEP_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--candidates", default=128, show_default=True, help="Problems per configuration."),
-    click.option("--seed", default=0, show_default=True, help="Seeds the problems (the reported theory table uses 1)."),
+    click.option(
+        "--seed", type=SEED, default=0, show_default=True, help="Seeds the problems (the reported theory table uses 1)."
+    ),
     click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None),
 ]
 
@@ -424,7 +455,7 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--steps", type=int, default=None, help="Number of optimizer steps (default 100000)."),
     click.option("--batch-size", type=int, default=None, help="Images per step (default 32)."),
     click.option("--minutes", type=POSITIVE, default=None, help="Stop cleanly (and save) after this much training."),
-    click.option("--seed", type=int, default=None, help="Seed of data order, noise and initialisation (default 0)."),
+    click.option("--seed", type=SEED, default=None, help="Seed of data order, noise and initialisation (default 0)."),
     click.option("--lr", type=POSITIVE, default=None, help="AdamW learning rate (default 3e-4)."),
     click.option(
         "--ema-decay",
@@ -465,7 +496,7 @@ TRAIN_CLASSIFIER_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]
     click.option(
         "--lr", type=POSITIVE, default=2e-3, show_default=True, help="Peak learning rate (one-cycle schedule)."
     ),
-    click.option("--seed", default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     threads_option,
 ]
 
@@ -475,7 +506,9 @@ SAMPLE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--prior", "prior_name", required=True, help="A known model name (mnist, fashion_mnist) or a file."),
     click.option("--n", "n", default=1000, show_default=True, help="Number of samples."),
     click.option("--steps", default=50, show_default=True, help="DDIM steps (eta = 0)."),
-    click.option("--seed", default=0, show_default=True, help="Sample i starts from noise seeded by (seed, i)."),
+    click.option(
+        "--seed", type=SEED, default=0, show_default=True, help="Sample i starts from noise seeded by (seed, i)."
+    ),
     click.option("--batch-size", default=250, show_default=True, help="Samples per batch (does not change results)."),
     click.option(
         "--dataset",
@@ -540,7 +573,7 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="Comma-separated: dps, daps, diffpir, reddiff, pigdm, pinv, folder:PATH.",
     ),
     click.option("--ids", default="0:16", show_default=True, help="Test-split indices A:B (A to B-1)."),
-    click.option("--seed", default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
     click.option(
         "--protocol",
@@ -684,7 +717,7 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--method", default=None, help="Make the candidates with this method instead (dps, daps, pinv, ...)."),
     click.option("--steps", type=int, default=None, help="Step count of --method."),
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True),
-    click.option("--seed", default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
     click.option("--t-end", type=FINITE, default=None, help="Inversion depth (default: the wrapper's)."),
     click.option("--inversion-steps", type=int, default=None),
@@ -717,7 +750,7 @@ DEMO_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True
     ),
     click.option("--n", "n_images", default=32, show_default=True, help="Test images per task."),
-    click.option("--seed", default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     runtime_options,
     _OVERWRITE,
 ]

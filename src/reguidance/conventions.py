@@ -49,6 +49,7 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_seed",
     "check_signal_shape",
     "check_unit_interval",
     "derive_seed",
@@ -157,6 +158,13 @@ def _is_real(value: object) -> bool:
         and isinstance(value, (int, float, np.floating, np.integer))
         and math.isfinite(float(value))
     )
+
+
+def check_seed(name: str, value: int) -> int:
+    """Raise ``InputError`` (naming ``name``, e.g. ``--seed``) unless ``value`` is an integer >= 0 (a seed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def check_nonnegative(name: str, value: float) -> float:

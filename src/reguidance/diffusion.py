@@ -46,6 +46,7 @@ from .conventions import BatchRNG, InputError, check_positive_int
 Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 
 __all__ = [
+    "CHAIN_LENGTH",
     "Denoised",
     "Denoiser",
     "EpsModel",
@@ -54,6 +55,7 @@ __all__ = [
     "Variance",
     "chain_index",
     "chain_levels",
+    "check_levels",
     "ddim_step",
     "ddpm_step",
     "eps_from_x0",
@@ -442,3 +444,20 @@ class Denoiser:
     def at(self, x_t: Tensor, level: Level) -> Denoised:
         """The prior at the current level of ``level``."""
         return self(x_t, level.t, level.alpha_bar)
+
+
+#: the number of levels of the published checkpoints' chains and of the embedded priors' (T)
+CHAIN_LENGTH = 1000
+
+
+def check_levels(name: str, steps: int, chain: int = CHAIN_LENGTH, t_end: float = 1.0) -> int:
+    """Refuse (``InputError`` starting with ``name``) a step count beyond the levels a spaced schedule can keep:
+    ``round(t_end * (chain - 1)) + 1`` (:meth:`Schedule.spaced`), checked before any work."""
+    check_positive_int(name, steps)
+    if not (isinstance(t_end, (int, float)) and 0 < t_end <= 1):
+        return int(steps)  # t_end itself is refused by its own check
+    levels = round(t_end * (chain - 1)) + 1
+    if steps > levels:
+        where = f"the prior's {chain}-level chain" + (f" up to t_end={t_end}" if t_end < 1 else "")
+        raise InputError(f"{name} {steps} is more than the {levels} levels of {where}; use at most {levels}")
+    return int(steps)

@@ -10,6 +10,13 @@
   :func:`read_rows` reads them back, ignoring a torn last line (a run killed mid-write) but refusing a row that
   lacks a required key (a file that is not a log of ours, or was edited by hand); :func:`drop_torn_tail` cuts a
   torn last line before new rows are appended.
+- **Ownership.** Every file a run writes into a folder it owns (:func:`reguidance.runs.own_folder`) or into a
+  single-file output the command declared (:func:`declare_output`) is first recorded in that folder's manifest
+  ``.reguidance-manifest.jsonl`` (one JSON line per relative path, appended and synced *before* the file is
+  written, so a crash never leaves a file of ours unrecorded). :func:`claim` refuses to replace an existing file
+  the manifest does not list: nothing this program did not write is ever replaced, and ``--overwrite``
+  (:func:`reguidance.runs.clear_outputs`) deletes only what the manifest lists. Temporary files are named by a
+  hash of the target's name (:func:`atomic_path`), so any name the filesystem accepts can be written.
 
 This module imports nothing from the package but :mod:`.conventions` (and :mod:`.data` for the PNG encoder).
 """
@@ -30,13 +37,17 @@ from torch import Tensor
 from .conventions import InputError
 
 __all__ = [
+    "MANIFEST",
     "FieldKind",
+    "Manifest",
     "Record",
     "append_rows",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "claim",
+    "declare_output",
     "drop_torn_tail",
     "ill_typed",
     "load_error_reason",
@@ -51,13 +62,138 @@ __all__ = [
 Record = dict[str, Any]
 
 
+#: the manifest of the files this program wrote into a folder (one ``{"path": RELATIVE}`` JSON line each)
+MANIFEST = ".reguidance-manifest.jsonl"
+
+
+class Manifest:
+    """The files this program wrote under ``root`` (paths relative to it), read from and appended to
+    ``root/.reguidance-manifest.jsonl``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.file = self.root / MANIFEST
+        self.paths: set[str] = set()
+        if self.file.is_file():
+            for line in self.file.read_bytes().split(b"\n"):
+                try:
+                    entry = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # a torn last line (a kill mid-append): its file was never written
+                if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                    self.paths.add(entry["path"])
+
+    def relative(self, path: Path) -> str | None:
+        """``path`` relative to the root (symlinks and ``..`` resolved), None when it lies outside."""
+        try:
+            return (path.parent.resolve() / path.name).relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return None
+
+    def __contains__(self, path: Path) -> bool:
+        return self.relative(path) in self.paths
+
+    def record(self, path: Path) -> None:
+        """Append ``path`` to the manifest (synced to disk) unless it is listed already."""
+        rel = self.relative(path)
+        if rel is None or rel in self.paths:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        drop_torn_tail(self.file)
+        with self.file.open("a") as f:
+            f.write(json.dumps({"path": rel}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.paths.add(rel)
+
+    def forget_all(self) -> None:
+        """Empty the manifest (after :func:`reguidance.runs.clear_outputs` deleted what it listed)."""
+        self.paths.clear()
+        if self.file.exists():
+            with self.file.open("r+b") as f:
+                f.truncate(0)
+                os.fsync(f.fileno())
+
+
+#: folders a run owns now (resolved root -> its manifest; :func:`reguidance.runs.own_folder`)
+_OWNED: dict[Path, Manifest] = {}
+#: single files a command declared as its outputs (:func:`declare_output`)
+_DECLARED: set[Path] = set()
+
+
+def _resolved(path: Path) -> Path:
+    return path.parent.resolve() / path.name
+
+
+def _owner(path: Path) -> Manifest | None:
+    """The manifest that records ``path``: that of the innermost folder a run owns, else that of the folder of a
+    declared single-file output; None for any other path (a temporary or internal file)."""
+    target = _resolved(path)
+    for parent in target.parents:
+        if parent in _OWNED:
+            return _OWNED[parent]
+    if target in _DECLARED:
+        return Manifest(target.parent)
+    return None
+
+
+def refuse_foreign(path: Path, flag: str | None = None) -> None:
+    """``InputError`` when ``path`` exists and the manifest of its folder does not list it (a file this program
+    did not write, which it must never replace)."""
+    if not os.path.lexists(path):
+        return
+    owner = _owner(path)
+    if owner is None:
+        owner = Manifest(path.parent)
+    if path in owner:
+        return
+    what = f"{flag} {path}" if flag else str(path)
+    raise InputError(
+        f"{what} exists and this program did not write it (it replaces only files its own manifest "
+        f"{owner.file} lists); move it away or choose another name"
+    )
+
+
+def declare_output(path: str | os.PathLike[str], flag: str) -> None:
+    """Declare the single file ``path`` an output of this command (``--json``, ``--plot``, ...), checked now,
+    before any work: an existing file this program did not write is refused naming ``flag``
+    (:func:`refuse_foreign`); the write then records it in its folder's manifest."""
+    target = Path(path)
+    refuse_foreign(target, flag)
+    _DECLARED.add(_resolved(target))
+
+
+def claim(path: str | os.PathLike[str]) -> None:
+    """Record ``path`` in the manifest that owns it before it is written (nothing for a path no run owns);
+    ``InputError`` when it exists but the manifest does not list it."""
+    target = Path(path)
+    owner = _owner(target)
+    if owner is None or target.name.startswith(".reguidance"):  # no run owns it, or the run's own bookkeeping
+        return
+    if target not in owner:
+        refuse_foreign(target)
+        owner.record(target)
+
+
+def _temporary(target: Path) -> Path:
+    """A temporary name beside ``target``: a hash of its name (so it is short whatever the target's length), the
+    process id, and the target's suffix (libraries pick the format from it; kept only when short)."""
+    import hashlib
+
+    digest = hashlib.sha256(target.name.encode(errors="surrogateescape")).hexdigest()[:16]
+    suffix = target.suffix if len(target.suffix.encode(errors="surrogateescape")) <= 16 else ""
+    return target.with_name(f".tmp-{digest}-{os.getpid()}{suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); on a clean exit it replaces ``path``, else it is
-    removed. The parent folder is created."""
+    removed. The parent folder is created; in a folder a run owns, ``path`` is first recorded in its manifest
+    (:func:`claim`)."""
     target = Path(path)
+    claim(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
+    tmp = _temporary(target)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -245,7 +381,19 @@ def replace_marked(
     if begin not in doc or end not in doc or doc.index(begin) > doc.index(end):
         raise InputError(f"{path} needs the markers {begin} and {end}, in that order")
     head, rest = doc.split(begin, 1)
-    atomic_write_text(path, head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+    _write_edit(Path(path), head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
+def _write_edit(path: Path, text: str) -> None:
+    """Replace the user's own file ``path`` by ``text`` atomically without recording it in a manifest (an edit of
+    a file that stays the user's: only :func:`replace_marked` calls it)."""
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_section(path: str | os.PathLike[str] | None, name: str, text: str) -> None:

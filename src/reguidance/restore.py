@@ -251,6 +251,9 @@ def restore(
         raise InputError("pass exactly one of --image (simulate the measurement) or --measurement")
     if (candidates is None) == (method is None):
         raise InputError("pass exactly one of --candidate (files or a folder) or --method")
+    from .runs import check_apart
+
+    check_apart({"out": out}, {"images": images, "measurements": measurements, "candidates": candidates})
     task = get_task(task_name)
     fn = get_method(method) if method is not None else None
     if method is not None:
@@ -285,6 +288,12 @@ def restore(
                 f"--measurement images are {tuple(y_all.shape[1:])} but task {task_name} measures {want} (C, H, W)"
             )
     outputs = [output_name(nm) for nm in names]
+    too_long = [o for o in outputs if len(o.encode(errors="surrogateescape")) > 255]
+    if too_long:
+        raise InputError(
+            f"input {too_long[0][:40]}... would be written as a name of {len(too_long[0].encode())} bytes, more than "
+            "the 255 a file name may have; rename it (a .png input keeps its name)"
+        )
     clash = sorted({o for o in outputs if outputs.count(o) > 1})
     if clash:
         raise InputError(
@@ -559,13 +568,21 @@ class RestorePlan:
 
 
 def plan_restore(request: RestoreRequest) -> RestorePlan:
-    """Check ``request`` before any model loads: counts, the task (and that it fits a known prior), the wrapper's
-    options, the method and its options. ``InputError`` naming the flag (the task's is prefixed ``--task:``)."""
+    """Check ``request`` before any model loads: counts, the seed, the output folder (new, empty or a restore run's;
+    apart from every input), the task (and that it fits a known prior), the wrapper's options and step counts
+    (within the chain), the method and its options. ``InputError`` naming the flag (the task's is prefixed
+    ``--task:``)."""
+    from .conventions import check_seed
+    from .diffusion import check_levels
     from .methods import budget_option
-    from .runs import known_signal_shape
+    from .runs import check_apart, check_output_folder, known_signal_shape, path_inputs
 
     r = request
     check_positive_int("--batch-size", r.batch_size)
+    check_seed("--seed", r.seed)
+    inputs = {"--image": r.image, "--measurement": r.measurement, "--candidate": r.candidate}
+    check_apart({"--out": r.out}, {**inputs, **path_inputs(r.prior, r.prior_config, r.checkpoint_dir, [r.task])})
+    check_output_folder(r.out, "restore")
     check_positive_int("--samples", r.samples)
     if r.steps is not None:
         check_positive_int("--steps", r.steps)
@@ -583,11 +600,13 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
         "step_size": r.step_size,
     }
     cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
+    check_levels("--inversion-steps", cfg.inversion_steps, t_end=cfg.t_end)
+    check_levels("--dps-steps", cfg.dps_steps, t_end=cfg.t_end)
     options: dict[str, object] = {}
     if r.method is not None:
         get_method(r.method)
         if r.steps is not None and r.method != "pinv":
-            options[budget_option(r.method)] = r.steps
+            options[budget_option(r.method)] = check_levels("--steps", r.steps)
         check_method_options(r.method, options)
     return RestorePlan(r, cfg, options)
 
@@ -601,7 +620,7 @@ def run_restore(
     """Run a checked request (:func:`plan_restore`): the prior (``load_prior(name, device, dtype)``), one share of
     the inputs per process under ``torchrun`` (:func:`restore`), then on rank 0 ``report.json``
     (:func:`write_report`), which it returns (None on other ranks)."""
-    from .runs import hold_folder, prior_facts
+    from .runs import own_folder, prior_facts
     from .shard import sharded
 
     r = plan.request
@@ -632,5 +651,5 @@ def run_restore(
         )
     if rank != 0:
         return None
-    with hold_folder(r.out):
+    with own_folder(r.out, "restore"):
         return write_report(r.out, r.task, plan.config, names)

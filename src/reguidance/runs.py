@@ -10,8 +10,17 @@
   after ``kill -9``) on ``<folder>/.reguidance.lock``; a second process is refused at once with a clear message.
   Under ``torchrun`` rank 0 holds the folder's lock and rank ``r > 0`` its own ``.reguidance.rank<r>.lock``, so a
   second sharded or single-process run into the same folder is refused through rank 0.
-- **Start afresh.** :func:`clear_outputs` deletes what a run wrote into a folder (and nothing else); the
-  commands call it for ``--overwrite``.
+- **Ownership.** A run writes only into a new or empty folder or one a run of the same *kind* made
+  (``bench``, ``restore``, ``demo``, ``tune``, ``train``, ...): :func:`own_folder` writes the marker
+  ``.reguidance-run.json`` (``{"kind": ...}``) and, while held, records every file written under the folder in
+  its manifest before writing it (:class:`reguidance.files.Manifest`); an existing file the manifest does not
+  list is never replaced. :func:`check_output_folder` is the same test without touching anything, for the
+  commands' checks before any work. A folder an older version wrote (no marker) is recognised by its
+  ``config.json`` (:func:`legacy_kind`) and adopted.
+- **Inputs apart from outputs.** :func:`check_apart` refuses an output path that is, contains or lies inside an
+  input path (symlinks and ``..`` resolved), naming both flags.
+- **Start afresh.** :func:`clear_outputs` deletes the files the folder's manifest lists (and folders left empty
+  by that), nothing else; the commands call it for ``--overwrite``.
 - **One protocol for both commands.** :class:`RunFolder` is the folder of one run of ``bench`` (``results*.jsonl``)
   or ``restore`` (``restore*.jsonl``): it holds the lock, clears it on ``overwrite``, drops a torn last line,
   reads the rows done, refuses rows made with other settings (naming the difference) and appends new rows.
@@ -22,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,13 +44,19 @@ if TYPE_CHECKING:
     from .files import FieldKind
 
 __all__ = [
+    "MARKER",
     "FolderBusyError",
     "RunFolder",
+    "check_apart",
+    "check_output_folder",
     "clear_outputs",
     "describe_difference",
     "hold_folder",
     "identity_hash",
     "known_signal_shape",
+    "legacy_kind",
+    "own_folder",
+    "path_inputs",
     "prior_facts",
 ]
 
@@ -153,39 +167,189 @@ def hold_folder(out: Path, rank: int = 0) -> Iterator[None]:
             _HELD[path] = (lock, count - 1)
 
 
-#: what the commands write into an output folder (``--overwrite`` deletes exactly these)
-OUTPUTS: Sequence[str] = (
-    "results*.jsonl",
-    "restore*.jsonl",
-    "config.json",
-    "report.json",
-    "summary.json",
-    "summary.md",
-    "tradeoff.png",
-    "demo.png",
-    "report.html",
-    "grid.png",
-    "images",
-    "grids",
-    "restored",
-    "candidate",
-    "measurement",
-    "truth",
-    "std",
-)
+#: the marker of a folder a run owns: ``{"program": "reguidance", "kind": KIND}``
+MARKER = ".reguidance-run.json"
+
+#: what older versions (before the marker) wrote, by kind: adopted into the manifest of such a folder
+LEGACY_OUTPUTS: Mapping[str, Sequence[str]] = {
+    "bench": (
+        "results*.jsonl", "config.json", "manifest.json", "summary.json", "summary.md", "tradeoff.png", "demo.png",
+        "images/**/*.png", "grids/**/*.png",
+    ),
+    "restore": ("restore*.jsonl", "config.json", "report.json", "restored/*.png", "candidate/*.png",
+                "measurement/*.png", "std/*.png"),
+}  # fmt: skip
+
+
+def _bookkeeping(name: str) -> bool:
+    """The run's own files (marker, manifest, locks): never the user's, never listed as outputs."""
+    return name.startswith(".reguidance")
+
+
+def legacy_kind(path: Path) -> str | None:
+    """The kind of a folder an older version wrote (no marker), told by its ``config.json``: ``"bench"`` when it is
+    a JSON object with ``"protocol"`` and a list ``"runs"`` beside a ``results*.jsonl``; ``"restore"`` when it holds
+    ``"identity"`` and ``"facts"`` beside a ``restore*.jsonl``; else None."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if "protocol" in config and isinstance(config.get("runs"), list) and any(path.glob("results*.jsonl")):
+        return "bench"
+    if "identity" in config and "facts" in config and any(path.glob("restore*.jsonl")):
+        return "restore"
+    return None
+
+
+def _marked_kind(path: Path) -> str | None:
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    kind = marker.get("kind") if isinstance(marker, dict) else None
+    return str(kind) if kind is not None else "unknown"
+
+
+def check_output_folder(path: Path, kind: str, flag: str = "--out") -> None:
+    """Refuse, before any work and without touching anything, an output folder a ``kind`` run may not write into:
+    one a run of another kind made (its marker, or an older version's ``config.json``), or one that holds files
+    while no run made it. A new or empty folder, or one of ``kind``'s own runs, passes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; expected a folder")
+    found = _marked_kind(path) if (path / MARKER).exists() else legacy_kind(path)
+    if found == kind:
+        return
+    if found is not None:
+        raise InputError(
+            f"{flag} {path} holds the output of `reguidance {found}`; `reguidance {kind}` writes only into a new or "
+            f"empty folder or one of its own runs: choose another {flag}"
+        )
+    others = sorted(p.name for p in path.iterdir() if not _bookkeeping(p.name))
+    if others:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise InputError(
+            f"{flag} {path} holds files no reguidance run wrote ({', '.join(others[:3])}{more}); a run writes only "
+            f"into a new or empty folder or one of its own, and never replaces a file it did not write: choose "
+            f"another {flag}"
+        )
+
+
+_OWN_COUNT: dict[Path, int] = {}
+
+
+@contextmanager
+def own_folder(path: Path, kind: str, rank: int = 0, flag: str = "--out") -> Iterator[None]:
+    """Hold ``path``'s lock (:func:`hold_folder`) and own it for the block: rank 0 checks it
+    (:func:`check_output_folder`), adopts an older version's outputs into the manifest and writes the marker;
+    every rank records the files it writes under ``path`` in the manifest (:func:`reguidance.files.claim`).
+    Re-entrant in a process."""
+    from .files import _OWNED, Manifest
+
+    path = Path(path)
+    if rank == 0 and path.resolve() not in _OWN_COUNT:
+        check_output_folder(path, kind, flag)  # before the lock file is made in a folder that is not ours
+    with hold_folder(path, rank):
+        root = path.resolve()
+        if root not in _OWN_COUNT:
+            manifest = Manifest(path)
+            if rank == 0:
+                check_output_folder(path, kind, flag)
+                if not (path / MARKER).exists():
+                    for pattern in LEGACY_OUTPUTS.get(kind, ()) if legacy_kind(path) == kind else ():
+                        for p in sorted(path.glob(pattern)):
+                            if p.is_file():
+                                manifest.record(p)
+                    text = json.dumps({"program": "reguidance", "kind": kind}) + "\n"
+                    (path / MARKER).write_text(text)
+            _OWNED[root] = manifest
+        _OWN_COUNT[root] = _OWN_COUNT.get(root, 0) + 1
+        try:
+            yield
+        finally:
+            _OWN_COUNT[root] -= 1
+            if _OWN_COUNT[root] == 0:
+                del _OWN_COUNT[root]
+                _OWNED.pop(root, None)
 
 
 def clear_outputs(out: Path) -> list[Path]:
-    """Delete what the commands wrote into ``out`` (:data:`OUTPUTS`; other files stay); returns what went."""
-    gone = []
-    for pattern in OUTPUTS:
-        for p in sorted(out.glob(pattern)):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                os.unlink(p)
+    """Delete the files ``out``'s manifest lists (and the folders that leaves empty); nothing else, whoever wrote
+    it. Returns what went."""
+    from .files import Manifest
+
+    manifest = Manifest(out)
+    gone: list[Path] = []
+    for rel in sorted(manifest.paths):
+        p = out / rel
+        if manifest.relative(p) != rel:  # a folder on its way became a link elsewhere: not ours to delete
+            continue
+        if p.is_symlink() or p.is_file():
+            p.unlink()
             gone.append(p)
+    root = out.resolve()
+    for folder in sorted({p.parent for p in gone}, key=lambda q: len(q.parts), reverse=True):
+        while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    manifest.forget_all()
+    from .files import _OWNED
+
+    if root in _OWNED:  # the run that owns the folder now records afresh what it writes
+        _OWNED[root].paths.clear()
     return gone
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def check_apart(outputs: Mapping[str, Path | None], inputs: Mapping[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse, before any work, an output path that is, contains or lies inside an input path (symlinks and ``..``
+    resolved): an ``InputError`` naming both flags and paths. Keys are the flags the user typed."""
+    for out_flag, out in outputs.items():
+        if out is None:
+            continue
+        o = _real(out)
+        for in_flag, given in inputs.items():
+            if given is None:
+                continue
+            i = _real(given)
+            how = "is" if o == i else "contains" if o in i.parents else "lies inside" if i in o.parents else None
+            if how is not None:
+                raise InputError(
+                    f"{out_flag} {out} {how} the input {in_flag} {given}; a run never writes over its inputs: choose "
+                    f"an {out_flag} apart from them"
+                )
+
+
+def path_inputs(
+    prior: str | None = None,
+    prior_config: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    tasks: Sequence[str] = (),
+    methods: Sequence[str] = (),
+) -> dict[str, str | os.PathLike[str] | None]:
+    """The file inputs behind the shared flags, by flag: ``--prior`` (when it names a path, not a known model),
+    ``--prior-config``, ``--checkpoint-dir``, each ``mask:PATH`` task and each ``folder:PATH`` method."""
+    from .priors.zoo import MODELS
+
+    found: dict[str, str | os.PathLike[str] | None] = {
+        "--prior": prior if prior is not None and prior not in MODELS and prior.strip() else None,
+        "--prior-config": prior_config,
+        "--checkpoint-dir": checkpoint_dir,
+    }
+    for t in tasks:
+        if t.strip().startswith("mask:"):
+            found[f"--task {t.strip()}"] = t.strip()[len("mask:") :]
+    for m in methods:
+        if m.strip().startswith("folder:"):
+            found[f"--methods {m.strip()}"] = m.strip()[len("folder:") :]
+    return found
 
 
 class RunFolder:
@@ -205,11 +369,14 @@ class RunFolder:
         rank: int = 0,
         world_size: int = 1,
         fields: Mapping[str, FieldKind] | None = None,
+        kind: str | None = None,
     ) -> None:
         self.path, self.stem, self.row_keys = Path(path), stem, tuple(row_keys)
         self.rank, self.world_size = rank, world_size
         #: the kinds of the rows' fields (:func:`reguidance.files.read_rows`): a row with another is refused
         self.fields = dict(fields or {})
+        #: the marker's kind (``bench`` for ``results`` rows, ``restore`` for ``restore`` rows by default)
+        self.kind = kind or {"results": "bench"}.get(stem, stem)
 
     @property
     def log(self) -> Path:
@@ -219,16 +386,22 @@ class RunFolder:
 
     @contextmanager
     def open(self, overwrite: bool = False) -> Iterator[list[dict[str, Any]]]:
-        """Hold the folder's lock (:func:`hold_folder`) for the block; with ``overwrite`` rank 0 first deletes what
-        a run wrote there (:func:`clear_outputs`); after a barrier (every rank, under ``torchrun``) this rank's
-        torn last line is dropped. Yields the rows of every process's file."""
-        from .files import drop_torn_tail
+        """Own the folder for the block (:func:`own_folder`: its lock, its marker, the manifest of what it writes);
+        with ``overwrite`` rank 0 first deletes what the manifest lists (:func:`clear_outputs`); after a barrier
+        (every rank, under ``torchrun``) this rank's torn last line is dropped.
+        Yields the rows of every process's file."""
+        from .files import claim, drop_torn_tail
         from .shard import barrier
 
-        with hold_folder(self.path, self.rank):
+        with own_folder(self.path, self.kind, self.rank):
             if overwrite and self.rank == 0:
                 clear_outputs(self.path)
             barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
+            if self.rank != 0 and overwrite:  # rank 0 emptied the manifest: this rank reads it afresh
+                from .files import _OWNED, Manifest
+
+                _OWNED[self.path.resolve()] = Manifest(self.path)
+            claim(self.log)
             drop_torn_tail(self.log)  # a run killed mid-write: new rows must start on a fresh line
             yield self.rows()
 
@@ -249,7 +422,7 @@ class RunFolder:
         return config if isinstance(config, dict) else None
 
     def write_config(self, config: Mapping[str, object]) -> None:
-        """Write ``config.json`` atomically."""
+        """Write ``config.json`` atomically (recorded in the manifest while the folder is owned)."""
         from .files import atomic_write_json
 
         atomic_write_json(self.path / "config.json", config)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .conventions import DTYPES, BatchRNG, check_positive_int
+from .diffusion import check_levels
 from .guidance.daps import daps
 from .guidance.dps import dps
 from .inversion import invert
@@ -77,6 +78,8 @@ class SpeedConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "dps_steps", "inversion_steps", "daps_annealing_steps", "floor_iters", "repeats"):
             check_positive_int(name, getattr(self, name))
+        for name in ("dps_steps", "inversion_steps", "daps_annealing_steps"):  # t_end = 1: the whole chain
+            check_levels(name, getattr(self, name))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ spec                                   operator
                                        observed. It must have the images' own height and width (no resizing)
 =====================================  ===========================================================================
 
-Any spec, alias or preset takes ``,sigma_y=V`` (V >= 0) as a last option: ``sr:8,sigma_y=0.1``. A bad spec is an
+Any spec, alias or preset takes ``,sigma_y=V`` (V > 0: the consistency and every likelihood divide by it; 0 is
+refused) as a last option: ``sr:8,sigma_y=0.1``. A bad spec is an
 :class:`~reguidance.conventions.InputError` naming it and the grammar, raised while parsing, before anything
 heavy loads; a spec that does not fit an image shape (a box larger than the image, a factor that does not divide
 it, a mask of another size) is one from :meth:`Task.check`.
@@ -469,6 +470,8 @@ def parse_task(spec: str) -> Task:
     if parts[-1].startswith("sigma_y="):
         value = parts.pop()[len("sigma_y=") :]
         sigma = _number(text, "sigma_y", value, positive=False)
+        if sigma == 0:  # the consistency ||Ax - y|| / (sigma_y sqrt(m)) and every likelihood divide by it
+            raise _bad(text, "sigma_y must be > 0 (the consistency and the likelihoods divide by it), got 0")
         if not parts or not parts[0]:
             raise _bad(text, "sigma_y=V must follow a task")
     head, rest = parts[0], parts[1:]

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, derive_seed
-from .diffusion import Schedule
+from .conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_seed, derive_seed
+from .diffusion import Schedule, check_levels
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, roundtrip_error
 from .metrics import mean_ci95, paired_difference, proportion_ci95
@@ -96,6 +96,12 @@ class TheoryConfig:
             raise InputError(f"rank must be at most dim={self.dim}, got {self.rank}")
         if self.candidate not in ("dps", "pinv"):
             raise InputError(f"candidate must be 'dps' or 'pinv', got {self.candidate!r}")
+        check_seed("seed", self.seed)
+        check_seed("testbed_seed", self.testbed_seed)
+        cfg = self.reguidance()  # the wrapper's own checks (t_end in (0, 1], a finite step size >= 0, ...)
+        check_levels("inversion_steps", cfg.inversion_steps, t_end=cfg.t_end)  # the testbed's 1000-level chain
+        check_levels("dps_steps", cfg.dps_steps, t_end=cfg.t_end)
+        check_levels("candidate_steps", self.candidate_steps)
 
     def reguidance(self) -> ReGuidanceConfig:
         return ReGuidanceConfig(

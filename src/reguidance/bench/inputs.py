@@ -77,6 +77,19 @@ def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
+def check_image_headers(files: Sequence[Path], flag: str) -> None:
+    """Read every file's image header now, before any work: a file that is not an image Pillow can open (an
+    AppleDouble ``._a.png``, a text file named ``zz.png``) is an ``InputError`` naming ``flag`` and the file."""
+    from PIL import Image
+
+    for f in files:
+        try:
+            with Image.open(f):
+                pass
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"{flag}: could not read image file {str(f)!r}: {' '.join(str(err).split())}") from err
+
+
 class ImageFolder:
     """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule).
 
@@ -102,6 +115,7 @@ class ImageFolder:
         if h != w:
             raise InputError(f"--data folder:{path}: the prior's images are {h}x{w}; folders need a square prior")
         self.shape = (c, h, w)
+        check_image_headers(self.files, f"--data folder:{path}")
         self.sha256 = [sha256_file(p) for p in self.files]
         self.labels = torch.full((len(self.files),), -1, dtype=torch.int64)
 

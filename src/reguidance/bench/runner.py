@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..batch import Output, solve_batch
 from ..classifier import RealismScorer
 from ..conventions import InputError, check_positive_int
+from ..diffusion import CHAIN_LENGTH, check_levels
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
 from ..methods import SANITY, MethodFn, get_method, has_budget, needs_linear
 from ..metrics import fit_z, psnr, ssim
@@ -209,6 +210,18 @@ class BenchSpec:
                         "differentiate through the forward model (dps, daps, mean, retrieval)"
                     )
                 self.options(self.task(t).name, m)
+                self.check_levels(self.task(t).name, m)
+
+    def check_levels(self, task: str, method: str, chain: int = CHAIN_LENGTH) -> None:
+        """Refuse step counts beyond a ``chain``-level prior's levels (:func:`reguidance.diffusion.check_levels`):
+        the method's ``steps`` and the wrapper's ``inversion_steps`` and ``dps_steps`` (up to its ``t_end``); the
+        message starts with the option's name (the CLI names the flag)."""
+        steps = self.options(task, method).get("steps")
+        if isinstance(steps, int):
+            check_levels("steps", steps, chain)
+        cfg = self.wrapper_config(task, method)
+        check_levels("inversion_steps", cfg.inversion_steps, chain, cfg.t_end)
+        check_levels("dps_steps", cfg.dps_steps, chain, cfg.t_end)
 
 
 def done_variants(rows: list[Row], spec: BenchSpec | None = None) -> dict[tuple[str, str, int], set[str]]:
@@ -232,8 +245,8 @@ def done_keys(rows: list[Row], spec: BenchSpec | None = None) -> set[tuple[str, 
     }
 
 
-def _folder(out: Path, rank: int = 0, world_size: int = 1) -> RunFolder:
-    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS)
+def _folder(out: Path, rank: int = 0, world_size: int = 1, kind: str = "bench") -> RunFolder:
+    return RunFolder(out, "results", ROW_KEYS, rank=rank, world_size=world_size, fields=ROW_FIELDS, kind=kind)
 
 
 def check_folder(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
@@ -437,6 +450,7 @@ def run_bench(
     rank: int = 0,
     world_size: int = 1,
     overwrite: bool = False,
+    kind: str = "bench",
 ) -> Path:
     """Run ``spec`` on test images ``images[i]`` (indexed by id) into ``out``; returns the results file written.
 
@@ -444,8 +458,9 @@ def run_bench(
     ``r, r + world_size, ...`` of ``spec.ids`` and writes ``results.rank<r>.jsonl``; what any file in ``out``
     already holds is skipped, so a rerun with another number of processes resumes too.
     ``stop_after_batches`` stops early (used by the resume test to simulate a kill between batches).
-    ``overwrite`` (rank 0) first deletes what an earlier run wrote into ``out``
-    (:func:`reguidance.runs.clear_outputs`); otherwise a folder holding another run's rows is refused.
+    ``overwrite`` (rank 0) first deletes the files an earlier run recorded in ``out``'s manifest
+    (:func:`reguidance.runs.clear_outputs`); otherwise a folder holding another run's rows is refused. ``out``
+    must be new, empty or a folder a ``kind`` run made (:func:`reguidance.runs.own_folder`).
     ``images`` is a tensor ``(N, C, H, W)`` indexed by id or an :class:`.inputs.ImageFolder`; ``(C, H, W)`` must
     be the prior's ``signal_shape``. ``manifest`` (a folder's files, see :meth:`.inputs.ImageFolder.manifest`) is
     written to ``out/manifest.json``.
@@ -453,9 +468,12 @@ def run_bench(
     shape = images.shape if isinstance(images, ImageFolder) else tuple(images.shape[1:])
     check_images_fit(shape, prior.signal_shape, "the dataset", str(spec.context.get("prior", "given")))
     spec.check(len(images), shape)
+    for t in spec.tasks:  # a checkpoint's own chain length is known only now
+        for m in spec.methods:
+            spec.check_levels(spec.task(t).name, m, len(prior.schedule))
     tasks = [spec.task(t) for t in spec.tasks]
     methods = {m: get_method(m) for m in spec.methods}
-    folder = _folder(out, rank, world_size)
+    folder = _folder(out, rank, world_size, kind)
     with folder.open(overwrite) as rows:
         check_folder(spec, out, rows)
         if rank == 0:

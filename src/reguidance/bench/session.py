@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from ..conventions import InputError, check_positive_int
-from ..files import Record, atomic_path, atomic_write_json
+from ..conventions import InputError, check_positive_int, check_seed
+from ..files import Record, atomic_path, atomic_write_json, declare_output
 from ..methods import budget_option, has_budget
 from ..priors.base import Prior
-from ..runs import hold_folder, prior_facts
+from ..runs import check_apart, check_output_folder, own_folder, path_inputs, prior_facts
 from .inputs import (
     ImageFolder,
+    check_image_headers,
     check_images_fit,
     dataset_for,
     known_signal_shape,
@@ -75,6 +76,8 @@ class BenchRequest:
     fit_batch: bool = True
     #: also save ``out/demo.png``, one overview picture of every grid under this title (``demo``)
     overview: str | None = None
+    #: the kind of run the output folder's marker records (``demo`` for ``reguidance demo``)
+    kind: str = "bench"
 
 
 @dataclass
@@ -151,19 +154,39 @@ def _load_lpips(alexnet: Path, lin: Path, device: str) -> LPIPS:
     raise InputError(f"--lpips-alexnet / --lpips-lin: {message}")
 
 
+def _check_outputs(r: BenchRequest) -> None:
+    """The output folder may be written by a ``r.kind`` run (:func:`reguidance.runs.check_output_folder`), lies
+    apart from every input (:func:`reguidance.runs.check_apart`), and ``--json`` replaces no file this program did
+    not write (:func:`reguidance.files.declare_output`): all before any work."""
+    data = parse_data(r.data) if r.data is not None else None
+    inputs = {
+        "--data": data,
+        "--lpips-alexnet": r.lpips_alexnet,
+        "--lpips-lin": r.lpips_lin,
+        **path_inputs(r.prior, r.prior_config, r.checkpoint_dir, r.tasks, r.methods),
+    }
+    check_apart({"--out": r.out, "--json": r.json_path}, inputs)
+    check_output_folder(r.out, r.kind)
+    if r.json_path is not None:
+        declare_output(r.json_path, "--json")
+
+
 def plan_benchmark(request: BenchRequest) -> BenchPlan:
     """Check ``request`` before anything loads or is written: step counts, the LPIPS files, the data source (the
     dataset's test images are loaded and fitted to a known prior; a folder's files are hashed), the tasks,
-    methods, ids and method options (:meth:`.runner.BenchSpec.check`). ``InputError`` naming the flag."""
+    methods, ids, method options and step counts (:meth:`.runner.BenchSpec.check`), the seed, and the output
+    folder (:func:`_check_outputs`). ``InputError`` naming the flag."""
     r = request
     for flag, value in (("--steps", r.steps), ("--inversion-steps", r.inversion_steps), ("--dps-steps", r.dps_steps)):
         if value is not None:
             check_positive_int(flag, value)
+    check_seed("--seed", r.seed)
     if (r.lpips_alexnet is None) != (r.lpips_lin is None):
         raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
     for flag, path in (("--lpips-alexnet", r.lpips_alexnet), ("--lpips-lin", r.lpips_lin)):
         if path is not None and not path.is_file():
             raise InputError(f"{flag} {path}: no such file")
+    _check_outputs(r)
     shape = known_signal_shape(r.prior)  # None for a checkpoint file: checked once it has loaded
     if r.data is not None:
         if r.dataset is not None:
@@ -172,6 +195,11 @@ def plan_benchmark(request: BenchRequest) -> BenchPlan:
         if not folder_path.is_dir():
             raise InputError(f"--data {r.data}: no such folder")
         plan = BenchPlan(r, None, None, None, "folder", "folder", folder_path=folder_path)
+        if shape is None:  # a checkpoint file: the folder is built once it has loaded, its files are read now
+            from ..images import IMAGE_SUFFIXES
+
+            files = sorted(p for p in folder_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            check_image_headers(files, f"--data {r.data}")
         if shape is not None:
             folder = ImageFolder(folder_path, shape)
             plan.spec = _spec(plan, len(folder), shape, {"manifest_sha256": folder.manifest_sha256()})
@@ -230,7 +258,7 @@ def run_benchmark(
             if fit_batch is not None and r.fit_batch:
                 n = len(list(spec.ids)[rank::world])  # this process's ids: no batch holds more
                 spec = replace(spec, batch_size=fit_batch(prior, spec.batch_size, dev, n))  # not part of the identity
-            held.enter_context(hold_folder(r.out, rank))  # rank 0 keeps the folder's lock through the summary
+            held.enter_context(own_folder(r.out, r.kind, rank))  # rank 0 owns the folder through the summary
             run_bench(
                 prior,
                 images,
@@ -244,6 +272,7 @@ def run_benchmark(
                 world_size=world,
                 progress=rank == 0,
                 overwrite=r.overwrite,
+                kind=r.kind,
             )
         if rank != 0:
             return None

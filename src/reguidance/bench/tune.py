@@ -49,6 +49,7 @@ import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,9 @@ from tqdm.auto import tqdm
 
 from ..batch import solve_batch
 from ..conventions import InputError
-from ..files import read_json_object
+from ..diffusion import check_levels
+from ..files import atomic_write_text, read_json_object
+from ..guidance.registry import method_config
 from ..methods import get_method, has_budget, scaled_budget
 from ..metrics import ssim
 from ..operators import Operator
@@ -463,9 +466,7 @@ def run_sweep(
         path = out / f"{task}_{method}.json"
         if not path.is_file() or not complete(json.loads(path.read_text())):
             entry = run_pair(task, method)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(entry, indent=2))
-            tmp.replace(path)  # atomic: a killed sweep never leaves a half-written entry
+            atomic_write_text(path, json.dumps(entry, indent=2))  # a killed sweep never leaves a half entry
         entries.append(read_json_object(path, ("task", "method", "method_options", "reguidance")))  # names a broken one
     return entries
 
@@ -507,7 +508,34 @@ def check_sweep(
             raise InputError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
         get_method(method)
     grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
-    return grids, parse_grid(wrapper_grid)
+    wrapper = parse_grid(wrapper_grid)
+    for m, grid in grids.items():
+        _check_values("--method-grid", grid, partial(_method_values, m.split(":", 1)[0]))
+    _check_values("--grid", wrapper, _wrapper_levels)
+    return grids, wrapper
+
+
+def _method_values(method: str, options: dict[str, Any]) -> None:
+    """The method's config with ``options`` (its own checks)."""
+    method_config(method, options)
+
+
+def _wrapper_levels(options: dict[str, Any]) -> None:
+    """The wrapper's config with ``options`` (its own checks) and its step counts within the chain."""
+    cfg = replace(ReGuidanceConfig(), **options)
+    check_levels("inversion_steps", cfg.inversion_steps, t_end=cfg.t_end)
+    check_levels("dps_steps", cfg.dps_steps, t_end=cfg.t_end)
+
+
+def _check_values(flag: str, grid: dict[str, list[object]], build: Callable[[dict[str, Any]], object]) -> None:
+    """Each value of ``grid`` on its own through ``build`` (a config's checks), before any work: a refused one is an
+    ``InputError`` naming ``flag`` and ``FIELD=VALUE``."""
+    for name, values in grid.items():
+        for v in values:
+            try:
+                build({name: v})
+            except (InputError, ValueError, TypeError) as err:
+                raise InputError(f"{flag} {name}={v}: {' '.join(str(err).split())}") from err
 
 
 def sweep(
