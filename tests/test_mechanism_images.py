@@ -85,10 +85,11 @@ def test_the_candidates_are_the_benchmarks(tiny_run):
     for k, i in enumerate(IDS):
         cached = torch.load(tiny_run / "candidates" / "box20" / "dps" / f"{i:05d}.pt")
         torch.testing.assert_close(cached["y"], y[k], rtol=0, atol=0)
-        torch.testing.assert_close(cached["x"], cand.x[k], rtol=1e-5, atol=1e-5)
+        # the script ran in another process with its own thread count: equal up to the README's 1e-4 tolerance
+        torch.testing.assert_close(cached["x"], cand.x[k], rtol=0, atol=1e-4)
     rows = {r["id"]: r for r in _rows(tiny_run) if r["start"] == "candidate"}
     s = ssim(cand.x, images[IDS])
-    assert [rows[i]["ssim"] for i in IDS] == pytest.approx(s.tolist(), abs=1e-5)
+    assert [rows[i]["ssim"] for i in IDS] == pytest.approx(s.tolist(), abs=1e-4)
 
 
 def test_renoise_rows_do_not_depend_on_inversion_steps(tiny_run):
