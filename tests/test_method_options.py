@@ -78,12 +78,13 @@ def test_the_cli_refuses_an_unknown_table_option_in_one_line_before_writing(tmp_
 def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
     from reguidance.restore import RestoreRequest, plan_restore, restore
 
+    (tmp_path / "in").mkdir()
     with pytest.raises(InputError, match="bogus"):
         restore(
             SimpleNamespace(signal_shape=(1, 32, 32)),  # type: ignore[arg-type]
             "sr4",
             tmp_path / "out",
-            images=tmp_path,
+            images=tmp_path / "in",
             method="dps",
             method_options={"bogus": 1},
         )

@@ -333,12 +333,16 @@ def test_the_restore_report_and_grid_show_each_input_with_its_numbers(tmp_path: 
 
 
 def test_an_overwrite_clears_the_pictures_and_pages_too(tmp_path: Path) -> None:
+    from reguidance.files import Manifest
     from reguidance.runs import clear_outputs
 
+    manifest = Manifest(tmp_path)  # what a run records as it writes: --overwrite removes exactly these
     for name in ("report.html", "grid.png"):
         (tmp_path / name).write_text("x")
+        manifest.record(tmp_path / name)
     for folder in ("truth", "std"):
         _png(tmp_path / folder / "a.png", 0)
+        manifest.record(tmp_path / folder / "a.png")
     (tmp_path / "mine.txt").write_text("kept")
     clear_outputs(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".reguidance")] == ["mine.txt"]
