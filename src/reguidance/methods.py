@@ -269,40 +269,35 @@ def _retrieve_masked(operator: Inpainting, y: Tensor, train: Tensor, chunk: int)
     return train[index.cpu()].to(y.device, y.dtype)
 
 
-def mean_method(
-    prior: Prior,
-    operator: Operator,
-    y: Tensor,
-    rng: BatchRNG,
-    ids: Sequence[int],
-    *,
-    progress: bool = False,
-    dataset: str = "",
-) -> Candidates:
-    """The sanity floor that ignores ``y``: the mean training image of ``dataset``, for every measurement."""
-    train = training_images(_dataset_name("mean", dataset))
-    x = train.mean(dim=0, keepdim=True, dtype=torch.float64).to(y.device, y.dtype).expand(y.shape[0], *train.shape[1:])
-    return Candidates(x.contiguous(), 0, x.contiguous())
+def _mean_image(operator: Operator, y: Tensor, train: Tensor) -> Tensor:
+    """The sanity floor that ignores ``y``: the mean training image, for every measurement."""
+    mean = train.mean(dim=0, keepdim=True, dtype=torch.float64).to(y.device, y.dtype)
+    return mean.expand(y.shape[0], *train.shape[1:]).contiguous()
 
 
-def retrieval_method(
-    prior: Prior,
-    operator: Operator,
-    y: Tensor,
-    rng: BatchRNG,
-    ids: Sequence[int],
-    *,
-    progress: bool = False,
-    dataset: str = "",
-) -> Candidates:
-    """The sanity floor that fits ``y`` with real data: the training image of ``dataset`` whose ``A x`` is closest
-    to ``y`` (:func:`retrieve`)."""
-    x = retrieve(operator, y, training_images(_dataset_name("retrieval", dataset)))
-    return Candidates(x, 0, x)
+def _sanity(name: str, pick: Callable[[Operator, Tensor, Tensor], Tensor]) -> MethodFn:
+    """A sanity method: ``pick(operator, y, train)`` over the training images of its ``dataset`` option
+    (0 network evaluations; the module docstring)."""
+
+    def run(
+        prior: Prior,
+        operator: Operator,
+        y: Tensor,
+        rng: BatchRNG,
+        ids: Sequence[int],
+        *,
+        progress: bool = False,
+        dataset: str = "",
+    ) -> Candidates:
+        x = pick(operator, y, training_images(_dataset_name(name, dataset)))
+        return Candidates(x, 0, x)
+
+    run.__doc__ = pick.__doc__
+    return run
 
 
 #: the sanity methods (module docstring): candidates from the training data, no network
-SANITY: dict[str, MethodFn] = {"mean": mean_method, "retrieval": retrieval_method}
+SANITY: dict[str, MethodFn] = {"mean": _sanity("mean", _mean_image), "retrieval": _sanity("retrieval", retrieve)}
 
 METHODS: dict[str, MethodFn] = {"pinv": pinv_method, **{name: _solver(name) for name in SAMPLERS}, **SANITY}
 
