@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from reguidance.conventions import InputError
-from reguidance.files import atomic_write_text, read_rows, write_section
+from reguidance.files import atomic_write_text, read_json_object, read_rows, write_section
 from reguidance.mechanism import GMM_METRICS, MapGrid, counts, format_markdown, run_gmm_map, save_heatmap, summarise
 from reguidance.metrics import fit_z
 from reguidance.priors import load_prior
@@ -88,7 +88,17 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None, help="Markdown file with mechanism_gmm markers.")
     parser.add_argument("--plot", type=Path, default=Path("docs/mechanism_gmm.png"))
     parser.add_argument(
-        "--answer-into", type=Path, default=None, help="mnist: Markdown file with mechanism_answer markers."
+        "--answer-into",
+        type=Path,
+        default=None,
+        help="Markdown file with mechanism_answer (mnist) or mechanism_answer_gmm (gmm) markers: the computed answer.",
+    )
+    parser.add_argument(
+        "--from-summary",
+        type=Path,
+        default=None,
+        help="gmm: write the tables, picture and answer from this summary.json (made by an earlier run) instead of "
+        "running the map.",
     )
     parser.add_argument(
         "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
@@ -97,6 +107,21 @@ def main() -> None:
     if args.prior == "mnist":
         report_images(args)
         return
+    if args.from_summary is not None:
+        try:
+            summary = read_json_object(args.from_summary, ("cells",))
+        except InputError as e:
+            parser.error(str(e))
+    else:
+        summary = gmm_summary(args, parser)
+    save_heatmap(summary, args.plot, GMM_METRICS)
+    print(f"picture: {args.plot}")
+    write_section(args.write, "mechanism_gmm", format_markdown(summary, GMM_METRICS))
+    write_section(args.answer_into, "mechanism_answer_gmm", answer_gmm(summary))
+
+
+def gmm_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Run (or resume) the mixture map into ``args.out`` and write its summary (one cell a line)."""
     start = time.perf_counter()
     try:
         cfg = TheoryConfig(candidates=args.problems, seed=args.seed)
@@ -113,9 +138,8 @@ def main() -> None:
     lines = ",\n".join(json.dumps(c) for c in small["cells"])  # one cell a line: small diffs when it changes
     rest = json.dumps({k: v for k, v in small.items() if k != "cells"})
     atomic_write_text(args.summary or args.out / "summary.json", '{"cells": [\n' + lines + "\n],\n" + rest[1:] + "\n")
-    save_heatmap(summary, args.plot, GMM_METRICS)
-    print(f"picture: {args.plot}; summary: {args.summary or args.out / 'summary.json'}")
-    write_section(args.write, "mechanism_gmm", format_markdown(summary, GMM_METRICS))
+    print(f"summary: {args.summary or args.out / 'summary.json'}")
+    return summary
 
 
 def report_images(args: argparse.Namespace) -> None:
@@ -139,16 +163,27 @@ def report_images(args: argparse.Namespace) -> None:
     atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
     print(f"{len(rows)} rows; pictures: {', '.join(map(str, pictures))}")
     write_section(args.write, "mechanism_mnist", format_markdown(summary, IMAGE_METRICS))
-    write_section(args.answer_into, "mechanism_answer", answer(summary, rows))
+    write_section(args.answer_into, "mechanism_answer", answer(summary))
 
 
-def answer(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def _settings(cells: list[dict[str, Any]]) -> str:
+    """The grid the finished cells cover, read from the cells themselves."""
+
+    def values(key: str) -> str:
+        return "/".join(str(v) for v in sorted({e[key] for e in cells}))
+
+    return (
+        f"t_end {values('t_end')}; samplers {values('sampler')}; inversion steps {values('inversion_steps')} "
+        f"({values('inversion_method')}); DPS steps {values('dps_steps')}"
+    )
+
+
+def answer(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
     """One computed paragraph: of the image map's finished cells, in how many the inverted latent beats, ties or
     loses to re-noising and to fresh noise on each metric (95% interval clear of 0), and which settings were run."""
     cells = summary["cells"]
     if not cells:
         return "No finished cell of the image map yet.\n"
-    settings = sorted({(e["inversion_steps"], e["dps_steps"]) for e in cells})
     groups = sorted({(e["task"], e["candidate_method"]) for e in cells})
     images = sorted({e["n"] for e in cells})
     parts = []
@@ -158,10 +193,52 @@ def answer(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         parts.append(f"against {against}: {calls}")
     return (
         f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)}; "
-        f"inversion + DPS steps {', '.join(f'{i} + {d}' for i, d in settings)}; t_end 0.3 and 1.0, DDPM and DDIM; "
-        f"{'/'.join(map(str, images))} held-out images per cell, 95% intervals, no multiplicity correction). "
-        f"Inversion {parts[0]}; {parts[1]}.\n"
+        f"{_settings(cells)}; {'/'.join(map(str, images))} held-out images per cell, 95% intervals, no multiplicity "
+        f"correction). Inversion {parts[0]}; {parts[1]}.\n"
     )
+
+
+#: the wrapper's default setting (:class:`reguidance.ReGuidanceConfig`) as a mechanism-map cell
+DEFAULT_CELL = {"t_end": 0.3, "sampler": "ddpm", "inversion_steps": 100, "inversion_method": "euler", "dps_steps": 100}
+
+
+def answer_gmm(summary: dict[str, Any]) -> str:
+    """The mixture map's computed answer: in how many cells the inverted latent beats / loses to re-noising on the
+    reward and on the distance to the data manifold, where it wins on both (sampler and t_end of those cells), the
+    mean reward gain by DPS budget, and the wrapper's default cell."""
+    cells = summary["cells"]
+    if not cells:
+        return "No finished cell of the mixture map yet.\n"
+    tally = counts(cells, GMM_METRICS, "renoise")
+    calls = "; ".join(
+        f"{m.replace('_', ' ')} better in {tally[m]['better']}, worse in {tally[m]['worse']}" for m in GMM_METRICS
+    )
+    wins = tally["wins"]
+    where = sorted({(e["sampler"], e["t_end"]) for e in wins})
+    by_budget = {
+        d: sum(e["minus_renoise"]["reward"]["mean"] for e in cells if e["dps_steps"] == d)
+        / sum(e["dps_steps"] == d for e in cells)
+        for d in sorted({e["dps_steps"] for e in cells})
+    }
+    default = [e for e in cells if all(e[k] == v for k, v in DEFAULT_CELL.items())]
+    text = (
+        f"**Exact-score mixture, {len(cells)} cells** ({_settings(cells)}; {cells[0]['n']} problems per cell, 95% "
+        f"intervals, no multiplicity correction). Inverted latent against the re-noised candidate: {calls}. Better "
+        f"on the reward and not worse on the distance in {len(wins)} cells"
+        + (f" (sampler, t_end: {', '.join(f'{s} {t}' for s, t in where)})" if where else "")
+        + ". Mean reward gain over re-noising by DPS steps: "
+        + ", ".join(f"{d}: {g:+.3f}" for d, g in by_budget.items())
+        + "."
+    )
+    if default:
+        d = default[0]["minus_renoise"]
+        text += (
+            " The wrapper's default (DDPM, t_end 0.3, 100 + 100 steps): reward "
+            f"{d['reward']['mean']:+.3f} [{d['reward']['ci95'][0]:+.3f}, {d['reward']['ci95'][1]:+.3f}], distance "
+            f"{d['manifold_distance']['mean']:+.2f} [{d['manifold_distance']['ci95'][0]:+.2f}, "
+            f"{d['manifold_distance']['ci95'][1]:+.2f}] (lower is closer to the data)."
+        )
+    return text + "\n"
 
 
 if __name__ == "__main__":

@@ -572,6 +572,33 @@ def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, i
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(tmp_path / "plain.md")]) == 2
 
 
+def test_bench_report_section_and_answer_use_their_own_markers_and_check_every_file_first(tiny_prior, images, tmp_path):
+    from reguidance.cli import main
+
+    out = tmp_path / "run"
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"]), out, progress=False)
+    write_summary(out)
+    doc = tmp_path / "BENCH.md"
+    before = (
+        "<!-- primary_answer:begin -->\nold answer\n<!-- primary_answer:end -->\n"
+        "<!-- primary:begin -->\nold primary\n<!-- primary:end -->\n"
+        "<!-- tables:begin -->\nstarved tables stay\n<!-- tables:end -->\n"
+    )
+    doc.write_text(before)
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    args = ["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--section", "primary"]
+    assert main([*args, "--answer-into", str(readme)]) == 2  # the README lacks the markers: nothing is written
+    assert doc.read_text() == before and readme.read_text() == "no markers here\n"
+    assert main([*args[:-1], "no such section"]) == 2
+    assert main([*args, "--answer-into", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old answer" not in text and "old primary" not in text and "starved tables stay" in text
+    answer = text.split("<!-- primary_answer:begin -->")[1].split("<!-- primary_answer:end -->")[0]
+    assert answer.strip() == "**tiny**: no test of the primary family in this run."  # pinv is not in the family
+    assert text.split("<!-- primary:begin -->")[1].lstrip().startswith("### tiny")
+
+
 def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images, tmp_path):
     from reguidance.bench.report import format_markdown
 

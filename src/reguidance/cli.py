@@ -333,18 +333,26 @@ def bench(
 @cli.command("bench-report")
 @flags(BENCH_REPORT_OPTIONS)
 def bench_report(
-    runs: tuple[str, ...], into: Path, pictures: Path | None, picture_method: str, summary_into: Path | None
+    runs: tuple[str, ...],
+    into: Path,
+    section: str,
+    pictures: Path | None,
+    picture_method: str,
+    summary_into: Path | None,
+    answer_into: Path | None,
 ) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
     from .bench.report import (
         PREREGISTRATION_MARKERS,
         benchmark_tables,
         preregistration,
+        primary_answer,
         readme_summary,
         replace_marked,
         save_method_overview,
     )
     from .conventions import InputError
+    from .files import check_marked
 
     folders = {}
     for run in runs:
@@ -361,8 +369,15 @@ def bench_report(
             _writable(pictures / f"benchmark_{run_name}.png", "--pictures", folder=False)
     tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
     summary_text = readme_summary(folders) if summary_into is not None else ""
+    answer_text = primary_answer(folders) if answer_into is not None else ""
+    edits: list[tuple[str, Path | None, str]] = [("--into", into, section), ("--summary-into", summary_into, "summary")]
+    edits.append(("--answer-into", answer_into, "primary_answer"))
+    for flag, path, name in edits:  # every file's markers before the first is edited
+        if path is not None:
+            with _options(flag):
+                check_marked(path, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
     with _options("--into"):
-        replace_marked(into, tables)
+        replace_marked(into, tables, f"<!-- {section}:begin -->", f"<!-- {section}:end -->")
         if PREREGISTRATION_MARKERS[0] in into.read_text():
             replace_marked(into, preregistration(), *PREREGISTRATION_MARKERS)
     click.echo(f"tables written into {into}")
@@ -370,6 +385,10 @@ def bench_report(
         with _options("--summary-into"):
             replace_marked(summary_into, summary_text, "<!-- summary:begin -->", "<!-- summary:end -->")
         click.echo(f"summary written into {summary_into}")
+    if answer_into is not None:
+        with _options("--answer-into"):
+            replace_marked(answer_into, answer_text, "<!-- primary_answer:begin -->", "<!-- primary_answer:end -->")
+        click.echo(f"primary family's outcome written into {answer_into}")
     if pictures is not None:
         for run_name, run_folder in folders.items():
             made = save_method_overview(

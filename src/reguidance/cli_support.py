@@ -629,6 +629,13 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 
 
 #: the flags of ``reguidance bench-report``, in --help order
+def _section_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A marker name: letters, digits and underscores (it becomes ``<!-- NAME:begin -->``)."""
+    if not value.replace("_", "").isalnum() or not value.isascii():
+        raise click.BadParameter(f"{value!r}: expected a marker name of letters, digits and underscores")
+    return value
+
+
 BENCH_REPORT_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--run",
@@ -641,7 +648,14 @@ BENCH_REPORT_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] =
         "--into",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
         required=True,
-        help="Markdown file whose '<!-- tables:begin -->' ... '<!-- tables:end -->' section is replaced.",
+        help="Markdown file whose '<!-- SECTION:begin -->' ... '<!-- SECTION:end -->' section is replaced.",
+    ),
+    click.option(
+        "--section",
+        default="tables",
+        show_default=True,
+        callback=_section_name,
+        help="The marked section of --into that gets the tables (e.g. 'primary' for the reference-budget table).",
     ),
     click.option(
         "--pictures",
@@ -655,6 +669,13 @@ BENCH_REPORT_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] =
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
         default=None,
         help="Also write the short summary between '<!-- summary:begin -->' and '<!-- summary:end -->' of this file.",
+    ),
+    click.option(
+        "--answer-into",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Also write the primary family's outcome between '<!-- primary_answer:begin -->' and "
+        "'<!-- primary_answer:end -->' of this file.",
     ),
 ]
 

@@ -377,11 +377,20 @@ def replace_marked(
 ) -> None:
     """Replace what lies between the ``begin`` and ``end`` markers of the file ``path`` (the prose around generated
     tables stays), atomically; an InputError if the markers are missing or out of order."""
+    doc = check_marked(path, begin, end)
+    head, rest = doc.split(begin, 1)
+    _write_edit(Path(path), head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
+def check_marked(
+    path: str | os.PathLike[str], begin: str = "<!-- tables:begin -->", end: str = "<!-- tables:end -->"
+) -> str:
+    """The text of ``path``, which holds ``begin`` before ``end`` (an ``InputError`` naming both otherwise): checked
+    for every file a command edits before it edits the first."""
     doc = Path(path).read_text()
     if begin not in doc or end not in doc or doc.index(begin) > doc.index(end):
         raise InputError(f"{path} needs the markers {begin} and {end}, in that order")
-    head, rest = doc.split(begin, 1)
-    _write_edit(Path(path), head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+    return doc
 
 
 def _write_edit(path: Path, text: str) -> None:

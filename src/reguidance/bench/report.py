@@ -779,6 +779,39 @@ def _primary_table(summary: Record) -> list[str]:
     return [*lines, ""]
 
 
+def primary_answer(runs: dict[str, Path]) -> str:
+    """BENCHMARK.md's computed answer (its ``primary_answer`` section): per run, how the declared primary family's
+    tests came out (better / tie / inconclusive / worse, Holm-corrected within the family), then one line per
+    (task, method, against) with the change of SSIM and of ``|fit_z|`` (lower is better) and their calls."""
+    parts = []
+    for name, out in runs.items():
+        summary, config = read_run(out)
+        tests = [(e, m) for e in summary["paired"] for m in ("ssim", "fit") if (e.get(m) or {}).get("primary")]
+        n = sorted({int(e[m]["n"]) for e, m in tests})
+        if not tests:
+            parts += [f"**{name}**: no test of the primary family in this run.", ""]
+            continue
+        tally = ", ".join(f"{c} in {sum(e[m]['call'] == c for e, m in tests)}" for c in CALLS[:4])
+        parts += [
+            f"**{name}** (protocol `{config['protocol']}`, test ids {', '.join(config['ids'])}, "
+            f"{'/'.join(map(str, n))} images per comparison): of {len(tests)} primary tests ReGuidance comes out "
+            f"{tally} (Holm within the family; a tie is TOST within the stated margin).",
+            "",
+            "| task | candidate | ReGuidance against | NFE | ΔSSIM [95% CI] | Δ\\|fit_z\\| [95% CI] | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in summary["paired"]:
+            if any(x is e for x, _ in tests):
+                nfe = e.get("nfe")
+                nfe_text = f"{nfe[0]} vs {nfe[1]}" if isinstance(nfe, list) and len(nfe) == 2 else "—"
+                parts.append(
+                    f"| {e['task']} | {e['method']} | {e['against']} | {nfe_text} | {_change(e.get('ssim'))} | "
+                    f"{_change(e.get('fit'), '+.2f')} | {e['verdict']} |"
+                )
+        parts.append("")
+    return "\n".join(parts)
+
+
 def read_run(out: Path) -> tuple[Record, Record]:
     """``(summary, config)`` of the finished benchmark folder ``out``: ``summary.json`` and ``config.json``, each
     checked (:func:`reguidance.files.read_json_object`): a broken or edited file is an ``InputError`` naming it."""
@@ -856,8 +889,33 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
                 f"| {p['task']} | {p['method']} | {before['nfe']} | {before['sec_per_image']:.2f} | "
                 f"{after['nfe'] - before['nfe']} | {after['sec_per_image'] - before['sec_per_image']:.2f} |"
             )
-        parts += ["", "<details><summary>Full tables</summary>", "", format_markdown(summary), "</details>", ""]
+        parts += ["", *_walltime(out)]
+        parts += ["<details><summary>Full tables</summary>", "", format_markdown(summary), "</details>", ""]
     return "\n".join(parts)
+
+
+def _walltime(out: Path) -> list[str]:
+    """The commands that made the folder ``out`` with the wall time each took, from the ``walltime.jsonl`` that
+    ``scripts/study.sh`` appends to (one JSON object a line); nothing when the folder has none."""
+    path = out / "walltime.jsonl"
+    if not path.is_file():
+        return []
+    lines = [
+        f"Wall time of each command that wrote this folder ({path.name}, appended by `scripts/study.sh`):",
+        "",
+        "| started (UTC) | seconds | processes | device | exit | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        try:
+            r = json.loads(text)
+            lines.append(
+                f"| {r['started']} | {int(r['seconds'])} | {int(r['nproc'])} | {r['device']} | {int(r['rc'])} | "
+                f"`{' '.join(str(r['command']).split())}` |"
+            )
+        except (ValueError, KeyError, TypeError):
+            lines.append(f"| line {number} of {path} is not a wall-time record | | | | | |")
+    return [*lines, ""]
 
 
 def save_method_overview(out: Path, method: str, path: Path, title: str) -> Path | None:
