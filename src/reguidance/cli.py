@@ -372,10 +372,10 @@ def bench_report(
     answer_text = primary_answer(folders) if answer_into is not None else ""
     edits: list[tuple[str, Path | None, str]] = [("--into", into, section), ("--summary-into", summary_into, "summary")]
     edits.append(("--answer-into", answer_into, "primary_answer"))
-    for flag, path, name in edits:  # every file's markers before the first is edited
-        if path is not None:
+    for flag, target, name in edits:  # every file's markers before the first is edited
+        if target is not None:
             with _options(flag):
-                check_marked(path, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
+                check_marked(target, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
     with _options("--into"):
         replace_marked(into, tables, f"<!-- {section}:begin -->", f"<!-- {section}:end -->")
         if PREREGISTRATION_MARKERS[0] in into.read_text():
