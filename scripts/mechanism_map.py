@@ -163,7 +163,8 @@ def report_images(args: argparse.Namespace) -> None:
     atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
     print(f"{len(rows)} rows; pictures: {', '.join(map(str, pictures))}")
     write_section(args.write, "mechanism_mnist", format_markdown(summary, IMAGE_METRICS))
-    write_section(args.answer_into, "mechanism_answer", answer(summary))
+    config = read_json_object(args.out / "config.json", ("protocol",))
+    write_section(args.answer_into, "mechanism_answer", answer(summary, str(config["protocol"])))
 
 
 def _settings(cells: list[dict[str, Any]]) -> str:
@@ -178,9 +179,10 @@ def _settings(cells: list[dict[str, Any]]) -> str:
     )
 
 
-def answer(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
+def answer(summary: dict[str, Any], protocol: str) -> str:
     """One computed paragraph: of the image map's finished cells, in how many the inverted latent beats, ties or
-    loses to re-noising and to fresh noise on each metric (95% interval clear of 0), and which settings were run."""
+    loses to re-noising and to fresh noise on each metric (95% interval clear of 0), which settings were run, and
+    the budget ``protocol`` the candidates were made at."""
     cells = summary["cells"]
     if not cells:
         return "No finished cell of the image map yet.\n"
@@ -192,7 +194,8 @@ def answer(summary: dict[str, Any], rows: list[dict[str, Any]] | None = None) ->
         calls = ", ".join(f"{m} better in {tally[m]['better']} and worse in {tally[m]['worse']}" for m in IMAGE_METRICS)
         parts.append(f"against {against}: {calls}")
     return (
-        f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)}; "
+        f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)} "
+        f"candidates at the `{protocol}` protocol's budgets; "
         f"{_settings(cells)}; {'/'.join(map(str, images))} held-out images per cell, 95% intervals, no multiplicity "
         f"correction). Inversion {parts[0]}; {parts[1]}.\n"
     )
