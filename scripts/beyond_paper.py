@@ -25,8 +25,9 @@ from reguidance.bench.inputs import dataset_for, load_test_images
 from reguidance.files import write_section
 from reguidance.images import save_grid
 from reguidance.methods import get_method
-from reguidance.metrics import paired_difference, psnr, ssim
+from reguidance.metrics import psnr, ssim
 from reguidance.priors import load_prior
+from reguidance.stats import paired_comparison
 from reguidance.tasks import get_task, method_rng, parse_ids
 from reguidance.wrapper import adaptive_depth, reward, spread
 
@@ -78,9 +79,9 @@ def main() -> None:
         x = adaptive.x.clamp(-1, 1)
         nfe_fixed = s.nfe - (args.k - 1) * cfg.dps_steps  # the spread's first draw: inversion + one DPS run
         with torch.no_grad():
-            d_ssim = paired_difference(ssim(x, truth), ssim(fixed, truth))
-            d_psnr = paired_difference(psnr(x, truth), psnr(fixed, truth))
-            d_reward = paired_difference(reward(operator, x, y), reward(operator, fixed, y))
+            d_ssim = paired_comparison(ssim(x, truth), ssim(fixed, truth))
+            d_psnr = paired_comparison(psnr(x, truth), psnr(fixed, truth))
+            d_reward = paired_comparison(reward(operator, x, y), reward(operator, fixed, y))
             c_fixed = float(operator.consistency(fixed, y).mean())
             c_adapt = float(operator.consistency(x, y).mean())
         picks = ", ".join(f"{d:g}: {int((chosen == d).sum())}" for d in depths)

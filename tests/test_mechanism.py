@@ -38,8 +38,9 @@ def test_paired_difference_per_cell_matches_a_hand_computed_interval():
     fresh = [_row("fresh", i, 0.0, 1.0) for i in range(4)]
     stale = _row("renoise", 2, 99.0, 2.0)  # an earlier copy of a row, rewritten after a torn write: the last counts
     (cell,) = summarise([stale, *inv, *renoise, *fresh], GMM_METRICS)["cells"]
-    # d = inversion - renoise by id = [1, 2, 3, 4]: mean 2.5, s = sqrt(5/3), half width 1.959964 s / 2
-    half = 1.959964 * math.sqrt(5 / 3) / 2
+    # d = inversion - renoise by id = [1, 2, 3, 4]: mean 2.5, s = sqrt(5/3), half width t_0.975(3 df) s / 2, where
+    # t_0.975(3) = 3.182446 (Student's table)
+    half = 3.182446 * math.sqrt(5 / 3) / 2
     d = cell["minus_renoise"]["reward"]
     assert cell["n"] == 4 and d["mean"] == pytest.approx(2.5)
     assert d["ci95"] == pytest.approx([2.5 - half, 2.5 + half], abs=1e-5)

@@ -1,9 +1,10 @@
-"""Metrics: intervals, paired differences, PSNR and SSIM per image."""
+"""Metrics: intervals, paired win rates, PSNR and SSIM per image."""
 
 import pytest
 import torch
 
-from reguidance.metrics import mean_ci95, paired_difference, proportion_ci95, psnr, ssim
+from reguidance.metrics import mean_ci95, proportion_ci95, psnr, ssim
+from reguidance.stats import paired_comparison
 
 
 def test_mean_interval_contains_the_mean_and_shrinks_with_n():
@@ -20,10 +21,10 @@ def test_proportion_interval_stays_inside_zero_one():
     assert proportion_ci95([0, 1])["mean"] == 0.5
 
 
-def test_paired_difference_counts_wins_in_the_better_direction():
+def test_paired_comparison_counts_wins_in_the_better_direction():
     after, before = torch.tensor([2.0, 1.0, 3.0]), torch.tensor([1.0, 2.0, 1.0])
-    assert paired_difference(after, before)["win_rate"] == pytest.approx(2 / 3)
-    assert paired_difference(after, before, higher_is_better=False)["win_rate"] == pytest.approx(1 / 3)
+    assert paired_comparison(after, before)["win_rate"] == pytest.approx(2 / 3)
+    assert paired_comparison(after, before, higher_is_better=False)["win_rate"] == pytest.approx(1 / 3)
 
 
 def test_psnr_and_ssim_are_per_image():

@@ -6,7 +6,7 @@ ReGuidance starts DPS at level ``t_end`` from the probability-flow inversion of 
 (:class:`reguidance.wrapper.ReGuidanceConfig`). The map runs the three starts on the same problems, seeds and
 measurements over a grid of ``t_end x sampler x inversion steps x inversion method x DPS budget``; per cell it
 reports the paired, per-problem differences ``inversion - renoise`` and ``inversion - fresh`` of each metric, mean
-with 95% normal interval (:func:`reguidance.metrics.paired_difference`). ``renoise`` and ``fresh`` spend no
+with 95% Student-t interval (:func:`reguidance.stats.paired_comparison`). ``renoise`` and ``fresh`` spend no
 inversion evaluations and do not depend on the inversion's settings: they run once per
 ``(t_end, sampler, DPS budget)`` and are paired with every inversion cell that shares those.
 
@@ -40,7 +40,8 @@ from torch import Tensor
 from .conventions import InputError
 from .guidance.dps import Sampler
 from .inversion import InversionMethod, invert
-from .metrics import mean_ci95, paired_difference
+from .metrics import mean_ci95
+from .stats import paired_comparison
 from .theory import TheoryConfig, make_testbed, problem_stream
 from .wrapper import ReGuidanceConfig, Start, reguide, reward
 
@@ -295,7 +296,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, bool]) ->
             entry["nfe"][a] = o[ids[0]]["nfe"]
             entry["means"][a] = means(o, ids)
             entry[f"minus_{a}"] = {
-                m: paired_difference(
+                m: paired_comparison(
                     torch.tensor([float(probs[i][m]) for i in ids]), torch.tensor([float(o[i][m]) for i in ids]), h
                 )
                 for m, h in metrics.items()

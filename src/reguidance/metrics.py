@@ -18,7 +18,6 @@ __all__ = [
     "holm",
     "jackknife_ci95",
     "mean_ci95",
-    "paired_difference",
     "proportion_ci95",
     "psnr",
     "ssim",
@@ -64,23 +63,6 @@ def jackknife_ci95(
     half = Z95 * math.sqrt((n - 1) / n * float((v - v.mean()).pow(2).sum()))
     lo = estimate - half if lower is None else max(lower, estimate - half)
     return {"mean": float(estimate), "ci95": [lo, estimate + half]}
-
-
-def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:
-    """Mean of ``d = after - before`` with its 95% interval, the win rate (fraction of samples that improved) and
-    the two-sided ``p_value`` of "mean d = 0" from the same normal approximation as the interval:
-    ``p = erfc(|mean d| / (se sqrt 2))``, ``se = std(d) / sqrt(n)`` (``p = 1`` when every ``d`` is 0; ``0`` when
-    they are all equal and non-zero)."""
-    a = torch.as_tensor(after, dtype=torch.float64).flatten()
-    b = torch.as_tensor(before, dtype=torch.float64).flatten()
-    if a.shape != b.shape:
-        raise ValueError(f"paired values must have equal length, got {a.numel()} and {b.numel()}")
-    diff = a - b
-    wins = (diff > 0) if higher_is_better else (diff < 0)
-    mean = float(diff.mean())
-    se = float(diff.std()) / math.sqrt(diff.numel()) if diff.numel() > 1 else 0.0
-    p = math.erfc(abs(mean) / (se * math.sqrt(2))) if se > 0 else (1.0 if mean == 0 else 0.0)
-    return {**mean_ci95(diff), "win_rate": float(wins.double().mean()), "p_value": p}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

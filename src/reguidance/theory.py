@@ -35,9 +35,10 @@ from .conventions import BatchRNG, InputError, check_nonnegative, check_positive
 from .diffusion import Schedule, check_levels
 from .guidance.dps import Sampler, dps
 from .inversion import InversionMethod, roundtrip_error
-from .metrics import mean_ci95, paired_difference, proportion_ci95
+from .metrics import mean_ci95, proportion_ci95
 from .operators import MatrixOperator
 from .priors.gmm import GaussianMixture, GaussianMixturePosterior, GMMPrior
+from .stats import paired_comparison
 from .wrapper import ReGuidanceConfig, Start, reguide, reward
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
     higher = {"reward": True, "manifold_distance": False, "nll": False}
 
     def minus(other: str) -> Record:
-        return {k: paired_difference(per["reguidance"][k], per[other][k], h) for k, h in higher.items()}
+        return {k: paired_comparison(per["reguidance"][k], per[other][k], h) for k, h in higher.items()}
 
     inv_opts = {"steps": cfg.inversion_steps, "t_end": 1.0, "method": cfg.inversion_method}
     roundtrip_prior = roundtrip_error(prior, truth, base, **inv_opts)
