@@ -25,13 +25,13 @@ from reguidance.bench.inputs import dataset_for, load_test_images
 from reguidance.files import write_section
 from reguidance.images import save_grid
 from reguidance.methods import get_method
-from reguidance.metrics import paired_difference, psnr, ssim
+from reguidance.metrics import Interval, paired_difference, psnr, ssim
 from reguidance.priors import load_prior
 from reguidance.tasks import get_task, method_rng, parse_ids
 from reguidance.wrapper import adaptive_depth, reward, spread
 
 
-def _cell(d: dict) -> str:
+def _cell(d: Interval) -> str:
     return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "Interval",
+    "PairedDifference",
     "fit_z",
     "holm",
     "jackknife_ci95",
@@ -27,7 +30,21 @@ __all__ = [
 Z95 = 1.959963984540054
 
 
-def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+class Interval(TypedDict):
+    """A mean (or set-level estimate) with its 95% interval ``[lo, hi]``."""
+
+    mean: float
+    ci95: list[float]
+
+
+class PairedDifference(Interval):
+    """:class:`Interval` of ``after - before``, with the fraction of samples that improved and the p-value."""
+
+    win_rate: float
+    p_value: float
+
+
+def mean_ci95(values: Tensor | Sequence[float]) -> Interval:
     """``{"mean": m, "ci95": [lo, hi]}`` of per-sample values (NaN-free); a single value gives a zero-width interval."""
     v = torch.as_tensor(values, dtype=torch.float64).flatten()
     if v.numel() == 0:
@@ -37,7 +54,7 @@ def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]
     return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
-def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+def proportion_ci95(successes: Tensor | Sequence[float]) -> Interval:
     """``{"mean": p, "ci95": [lo, hi]}`` of 0/1 outcomes, with the Wilson score interval (stays inside [0, 1] and
     is sensible for small n, unlike the normal approximation)."""
     v = torch.as_tensor(successes, dtype=torch.float64).flatten()
@@ -50,9 +67,7 @@ def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | li
     return {"mean": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
 
 
-def jackknife_ci95(
-    estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
-) -> dict[str, float | list[float]]:
+def jackknife_ci95(estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None) -> Interval:
     """``{"mean": estimate, "ci95": [lo, hi]}`` for a set-level statistic (e.g. a Frechet distance) from its
     leave-one-out values ``v_i`` (one per left-out sample, or per left-out group of equal size for the
     delete-a-group jackknife): ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``, ``n`` the
@@ -66,7 +81,7 @@ def jackknife_ci95(
     return {"mean": float(estimate), "ci95": [lo, estimate + half]}
 
 
-def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> dict[str, object]:
+def paired_difference(after: Tensor, before: Tensor, higher_is_better: bool = True) -> PairedDifference:
     """Mean of ``d = after - before`` with its 95% interval, the win rate (fraction of samples that improved) and
     the two-sided ``p_value`` of "mean d = 0" from the same normal approximation as the interval:
     ``p = erfc(|mean d| / (se sqrt 2))``, ``se = std(d) / sqrt(n)`` (``p = 1`` when every ``d`` is 0; ``0`` when
