@@ -25,14 +25,14 @@ from reguidance.bench.inputs import dataset_for, load_test_images
 from reguidance.files import write_section
 from reguidance.images import save_grid
 from reguidance.methods import get_method
-from reguidance.metrics import psnr, ssim
+from reguidance.metrics import Interval, psnr, ssim
 from reguidance.priors import load_prior
 from reguidance.stats import paired_comparison
 from reguidance.tasks import get_task, method_rng, parse_ids
 from reguidance.wrapper import adaptive_depth, reward, spread
 
 
-def _cell(d: dict) -> str:
+def _cell(d: Interval) -> str:
     return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 

@@ -51,13 +51,17 @@ def image_rows(out: Path) -> list[dict[str, object]]:
     prior = load_prior("mnist")
     rows = []
     sizes: dict[str, tuple[float, torch.Tensor]] = {}
-    for r in read_rows(path):
+    for r in read_rows(path, ("task", "consistency_raw"), {"task": "text"}):
         r = dict(r)
-        if r["task"] not in sizes:
-            op = parse_task(r["task"]).operator([0], 0, prior.signal_shape)
-            sizes[r["task"]] = (op.sigma_y, torch.as_tensor(op.num_measurements, dtype=torch.float64))
-        sigma_y, m = sizes[r["task"]]
-        residual = torch.tensor([float(r["consistency_raw"])], dtype=torch.float64) * sigma_y * m.sqrt()
+        task, raw = r["task"], r["consistency_raw"]
+        assert isinstance(task, str)  # read_rows checked its kind
+        if not isinstance(raw, (int, float)):
+            raise InputError(f"{path}: consistency_raw is {raw!r}, expected a number")
+        if task not in sizes:
+            op = parse_task(task).operator([0], 0, prior.signal_shape)
+            sizes[task] = (op.sigma_y, torch.as_tensor(op.num_measurements, dtype=torch.float64))
+        sigma_y, m = sizes[task]
+        residual = torch.tensor([float(raw)], dtype=torch.float64) * sigma_y * m.sqrt()
         r["abs_fit_z"] = float(fit_z(residual, sigma_y, m).abs()[0])
         if r.get("start") != "inversion":
             r["inversion_method"] = None

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule, p_mean_variance
-from reguidance.priors import adm, adm_config, list_models, load_prior, loading, random_prior, zoo
+from reguidance.priors import NetworkPrior, adm, adm_config, list_models, load_prior, loading, random_prior, zoo
 from reguidance.priors.adm import ADMPrior, ADMUNet, state_dict_shapes
 from reguidance.priors.zoo import ModelEntry
 
@@ -170,7 +170,7 @@ def test_create_model_conversion_turns_resolutions_into_downsample_rates() -> No
 
 
 # --------------------------------------------------------------------------------------------------- options
-OPTIONS = {
+OPTIONS: dict[str, dict[str, Any]] = {
     "reference_family": {},
     "scale_shift_off": {"use_scale_shift_norm": False},
     "conv_resample": {"resblock_updown": False, "conv_resample": True},
@@ -294,7 +294,7 @@ def tiny_state_dict() -> dict[str, torch.Tensor]:
     return randomized(ADMUNet(**tiny()), seed=3).state_dict()
 
 
-def _output(prior: ADMPrior) -> torch.Tensor:
+def _output(prior: NetworkPrior) -> torch.Tensor:
     x, t = inputs(TINY)
     with torch.no_grad():
         return prior.unet(x, t)

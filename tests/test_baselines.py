@@ -1,5 +1,7 @@
 """Baselines (DAPS, DiffPIR, RED-diff, PiGDM) through the one sampler core: shapes, seeds, batch independence, fit."""
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -9,12 +11,13 @@ from reguidance.diffusion import Schedule
 from reguidance.guidance import daps, diffpir, pigdm, reddiff
 from reguidance.guidance.daps import annealing_levels
 from reguidance.guidance.diffpir import time_grid
+from reguidance.guidance.solve import Functional
 from reguidance.operators import Inpainting, MatrixOperator, SuperResolution
 from reguidance.priors.base import PriorOutput
 from reguidance.priors.gmm import GaussianMixture, GMMPrior
 
 # small step counts: each method with its guidance on, and the same call with the guidance off
-METHODS = {
+METHODS: dict[str, tuple[Functional, dict[str, Any], dict[str, Any]]] = {
     "daps": (
         daps,
         dict(steps=20, ode_steps=3, langevin_steps=20, step_size=5e-3, tau=0.14, step_size_min_ratio=1.0),

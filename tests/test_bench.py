@@ -2,18 +2,21 @@
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 from reguidance.bench.report import summarise, write_summary
 from reguidance.bench.runner import BenchSpec, read_results, run_bench
 from reguidance.diffusion import Schedule
+from reguidance.operators import Inpainting, Operator
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import TASKS, get_task, parse_ids
 from reguidance.wrapper import ReGuidanceConfig
 
-TINY_UNET = {
+TINY_UNET: dict[str, Any] = {
     "image_size": 32,
     "in_channels": 1,
     "model_channels": 32,
@@ -37,6 +40,10 @@ def images():
     return torch.rand(8, 1, 32, 32, generator=g) * 2 - 1, torch.arange(8) % 10
 
 
+#: the ``images`` fixture: images (8, 1, 32, 32) in [-1, 1] and their labels (8,), run_bench's two data arguments
+Images = tuple[Tensor, Tensor]
+
+
 def spec(**kw):
     base = {
         "tasks": ["box16", "sr4"],
@@ -49,12 +56,17 @@ def spec(**kw):
     return BenchSpec(**{**base, **kw})
 
 
+def _mask(op: Operator) -> Tensor:
+    assert isinstance(op, Inpainting)  # a box task's operator
+    return op.mask
+
+
 def test_box_positions_depend_only_on_the_image_id_and_seed():
     task = get_task("box16")
-    alone = task.operator([4], seed=1, x_shape=(1, 32, 32)).mask
-    batch = task.operator([2, 3, 4], seed=1, x_shape=(1, 32, 32)).mask
+    alone = _mask(task.operator([4], seed=1, x_shape=(1, 32, 32)))
+    batch = _mask(task.operator([2, 3, 4], seed=1, x_shape=(1, 32, 32)))
     assert torch.equal(alone[0], batch[2])
-    assert not torch.equal(task.operator([4], seed=2, x_shape=(1, 32, 32)).mask[0], alone[0])
+    assert not torch.equal(_mask(task.operator([4], seed=2, x_shape=(1, 32, 32)))[0], alone[0])
 
 
 def test_measurement_noise_depends_only_on_the_image_id_and_seed(images):
@@ -84,14 +96,14 @@ def test_ids_are_parsed_as_half_open_ranges():
         parse_ids("0:300", limit=256)
 
 
-def test_unknown_task_and_method_names_are_rejected(tiny_prior, images, tmp_path):
+def test_unknown_task_and_method_names_are_rejected(tiny_prior, images: Images, tmp_path):
     with pytest.raises(ValueError, match="task must be one of"):
         run_bench(tiny_prior, *images, spec(tasks=["box99"]), tmp_path, progress=False)
     with pytest.raises(ValueError, match="method must be one of"):
         run_bench(tiny_prior, *images, spec(methods=["magic"]), tmp_path, progress=False)
 
 
-def test_each_image_gets_a_candidate_row_and_a_reguidance_row(tiny_prior, images, tmp_path):
+def test_each_image_gets_a_candidate_row_and_a_reguidance_row(tiny_prior, images: Images, tmp_path):
     run_bench(tiny_prior, *images, spec(tasks=["box16c"], ids=range(3)), tmp_path, progress=False)
     rows = read_results(tmp_path / "results.jsonl")
     assert sorted((r["id"], r["reguidance"]) for r in rows) == [(i, b) for i in range(3) for b in (False, True)]
@@ -99,7 +111,7 @@ def test_each_image_gets_a_candidate_row_and_a_reguidance_row(tiny_prior, images
     assert (tmp_path / "images" / "box16c" / "pinv" / "00002_reguidance.png").exists()
 
 
-def test_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(tiny_prior, images, tmp_path):
+def test_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(tiny_prior, images: Images, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run_bench(tiny_prior, *images, spec(), full, progress=False)
     run_bench(tiny_prior, *images, spec(), resumed, progress=False, stop_after_batches=2)  # "killed"
@@ -146,7 +158,7 @@ def test_summary_intervals_and_paired_differences_match_a_hand_computation():
     json.dumps(summary)
 
 
-def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images, tmp_path):
+def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images: Images, tmp_path):
     from reguidance.bench.report import save_grids, save_tradeoff_plot
 
     run_bench(tiny_prior, *images, spec(tasks=["sr4"], ids=range(4)), tmp_path, progress=False)
@@ -168,14 +180,14 @@ def test_report_saves_grids_and_the_tradeoff_plot_and_fd_cls(tiny_prior, images,
         ("pigdm", {"steps": 3}),
     ],
 )
-def test_every_baseline_runs_in_the_benchmark(tiny_prior, images, tmp_path, method, options):
+def test_every_baseline_runs_in_the_benchmark(tiny_prior, images: Images, tmp_path, method, options):
     s = spec(tasks=["box16c"], methods=[method], ids=range(2), method_options={method: options})
     run_bench(tiny_prior, *images, s, tmp_path, progress=False)
     rows = read_results(tmp_path / "results.jsonl")
     assert len(rows) == 4 and all(r["method"] == method for r in rows)
 
 
-def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images, tmp_path):
+def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images: Images, tmp_path):
     from reguidance.images import save_images
 
     x, _ = images
@@ -187,7 +199,7 @@ def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images, tm
     assert [r["psnr"] > 40 for r in rows] == [True, True]  # the candidates are the truths, up to 8-bit rounding
 
 
-def test_missing_external_candidate_names_the_file(tiny_prior, images, tmp_path):
+def test_missing_external_candidate_names_the_file(tiny_prior, images: Images, tmp_path):
     (tmp_path / "empty").mkdir()
     s = spec(tasks=["sr4"], methods=[f"folder:{tmp_path / 'empty'}"], ids=range(1))
     with pytest.raises(ValueError, match=r"no 0.png or 00000.png"):
@@ -330,8 +342,13 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     assert entry["wrapper_sweep"][1]["ssim"] == pytest.approx(sum(rows) / 3, abs=1e-4)
 
     calls = []
-    run_sweep([("sr4", "dps")], tmp_path, lambda t, m: calls.append((t, m)) or entry)
-    again = run_sweep([("sr4", "dps")], tmp_path, lambda t, m: calls.append((t, m)) or entry)
+
+    def tune(task, method):
+        calls.append((task, method))
+        return entry
+
+    run_sweep([("sr4", "dps")], tmp_path, tune)
+    again = run_sweep([("sr4", "dps")], tmp_path, tune)
     assert calls == [("sr4", "dps")]  # the second sweep resumed from the saved entry
     table = collect_table(again, {"protocol": "cpu"})
     assert table["entries"] == [
@@ -446,7 +463,7 @@ def test_summary_corrects_the_primary_family_together_and_calls_each_metric():
     assert not paired["a"]["psnr"]["primary"] and "p_holm" not in paired["a"]["psnr"]
 
 
-def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, images, tmp_path):
+def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, images: Images, tmp_path):
     from reguidance.tasks import get_task
 
     ids = [0, 1]
@@ -463,7 +480,7 @@ def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, 
         assert rows[("candidate", i)]["reward"] == pytest.approx(-float(((observed - clamped) ** 2).sum()), rel=1e-5)
 
 
-def test_ablations_share_the_measurement_and_spend_the_stated_evaluations(tiny_prior, images, tmp_path):
+def test_ablations_share_the_measurement_and_spend_the_stated_evaluations(tiny_prior, images: Images, tmp_path):
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=3, clip=True)
     base = spec(tasks=["sr4"], methods=["pinv", "dps"], ids=range(2), reguidance=cfg)
     base = replace(base, method_options={"dps": {"steps": 4}})
@@ -529,7 +546,7 @@ def test_widening_goes_one_step_past_an_edge_and_stops_at_hard_limits():
     }
 
 
-def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, images, tmp_path):
+def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, images: Images, tmp_path):
     from reguidance.cli import main
 
     out = tmp_path / "run"
@@ -561,7 +578,9 @@ def test_bench_report_fills_the_marked_section_and_keeps_the_prose(tiny_prior, i
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(tmp_path / "plain.md")]) == 2
 
 
-def test_bench_report_section_and_answer_use_their_own_markers_and_check_every_file_first(tiny_prior, images, tmp_path):
+def test_bench_report_section_and_answer_use_their_own_markers_and_check_every_file_first(
+    tiny_prior, images: Images, tmp_path
+):
     from reguidance.cli import main
 
     out = tmp_path / "run"
@@ -588,7 +607,7 @@ def test_bench_report_section_and_answer_use_their_own_markers_and_check_every_f
     assert text.split("<!-- primary:begin -->")[1].lstrip().startswith("### tiny")
 
 
-def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images, tmp_path):
+def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images: Images, tmp_path):
     from reguidance.bench.report import format_markdown
 
     def l1(x, truth):  # any per-image distance stands in for LPIPS here; tests/test_lpips.py checks LPIPS itself

@@ -18,7 +18,7 @@ import torch
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
 from reguidance.priors import adm, adm_config, load_prior, loading, zoo
-from reguidance.priors.adm import ADMUNet
+from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.priors.adm_config import checkpoint_config, infer_structure
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adm"
@@ -177,6 +177,7 @@ def test_checkpoint_loads_with_its_original_arguments_and_outputs(tmp_path: Path
     path = tmp_path / "model.pt"
     torch.save(unet.state_dict(), path)
     prior = load_prior(path, config=write_config(tmp_path, config))
+    assert isinstance(prior, ADMPrior)  # predict takes the class label
     assert prior.unet.config == {**kwargs, "num_heads_upsample": kwargs["num_heads"]}  # -1 means num_heads
     size = kwargs["image_size"]
     assert prior.signal_shape == (3, size, size)

@@ -90,7 +90,10 @@ def test_unknown_split_is_rejected(tmp_path: Path) -> None:
 
 
 def test_written_npz_bytes_depend_only_on_the_arrays(tmp_path: Path) -> None:
-    arrays = {"b": np.arange(12, dtype=np.uint8).reshape(3, 4), "a": np.array([1, 2], dtype=np.int64)}
+    arrays: dict[str, np.ndarray] = {
+        "b": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        "a": np.array([1, 2], dtype=np.int64),
+    }
     data._write_npz(tmp_path / "one.npz", arrays)
     data._write_npz(tmp_path / "two.npz", dict(reversed(arrays.items())))
     assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()

@@ -94,7 +94,12 @@ def test_realism_scorer_computes_the_reference_features_once():
     g = torch.Generator().manual_seed(0)
     reference = torch.rand(12, 1, 32, 32, generator=g) * 2 - 1
     loads = []
-    scorer = RealismScorer(model, lambda: loads.append(1) or reference, k=3)
+
+    def load_reference():
+        loads.append(1)
+        return reference
+
+    scorer = RealismScorer(model, load_reference, k=3)
     x = reference[:2]
     first, second = scorer.realism(x), scorer.realism(x)
     assert loads == [1]  # read once per run

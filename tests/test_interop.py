@@ -12,6 +12,8 @@ a buffer; ``Inpainting`` keeps its mask as a ``mask`` buffer ``(1, C or 1, H, W)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,8 @@ except Exception:  # ImportError, or torchvision failing beside this torch
 class GaussianNoise(nn.Module):
     """deepinv's ``GaussianNoise``: ``sigma`` a buffer, on the [0, 1] scale."""
 
+    sigma: Tensor
+
     def __init__(self, sigma: float) -> None:
         super().__init__()
         self.register_buffer("sigma", torch.tensor([sigma]))
@@ -47,10 +51,12 @@ class GaussianNoise(nn.Module):
 class InpaintingPhysics(nn.Module):
     """deepinv's ``Inpainting``: ``A = A^T = A^dagger = mask *``, the mask a float32 buffer ``(1, 1, H, W)``."""
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor, sigma: float = 0.05) -> None:
         super().__init__()
         self.register_buffer("mask", mask.float())
-        self.noise_model = GaussianNoise(sigma)
+        self.noise_model: nn.Module = GaussianNoise(sigma)  # deepinv's noise models are modules of their own
 
     def A(self, x: Tensor) -> Tensor:
         return self.mask * x
@@ -65,6 +71,8 @@ class InpaintingPhysics(nn.Module):
 class DownsamplingPhysics(nn.Module):
     """deepinv's ``Downsampling`` with ``padding="circular"``: a float32 ``filter`` buffer, circular convolution, then
     every ``factor``-th pixel. ``F.conv2d`` with a float32 weight refuses float64 input, as deepinv's filters do."""
+
+    filter: Tensor
 
     def __init__(self, filter: Tensor, factor: int = 2, sigma: float = 0.05) -> None:
         super().__init__()
@@ -148,14 +156,17 @@ def _rand(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> Ten
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-PHYSICS = {
+#: the linear stand-ins
+LinearPhysics = InpaintingPhysics | DownsamplingPhysics
+
+PHYSICS: dict[str, Callable[[], LinearPhysics]] = {
     "inpainting": lambda: InpaintingPhysics(_box_mask()),
     "downsampling": lambda: DownsamplingPhysics(_gaussian_filter()),
 }
 
 
 @pytest.fixture(params=sorted(PHYSICS))
-def physics(request: pytest.FixtureRequest) -> nn.Module:
+def physics(request: pytest.FixtureRequest) -> LinearPhysics:
     return PHYSICS[request.param]()
 
 
@@ -165,7 +176,7 @@ def prior():
 
 
 # ------------------------------------------------------------------------------------------ the operator itself
-def test_a_linear_physics_module_becomes_a_linear_operator(physics: nn.Module) -> None:
+def test_a_linear_physics_module_becomes_a_linear_operator(physics: LinearPhysics) -> None:
     op = DeepinvOperator(physics, SHAPE)  # a real nn.Module: no AttributeError before Module.__init__
     assert isinstance(op, DeepinvLinearOperator) and isinstance(op, LinearOperator)
     assert op.physics is physics and "physics" in dict(op.named_children())
@@ -179,7 +190,7 @@ def test_a_nonlinear_physics_module_is_an_operator_without_adjoint_or_solves() -
         assert not hasattr(op, name)
 
 
-def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: nn.Module) -> None:
+def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: LinearPhysics) -> None:
     op = DeepinvOperator(physics, SHAPE)
     x = _images()
     y_deepinv = physics.A((x + 1) / 2)  # what deepinv measures of the same image (noise-free), on [0, 1]
@@ -191,6 +202,7 @@ def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: nn.
 def test_the_stand_in_inpainting_is_our_inpainting() -> None:
     mask = _box_mask()
     op, ours = DeepinvOperator(InpaintingPhysics(mask), SHAPE, sigma_y=0.1), Inpainting(mask, 0.1)
+    assert isinstance(op, DeepinvLinearOperator)
     x, z = _images(dtype=torch.float64), _rand(2, *SHAPE)
     y = _rand(2, *SHAPE, seed=2) * mask  # a measurement: 0 where nothing is observed
     torch.testing.assert_close(op(x), ours(x))
@@ -200,8 +212,9 @@ def test_the_stand_in_inpainting_is_our_inpainting() -> None:
     torch.testing.assert_close(op.solve_gram(y, 2.0, 0.5), ours.solve_gram(y, 2.0, 0.5), rtol=1e-5, atol=1e-5)
 
 
-def test_the_adjoint_satisfies_the_inner_product_identity(physics: nn.Module) -> None:
+def test_the_adjoint_satisfies_the_inner_product_identity(physics: LinearPhysics) -> None:
     op = DeepinvOperator(physics, SHAPE)
+    assert isinstance(op, DeepinvLinearOperator)
     x, v = _rand(2, *SHAPE), _rand(2, *op.y_shape, seed=2)
     lhs, rhs = (op(x) * v).sum(), (x * op.adjoint(v)).sum()
     assert abs(float(lhs - rhs)) <= 1e-5 * float(lhs.abs() + rhs.abs())  # float32 filters: float32 rounding
@@ -210,6 +223,7 @@ def test_the_adjoint_satisfies_the_inner_product_identity(physics: nn.Module) ->
 def test_float64_solves_run_through_float32_filters_and_solve_their_equations() -> None:
     """The float64 conjugate gradients call the physics in its own float32 (once: ``expected scalar type Double``)."""
     op = DeepinvOperator(DownsamplingPhysics(_gaussian_filter()), SHAPE)
+    assert isinstance(op, DeepinvLinearOperator)
     z, y, gamma = _rand(2, *SHAPE), _rand(2, *op.y_shape, seed=2), 4.0
     x = op.prox_l2(z, y, gamma)
     assert x.dtype == torch.float64
@@ -220,7 +234,7 @@ def test_float64_solves_run_through_float32_filters_and_solve_their_equations() 
     torch.testing.assert_close(op(op.pinv(y.float())), y.float(), rtol=1e-3, atol=1e-3)  # A_dagger: a right inverse
 
 
-def test_the_physics_follows_the_operator_to_another_device_and_dtype(physics: nn.Module) -> None:
+def test_the_physics_follows_the_operator_to_another_device_and_dtype(physics: LinearPhysics) -> None:
     op = DeepinvOperator(physics, SHAPE).to(torch.float64)
     assert all(b.dtype == torch.float64 for b in op.physics.buffers() if b.is_floating_point())
     x = _images(dtype=torch.float64)
@@ -272,13 +286,14 @@ METHODS = {
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_runs_on_a_linear_physics_module(prior, physics: nn.Module, method: str) -> None:
+def test_every_method_runs_on_a_linear_physics_module(prior, physics: LinearPhysics, method: str) -> None:
     op, y = _problem(physics)
     _check(METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2)).x, op)
 
 
-def test_reguidance_runs_on_a_linear_physics_module(prior, physics: nn.Module) -> None:
+def test_reguidance_runs_on_a_linear_physics_module(prior, physics: LinearPhysics) -> None:
     op, y = _problem(physics)
+    assert isinstance(op, DeepinvLinearOperator)
     candidate = op.pinv(y).clamp(-1, 1)
     out = reguide(candidate, y, op, prior, inversion_steps=2, dps_steps=2)
     _check(out.x, op)

@@ -3,11 +3,14 @@ InputError naming what was wrong, before any work."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 
 from reguidance.conventions import IMAGE_SCALE_LIMIT, BatchRNG, InputError, check_image_scale
 from reguidance.operators import SuperResolution
+from reguidance.priors.base import Prior
 from reguidance.wrapper import reguide
 
 
@@ -18,6 +21,11 @@ class NoPrior:
 
     def __getattr__(self, name: str):
         raise AssertionError(f"the prior was used ({name}) before the input was refused")
+
+
+def no_prior() -> Prior:
+    """A :class:`NoPrior` where a :class:`Prior` is expected (it has only ``signal_shape``, on purpose)."""
+    return cast(Prior, NoPrior())
 
 
 def _problem() -> tuple[SuperResolution, torch.Tensor, torch.Tensor]:
@@ -36,7 +44,7 @@ def _problem() -> tuple[SuperResolution, torch.Tensor, torch.Tensor]:
 def test_a_candidate_on_another_scale_is_refused_naming_it(scale, message) -> None:
     op, x, y = _problem()
     with pytest.raises(InputError, match=message):
-        reguide(scale(x), y, op, NoPrior(), inversion_steps=2, dps_steps=2)
+        reguide(scale(x), y, op, no_prior(), inversion_steps=2, dps_steps=2)
 
 
 def test_the_scale_limit_is_the_documented_one() -> None:
@@ -52,4 +60,4 @@ def test_the_scale_limit_is_the_documented_one() -> None:
 def test_an_object_that_is_not_an_operator_is_an_input_error_not_an_attribute_error(operator) -> None:
     _, x, y = _problem()
     with pytest.raises(InputError, match=r"ReGuidance needs a reguidance.operators.Operator, got \w+: subclass"):
-        reguide(x, y, operator, NoPrior(), inversion_steps=2, dps_steps=2)
+        reguide(x, y, operator, no_prior(), inversion_steps=2, dps_steps=2)

@@ -3,12 +3,13 @@ forms, and the one rule that snaps a sigma to a chain level."""
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
 
 from reguidance.conventions import BatchRNG, InputError
-from reguidance.diffusion import Schedule
+from reguidance.diffusion import Schedule, Variance
 from reguidance.guidance import (
     DAPS,
     DPS,
@@ -26,10 +27,11 @@ from reguidance.guidance import (
     reddiff,
     solve,
 )
+from reguidance.guidance.solve import Functional
 from reguidance.wrapper import reguide
 
 #: small non-default options of every method, and its functional form
-CASES = {
+CASES: dict[str, tuple[Functional, dict[str, Any], int]] = {
     "dps": (dps, {"step_size": 0.3, "sampler": "ddim", "eta": 0.5, "clip": True}, 8),
     "daps": (daps, {"ode_steps": 2, "langevin_steps": 5, "step_size": 1e-3, "tau": 0.1}, 4),
     "diffpir": (diffpir, {"lambda_": 2.0, "noise_mix": 0.3, "skip_type": "uniform"}, 8),
@@ -59,7 +61,7 @@ def test_method_config_round_trips_through_its_json_options(name):
 
 def test_an_int_given_for_a_float_option_is_the_same_config():
     config = method_config("dps", {"step_size": 1})
-    assert isinstance(config.step_size, float) and config == DPS(step_size=1.0)
+    assert isinstance(config, DPS) and isinstance(config.step_size, float) and config == DPS(step_size=1.0)
 
 
 def test_an_unknown_method_is_refused_listing_the_known():
@@ -122,12 +124,14 @@ def test_a_functional_form_refuses_an_unknown_option_naming_it(gmm_prior, gmm_pr
 
 def test_a_functional_form_is_named_after_its_method_and_lists_its_defaults():
     assert (dps.__name__, reddiff.__name__) == ("dps", "reddiff")
+    assert dps.__doc__ is not None and reddiff.__doc__ is not None
     assert "``step_size=1.0``, ``sampler='ddpm'``, ``eta=0.0``, ``clip=False``" in dps.__doc__
     assert "(default 50)" in reddiff.__doc__ and "``init=None``" in reddiff.__doc__
 
 
 def test_a_bad_problem_is_refused_before_any_network_evaluation(gmm_problem):
     class Counting:
+        variance: Variance = "fixed_small"
         schedule = Schedule.linear()
         calls = 0
 
@@ -145,8 +149,9 @@ def test_a_bad_problem_is_refused_before_any_network_evaluation(gmm_problem):
 
 def test_solve_refuses_what_is_not_a_method(gmm_prior, gmm_problem):
     operator, _, y = gmm_problem
+    problem = Problem(gmm_prior, operator, y, BatchRNG.from_seed(0, 6))
     with pytest.raises(InputError, match="method config"):
-        solve({"step_size": 1.0}, Problem(gmm_prior, operator, y, BatchRNG.from_seed(0, 6)))
+        solve({"step_size": 1.0}, problem)  # type: ignore[arg-type]  # options instead of a config, on purpose
 
 
 def test_reguide_refuses_an_unknown_option(gmm_prior, gmm_problem):

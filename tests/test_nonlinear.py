@@ -1,5 +1,7 @@
 """The operator contract: nonlinear forward models for DPS, DAPS and ReGuidance; clear refusals elsewhere."""
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor
@@ -13,6 +15,8 @@ from reguidance.wrapper import reguide
 
 class Saturating(Operator):
     """``A(x) = tanh(M x)``: a saturating sensor, differentiable and nonlinear."""
+
+    weight: Tensor
 
     def __init__(self, matrix: Tensor, sigma_y: float) -> None:
         super().__init__((matrix.shape[1],), (matrix.shape[0],), sigma_y)
@@ -55,7 +59,7 @@ def test_dps_fits_a_nonlinear_measurement(gmm_prior, saturating):
 
 def test_daps_takes_the_autograd_gradient_of_a_nonlinear_forward_model(gmm_prior, saturating):
     operator, y = saturating
-    options = dict(steps=20, ode_steps=2, langevin_steps=20, step_size_min_ratio=1.0, tau=0.1)
+    options: dict[str, Any] = dict(steps=20, ode_steps=2, langevin_steps=20, step_size_min_ratio=1.0, tau=0.1)
     guided = daps(gmm_prior, operator, y, rng=BatchRNG.from_seed(5, 6), step_size=5e-3, **options).x
     free = daps(gmm_prior, operator, y, rng=BatchRNG.from_seed(5, 6), step_size=0.0, **options).x
     assert operator.residual_norm(guided, y).mean() < 0.6 * operator.residual_norm(free, y).mean()  # 0.36 seen
@@ -144,4 +148,4 @@ def test_an_object_that_is_not_an_operator_is_refused_naming_what_is_needed(gmm_
             return x[:, :3]
 
     with pytest.raises(InputError, match=r"DPS needs a reguidance.operators.Operator, got Half: subclass Operator"):
-        dps(gmm_prior, Half(), y, steps=5, rng=BatchRNG.from_seed(0, 6))
+        dps(gmm_prior, Half(), y, steps=5, rng=BatchRNG.from_seed(0, 6))  # type: ignore[arg-type]  # on purpose

@@ -26,7 +26,7 @@ def _matrix_operator() -> LinearOperator:
     return MatrixOperator(torch.randn(5, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
 
 
-def _asymmetric_blur() -> LinearOperator:
+def _asymmetric_blur() -> Blur:
     kernel = torch.arange(15, dtype=torch.float64).reshape(3, 5) ** 1.5
     return Blur((2, 9, 12), kernel / kernel.sum())
 
@@ -46,6 +46,13 @@ OPERATORS: dict[str, Callable[[], LinearOperator]] = {
 @pytest.fixture(params=sorted(OPERATORS))
 def op(request: pytest.FixtureRequest) -> LinearOperator:
     return OPERATORS[request.param]()
+
+
+def _sample(op: LinearOperator, index: int | list[int]) -> LinearOperator:
+    """Sample ``index``'s operator (``select`` is typed on :class:`Operator`; a linear one selects a linear one)."""
+    one = op.select(index)
+    assert isinstance(one, LinearOperator)
+    return one
 
 
 def _randn(*shape: int, seed: int = 1) -> torch.Tensor:
@@ -78,7 +85,7 @@ def test_forward_adjoint_and_pinv_have_declared_shapes(op: LinearOperator) -> No
 
 
 def test_matrix_agrees_with_forward(op: LinearOperator) -> None:
-    single = op.select(0)
+    single = _sample(op, 0)
     x = _randn(4, *op.x_shape)
     expected = single(x).reshape(4, -1)
     assert single.matrix().shape == (math.prod(op.y_shape), math.prod(op.x_shape))
@@ -108,7 +115,7 @@ def test_matrix_of_an_operator_with_several_masks_needs_select() -> None:
 # ------------------------------------------------------------------------------------------------ the solves
 def _dense(op: LinearOperator, i: int) -> torch.Tensor:
     """The dense matrix of sample ``i``'s operator."""
-    return (op.select(i) if op.batch_size else op).matrix()
+    return (_sample(op, i) if op.batch_size else op).matrix()
 
 
 @pytest.mark.parametrize("gamma", [1e-3, 1.0, 1e4])
@@ -127,7 +134,7 @@ def test_prox_l2_takes_one_weight_per_sample(op: LinearOperator) -> None:
     gammas = torch.tensor([0.1, 2.0, 50.0], dtype=torch.float64)
     x = op.prox_l2(z, y, gammas)
     for i in range(B):
-        one = op.select([i]) if op.batch_size else op
+        one = _sample(op, [i]) if op.batch_size else op
         torch.testing.assert_close(x[i : i + 1], one.prox_l2(z[i : i + 1], y[i : i + 1], float(gammas[i])))
 
 
@@ -251,7 +258,7 @@ def test_box_at_given_positions_has_one_mask_per_image() -> None:
     op = Inpainting.box((1, 8, 8), 2, top_left=torch.tensor([[0, 0], [6, 5]]))
     assert op.batch_size == 2
     assert not bool(op.mask[0, 0, 0:2, 0:2].any()) and not bool(op.mask[1, 0, 6:8, 5:7].any())
-    assert op.num_measurements.tolist() == [60, 60]
+    assert isinstance(op.num_measurements, torch.Tensor) and op.num_measurements.tolist() == [60, 60]
 
 
 def test_random_box_positions_differ_between_samples() -> None:
@@ -271,7 +278,7 @@ def test_random_box_mask_of_a_sample_does_not_depend_on_the_batch() -> None:
 def test_random_pixels_observes_the_requested_fraction_shared_over_channels() -> None:
     op = Inpainting.random_pixels((3, 10, 10), 0.25, BatchRNG.from_seed(0, 2))
     assert op.mask.shape == (2, 1, 10, 10)
-    assert op.num_measurements.tolist() == [75, 75]
+    assert isinstance(op.num_measurements, torch.Tensor) and op.num_measurements.tolist() == [75, 75]
     assert not torch.equal(op.mask[0], op.mask[1])
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 from torch import Tensor
 
+from reguidance.conventions import BatchRNG
 from reguidance.diffusion import Schedule
 from reguidance.guidance import StepInfo, daps, diffpir, dps, pigdm, reddiff
 from reguidance.operators import Blur, Inpainting, SuperResolution
@@ -48,6 +49,11 @@ class Replay:
 
     def randn_like(self, x: Tensor) -> Tensor:
         return self.draws.pop(0).to(x)
+
+
+def replay(batch: int, *draws: Tensor) -> BatchRNG:
+    """A :class:`Replay` where the methods take a :class:`BatchRNG` (of which it has what these steps call)."""
+    return cast(BatchRNG, Replay(batch, *draws))
 
 
 class First:
@@ -102,7 +108,7 @@ def measure_dps(prior, name: str) -> dict[str, float]:
             operator,
             f["y"],
             levels=levels,
-            rng=Replay(2, f["noise"][c]),
+            rng=replay(2, f["noise"][c]),
             latent=f["x_t"][c],
             step_size=float(f["zeta"]),
             sampler="ddpm",
@@ -137,7 +143,7 @@ def measure_daps(prior, name: str) -> dict[str, float]:
         )
         stop = First()
         draws = [*f["langevin_noise"][c], f["renoise_noise"][c]]
-        out = daps(prior, operator, f["y"], rng=Replay(2, *draws), step_size=float(f["lr"]), callback=stop, **common)
+        out = daps(prior, operator, f["y"], rng=replay(2, *draws), step_size=float(f["lr"]), callback=stop, **common)
         _update(gaps, "x0 after Langevin", gap(stop.steps[0].x0, f["expected_x0_langevin"][c]))
         want = f["expected_x_next"][c]
         rel = gap(out.x / math.sqrt(ab_next), want) / (1 + want.abs().max().item())
@@ -145,7 +151,7 @@ def measure_daps(prior, name: str) -> dict[str, float]:
         # with a zero step size the Langevin chain stays at the ODE's estimate: x0_hat itself
         stop = First()
         zeros = [torch.zeros_like(f["renoise_noise"][c])] * (int(f["langevin_steps"]) + 1)
-        daps(prior, operator, f["y"], rng=Replay(2, *zeros), step_size=0.0, callback=stop, **common)
+        daps(prior, operator, f["y"], rng=replay(2, *zeros), step_size=0.0, callback=stop, **common)
         _update(gaps, "x0_hat", gap(stop.steps[0].x0, f["expected_x0_hat"][c]))
     return gaps
 
@@ -162,11 +168,11 @@ def measure_diffpir(prior, name: str) -> dict[str, float]:
         common = dict(levels=levels, latent=f["x_t"][c], noise_mix=float(f["zeta"]), clip=True)
         scale = math.sqrt(float(f["alpha_bar"][c]))
         stop = First()
-        out = diffpir(prior, operator, f["y"], rng=Replay(2, f["zeta_noise"][c]), lambda_=1.0, callback=stop, **common)
+        out = diffpir(prior, operator, f["y"], rng=replay(2, f["zeta_noise"][c]), lambda_=1.0, callback=stop, **common)
         _update(gaps, "x0_data (eps scale)", gap(stop.steps[0].x0, f["expected_x0_data"][c]) * scale)
         _update(gaps, "x_next", gap(out.x, f["expected_x_next"][c]))
         stop = First()
-        diffpir(prior, operator, f["y"], rng=Replay(2, f["zeta_noise"][c]), lambda_=0.0, callback=stop, **common)
+        diffpir(prior, operator, f["y"], rng=replay(2, f["zeta_noise"][c]), lambda_=0.0, callback=stop, **common)
         _update(gaps, "x0_hat (eps scale)", gap(stop.steps[0].x0, f["expected_x0_hat"][c]) * scale)
     return gaps
 
@@ -182,7 +188,7 @@ def measure_reddiff(prior, name: str) -> dict[str, float]:
         operator,
         f["y"],
         levels=levels,
-        rng=Replay(2, *f["noise"]),
+        rng=replay(2, *f["noise"]),
         init=f["mu0"],
         step_size=float(f["lr"]),
         lambda_=float(f["lambda_"]),
@@ -206,7 +212,7 @@ def measure_pigdm(prior, name: str) -> dict[str, float]:
             operator,
             f["y"],
             levels=levels,
-            rng=Replay(2),
+            rng=replay(2),
             latent=f["x_t"][c],
             scale=float(f["scale"]),
             eta=float(f["eta"]),

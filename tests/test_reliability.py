@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -21,6 +22,12 @@ import torch
 
 from reguidance.cli import main
 from reguidance.conventions import REPRODUCIBILITY_ATOL, InputError, derive_seed
+
+if TYPE_CHECKING:
+    from reguidance.priors.adm import ADMPrior
+
+    #: the ``tiny`` fixture: a random-weight ADM prior, images (6, 1, 32, 32) in [-1, 1] and their labels (6,)
+    Tiny = tuple[ADMPrior, torch.Tensor, torch.Tensor]
 
 FAST_BENCH = ["bench", "--prior", "mnist", "--tasks", "sr4", "--methods", "pinv", "--protocol", "cpu"]
 
@@ -264,7 +271,7 @@ def tiny_spec(**kw):
     return BenchSpec(**{**base, "reguidance": ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True), **kw})
 
 
-def test_a_changed_seed_into_an_old_folder_is_refused_naming_the_difference(tiny, tmp_path):
+def test_a_changed_seed_into_an_old_folder_is_refused_naming_the_difference(tiny: Tiny, tmp_path):
     from reguidance.bench.runner import read_results, run_bench
 
     run_bench(*tiny, tiny_spec(ids=range(4)), tmp_path, progress=False)
@@ -276,7 +283,7 @@ def test_a_changed_seed_into_an_old_folder_is_refused_naming_the_difference(tiny
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
 
 
-def test_a_changed_option_is_refused_and_more_ids_resume(tiny, tmp_path):
+def test_a_changed_option_is_refused_and_more_ids_resume(tiny: Tiny, tmp_path):
     from reguidance.bench.runner import read_results, run_bench
     from reguidance.wrapper import ReGuidanceConfig
 
@@ -291,7 +298,7 @@ def test_a_changed_option_is_refused_and_more_ids_resume(tiny, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["ids"] == ["0:3"]
 
 
-def test_rows_carry_the_hash_of_what_determines_them(tiny, tmp_path):
+def test_rows_carry_the_hash_of_what_determines_them(tiny: Tiny, tmp_path):
     import hashlib
 
     from reguidance.bench.runner import read_results, run_bench
@@ -320,7 +327,7 @@ def test_a_second_writer_is_refused_by_the_lock(tmp_path, capsys):
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         assert main([*FAST_BENCH, "--ids", "0:2", "--out", str(tmp_path / "run")]) == 2
         one_line_error(capsys, "another reguidance process is writing into")
     finally:
@@ -475,7 +482,7 @@ def test_seeds_are_64_bit_without_aliasing():
     assert derive_seed(7, 3) == ((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
     for bad in (-1, 2**64, 1.5):
         with pytest.raises(InputError):
-            derive_seed(bad, 0)
+            derive_seed(bad, 0)  # type: ignore[arg-type]  # 1.5 is not an int, on purpose
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -382,12 +383,15 @@ def test_restore_checks_the_size_a_sideways_photo_is_seen_at(tmp_path):
 
 
 def test_a_task_mask_is_read_upright(tmp_path):
+    from reguidance.operators import Inpainting
     from reguidance.tasks import parse_task
 
     stored = np.zeros((32, 32), np.uint8)
     stored[0, :] = 255  # the top row observed; rotated clockwise it becomes the right column
     task = parse_task(f"mask:{_oriented(tmp_path / 'm.png', stored, 6)}")
-    mask = task.operator([0], 0, (1, 32, 32)).mask  # type: ignore[attr-defined]
+    op = task.operator([0], 0, (1, 32, 32))
+    assert isinstance(op, Inpainting)
+    mask = op.mask
     assert bool(mask[0, 0, :, -1].all()) and int(mask.sum()) == 32
 
 
@@ -454,7 +458,7 @@ def test_a_step_count_beyond_the_chain_names_the_limit(mnist_problem, option):
     from reguidance.wrapper import reguide
 
     prior, operator, x, y = mnist_problem
-    options = {"inversion_steps": 1, "dps_steps": 1, option: 10**6}
+    options: dict[str, Any] = {"inversion_steps": 1, "dps_steps": 1, option: 10**6}
     # t_end = 0.3 of a 1000-level chain: levels 0 .. round(0.3 * 999) = 300, i.e. 301 of them
     with pytest.raises(InputError, match=f"{option}=1000000 exceeds the 301 levels .* at most 301"):
         reguide(x, y, operator, prior, **options)

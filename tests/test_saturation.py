@@ -1,6 +1,8 @@
 """The nonlinear task: a saturating sensor after a blur, ``y = tanh(k B x) + sigma_y n``, its spec, its gradient
 against the hand derivation, and the methods that refuse it by the operator's class."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from reguidance.operators import GaussianBlur, LinearOperator, Operator, Saturat
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import parse_task
 
-TINY_UNET = {
+TINY_UNET: dict[str, Any] = {
     "image_size": 32,
     "in_channels": 1,
     "model_channels": 32,

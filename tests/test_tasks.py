@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from reguidance.conventions import InputError
-from reguidance.operators import Blur, GaussianBlur, Inpainting, SuperResolution
+from reguidance.operators import Blur, GaussianBlur, Inpainting, Operator, SuperResolution
 from reguidance.tasks import (
     DEFAULT_SIGMA_Y,
     PRESETS,
@@ -23,9 +23,15 @@ from reguidance.tasks import (
 )
 
 
-def hole(op: Inpainting) -> torch.Tensor:
-    """The missing pixels of a one-mask operator as a bool (H, W) map."""
-    return ~op.mask[0, 0]
+def inpainting(op: Operator) -> Inpainting:
+    """``op``, which a box or mask task made: an :class:`Inpainting` (a task's operator is typed :class:`Operator`)."""
+    assert isinstance(op, Inpainting)
+    return op
+
+
+def hole(op: Operator) -> torch.Tensor:
+    """The missing pixels of a one-mask inpainting operator as a bool (H, W) map."""
+    return ~inpainting(op).mask[0, 0]
 
 
 def box_map(h: int, w: int, top: int, left: int, side_h: int, side_w: int) -> torch.Tensor:
@@ -38,7 +44,7 @@ def box_map(h: int, w: int, top: int, left: int, side_h: int, side_w: int) -> to
 def test_aliases_keep_their_32x32_meaning():
     op = get_task("box20c").operator([0], 0, (1, 32, 32))
     assert torch.equal(hole(op), box_map(32, 32, 6, 6, 20, 20)) and op.sigma_y == 0.05
-    ops = get_task("box16").operator([0, 1, 2], 0, (1, 32, 32))
+    ops = inpainting(get_task("box16").operator([0, 1, 2], 0, (1, 32, 32)))
     assert ops.mask.shape[0] == 3 and all(int((~ops.mask[i]).sum()) == 16 * 16 for i in range(3))
     sr = get_task("sr8").operator([0], 0, (1, 32, 32))
     assert isinstance(sr, SuperResolution) and sr.factor == 8 and sr.kind == "avgpool" and sr.y_shape == (1, 4, 4)
@@ -55,7 +61,7 @@ def test_a_centred_fractional_box_scales_with_the_image():
 
 
 def test_a_pixel_box_has_its_side_and_a_position_per_image():
-    op = parse_task("box:128").operator([0, 1, 2, 3], 0, (3, 256, 256))
+    op = inpainting(parse_task("box:128").operator([0, 1, 2, 3], 0, (3, 256, 256)))
     corners = set()
     for i in range(4):
         rows, cols = torch.nonzero(~op.mask[i, 0], as_tuple=True)
@@ -66,7 +72,7 @@ def test_a_pixel_box_has_its_side_and_a_position_per_image():
 
 
 def test_a_fractional_random_box_rounds_the_fraction_of_the_side():
-    op = parse_task("box:0.25").operator([5], 0, (3, 64, 64))
+    op = inpainting(parse_task("box:0.25").operator([5], 0, (3, 64, 64)))
     assert int((~op.mask).sum()) == 16 * 16
 
 
@@ -81,6 +87,7 @@ def test_super_resolution_specs_average_blocks_or_resize_bicubically():
 
 def test_a_gaussian_blur_spec_has_the_stated_kernel():
     op = parse_task("blur:gauss,std=3,size=61").operator([0], 0, (3, 256, 256))
+    assert isinstance(op, GaussianBlur)
     u = np.arange(61) - 30
     g = np.exp(-(u**2) / (2 * 3.0**2))
     want = np.outer(g, g) / np.outer(g, g).sum()
@@ -119,7 +126,7 @@ def test_a_mask_image_gives_its_white_pixels_as_observed(tmp_path):
     pixels = np.full((16, 24), 255, dtype=np.uint8)
     pixels[4:10, 5:20] = 0
     Image.fromarray(pixels).save(tmp_path / "m.png")
-    op = parse_task(f"mask:{tmp_path / 'm.png'}").operator([0], 0, (3, 16, 24))
+    op = inpainting(parse_task(f"mask:{tmp_path / 'm.png'}").operator([0], 0, (3, 16, 24)))
     assert torch.equal(op.mask[0, 0], torch.from_numpy(pixels == 255))
     with pytest.raises(InputError, match=r"the mask is 24x16 .* images are 32x32"):
         parse_task(f"mask:{tmp_path / 'm.png'}").check((3, 32, 32))
@@ -169,7 +176,7 @@ def test_a_list_of_tasks_splits_where_a_new_task_starts():
 def test_the_paper_presets_at_256():
     shape = (3, 256, 256)
     assert torch.equal(hole(PRESETS["paper:box128c"].operator([0], 0, shape)), box_map(256, 256, 64, 64, 128, 128))
-    assert int((~PRESETS["paper:box128"].operator([0], 0, shape).mask).sum()) == 128 * 128
+    assert int((~inpainting(PRESETS["paper:box128"].operator([0], 0, shape)).mask).sum()) == 128 * 128
     assert PRESETS["paper:sr8"].operator([0], 0, shape).y_shape == (3, 32, 32)
     assert PRESETS["paper:sr16"].operator([0], 0, shape).y_shape == (3, 16, 16)
     gauss = PRESETS["paper:gauss"].operator([0], 0, shape)
@@ -208,7 +215,8 @@ def test_validation_and_test_images_with_the_same_id_get_different_masks_and_noi
     task = get_task("box16")
     op_val, y_val = task.measure(x, [3, 4], 0, split="val")
     op_test, y_test = task.measure(x, [3, 4], 0, split="test")
-    assert not torch.equal(op_val.top_left, op_test.top_left)
+    val_corners, test_corners = inpainting(op_val).top_left, inpainting(op_test).top_left
+    assert val_corners is not None and test_corners is not None and not torch.equal(val_corners, test_corners)
     assert not torch.equal(y_val, y_test)
     _, again = task.measure(x[1:], [4], 0, split="val")  # the same split: the same draws, in any batch
     torch.testing.assert_close(again, y_val[1:])

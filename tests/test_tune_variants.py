@@ -1,6 +1,8 @@
 """Equal tuning: every variant (candidate, ReGuidance, renoise, fresh, more) gets its own sweep by the same rule on
 the same validation images; the table counts the settings each row had in all."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import get_task, wrapper_rng
 from reguidance.wrapper import ReGuidanceConfig, reguide
 
-TINY_UNET = {
+TINY_UNET: dict[str, Any] = {
     "image_size": 32,
     "in_channels": 1,
     "model_channels": 32,
@@ -153,7 +155,8 @@ def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch
     assert (own["renoise"].step_size, own["renoise"].t_end, own["renoise"].sampler) == (5.0, 1.0, "ddim")
     assert own["renoise"].dps_steps == 20 and own["renoise"].inversion_steps == 10  # the protocol's wrapper budget
     assert own["fresh"].t_end == 0.6 and own["more"] == {"steps": 90, "step_size": 4.0}
-    assert spec.facts("sr8", "dps")["ablation_options"]["more"] == {"steps": 90, "step_size": 4.0}
+    recorded = spec.facts("sr8", "dps")["ablation_options"]
+    assert isinstance(recorded, dict) and recorded["more"] == {"steps": 90, "step_size": 4.0}
     # without the ablations, or with untuned ablations, the identity holds no such entry (older runs resume)
     plain = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu")
     assert plain.ablation_options("sr8", "dps") == {} and "ablation_options" not in plain.facts("sr8", "dps")

@@ -1,13 +1,22 @@
 """The ReGuidance wrapper: inversion then DPS from the latent, its diagnostics, and its input checks."""
 
+from typing import TypedDict, cast
+
 import pytest
 import torch
 
 from reguidance.conventions import BatchRNG
 from reguidance.operators import MatrixOperator
+from reguidance.priors import Prior
 from reguidance.wrapper import ReGuidanceConfig, reguide
 
-FAST = {"inversion_steps": 20, "dps_steps": 20}
+
+class Budget(TypedDict):
+    inversion_steps: int
+    dps_steps: int
+
+
+FAST: Budget = {"inversion_steps": 20, "dps_steps": 20}
 
 
 def _gaussian_problem(gaussian):
@@ -152,7 +161,7 @@ def test_fresh_start_ignores_the_candidate(gmm_prior, gmm_problem):
 
 def test_an_unknown_start_is_refused():
     with pytest.raises(ValueError, match="start"):
-        ReGuidanceConfig(start="sdedit")
+        ReGuidanceConfig(start="sdedit")  # type: ignore[arg-type]  # not a Start, on purpose
 
 
 def test_a_given_latent_skips_the_inversion_and_reproduces_the_run(gmm_prior, gmm_problem):
@@ -209,7 +218,8 @@ def test_adaptive_depth_keeps_the_depth_whose_consistency_is_closest_to_one(monk
 
     monkeypatch.setattr(wrapper, "reguide", by_hand)
     cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=21)
-    out, chosen = wrapper.adaptive_depth(y, y, operator, None, depths=[0.2, 0.6], config=cfg, seed=1)
+    no_prior = cast(Prior, None)  # reguide is replaced: no prior runs
+    out, chosen = wrapper.adaptive_depth(y, y, operator, no_prior, depths=[0.2, 0.6], config=cfg, seed=1)
     torch.testing.assert_close(chosen, torch.tensor([0.2, 0.6]))
     torch.testing.assert_close(out.x, torch.tensor([[0.55, 0.55], [0.6, 0.6]], dtype=torch.float64))
     torch.testing.assert_close(out.latent, -out.x)  # each image's latent from its chosen depth

@@ -268,7 +268,7 @@ def sample(
         check_fits_in_memory("--n", n, shape)
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
-    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()  # type: ignore[arg-type]  # annotated ADMPrior; uses only the Prior interface
+    x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()
     wall = time.perf_counter() - t0
     with own_folder(out, "sample"):
         save_samples(x, out)

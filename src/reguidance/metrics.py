@@ -1,7 +1,8 @@
 """Metrics and their uncertainty: per-sample values in, means with 95% intervals out.
 
 Intervals are normal-approximation intervals ``mean +- 1.96 s / sqrt(n)`` (``s`` the sample standard deviation),
-adequate for the n >= 30 samples our reports use; paired differences use the same on per-sample differences.
+adequate for the n >= 30 samples our reports use. Paired differences are Student-t comparisons
+(:func:`reguidance.stats.paired_comparison`).
 This module imports nothing of ours but the conventions module.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "Interval",
     "fit_z",
     "holm",
     "jackknife_ci95",
@@ -26,7 +29,14 @@ __all__ = [
 Z95 = 1.959963984540054
 
 
-def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+class Interval(TypedDict):
+    """A mean (or set-level estimate) with its 95% interval ``[lo, hi]``."""
+
+    mean: float
+    ci95: list[float]
+
+
+def mean_ci95(values: Tensor | Sequence[float]) -> Interval:
     """``{"mean": m, "ci95": [lo, hi]}`` of per-sample values (NaN-free); a single value gives a zero-width interval."""
     v = torch.as_tensor(values, dtype=torch.float64).flatten()
     if v.numel() == 0:
@@ -36,7 +46,7 @@ def mean_ci95(values: Tensor | Sequence[float]) -> dict[str, float | list[float]
     return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
-def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | list[float]]:
+def proportion_ci95(successes: Tensor | Sequence[float]) -> Interval:
     """``{"mean": p, "ci95": [lo, hi]}`` of 0/1 outcomes, with the Wilson score interval (stays inside [0, 1] and
     is sensible for small n, unlike the normal approximation)."""
     v = torch.as_tensor(successes, dtype=torch.float64).flatten()
@@ -49,9 +59,7 @@ def proportion_ci95(successes: Tensor | Sequence[float]) -> dict[str, float | li
     return {"mean": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
 
 
-def jackknife_ci95(
-    estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None
-) -> dict[str, float | list[float]]:
+def jackknife_ci95(estimate: float, leave_one_out: Tensor | Sequence[float], lower: float | None = None) -> Interval:
     """``{"mean": estimate, "ci95": [lo, hi]}`` for a set-level statistic (e.g. a Frechet distance) from its
     leave-one-out values ``v_i`` (one per left-out sample, or per left-out group of equal size for the
     delete-a-group jackknife): ``estimate +- 1.96 se`` with ``se^2 = (n-1)/n sum_i (v_i - mean v)^2``, ``n`` the

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -40,6 +41,7 @@ __all__ = [
     "MIN_N",
     "PRIMARY_FAMILY",
     "Family",
+    "PairedComparison",
     "call",
     "holm",
     "paired_comparison",
@@ -135,12 +137,26 @@ def tost_p_value(mean: float, se: float, df: float, margin: float) -> float:
     return max(lower, upper)
 
 
+class PairedComparison(TypedDict):
+    """What :func:`paired_comparison` returns (its docstring says what each entry is)."""
+
+    n: int
+    mean: float
+    ci95: list[float]
+    sd: float
+    effect_size: float | None
+    win_rate: float
+    p_value: float | None
+    margin: float | None
+    p_tost: float | None
+
+
 def paired_comparison(
     after: Tensor | Sequence[float],
     before: Tensor | Sequence[float],
     higher_is_better: bool = True,
     margin: float | None = None,
-) -> dict[str, object]:
+) -> PairedComparison:
     """The paired comparison of ``after`` and ``before`` (equal length ``n``), from ``d = after - before``.
 
     Returns ``n``, ``mean``, ``sd``, ``ci95`` (Student t, ``[mean, mean]`` when ``n = 1``), ``effect_size``

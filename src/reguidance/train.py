@@ -49,6 +49,7 @@ from .files import atomic_write_text, read_json_object, torch_load_tensors
 from .guidance.unconditional import sample
 from .memory import check_fits_in_memory
 from .priors.adm import ADMPrior, ADMUNet
+from .priors.base import Prior
 from .priors.zoo import EMBEDDED_UNET
 
 __all__ = [
@@ -210,7 +211,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
 
 # ------------------------------------------------------------------------------------------------------ sampling
 def draw_samples(
-    prior: ADMPrior,
+    prior: Prior,
     n: int,
     *,
     steps: int = 50,

@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,7 +12,7 @@ from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.shard import sharded
 from reguidance.wrapper import ReGuidanceConfig
 
-TINY_UNET = {
+TINY_UNET: dict[str, Any] = {
     "image_size": 32,
     "in_channels": 1,
     "model_channels": 32,

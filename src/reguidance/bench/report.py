@@ -93,7 +93,7 @@ def _value(row: Record, m: str) -> float | None:
     return float(row[m]) if m in row else None
 
 
-def _paired(after: list[Record], before: list[Record], m: str, higher: bool) -> Record | None:
+def _paired(after: list[Record], before: list[Record], m: str, higher: bool) -> stats.PairedComparison | None:
     """ReGuidance (``after``) minus a rival (``before``) on metric ``m`` over the same images (None if missing)."""
     a, b = [_value(r, m) for r in after], [_value(r, m) for r in before]
     if not a or any(v is None for v in (*a, *b)):
