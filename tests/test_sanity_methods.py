@@ -59,9 +59,31 @@ def test_a_sanity_method_without_a_training_dataset_is_refused(method):
 
 def test_sanity_methods_have_no_budget_and_no_more_ablation():
     assert not has_budget("mean") and not has_budget("retrieval") and not has_budget("pinv") and has_budget("dps")
-    spec = BenchSpec(["sr4"], ["mean", "retrieval", "dps"], range(2), ablations=True, context={"dataset": "mnist"})
-    assert spec.variants("retrieval") == ("candidate", "reguidance", "renoise", "fresh")
-    assert spec.variants("dps")[-1] == "more"
+    spec = BenchSpec(
+        ["sr4"], ["mean", "retrieval", "dps"], range(2), ablations=True, context={"dataset": "mnist"}, protocol="cpu"
+    )
+    assert spec.variants("sr4", "retrieval") == ("candidate", "reguidance", "renoise", "fresh")
+    assert spec.variants("sr4", "dps")[-1] == "more"  # DPS 50 steps on a 1000-level chain: room for more
+
+
+def test_no_more_ablation_for_a_method_that_already_takes_every_level_of_the_chain():
+    # the reference budgets: DPS 1000 steps (every level of the 1000-level chain), DAPS 200 annealing steps
+    spec = BenchSpec(["sr8"], ["dps", "daps"], range(2), ablations=True, protocol="reference")
+    assert spec.options("sr8", "dps")["steps"] == 1000 and spec.options("sr8", "daps")["steps"] == 200
+    assert spec.variants("sr8", "dps") == ("candidate", "reguidance", "renoise", "fresh")
+    assert spec.variants("sr8", "daps")[-1] == "more"
+    assert spec.variants("sr8", "dps", chain=1001)[-1] == "more"  # a longer chain leaves room
+
+
+def test_more_is_scaled_by_the_wrappers_evaluations_and_capped_at_the_chain():
+    from reguidance.methods import scaled_budget
+
+    # 50 steps spent 50 NFE; the wrapper added 30: 50 * 80 / 50 = 80 steps
+    assert scaled_budget("dps", {"steps": 50, "step_size": 1.0}, 50, 30) == {"steps": 80, "step_size": 1.0}
+    # 900 steps + 200 extra would be 1100: capped at the chain's 1000 levels
+    assert scaled_budget("dps", {"steps": 900}, 900, 200, limit=1000) == {"steps": 1000}
+    # DAPS spends 5 NFE per annealing step: 200 steps, 1000 NFE, + 200 NFE -> 240 steps
+    assert scaled_budget("daps", {"steps": 200}, 1000, 200, limit=1000) == {"steps": 240}
 
 
 def test_the_runner_gives_sanity_methods_the_runs_dataset_and_it_enters_the_identity():

@@ -121,7 +121,7 @@ def solve_batch(
                 outputs[variant] = run_method(dict(own))
                 continue
             extra = outputs["reguidance"].nfe - cand.nfe  # the wrapper's own evaluations
-            outputs[variant] = run_method(scaled_budget(method, opts, cand.nfe, extra))
+            outputs[variant] = run_method(scaled_budget(method, opts, cand.nfe, extra, len(prior.schedule)))
             continue
         rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
         variant_cfg = replace(own if isinstance(own, ReGuidanceConfig) else cfg, start=START[variant])

@@ -156,17 +156,22 @@ def budget_option(method: str) -> str:
     return "steps"
 
 
-def scaled_budget(method: str, options: dict[str, object], nfe: int, extra: int) -> dict[str, object]:
+def scaled_budget(
+    method: str, options: dict[str, object], nfe: int, extra: int, limit: int | None = None
+) -> dict[str, object]:
     """``options`` with ``method``'s budget (:func:`budget_option`) scaled so that it spends about ``nfe + extra``
     network evaluations per image where it spent ``nfe``: ``steps * (nfe + extra) / nfe``, rounded (the ``more``
-    ablation: the base method given the wrapper's extra evaluations). Its step sizes stay as tuned."""
+    ablation: the base method given the wrapper's extra evaluations), and at most ``limit`` (the prior's number of
+    levels: a sampler cannot take more steps than its chain has; it then spends fewer than ``nfe + extra``, and
+    the table's NFE column shows it). Its step sizes stay as tuned."""
     key = budget_option(method)
     if nfe <= 0:
         raise InputError(f"method {method!r} spent no network evaluations; its budget cannot be scaled")
     steps = options[key]
     if not isinstance(steps, int):
         raise InputError(f"method {method!r}: {key} must be an integer to be scaled, got {steps!r}")
-    return {**options, key: max(steps + 1, round(steps * (nfe + extra) / nfe))}
+    scaled = max(steps + 1, round(steps * (nfe + extra) / nfe))
+    return {**options, key: scaled if limit is None else min(limit, scaled)}
 
 
 def folder_method(path: str | Path) -> MethodFn:

@@ -37,7 +37,7 @@ from ..classifier import RealismScorer
 from ..conventions import InputError, check_positive_int
 from ..diffusion import CHAIN_LENGTH, check_levels
 from ..files import atomic_write_json, drop_torn_tail, save_pngs
-from ..methods import SANITY, MethodFn, get_method, has_budget, needs_linear
+from ..methods import SANITY, MethodFn, budget_option, get_method, has_budget, needs_linear
 from ..metrics import fit_z, psnr, ssim
 from ..operators import Operator
 from ..priors.base import Prior
@@ -116,11 +116,15 @@ class BenchSpec:
             self._memo[key] = make()
         return self._memo[key]
 
-    def variants(self, method: str) -> tuple[str, ...]:
-        """The variants each image of ``method`` gets under this spec."""
+    def variants(self, task: str, method: str, chain: int = CHAIN_LENGTH) -> tuple[str, ...]:
+        """The variants each image of ``method`` on ``task`` gets under this spec. ``more`` (the method given the
+        wrapper's extra evaluations as more steps) only for a method with a step budget below the prior's ``chain``
+        levels: at the chain's length (DPS at its reference 1000 steps) it cannot take more steps."""
         if not self.ablations:
             return ("candidate", "reguidance")
-        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if has_budget(method) else ()))
+        steps = self.options(task, method).get(budget_option(method)) if has_budget(method) else None
+        more = isinstance(steps, int) and steps < chain
+        return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if more else ()))
 
     @property
     def prior(self) -> str:
@@ -241,7 +245,7 @@ def done_keys(rows: list[Row], spec: BenchSpec | None = None) -> set[tuple[str, 
     return {
         k
         for k, v in done_variants(rows, spec).items()
-        if set(spec.variants(k[1]) if spec is not None else ("candidate", "reguidance")) <= v
+        if set(spec.variants(k[0], k[1]) if spec is not None else ("candidate", "reguidance")) <= v
     }
 
 
@@ -382,7 +386,7 @@ def _run_batch(
     lpips: Distance | None,
     progress: bool = False,
 ) -> list[Row]:
-    """Every variant of ``spec.variants(name)`` for the images ``chunk`` (:func:`reguidance.batch.solve_batch`,
+    """Every variant of ``spec.variants(task, name)`` for the images ``chunk`` (:func:`reguidance.batch.solve_batch`,
     with its per-step bars when ``progress``): their rows, pictures saved beside."""
     device = prior.device
     truth = images[list(chunk)].to(device)
@@ -401,7 +405,7 @@ def _run_batch(
         method_fn=method,
         options=spec.options(task.name, name),
         config=spec.wrapper_config(task.name, name),
-        variants=spec.variants(name),
+        variants=spec.variants(task.name, name, len(prior.schedule)),
         variant_options=spec.ablation_options(task.name, name),
         progress=progress,
     )
@@ -484,7 +488,7 @@ def run_bench(
         mine = list(spec.ids)[rank::world_size]
 
         def missing(task: str, method: str, i: int) -> bool:
-            return not set(spec.variants(method)) <= done.get((task, method, i), set())
+            return not set(spec.variants(task, method, len(prior.schedule))) <= done.get((task, method, i), set())
 
         todo = [(t, m, [i for i in mine if missing(t.name, m, i)]) for t in tasks for m in methods]
         total = sum(len(ids) for *_, ids in todo)
