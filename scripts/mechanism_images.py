@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
+from filelock import FileLock
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -335,8 +336,10 @@ class Study:
         return rows
 
     def _append(self, rows: list[Row]) -> None:
+        """Append ``rows`` under a lock on the rows file, so processes given disjoint ``--tasks`` / ``--methods``
+        can share one folder (each skips only the rows it has seen; give them disjoint cells)."""
         self.rows_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.rows_path.open("a") as log:
+        with FileLock(self.rows_path.with_name(self.rows_path.name + ".lock")), self.rows_path.open("a") as log:
             append_rows(log, rows)
         self.done |= {row_key(r) for r in rows}
 
