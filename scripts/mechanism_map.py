@@ -197,12 +197,41 @@ def answer(summary: dict[str, Any], protocol: str) -> str:
         tally = counts(cells, IMAGE_METRICS, against)
         calls = ", ".join(f"{m} better in {tally[m]['better']} and worse in {tally[m]['worse']}" for m in IMAGE_METRICS)
         parts.append(f"against {against}: {calls}")
-    return (
+    text = (
         f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)} "
         f"candidates at the `{protocol}` protocol's budgets; "
         f"{_settings(cells)}; {'/'.join(map(str, images))} held-out images per cell, 95% intervals, no multiplicity "
         f"correction). Inversion {parts[0]}; {parts[1]}.\n"
     )
+    return text + "\n" + _change_table(cells, "ssim", "renoise")
+
+
+def _change_table(cells: list[dict[str, Any]], metric: str, against: str) -> str:
+    """The paired change of ``metric`` (inversion minus ``against``) per setting (rows: inversion + DPS steps, t_end,
+    sampler) and (task, candidate) (columns), ▲ / ▼ where its 95% interval lies above / below 0."""
+    groups = sorted({(e["task"], e["candidate_method"]) for e in cells})
+    settings = sorted({(e["inversion_steps"], e["dps_steps"], e["t_end"], e["sampler"]) for e in cells})
+    at = {(e["inversion_steps"], e["dps_steps"], e["t_end"], e["sampler"], e["task"], e["candidate_method"]): e
+          for e in cells}  # fmt: skip
+    lines = [
+        f"{metric.upper()}, inversion minus {against} (mean [95% CI] over the images; ▲ / ▼ clear of 0):",
+        "",
+        "| inversion + DPS steps | t_end | sampler | " + " | ".join(f"{t}/{m}" for t, m in groups) + " |",
+        "|---|---|---|" + "---|" * len(groups),
+    ]
+    for k, d, t, smp in settings:
+        row = []
+        for task, m in groups:
+            e = at.get((k, d, t, smp, task, m))
+            if e is None:
+                row.append("—")
+                continue
+            v = e[f"minus_{against}"][metric]
+            lo, hi = v["ci95"]
+            mark = " ▲" if lo > 0 else " ▼" if hi < 0 else ""
+            row.append(f"{v['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}")
+        lines.append(f"| {k} + {d} | {t} | {smp} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 #: the wrapper's default setting (:class:`reguidance.ReGuidanceConfig`) as a mechanism-map cell
