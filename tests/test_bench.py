@@ -659,3 +659,97 @@ def test_widening_keeps_small_step_sizes():
     from reguidance.bench.tune import widen
 
     assert widen("step_size", [1e-6, 1e-5], 1e-6) == pytest.approx(1e-7)  # not rounded away to 0
+
+
+def _stand_in_dps(calls: list[tuple[list[int], int]], fail_above: int | None = None) -> Any:
+    """``get_method`` with DPS replaced by DPS that records each call's (ids, steps) and, given ``fail_above``, fails
+    when asked for more steps (the ``more`` variant), as the reference run failed after 24 minutes of work."""
+    from reguidance.methods import get_method
+
+    def dps(prior, operator, y, rng, ids, *, progress=False, **options):
+        calls.append((list(ids), options["steps"]))
+        if fail_above is not None and options["steps"] > fail_above:
+            raise RuntimeError("out of memory")
+        return get_method("dps")(prior, operator, y, rng, ids, progress=progress, **options)
+
+    return lambda name: dps if name == "dps" else get_method(name)
+
+
+def _fail_at(variant: str, calls: list[tuple[list[int], int]], monkeypatch) -> None:
+    """Make ``variant`` fail on the first batch (ids 0, 1); DPS calls are recorded in ``calls``."""
+    from reguidance import batch
+    from reguidance.bench import runner
+    from reguidance.wrapper import reguide
+
+    monkeypatch.setattr(runner, "get_method", _stand_in_dps(calls, fail_above=3 if variant == "more" else None))
+
+    def wrapper(*args, config, **kwargs):
+        if config.start == variant:
+            raise RuntimeError("out of memory")
+        return reguide(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(batch, "reguide", wrapper)
+
+
+def _ablation_spec() -> BenchSpec:
+    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    return spec(tasks=["sr4"], methods=["dps"], reguidance=cfg, method_options={"dps": {"steps": 3}}, ablations=True)
+
+
+def _rows_by_key(out) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """Each row by (task, method, variant, id), without wall-clock fields (they differ between any two runs)."""
+    rows = read_results(out / "results.jsonl")
+    keyed = {(r["task"], r["method"], r["variant"], r["id"]): r for r in rows}
+    assert len(keyed) == len(rows)  # no variant of an image written twice
+    drop = {"sec_per_image", "peak_mem_mb"}
+    return {k: {f: v for f, v in r.items() if f not in drop} for k, r in keyed.items()}
+
+
+#: the variants of the ablation spec, in the order they are computed
+ORDER = ("candidate", "reguidance", "renoise", "fresh", "more")
+
+
+@pytest.mark.parametrize("failing", ["renoise", "more"])
+def test_a_failing_variant_keeps_the_rows_of_the_variants_before_it(
+    tiny_prior, images: Images, tmp_path, monkeypatch, failing
+):
+    from reguidance.files import Manifest
+
+    calls: list[tuple[list[int], int]] = []
+    _fail_at(failing, calls, monkeypatch)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_bench(tiny_prior, *images, _ablation_spec(), tmp_path, progress=False)
+    # the first batch (ids 0, 1): DPS-3 candidates; 'more' asks for 3 * (3 + 4) / 3 = 7 steps (4: the wrapper's)
+    assert calls == [([0, 1], 3), *([([0, 1], 7)] if failing == "more" else [])]
+    kept = {(r["variant"], r["id"]) for r in read_results(tmp_path / "results.jsonl")}
+    before = ORDER[: ORDER.index(failing)]
+    assert kept == {(v, i) for v in before for i in (0, 1)}
+    assert all((tmp_path / "images" / "sr4" / "dps" / f"00001_{v}.png").exists() for v in before)
+    saved = tmp_path / "candidates" / "sr4" / "dps" / "00001.safetensors"
+    assert saved.exists() and saved in Manifest(tmp_path)  # --overwrite deletes it with the rest
+
+
+@pytest.mark.parametrize(("failing", "candidates_saved"), [("renoise", True), ("more", True), ("renoise", False)])
+def test_a_rerun_computes_only_the_missing_variants_and_equals_an_uninterrupted_run(
+    tiny_prior, images: Images, tmp_path, monkeypatch, failing, candidates_saved
+):
+    import shutil
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_bench(tiny_prior, *images, _ablation_spec(), full, progress=False)
+    calls: list[tuple[list[int], int]] = []
+    with monkeypatch.context() as patch:
+        _fail_at(failing, calls, patch)
+        with pytest.raises(RuntimeError):
+            run_bench(tiny_prior, *images, _ablation_spec(), resumed, progress=False)
+    if not candidates_saved:  # a folder an older version wrote: the candidate is recomputed, not guessed
+        shutil.rmtree(resumed / "candidates")
+    calls.clear()
+    _fail_at("none", calls, monkeypatch)
+    run_bench(tiny_prior, *images, _ablation_spec(), resumed, progress=False)
+    again = [([0, 1], 3)] if not candidates_saved else []  # DPS-3 candidates of ids 0, 1 only when not saved
+    assert calls == [*again, ([0, 1], 7), ([2, 3], 3), ([2, 3], 7)]
+    assert _rows_by_key(resumed) == _rows_by_key(full)
+    calls.clear()
+    run_bench(tiny_prior, *images, _ablation_spec(), resumed, progress=False)  # nothing left: a no-op
+    assert calls == []

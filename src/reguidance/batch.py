@@ -18,7 +18,12 @@ Each ablation runs with the wrapper's options (and ``more`` with the method's, i
 
 The wrapper's variants share one random stream (``reguidance/<wrapper_stream>``, by default the method's name), so
 they differ only in where DPS starts. Every draw is per image (:func:`reguidance.tasks.stream_rng`): the outputs of
-an image do not depend on the batch it is solved in.
+an image do not depend on the batch it is solved in, nor on which of its variants are asked for.
+
+Variants are computed in turn, and ``on_output(variant, output)`` hears of each as soon as it is done: the
+benchmark writes its rows there, so a failure or a kill loses at most the variant in flight. A rerun asks only for
+the variants still missing, giving the candidate it saved (an :class:`Output`, with its evaluations and time) and,
+for ``more`` without ``reguidance``, the wrapper's evaluations (``wrapper_nfe``).
 """
 
 from __future__ import annotations
@@ -71,13 +76,15 @@ def solve_batch(
     options: Mapping[str, object] | None = None,
     config: ReGuidanceConfig | None = None,
     variants: Sequence[str] = ("candidate", "reguidance"),
-    candidate: Tensor | None = None,
+    candidate: Tensor | Output | None = None,
     wrapper_stream: str | None = None,
     progress: bool = False,
     variant_options: Mapping[str, ReGuidanceConfig | Mapping[str, object]] | None = None,
+    wrapper_nfe: int | None = None,
+    on_output: Callable[[str, Output], None] | None = None,
 ) -> dict[str, Output]:
     """The ``variants`` (see the module docstring; ``candidate`` is always among the outputs, ``more`` needs
-    ``reguidance`` before it) of the images ``ids`` of ``split``.
+    ``reguidance`` before it or ``wrapper_nfe``) of the images ``ids`` of ``split``, in the order given.
 
     Arguments:
         prior: the diffusion prior; ``y`` and the outputs live on its device.
@@ -86,12 +93,18 @@ def solve_batch(
         method: the method's name (its stream and budget); ``method_fn`` the method itself (default
             :func:`reguidance.methods.get_method` of it), called with ``options``.
         config: the wrapper's options (default ``ReGuidanceConfig(clip=True)``); each variant sets its ``start``.
-        candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted).
+        candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted),
+            or the method's own candidates computed earlier (an :class:`Output`: its ``nfe`` and ``seconds`` are
+            counted in the variants that start from it, as when computed here).
         wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``method``).
         progress: per-step progress bars (steps done, elapsed time, ETA) of every loop that runs: the method's
             sampler, the wrapper's inversion and its DPS. They close when done (``leave=False``), so under a
             caller's outer bar each shows on the line below it while it runs.
         variant_options: per ablation, its own options (module docstring); absent ones take the defaults above.
+        wrapper_nfe: the ``reguidance`` variant's evaluations per image (its candidate's included), for ``more``
+            when ``reguidance`` is not among ``variants`` (computed earlier).
+        on_output: called with each variant's name and :class:`Output` as soon as it is computed (the candidate
+            only when the method ran here, not when ``candidate`` is given).
     """
     device = y.device
     opts = dict(options or {})
@@ -110,29 +123,45 @@ def solve_batch(
         out, seconds = timed(lambda: fn(prior, operator, y, rng, ids, progress=progress, **method_options))
         return Output(out.x, out.raw, out.nfe, seconds)
 
-    outputs = {"candidate": Output(candidate, candidate, 0, 0.0) if candidate is not None else run_method(opts)}
-    cand = outputs["candidate"]
-    for variant in variants:
-        if variant == "candidate":
-            continue
-        own = (variant_options or {}).get(variant)
-        if variant == "more":
-            if isinstance(own, Mapping):
-                outputs[variant] = run_method(dict(own))
-                continue
-            extra = outputs["reguidance"].nfe - cand.nfe  # the wrapper's own evaluations
-            outputs[variant] = run_method(scaled_budget(method, opts, cand.nfe, extra, len(prior.schedule)))
-            continue
+    def more(own: object) -> Output:
+        if isinstance(own, Mapping):
+            return run_method(dict(own))
+        wrapper = outputs["reguidance"].nfe if "reguidance" in outputs else wrapper_nfe
+        if wrapper is None:
+            raise ValueError(
+                "the 'more' variant needs the wrapper's evaluations: ask for 'reguidance' or give wrapper_nfe"
+            )
+        extra = wrapper - cand.nfe  # the wrapper's own evaluations
+        return run_method(scaled_budget(method, opts, cand.nfe, extra, len(prior.schedule)))
+
+    def wrapped(variant: str, own: object) -> Output:
         rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
         variant_cfg = replace(own if isinstance(own, ReGuidanceConfig) else cfg, start=START[variant])
         rg, seconds = timed(
             partial(reguide, cand.x, y, operator, prior, config=variant_cfg, rng=rng, progress=progress)
         )
         with_candidate = variant != "fresh"  # fresh noise needs no candidate: its cost is its own
-        outputs[variant] = Output(
+        return Output(
             rg.x.clamp(-1, 1),
             rg.x,
             rg.nfe + (cand.nfe if with_candidate else 0),
             seconds + (cand.seconds if with_candidate else 0.0),
         )
+
+    if isinstance(candidate, Output):
+        cand = candidate
+    elif candidate is not None:
+        cand = Output(candidate, candidate, 0, 0.0)
+    else:
+        cand = run_method(opts)
+        if on_output is not None:
+            on_output("candidate", cand)
+    outputs = {"candidate": cand}
+    for variant in variants:
+        if variant == "candidate":
+            continue
+        own = (variant_options or {}).get(variant)
+        outputs[variant] = more(own) if variant == "more" else wrapped(variant, own)
+        if on_output is not None:
+            on_output(variant, outputs[variant])
     return outputs

@@ -357,7 +357,7 @@ class RunFolder:
     ``r`` of ``world_size`` processes), its ``config.json``.
 
     Use :meth:`open` around the whole run; rows are refused with :meth:`refuse_other_settings` and added with
-    :meth:`append` (one ``write`` per batch, so a kill loses at most the batch in flight).
+    :meth:`append` (one ``write`` per call: the benchmark appends each variant of a batch as it is done).
     """
 
     def __init__(

@@ -1,17 +1,24 @@
-"""The resumable benchmark runner: each finished image is appended to ``DIR/results.jsonl`` at once.
+"""The resumable benchmark runner: each variant of a batch is appended to ``DIR/results.jsonl`` once it is done.
 
 For every (task, method) and every batch of test ids not yet done, the runner measures the ground truths (per-image
-operators and noise from :mod:`.protocol`), asks the method for candidates, wraps them with ReGuidance, and appends
-one row per image and *variant* in one write: ``candidate`` (the method's output), ``reguidance`` (the wrapper on
-it), and with ``ablations`` the three runs that tell where the wrapper's gains come from (:data:`ABLATIONS`):
-``renoise`` (the candidate forward-noised to the wrapper's ``t_end``, then the same DPS: SDEdit + DPS), ``fresh``
-(the same DPS from fresh noise at ``t_end``: no candidate at all) and ``more`` (the base method given the wrapper's
-extra network evaluations, :func:`reguidance.methods.scaled_budget`; every batch is solved by
-:func:`reguidance.batch.solve_batch`). Every variant of an image shares its measurement, and
-the wrapper's variants share its random stream. A rerun reads the file,
-skips what is done and ignores a torn last line, so killing it at any moment loses at most the batch in flight, and
-the summary of a resumed run equals an uninterrupted one (every random draw is per image, see
-:func:`reguidance.tasks.stream_rng`). Restorations are saved as PNGs beside the rows, for grids and later metrics.
+operators and noise from :mod:`.protocol`) and solves the batch with :func:`reguidance.batch.solve_batch`, which
+computes its *variants* in turn: ``candidate`` (the method's output), ``reguidance`` (the wrapper on it), and with
+``ablations`` the three runs that tell where the wrapper's gains come from (:data:`ABLATIONS`): ``renoise`` (the
+candidate forward-noised to the wrapper's ``t_end``, then the same DPS: SDEdit + DPS), ``fresh`` (the same DPS from
+fresh noise at ``t_end``: no candidate at all) and ``more`` (the base method given the wrapper's extra network
+evaluations, :func:`reguidance.methods.scaled_budget`). Every variant of an image shares its measurement, and the
+wrapper's variants share its random stream.
+
+As each variant finishes, its rows (one per image) are appended in one write and its pictures saved as PNGs beside
+them (for grids and later metrics), so a kill or a failure loses at most the variant in flight. The candidate's
+float output (``x`` and ``raw``) is also kept, per image, in ``candidates/<task>/<method>/<id>.safetensors`` (8 KB
+for an MNIST image, 1.5 MB for a 256x256 RGB one). A
+rerun reads the rows, ignores a torn last line and computes only the variants each image still lacks: the
+candidate is read back from its file (its NFE and time from its rows) rather than recomputed, and ``more`` takes
+the wrapper's NFE from the ``reguidance`` rows; where no file was kept (a folder an older version wrote) the
+candidate is recomputed from the same draws. Images are solved in batches of those lacking the same variants. Every
+random draw is per image (:func:`reguidance.tasks.stream_rng`), so a resumed run's rows equal an uninterrupted
+one's (up to float rounding where its batches differ, see :mod:`reguidance.conventions`).
 
 Every row carries ``run``, the identity hash of its (task, method) settings (:meth:`BenchSpec.identity`, see
 :mod:`reguidance.runs`). A folder holds one run: starting a spec whose hash for some row in the folder differs
@@ -36,7 +43,7 @@ from ..batch import Output, solve_batch
 from ..classifier import RealismScorer
 from ..conventions import InputError, check_positive_int
 from ..diffusion import CHAIN_LENGTH, check_levels
-from ..files import atomic_write_json, drop_torn_tail, save_pngs
+from ..files import atomic_path, atomic_write_json, drop_torn_tail, save_pngs
 from ..methods import SANITY, MethodFn, budget_option, get_method, has_budget, needs_linear
 from ..metrics import fit_z, psnr, ssim
 from ..operators import Operator
@@ -372,6 +379,58 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     _folder(out).write_config(config)
 
 
+def _candidate_file(out: Path, task: str, method: str, i: int) -> Path:
+    """Where image ``i``'s candidate is kept as computed: ``out/candidates/<task>/<method>/<i:05d>.safetensors``."""
+    return out / "candidates" / safe_name(task) / safe_name(method) / f"{i:05d}.safetensors"
+
+
+def _save_candidates(out: Path, task: str, method: str, ids: Sequence[int], candidate: Output, run: str) -> None:
+    """Each image's candidate, ``x`` and ``raw`` (float, bit for bit), in its :func:`_candidate_file` (written
+    atomically, recorded in the folder's manifest), its metadata ``run`` the identity of its rows."""
+    from safetensors.torch import save_file
+
+    for k, i in enumerate(ids):
+        tensors = {"x": candidate.x[k].detach().cpu().clone(), "raw": candidate.raw[k].detach().cpu().clone()}
+        with atomic_path(_candidate_file(out, task, method, i)) as tmp:
+            save_file(tensors, str(tmp), metadata={"run": run})
+
+
+def _load_candidates(
+    out: Path, task: str, method: str, ids: Sequence[int], run: str, device: torch.device
+) -> tuple[Tensor, Tensor] | None:
+    """The candidates ``x`` and ``raw`` (B, C, H, W) that :func:`_save_candidates` kept for ``ids``, on ``device``;
+    None when one is missing, unreadable or of another run (an older folder: the caller recomputes them)."""
+    from safetensors import SafetensorError, safe_open
+
+    xs, raws = [], []
+    for i in ids:
+        path = _candidate_file(out, task, method, i)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("run") != run:
+                    return None
+                xs.append(f.get_tensor("x"))
+                raws.append(f.get_tensor("raw"))
+        except (OSError, SafetensorError):
+            return None
+    return torch.stack(xs).to(device), torch.stack(raws).to(device)
+
+
+#: a row written earlier, by (task, method, id, variant)
+Written = dict[tuple[str, str, int, str], Row]
+
+
+def _written(rows: list[Row], spec: BenchSpec) -> Written:
+    """The rows that carry the identity ``spec`` gives them, by (task, method, id, variant)."""
+    return {
+        (str(r["task"]), str(r["method"]), int(r["id"]), variant_of(r)): r
+        for r in rows
+        if r.get("run") == spec.identity(str(r["task"]), str(r["method"]))
+    }
+
+
 def _run_batch(
     prior: Prior,
     images: Tensor | ImageFolder,
@@ -384,36 +443,49 @@ def _run_batch(
     out: Path,
     classifier: Classifier | None,
     lpips: Distance | None,
+    variants: Sequence[str],
+    written: Written,
+    append: Callable[[list[Row]], None],
     progress: bool = False,
-) -> list[Row]:
-    """Every variant of ``spec.variants(task, name)`` for the images ``chunk`` (:func:`reguidance.batch.solve_batch`,
-    with its per-step bars when ``progress``): their rows, pictures saved beside."""
+) -> None:
+    """The missing ``variants`` of the images ``chunk`` (:func:`reguidance.batch.solve_batch`, with its per-step bars
+    when ``progress``): each variant's rows given to ``append`` and its pictures saved as soon as it is computed.
+
+    The candidate's float output is saved too (:func:`_save_candidates`); when its rows are ``written`` already it
+    is read back instead of recomputed (its NFE and time from its rows), or recomputed (same draws, same output)
+    where it was not saved. ``more`` without ``reguidance`` takes the wrapper's NFE from its written row. Every
+    image of ``chunk`` has the same variants written, with the same NFE (:func:`run_bench` groups them so)."""
     device = prior.device
+    run = spec.identity(task.name, name)
     truth = images[list(chunk)].to(device)
     operator, y = task.measure(truth, chunk, spec.seed, split=spec.split)
+    folder = out / "images" / safe_name(task.name) / safe_name(name)
+    with torch.no_grad():
+        shown = operator.picture(y).clamp(-1, 1)  # y itself, the size of an image
+    for kind, xs in {"truth": truth, "measurement": shown}.items():
+        save_pngs(xs, [folder / f"{i:05d}_{kind}.png" for i in chunk])
+
+    def earlier(variant: str) -> Row | None:
+        return written.get((task.name, name, chunk[0], variant))
+
+    candidate: Output | None = None
+    cand_row = earlier("candidate")
+    saved = _load_candidates(out, task.name, name, chunk, run, device) if cand_row is not None else None
+    if cand_row is not None and saved is not None:
+        seconds = [float(written[(task.name, name, i, "candidate")]["sec_per_image"]) for i in chunk]
+        candidate = Output(*saved, int(cand_row["nfe"]), sum(seconds) / len(seconds))
+    wrapper_row = earlier("reguidance")
+    lab = labels[list(chunk)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    outputs: dict[str, Output] = solve_batch(
-        prior,
-        operator,
-        y,
-        chunk,
-        seed=spec.seed,
-        task=task.name,
-        split=spec.split,
-        method=name,
-        method_fn=method,
-        options=spec.options(task.name, name),
-        config=spec.wrapper_config(task.name, name),
-        variants=spec.variants(task.name, name, len(prior.schedule)),
-        variant_options=spec.ablation_options(task.name, name),
-        progress=progress,
-    )
-    mem = _peak_mem_mb(device)
-    lab = labels[list(chunk)]
-    rows: list[Row] = []
-    for variant, o in outputs.items():
-        rows += _rows_for(
+
+    def on_output(variant: str, o: Output) -> None:
+        if variant == "candidate":
+            _save_candidates(out, task.name, name, chunk, o, run)
+        if variant not in variants:  # a candidate recomputed for the variants built on it: its rows are written
+            return
+        mem = _peak_mem_mb(device)  # the batch's peak so far
+        rows = _rows_for(
             task.name,
             name,
             variant,
@@ -430,13 +502,28 @@ def _run_batch(
             mem,
             lpips,
         )
-    folder = out / "images" / safe_name(task.name) / safe_name(name)
-    with torch.no_grad():
-        shown = operator.picture(y).clamp(-1, 1)  # y itself, the size of an image
-    pictures = {**{v: o.x for v, o in outputs.items()}, "truth": truth, "measurement": shown}
-    for kind, xs in pictures.items():
-        save_pngs(xs, [folder / f"{i:05d}_{kind}.png" for i in chunk])
-    return rows
+        save_pngs(o.x, [folder / f"{i:05d}_{variant}.png" for i in chunk])
+        append(rows)
+
+    solve_batch(
+        prior,
+        operator,
+        y,
+        chunk,
+        seed=spec.seed,
+        task=task.name,
+        split=spec.split,
+        method=name,
+        method_fn=method,
+        options=spec.options(task.name, name),
+        config=spec.wrapper_config(task.name, name),
+        variants=variants,
+        candidate=candidate,
+        variant_options=spec.ablation_options(task.name, name),
+        wrapper_nfe=int(wrapper_row["nfe"]) if wrapper_row is not None else None,
+        on_output=on_output,
+        progress=progress,
+    )
 
 
 def run_bench(
@@ -484,27 +571,56 @@ def run_bench(
             _write_config(spec, out, rows)
             if manifest is not None:
                 atomic_write_json(out / "manifest.json", manifest)
-        done = done_variants(rows, spec)
+        written = _written(rows, spec)
         mine = list(spec.ids)[rank::world_size]
+        chain = len(prior.schedule)
 
-        def missing(task: str, method: str, i: int) -> bool:
-            return not set(spec.variants(task, method, len(prior.schedule))) <= done.get((task, method, i), set())
+        def state(t: str, m: str, i: int) -> tuple[tuple[str, ...], object, object]:
+            """The variants image ``i`` still needs, and the NFE of its candidate and wrapper rows (if written)."""
+            missing = tuple(v for v in spec.variants(t, m, chain) if (t, m, i, v) not in written)
+            cand, wrapper = (written.get((t, m, i, v), {}).get("nfe") for v in ("candidate", "reguidance"))
+            return missing, cand, wrapper
 
-        todo = [(t, m, [i for i in mine if missing(t.name, m, i)]) for t in tasks for m in methods]
+        # images are solved in batches of those that need the same variants (and the same NFE behind them)
+        todo: list[tuple[Task, str, tuple[str, ...], list[int]]] = []
+        for task in tasks:
+            for name in methods:
+                groups: dict[tuple[tuple[str, ...], object, object], list[int]] = {}
+                for i in mine:
+                    key = state(task.name, name, i)
+                    if key[0]:
+                        groups.setdefault(key, []).append(i)
+                todo += [(task, name, key[0], ids) for key, ids in groups.items()]
         total = sum(len(ids) for *_, ids in todo)
         batches = 0
         with folder.log.open("a") as log, tqdm(total=total, disable=not progress, desc="bench", unit="img") as bar:
-            for task, name, ids in todo:
+            for task, name, variants, ids in todo:
                 run = spec.identity(task.name, name)
+
+                def append(new: list[Row], run: str = run) -> None:
+                    folder.append(log, [{**r, "run": run} for r in new])  # one variant of the batch at once
+
                 for start in range(0, len(ids), spec.batch_size):
                     if stop_after_batches is not None and batches >= stop_after_batches:
                         return folder.log
                     chunk = ids[start : start + spec.batch_size]
-                    batch_rows = _run_batch(
-                        prior, images, labels, spec, task, name, methods[name], chunk, out, classifier, lpips, progress
+                    _run_batch(
+                        prior,
+                        images,
+                        labels,
+                        spec,
+                        task,
+                        name,
+                        methods[name],
+                        chunk,
+                        out,
+                        classifier,
+                        lpips,
+                        variants,
+                        written,
+                        append,
+                        progress,
                     )
-                    new = [r for r in batch_rows if variant_of(r) not in done.get((task.name, name, int(r["id"])), ())]
-                    folder.append(log, [{**r, "run": run} for r in new])  # every variant of the batch at once
                     bar.update(len(chunk))
                     batches += 1
             return folder.log
