@@ -5,7 +5,8 @@
 #   scripts/study.sh reference   the PRIMARY table: every base method at its own reference budget (the configs'
 #                                default_steps: DPS 1000, DAPS 200 x 5 ODE x 100 Langevin, DiffPIR 100 (20 on the
 #                                box tasks), RED-diff 50, PiGDM 100; wrapper 100 inversion + 100 DPS steps), with
-#                                the ablations (renoise, fresh, more) and the sanity rows (mean, retrieval)
+#                                the ablations (renoise, fresh, more) and the sanity rows (mean, retrieval);
+#                                no `more` for DPS there: at 1000 steps it already takes every level of the chain
 #   scripts/study.sh cpu         the SECOND table, labelled "starved": the CPU protocol's reduced budgets (DPS 50,
 #                                DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20; wrapper 10 + 20) with the
 #                                options `make tune` chose on validation images
@@ -23,6 +24,8 @@
 # the load you see), per image and task, candidate + ReGuidance + renoise + fresh + more:
 #   DPS ~43 s, DAPS ~29 s, PiGDM ~12 s, DiffPIR ~10 s, RED-diff ~8 s, pinv / mean / retrieval ~6 s each (wrapper
 #   and ablations; retrieval itself is 0.05-0.3 s per image over the 55,000 training images)
+#   measured 2026-12-02 (AMD EPYC, 2 processes, batch 10): MNIST sr8, dps,daps,pinv, ids 0:100 (no `more` for DPS)
+#              took 4643 s; DPS-1000 is 28 s per image, ReGuidance on it 5 s, DAPS 200 x 5 x 100 about 14 s.
 #   reference: ~120 s per (task, image) on one core, so MNIST 6 tasks x 100 images on 2 processes ~10 h, satblur
 #              ~1.2 h; Fashion-MNIST (50 images) about half: ~16 h in all. Cut methods before images:
 #              METHODS=pinv,dps,daps,mean,retrieval (~7 h), never fewer images than IDS=0:100 / FASHION_IDS=0:50.
