@@ -25,7 +25,7 @@
 #   DPS ~43 s, DAPS ~29 s, PiGDM ~12 s, DiffPIR ~10 s, RED-diff ~8 s, pinv / mean / retrieval ~6 s each (wrapper
 #   and ablations; retrieval itself is 0.05-0.3 s per image over the 55,000 training images)
 #   measured 2026-12-02 (AMD EPYC, 2 processes, batch 10): MNIST sr8, dps,daps,pinv, ids 0:100 (no `more` for DPS)
-#              took 4643 s; DPS-1000 is 28 s per image, ReGuidance on it 5 s, DAPS 200 x 5 x 100 about 14 s.
+#              took 4643 s; DPS-1000 is 30 s per image, ReGuidance on it 4.5 s more, DAPS 200 x 5 x 100 14 s.
 #   reference: ~120 s per (task, image) on one core, so MNIST 6 tasks x 100 images on 2 processes ~10 h, satblur
 #              ~1.2 h; Fashion-MNIST (50 images) about half: ~16 h in all. Cut methods before images:
 #              METHODS=pinv,dps,daps,mean,retrieval (~7 h), never fewer images than IDS=0:100 / FASHION_IDS=0:50.
