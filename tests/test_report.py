@@ -39,6 +39,20 @@ def test_grids_of_an_rgb_run_stay_rgb(tmp_path: Path) -> None:
     assert pixels[top + 98 + 95, left + 3 * 98 + 95].tolist() == [10, 103, 200]
 
 
+def test_grids_skip_images_whose_batch_stopped_before_its_first_variant(tmp_path: Path) -> None:
+    folder = write_rgb_run(tmp_path, n=3)
+    for kind in ("candidate", "reguidance"):  # id 0 has only its truth and measurement, as a killed batch leaves it
+        (folder / f"00000_{kind}.png").unlink()
+    stopped = tmp_path / "images" / "satblur" / "dps"  # a task whose first batch was killed: no variant at all
+    stopped.mkdir(parents=True)
+    for kind in ("measurement", "truth"):
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(stopped / f"00000_{kind}.png")
+    (grid,) = save_grids(tmp_path, n=2)
+    assert grid.name == "inpaint_dps.png"
+    pixels = np.asarray(Image.open(grid))
+    assert pixels[34, 30].tolist() == [10, 100, 200]  # the first row is id 1 now (red 10 x 1)
+
+
 def test_fd_cls_features_see_the_rgb_images(tmp_path: Path) -> None:
     write_rgb_run(tmp_path, n=4)
     seen: list[torch.Tensor] = []

@@ -370,7 +370,14 @@ def _kinds(folder: Path, first: int) -> tuple[str, ...]:
 
 
 def _ids(folder: Path) -> list[int]:
-    return sorted(int(f.name[:5]) for f in folder.glob("*_truth.png"))
+    """The ids of ``folder`` whose candidate and ReGuidance pictures are saved (a batch stopped before its first
+    variant finished leaves only the truth and the measurement)."""
+    done = ("candidate", "reguidance")
+    return sorted(
+        int(f.name[:5])
+        for f in folder.glob("*_truth.png")
+        if all((folder / f"{f.name[:5]}_{k}.png").is_file() for k in done)
+    )
 
 
 def save_grids(out: Path, n: int = 8) -> list[Path]:
