@@ -18,7 +18,7 @@ import torch
 
 from .. import stats
 from ..conventions import InputError
-from ..files import read_json_object, replace_marked
+from ..files import atomic_path, read_json_object, replace_marked
 from ..images import read_images
 from ..metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
 from .records import Record, read_all_results, variant_of
@@ -541,8 +541,8 @@ def save_overview(grids: list[Path], path: Path, title: str, per_row: int | None
     for g in grids:
         with Image.open(g) as picture:
             pictures.append(picture.copy())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    overview(pictures, title, per_row).save(path, format="PNG")
+    with atomic_path(path) as tmp:  # recorded in the manifest of a folder a run owns, so a rerun may replace it
+        overview(pictures, title, per_row).save(tmp, format="PNG")
     return path
 
 
@@ -908,7 +908,8 @@ def _walltime(out: Path) -> list[str]:
     if not path.is_file():
         return []
     lines = [
-        f"Wall time of each command that wrote this folder ({path.name}, appended by `scripts/study.sh`):",
+        f"Wall time of each command that wrote this folder ({path.name}: one record per command, as `scripts/study.sh` "
+        "writes them):",
         "",
         "| started (UTC) | seconds | processes | device | exit | command |",
         "|---|---|---|---|---|---|",
