@@ -318,6 +318,7 @@ def tune_pair(
         measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed, split="val")))
     bar = tqdm(total=0, disable=not progress, desc=f"tune {task}/{method}", unit="img")
     nfe: dict[str, int] = {}  # network evaluations per image of each evaluated setting, by its key
+    solve = partial(solve_batch, prior, seed=seed, task=task, split="val", method=method)  # every solve here
 
     def key_of(kind: str, options: Mapping[str, Any]) -> str:
         return kind + json.dumps(options, sort_keys=True)
@@ -326,19 +327,7 @@ def tune_pair(
         bar.total += len(ids)
         out = []
         for chunk, _, operator, y in measured:
-            solved = solve_batch(
-                prior,
-                operator,
-                y,
-                chunk,
-                seed=seed,
-                task=task,
-                split="val",
-                method=method,
-                method_fn=fn,
-                options={**start, **options},
-                variants=("candidate",),
-            )
+            solved = solve(operator, y, chunk, method_fn=fn, options={**start, **options}, variants=("candidate",))
             out.append(_finite(solved["candidate"].x))
             nfe[key] = solved["candidate"].nfe
             bar.update(len(chunk))
@@ -387,19 +376,7 @@ def tune_pair(
             def restorations() -> list[Tensor]:
                 outs = []
                 for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-                    solved = solve_batch(
-                        prior,
-                        operator,
-                        y,
-                        chunk,
-                        seed=seed,
-                        task=task,
-                        split="val",
-                        method=method,
-                        config=cfg,
-                        candidate=cand,
-                        variants=(variant,),
-                    )
+                    solved = solve(operator, y, chunk, config=cfg, candidate=cand, variants=(variant,))
                     outs.append(_finite(solved[variant].x))
                     nfe[key_of(variant, options)] = solved[variant].nfe  # the wrapper's own (the candidate is given)
                     bar.update(len(chunk))
