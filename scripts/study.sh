@@ -42,7 +42,7 @@ OUT=${OUT:-runs/study}
 IDS=${IDS:-0:100}
 FASHION_IDS=${FASHION_IDS:-0:50}
 METHODS=${METHODS:-pinv,dps,daps,diffpir,reddiff,pigdm,mean,retrieval}
-NONLINEAR_METHODS=${NONLINEAR_METHODS:-dps,daps,mean,retrieval}
+NONLINEAR_METHODS=${NONLINEAR_METHODS-dps,daps,mean,retrieval}
 TASKS=${TASKS:-box20,sr4,sr8,deblur,box20c}
 PRIORS=${PRIORS:-mnist fashion_mnist}
 EXTRA=${EXTRA:-}  # more bench flags, e.g. a smoke test: EXTRA="--steps 2 --inversion-steps 1 --dps-steps 1"
@@ -91,7 +91,9 @@ case "$TABLE" in
       if [[ $prior == fashion_mnist ]]; then ids=$FASHION_IDS; fi
       dir="$OUT/$TABLE/$prior"
       bench "$TABLE" "$prior" "$ids" "$dir" "$TASKS" "$METHODS"
-      bench "$TABLE" "$prior" "$ids" "$dir" satblur "$NONLINEAR_METHODS"  # same folder: adding a task resumes
+      if [[ -n $NONLINEAR_METHODS ]]; then  # NONLINEAR_METHODS= (empty) skips satblur
+        bench "$TABLE" "$prior" "$ids" "$dir" satblur "$NONLINEAR_METHODS"  # same folder: adding a task resumes
+      fi
     done
     if [[ $TABLE == reference ]]; then
       report reference "Primary table: every candidate at its reference budget"

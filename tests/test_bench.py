@@ -1,6 +1,7 @@
 """The benchmark protocol and the resumable runner, on a tiny random-weight ADM prior."""
 
 import json
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -10,28 +11,15 @@ from torch import Tensor
 
 from reguidance.bench.report import summarise, write_summary
 from reguidance.bench.runner import BenchSpec, read_results, run_bench
-from reguidance.diffusion import Schedule
 from reguidance.operators import Inpainting, Operator
-from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import TASKS, get_task, parse_ids
 from reguidance.wrapper import ReGuidanceConfig
-
-TINY_UNET: dict[str, Any] = {
-    "image_size": 32,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "channel_mult": (1, 2),
-    "num_head_channels": 32,
-}
+from tiny_models import tiny_adm_prior
 
 
 @pytest.fixture(scope="module")
 def tiny_prior():
-    torch.manual_seed(0)
-    return ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+    return tiny_adm_prior()
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +265,9 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
         str(worker),
         str(tmp_path / "sharded"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    tests = str(Path(__file__).parent)  # the worker imports tiny_models from here, as this file does
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "sharded").glob("results*.jsonl")) == [
         "results.rank0.jsonl",

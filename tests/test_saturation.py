@@ -1,28 +1,14 @@
 """The nonlinear task: a saturating sensor after a blur, ``y = tanh(k B x) + sigma_y n``, its spec, its gradient
 against the hand derivation, and the methods that refuse it by the operator's class."""
 
-from typing import Any
-
 import pytest
 import torch
 
 from reguidance.conventions import BatchRNG, InputError
-from reguidance.diffusion import Schedule
 from reguidance.methods import get_method
 from reguidance.operators import GaussianBlur, LinearOperator, Operator, Saturation
-from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import parse_task
-
-TINY_UNET: dict[str, Any] = {
-    "image_size": 32,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "channel_mult": (1, 2),
-    "num_head_channels": 32,
-}
+from tiny_models import tiny_adm_prior
 
 
 def images(n: int = 3, seed: int = 0) -> torch.Tensor:
@@ -76,8 +62,7 @@ def test_a_small_gain_is_about_the_linear_blur_scaled_by_the_gain():
 
 @pytest.fixture(scope="module")
 def tiny_prior():
-    torch.manual_seed(0)
-    return ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+    return tiny_adm_prior()
 
 
 @pytest.mark.parametrize("method", ["pinv", "diffpir", "pigdm", "reddiff"])

@@ -3,7 +3,6 @@ timers (no assertion hangs on a real timing; speed *targets* live in the command
 
 import itertools
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
@@ -12,17 +11,9 @@ from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.speed import Cost, Floor, SpeedConfig, format_speed, interleave, measure_speed, summarise_rounds
+from tiny_models import tiny_unet_config
 
-TINY: dict[str, Any] = {
-    "image_size": 16,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "channel_mult": (1, 2),
-    "num_head_channels": 32,
-}
+TINY = tiny_unet_config(16)
 
 
 def ticking_clock() -> Callable[[], float]:

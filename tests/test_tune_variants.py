@@ -1,8 +1,6 @@
 """Equal tuning: every variant (candidate, ReGuidance, renoise, fresh, more) gets its own sweep by the same rule on
 the same validation images; the table counts the settings each row had in all."""
 
-from typing import Any
-
 import pytest
 import torch
 
@@ -14,22 +12,10 @@ from reguidance.bench.tune import (
     parse_grid,
     tune_pair,
 )
-from reguidance.diffusion import Schedule
 from reguidance.metrics import ssim
-from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.tasks import get_task, wrapper_rng
 from reguidance.wrapper import ReGuidanceConfig, reguide
-
-TINY_UNET: dict[str, Any] = {
-    "image_size": 32,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "channel_mult": (1, 2),
-    "num_head_channels": 32,
-}
+from tiny_models import tiny_adm_prior
 
 
 def test_every_default_grid_has_the_same_number_of_settings_and_the_wrapper_reaches_t_end_one_with_both_samplers():
@@ -52,8 +38,7 @@ def grid_fields(grid: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_prior():
-    torch.manual_seed(0)
-    return ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+    return tiny_adm_prior()
 
 
 @pytest.fixture(scope="module")

@@ -2,31 +2,17 @@
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from reguidance.bench.runner import BenchSpec, run_bench
-from reguidance.diffusion import Schedule
-from reguidance.priors.adm import ADMPrior, ADMUNet
 from reguidance.shard import sharded
 from reguidance.wrapper import ReGuidanceConfig
-
-TINY_UNET: dict[str, Any] = {
-    "image_size": 32,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "channel_mult": (1, 2),
-    "num_head_channels": 32,
-}
+from tiny_models import tiny_adm_prior
 
 
 def tiny_setup():
-    torch.manual_seed(0)
-    prior = ADMPrior(ADMUNet(**TINY_UNET), Schedule.linear()).eval()
+    prior = tiny_adm_prior()
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(8, 1, 32, 32, generator=g) * 2 - 1, torch.arange(8) % 10
     spec = BenchSpec(
