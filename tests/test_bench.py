@@ -597,6 +597,38 @@ def test_bench_report_section_and_answer_use_their_own_markers_and_check_every_f
     assert text.split("<!-- primary:begin -->")[1].lstrip().startswith("### tiny")
 
 
+def test_bench_report_keep_copies_the_records_byte_for_byte_and_the_copy_gives_the_same_tables(
+    tiny_prior, images: Images, tmp_path
+):
+    from reguidance.cli import main
+
+    out = tmp_path / "run"
+    run_bench(tiny_prior, *images, spec(tasks=["sr4"]), out, progress=False)
+    write_summary(out)
+    (out / "walltime.jsonl").write_text(
+        '{"started": "x", "seconds": 1, "rc": 0, "nproc": 1, "device": "cpu", "command": "c"}\n'
+    )
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("<!-- tables:begin -->\n<!-- tables:end -->\n")
+    keep = tmp_path / "kept"
+    (keep / "tiny").mkdir(parents=True)
+    (keep / "tiny" / "summary.json").write_text("mine")  # a file the program did not write: refused, nothing written
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 2
+    assert (keep / "tiny" / "summary.json").read_text() == "mine" and len(list((keep / "tiny").iterdir())) == 1
+    assert doc.read_text() == "<!-- tables:begin -->\n<!-- tables:end -->\n"
+    (keep / "tiny" / "summary.json").unlink()
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 0
+    kept = sorted(p.name for p in (keep / "tiny").iterdir() if not p.name.startswith("."))
+    assert kept == ["config.json", "results.jsonl", "summary.json", "walltime.jsonl"]
+    for name in kept:
+        assert (keep / "tiny" / name).read_bytes() == (out / name).read_bytes()
+    tables = doc.read_text()
+    assert main(["bench-report", "--run", f"tiny={keep / 'tiny'}", "--into", str(doc), "--keep", str(keep)]) == 2
+    assert main(["bench-report", "--run", f"tiny={keep / 'tiny'}", "--into", str(doc)]) == 0  # from the copy alone
+    assert doc.read_text() == tables
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 0  # rerun
+
+
 def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images: Images, tmp_path):
     from reguidance.bench.report import format_markdown
 

@@ -330,6 +330,31 @@ def bench(
     click.echo(f"report: {result.page}")
 
 
+#: the files of a benchmark folder that ``bench-report --keep`` copies: what its tables and a new summary need
+KEPT_RECORDS = ("config.json", "summary.json", "walltime.jsonl", "results.jsonl", "results.rank*.jsonl")
+
+
+def _kept_records(folders: dict[str, Path], keep: Path | None) -> list[tuple[Path, Path]]:
+    """``(source, copy)`` for each record of each run (:data:`KEPT_RECORDS`) that ``--keep`` copies to
+    ``keep/NAME/``, every copy checked as an output first (a file this program did not write there is refused);
+    ``InputError`` when a run's folder is its own copy's folder."""
+    from .conventions import InputError
+
+    if keep is None:
+        return []
+    _writable(keep, "--keep", folder=True)
+    pairs = []
+    for name, folder in folders.items():
+        if (keep / name).resolve() == folder.resolve():
+            raise InputError(f"--keep {keep}: {keep / name} is the folder of --run {name} itself")
+        sources = sorted({p for pattern in KEPT_RECORDS for p in folder.glob(pattern) if p.is_file()})
+        for source in sources:
+            target = keep / name / source.name
+            _writable(target, "--keep", folder=False)
+            pairs.append((source, target))
+    return pairs
+
+
 @cli.command("bench-report")
 @flags(BENCH_REPORT_OPTIONS)
 def bench_report(
@@ -340,6 +365,7 @@ def bench_report(
     picture_method: str,
     summary_into: Path | None,
     answer_into: Path | None,
+    keep: Path | None,
 ) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
     from .bench.report import (
@@ -352,7 +378,7 @@ def bench_report(
         save_method_overview,
     )
     from .conventions import InputError
-    from .files import check_marked
+    from .files import atomic_write_bytes, check_marked
 
     folders = {}
     for run in runs:
@@ -367,6 +393,7 @@ def bench_report(
         _writable(pictures, "--pictures", folder=True)
         for run_name in folders:
             _writable(pictures / f"benchmark_{run_name}.png", "--pictures", folder=False)
+    kept = _kept_records(folders, keep)  # every copy checked before the first file is written
     tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
     summary_text = readme_summary(folders) if summary_into is not None else ""
     answer_text = primary_answer(folders) if answer_into is not None else ""
@@ -389,6 +416,10 @@ def bench_report(
         with _options("--answer-into"):
             replace_marked(answer_into, answer_text, "<!-- primary_answer:begin -->", "<!-- primary_answer:end -->")
         click.echo(f"primary family's outcome written into {answer_into}")
+    for source, target in kept:
+        atomic_write_bytes(target, source.read_bytes())
+    if keep is not None:
+        click.echo(f"records kept in {keep}: {len(kept)} files")
     if pictures is not None:
         for run_name, run_folder in folders.items():
             made = save_method_overview(

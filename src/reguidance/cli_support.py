@@ -677,6 +677,13 @@ BENCH_REPORT_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] =
         help="Also write the primary family's outcome between '<!-- primary_answer:begin -->' and "
         "'<!-- primary_answer:end -->' of this file.",
     ),
+    click.option(
+        "--keep",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Also copy each run's records (config.json, summary.json, results*.jsonl, walltime.jsonl) into "
+        "KEEP/NAME, byte for byte: a folder small enough to commit that --run NAME=KEEP/NAME reads like the run's.",
+    ),
 ]
 
 
