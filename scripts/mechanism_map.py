@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from reguidance.conventions import InputError
-from reguidance.files import atomic_write_text, read_json_object, read_rows, write_section
+from reguidance.files import atomic_write_text, check_marked, read_json_object, read_rows, write_section
 from reguidance.mechanism import GMM_METRICS, MapGrid, counts, format_markdown, run_gmm_map, save_heatmap, summarise
 from reguidance.metrics import fit_z
 from reguidance.priors import load_prior
@@ -108,6 +108,13 @@ def main() -> None:
         "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
     )
     args = parser.parse_args()
+    sections = {"gmm": ("mechanism_gmm", "mechanism_answer_gmm"), "mnist": ("mechanism_mnist", "mechanism_answer")}
+    for target, name in zip((args.write, args.answer_into), sections[args.prior], strict=True):
+        if target is not None:  # every edited file's markers before anything (the pictures included) is written
+            try:
+                check_marked(target, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
+            except (InputError, OSError) as e:
+                parser.error(str(e))
     if args.prior == "mnist":
         report_images(args)
         return

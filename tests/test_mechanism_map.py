@@ -1,0 +1,51 @@
+"""scripts/mechanism_map.py on the mixture map's kept summary (docs/mechanism_gmm_summary.json, no rerun): the
+answer's counts are recounted here from the cells' intervals, and a file without its markers stops the script
+before anything, the picture included, is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "mechanism_map.py"
+SUMMARY = ROOT / "docs" / "mechanism_gmm_summary.json"
+
+
+def _map(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(SCRIPT), "--prior", "gmm", "--out", "unused", "--from-summary", str(SUMMARY), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _count(cells: list[dict], metric: str, higher: bool) -> tuple[int, int]:
+    """(better, worse): cells whose 95% interval of inversion minus renoise lies clear of 0 on the good / bad side."""
+    lo = [c["minus_renoise"][metric]["ci95"][0] for c in cells]
+    hi = [c["minus_renoise"][metric]["ci95"][1] for c in cells]
+    above, below = sum(x > 0 for x in lo), sum(x < 0 for x in hi)
+    return (above, below) if higher else (below, above)
+
+
+def test_the_answer_counts_the_cells_whose_interval_clears_zero(tmp_path: Path) -> None:
+    cells = json.loads(SUMMARY.read_text())["cells"]
+    doc = tmp_path / "answer.md"
+    doc.write_text("above\n<!-- mechanism_answer_gmm:begin -->\nSTALE TEXT\n<!-- mechanism_answer_gmm:end -->\nbelow\n")
+    proc = _map("--answer-into", str(doc), "--plot", str(tmp_path / "map.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = doc.read_text()
+    assert text.startswith("above\n") and text.endswith("below\n") and "STALE TEXT" not in text
+    reward, distance = _count(cells, "reward", higher=True), _count(cells, "manifold_distance", higher=False)
+    assert f"**Exact-score mixture, {len(cells)} cells**" in text
+    assert f"reward better in {reward[0]}, worse in {reward[1]}" in text
+    assert f"manifold distance better in {distance[0]}, worse in {distance[1]}" in text
+    assert (tmp_path / "map.png").stat().st_size > 0
+
+
+def test_a_file_without_its_markers_stops_the_script_before_the_picture(tmp_path: Path) -> None:
+    doc = tmp_path / "plain.md"
+    doc.write_text("no markers\n")
+    proc = _map("--write", str(doc), "--plot", str(tmp_path / "map.png"))
+    assert proc.returncode == 2
+    assert "mechanism_gmm:begin" in proc.stderr and str(doc) in proc.stderr
+    assert not (tmp_path / "map.png").exists() and doc.read_text() == "no markers\n"
