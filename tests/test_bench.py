@@ -627,6 +627,9 @@ def test_bench_report_keep_copies_the_records_byte_for_byte_and_the_copy_gives_t
     assert main(["bench-report", "--run", f"tiny={keep / 'tiny'}", "--into", str(doc)]) == 0  # from the copy alone
     assert doc.read_text() == tables
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 0  # rerun
+    for name in ("..", "a/b"):  # a name that would leave KEEP
+        assert main(["bench-report", "--run", f"{name}={out}", "--into", str(doc), "--keep", str(keep)]) == 2
+    assert not (tmp_path / "config.json").exists() and not (keep / "a").exists()
 
 
 def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(tiny_prior, images: Images, tmp_path):

@@ -345,6 +345,8 @@ def _kept_records(folders: dict[str, Path], keep: Path | None) -> list[tuple[Pat
     _writable(keep, "--keep", folder=True)
     pairs = []
     for name, folder in folders.items():
+        if name in (".", "..") or Path(name).name != name:
+            raise InputError(f"--run {name}={folder}: with --keep, NAME is a folder name (no '/', not . or ..)")
         if (keep / name).resolve() == folder.resolve():
             raise InputError(f"--keep {keep}: {keep / name} is the folder of --run {name} itself")
         sources = sorted({p for pattern in KEPT_RECORDS for p in folder.glob(pattern) if p.is_file()})
