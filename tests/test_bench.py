@@ -627,6 +627,18 @@ def test_bench_report_keep_copies_the_records_byte_for_byte_and_the_copy_gives_t
     assert main(["bench-report", "--run", f"tiny={keep / 'tiny'}", "--into", str(doc)]) == 0  # from the copy alone
     assert doc.read_text() == tables
     assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 0  # rerun
+    stale = keep / "tiny" / "results.rank0.jsonl"  # as if an earlier, sharded run had been kept here
+    assert main(["bench-report", "--run", f"stale={out}", "--into", str(doc), "--keep", str(keep)]) == 0
+    (keep / "stale" / "results.jsonl").rename(stale)
+    with (keep / "tiny" / ".reguidance-manifest.jsonl").open("a") as manifest:  # as that run's --keep recorded it
+        manifest.write('{"path": "results.rank0.jsonl"}\n')
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 0
+    assert not stale.exists()  # deleted: the copy holds this run's rows alone
+    foreign = keep / "tiny" / "results.rank1.jsonl"
+    foreign.write_text("a file the program did not write\n")
+    assert main(["bench-report", "--run", f"tiny={out}", "--into", str(doc), "--keep", str(keep)]) == 2
+    assert foreign.read_text() == "a file the program did not write\n"
+    foreign.unlink()
     for name in ("..", "a/b"):  # a name that would leave KEEP
         assert main(["bench-report", "--run", f"{name}={out}", "--into", str(doc), "--keep", str(keep)]) == 2
     assert not (tmp_path / "config.json").exists() and not (keep / "a").exists()

@@ -334,16 +334,19 @@ def bench(
 KEPT_RECORDS = ("config.json", "summary.json", "walltime.jsonl", "results.jsonl", "results.rank*.jsonl")
 
 
-def _kept_records(folders: dict[str, Path], keep: Path | None) -> list[tuple[Path, Path]]:
-    """``(source, copy)`` for each record of each run (:data:`KEPT_RECORDS`) that ``--keep`` copies to
-    ``keep/NAME/``, every copy checked as an output first (a file this program did not write there is refused);
-    ``InputError`` when a run's folder is its own copy's folder."""
+def _kept_records(folders: dict[str, Path], keep: Path | None) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """``(copies, stale)``: ``(source, copy)`` for each record of each run (:data:`KEPT_RECORDS`) that ``--keep``
+    copies to ``keep/NAME/``, every copy checked as an output first (a file this program did not write there is
+    refused), and the records an earlier ``--keep`` left there that this run lacks (e.g. ``results.jsonl`` beside
+    new ``results.rank*.jsonl``), to delete so that no copy mixes two runs. ``InputError`` when a run's folder is
+    its own copy's folder or NAME would leave ``keep``."""
     from .conventions import InputError
+    from .files import refuse_foreign
 
     if keep is None:
-        return []
+        return [], []
     _writable(keep, "--keep", folder=True)
-    pairs = []
+    pairs, stale = [], []
     for name, folder in folders.items():
         if name in (".", "..") or Path(name).name != name:
             raise InputError(f"--run {name}={folder}: with --keep, NAME is a folder name (no '/', not . or ..)")
@@ -354,7 +357,12 @@ def _kept_records(folders: dict[str, Path], keep: Path | None) -> list[tuple[Pat
             target = keep / name / source.name
             _writable(target, "--keep", folder=False)
             pairs.append((source, target))
-    return pairs
+        names = {p.name for p in sources}
+        for old in sorted({p for pattern in KEPT_RECORDS for p in (keep / name).glob(pattern)}):
+            if old.name not in names:
+                refuse_foreign(old, "--keep")  # only a record this program copied there is ever deleted
+                stale.append(old)
+    return pairs, stale
 
 
 @cli.command("bench-report")
@@ -395,7 +403,7 @@ def bench_report(
         _writable(pictures, "--pictures", folder=True)
         for run_name in folders:
             _writable(pictures / f"benchmark_{run_name}.png", "--pictures", folder=False)
-    kept = _kept_records(folders, keep)  # every copy checked before the first file is written
+    kept, stale = _kept_records(folders, keep)  # every copy checked before the first file is written
     tables = benchmark_tables(folders)  # a run's broken file is named by its own path, not blamed on --into
     summary_text = readme_summary(folders) if summary_into is not None else ""
     answer_text = primary_answer(folders) if answer_into is not None else ""
@@ -420,6 +428,8 @@ def bench_report(
         click.echo(f"primary family's outcome written into {answer_into}")
     for source, target in kept:
         atomic_write_bytes(target, source.read_bytes())
+    for old in stale:
+        old.unlink()
     if keep is not None:
         click.echo(f"records kept in {keep}: {len(kept)} files")
     if pictures is not None:
