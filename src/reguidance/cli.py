@@ -330,8 +330,14 @@ def bench(
     click.echo(f"report: {result.page}")
 
 
-#: the files of a benchmark folder that ``bench-report --keep`` copies: what its tables and a new summary need
-KEPT_RECORDS = ("config.json", "summary.json", "walltime.jsonl", "results.jsonl", "results.rank*.jsonl")
+#: the files of a benchmark folder that ``bench-report --keep`` copies: what its tables and a new summary need (the
+#: results files by the pattern :func:`reguidance.bench.records.read_all_results` reads)
+KEPT_RECORDS = ("config.json", "summary.json", "walltime.jsonl", "results*.jsonl")
+
+
+def _records(folder: Path) -> list[Path]:
+    """The paths in ``folder`` that match :data:`KEPT_RECORDS`, sorted."""
+    return sorted({p for pattern in KEPT_RECORDS for p in folder.glob(pattern)})
 
 
 def _kept_records(folders: dict[str, Path], keep: Path | None) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -352,13 +358,13 @@ def _kept_records(folders: dict[str, Path], keep: Path | None) -> tuple[list[tup
             raise InputError(f"--run {name}={folder}: with --keep, NAME is a folder name (no '/', not . or ..)")
         if (keep / name).resolve() == folder.resolve():
             raise InputError(f"--keep {keep}: {keep / name} is the folder of --run {name} itself")
-        sources = sorted({p for pattern in KEPT_RECORDS for p in folder.glob(pattern) if p.is_file()})
+        sources = [p for p in _records(folder) if p.is_file()]
         for source in sources:
             target = keep / name / source.name
             _writable(target, "--keep", folder=False)
             pairs.append((source, target))
         names = {p.name for p in sources}
-        for old in sorted({p for pattern in KEPT_RECORDS for p in (keep / name).glob(pattern)}):
+        for old in _records(keep / name):
             if old.name not in names:
                 refuse_foreign(old, "--keep")  # only a record this program copied there is ever deleted
                 stale.append(old)
