@@ -107,9 +107,16 @@ def test_realism_scorer_computes_the_reference_features_once():
     # a reference image's own distance to itself is 0, so its k-NN mean is 2/3 of its two other nearest
     with torch.no_grad():
         f_ref = model.features(reference).double()
+        f_x = model.features(x).double()  # x alone, as the scorer sees it: a batch of 2, not of 12
         probs = model(x).softmax(-1)
     d = torch.cdist(f_ref[:2], f_ref).sort(dim=1).values[:, :3].mean(1)  # by brute force: sort all distances
-    assert first["knn_dist"].tolist() == pytest.approx(d.tolist(), rel=1e-6)
+    # float32 features of the same image in batches of 2 and of 12 may differ in their last bits (the kernels sum in
+    # another order, e.g. under ATEN_CPU_CAPABILITY=default). Moving a point by delta moves each of its distances,
+    # so the mean of its k nearest, by at most ||delta|| (triangle inequality); allow that, plus a few float32 ulps
+    # of the features' norm for the scorer's own evaluation, and no more.
+    slack = (f_x - f_ref[:2]).norm(dim=1) + 8 * torch.finfo(torch.float32).eps * f_x.norm(dim=1)
+    assert ((first["knn_dist"] - d).abs() <= slack).all(), (first["knn_dist"], d, slack)
+    assert slack.max() < 1e-4 * d.min()  # the allowance is rounding, far below the distances themselves
     assert first["confidence"].tolist() == pytest.approx(probs.max(-1).values.tolist(), rel=1e-6)
     assert set(RealismScorer(model).realism(x)) == {"confidence"}  # no reference set: no k-NN distance
 
