@@ -2,7 +2,9 @@
 
 For held-out test images of an embedded prior (default MNIST ids 9800:9832, outside the benchmark's 0:50), the
 benchmark's tasks (default ``sr8``, ``box20``) and candidate methods (default ``dps``, ``daps``) at the CPU
-protocol's tuned options, the same DPS is started at level ``t_end`` from three latents
+protocol's tuned options (``--protocol cpu``: starved candidates) or at their reference budgets (``--protocol
+reference``: DPS 1000, DAPS 200 x 5 x 100, the primary table's candidates), the same DPS is started at level ``t_end``
+from three latents
 (:class:`reguidance.wrapper.ReGuidanceConfig` ``start``):
 
 - ``inversion``: the candidate carried to ``t_end`` by the probability-flow ODE (ReGuidance);
@@ -30,6 +32,10 @@ Measurements, candidates and random streams are the benchmark's (:mod:`reguidanc
 wrapper with ``rng = wrapper_rng(seed, task, method, ids)`` (so a ``renoise`` cell at the tuned ``t_end`` with 20
 DDPM steps is the benchmark's ``renoise`` variant). Candidates are made once per (task, method, id) and cached in
 ``OUT/candidates/<task>/<method>/<id>.pt`` (``x``, ``raw``, ``y``, ``nfe``, ``seconds``) for every cell to reuse.
+``--candidates-from BENCH`` takes them from a ``reguidance bench`` folder instead, bit for bit, when that run's
+facts (prior, seed, split, protocol, task definition, method options, float32) are this map's (else it is refused,
+naming the fact): reference-budget candidates cost 15-30 s per MNIST image on a CPU core, and the primary table's
+folder holds them already (those images are then the primary table's, not held out).
 
 Rows go to ``OUT/rows.jsonl``, one per (cell, image), appended and synced after each batch
 (:func:`reguidance.files.append_rows`): ``prior, task, candidate_method, start, t_end, sampler, inversion_steps,
@@ -45,6 +51,11 @@ depend on (prior, seed, options) and a rerun with other facts is refused.
 Usage (one CPU thread, stopping cleanly between batches after 90 minutes; rerun the same line to resume)::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/mechanism_images.py --threads 1 --limit-minutes 90
+
+The map at the primary table's candidates (reference budgets, ids of that table; one process per task)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/mechanism_images.py --protocol reference --ids 0:32 \
+        --candidates-from runs/study/reference/mnist --out runs/mechanism/mnist-reference --tasks sr8
 
 ``--tiny`` (2 images, 2-3 step budgets for candidates and cells) is for tests.
 """
@@ -68,6 +79,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from reguidance.bench.defaults import method_options, reguidance_config
+from reguidance.bench.records import read_all_results, variant_of
+from reguidance.bench.runner import load_candidates
 from reguidance.conventions import InputError
 from reguidance.data import load_dataset
 from reguidance.files import append_rows, atomic_path, atomic_write_json, drop_torn_tail, read_rows
@@ -81,7 +94,8 @@ Row = dict[str, Any]
 StartName = Literal["inversion", "renoise", "fresh"]  # ReGuidanceConfig.start
 SamplerName = Literal["ddpm", "ddim"]  # ReGuidanceConfig.sampler
 ABLATION_STARTS: tuple[StartName, ...] = ("renoise", "fresh")
-PROTOCOL = "cpu"
+#: the budgets and options the candidates and the wrapper's step size come from (:mod:`reguidance.bench.defaults`)
+PROTOCOLS = ("cpu", "reference")
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,8 @@ class Study:
         self.out: Path = args.out
         self.seed: int = args.seed
         self.prior_name: str = args.prior
+        self.protocol: str = args.protocol
+        self.source: Path | None = args.candidates_from
         self.rows_path = self.out / "rows.jsonl"
         drop_torn_tail(self.rows_path)
         self.done = {row_key(r) for r in read_rows(self.rows_path, ("task", "start", "id"))}
@@ -196,19 +212,20 @@ class Study:
 
     # --------------------------------------------------------------------------------- options and facts
     def method_options(self, task: str, method: str) -> dict[str, object]:
-        opts = method_options(task, method, PROTOCOL, prior=self.prior_name)
+        opts = method_options(task, method, self.protocol, prior=self.prior_name)
         return {**opts, **TINY_BUDGETS.get(method, {})} if self.args.tiny else opts
 
     def wrapper_base(self, task: str, method: str) -> ReGuidanceConfig:
-        return reguidance_config(task, method, PROTOCOL, prior=self.prior_name)
+        return reguidance_config(task, method, self.protocol, prior=self.prior_name)
 
     def facts(self) -> dict[str, Any]:
         """What the rows depend on besides their own keys."""
         return {
             "prior": self.prior_name,
             "seed": self.seed,
-            "protocol": PROTOCOL,
+            "protocol": self.protocol,
             "tiny": bool(self.args.tiny),
+            "candidates_from": None if self.source is None else str(self.source),
             "runs": {
                 f"{t}/{m}": {
                     "task": get_task(t).definition(),
@@ -247,6 +264,9 @@ class Study:
         measurement and operator; writes the candidate rows that are missing."""
         t = get_task(task)
         missing = [i for i in ids if not self._candidate_file(task, method, i).is_file()]
+        if missing and self.source is not None:
+            self.import_candidates(task, method, missing)
+            missing = [i for i in missing if not self._candidate_file(task, method, i).is_file()]
         if missing:
             truth = self.images[missing].to(self.device)
             operator, y = t.measure(truth, missing, self.seed, split="test")
@@ -285,6 +305,59 @@ class Study:
             )
             self._append(rows)
         return got
+
+    def bench_run(self, task: str, method: str) -> dict[str, Any]:
+        """The ``--candidates-from`` bench folder's record of (``task``, ``method``), checked to hold candidates made
+        exactly as this map would make them (prior, seed, split, protocol, task definition, method options,
+        float32); an :class:`InputError` names the first fact that differs."""
+        assert self.source is not None
+        config = json.loads((self.source / "config.json").read_text())
+        name = get_task(task).name
+        entries = [e for e in config.get("runs", []) if e.get("task") == name and e.get("method") == method]
+        if not entries:
+            raise InputError(f"--candidates-from {self.source}: it holds no {name}/{method} candidates")
+        entry = entries[0]
+        want = {
+            "prior": self.prior_name,
+            "seed": self.seed,
+            "split": "test",
+            "protocol": self.protocol,
+            "dtype": "fp32",
+            "task": get_task(task).definition(),
+            "method_options": self.method_options(task, method),
+        }
+        facts = entry.get("facts", {})
+        for key, value in json.loads(json.dumps(want)).items():
+            if facts.get(key) != value:
+                raise InputError(
+                    f"--candidates-from {self.source}: its {name}/{method} candidates were made with "
+                    f"{key}={facts.get(key)!r}, this map makes them with {value!r}"
+                )
+        return dict(entry)
+
+    def import_candidates(self, task: str, method: str, ids: list[int]) -> None:
+        """Cache, as this map's own candidate files, those of ``ids`` the bench folder kept (``x`` and ``raw`` bit
+        for bit; ``nfe`` and seconds per image from its candidate rows; ``y`` measured again, as the bench measured
+        it: the same per-image draws). Ids the bench lacks are left for :meth:`candidates` to make."""
+        assert self.source is not None
+        entry = self.bench_run(task, method)
+        run = str(entry["identity"])
+        t = get_task(task)
+        rows = {
+            int(r["id"]): r
+            for r in read_all_results(self.source)
+            if r.get("run") == run and r.get("method") == method and variant_of(r) == "candidate"
+        }
+        for i in ids:
+            kept = load_candidates(self.source, t.name, method, [i], run, self.device) if i in rows else None
+            if kept is None:
+                continue
+            truth = self.images[[i]].to(self.device)
+            _, y = t.measure(truth, [i], self.seed, split="test")
+            blob = {"x": kept[0][0].clone(), "raw": kept[1][0].clone(), "y": y[0].clone()}
+            row = rows[i]
+            with atomic_path(self._candidate_file(task, method, i)) as tmp:
+                torch.save({**blob, "nfe": int(row["nfe"]), "seconds": float(row["sec_per_image"])}, tmp)
 
     def _candidate_rows_done(self) -> set[tuple[object, ...]]:
         return {("candidate_row", k[0], k[1], k[7]) for k in self.done if k[2] == "candidate"}
@@ -433,6 +506,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samplers", default="ddpm,ddim")
     parser.add_argument("--inversion-steps", default="10,100")
     parser.add_argument("--dps-steps", default="20,100")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="cpu",
+        help="the budgets and options of the candidates and the wrapper's step size: the CPU protocol's tuned ones "
+        "(starved candidates) or the reference budgets of the primary table (DPS 1000, DAPS 200 x 5 x 100)",
+    )
+    parser.add_argument(
+        "--candidates-from",
+        type=Path,
+        default=None,
+        help="a bench run folder (reguidance bench --out) whose kept candidates of the same prior, seed, protocol, "
+        "tasks and methods are reused instead of made again (ids it lacks are made here)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit-minutes", type=float, default=None, help="stop cleanly between batches")
@@ -489,6 +576,12 @@ def _run(args: argparse.Namespace) -> int:
     args.out = args.out or Path("runs/mechanism") / args.prior
     grid = TINY if args.tiny else _grid(args)
     study = Study(args)
+    if args.candidates_from is not None:  # every source checked before the first file is written
+        if not (args.candidates_from / "config.json").is_file():
+            raise InputError(f"--candidates-from {args.candidates_from}: not a bench run folder (no config.json)")
+        for t in args.tasks:
+            for m in args.methods:
+                study.bench_run(t, m)
     study.check_and_write_config()
     units = [
         (c, chunk)

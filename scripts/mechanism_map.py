@@ -108,8 +108,11 @@ def main() -> None:
         "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
     )
     args = parser.parse_args()
-    sections = {"gmm": ("mechanism_gmm", "mechanism_answer_gmm"), "mnist": ("mechanism_mnist", "mechanism_answer")}
-    for target, name in zip((args.write, args.answer_into), sections[args.prior], strict=True):
+    try:
+        sections = image_sections(args.out) if args.prior == "mnist" else ("mechanism_gmm", "mechanism_answer_gmm")
+    except InputError as e:
+        parser.error(str(e))
+    for target, name in zip((args.write, args.answer_into), sections, strict=True):
         if target is not None:  # every edited file's markers before anything (the pictures included) is written
             try:
                 check_marked(target, f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
@@ -153,9 +156,20 @@ def gmm_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
     return summary
 
 
+def image_sections(out: Path) -> tuple[str, str]:
+    """The markers an image map's tables and answer go between: ``mechanism_mnist`` / ``mechanism_answer`` for
+    candidates at the CPU protocol's budgets, with a ``_reference`` suffix at the reference budgets (so both maps can
+    stand on one page)."""
+    protocol = str(read_json_object(out / "config.json", ("protocol",))["protocol"])
+    suffix = "" if protocol == "cpu" else f"_{protocol}"
+    return f"mechanism_mnist{suffix}", f"mechanism_answer{suffix}"
+
+
 def report_images(args: argparse.Namespace) -> None:
     """Tables and one heat map per (task, candidate method) from the image rows in ``args.out``."""
     rows = image_rows(args.out)
+    config = read_json_object(args.out / "config.json", ("protocol",))
+    protocol = str(config["protocol"])
     summary = summarise(rows, IMAGE_METRICS)
     done = {(r["task"], r["candidate_method"]) for r in rows}
     plot = args.plot if args.plot != Path("docs/mechanism_gmm.png") else Path("docs/mechanism_mnist.png")
@@ -167,15 +181,16 @@ def report_images(args: argparse.Namespace) -> None:
         }
         if group["cells"]:
             path = plot.with_name(f"{plot.stem}_{task}_{method}{plot.suffix}")
-            title = f"MNIST {task}, candidate {method}: inversion − renoise"
+            title = f"MNIST {task}, {protocol} candidate {method}: inversion − renoise"
             pictures.append(save_heatmap(group, path, IMAGE_METRICS, title=title))
     small = _rounded(summary)
     assert isinstance(small, dict)
     atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
     print(f"{len(rows)} rows; pictures: {', '.join(map(str, pictures))}")
-    write_section(args.write, "mechanism_mnist", format_markdown(summary, IMAGE_METRICS))
-    config = read_json_object(args.out / "config.json", ("protocol",))
-    write_section(args.answer_into, "mechanism_answer", answer(summary, str(config["protocol"])))
+    tables, answer_section = image_sections(args.out)
+    write_section(args.write, tables, format_markdown(summary, IMAGE_METRICS))
+    held_out = config.get("candidates_from") is None
+    write_section(args.answer_into, answer_section, answer(summary, protocol, held_out))
 
 
 def _settings(cells: list[dict[str, Any]]) -> str:
@@ -190,10 +205,11 @@ def _settings(cells: list[dict[str, Any]]) -> str:
     )
 
 
-def answer(summary: dict[str, Any], protocol: str) -> str:
+def answer(summary: dict[str, Any], protocol: str, held_out: bool = True) -> str:
     """One computed paragraph: of the image map's finished cells, in how many the inverted latent beats, ties or
     loses to re-noising and to fresh noise on each metric (95% interval clear of 0), which settings were run, and
-    the budget ``protocol`` the candidates were made at."""
+    the budget ``protocol`` the candidates were made at (``held_out``: on images outside the benchmark's; else the
+    candidates, and so the images, are a bench run's)."""
     cells = summary["cells"]
     if not cells:
         return "No finished cell of the image map yet.\n"
@@ -207,7 +223,8 @@ def answer(summary: dict[str, Any], protocol: str) -> str:
     text = (
         f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)} "
         f"candidates at the `{protocol}` protocol's budgets; "
-        f"{_settings(cells)}; {'/'.join(map(str, images))} held-out images per cell, 95% intervals, no multiplicity "
+        f"{_settings(cells)}; {'/'.join(map(str, images))} {'held-out' if held_out else 'primary-table'} images per "
+        "cell, 95% intervals, no multiplicity "
         f"correction). Inversion {parts[0]}; {parts[1]}.\n"
     )
     return text + "\n" + _change_table(cells, "ssim", "renoise")

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from reguidance.bench.defaults import method_options, reguidance_config
+from reguidance.bench.records import read_all_results, variant_of
 from reguidance.data import load_dataset
 from reguidance.methods import METHODS
 from reguidance.metrics import ssim
@@ -122,3 +123,49 @@ def test_renoise_rows_do_not_depend_on_inversion_steps(tiny_run):
         }
         assert len(got) == len(IDS)
         assert [got[i] for i in IDS] == pytest.approx(expected, abs=1e-5)
+
+
+def test_candidates_from_a_bench_folder_are_its_kept_ones_bit_for_bit(tmp_path):
+    """A bench run made with the same facts gives the map its candidates (no new draws); one made with other facts
+    is refused, naming the fact, before anything is written."""
+    from safetensors.torch import load_file
+
+    bench = tmp_path / "bench"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(Path(sys.executable).with_name("reguidance")), "bench", "--protocol", "cpu", "--prior", "mnist", "--ids"]
+    cmd += ["9800:9802", "--tasks", "box20", "--methods", "dps", "--steps", "3", "--inversion-steps", "2"]
+    cmd += ["--dps-steps", "2", "--out", str(bench), "--device", "cpu"]  # --steps 3: --tiny's DPS budget
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    refused = tmp_path / "refused"
+    base = [sys.executable, str(SCRIPT), "--tiny", "--tasks", "box20", "--methods", "dps", "--no-progress"]
+    proc = subprocess.run(
+        [*base, "--out", str(refused), "--candidates-from", str(bench), "--protocol", "reference"],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "protocol='cpu'" in proc.stderr and "'reference'" in proc.stderr
+    assert not refused.exists()
+    out = tmp_path / "map"
+    proc = subprocess.run(
+        [*base, "--out", str(out), "--candidates-from", str(bench)],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bench_rows = {r["id"]: r for r in read_all_results(bench) if variant_of(r) == "candidate"}
+    images, _ = load_dataset("mnist", "test")
+    _, y = get_task("box20").measure(images[IDS], IDS, 0, split="test")
+    for k, i in enumerate(IDS):
+        cached = torch.load(out / "candidates" / "box20" / "dps" / f"{i:05d}.pt")
+        kept = load_file(bench / "candidates" / "box20" / "dps" / f"{i:05d}.safetensors")
+        assert torch.equal(cached["x"], kept["x"]) and torch.equal(cached["raw"], kept["raw"])
+        assert torch.equal(cached["y"], y[k])
+        assert cached["nfe"] == bench_rows[i]["nfe"] == 3
+    assert json.loads((out / "config.json").read_text())["candidates_from"] == str(bench)
+    doc = tmp_path / "answer.md"
+    doc.write_text("<!-- mechanism_answer:begin -->\n<!-- mechanism_answer:end -->\n")
+    report = [sys.executable, str(SCRIPT.with_name("mechanism_map.py")), "--prior", "mnist", "--out", str(out)]
+    report += ["--answer-into", str(doc), "--plot", str(tmp_path / "map.png"), "--summary", str(tmp_path / "s.json")]
+    proc = subprocess.run(report, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 primary-table images per cell" in doc.read_text()  # the bench's images, not held-out ones

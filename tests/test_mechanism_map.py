@@ -49,3 +49,18 @@ def test_a_file_without_its_markers_stops_the_script_before_the_picture(tmp_path
     assert proc.returncode == 2
     assert "mechanism_gmm:begin" in proc.stderr and str(doc) in proc.stderr
     assert not (tmp_path / "map.png").exists() and doc.read_text() == "no markers\n"
+
+
+def test_an_image_map_at_reference_budgets_writes_between_its_own_markers(tmp_path: Path) -> None:
+    """The map of reference-budget candidates answers into ``mechanism_answer_reference`` (both maps can stand on
+    one page): a file holding only the CPU map's markers is refused before anything is read or written."""
+    out = tmp_path / "map"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"protocol": "reference"}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- mechanism_answer:begin -->\n<!-- mechanism_answer:end -->\n")
+    cmd = [sys.executable, str(SCRIPT), "--prior", "mnist", "--out", str(out), "--answer-into", str(doc)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2
+    assert "mechanism_answer_reference:begin" in proc.stderr
+    assert doc.read_text() == "<!-- mechanism_answer:begin -->\n<!-- mechanism_answer:end -->\n"

@@ -71,10 +71,12 @@ __all__ = [
     "ROW_KEYS",
     "VARIANTS",
     "BenchSpec",
+    "candidate_file",
     "check_folder",
     "done_keys",
     "done_variants",
     "drop_torn_tail",
+    "load_candidates",
     "read_all_results",
     "read_results",
     "results_path",
@@ -379,23 +381,23 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     _folder(out).write_config(config)
 
 
-def _candidate_file(out: Path, task: str, method: str, i: int) -> Path:
+def candidate_file(out: Path, task: str, method: str, i: int) -> Path:
     """Where image ``i``'s candidate is kept as computed: ``out/candidates/<task>/<method>/<i:05d>.safetensors``."""
     return out / "candidates" / safe_name(task) / safe_name(method) / f"{i:05d}.safetensors"
 
 
 def _save_candidates(out: Path, task: str, method: str, ids: Sequence[int], candidate: Output, run: str) -> None:
-    """Each image's candidate, ``x`` and ``raw`` (float, bit for bit), in its :func:`_candidate_file` (written
+    """Each image's candidate, ``x`` and ``raw`` (float, bit for bit), in its :func:`candidate_file` (written
     atomically, recorded in the folder's manifest), its metadata ``run`` the identity of its rows."""
     from safetensors.torch import save_file
 
     for k, i in enumerate(ids):
         tensors = {"x": candidate.x[k].detach().cpu().clone(), "raw": candidate.raw[k].detach().cpu().clone()}
-        with atomic_path(_candidate_file(out, task, method, i)) as tmp:
+        with atomic_path(candidate_file(out, task, method, i)) as tmp:
             save_file(tensors, str(tmp), metadata={"run": run})
 
 
-def _load_candidates(
+def load_candidates(
     out: Path, task: str, method: str, ids: Sequence[int], run: str, device: torch.device
 ) -> tuple[Tensor, Tensor] | None:
     """The candidates ``x`` and ``raw`` (B, C, H, W) that :func:`_save_candidates` kept for ``ids``, on ``device``;
@@ -404,7 +406,7 @@ def _load_candidates(
 
     xs, raws = [], []
     for i in ids:
-        path = _candidate_file(out, task, method, i)
+        path = candidate_file(out, task, method, i)
         if not path.is_file():
             return None
         try:
@@ -470,7 +472,7 @@ def _run_batch(
 
     candidate: Output | None = None
     cand_row = earlier("candidate")
-    saved = _load_candidates(out, task.name, name, chunk, run, device) if cand_row is not None else None
+    saved = load_candidates(out, task.name, name, chunk, run, device) if cand_row is not None else None
     if cand_row is not None and saved is not None:
         seconds = [float(written[(task.name, name, i, "candidate")]["sec_per_image"]) for i in chunk]
         candidate = Output(*saved, int(cand_row["nfe"]), sum(seconds) / len(seconds))
