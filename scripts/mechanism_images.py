@@ -83,7 +83,14 @@ from reguidance.bench.records import read_all_results, variant_of
 from reguidance.bench.runner import load_candidates
 from reguidance.conventions import InputError
 from reguidance.data import load_dataset
-from reguidance.files import append_rows, atomic_path, atomic_write_json, drop_torn_tail, read_rows
+from reguidance.files import (
+    append_rows,
+    atomic_path,
+    atomic_write_json,
+    drop_torn_tail,
+    read_json_object,
+    read_rows,
+)
 from reguidance.methods import METHODS
 from reguidance.metrics import psnr, ssim
 from reguidance.priors import load_prior
@@ -311,9 +318,12 @@ class Study:
         exactly as this map would make them (prior, seed, split, protocol, task definition, method options,
         float32); an :class:`InputError` names the first fact that differs."""
         assert self.source is not None
-        config = json.loads((self.source / "config.json").read_text())
+        path = self.source / "config.json"
+        runs = read_json_object(path, ("protocol", "runs"))["runs"]
+        if not isinstance(runs, list) or not all(isinstance(e, dict) for e in runs):
+            raise InputError(f"--candidates-from {self.source}: {path} is not a bench run's configuration")
         name = get_task(task).name
-        entries = [e for e in config.get("runs", []) if e.get("task") == name and e.get("method") == method]
+        entries = [e for e in runs if e.get("task") == name and e.get("method") == method]
         if not entries:
             raise InputError(f"--candidates-from {self.source}: it holds no {name}/{method} candidates")
         entry = entries[0]
@@ -577,8 +587,6 @@ def _run(args: argparse.Namespace) -> int:
     grid = TINY if args.tiny else _grid(args)
     study = Study(args)
     if args.candidates_from is not None:  # every source checked before the first file is written
-        if not (args.candidates_from / "config.json").is_file():
-            raise InputError(f"--candidates-from {args.candidates_from}: not a bench run folder (no config.json)")
         for t in args.tasks:
             for m in args.methods:
                 study.bench_run(t, m)

@@ -162,6 +162,13 @@ def test_candidates_from_a_bench_folder_are_its_kept_ones_bit_for_bit(tmp_path):
         assert torch.equal(cached["y"], y[k])
         assert cached["nfe"] == bench_rows[i]["nfe"] == 3
     assert json.loads((out / "config.json").read_text())["candidates_from"] == str(bench)
+    before = (out / "rows.jsonl").read_bytes()
+    proc = subprocess.run(
+        [*base, "--out", str(out), "--candidates-from", str(out)],  # a map folder is no bench run
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "not a bench run's configuration" in proc.stderr
+    assert (out / "rows.jsonl").read_bytes() == before
     doc = tmp_path / "answer.md"
     doc.write_text("<!-- mechanism_answer:begin -->\n<!-- mechanism_answer:end -->\n")
     report = [sys.executable, str(SCRIPT.with_name("mechanism_map.py")), "--prior", "mnist", "--out", str(out)]
