@@ -1,6 +1,7 @@
 """BENCHMARK.md and README.md hold exactly what ``reguidance bench-report`` writes from the study's kept records
-(``results/mnist-reference``, copied there from the run folder by ``bench-report --keep``): a hand edit of a
-generated table or answer, or records that no longer give the published figures, fail here."""
+(``results/mnist-reference`` and ``results/fashion_mnist-reference``, copied there from the run folders by
+``bench-report --keep``): a hand edit of a generated table or answer, or records that no longer give the published
+figures, fail here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from reguidance.bench.report import benchmark_tables, primary_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the primary table's run, read from its kept records (the run folder itself stays on the machine that ran it)
-PRIMARY = {"mnist-reference": ROOT / "results" / "mnist-reference"}
+PRIMARY = {name: ROOT / "results" / name for name in ("mnist-reference", "fashion_mnist-reference")}
 
 
 def _section(path: Path, name: str) -> str:
