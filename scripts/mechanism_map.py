@@ -38,6 +38,8 @@ from reguidance.theory import TheoryConfig
 #: noise-calibrated fit to y, ``|fit_z|`` of the unclamped output (:func:`reguidance.metrics.fit_z`: 0 when the
 #: residual has the size the measurement noise predicts; the raw reward ``-||y - A x||^2`` rewards fitting the noise)
 IMAGE_METRICS: dict[str, bool] = {"ssim": True, "psnr": True, "abs_fit_z": False}
+#: how the answer's tables name them
+LABELS = {"ssim": "SSIM", "psnr": "PSNR", "abs_fit_z": "|fit_z| (the noise-calibrated fit to y, lower is better)"}
 
 
 def image_rows(out: Path) -> list[dict[str, object]]:
@@ -101,17 +103,24 @@ def main() -> None:
         "--from-summary",
         type=Path,
         default=None,
-        help="gmm: write the tables, picture and answer from this summary.json (made by an earlier run) instead of "
-        "running the map.",
+        help="Write the tables, pictures and answer from this summary.json (made by an earlier run; for mnist it holds "
+        "the map's protocol) instead of running the map (gmm) or reading its rows (mnist).",
     )
     parser.add_argument(
         "--summary", type=Path, default=None, help="Where the summary goes (default <out>/summary.json)."
     )
     args = parser.parse_args()
-    try:
-        sections = image_sections(args.out) if args.prior == "mnist" else ("mechanism_gmm", "mechanism_answer_gmm")
-    except InputError as e:
-        parser.error(str(e))
+    sections = ("mechanism_gmm", "mechanism_answer_gmm")
+    if args.prior == "mnist":
+        try:  # where the map's facts are: its kept summary, or its run folder's configuration
+            facts = (
+                read_json_object(args.from_summary, ("cells", "protocol"))
+                if args.from_summary is not None
+                else read_json_object(args.out / "config.json", ("protocol",))
+            )
+        except InputError as e:
+            parser.error(str(e))
+        sections = image_sections(str(facts["protocol"]))
     for target, name in zip((args.write, args.answer_into), sections, strict=True):
         if target is not None:  # every edited file's markers before anything (the pictures included) is written
             try:
@@ -119,7 +128,7 @@ def main() -> None:
             except (InputError, OSError) as e:
                 parser.error(str(e))
     if args.prior == "mnist":
-        report_images(args)
+        report_images(args, facts if args.from_summary is not None else None)
         return
     if args.from_summary is not None:
         try:
@@ -156,22 +165,30 @@ def gmm_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
     return summary
 
 
-def image_sections(out: Path) -> tuple[str, str]:
+def image_sections(protocol: str) -> tuple[str, str]:
     """The markers an image map's tables and answer go between: ``mechanism_mnist`` / ``mechanism_answer`` for
     candidates at the CPU protocol's budgets, with a ``_reference`` suffix at the reference budgets (so both maps can
     stand on one page)."""
-    protocol = str(read_json_object(out / "config.json", ("protocol",))["protocol"])
     suffix = "" if protocol == "cpu" else f"_{protocol}"
     return f"mechanism_mnist{suffix}", f"mechanism_answer{suffix}"
 
 
-def report_images(args: argparse.Namespace) -> None:
-    """Tables and one heat map per (task, candidate method) from the image rows in ``args.out``."""
-    rows = image_rows(args.out)
-    config = read_json_object(args.out / "config.json", ("protocol",))
-    protocol = str(config["protocol"])
-    summary = summarise(rows, IMAGE_METRICS)
-    done = {(r["task"], r["candidate_method"]) for r in rows}
+def report_images(args: argparse.Namespace, kept: dict[str, Any] | None = None) -> None:
+    """Tables and one heat map per (task, candidate method) from the image rows in ``args.out`` (their summary, with
+    the map's ``protocol`` and ``candidates_from``, written to ``--summary``), or from ``kept``, such a summary."""
+    if kept is None:
+        rows = image_rows(args.out)
+        config = read_json_object(args.out / "config.json", ("protocol",))
+        summary = summarise(rows, IMAGE_METRICS)
+        summary |= {"protocol": config["protocol"], "candidates_from": config.get("candidates_from")}
+        small = _rounded(summary)
+        assert isinstance(small, dict)
+        atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
+        print(f"{len(rows)} rows")
+    else:
+        summary = kept
+    protocol = str(summary["protocol"])
+    done = {(e["task"], e["candidate_method"]) for e in summary["cells"]}
     plot = args.plot if args.plot != Path("docs/mechanism_gmm.png") else Path("docs/mechanism_mnist.png")
     pictures = []
     for task, method in sorted(done):
@@ -183,13 +200,10 @@ def report_images(args: argparse.Namespace) -> None:
             path = plot.with_name(f"{plot.stem}_{task}_{method}{plot.suffix}")
             title = f"MNIST {task}, {protocol} candidate {method}: inversion − renoise"
             pictures.append(save_heatmap(group, path, IMAGE_METRICS, title=title))
-    small = _rounded(summary)
-    assert isinstance(small, dict)
-    atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
-    print(f"{len(rows)} rows; pictures: {', '.join(map(str, pictures))}")
-    tables, answer_section = image_sections(args.out)
+    print(f"pictures: {', '.join(map(str, pictures))}")
+    tables, answer_section = image_sections(protocol)
     write_section(args.write, tables, format_markdown(summary, IMAGE_METRICS))
-    held_out = config.get("candidates_from") is None
+    held_out = summary.get("candidates_from") is None
     write_section(args.answer_into, answer_section, answer(summary, protocol, held_out))
 
 
@@ -227,7 +241,8 @@ def answer(summary: dict[str, Any], protocol: str, held_out: bool = True) -> str
         "cell, 95% intervals, no multiplicity "
         f"correction). Inversion {parts[0]}; {parts[1]}.\n"
     )
-    return text + "\n" + _change_table(cells, "ssim", "renoise")
+    tables = [_change_table(cells, m, "renoise") for m in ("ssim", "abs_fit_z")]
+    return text + "\n" + "\n".join(tables)
 
 
 def _change_table(cells: list[dict[str, Any]], metric: str, against: str) -> str:
@@ -238,7 +253,8 @@ def _change_table(cells: list[dict[str, Any]], metric: str, against: str) -> str
     at = {(e["inversion_steps"], e["dps_steps"], e["t_end"], e["sampler"], e["task"], e["candidate_method"]): e
           for e in cells}  # fmt: skip
     lines = [
-        f"{metric.upper()}, inversion minus {against} (mean [95% CI] over the images; ▲ / ▼ clear of 0):",
+        f"{LABELS[metric]}, inversion minus {against} (mean [95% CI] over the images; ▲ / ▼ clear of 0 on the "
+        "better / worse side):",
         "",
         "| inversion + DPS steps | t_end | sampler | " + " | ".join(f"{t}/{m}" for t, m in groups) + " |",
         "|---|---|---|" + "---|" * len(groups),
@@ -252,7 +268,8 @@ def _change_table(cells: list[dict[str, Any]], metric: str, against: str) -> str
                 continue
             v = e[f"minus_{against}"][metric]
             lo, hi = v["ci95"]
-            mark = " ▲" if lo > 0 else " ▼" if hi < 0 else ""
+            above, below = (" ▲", " ▼") if IMAGE_METRICS[metric] else (" ▼", " ▲")
+            mark = above if lo > 0 else below if hi < 0 else ""
             row.append(f"{v['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}")
         lines.append(f"| {k} + {d} | {t} | {smp} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

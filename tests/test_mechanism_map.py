@@ -19,10 +19,11 @@ def _map(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
-def _count(cells: list[dict], metric: str, higher: bool) -> tuple[int, int]:
-    """(better, worse): cells whose 95% interval of inversion minus renoise lies clear of 0 on the good / bad side."""
-    lo = [c["minus_renoise"][metric]["ci95"][0] for c in cells]
-    hi = [c["minus_renoise"][metric]["ci95"][1] for c in cells]
+def _count(cells: list[dict], metric: str, higher: bool, against: str = "renoise") -> tuple[int, int]:
+    """(better, worse): cells whose 95% interval of inversion minus ``against`` lies clear of 0 on the good / bad
+    side."""
+    lo = [c[f"minus_{against}"][metric]["ci95"][0] for c in cells]
+    hi = [c[f"minus_{against}"][metric]["ci95"][1] for c in cells]
     above, below = sum(x > 0 for x in lo), sum(x < 0 for x in hi)
     return (above, below) if higher else (below, above)
 
@@ -64,3 +65,27 @@ def test_an_image_map_at_reference_budgets_writes_between_its_own_markers(tmp_pa
     assert proc.returncode == 2
     assert "mechanism_answer_reference:begin" in proc.stderr
     assert doc.read_text() == "<!-- mechanism_answer:begin -->\n<!-- mechanism_answer:end -->\n"
+
+
+def test_the_image_map_answer_from_its_kept_summary_recounts_the_intervals(tmp_path: Path) -> None:
+    """The CPU map's answer, rewritten from its kept summary alone (its rows stayed on the machine that ran it):
+    the counts per metric and the marks of its |fit_z| table (lower is better: ▲ where the interval lies below 0)."""
+    summary = ROOT / "docs" / "mechanism_mnist_summary.json"
+    cells = json.loads(summary.read_text())["cells"]
+    doc = tmp_path / "answer.md"
+    doc.write_text("<!-- mechanism_answer:begin -->\nSTALE\n<!-- mechanism_answer:end -->\n")
+    cmd = [sys.executable, str(SCRIPT), "--prior", "mnist", "--out", "unused", "--from-summary", str(summary)]
+    cmd += ["--answer-into", str(doc), "--plot", str(tmp_path / "map.png")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = doc.read_text()
+    assert "STALE" not in text and "candidates at the `cpu` protocol's budgets" in text
+    for against in ("renoise", "fresh"):
+        ssim = _count(cells, "ssim", higher=True, against=against)
+        fit = _count(cells, "abs_fit_z", higher=False, against=against)
+        assert f"ssim better in {ssim[0]} and worse in {ssim[1]}" in text
+        assert f"abs_fit_z better in {fit[0]} and worse in {fit[1]}" in text
+    fit_table = text.split("|fit_z| (the noise-calibrated fit")[1].split("\n", 1)[1]  # its rows, not its legend
+    better, worse = _count(cells, "abs_fit_z", higher=False)
+    assert (fit_table.count("▲"), fit_table.count("▼")) == (better, worse)
+    assert len(list(tmp_path.glob("map_*.png"))) == len({(c["task"], c["candidate_method"]) for c in cells})
