@@ -233,7 +233,8 @@ def answer(summary: dict[str, Any], protocol: str, held_out: bool = True) -> str
     for against in ("renoise", "fresh"):
         tally = counts(cells, IMAGE_METRICS, against)
         calls = ", ".join(f"{m} better in {tally[m]['better']} and worse in {tally[m]['worse']}" for m in IMAGE_METRICS)
-        parts.append(f"against {against}: {calls}")
+        of = "" if tally["cells"] == len(cells) else f" (the {tally['cells']} cells whose {against} twin has run)"
+        parts.append(f"against {against}{of}: {calls}")
     text = (
         f"**MNIST (learned prior), {len(cells)} finished cells** ({', '.join(f'{t}/{m}' for t, m in groups)} "
         f"candidates at the `{protocol}` protocol's budgets; "

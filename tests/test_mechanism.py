@@ -49,6 +49,27 @@ def test_paired_difference_per_cell_matches_a_hand_computed_interval():
     assert cell["minus_fresh"]["reward"]["mean"] == pytest.approx((1.5 + 2 + 4 + 4) / 4)
 
 
+def test_a_cell_whose_fresh_twin_has_not_run_is_reported_against_renoise_alone(tmp_path):
+    """A map cut short runs fresh noise last at the larger budgets: its cells with their re-noised twin are summarised
+    (against renoise, by hand: d = [1, 1, 1] -> +1 with a zero-width interval), counted only where each twin ran, and
+    drawn; a cell without its re-noised twin is left out."""
+    inv = [_row("inversion", i, 2.0, 1.0, 10, "euler") for i in range(3)]
+    renoise = [_row("renoise", i, 1.0, 2.0) for i in range(3)]
+    deeper = [r | {"t_end": 0.9} for r in inv]  # neither twin at t_end 0.9
+    full = [r | {"dps_steps": 100} for r in [*inv, *renoise, *(_row("fresh", i, 0.0, 3.0) for i in range(3))]]
+    summary = summarise([*inv, *renoise, *deeper, *full], GMM_METRICS)
+    cells = {e["dps_steps"]: e for e in summary["cells"]}
+    assert sorted(cells) == [20, 100] and {e["t_end"] for e in summary["cells"]} == {0.5}
+    cut = cells[20]
+    assert "minus_fresh" not in cut and set(cut["means"]) == {"inversion", "renoise"} and cut["n"] == 3
+    assert cut["minus_renoise"]["reward"]["mean"] == pytest.approx(1.0)
+    assert cut["minus_renoise"]["reward"]["ci95"] == pytest.approx([1.0, 1.0])
+    text = format_markdown(summary, GMM_METRICS)
+    assert "Inversion vs renoise, of 2 cells" in text and "Inversion vs fresh, of 1 cells" in text
+    assert "| ddpm | 20 | 0.5 | — |" in text  # the fresh column of the cut cell
+    assert save_heatmap(summary, tmp_path / "map.png", GMM_METRICS, against="fresh").stat().st_size > 1000
+
+
 def test_the_default_grid_is_issue_19s_and_ablations_carry_no_inversion_settings():
     cells = MapGrid().cells()
     inversions = [c for c in cells if c.start == "inversion"]

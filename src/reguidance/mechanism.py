@@ -260,7 +260,9 @@ def run_gmm_map(out: str | Path, cfg: TheoryConfig, grid: MapGrid, progress: boo
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, bool]) -> dict[str, Any]:
     """Per inversion cell: ``n`` (problems paired), the mean of each metric (95% interval) for each start, and
     ``minus_<against>``: the paired difference of each metric, inversion minus ``renoise`` / ``fresh`` of the same
-    ``(prior, task, candidate_method, t_end, sampler, dps_steps)``, on the problems ``(id, seed)`` both hold.
+    ``(prior, task, candidate_method, t_end, sampler, dps_steps)``, on the problems ``(id, seed)`` all of them hold.
+    A cell needs its ``renoise`` twin; one whose ``fresh`` twin is not run yet (a map cut short: the map runs fresh
+    noise last at the larger budgets) has no ``minus_fresh`` and no ``fresh`` means.
     ``metrics`` maps each metric to whether higher is better (for the win rates). A row repeated (a cell rerun
     after a torn write) counts once, the last copy. Returns ``{"cells": [...], "candidates": [...]}``.
     """
@@ -284,15 +286,17 @@ def summarise(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, bool]) ->
         if facts["start"] != "inversion":
             continue
         entry: dict[str, Any] = {k: facts[k] for k in CELL_KEYS if k != "start"}
-        others = {a: ablation.get((tuple(key[i] for i in pair_at), a)) for a in AGAINST}
-        ids = [i for i in sorted(probs, key=str) if all(o is not None and i in o for o in others.values())]
+        found = {a: ablation.get((tuple(key[i] for i in pair_at), a)) for a in AGAINST}
+        if found[AGAINST[0]] is None:  # no cell without its re-noised twin; fresh noise may still be to come
+            continue
+        others = {a: o for a, o in found.items() if o is not None}
+        ids = [i for i in sorted(probs, key=str) if all(i in o for o in others.values())]
         if not ids:
             continue
         entry["n"] = len(ids)
         entry["nfe"] = {"inversion": probs[ids[0]]["nfe"]}
         entry["means"] = {"inversion": means(probs, ids)}
         for a, o in others.items():
-            assert o is not None
             entry["nfe"][a] = o[ids[0]]["nfe"]
             entry["means"][a] = means(o, ids)
             entry[f"minus_{a}"] = {
@@ -328,6 +332,7 @@ def _ci(d: Mapping[str, Any], fmt: str) -> str:
 def counts(entries: Sequence[Mapping[str, Any]], metrics: Mapping[str, bool], against: str) -> dict[str, Any]:
     """How many cells call the inversion better / worse than ``against`` on each metric (95% interval clear of 0 in
     the better / worse direction), and the cells better on the first metric and not worse on any other."""
+    entries = [e for e in entries if f"minus_{against}" in e]  # cells whose ``against`` twin has run
     out: dict[str, Any] = {"cells": len(entries)}
     first = next(iter(metrics))
 
@@ -384,12 +389,8 @@ def format_markdown(summary: Mapping[str, Any], metrics: Mapping[str, bool], fmt
                 for s, d, t in rows:
                     cells = []
                     for k, meth in invs:
-                        e = at.get((s, d, t, k, meth))
-                        cells.append(
-                            "—"
-                            if e is None
-                            else f"{e[f'minus_{against}'][m]['mean']:{fmt}}{_sign(e[f'minus_{against}'][m])}"
-                        )
+                        diff = (at.get((s, d, t, k, meth)) or {}).get(f"minus_{against}")
+                        cells.append("—" if diff is None else f"{diff[m]['mean']:{fmt}}{_sign(diff[m])}")
                     lines.append(f"| {s} | {d} | {t:g} | " + " | ".join(cells) + " |")
                 lines.append("")
         lines += [
@@ -402,7 +403,7 @@ def format_markdown(summary: Mapping[str, Any], metrics: Mapping[str, bool], fmt
         ]
         for s, d, t in rows:
             e = next(e for e in entries if (e["sampler"], e["dps_steps"], e["t_end"]) == (s, d, t))
-            cells = [_ci(e["means"][a][m], ".3g") for m in metrics for a in AGAINST]
+            cells = [_ci(e["means"][a][m], ".3g") if a in e["means"] else "—" for m in metrics for a in AGAINST]
             lines.append(f"| {s} | {d} | {t:g} | " + " | ".join(cells) + f" | {e['nfe'][AGAINST[0]]} |")
         lines += ["", "<details><summary>Every cell, with intervals</summary>", ""]
         head = ["sampler", "DPS", "t_end", "inv. steps", "inv. method", "NFE"]
@@ -414,7 +415,10 @@ def format_markdown(summary: Mapping[str, Any], metrics: Mapping[str, bool], fmt
             cells += [str(e["inversion_method"]), str(e["nfe"]["inversion"])]
             for m in metrics:
                 cells += [_ci(e["means"]["inversion"][m], ".3g")]
-                cells += [_ci(e[f"minus_{a}"][m], fmt) + _sign(e[f"minus_{a}"][m]) for a in AGAINST]
+                cells += [
+                    _ci(e[f"minus_{a}"][m], fmt) + _sign(e[f"minus_{a}"][m]) if f"minus_{a}" in e else "—"
+                    for a in AGAINST
+                ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "</details>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -438,9 +442,9 @@ def save_heatmap(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    entries = summary["cells"]
+    entries = [e for e in summary["cells"] if f"minus_{against}" in e]
     if not entries:
-        raise InputError("the summary holds no inversion cell to draw")
+        raise InputError(f"the summary holds no inversion cell with its {against} twin to draw")
     samplers = sorted({e["sampler"] for e in entries})
     budgets = sorted({e["dps_steps"] for e in entries})
     depths = sorted({e["t_end"] for e in entries})
