@@ -128,7 +128,7 @@ def main() -> None:
             except (InputError, OSError) as e:
                 parser.error(str(e))
     if args.prior == "mnist":
-        report_images(args, facts if args.from_summary is not None else None)
+        report_images(args, facts)
         return
     if args.from_summary is not None:
         try:
@@ -173,12 +173,13 @@ def image_sections(protocol: str) -> tuple[str, str]:
     return f"mechanism_mnist{suffix}", f"mechanism_answer{suffix}"
 
 
-def report_images(args: argparse.Namespace, kept: dict[str, Any] | None = None) -> None:
+def report_images(args: argparse.Namespace, facts: dict[str, Any]) -> None:
     """Tables and one heat map per (task, candidate method) from the image rows in ``args.out`` (their summary, with
-    the map's ``protocol`` and ``candidates_from``, written to ``--summary``), or from ``kept``, such a summary."""
-    if kept is None:
+    the map's ``protocol`` and ``candidates_from`` from ``facts``, its ``config.json``, written to ``--summary``), or,
+    with ``--from-summary``, from ``facts``, such a summary."""
+    if args.from_summary is None:
         rows = image_rows(args.out)
-        config = read_json_object(args.out / "config.json", ("protocol",))
+        config = facts
         summary = summarise(rows, IMAGE_METRICS)
         summary |= {"protocol": config["protocol"], "candidates_from": config.get("candidates_from")}
         small = _rounded(summary)
@@ -186,7 +187,7 @@ def report_images(args: argparse.Namespace, kept: dict[str, Any] | None = None) 
         atomic_write_text(args.summary or args.out / "summary.json", json.dumps(small, indent=1) + "\n")
         print(f"{len(rows)} rows")
     else:
-        summary = kept
+        summary = facts
     protocol = str(summary["protocol"])
     done = {(e["task"], e["candidate_method"]) for e in summary["cells"]}
     plot = args.plot if args.plot != Path("docs/mechanism_gmm.png") else Path("docs/mechanism_mnist.png")
