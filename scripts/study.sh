@@ -11,6 +11,12 @@
 #                                DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20; wrapper 10 + 20) with the
 #                                options `make tune` chose on validation images
 #   scripts/study.sh tune        the validation sweeps behind the cpu table, every variant tuned (scripts/tune.sh)
+#   scripts/study.sh equal       the EQUAL-TUNING table: the CPU protocol's budgets on the headline tasks
+#                                (EQUAL_TASKS, default box20,sr4,sr8,deblur,satblur) with DPS and DAPS
+#                                (EQUAL_METHODS), every variant -- the candidate, ReGuidance, renoise, fresh,
+#                                more -- tuned by the same rule on TUNE_IDS (16) validation images
+#                                (`tune-defaults --ablations`, one process per method), the table written to
+#                                $OUT/equal/tuned_<prior>.json, then the benchmark run with it (`bench --tuned`)
 #
 # Tasks: box20 (random position), sr4, sr8, deblur (sigma_y 0.2: the high-noise deblur), box20c (the unidentifiable
 # case, labelled so in reguidance.tasks) with pinv, dps, daps, diffpir, reddiff, pigdm, mean, retrieval; then the
@@ -30,13 +36,15 @@
 #              ~1.2 h; Fashion-MNIST (50 images) about half: ~16 h in all. Cut methods before images:
 #              METHODS=pinv,dps,daps,mean,retrieval (~7 h), never fewer images than IDS=0:100 / FASHION_IDS=0:50.
 #   cpu:       ~1.5 h for both priors (the benchmark's old budget, plus the sanity rows and satblur).
+#   equal:     tuning ~10 min per (task, method) on one core (MNIST: 5 tasks x 2 methods, 2 processes, ~50 min),
+#              then the benchmark, ~20 s per image and task on one core (MNIST 100 images: ~30 min on 2).
 #   tune:      12 settings per variant x 5 variants x 16 validation images per (task, method), ~5 h per prior
 #              (both priors side by side).
 # Smoke test (a few seconds per image): OUT=/tmp/study PRIORS=mnist IDS=0:2 NPROC=1 TASKS=sr8 \
 #   EXTRA="--steps 2 --inversion-steps 1 --dps-steps 1" scripts/study.sh cpu
 # On a lent GPU the same commands run unchanged: DEVICE=cuda and NPROC = the number of GPUs are found by themselves.
 set -euo pipefail
-TABLE=${1:?usage: scripts/study.sh reference|cpu|tune}
+TABLE=${1:?usage: scripts/study.sh reference|cpu|tune|equal}
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/study}
 IDS=${IDS:-0:100}
@@ -104,8 +112,32 @@ case "$TABLE" in
   tune)
     timed "$OUT/tune" env OUT="$OUT/tune" BIN="$BIN" scripts/tune.sh
     ;;
+  equal)
+    EQUAL_TASKS=${EQUAL_TASKS:-box20,sr4,sr8,deblur,satblur}
+    EQUAL_METHODS=${EQUAL_METHODS:-dps,daps}
+    TUNE_IDS=${TUNE_IDS:-0:16}
+    for prior in $PRIORS; do
+      ids=$IDS
+      if [[ $prior == fashion_mnist ]]; then ids=$FASHION_IDS; fi
+      sweeps="$OUT/equal/tune-$prior" table="$OUT/equal/tuned_$prior.json"
+      for method in ${EQUAL_METHODS//,/ }; do  # one process per method, each in its own folder (one writer each)
+        mkdir -p "$sweeps"
+        timed "$sweeps" "$BIN/reguidance" tune-defaults --prior "$prior" --protocol cpu --ids "$TUNE_IDS" --ablations \
+          --dtype fp32 --batch-size 16 --device "$DEVICE" --tasks "$EQUAL_TASKS" --methods "$method" \
+          --out "$sweeps/$method" > "$sweeps/$method.log" 2>&1 &
+      done
+      wait
+      from=()  # the table from every method's folder (their pairs read there, nothing recomputed)
+      for method in ${EQUAL_METHODS//,/ }; do from+=(--from "$sweeps/$method"); done
+      "$BIN/reguidance" tune-defaults --prior "$prior" --protocol cpu --ids "$TUNE_IDS" --ablations --dtype fp32 \
+        --batch-size 16 --tasks "$EQUAL_TASKS" --methods "$EQUAL_METHODS" --out "$sweeps/all" "${from[@]}" \
+        --write "$table"
+      EXTRA="--tuned $table $EXTRA" bench cpu "$prior" "$ids" "$OUT/equal/$prior" "$EQUAL_TASKS" "$EQUAL_METHODS"
+    done
+    report equal "Equal tuning: every variant tuned alike (CPU protocol budgets)"
+    ;;
   *)
-    echo "usage: scripts/study.sh reference|cpu|tune" >&2
+    echo "usage: scripts/study.sh reference|cpu|tune|equal" >&2
     exit 2
     ;;
 esac

@@ -381,7 +381,9 @@ def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
             }
         ]
     }
-    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": table if protocol == "cpu" else {})
+    monkeypatch.setattr(
+        defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: table if protocol == "cpu" else {}
+    )
     assert defaults.method_options("sr8", "dps", "cpu") == {"step_size": 7.0, "steps": 50}
     cfg = defaults.reguidance_config("sr8", "dps", "cpu")
     assert (cfg.step_size, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)

@@ -134,7 +134,9 @@ def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch
     from reguidance.bench import defaults
     from reguidance.bench.runner import BenchSpec
 
-    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": TUNED if protocol == "cpu" else {})
+    monkeypatch.setattr(
+        defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: TUNED if protocol == "cpu" else {}
+    )
     spec = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True)
     own = spec.ablation_options("sr8", "dps")
     assert (own["renoise"].step_size, own["renoise"].t_end, own["renoise"].sampler) == (5.0, 1.0, "ddim")
@@ -193,7 +195,7 @@ def test_the_report_lists_the_settings_each_row_had_and_a_categorical_choice(mon
             }
         ],
     }
-    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist": table)
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: table)
     row = report._tuned_section("cpu", "mnist")[-2]
     assert "sampler=ddim" in row and "sampler: ddim, ddpm" in row
     assert row.endswith("| candidate 12, reguidance 24, renoise 24, fresh 12, more 12 |")

@@ -52,6 +52,8 @@ from .cli_support import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .priors.base import Prior
 
 __all__ = ["DTYPE_NAMES", "cli", "main", "prior_options", "run", "runtime_options", "threads_option"]
@@ -561,7 +563,11 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
 
 
 def _sweep(
-    pairs: list[tuple[str, str]], method_grids: dict[str, str], wrapper_grid: str, **f: Any
+    pairs: list[tuple[str, str]],
+    method_grids: dict[str, str],
+    wrapper_grid: str,
+    sources: Sequence[Path] = (),
+    **f: Any,
 ) -> list[dict[str, Any]]:
     """The sweep of ``tune`` and ``tune-defaults`` over ``pairs``; ``f``: the flags both commands share."""
     from .bench.tune import check_sweep, sweep, validation_split
@@ -579,7 +585,7 @@ def _sweep(
     with own_folder(f["out"], "tune"):
         entries = sweep(
             prior, images, id_range, pairs, f["out"], protocol=f["protocol"], method_grids=grids, wrapper_grid=wgrid,
-            seed=f["seed"], batch_size=batch_size, ablations=f["ablations"],
+            seed=f["seed"], batch_size=batch_size, ablations=f["ablations"], sources=sources,
         )  # fmt: skip
     for e in entries:
         _echo_sweep(e)
@@ -598,7 +604,7 @@ def tune(task: str, method: str, grid: str | None, method_grid: str, out: Path, 
 
 @cli.command("tune-defaults")
 @flags(TUNE_DEFAULTS_OPTIONS)
-def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -> None:
+def tune_defaults(tasks: str, methods: str, write_path: Path | None, sources: tuple[Path, ...], **f: Any) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
     from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
     from .files import atomic_write_json
@@ -610,7 +616,20 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, **f: Any) -
         click.echo(f"skipped {t}/{m}: {m} needs a linear operator and {t} is nonlinear")
     pairs = [(t, m) for t, m in pairs if not (needs_linear(m) and not get_task(t).linear)]
     _writable(write_path, "--write", folder=False)
-    entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, **f)
+    import json
+
+    from .runs import MARKER
+
+    for folder in sources:  # another process's sweep folder: a tune run's own, read only
+        try:
+            kind = json.loads((folder / MARKER).read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != "tune":
+            raise click.UsageError(
+                f"--from {folder}: not the folder of a reguidance tune run (its {MARKER} is missing)"
+            )
+    entries = _sweep(pairs, DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, sources=sources, **f)
     if write_path is not None:
         keys = ("protocol", "ids", "seed", "batch_size", "dtype", "ablations")
         header = table_header(prior=f["prior_name"], tasks=tasks, methods=methods, **{k: f[k] for k in keys})

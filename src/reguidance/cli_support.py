@@ -584,6 +584,13 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     click.option("--steps", type=int, default=None, help="Override every method's step count (quick runs)."),
     click.option(
+        "--tuned",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="A tuned table (reguidance tune-defaults --write) in place of the package's for --protocol and --prior; "
+        "it must hold every (task, method) of the run.",
+    ),
+    click.option(
         "--ablations",
         is_flag=True,
         help="Also run the ablations that tell where ReGuidance's gains come from: the candidate re-noised to t_end "
@@ -808,6 +815,14 @@ TUNE_DEFAULTS_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] 
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="Write the defaults table here (the package reads assets/bench/tuned_<protocol>_<prior>.json).",
+    ),
+    click.option(
+        "--from",
+        "sources",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A sweep folder of the same flags (another process's --out) whose saved pairs are read, not recomputed; "
+        "repeatable.",
     ),
     _tune_options,
 ]

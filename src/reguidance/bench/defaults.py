@@ -19,20 +19,27 @@
   sits in them.
 
 Precedence, lowest first: reference step sizes, the protocol's budget, the tuned table.
+
+A tuned table made elsewhere (``reguidance tune-defaults --write FILE``, e.g. a sweep of a few (task, method) pairs
+with ``--ablations``) replaces the package's for one run: every function here takes it as ``table`` (its path), and
+``reguidance bench --tuned FILE`` passes it; its protocol and prior must be the run's, and it must hold every
+(task, method) the run asks for (:func:`check_table`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..conventions import InputError
+from ..files import read_json_object
 from ..guidance.registry import METHODS as SAMPLERS
-from ..methods import check_method_options
+from ..methods import SANITY, check_method_options
 from ..wrapper import ReGuidanceConfig
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROTOCOLS",
+    "check_table",
     "is_tuned",
     "method_options",
     "reguidance_config",
@@ -50,6 +58,9 @@ __all__ = [
 ]
 
 PROTOCOLS = ("reference", "cpu")
+
+#: methods a tuned table has no entry for: the sanity rows and restorations read from a folder
+_UNTUNED = (*SANITY, "folder")
 
 _BOX = ("box16", "box20", "box16c", "box20c")
 
@@ -99,60 +110,98 @@ def tuned_path(protocol: str, prior: str = "mnist"):
 
 
 @cache
-def tuned_table(protocol: str, prior: str = "mnist") -> Record:
-    """The tuned table of ``protocol`` for ``prior`` (``{"command": str, "entries": [...], ...}``), or ``{}`` if that
-    prior was never tuned under that protocol (any prior but the embedded ones: the untuned defaults apply)."""
+def tuned_table(protocol: str, prior: str = "mnist", table: str | None = None) -> Record:
+    """The tuned table of ``protocol`` for ``prior`` (``{"command": str, "entries": [...], ...}``): the file
+    ``table`` when given (``InputError`` when it is not a table of this protocol and prior), else the package's, or
+    ``{}`` if that prior was never tuned under that protocol (any prior but the embedded ones: the untuned defaults
+    apply)."""
+    if table is not None:
+        if not Path(table).is_file():
+            raise InputError(f"--tuned {table}: no such file (write one with reguidance tune-defaults --write)")
+        read = read_json_object(table, ("protocol", "prior", "entries", "command"))
+        for key, want in (("protocol", _check(protocol)), ("prior", prior)):
+            if read[key] != want:
+                raise InputError(
+                    f"--tuned {table}: a table tuned for {key} {read[key]!r}, and this run's {key} is {want!r}"
+                )
+        return read
     if "/" in prior or "\\" in prior:  # a checkpoint path has no table
         return {}
     path = tuned_path(protocol, prior)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def is_tuned(protocol: str, prior: str = "mnist") -> bool:
+def is_tuned(protocol: str, prior: str = "mnist", table: str | None = None) -> bool:
     """Whether ``protocol``'s defaults for ``prior`` come from a validation sweep."""
-    return bool(tuned_table(protocol, prior).get("entries"))
+    return bool(tuned_table(protocol, prior, table).get("entries"))
 
 
-def _tuned(protocol: str, prior: str, task: str, method: str) -> Record:
-    for entry in tuned_table(protocol, prior).get("entries", []):
+def _tuned(protocol: str, prior: str, task: str, method: str, table: str | None = None) -> Record:
+    for entry in tuned_table(protocol, prior, table).get("entries", []):
         if entry["task"] == task and entry["method"] == method:
             return entry
     return {}
 
 
+def check_table(table: str, protocol: str, prior: str, pairs: Sequence[tuple[str, str]]) -> None:
+    """Refuse (``InputError``) a tuned table file ``table`` of another protocol or prior, or one without an entry
+    for some (task, method) of ``pairs`` that has options to tune (the sanity methods have none): a run never
+    falls back to untuned options for part of its pairs without saying so."""
+    held = {(e["task"], e["method"]) for e in tuned_table(protocol, prior, table)["entries"]}
+    names = [(t, m.split(":", 1)[0]) for t, m in pairs]
+    missing = [f"{t}/{m}" for t, m in names if m not in _UNTUNED and (t, m) not in held]
+    if missing:
+        raise InputError(
+            f"--tuned {table} has no entry for {', '.join(missing)}; it holds "
+            f"{', '.join(sorted(f'{t}/{m}' for t, m in held)) or 'none'} (tune them with reguidance tune-defaults)"
+        )
+
+
 def method_options(
-    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", tuned: bool = True
+    task: str,
+    method: str,
+    protocol: str = "reference",
+    *,
+    prior: str = "mnist",
+    tuned: bool = True,
+    table: str | None = None,
 ) -> dict[str, object]:
     """Options of ``method`` on ``task`` under ``protocol`` for ``prior`` (empty for ``pinv`` or folders);
     ``tuned=False`` leaves the tuned table out (the sweep itself starts from there)."""
     name = method.split(":", 1)[0]
-    table = _tuned(protocol, prior, task, name) if tuned else {}
+    entry = _tuned(protocol, prior, task, name, table) if tuned else {}
     budget = dict(_BUDGET[_check(protocol)].get(name, {}))
     if protocol == "reference" and name == "diffpir" and task in _BOX:
         budget["steps"] = _DIFFPIR_INPAINTING_STEPS
-    return {**_REFERENCE_STEP.get((task, name), {}), **budget, **table.get("method_options", {})}
+    return {**_REFERENCE_STEP.get((task, name), {}), **budget, **entry.get("method_options", {})}
 
 
 def reguidance_config(
-    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", tuned: bool = True
+    task: str,
+    method: str,
+    protocol: str = "reference",
+    *,
+    prior: str = "mnist",
+    tuned: bool = True,
+    table: str | None = None,
 ) -> ReGuidanceConfig:
     """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` for ``prior`` (clipping on for
     images)."""
     name = method.split(":", 1)[0]
-    table = _tuned(protocol, prior, task, name) if tuned else {}
-    options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **table.get("reguidance", {})}
+    entry = _tuned(protocol, prior, task, name, table) if tuned else {}
+    options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **entry.get("reguidance", {})}
     return replace(ReGuidanceConfig(clip=True), **options)
 
 
 def variant_options(
-    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist"
+    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", table: str | None = None
 ) -> dict[str, ReGuidanceConfig | dict[str, object]]:
     """The ablations' own tuned options for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
     :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidanceConfig` (the protocol's wrapper budget, their tuned
     fields), ``more`` as the method's options (its budget and step size tuned at that budget). ``{}`` when the
     table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.batch.
     solve_batch`)."""
-    entry = _tuned(protocol, prior, task, method.split(":", 1)[0])
+    entry = _tuned(protocol, prior, task, method.split(":", 1)[0], table)
     out: dict[str, ReGuidanceConfig | dict[str, object]] = {}
     for variant, chosen in entry.get("variants", {}).items():
         if variant == "more":
@@ -169,11 +218,12 @@ def resolve_options(
     protocol: str = "reference",
     prior: str = "mnist",
     overrides: Mapping[str, Mapping[str, object]] | None = None,
+    table: str | None = None,
 ) -> dict[str, object]:
     """The options ``method`` runs with on ``task``: :func:`method_options` under ``protocol`` for ``prior``, then
     the user's ``overrides`` of that method (``{method name: {option: value}}``, e.g. ``--steps``), checked against
     the options the method takes (:func:`reguidance.methods.check_method_options`: an unknown option or one of the
     wrong type is an ``InputError`` naming it). The one place a benchmark's method options are put together."""
     name = method.split(":", 1)[0]
-    merged = {**method_options(task, method, protocol, prior=prior), **(overrides or {}).get(name, {})}
+    merged = {**method_options(task, method, protocol, prior=prior, table=table), **(overrides or {}).get(name, {})}
     return check_method_options(method, merged)

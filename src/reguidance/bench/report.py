@@ -605,15 +605,18 @@ def _losses(entries: list[Record], against: str) -> list[str]:
     return out or [f"- none: no comparison with the {against} is worse on any metric after the correction."]
 
 
-def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> list[str]:
+def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None, table: Record | None = None) -> list[str]:
     """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, the axes
-    whose choice is still on an edge, and the settings each row had in all (tables tuned with ``--ablations``)."""
+    whose choice is still on an edge, and the settings each row had in all (tables tuned with ``--ablations``).
+    ``table``: the one a run recorded in its ``config.json`` (``bench --tuned``), else the package's."""
     from .defaults import tuned_table
 
-    table = tuned_table(protocol, prior)
+    if table is None:
+        table = tuned_table(protocol, prior)
     entries = [e for e in table.get("entries", []) if tasks is None or e["task"] in tasks]
     if not entries:
         return [f"No tuned table for {prior} under protocol `{protocol}`: the untuned reference options were used.", ""]
+    own = any("variants" in e for e in entries)  # tuned with --ablations: each ablation's own choice is shown
     lines = [
         f"Options chosen on validation images {table.get('ids')} of {prior} (seed {table.get('seed')}, "
         f"{table.get('dtype', '?')}) by `{table.get('command')}`; rule: {table.get('rule')}. Grids: "
@@ -622,8 +625,8 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> 
         f"{table.get('max_widen', 0)} times.",
         "",
         "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge "
-        "| settings in all |",
-        "|---|---|---|---|---|---|---|---|",
+        "| settings in all |" + (" ablations' own choices |" if own else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if own else ""),
     ]
 
     def g(v: object) -> str:  # numbers short, a categorical value (sampler) as it is
@@ -647,8 +650,25 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None) -> 
             f"| {e['task']} | {e['method']} | {', '.join(f'{k}={g(v)}' for k, v in chosen.items()) or '—'} | "
             f"{tried('method') or '—'} | {', '.join(f'{k}={g(v)}' for k, v in e['reguidance'].items())} | "
             f"{tried('reguidance')} | {', '.join(on_edge) or 'no'} | {settings} |"
+            + (f" {_variant_choices(e.get('variants', {}), g)} |" if own else "")
         )
     return [*lines, ""]
+
+
+def _variant_choices(variants: Record, g: Callable[[object], str]) -> str:
+    """Each ablation's own tuned choice (``renoise: step_size=10, t_end=0.6, sampler=ddpm; ...; more: step_size=1``),
+    the axes still on an edge of its own grid named after it."""
+    parts = []
+    for name, chosen in variants.items():
+        options = chosen["reguidance"] if "reguidance" in chosen else chosen["method_options"]
+        axes: Record = chosen.get("edges", {})  # per axis of its own grid
+        shown = {k: v for k, v in options.items() if k in axes or not axes}
+        edge = [k + (" (hard limit)" if a["hard_limit"] else "") for k, a in axes.items() if a["on_edge"]]
+        parts.append(
+            f"{name}: {', '.join(f'{k}={g(v)}' for k, v in shown.items()) or '—'}"
+            + (f" (on an edge: {', '.join(edge)})" if edge else "")
+        )
+    return "; ".join(parts) or "—"
 
 
 def _latent_vs_renoise(entries: list[Record]) -> list[str]:
@@ -856,7 +876,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             f"seed {config['seed']}, test ids {', '.join(config['ids'])} ({'/'.join(map(str, n_images))} images per "
             f"comparison), network in {config.get('context', {}).get('dtype', '?')}.",
             "",
-            *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}),
+            *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}, config.get("tuned_table")),
             *_primary_table(summary),
             f"**ReGuidance against its candidate**, {len(main)} comparisons (task x method). {summary['rule']}",
             "",

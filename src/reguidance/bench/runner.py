@@ -51,7 +51,7 @@ from ..priors.base import Prior
 from ..runs import RunFolder, identity_hash
 from ..tasks import Task, check_ids, get_task, id_span
 from ..wrapper import ReGuidanceConfig, reward
-from .defaults import is_tuned, reguidance_config, resolve_options, variant_options
+from .defaults import check_table, is_tuned, reguidance_config, resolve_options, tuned_table, variant_options
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
@@ -118,6 +118,9 @@ class BenchSpec:
     #: wrapper options (e.g. ``{"inversion_steps": 10}``) set on top of :meth:`wrapper_config`'s config, for
     #: every (task, method); part of the identity through the config
     wrapper_overrides: dict[str, Any] = field(default_factory=dict)
+    #: a tuned table file (``reguidance tune-defaults --write``) in place of the package's for this protocol and
+    #: prior; it must hold every (task, method) of the spec (:func:`.defaults.check_table`)
+    tuned: str | None = None
     _memo: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _cached(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
@@ -153,20 +156,21 @@ class BenchSpec:
             overrides = {**overrides, method: {"dataset": self.context.get("dataset"), **overrides.get(method, {})}}
         return self._cached(
             ("options", task, method),
-            lambda: resolve_options(task, method, self.protocol, self.prior, overrides),
+            lambda: resolve_options(task, method, self.protocol, self.prior, overrides, table=self.tuned),
         )
 
     def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
         if self.reguidance is not None:
             return replace(self.reguidance, **self.wrapper_overrides)
-        return replace(reguidance_config(task, method, self.protocol, prior=self.prior), **self.wrapper_overrides)
+        config = reguidance_config(task, method, self.protocol, prior=self.prior, table=self.tuned)
+        return replace(config, **self.wrapper_overrides)
 
     def ablation_options(self, task: str, method: str) -> dict[str, Any]:
         """The ablations' own tuned options (:func:`.defaults.variant_options`, the wrapper overrides applied to
         ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``."""
         if not self.ablations or self.reguidance is not None:
             return {}
-        own = variant_options(task, method, self.protocol, prior=self.prior)
+        own = variant_options(task, method, self.protocol, prior=self.prior, table=self.tuned)
         return {
             v: replace(o, **self.wrapper_overrides) if isinstance(o, ReGuidanceConfig) else o for v, o in own.items()
         }
@@ -207,6 +211,13 @@ class BenchSpec:
                 task.check(x_shape)
         for m in self.methods:
             get_method(m)
+        if self.tuned is not None:
+            check_table(
+                self.tuned,
+                self.protocol,
+                self.prior,
+                [(self.task(t).name, m) for t in self.tasks for m in self.methods],
+            )
         check_positive_int("batch-size", self.batch_size)
         id_span(self.ids)  # not empty (a range is checked arithmetically, never walked)
         if n_images is not None:
@@ -362,7 +373,8 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
     pairs = dict.fromkeys([(str(r["task"]), str(r["method"])) for r in rows] + ours)
     config = {
         "protocol": spec.protocol,
-        "tuned": is_tuned(spec.protocol, spec.prior),
+        "tuned": is_tuned(spec.protocol, spec.prior, spec.tuned),
+        **({"tuned_table": _table_record(spec, list(pairs))} if spec.tuned is not None else {}),
         "seed": spec.seed,
         "context": dict(spec.context),
         "ids": _id_ranges({int(r["id"]) for r in rows} | set(spec.ids)),
@@ -379,6 +391,22 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
         ],
     }
     _folder(out).write_config(config)
+
+
+def _table_record(spec: BenchSpec, pairs: Sequence[tuple[str, str]]) -> Row:
+    """What ``config.json`` keeps of a run's ``--tuned`` table (the report's tuning section reads it from there, not
+    from a file that may have moved): its path and sha256, its header, and its entries for the run's ``pairs``."""
+    import hashlib
+
+    assert spec.tuned is not None
+    table = tuned_table(spec.protocol, spec.prior, spec.tuned)
+    wanted = {(t, m.split(":", 1)[0]) for t, m in pairs}
+    return {
+        **{k: v for k, v in table.items() if k != "entries"},
+        "path": spec.tuned,
+        "sha256": hashlib.sha256(Path(spec.tuned).read_bytes()).hexdigest(),
+        "entries": [e for e in table["entries"] if (e["task"], e["method"]) in wanted],
+    }
 
 
 def candidate_file(out: Path, task: str, method: str, i: int) -> Path:

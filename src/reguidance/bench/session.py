@@ -59,6 +59,8 @@ class BenchRequest:
     batch_size: int = 16
     protocol: str = "reference"
     steps: int | None = None
+    #: a tuned table file in place of the package's (:attr:`.runner.BenchSpec.tuned`)
+    tuned: Path | None = None
     ablations: bool = False
     inversion_steps: int | None = None
     dps_steps: int | None = None
@@ -128,6 +130,7 @@ def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context
         split=plan.split,
         ablations=r.ablations,
         wrapper_overrides={k: v for k, v in wrapper_steps.items() if v is not None},
+        tuned=None if r.tuned is None else str(r.tuned),
     )
     spec.check(n_images, x_shape)
     return spec
@@ -163,6 +166,7 @@ def _check_outputs(r: BenchRequest) -> None:
         "--data": data,
         "--lpips-alexnet": r.lpips_alexnet,
         "--lpips-lin": r.lpips_lin,
+        "--tuned": r.tuned,
         **path_inputs(r.prior, r.prior_config, r.checkpoint_dir, r.tasks, r.methods),
     }
     check_apart({"--out": r.out, "--json": r.json_path}, inputs)

@@ -40,7 +40,9 @@ axis (``sampler``) has no edge. Each entry
 records, per stage and axis, the values tried, the choice and whether it is still on an edge (:func:`edges`).
 
 Each (task, method) is saved to ``OUT/<task>_<method>.json`` as it finishes, so a sweep
-resumes, and several processes may share ``OUT`` when they take disjoint pairs.
+resumes. One process writes into an ``OUT`` at a time (a second is refused); to split the pairs between
+processes, give each its own ``OUT`` and the same other flags, then run once more with every pair, ``--from`` each
+of those folders and ``--write``: pairs saved there are read, not recomputed (``scripts/study.sh equal`` does so).
 """
 
 from __future__ import annotations
@@ -434,17 +436,23 @@ def run_sweep(
     out: Path,
     run_pair: Callable[[str, str], Record],
     complete: Callable[[Record], bool] = lambda entry: True,
+    sources: Sequence[Path] = (),
 ) -> list[Record]:
     """Run ``run_pair`` for every (task, method) not yet saved in ``out`` (or saved but not ``complete``, e.g.
-    without the ablations a sweep now asks for); returns every saved entry of ``pairs``."""
+    without the ablations a sweep now asks for) nor, complete, in one of the folders ``sources`` (sweeps of the
+    same flags split between processes: read there, never copied or changed); returns every entry of ``pairs``."""
     out.mkdir(parents=True, exist_ok=True)
+    required = ("task", "method", "method_options", "reguidance")
     entries = []
     for task, method in pairs:
-        path = out / f"{task}_{method}.json"
-        if not path.is_file() or not complete(json.loads(path.read_text())):
-            entry = run_pair(task, method)
-            atomic_write_text(path, json.dumps(entry, indent=2))  # a killed sweep never leaves a half entry
-        entries.append(read_json_object(path, ("task", "method", "method_options", "reguidance")))  # names a broken one
+        name = f"{task}_{method}.json"
+        found = [f / name for f in (out, *sources) if (f / name).is_file()]
+        found = [f for f in found if complete(read_json_object(f, required))]
+        if not found:
+            path = out / name
+            atomic_write_text(path, json.dumps(run_pair(task, method), indent=2))  # never a half entry
+            found = [path]
+        entries.append(read_json_object(found[0], required))  # names a broken one
     return entries
 
 
@@ -528,10 +536,11 @@ def sweep(
     seed: int = 0,
     batch_size: int = 16,
     ablations: bool = False,
+    sources: Sequence[Path] = (),
 ) -> list[Record]:
-    """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` (:func:`run_sweep`), each
-    from ``protocol``'s untuned defaults (with ``ablations``, every variant tuned); returns every saved entry of
-    ``pairs``."""
+    """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` or ``sources``
+    (:func:`run_sweep`), each from ``protocol``'s untuned defaults (with ``ablations``, every variant tuned); returns
+    every entry of ``pairs``."""
     from .defaults import method_options, reguidance_config
 
     def run_pair(task: str, method: str) -> Record:
@@ -550,7 +559,7 @@ def sweep(
             ablations=ablations,
         )
 
-    return run_sweep(pairs, out, run_pair, complete=lambda entry: not ablations or "variants" in entry)
+    return run_sweep(pairs, out, run_pair, lambda entry: not ablations or "variants" in entry, sources)
 
 
 def table_header(
