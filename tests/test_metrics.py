@@ -1,5 +1,7 @@
 """Metrics: intervals, paired win rates, PSNR and SSIM per image."""
 
+import math
+
 import pytest
 import torch
 
@@ -36,6 +38,10 @@ def test_psnr_and_ssim_are_per_image():
     assert p.shape == (3,) and s.shape == (3,)
     assert p[1] < p[0] and s[1] < s[0] == pytest.approx(1.0)
     assert psnr(x[1:2], truth[1:2])[0] == pytest.approx(float(p[1]))
+    # by hand: 10 log10(1 / MSE) on [0, 1], the noisy image clipped to the range first
+    mse = float(((x[1].clamp(-1, 1) - truth[1]) / 2).pow(2).mean())
+    assert float(p[1]) == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+    assert float(p[0]) == 100.0  # an exact restoration: the ceiling, a finite number every summary can average
 
 
 def test_jackknife_interval_of_the_mean_is_the_usual_standard_error():

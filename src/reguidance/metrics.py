@@ -119,12 +119,19 @@ def _to_unit(x: Tensor) -> Tensor:
     return ((x.detach().double() + 1) / 2).clamp(0, 1)
 
 
+#: the PSNR recorded for an exact restoration (MSE 0, infinite PSNR): 100 dB, an MSE of 1e-10 on [0, 1], far above
+#: any real restoration's, so that every row holds a finite number a summary can average and a resumed run can read
+PSNR_CEILING = 100.0
+
+
 def psnr(x: Tensor, truth: Tensor) -> Tensor:
-    """Per-image PSNR in dB (B,) of images in [-1, 1], computed on [0, 1] (data range 1) with torchmetrics."""
+    """Per-image PSNR in dB (B,) of images in [-1, 1], computed on [0, 1] (data range 1) with torchmetrics,
+    ``10 log10(1 / MSE)``, at most :data:`PSNR_CEILING` (an exact restoration)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     dims = tuple(range(1, x.dim()))
-    return peak_signal_noise_ratio(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none", dim=dims)
+    value = peak_signal_noise_ratio(_to_unit(x), _to_unit(truth), data_range=1.0, reduction="none", dim=dims)
+    return value.clamp(max=PSNR_CEILING)
 
 
 def ssim(x: Tensor, truth: Tensor) -> Tensor:
