@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU wheel that installs from local disk here; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: setup data demo test test-fast test-scalar gpu-check-cpu lint theory tune benchmark study-reference study-cpu clean
+.PHONY: setup data demo test test-fast test-scalar gpu-check-cpu lint theory tune benchmark study-reference study-cpu study-equal clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ study-reference: data
 
 study-cpu: data
 	scripts/study.sh cpu
+
+# study-equal: the equal-tuning table, every variant tuned alike on 16 validation images, then the CPU protocol's
+# benchmark with that table on the headline tasks (DPS, DAPS; ~1.5 h per prior on 2 cores).
+study-equal: data
+	scripts/study.sh equal
 
 # BENCHMARK.md: both priors, 5 hard tasks, every method, 50 test images, ablations on MNIST (about 1 h on 2 cores).
 benchmark: $(STAMP)
