@@ -199,3 +199,39 @@ def test_the_report_lists_the_settings_each_row_had_and_a_categorical_choice(mon
     row = report._tuned_section("cpu", "mnist")[-2]
     assert "sampler=ddim" in row and "sampler: ddim, ddpm" in row
     assert row.endswith("| candidate 12, reguidance 24, renoise 24, fresh 12, more 12 |")
+
+
+def test_more_without_its_budget_is_scaled_from_this_runs_budget_with_its_own_step_size(tiny_prior):
+    from reguidance.batch import solve_batch
+
+    task = get_task("sr4")
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    op, y = task.measure(x, [0, 1], 0)
+    out = solve_batch(
+        tiny_prior,
+        op,
+        y,
+        [0, 1],
+        seed=0,
+        task="sr4",
+        split="test",
+        method="dps",
+        options={"steps": 1, "step_size": 0.5},
+        config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
+        variants=("candidate", "reguidance", "more"),
+        variant_options={"more": {"step_size": 2.0}},
+    )
+    # the wrapper spends 1 + 1 evaluations on top of the candidate's 1: more gets round(1 * 3 / 1) = 3 steps
+    assert out["reguidance"].nfe == 3 and out["more"].nfe == 3
+
+
+def test_a_run_that_overrides_the_budgets_drops_mores_tuned_budget_but_keeps_its_step_size(monkeypatch):
+    from reguidance.bench import defaults
+    from reguidance.bench.runner import BenchSpec
+
+    monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: TUNED)
+    quick = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, method_options={"dps": {"steps": 5}})
+    assert quick.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
+    fewer = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, wrapper_overrides={"dps_steps": 5})
+    assert fewer.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
+    assert fewer.ablation_options("sr8", "dps")["renoise"].dps_steps == 5

@@ -14,7 +14,8 @@ operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Ta
 
 Each ablation runs with the wrapper's options (and ``more`` with the method's, its budget scaled) unless
 ``variant_options`` gives its own (tuned for it, :mod:`reguidance.bench.tune`): a
-:class:`~reguidance.wrapper.ReGuidanceConfig` for ``renoise`` / ``fresh``, the method's options for ``more``.
+:class:`~reguidance.wrapper.ReGuidanceConfig` for ``renoise`` / ``fresh``, the method's options for ``more`` (without
+its budget option, e.g. ``steps``, that budget is scaled from the candidate's as for an untuned ``more``).
 
 The wrapper's variants share one random stream (``reguidance/<wrapper_stream>``, by default the method's name), so
 they differ only in where DPS starts. Every draw is per image (:func:`reguidance.tasks.stream_rng`): the outputs of
@@ -37,7 +38,7 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import Tensor
 
-from .methods import MethodFn, get_method, scaled_budget
+from .methods import MethodFn, budget_option, get_method, scaled_budget
 from .operators import Operator
 from .priors.base import Prior
 from .tasks import method_rng, wrapper_rng
@@ -124,15 +125,16 @@ def solve_batch(
         return Output(out.x, out.raw, out.nfe, seconds)
 
     def more(own: object) -> Output:
-        if isinstance(own, Mapping):
-            return run_method(dict(own))
+        mine = dict(own) if isinstance(own, Mapping) else {}
+        if budget_option(method) in mine:
+            return run_method(mine)
         wrapper = outputs["reguidance"].nfe if "reguidance" in outputs else wrapper_nfe
         if wrapper is None:
             raise ValueError(
                 "the 'more' variant needs the wrapper's evaluations: ask for 'reguidance' or give wrapper_nfe"
             )
         extra = wrapper - cand.nfe  # the wrapper's own evaluations
-        return run_method(scaled_budget(method, opts, cand.nfe, extra, len(prior.schedule)))
+        return run_method(scaled_budget(method, {**opts, **mine}, cand.nfe, extra, len(prior.schedule)))
 
     def wrapped(variant: str, own: object) -> Output:
         rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)

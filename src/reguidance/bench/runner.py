@@ -167,13 +167,23 @@ class BenchSpec:
 
     def ablation_options(self, task: str, method: str) -> dict[str, Any]:
         """The ablations' own tuned options (:func:`.defaults.variant_options`, the wrapper overrides applied to
-        ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``."""
+        ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``. When the
+        spec overrides the method's budget (``--steps``) or the wrapper's (``--inversion-steps``, ``--dps-steps``),
+        ``more`` keeps its tuned step size but not its tuned budget, which was scaled for the tuned budgets: it is
+        scaled again from this run's (:func:`reguidance.batch.solve_batch`), so ``more`` still spends the wrapper's
+        extra evaluations."""
         if not self.ablations or self.reguidance is not None:
             return {}
         own = variant_options(task, method, self.protocol, prior=self.prior, table=self.tuned)
-        return {
-            v: replace(o, **self.wrapper_overrides) if isinstance(o, ReGuidanceConfig) else o for v, o in own.items()
-        }
+        name = method.split(":", 1)[0]
+        rescale = bool(self.wrapper_overrides) or budget_option(name) in self.method_options.get(name, {})
+        out: dict[str, Any] = {}
+        for v, o in own.items():
+            if isinstance(o, ReGuidanceConfig):
+                out[v] = replace(o, **self.wrapper_overrides)
+            else:
+                out[v] = {k: x for k, x in o.items() if not (rescale and k == budget_option(name))}
+        return out
 
     def facts(self, task: str, method: str) -> dict[str, object]:
         """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
