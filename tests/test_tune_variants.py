@@ -149,26 +149,22 @@ def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch
     assert plain.ablation_options("sr8", "dps") == {} and "ablation_options" not in plain.facts("sr8", "dps")
 
 
-def test_solve_batch_runs_more_with_its_own_options(tiny_prior):
+def _more(prior, options, own):
+    """``solve_batch``'s candidate, ReGuidance and ``more`` (its own options ``own``) on sr4, 1 + 1 wrapper steps."""
     from reguidance.batch import solve_batch
 
-    task = get_task("sr4")
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    op, y = task.measure(x, [0, 1], 0)
-    out = solve_batch(
-        tiny_prior,
-        op,
-        y,
-        [0, 1],
-        seed=0,
-        task="sr4",
-        split="test",
-        method="dps",
-        options={"steps": 1},
-        config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
-        variants=("candidate", "reguidance", "more"),
-        variant_options={"more": {"steps": 4}},
-    )
+    op, y = get_task("sr4").measure(x, [0, 1], 0)
+    config = ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True)
+    variants = ("candidate", "reguidance", "more")
+    return solve_batch(
+        prior, op, y, [0, 1], seed=0, task="sr4", split="test", method="dps", options=options, config=config,
+        variants=variants, variant_options={"more": own},
+    )  # fmt: skip
+
+
+def test_solve_batch_runs_more_with_its_own_options(tiny_prior):
+    out = _more(tiny_prior, {"steps": 1}, {"steps": 4})
     assert out["more"].nfe == 4  # one evaluation per DPS step, not the scaled 1 + 2
 
 
@@ -202,25 +198,7 @@ def test_the_report_lists_the_settings_each_row_had_and_a_categorical_choice(mon
 
 
 def test_more_without_its_budget_is_scaled_from_this_runs_budget_with_its_own_step_size(tiny_prior):
-    from reguidance.batch import solve_batch
-
-    task = get_task("sr4")
-    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    op, y = task.measure(x, [0, 1], 0)
-    out = solve_batch(
-        tiny_prior,
-        op,
-        y,
-        [0, 1],
-        seed=0,
-        task="sr4",
-        split="test",
-        method="dps",
-        options={"steps": 1, "step_size": 0.5},
-        config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
-        variants=("candidate", "reguidance", "more"),
-        variant_options={"more": {"step_size": 2.0}},
-    )
+    out = _more(tiny_prior, {"steps": 1, "step_size": 0.5}, {"step_size": 2.0})
     # the wrapper spends 1 + 1 evaluations on top of the candidate's 1: more gets round(1 * 3 / 1) = 3 steps
     assert out["reguidance"].nfe == 3 and out["more"].nfe == 3
 
