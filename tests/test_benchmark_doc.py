@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the primary table's run, read from its kept records (the run folder itself stays on the machine that ran it)
 PRIMARY = {name: ROOT / "results" / name for name in ("mnist-reference", "fashion_mnist-reference")}
 #: the equal-tuning table's run (every variant tuned alike, CPU budgets), from its kept records
-EQUAL = {name: ROOT / "results" / name for name in ("mnist-equal",)}
+EQUAL = {name: ROOT / "results" / name for name in ("mnist-equal", "fashion_mnist-equal")}
 
 
 def _section(path: Path, name: str) -> str:
