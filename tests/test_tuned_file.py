@@ -5,6 +5,7 @@ recorded in the run's ``config.json``, from which the report's tuning section is
 import hashlib
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from reguidance.conventions import InputError
 from tiny_models import tiny_adm_prior
 
 #: a table as ``tune-defaults --write`` writes it, with values no default has (so a match cannot be a default's)
-TABLE = {
+TABLE: dict[str, Any] = {
     "protocol": "cpu",
     "prior": "mnist",
     "ids": "0:16",
