@@ -192,3 +192,18 @@ def test_tune_defaults_refuses_a_from_folder_no_tune_run_made(tmp_path, capsys):
         == f"error: --from {stranger}: not the folder of a reguidance tune run (its .reguidance-run.json is missing)\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_tune_defaults_refuses_an_out_inside_a_from_folder(tmp_path, capsys):
+    from reguidance.cli import main
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / ".reguidance-run.json").write_text(json.dumps({"program": "reguidance", "kind": "tune"}))
+    out = sweep / "all"
+    assert main(["tune-defaults", "--tasks", "sr8", "--methods", "pinv", "--out", str(out), "--from", str(sweep)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out} lies inside the input --from {sweep}; a run never writes over its inputs: choose an "
+        "--out apart from them\n"
+    )
+    assert not out.exists()

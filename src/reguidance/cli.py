@@ -576,9 +576,11 @@ def _sweep(
     _positive("--batch-size", f["batch_size"])
     with _options():
         grids, wgrid = check_sweep(pairs, method_grids, wrapper_grid)
-    images, id_range = validation_split(f["prior_name"], f["dataset"], f["ids"])
     _writable(f["out"], "--out", folder=True, kind="tune")
     _apart({"--out": f["out"]}, {})
+    for folder in sources:  # the sweep folders it reads lie apart from the one it writes
+        _apart({"--out": f["out"]}, {"--from": folder})
+    images, id_range = validation_split(f["prior_name"], f["dataset"], f["ids"])
     _runtime(f["device"], f["threads"])
     prior = _load_prior(f["prior_name"], f["device"], f["dtype"])
     batch_size = _fit_batch(prior, f["batch_size"], f["device"])
