@@ -446,13 +446,14 @@ def run_sweep(
     entries = []
     for task, method in pairs:
         name = f"{task}_{method}.json"
-        found = [f / name for f in (out, *sources) if (f / name).is_file()]
-        found = [f for f in found if complete(read_json_object(f, required))]
-        if not found:
-            path = out / name
-            atomic_write_text(path, json.dumps(run_pair(task, method), indent=2))  # never a half entry
-            found = [path]
-        entries.append(read_json_object(found[0], required))  # names a broken one
+        saved = [
+            read_json_object(f / name, required) for f in (out, *sources) if (f / name).is_file()
+        ]  # names a broken one
+        done = [entry for entry in saved if complete(entry)]
+        if not done:
+            atomic_write_text(out / name, json.dumps(run_pair(task, method), indent=2))  # never a half entry
+            done = [read_json_object(out / name, required)]
+        entries.append(done[0])
     return entries
 
 
