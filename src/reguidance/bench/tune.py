@@ -446,9 +446,8 @@ def run_sweep(
     entries = []
     for task, method in pairs:
         name = f"{task}_{method}.json"
-        saved = [
-            read_json_object(f / name, required) for f in (out, *sources) if (f / name).is_file()
-        ]  # names a broken one
+        # every saved copy is read (a broken one is named, whichever folder it is in)
+        saved = [read_json_object(f / name, required) for f in (out, *sources) if (f / name).is_file()]
         done = [entry for entry in saved if complete(entry)]
         if not done:
             atomic_write_text(out / name, json.dumps(run_pair(task, method), indent=2))  # never a half entry
