@@ -618,16 +618,10 @@ def tune_defaults(tasks: str, methods: str, write_path: Path | None, sources: tu
         click.echo(f"skipped {t}/{m}: {m} needs a linear operator and {t} is nonlinear")
     pairs = [(t, m) for t, m in pairs if not (needs_linear(m) and not get_task(t).linear)]
     _writable(write_path, "--write", folder=False)
-    import json
-
-    from .runs import MARKER
+    from .runs import MARKER, marked_kind
 
     for folder in sources:  # another process's sweep folder: a tune run's own, read only
-        try:
-            kind = json.loads((folder / MARKER).read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != "tune":
+        if marked_kind(folder) != "tune":
             raise click.UsageError(
                 f"--from {folder}: not the folder of a reguidance tune run (its {MARKER} is missing)"
             )

@@ -55,6 +55,7 @@ __all__ = [
     "identity_hash",
     "known_signal_shape",
     "legacy_kind",
+    "marked_kind",
     "own_folder",
     "path_inputs",
     "prior_facts",
@@ -203,7 +204,8 @@ def legacy_kind(path: Path) -> str | None:
     return None
 
 
-def _marked_kind(path: Path) -> str | None:
+def marked_kind(path: Path) -> str | None:
+    """The kind of run (``"bench"``, ``"tune"``, ...) whose marker ``path`` holds; None without a readable one."""
     try:
         marker = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
@@ -221,7 +223,7 @@ def check_output_folder(path: Path, kind: str, flag: str = "--out") -> None:
         return
     if not path.is_dir():
         raise InputError(f"{flag} {path} is a file; expected a folder")
-    found = _marked_kind(path) if (path / MARKER).exists() else legacy_kind(path)
+    found = marked_kind(path) if (path / MARKER).exists() else legacy_kind(path)
     if found == kind:
         return
     if found is not None:
