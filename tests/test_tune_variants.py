@@ -210,6 +210,12 @@ def test_a_run_that_overrides_the_budgets_drops_mores_tuned_budget_but_keeps_its
     monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: TUNED)
     quick = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, method_options={"dps": {"steps": 5}})
     assert quick.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
+    # a method without a step budget (pinv, the sanity rows) has no more to rescale, and its spec still works
+    for method in ("pinv", "mean"):
+        plain = BenchSpec(
+            ["sr8"], [method], range(2), protocol="cpu", ablations=True, method_options={"dps": {"steps": 5}}
+        )
+        assert plain.ablation_options("sr8", method) == {}
     fewer = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, wrapper_overrides={"dps_steps": 5})
     assert fewer.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
     assert fewer.ablation_options("sr8", "dps")["renoise"].dps_steps == 5

@@ -176,13 +176,14 @@ class BenchSpec:
             return {}
         own = variant_options(task, method, self.protocol, prior=self.prior, table=self.tuned)
         name = method.split(":", 1)[0]
-        rescale = bool(self.wrapper_overrides) or budget_option(name) in self.method_options.get(name, {})
+        budget = budget_option(name) if has_budget(name) else None  # pinv, the sanity rows, folders: none
+        rescale = budget is not None and (bool(self.wrapper_overrides) or budget in self.method_options.get(name, {}))
         out: dict[str, Any] = {}
         for v, o in own.items():
             if isinstance(o, ReGuidanceConfig):
                 out[v] = replace(o, **self.wrapper_overrides)
             else:
-                out[v] = {k: x for k, x in o.items() if not (rescale and k == budget_option(name))}
+                out[v] = {k: x for k, x in o.items() if not (rescale and k == budget)}
         return out
 
     def facts(self, task: str, method: str) -> dict[str, object]:
