@@ -192,3 +192,29 @@ def test_save_grid_writes_the_tiled_image(tmp_path: Path) -> None:
     written = torch.from_numpy(np.array(Image.open(tmp_path / "grid.png"))).permute(2, 0, 1) / 127.5 - 1
     assert written.shape == (3, 2 * 10 + 2, 4 * 10 + 2)
     assert (written - make_grid(x, nrow=4)).abs().max() <= QUANTUM
+
+
+def test_transparency_is_composited_over_the_background_before_resizing(tmp_path: Path) -> None:
+    # one half-transparent red pixel: over white, u = a * 255 + (1 - a) * 255 for red and (1 - a) * 255 for green/blue
+    Image.new("RGBA", (2, 2), (255, 0, 0, 102)).save(tmp_path / "a.png")
+    a = 102 / 255
+    expected = np.array([255.0, (1 - a) * 255, (1 - a) * 255])
+    x, _ = load_images(tmp_path / "a.png")
+    u = (x[0, :, 0, 0].numpy() + 1) * 127.5
+    assert np.abs(u - expected).max() <= 1.0
+    x_black, _ = load_images(tmp_path / "a.png", background="black")
+    assert np.abs((x_black[0, :, 0, 0].numpy() + 1) * 127.5 - np.array([a * 255, 0, 0])).max() <= 1.0
+
+
+def test_webp_files_are_read_like_png(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.webp", lossless=True)
+    x, names = load_images(tmp_path)
+    assert names == ["a.webp"]
+    assert torch.equal(((x[0].permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8), torch.from_numpy(rgb))
+
+
+def test_a_bad_background_colour_is_refused_by_name(tmp_path: Path) -> None:
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match="'nocolour'"):
+        load_images(tmp_path, background="nocolour")

@@ -1,18 +1,22 @@
 """Training, checkpoint/resume, EMA, FD-cls, and the embedded models and classifiers."""
 
+import hashlib
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
 from reguidance.classifier import accuracy, frechet_distance, gaussian_fit, load_classifier
 from reguidance.cli import main
-from reguidance.conventions import REPRODUCIBILITY_ATOL
+from reguidance.conventions import REPRODUCIBILITY_ATOL, InputError
 from reguidance.data import load_test_subset
+from reguidance.images import load_images
 from reguidance.priors import load_prior
 from reguidance.train import TrainConfig, draw_samples, ema_decay, train, update_ema
 
@@ -41,8 +45,10 @@ TINY_UNET = {
 }
 
 
-def tiny_config(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=8, checkpoint_every=100, log_every=1, lr_warmup=2, unet=TINY_UNET, **kw)
+def tiny_config(steps: int, unet: dict | None = None, **kw) -> TrainConfig:
+    return TrainConfig(
+        steps=steps, batch_size=8, checkpoint_every=100, log_every=1, lr_warmup=2, unet=unet or TINY_UNET, **kw
+    )
 
 
 def tiny_images(n: int = 24) -> torch.Tensor:
@@ -59,10 +65,11 @@ def test_a_few_training_steps_give_a_finite_loss_and_write_the_weights(tmp_path:
 
 
 @pytest.mark.parametrize("stop_at", [2, 3])  # mid-epoch, and exactly at an epoch boundary (3 batches per epoch)
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path: Path, stop_at: int) -> None:
+@pytest.mark.parametrize("hflip", [False, True])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path: Path, stop_at: int, hflip: bool) -> None:
     images = tiny_images()
-    train(tiny_config(5), tmp_path / "straight", images=images, progress=False, final_samples=False)
-    train(tiny_config(stop_at), tmp_path / "split", images=images, progress=False, final_samples=False)
+    train(tiny_config(5, hflip=hflip), tmp_path / "straight", images=images, progress=False, final_samples=False)
+    train(tiny_config(stop_at, hflip=hflip), tmp_path / "split", images=images, progress=False, final_samples=False)
     train(tiny_config(5), tmp_path / "split", resume=True, images=images, progress=False, final_samples=False)
     for name in ("model.safetensors", "ema.safetensors"):
         a = load_file(str(tmp_path / "straight" / "checkpoint" / name))
@@ -144,3 +151,53 @@ def test_a_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
     log.write_text(log.read_text() + '{"step": 3, "loss": 0.5}\n{"step": 4, "lo')  # logged after it, then killed
     train(tiny_config(4), tmp_path, resume=True, images=images, progress=False, final_samples=False)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+RGB_UNET = {**TINY_UNET, "in_channels": 3, "out_channels": 3}
+
+
+def write_folder(folder: Path, n: int = 16, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):  # 12x10 RGBA: the central 10x10 square is kept, then resized to 8x8
+        Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+
+
+def test_a_folder_of_colour_images_trains_a_colour_prior(tmp_path: Path) -> None:
+    write_folder(tmp_path / "data")
+    cfg = tiny_config(2, unet=RGB_UNET, dataset=f"folder:{tmp_path / 'data'}")
+    facts = train(cfg, tmp_path / "run", progress=False, final_samples=False)
+    assert facts["steps_done"] == 2
+    expected, _ = load_images(tmp_path / "data", size=8, channels=3)  # the reader's own rule, alpha over white
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
+    assert saved["data_sha256"] == hashlib.sha256(expected.numpy().tobytes()).hexdigest()
+
+
+def test_a_resumed_run_refuses_training_data_that_changed(tmp_path: Path) -> None:
+    write_folder(tmp_path / "data")
+    cfg = tiny_config(2, unet=RGB_UNET, dataset=f"folder:{tmp_path / 'data'}")
+    train(cfg, tmp_path / "run", progress=False, final_samples=False)
+    write_folder(tmp_path / "data", seed=1)
+    with pytest.raises(InputError, match="changed since the run started"):
+        train(tiny_config(3, unet=RGB_UNET), tmp_path / "run", resume=True, progress=False, final_samples=False)
+
+
+def test_a_named_data_set_of_another_shape_than_the_unet_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"shape \(1, 32, 32\) but the UNet expects \(3, 8, 8\)"):
+        train(tiny_config(1, unet=RGB_UNET, dataset="mnist"), tmp_path, progress=False, final_samples=False)
+
+
+def test_fine_tuning_starts_from_the_priors_weights(tmp_path: Path) -> None:
+    prior = load_prior("mnist")
+    images = load_test_subset("mnist")[0][:8]
+    cfg = TrainConfig(steps=1, batch_size=8, lr=1e-30, init="mnist", checkpoint_every=100, ema_decay=0.0)
+    train(cfg, tmp_path, images=images, progress=False, final_samples=False)
+    tuned = load_file(str(tmp_path / "ema.safetensors"))
+    start = prior.unet.state_dict()
+    assert tuned.keys() == start.keys()
+    assert all(torch.allclose(tuned[k], start[k].float(), atol=1e-6) for k in start)
+
+
+def test_fine_tuning_a_conditional_or_unknown_prior_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nosuchprior"):
+        train(TrainConfig(steps=1, init="nosuchprior"), tmp_path, images=tiny_images(), progress=False)

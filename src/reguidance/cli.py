@@ -128,13 +128,13 @@ TRAIN_OUTPUTS = (
 @cli.command()
 @flags(TRAIN_OPTIONS)
 def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: Any) -> None:
-    """Train an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on MNIST or Fashion-MNIST."""
+    """Train (or fine-tune) an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on a data set or a folder."""
     import json
 
     from .conventions import InputError
     from .files import claim
     from .runs import own_folder
-    from .train import TrainConfig
+    from .train import SMALL_UNET, TrainConfig
     from .train import train as run_training
 
     base: dict[str, object] = {}
@@ -147,14 +147,29 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
             raise InputError(
                 f"--config {config_path} holds a JSON {type(base).__name__}; expected an object of TrainConfig fields"
             )
-    base.update({k: v for k, v in flags.items() if v is not None})
-    for flag in ("steps", "batch_size"):
-        _positive(f"--{flag.replace('_', '-')}", flags.get(flag))
+    given = {k: v for k, v in flags.items() if v is not None}
+    for flag in ("steps", "batch_size", "size"):
+        _positive(f"--{flag.replace('_', '-')}", given.get(flag))
+    if given.get("sample_every", 0) < 0:
+        raise InputError(f"--sample-every must be an integer >= 0, got {given['sample_every']}")
+    unet_given = {
+        key: given.pop(flag) for flag, key in (("size", "image_size"), ("dropout", "dropout")) if flag in given
+    }
+    channels = given.pop("channels", None)
+    if channels is None and given.get("dataset", base.get("dataset")) == "emoji" and "unet" not in base:
+        channels = "3"  # the colour set's default; a config's own UNet is left as it is
+    if channels is not None:
+        unet_given.update(in_channels=int(channels), out_channels=int(channels))
+    base.update(given)
+    if unet_given:
+        unet = base.get("unet", SMALL_UNET)
+        if not isinstance(unet, dict):
+            raise InputError(f"--config {config_path}: unet must be an object of ADMUNet arguments, got {unet!r}")
+        base["unet"] = {**unet, **unet_given}
     with _options(f"--config {config_path}" if config_path is not None else None):
         cfg = TrainConfig.from_dict(base).validate()
-    if cfg.dataset not in ("mnist", "fashion_mnist"):
-        where = f"--config {config_path}: " if config_path is not None else ""
-        raise InputError(f"{where}dataset {cfg.dataset!r} is not one of mnist, fashion_mnist")
+    if cfg.dataset.startswith("folder:") and not Path(cfg.dataset[7:]).is_dir():
+        raise InputError(f"--data {cfg.dataset}: {cfg.dataset[7:]!r} is not a folder; expected folder:DIR of images")
     if cfg.seed < 0:
         raise InputError(f"--seed must be an integer >= 0, got {cfg.seed}")
     _writable(out, "--out", folder=True, kind="train")

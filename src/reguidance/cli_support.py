@@ -441,9 +441,11 @@ THEORY_SWEEP_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] =
 TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--dataset",
-        type=click.Choice(["mnist", "fashion_mnist"]),
+        "--data",
+        "dataset",
         default=None,
-        help="Training data (train split). Default: the config file's, else mnist.",
+        help="Training data: mnist, fashion_mnist, emoji (their train splits) or folder:DIR (every PNG/JPEG/WebP "
+        "file in DIR, centre square resized to --size, alpha over --background). Default: the config's, else mnist.",
     ),
     click.option(
         "--out",
@@ -452,6 +454,22 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         required=True,
         help="Folder for checkpoints, the log, the EMA weights and the sample grid.",
     ),
+    click.option(
+        "--size", type=int, default=None, help="Image size of the UNet (default 32; mnist and fashion_mnist: 32)."
+    ),
+    click.option(
+        "--channels", type=click.Choice(["1", "3"]), default=None, help="1 (gray) or 3 (RGB); default 1, emoji 3."
+    ),
+    click.option("--hflip/--no-hflip", default=None, help="Mirror each drawn image left-right with probability 1/2."),
+    click.option("--background", default=None, help="Colour that transparent pixels are composited over (white)."),
+    click.option("--dropout", type=FiniteFloat(min=0, max=1, max_open=True), default=None, help="UNet dropout (0)."),
+    click.option(
+        "--init",
+        default=None,
+        help="Fine-tune this prior (an embedded name, a guided-diffusion checkpoint, a trained folder) instead of "
+        "starting from random weights.",
+    ),
+    click.option("--sample-every", type=int, default=None, help="Write a grid of 64 samples every N steps (0: never)."),
     click.option("--steps", type=int, default=None, help="Number of optimizer steps (default 100000)."),
     click.option("--batch-size", type=int, default=None, help="Images per step (default 32)."),
     click.option("--minutes", type=POSITIVE, default=None, help="Stop cleanly (and save) after this much training."),

@@ -8,7 +8,12 @@ round trip moves a pixel by at most ``1/255``.
 Channels. ``C`` is 1 (gray) or 3 (RGB). Reading with ``channels=1`` converts colour to gray with ITU-R 601 luma
 ``0.299 R + 0.587 G + 0.114 B``; ``channels=3`` repeats gray; ``channels=None`` keeps each file's own: 1 for a
 file with one colour band (modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F``), 3 otherwise (``RGB``, ``RGBA``,
-palette, ...). Alpha is always dropped. 16-bit gray is rounded to 8 bits (``u16 / 257``).
+palette, ...). 16-bit gray is rounded to 8 bits (``u16 / 257``).
+
+Transparency. A file with an alpha channel (``RGBA``, ``LA``, a palette with a transparent colour) is composited
+over a solid ``background`` colour (default :data:`DEFAULT_BACKGROUND`, white) at its own size, before any resize:
+``u = a u_rgb + (1 - a) u_bg`` with ``a`` the alpha in [0, 1], so what a viewer shows on a white page is what is
+read. (Dropping alpha instead would keep whatever colour the file stores under its transparent pixels.)
 
 Orientation. A file's EXIF orientation tag (phones store photos sideways and set it) is applied when the file is
 read (:func:`open_image`, Pillow's ``ImageOps.exif_transpose``), as every image viewer does: a photo tagged
@@ -39,16 +44,20 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageColor, ImageOps
 from torch import Tensor
 
 from .conventions import InputError, check_finite, check_positive_int
 
 __all__ = [
+    "DEFAULT_BACKGROUND",
     "DEFAULT_MODE",
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "ResizeMode",
+    "check_background",
+    "composite",
+    "decode",
     "from_uint8",
     "image_size",
     "load_images",
@@ -67,7 +76,10 @@ ResizeMode = Literal["center_crop", "stretch"]
 #: the fitting rule of every reader here, and of ``bench --data folder:`` and ``restore --resize``
 DEFAULT_MODE: ResizeMode = "center_crop"
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+#: the colour transparent pixels are composited over (any colour name or ``#rrggbb`` that Pillow reads)
+DEFAULT_BACKGROUND = "white"
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 """File suffixes (any case) that :func:`load_images` reads in a folder; other files there are ignored."""
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -146,8 +158,29 @@ def image_size(file: str | os.PathLike[str]) -> tuple[int, int]:
         return (h, w) if _orientation(img) in _SWAPPED else (w, h)
 
 
+def check_background(background: str) -> tuple[int, int, int]:
+    """The RGB triple of a colour name or ``#rrggbb`` (Pillow's ``ImageColor``); ``InputError`` naming a bad one."""
+    try:
+        rgb = ImageColor.getrgb(background)
+    except (ValueError, AttributeError) as err:
+        raise InputError(f"background must be a colour name or #rrggbb, got {background!r}") from err
+    return rgb[0], rgb[1], rgb[2]
+
+
+def composite(img: Image.Image, background: str = DEFAULT_BACKGROUND) -> Image.Image:
+    """``img`` over a solid ``background`` where it has transparency (alpha band or a transparent palette colour),
+    else ``img`` unchanged. The result is ``RGB``, or ``L`` for a gray image (``LA``)."""
+    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    if not has_alpha:
+        return img
+    gray = img.mode in ("LA", "La")
+    rgba = img.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (*check_background(background), 255)), rgba)
+    return flat.convert("L" if gray else "RGB")
+
+
 def _pil_to_uint8(img: Image.Image, channels: int | None) -> np.ndarray:
-    """A Pillow image -> uint8 ``(H, W, C)``; ``channels=None`` keeps the file's own (see the module)."""
+    """A Pillow image (alpha already composited) -> uint8 ``(H, W, C)``; ``channels=None`` keeps the file's own."""
     if channels is None:
         channels = 1 if img.mode in _GRAY_MODES else 3
     if img.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits' worth, rounded
@@ -169,18 +202,31 @@ def _fit(img: Image.Image, size: int, mode: str) -> Image.Image:
     return img
 
 
-def _read_image(file: Path, size: int | None, channels: int | None, mode: str) -> np.ndarray:
+def decode(
+    img: Image.Image,
+    size: int | None,
+    channels: int | None,
+    mode: str = DEFAULT_MODE,
+    background: str = DEFAULT_BACKGROUND,
+) -> np.ndarray:
+    """An opened image as uint8 ``(H, W, C)``: upright, alpha composited over ``background``, then fitted to
+    ``size x size`` by ``mode`` unless ``size`` is None; the one rule of every reader here."""
+    img.load()
+    img = composite(upright(img), background)
+    return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
+
+
+def _read_image(file: Path, size: int | None, channels: int | None, mode: str, background: str) -> np.ndarray:
     """One image file as uint8 ``(H, W, C)``, fitted to ``size x size`` unless ``size`` is None."""
     with open_image(file) as img:
         try:
-            img.load()
-            img = upright(img)
-            return _pil_to_uint8(img if size is None else _fit(img, size, mode), channels)
+            return decode(img, size, channels, mode, background)
         except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"could not read image file {str(file)!r}: {' '.join(str(err).split())}") from err
 
 
-def _check_read_args(size: int | None, channels: int | None, mode: str) -> int | None:
+def _check_read_args(size: int | None, channels: int | None, mode: str, background: str) -> int | None:
+    check_background(background)
     if channels not in (None, 1, 3):
         raise InputError(f"channels must be 1 or 3, got {channels!r} (or None to keep each file's own)")
     if mode not in ("center_crop", "stretch"):
@@ -194,19 +240,21 @@ def read_images(
     channels: int | None = None,
     *,
     mode: ResizeMode = DEFAULT_MODE,
+    background: str = DEFAULT_BACKGROUND,
 ) -> Tensor:
     """The image ``files``, in the given order, as ``images (N, C, H, W)`` float32 in ``[-1, 1]``.
 
     ``channels``: 1, 3, or ``None`` to keep the files' own (gray files give ``C = 1``, colour files ``C = 3``);
     ``size``: an integer to fit every image to ``size x size`` by ``mode`` (``"center_crop"``, the default, or
-    ``"stretch"``; see the module docstring), or ``None`` to keep the files' own size. Raises
+    ``"stretch"``; see the module docstring), or ``None`` to keep the files' own size; ``background``: the colour
+    transparent pixels are composited over (the module docstring). Raises
     :class:`~reguidance.conventions.InputError` (a ``ValueError``) naming a file that cannot be decoded, and when
     the images do not agree in shape.
     """
-    size = _check_read_args(size, channels, mode)
+    size = _check_read_args(size, channels, mode, background)
     if len(files) == 0:
         raise InputError("no image files given; expected at least one")
-    batch = [_read_image(Path(f), size, channels, mode) for f in files]
+    batch = [_read_image(Path(f), size, channels, mode, background) for f in files]
     shapes = {b.shape for b in batch}
     if len(shapes) > 1:
         (h, w, c), *_ = sorted(shapes)
@@ -225,24 +273,26 @@ def load_images(
     channels: int | None = None,
     *,
     mode: ResizeMode = DEFAULT_MODE,
+    background: str = DEFAULT_BACKGROUND,
 ) -> tuple[Tensor, list[str]]:
     """Image files as a batch: ``(images, names)``, ``images (N, C, H, W)`` float32 in ``[-1, 1]`` and the files'
     ``names`` (without their folder), image ``n`` read from file ``names[n]``.
 
     Arguments:
-        source: a folder (every PNG/JPEG file directly in it, sorted by name; other files and subfolders are
+        source: a folder (every PNG/JPEG/WebP file directly in it, sorted by name; other files and subfolders are
             ignored), one image file, or a list of image files (read in the given order).
         size: fit every image to ``size x size`` by ``mode``; ``None`` (default) keeps the files' own size, which
             must then agree.
         channels: 1 (gray, ITU-R 601 luma), 3 (RGB), or ``None`` (default) to keep the files' own.
         mode: ``"center_crop"`` (default: the largest central square, then a bicubic resize) or ``"stretch"`` (the
             whole image resized, aspect ratio not kept). Rules in the module docstring.
+        background: the colour transparent pixels are composited over (default white).
 
     Raises :class:`~reguidance.conventions.InputError` (a ``ValueError``) when ``source`` is neither an image file,
     a folder nor a list of image files, a folder holds no image, a file cannot be decoded (naming it), or the
     images do not agree in shape.
     """
-    size = _check_read_args(size, channels, mode)
+    size = _check_read_args(size, channels, mode, background)
     suffixes = ", ".join(IMAGE_SUFFIXES)
     if isinstance(source, (str, os.PathLike)):
         target = Path(source)
@@ -265,7 +315,7 @@ def load_images(
     for f in files:
         if f.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"file {str(f)!r} is not an image; expected a name ending in {suffixes}")
-    return read_images(files, size, channels, mode=mode), [p.name for p in files]
+    return read_images(files, size, channels, mode=mode, background=background), [p.name for p in files]
 
 
 # --------------------------------------------------------------------------------------------------------------

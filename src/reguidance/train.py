@@ -1,20 +1,34 @@
-r"""Training an eps-prediction ADM UNet on MNIST or Fashion-MNIST (DDPM, Ho et al. 2020), on CPU or GPU.
+r"""Training an eps-prediction diffusion prior (DDPM, Ho et al. 2020) on a data set or a folder of images, from
+scratch or from an existing prior (fine-tuning), on CPU or GPU.
 
-Objective. For a clean batch ``x_0`` (B, 1, 32, 32) in [-1, 1], a timestep ``t ~ U{0, ..., T-1}`` per sample and
+Objective. For a clean batch ``x_0`` (B, C, H, W) in [-1, 1], a timestep ``t ~ U{0, ..., T-1}`` per sample and
 ``eps ~ N(0, I)``, the network sees ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` and is trained on
 
     L = E || eps_theta(x_t, t) - eps ||^2          (mean over pixels and the batch)
 
 with the 1000-step linear chain of :meth:`reguidance.diffusion.Schedule.linear` and a fixed reverse variance (one
-output channel). AdamW with a linear learning-rate warm-up; gradients clipped by norm.
+output channel). AdamW with a linear learning-rate warm-up; gradients clipped by norm. With ``hflip`` each image
+is mirrored left-right with probability 1/2 at each draw.
+
+Data (``dataset``): ``mnist`` / ``fashion_mnist`` (:func:`reguidance.data.load_dataset`'s ``train`` split),
+``emoji`` (:func:`reguidance.emoji.load_emoji`'s ``train`` split at the UNet's size), or ``folder:DIR`` (every
+PNG/JPEG/WebP file directly in ``DIR``, read by :func:`reguidance.images.load_images` at the UNet's size and
+channels: the central square, bicubic, alpha composited over ``background``). The sha256 of the training tensor
+is recorded in the config (``data_sha256``) and a resumed run refuses data that changed.
+
+Fine-tuning (``init``): the UNet starts from the weights of a prior :func:`reguidance.priors.load_prior` reads
+whose network is an unconditional ADM UNet on the linear 1000-step chain (an embedded prior, a guided-diffusion
+checkpoint, a folder written here); its
+configuration replaces ``unet`` and its image shape must be the data's. A guided-diffusion checkpoint with a
+learned variance is fine-tuned on the eps half of its output only (L_simple), its variance head left untrained.
 
 EMA. After each step the averaged weights move as ``ema <- d ema + (1 - d) theta`` with
 ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates when ``ema_warmup`` is on (so early averages are not
 dominated by the random initialisation), else ``d = decay``. The EMA weights are the ones shipped and sampled.
 
-Randomness. Data order comes from a ``torch.Generator`` seeded with ``seed``; timesteps and noise from a second
-one (``seed + 1``); dropout from the global generator, seeded with ``seed + 2`` at the start. All three states are
-stored in each checkpoint, so resuming from step ``k`` gives the same run as one that never stopped.
+Randomness. Data order comes from a ``torch.Generator`` seeded with ``seed``; timesteps, noise and flips from a
+second one (``seed + 1``); dropout from the global generator, seeded with ``seed + 2`` at the start. All three
+states are stored in each checkpoint, so resuming from step ``k`` gives the same run as one that never stopped.
 
 Files under ``out``:
 
@@ -22,6 +36,7 @@ Files under ``out``:
   generator states, elapsed time; read with ``torch.load(weights_only=True)``), ``config.json``; written to a
   temporary folder and swapped in, so a crash never leaves a half-written checkpoint;
 - ``log.jsonl``: one line of ``{step, loss, lr, elapsed_s}`` per ``log_every`` steps;
+- ``progress/step_<k>.png`` every ``sample_every`` steps (0: never): 64 DDIM samples of the EMA weights, seed 0;
 - at the end: ``ema.safetensors`` (EMA weights, float32), ``model.json`` (config and run facts) and
   ``samples.png`` (64 DDIM samples, ``eta = 0``, ``sample_steps`` steps, from the EMA weights).
 """
@@ -47,24 +62,39 @@ from .conventions import BatchRNG, InputError, check_nonnegative, check_positive
 from .diffusion import Schedule
 from .files import atomic_write_text, read_json_object, torch_load_tensors
 from .guidance.unconditional import sample
+from .images import DEFAULT_BACKGROUND, check_background
 from .memory import check_fits_in_memory
 from .priors.adm import ADMPrior, ADMUNet
 from .priors.base import Prior
 from .priors.zoo import EMBEDDED_UNET
 
 __all__ = [
+    "DATASETS",
     "SMALL_UNET",
     "TrainConfig",
+    "check_dataset",
     "diffusion_loss",
     "draw_samples",
     "ema_decay",
     "load_checkpoint",
     "train",
+    "training_images",
     "update_ema",
 ]
 
 #: the embedded models' UNet (see :data:`reguidance.priors.zoo.EMBEDDED_UNET`)
 SMALL_UNET: dict[str, Any] = EMBEDDED_UNET
+
+
+#: the named data sets a prior can be trained on; ``folder:DIR`` names a folder of images
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "emoji")
+
+
+def check_dataset(dataset: object) -> str:
+    """``dataset`` if it is a known data set name or ``folder:DIR`` with a non-empty ``DIR``, else ``InputError``."""
+    if isinstance(dataset, str) and (dataset in DATASETS or (dataset.startswith("folder:") and dataset[7:])):
+        return dataset
+    raise InputError(f"dataset must be one of {', '.join(DATASETS)} or folder:DIR, got {dataset!r}")
 
 
 @dataclass
@@ -88,6 +118,11 @@ class TrainConfig:
     sample_steps: int = 50
     num_timesteps: int = 1000
     unet: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SMALL_UNET))
+    hflip: bool = False
+    background: str = DEFAULT_BACKGROUND
+    init: str | None = None
+    sample_every: int = 0
+    data_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -117,7 +152,13 @@ class TrainConfig:
             check_positive("minutes", self.minutes)
         if check_nonnegative("ema_decay", self.ema_decay) >= 1:
             raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
-        for name in ("ema_warmup", "bf16"):
+        if isinstance(self.sample_every, bool) or not isinstance(self.sample_every, int) or self.sample_every < 0:
+            raise InputError(f"sample_every must be an integer >= 0, got {self.sample_every!r}")
+        check_dataset(self.dataset)
+        check_background(self.background)
+        if self.init is not None and not isinstance(self.init, str):
+            raise InputError(f"init must be the name or path of a prior, got {self.init!r}")
+        for name in ("ema_warmup", "bf16", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.unet, Mapping):
@@ -128,10 +169,12 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------------- the math
 def diffusion_loss(unet: nn.Module, x0: Tensor, t: Tensor, eps: Tensor, alphas_cumprod: Tensor) -> Tensor:
-    """``mean || unet(x_t, t) - eps ||^2`` with ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps``; ``x0`` (B, C, H, W)."""
+    """``mean || unet(x_t, t)[:, :C] - eps ||^2`` with ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps``; ``x0`` (B, C,
+    H, W). A learned-variance UNet (``2 C`` outputs) is trained on its ``eps`` half only (DDPM's L_simple; its
+    variance head is not trained, as guided-diffusion's hybrid loss would)."""
     ab = alphas_cumprod.to(x0)[t].reshape(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    return F.mse_loss(unet(x_t, t).float(), eps)
+    return F.mse_loss(unet(x_t, t).float()[:, : x0.shape[1]], eps)
 
 
 def ema_decay(num_updates: int, decay: float, warmup: bool = True) -> float:
@@ -201,6 +244,38 @@ def load_checkpoint(out: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str,
 
 
 # -------------------------------------------------------------------------------------------------------- data
+def training_images(cfg: TrainConfig) -> Tensor:
+    """The training set of ``cfg.dataset`` as ``(N, C, H, W)`` float32 in [-1, 1], at the UNet's channels and size.
+
+    ``InputError`` when a named data set's images do not have the UNet's shape (a folder is read at that shape)."""
+    size, channels = int(cfg.unet["image_size"]), int(cfg.unet["in_channels"])
+    if cfg.dataset.startswith("folder:"):
+        from .images import load_images
+
+        images, _ = load_images(cfg.dataset[7:], size=size, channels=channels, background=cfg.background)
+    elif cfg.dataset == "emoji":
+        from .emoji import load_emoji
+
+        images, _, _ = load_emoji("train", size=size)
+    else:
+        from .data import load_dataset
+
+        images, _ = load_dataset(cfg.dataset, "train")
+    shape = (channels, size, size)
+    if tuple(images.shape[1:]) != shape:
+        raise InputError(
+            f"dataset {cfg.dataset!r} has images of shape {tuple(images.shape[1:])} but the UNet expects {shape}"
+        )
+    return images.float().contiguous()
+
+
+def data_digest(images: Tensor) -> str:
+    """sha256 of the training tensor's float32 bytes (recorded as ``data_sha256``)."""
+    from .hashing import sha256_bytes
+
+    return sha256_bytes(images.float().contiguous().numpy().tobytes())
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
     """Index batches forever: a fresh permutation of ``range(n)`` per epoch, the incomplete tail dropped."""
     while True:
@@ -240,6 +315,37 @@ def draw_samples(
     return torch.cat(out)
 
 
+def _progress_grid(ema: ADMUNet, cfg: TrainConfig, path: Path) -> None:
+    """64 DDIM samples of the EMA weights (seed ``cfg.seed``, clipped) as an 8x8 grid at ``path``; the training
+    generators are not touched, so a run with grids is the same run as one without."""
+    from .images import save_grid
+
+    was_training = ema.training
+    prior = ADMPrior(copy.deepcopy(ema).eval(), Schedule.linear(cfg.num_timesteps))
+    grid = draw_samples(prior, 64, steps=cfg.sample_steps, seed=cfg.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(grid, path, nrow=8)
+    ema.train(was_training)
+
+
+def init_unet(init: str, num_timesteps: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The UNet configuration and weights of the prior ``init`` (:func:`reguidance.priors.load_prior`), for
+    fine-tuning; ``InputError`` unless it is an unconditional ADM UNet on the linear ``num_timesteps``-step chain."""
+    from .priors import load_prior
+
+    prior = load_prior(init)
+    if not isinstance(prior, ADMPrior) or prior.unet.num_classes is not None:
+        raise InputError(
+            f"--init {init!r} is a {type(prior).__name__}; fine-tuning takes an unconditional ADM UNet (an embedded "
+            "prior, a guided-diffusion checkpoint or a folder written by `reguidance train`)"
+        )
+    linear = Schedule.linear(num_timesteps).alphas_cumprod
+    ab = prior.schedule.alphas_cumprod
+    if ab.shape != linear.shape or not torch.allclose(ab.double(), linear.double()):
+        raise InputError(f"--init {init!r} was trained on another chain; fine-tuning uses the linear {num_timesteps}")
+    return dict(prior.unet.config), {k: v.detach().float().clone() for k, v in prior.unet.state_dict().items()}
+
+
 # ---------------------------------------------------------------------------------------------------- training
 def train(
     cfg: TrainConfig,
@@ -252,9 +358,10 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) a UNet as :class:`TrainConfig` says, writing checkpoints and results under ``out``.
 
-    ``images`` (N, 1, 32, 32) in [-1, 1] replaces the dataset's train split (for tests). Stops after
+    ``images`` (N, C, H, W) in [-1, 1] replaces the data set's train split (for tests). Stops after
     ``cfg.steps`` steps or ``cfg.minutes`` of training (counted across resumes), whichever comes first, and
-    always saves a checkpoint then. Returns the run's facts (also written to ``model.json``).
+    always saves a checkpoint then. Returns the run's facts (also written to ``model.json``). A resumed run
+    refuses training data whose sha256 is not the one the run started with.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -266,16 +373,24 @@ def train(
         saved_cfg.steps, saved_cfg.minutes = cfg.steps, cfg.minutes  # a resumed run may be extended
         cfg = saved_cfg
     cfg.validate()
-    if images is None:
-        from .data import load_dataset
-
-        images, _ = load_dataset(cfg.dataset, "train")
-    images = images.float().contiguous()
+    init_weights = None
+    if cfg.init is not None and not resume:
+        cfg.unet, init_weights = init_unet(cfg.init, cfg.num_timesteps)
+    images = training_images(cfg) if images is None else images.float().contiguous()
+    digest = data_digest(images)
+    if cfg.data_sha256 is not None and digest != cfg.data_sha256:
+        raise InputError(
+            f"the training data of {cfg.dataset!r} changed since the run started (sha256 {digest}, the run's "
+            f"{cfg.data_sha256}); resume with the same images, or start a new run in another --out"
+        )
+    cfg.data_sha256 = digest
 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 2)
     model = ADMUNet(**cfg.unet)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
@@ -326,6 +441,9 @@ def train(
             x0 = images[idx]
             t = torch.randint(0, cfg.num_timesteps, (len(idx),), generator=noise_gen)
             eps = torch.randn(x0.shape, generator=noise_gen)
+            if cfg.hflip:
+                flip = torch.rand(len(idx), generator=noise_gen) < 0.5
+                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -351,6 +469,10 @@ def train(
                 loss_sum, loss_n = 0.0, 0
             if step % cfg.checkpoint_every == 0:
                 _save_checkpoint(out, cfg, make_state(), model, ema)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                t_grid = time.perf_counter()
+                _progress_grid(ema, cfg, out / "progress" / f"step_{step:07d}.png")
+                t_start += time.perf_counter() - t_grid  # the training clock does not count the grid
         if loss_n:
             last_loss = loss_sum / loss_n
         _save_checkpoint(out, cfg, make_state(), model, ema)
@@ -369,11 +491,7 @@ def train(
         "threads": torch.get_num_threads(),
     }
     if final_samples:
-        from .images import save_grid
-
-        prior = ADMPrior(ema.eval(), Schedule.linear(cfg.num_timesteps))
-        grid = draw_samples(prior, 64, steps=cfg.sample_steps, seed=cfg.seed)
-        save_grid(grid, out / "samples.png", nrow=8)
+        _progress_grid(ema, cfg, out / "samples.png")
         facts["samples"] = str(out / "samples.png")
     (out / "model.json").write_text(json.dumps(facts, indent=2))
     return facts
