@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	command -v apt-get >/dev/null && [ ! -d /usr/share/datasets/fashion-mnist ] && \
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true
-	$(PY) -c "from reguidance.data import load_dataset as L; [L(n, s) for n in ('mnist', 'fashion_mnist') for s in ('train', 'val', 'test')]"
+	$(PY) -c "from reguidance.io.datasets import load_dataset as L; [L(n, s) for n in ('mnist', 'fashion_mnist') for s in ('train', 'val', 'test')]"
 
 demo: $(STAMP)
 	$(VENV)/bin/reguidance demo

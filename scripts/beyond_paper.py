@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
+from reguidance.app.methods import get_method
 from reguidance.bench.defaults import method_options, reguidance_config
 from reguidance.bench.inputs import dataset_for, load_test_images
-from reguidance.files import write_section
-from reguidance.images import save_grid
-from reguidance.methods import get_method
-from reguidance.metrics import Interval, psnr, ssim
+from reguidance.evaluation.metrics import Interval, psnr, ssim
+from reguidance.evaluation.stats import paired_comparison
+from reguidance.io.files import write_section
+from reguidance.io.images import save_grid
 from reguidance.priors import load_prior
-from reguidance.stats import paired_comparison
 from reguidance.tasks import get_task, method_rng, parse_ids
 from reguidance.wrapper import adaptive_depth, reward, spread
 

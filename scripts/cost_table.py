@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from reguidance.files import write_section
-from reguidance.speed import cpu_facts
+from reguidance.io.files import write_section
+from reguidance.studies.speed import cpu_facts
 
 CHILD = """
 import json, sys, torch
 from reguidance.conventions import DTYPES
 from reguidance.priors import random_prior
-from reguidance.speed import measure_floor
+from reguidance.studies.speed import measure_floor
 name, dtype = sys.argv[1], sys.argv[2]
 prior = random_prior(name).optimize(DTYPES[dtype])
 print(json.dumps({"model": name, "dtype": dtype, **measure_floor(prior, batch_size=1, iters=2)}))
@@ -45,7 +45,7 @@ def hours(seconds: float) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and whether it has bf16 units (:func:`reguidance.speed.cpu_facts`)."""
+    """The CPU's model name and whether it has bf16 units (:func:`reguidance.studies.speed.cpu_facts`)."""
     name, has_bf16 = cpu_facts()
     return f"{name}, {'with bf16 units' if has_bf16 else 'no bf16 units: bf16 is emulated and slow'}"
 

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import torch
 
-from reguidance.speed import cpu_facts
+from reguidance.studies.speed import cpu_facts
 
 device, out = sys.argv[1], Path(sys.argv[2])
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"

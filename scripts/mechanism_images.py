@@ -38,7 +38,7 @@ naming the fact): reference-budget candidates cost 15-30 s per MNIST image on a 
 folder holds them already (those images are then the primary table's, not held out).
 
 Rows go to ``OUT/rows.jsonl``, one per (cell, image), appended and synced after each batch
-(:func:`reguidance.files.append_rows`): ``prior, task, candidate_method, start, t_end, sampler, inversion_steps,
+(:func:`reguidance.io.files.append_rows`): ``prior, task, candidate_method, start, t_end, sampler, inversion_steps,
 inversion_method, dps_steps, step_size, eta, clip, id, seed, label, ssim, psnr, reward`` (``-||y - A x||^2``),
 ``consistency`` (``||A x - y|| / (sigma_y sqrt(m))`` of the clamped output), ``consistency_raw`` (before the clamp),
 ``nfe`` and ``seconds`` (the wrapper's own network evaluations and wall seconds per image; the candidate's are in
@@ -78,12 +78,14 @@ from filelock import FileLock
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from reguidance.app.methods import METHODS
 from reguidance.bench.defaults import method_options, reguidance_config
 from reguidance.bench.records import read_all_results, variant_of
 from reguidance.bench.runner import load_candidates
 from reguidance.conventions import InputError
-from reguidance.data import load_dataset
-from reguidance.files import (
+from reguidance.evaluation.metrics import psnr, ssim
+from reguidance.io.datasets import load_dataset
+from reguidance.io.files import (
     append_rows,
     atomic_path,
     atomic_write_json,
@@ -91,8 +93,6 @@ from reguidance.files import (
     read_json_object,
     read_rows,
 )
-from reguidance.methods import METHODS
-from reguidance.metrics import psnr, ssim
 from reguidance.priors import load_prior
 from reguidance.tasks import get_task, method_rng, parse_ids, wrapper_rng
 from reguidance.wrapper import ReGuidanceConfig, reguide, reward

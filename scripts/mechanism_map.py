@@ -1,6 +1,6 @@
 """The mechanism map (issue 19): inverted latent vs re-noised candidate vs fresh noise, on the exact-score mixture of
 ``reguidance theory``, over t_end x sampler x inversion steps x inversion method x DPS budget
-(:mod:`reguidance.mechanism`); with ``--prior mnist``, the same tables and heat maps from the rows that
+(:mod:`reguidance.studies.mechanism`); with ``--prior mnist``, the same tables and heat maps from the rows that
 ``scripts/mechanism_images.py`` wrote into ``--out`` (it runs nothing: run that script first, it resumes).
 
 Resumable: the rows of each cell are appended to ``<out>/rows.jsonl`` as it finishes; a rerun skips the cells it
@@ -27,16 +27,25 @@ from typing import Any
 import torch
 
 from reguidance.conventions import InputError
-from reguidance.files import atomic_write_text, check_marked, read_json_object, read_rows, write_section
-from reguidance.mechanism import GMM_METRICS, MapGrid, counts, format_markdown, run_gmm_map, save_heatmap, summarise
-from reguidance.metrics import fit_z
+from reguidance.evaluation.metrics import fit_z
+from reguidance.io.files import atomic_write_text, check_marked, read_json_object, read_rows, write_section
 from reguidance.priors import load_prior
+from reguidance.studies.mechanism import (
+    GMM_METRICS,
+    MapGrid,
+    counts,
+    format_markdown,
+    run_gmm_map,
+    save_heatmap,
+    summarise,
+)
+from reguidance.studies.theory import TheoryConfig
 from reguidance.tasks import parse_task
-from reguidance.theory import TheoryConfig
 
 #: the image map's metrics, each with whether higher is better: realism against the truth (SSIM, PSNR) and the
-#: noise-calibrated fit to y, ``|fit_z|`` of the unclamped output (:func:`reguidance.metrics.fit_z`: 0 when the
-#: residual has the size the measurement noise predicts; the raw reward ``-||y - A x||^2`` rewards fitting the noise)
+#: noise-calibrated fit to y, ``|fit_z|`` of the unclamped output (:func:`reguidance.evaluation.metrics.fit_z`: 0 when
+#: the residual has the size the measurement noise predicts; the raw reward ``-||y - A x||^2`` rewards fitting the
+#: noise)
 IMAGE_METRICS: dict[str, bool] = {"ssim": True, "psnr": True, "abs_fit_z": False}
 #: how the answer's tables name them
 LABELS = {"ssim": "SSIM", "psnr": "PSNR", "abs_fit_z": "|fit_z| (the noise-calibrated fit to y, lower is better)"}

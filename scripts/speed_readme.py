@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from reguidance.conventions import DTYPES
-from reguidance.files import write_section
+from reguidance.io.files import write_section
 from reguidance.priors import load_prior
-from reguidance.speed import SpeedConfig, cpu_facts, measure_speed
+from reguidance.studies.speed import SpeedConfig, cpu_facts, measure_speed
 
 
 def main() -> None:

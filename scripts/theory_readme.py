@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reguidance.files import write_section
-from reguidance.theory import TheoryConfig, format_markdown, format_sweep_markdown, run_theory, sweep_theory
+from reguidance.io.files import write_section
+from reguidance.studies.theory import TheoryConfig, format_markdown, format_sweep_markdown, run_theory, sweep_theory
 
 
 def main() -> None:

@@ -176,7 +176,7 @@ def test_every_baseline_runs_in_the_benchmark(tiny_prior, images: Images, tmp_pa
 
 
 def test_external_candidates_are_read_from_a_folder_by_id(tiny_prior, images: Images, tmp_path):
-    from reguidance.images import save_images
+    from reguidance.io.images import save_images
 
     x, _ = images
     folder = tmp_path / "cands"
@@ -195,8 +195,8 @@ def test_missing_external_candidate_names_the_file(tiny_prior, images: Images, t
 
 
 def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
-    from reguidance.images import save_images
-    from reguidance.restore import restore, write_report
+    from reguidance.app.restore import restore, write_report
+    from reguidance.io.images import save_images
 
     x, _ = images
     save_images(x[:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
@@ -221,8 +221,8 @@ def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
 
 
 def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tmp_path):
-    from reguidance.images import save_images
-    from reguidance.restore import restore, write_report
+    from reguidance.app.restore import restore, write_report
+    from reguidance.io.images import save_images
 
     save_images(images[0][:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
@@ -241,8 +241,8 @@ def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tm
 
 
 def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tmp_path):
-    from reguidance.images import save_images
-    from reguidance.restore import restore
+    from reguidance.app.restore import restore
+    from reguidance.io.images import save_images
 
     save_images(images[0][:1], [tmp_path / "y.png"])
     with pytest.raises(ValueError, match="random box"):
@@ -287,7 +287,7 @@ def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
 
 def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_prior, images, tmp_path):
     from reguidance.bench.tune import choose, collect_table, parse_grid, run_sweep, tune_pair
-    from reguidance.metrics import ssim
+    from reguidance.evaluation.metrics import ssim
     from reguidance.tasks import stream_rng
     from reguidance.wrapper import reguide
 
@@ -357,7 +357,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
 
 
 def dps_candidates(prior, operator, y, i, step_size):
-    from reguidance.methods import get_method
+    from reguidance.app.methods import get_method
     from reguidance.tasks import stream_rng
 
     return get_method("dps")(
@@ -401,8 +401,8 @@ def test_tuning_grid_rejects_unknown_fields():
 
 
 def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
-    from reguidance.images import save_images
-    from reguidance.restore import restore, write_report
+    from reguidance.app.restore import restore, write_report
+    from reguidance.io.images import save_images
 
     save_images(images[0][:2], [tmp_path / "in" / f"img{k}.png" for k in range(2)])
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
@@ -424,7 +424,7 @@ def test_verdict_follows_the_corrected_calls_of_every_metric():
 
 
 def test_holm_adjustment_matches_a_hand_computation():
-    from reguidance.metrics import holm
+    from reguidance.evaluation.metrics import holm
 
     # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, max(0.06, 0.04 * 1) = 0.06
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -502,8 +502,8 @@ def test_tuning_refuses_any_split_but_validation(tiny_prior, images):
 
 
 def test_tuning_command_reads_the_validation_split_only(monkeypatch, tmp_path, images):
-    from reguidance import data
     from reguidance.cli import main
+    from reguidance.io import datasets as data
 
     asked = []
 
@@ -655,7 +655,7 @@ def test_lpips_when_given_is_a_column_a_paired_change_and_part_of_the_verdict(ti
     run_bench(tiny_prior, *images, spec(tasks=["sr4"]), tmp_path, lpips=l1, progress=False)
     rows = read_results(tmp_path / "results.jsonl")
     truth = images[0][0:1]
-    from reguidance.images import load_images
+    from reguidance.io.images import load_images
 
     saved, _ = load_images(tmp_path / "images" / "sr4" / "pinv" / "00000_candidate.png", None, 1)
     first = next(r for r in rows if r["id"] == 0 and not r["reguidance"])
@@ -703,7 +703,7 @@ def test_widening_keeps_small_step_sizes():
 def _stand_in_dps(calls: list[tuple[list[int], int]], fail_above: int | None = None) -> Any:
     """``get_method`` with DPS replaced by DPS that records each call's (ids, steps) and, given ``fail_above``, fails
     when asked for more steps (the ``more`` variant), as the reference run failed after 24 minutes of work."""
-    from reguidance.methods import get_method
+    from reguidance.app.methods import get_method
 
     def dps(prior, operator, y, rng, ids, *, progress=False, **options):
         calls.append((list(ids), options["steps"]))
@@ -716,7 +716,7 @@ def _stand_in_dps(calls: list[tuple[list[int], int]], fail_above: int | None = N
 
 def _fail_at(variant: str, calls: list[tuple[list[int], int]], monkeypatch) -> None:
     """Make ``variant`` fail on the first batch (ids 0, 1); DPS calls are recorded in ``calls``."""
-    from reguidance import batch
+    from reguidance.app import batch
     from reguidance.bench import runner
     from reguidance.wrapper import reguide
 
@@ -752,7 +752,7 @@ ORDER = ("candidate", "reguidance", "renoise", "fresh", "more")
 def test_a_failing_variant_keeps_the_rows_of_the_variants_before_it(
     tiny_prior, images: Images, tmp_path, monkeypatch, failing
 ):
-    from reguidance.files import Manifest
+    from reguidance.io.files import Manifest
 
     calls: list[tuple[list[int], int]] = []
     _fail_at(failing, calls, monkeypatch)

@@ -107,8 +107,8 @@ def test_restore_without_inputs_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_restore_command_restores_a_folder_with_the_embedded_prior(tmp_path, capsys):
-    from reguidance.data import load_test_subset
-    from reguidance.images import save_images
+    from reguidance.io.datasets import load_test_subset
+    from reguidance.io.images import save_images
 
     x, _, _ = load_test_subset("mnist")
     save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
@@ -157,8 +157,8 @@ def test_tune_refuses_a_step_size_the_method_does_not_have(capsys):
 
 
 def test_restore_samples_writes_the_spread_and_keeps_the_first_draw(tmp_path):
-    from reguidance.data import load_test_subset
-    from reguidance.images import read_images, save_images
+    from reguidance.io.datasets import load_test_subset
+    from reguidance.io.images import read_images, save_images
 
     x, _, _ = load_test_subset("mnist")
     save_images(x[:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])

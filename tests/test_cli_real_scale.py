@@ -17,13 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from reguidance import memory
+from reguidance.app import memory
+from reguidance.app.runs import prior_facts
 from reguidance.cli import cli, main
 from reguidance.diffusion import Schedule
 from reguidance.priors import load_prior, zoo
 from reguidance.priors.adm import ADMUNet
 from reguidance.priors.base import Prior, PriorOutput
-from reguidance.runs import prior_facts
 
 #: a 16x16 RGB guided-diffusion UNet with attention at 8x8 in two heads: the heads are not stored in the
 #: weights, so the checkpoint needs a --prior-config

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import torch
 
-from reguidance import memory
+from reguidance.app import memory
 from reguidance.conventions import BatchRNG
 from reguidance.diffusion import Schedule
 from reguidance.guidance.dps import dps
 from reguidance.operators import SuperResolution
 from reguidance.priors.adm import ADMPrior, ADMUNet
-from reguidance.speed import SpeedConfig, measure_floor, measure_speed
+from reguidance.studies.speed import SpeedConfig, measure_floor, measure_speed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "adm" / "adm_dev.pt"
 ENV = "REGUIDANCE_TEST_DEVICE"

@@ -1,4 +1,4 @@
-"""Specification of reguidance.data: datasets, their sources and checks, and the committed test subsets.
+"""Specification of reguidance.io.datasets: datasets, their sources and checks, and the committed test subsets.
 
 Nothing here needs the network or the full datasets; the tests of the full loaders skip when the data is not on disk.
 """
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from reguidance import data
-from reguidance.data import (
+from reguidance.conventions import ASSETS_DIR
+from reguidance.io import datasets as data
+from reguidance.io.datasets import (
     ChecksumError,
     build_test_subsets,
     data_root,
@@ -24,7 +25,7 @@ from reguidance.data import (
     load_test_subset,
 )
 
-ASSETS = Path(data.__file__).parent / "assets" / "data"
+ASSETS = ASSETS_DIR / "data"
 
 
 # ------------------------------------------------------------------------------------------------ test subsets

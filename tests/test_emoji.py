@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from reguidance import emoji
 from reguidance.conventions import InputError
+from reguidance.io import emoji
 
 
 def test_skin_tone_variants_have_the_base_emojis_split() -> None:

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from reguidance.classifier import (
+from reguidance.evaluation.classifier import (
     DigitClassifier,
     RealismScorer,
     confidence,
     knn_distance,
     reference_ids,
 )
-from reguidance.metrics import fit_z
+from reguidance.evaluation.metrics import fit_z
 from reguidance.operators import Inpainting, MatrixOperator, SuperResolution
 
 

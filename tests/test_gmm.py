@@ -338,7 +338,7 @@ def test_alpha_bar_outside_unit_interval_is_refused() -> None:
 
 
 def test_theory_mode_accuracy_interval_stays_inside_zero_one():
-    from reguidance.theory import TheoryConfig, run_theory
+    from reguidance.studies.theory import TheoryConfig, run_theory
 
     report, _ = run_theory(TheoryConfig(candidates=8, candidate_steps=3, inversion_steps=3, dps_steps=3))
     for method in report["methods"].values():
@@ -350,7 +350,7 @@ def test_the_reported_theory_problems_are_held_out_from_the_sweeps():
     """The sweep (seed 0) and the reported table (seed 1) share the testbed, not the problems."""
     from dataclasses import replace
 
-    from reguidance.theory import TheoryConfig, run_theory
+    from reguidance.studies.theory import TheoryConfig, run_theory
 
     cfg = TheoryConfig(candidates=4, candidate_steps=2, inversion_steps=2, dps_steps=2)
     _, sweep = run_theory(replace(cfg, seed=0))

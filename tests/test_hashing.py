@@ -1,4 +1,4 @@
-"""Specification of reguidance.hashing: the one sha256 helper for files, bytes and recorded digests."""
+"""Specification of reguidance.io.hashing: the one sha256 helper for files, bytes and recorded digests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reguidance.hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
+from reguidance.io.hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
 
 # FIPS 180-2, appendix B: the sha256 of "abc" and of the empty message
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

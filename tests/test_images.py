@@ -1,4 +1,4 @@
-"""Specification of reguidance.images: reading image files and folders, writing images and grids."""
+"""Specification of reguidance.io.images: reading image files and folders, writing images and grids."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from reguidance.conventions import InputError
-from reguidance.images import load_images, make_grid, read_images, save_grid, save_images
+from reguidance.io.images import load_images, make_grid, read_images, save_grid, save_images
 
 QUANTUM = 1.0 / 255.0 + 1e-6  # largest change of a [-1, 1] value after an 8-bit round trip
 

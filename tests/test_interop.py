@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from reguidance.conventions import BatchRNG, InputError
 from reguidance.guidance import daps, diffpir, dps, pigdm, reddiff
-from reguidance.interop import DeepinvLinearOperator, DeepinvOperator
 from reguidance.operators import Inpainting, LinearOperator, Operator
+from reguidance.operators.deepinv import DeepinvLinearOperator, DeepinvOperator
 from reguidance.priors import load_prior
 from reguidance.wrapper import reguide
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from reguidance.lpips import LPIPS
+from reguidance.evaluation.lpips import LPIPS
 
 CHANNELS = (64, 192, 384, 256, 256)
 

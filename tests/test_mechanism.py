@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reguidance.conventions import InputError
-from reguidance.mechanism import (
+from reguidance.studies.mechanism import (
     CELL_KEYS,
     GMM_METRICS,
     MapGrid,
@@ -17,7 +17,7 @@ from reguidance.mechanism import (
     save_heatmap,
     summarise,
 )
-from reguidance.theory import TheoryConfig, make_testbed, problem_stream, run_theory
+from reguidance.studies.theory import TheoryConfig, make_testbed, problem_stream, run_theory
 from reguidance.wrapper import ReGuidanceConfig, reguide
 
 TINY = TheoryConfig(candidates=16, candidate_steps=3, step_size=0.2)

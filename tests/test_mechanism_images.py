@@ -18,11 +18,11 @@ from typing import Literal
 import pytest
 import torch
 
+from reguidance.app.methods import METHODS
 from reguidance.bench.defaults import method_options, reguidance_config
 from reguidance.bench.records import read_all_results, variant_of
-from reguidance.data import load_dataset
-from reguidance.methods import METHODS
-from reguidance.metrics import ssim
+from reguidance.evaluation.metrics import ssim
+from reguidance.io.datasets import load_dataset
 from reguidance.priors import load_prior
 from reguidance.tasks import get_task, method_rng, wrapper_rng
 from reguidance.wrapper import reguide

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import reguidance.bench.defaults as defaults
+from reguidance.app.methods import check_method_options
 from reguidance.bench.defaults import resolve_options
 from reguidance.bench.runner import BenchSpec, run_bench
 from reguidance.cli import main
 from reguidance.conventions import InputError
-from reguidance.methods import check_method_options
 
 
 def test_an_unknown_option_is_refused_naming_it_and_the_options_that_exist() -> None:
@@ -76,7 +76,7 @@ def test_the_cli_refuses_an_unknown_table_option_in_one_line_before_writing(tmp_
 
 
 def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
-    from reguidance.restore import RestoreRequest, plan_restore, restore
+    from reguidance.app.restore import RestoreRequest, plan_restore, restore
 
     (tmp_path / "in").mkdir()
     with pytest.raises(InputError, match="bogus"):

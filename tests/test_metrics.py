@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from reguidance.metrics import mean_ci95, proportion_ci95, psnr, ssim
-from reguidance.stats import paired_comparison
+from reguidance.evaluation.metrics import mean_ci95, proportion_ci95, psnr, ssim
+from reguidance.evaluation.stats import paired_comparison
 
 
 def test_mean_interval_contains_the_mean_and_shrinks_with_n():
@@ -45,7 +45,7 @@ def test_psnr_and_ssim_are_per_image():
 
 
 def test_jackknife_interval_of_the_mean_is_the_usual_standard_error():
-    from reguidance.metrics import jackknife_ci95
+    from reguidance.evaluation.metrics import jackknife_ci95
 
     x = torch.tensor([1.0, 4.0, 2.0, 8.0, 5.0], dtype=torch.float64)
     loo = [float(torch.cat([x[:i], x[i + 1 :]]).mean()) for i in range(5)]  # the jackknife of the mean ...

@@ -1,5 +1,5 @@
-"""Specification of the pictures people read: labelled grids (reguidance.pictures), the tradeoff plot, and the
-static ``report.html`` of a benchmark run and of a restore run (reguidance.webpage), read back with the standard
+"""Specification of the pictures people read: labelled grids (reguidance.io.pictures), the tradeoff plot, and the
+static ``report.html`` of a benchmark run and of a restore run (reguidance.io.webpage), read back with the standard
 library's HTML parser (no browser needed)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from reguidance.conventions import InputError
-from reguidance.pictures import fit_text, labelled_grid, overview
+from reguidance.io.pictures import fit_text, labelled_grid, overview
 
 # ------------------------------------------------------------------------------------------------ labelled grids
 
@@ -306,7 +306,7 @@ def _restore_folder(out: Path, names: list[str], *, std: bool, truth: bool) -> d
 
 @pytest.mark.parametrize(("std", "truth"), [(True, True), (False, False)])
 def test_the_restore_report_and_grid_show_each_input_with_its_numbers(tmp_path: Path, std: bool, truth: bool) -> None:
-    from reguidance.restore import save_pictures
+    from reguidance.app.restore import save_pictures
 
     names = ['a<b&"c.png', "digit #1 é.png", "plain.png"]
     report = _restore_folder(tmp_path, names, std=std, truth=truth)
@@ -333,8 +333,8 @@ def test_the_restore_report_and_grid_show_each_input_with_its_numbers(tmp_path: 
 
 
 def test_an_overwrite_clears_the_pictures_and_pages_too(tmp_path: Path) -> None:
-    from reguidance.files import Manifest
-    from reguidance.runs import clear_outputs
+    from reguidance.app.runs import clear_outputs
+    from reguidance.io.files import Manifest
 
     manifest = Manifest(tmp_path)  # what a run records as it writes: --overwrite removes exactly these
     for name in ("report.html", "grid.png"):

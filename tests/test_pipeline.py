@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import reguidance
-from reguidance import memory
+from reguidance.app import memory
 from reguidance.cli import main
 from reguidance.conventions import BatchRNG, InputError
 from reguidance.tasks import make_operator
@@ -38,7 +38,7 @@ def gray_png(path: Path, array: np.ndarray) -> Path:
 
 def two_digits(folder: Path) -> Path:
     """Two 32x32 gray PNGs (committed MNIST test images 0 and 1) in ``folder``."""
-    from reguidance.data import load_test_subset
+    from reguidance.io.datasets import load_test_subset
 
     x, _, _ = load_test_subset("mnist")
     for k, name in enumerate(("a.png", "b.png")):
@@ -105,7 +105,8 @@ def test_import_reguidance_does_not_import_torch() -> None:
 
 
 def test_the_top_level_names_are_the_library_s_own_objects() -> None:
-    from reguidance import guidance, images, operators, priors, tasks, wrapper
+    from reguidance import guidance, operators, priors, tasks, wrapper
+    from reguidance.io import images
 
     assert reguidance.reguide is wrapper.reguide and reguidance.ReGuidanceConfig is wrapper.ReGuidanceConfig
     assert reguidance.load_prior is priors.load_prior and reguidance.make_operator is tasks.make_operator
@@ -156,7 +157,7 @@ def test_channels_last_changes_results_by_rounding_only_and_not_the_run_identity
 
 # ------------------------------------------------------------------------------------------------- progress
 def test_solve_batch_shows_per_step_bars_of_the_method_and_the_wrapper(capsys: pytest.CaptureFixture[str]) -> None:
-    from reguidance.batch import solve_batch
+    from reguidance.app.batch import solve_batch
     from reguidance.priors import load_prior
     from reguidance.wrapper import ReGuidanceConfig
 

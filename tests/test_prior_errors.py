@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reguidance.cli import main
-from reguidance.conventions import InputError
+from reguidance.conventions import ASSETS_DIR, InputError
 from reguidance.priors import PriorNotFoundError, load_prior, zoo
-from reguidance.priors.zoo import ASSETS_DIR, MODELS
+from reguidance.priors.zoo import MODELS
 
 
 class Case(NamedTuple):

@@ -13,7 +13,7 @@ NOT_RUN = "# not run by the tests"
 
 def _write_photos(folder: Path) -> list[np.ndarray]:
     """Two 8-bit gray 32x32 PNGs (committed MNIST test images 0 and 1) in ``folder``; returns their pixels."""
-    from reguidance.data import load_test_subset
+    from reguidance.io.datasets import load_test_subset
 
     x, _, _ = load_test_subset("mnist")
     folder.mkdir()

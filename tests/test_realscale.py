@@ -17,7 +17,7 @@ from PIL import Image
 
 from reguidance.cli import main
 from reguidance.conventions import InputError
-from reguidance.interop import latent_to_deepinv
+from reguidance.operators.deepinv import latent_to_deepinv
 from reguidance.priors import zoo
 
 #: what every guided restore below uses

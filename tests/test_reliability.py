@@ -46,7 +46,8 @@ def one_line_error(capsys, *words: str) -> str:
 def mnist_state_dict() -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from reguidance.priors.zoo import ASSETS_DIR, MODELS
+    from reguidance.conventions import ASSETS_DIR
+    from reguidance.priors.zoo import MODELS
 
     return load_file(str(ASSETS_DIR / str(MODELS["mnist"].asset)))
 
@@ -114,7 +115,8 @@ def test_every_network_command_takes_the_shared_runtime_options():
 def _corrupt_files(tmp_path: Path) -> dict[str, Path]:
     from safetensors.torch import save_file
 
-    from reguidance.priors.zoo import ASSETS_DIR, MODELS
+    from reguidance.conventions import ASSETS_DIR
+    from reguidance.priors.zoo import MODELS
 
     sd = mnist_state_dict()
     files = {
@@ -186,18 +188,18 @@ def test_a_results_row_without_its_keys_is_refused_naming_the_file(tmp_path, cap
 
 # ----------------------------------------------------------------------------------------- the error contract
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    import reguidance.theory
+    import reguidance.studies.theory
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug deep inside")
 
-    monkeypatch.setattr(reguidance.theory, "run_theory", broken)
+    monkeypatch.setattr(reguidance.studies.theory, "run_theory", broken)
     with pytest.raises(ValueError, match="internal bug"):
         main(["theory", "--candidates", "4"])
 
 
 def test_a_full_disk_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch, capsys):
-    import reguidance.files
+    import reguidance.io.files
 
     target = tmp_path / "report.json"
     target.write_text('{"old": true}')
@@ -206,7 +208,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeyp
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(reguidance.files.os, "fsync", full)
+    monkeypatch.setattr(reguidance.io.files.os, "fsync", full)
     args = ["theory", "--dim", "4", "--modes", "2", "--measurements", "1", "--candidates", "4"]
     assert (
         main([*args, "--candidate-steps", "2", "--inversion-steps", "2", "--dps-steps", "2", "--json", str(target)])
@@ -218,7 +220,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeyp
 
 
 def test_atomic_writes_through_libraries_keep_the_suffix_and_leave_nothing_on_failure(tmp_path):
-    from reguidance.files import atomic_path
+    from reguidance.io.files import atomic_path
 
     with atomic_path(tmp_path / "a.png") as tmp:
         assert tmp.suffix == ".png" and tmp.parent == tmp_path
@@ -319,7 +321,7 @@ def test_a_second_writer_is_refused_by_the_lock(tmp_path, capsys):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from reguidance.runs import hold_folder\n"
+            "import sys, time; from pathlib import Path; from reguidance.app.runs import hold_folder\n"
             "with hold_folder(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
             str(tmp_path / "run"),
         ],
@@ -407,7 +409,7 @@ def test_ctrl_c_exits_130_with_one_line_and_nothing_torn(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- restore
 def _restore(tiny_prior, out, **kw):
-    from reguidance.restore import restore, write_report
+    from reguidance.app.restore import restore, write_report
     from reguidance.wrapper import ReGuidanceConfig
 
     cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
@@ -416,7 +418,7 @@ def _restore(tiny_prior, out, **kw):
 
 
 def test_restore_keeps_inputs_that_share_a_stem_apart(tiny, tmp_path):
-    from reguidance.images import save_images
+    from reguidance.io.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "a.jpg"])
     report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
@@ -425,7 +427,7 @@ def test_restore_keeps_inputs_that_share_a_stem_apart(tiny, tmp_path):
 
 
 def test_restore_pairs_candidates_by_name_not_position(tiny, tmp_path):
-    from reguidance.images import save_images
+    from reguidance.io.images import save_images
 
     x = tiny[1]
     save_images(x[:3], [tmp_path / "in" / f"{k:02d}.png" for k in range(3)])
@@ -445,14 +447,14 @@ def test_restore_pairs_candidates_by_name_not_position(tiny, tmp_path):
         ("01.png", "01.png"),
         ("02.png", "02.png"),
     ]
-    from reguidance.images import load_images
+    from reguidance.io.images import load_images
 
     cand, _ = load_images(tmp_path / "o3" / "candidate" / "00.png", None, 1)
     assert (cand[0] - x[0]).abs().max() < 1 / 127.5 + 1e-6  # 00.png got 00.jpg's picture (x[0]), 8-bit rounding
 
 
 def test_restore_refuses_ambiguous_candidates():
-    from reguidance.restore import match_candidates
+    from reguidance.app.restore import match_candidates
 
     with pytest.raises(InputError, match=r"more than one candidate fits a.png \(a.jpg, a.tif\)"):
         match_candidates(["a.png"], ["a.jpg", "a.tif"])
@@ -461,7 +463,7 @@ def test_restore_refuses_ambiguous_candidates():
 
 
 def test_restore_refuses_a_folder_of_another_run_and_redoes_a_changed_input_only_with_overwrite(tiny, tmp_path):
-    from reguidance.images import save_images
+    from reguidance.io.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
     _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
@@ -475,7 +477,7 @@ def test_restore_refuses_a_folder_of_another_run_and_redoes_a_changed_input_only
 
 
 def test_an_input_s_result_does_not_depend_on_the_other_files_in_its_folder(tiny, tmp_path):
-    from reguidance.images import save_images
+    from reguidance.io.images import save_images
 
     save_images(tiny[1][[0, 0]], [tmp_path / "one" / "b.png", tmp_path / "two" / "b.png"])
     save_images(tiny[1][2:3], [tmp_path / "two" / "a.png"])
@@ -502,8 +504,8 @@ def test_seeds_are_64_bit_without_aliasing():
     [("dps", {"steps": 4}), ("daps", {"steps": 2, "ode_steps": 1, "langevin_steps": 3})],
 )
 def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_tolerance(method, options):
-    from reguidance.batch import solve_batch
-    from reguidance.data import load_test_subset
+    from reguidance.app.batch import solve_batch
+    from reguidance.io.datasets import load_test_subset
     from reguidance.priors import load_prior
     from reguidance.tasks import get_task
     from reguidance.wrapper import ReGuidanceConfig
@@ -535,8 +537,8 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
 
 
 def test_restore_with_a_bad_candidate_folder_writes_nothing(tmp_path, capsys):
-    from reguidance.data import load_test_subset
-    from reguidance.images import save_images
+    from reguidance.io.datasets import load_test_subset
+    from reguidance.io.images import save_images
 
     x = load_test_subset("mnist")[0][:2]
     save_images(x, [tmp_path / "in" / "a.png", tmp_path / "c" / "z.png"])
@@ -558,7 +560,7 @@ def test_load_prior_refuses_none_and_an_absent_device_with_input_errors():
 
 
 def test_a_script_section_is_written_between_its_markers_or_printed(tmp_path, capsys):
-    from reguidance.files import write_section
+    from reguidance.io.files import write_section
 
     doc = tmp_path / "README.md"
     doc.write_text("top\n<!-- speed:begin -->\nold\n<!-- speed:end -->\nbottom\n")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from reguidance.cli import main
 from reguidance.conventions import InputError
-from reguidance.files import Manifest
+from reguidance.io.files import Manifest
 
 QUICK = ["--ids", "0:1", "--methods", "pinv", "--tasks", "sr4", "--protocol", "cpu"]
 
@@ -123,8 +123,8 @@ def test_a_users_json_file_is_never_replaced(here, capsys):
 
 
 def test_overwrite_deletes_only_what_the_manifest_lists(tmp_path):
-    from reguidance.files import atomic_write_text
-    from reguidance.runs import clear_outputs, own_folder
+    from reguidance.app.runs import clear_outputs, own_folder
+    from reguidance.io.files import atomic_write_text
 
     with own_folder(tmp_path, "bench"):
         atomic_write_text(tmp_path / "images" / "a.png", "ours")
@@ -137,8 +137,8 @@ def test_overwrite_deletes_only_what_the_manifest_lists(tmp_path):
 
 
 def test_a_file_dropped_into_an_owned_folder_is_never_replaced(tmp_path):
-    from reguidance.files import atomic_write_text
-    from reguidance.runs import own_folder
+    from reguidance.app.runs import own_folder
+    from reguidance.io.files import atomic_write_text
 
     with own_folder(tmp_path, "restore"):
         atomic_write_text(tmp_path / "report.json", "ours")
@@ -149,7 +149,7 @@ def test_a_file_dropped_into_an_owned_folder_is_never_replaced(tmp_path):
 
 
 def test_a_folder_an_older_version_wrote_is_resumed_as_bench_and_adopted(tmp_path):
-    from reguidance.runs import check_output_folder, clear_outputs, own_folder
+    from reguidance.app.runs import check_output_folder, clear_outputs, own_folder
 
     (tmp_path / "config.json").write_text(json.dumps({"protocol": "cpu", "runs": []}))
     (tmp_path / "results.jsonl").write_text("")
@@ -164,22 +164,22 @@ def test_a_folder_an_older_version_wrote_is_resumed_as_bench_and_adopted(tmp_pat
 
 
 def test_the_manifest_records_a_file_before_it_is_written(tmp_path, monkeypatch):
-    import reguidance.files
-    from reguidance.files import Manifest, atomic_write_text
-    from reguidance.runs import own_folder
+    import reguidance.io.files
+    from reguidance.app.runs import own_folder
+    from reguidance.io.files import Manifest, atomic_write_text
 
     def crash(*a):
         raise KeyboardInterrupt
 
     with own_folder(tmp_path, "bench"):
-        monkeypatch.setattr(reguidance.files.os, "replace", crash)
+        monkeypatch.setattr(reguidance.io.files.os, "replace", crash)
         with pytest.raises(KeyboardInterrupt):
             atomic_write_text(tmp_path / "config.json", "x")
     assert "config.json" in Manifest(tmp_path).paths
 
 
 def test_any_name_the_filesystem_accepts_can_be_written_atomically(tmp_path):
-    from reguidance.files import atomic_write_text
+    from reguidance.io.files import atomic_write_text
 
     name = "a" * 250 + ".png"
     atomic_write_text(tmp_path / name, "x")

@@ -156,7 +156,7 @@ def test_a_bad_train_config_field_is_one_line_naming_the_file_and_field(tmp_path
 
 
 def test_train_config_validate_is_an_input_error_for_a_nan_learning_rate():
-    from reguidance.train import TrainConfig
+    from reguidance.app.train import TrainConfig
 
     with pytest.raises(InputError, match="lr must be a finite number > 0"):
         TrainConfig(lr=math.nan).validate()
@@ -234,7 +234,7 @@ def test_sample_n_beyond_memory_is_refused_at_once(tmp_path, capsys):
 
 
 def test_check_fits_in_memory_counts_float_and_uint8_copies():
-    from reguidance.memory import check_fits_in_memory
+    from reguidance.app.memory import check_fits_in_memory
 
     # 5 bytes per value (float32 + uint8): 10 samples of 1x2x2 need 200 bytes
     assert check_fits_in_memory("n", 10, (1, 2, 2), available=200) == 10
@@ -281,14 +281,14 @@ def test_a_results_row_with_an_ill_typed_or_non_finite_field_is_refused_naming_f
 
 def test_a_good_results_row_reads_back():
     from reguidance.bench.records import ROW_FIELDS
-    from reguidance.files import ill_typed
+    from reguidance.io.files import ill_typed
 
     assert ill_typed(_row(), ROW_FIELDS) is None
     assert ill_typed(_row(lpips=0.1, pred=-1), ROW_FIELDS) is None
 
 
 def test_a_restore_row_with_a_nan_consistency_is_refused(tmp_path):
-    from reguidance.restore import _read_rows
+    from reguidance.app.restore import _read_rows
 
     row = {"name": "a.png", "run": "x", "consistency_before": math.nan, "consistency_after": 1.0}
     (tmp_path / "restore.jsonl").write_text(json.dumps(row) + "\n")
@@ -363,7 +363,7 @@ def _oriented(path: Path, pixels: np.ndarray, orientation: int) -> Path:
 def test_exif_orientation_6_is_applied_on_load(tmp_path):
     """Orientation 6 means "rotate 90 degrees clockwise to view": the stored array rotated clockwise by numpy
     (an independent derivation) is what is read."""
-    from reguidance.images import image_size, load_images
+    from reguidance.io.images import image_size, load_images
 
     stored = np.arange(8 * 16, dtype=np.uint8).reshape(8, 16) * 2  # 16 wide, 8 tall, no symmetry
     path = _oriented(tmp_path / "photo.png", stored, 6)
@@ -375,7 +375,7 @@ def test_exif_orientation_6_is_applied_on_load(tmp_path):
 
 
 def test_restore_checks_the_size_a_sideways_photo_is_seen_at(tmp_path):
-    from reguidance.restore import check_sizes
+    from reguidance.app.restore import check_sizes
 
     path = _oriented(tmp_path / "photo.png", np.zeros((32, 64), np.uint8), 6)  # stored 64x32, seen 32x64
     with pytest.raises(InputError, match=r"photo\.png is 32x64"):
@@ -398,7 +398,7 @@ def test_a_task_mask_is_read_upright(tmp_path):
 def test_a_large_image_reads_without_a_warning_and_a_too_large_one_is_refused(tmp_path, monkeypatch):
     import warnings
 
-    from reguidance import images
+    from reguidance.io import images
 
     path = png(tmp_path / "a.png", (40, 40))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would warn: 1600 pixels > 1000
@@ -413,7 +413,7 @@ def test_a_large_image_reads_without_a_warning_and_a_too_large_one_is_refused(tm
 
 
 def test_restore_of_a_too_large_image_is_one_line(tmp_path, capsys, monkeypatch):
-    from reguidance import images
+    from reguidance.io import images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)

@@ -4,9 +4,9 @@ the runner treats like any candidate (options, identity, variants)."""
 import pytest
 import torch
 
+from reguidance.app.methods import check_method_options, get_method, has_budget, retrieve
 from reguidance.bench.runner import BenchSpec
 from reguidance.conventions import BatchRNG, InputError
-from reguidance.methods import check_method_options, get_method, has_budget, retrieve
 from reguidance.operators import Inpainting, SuperResolution
 from reguidance.tasks import parse_task
 
@@ -76,7 +76,7 @@ def test_no_more_ablation_for_a_method_that_already_takes_every_level_of_the_cha
 
 
 def test_more_is_scaled_by_the_wrappers_evaluations_and_capped_at_the_chain():
-    from reguidance.methods import scaled_budget
+    from reguidance.app.methods import scaled_budget
 
     # 50 steps spent 50 NFE; the wrapper added 30: 50 * 80 / 50 = 80 steps
     assert scaled_budget("dps", {"steps": 50, "step_size": 1.0}, 50, 30) == {"steps": 80, "step_size": 1.0}

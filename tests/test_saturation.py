@@ -4,8 +4,8 @@ against the hand derivation, and the methods that refuse it by the operator's cl
 import pytest
 import torch
 
+from reguidance.app.methods import get_method
 from reguidance.conventions import BatchRNG, InputError
-from reguidance.methods import get_method
 from reguidance.operators import GaussianBlur, LinearOperator, Operator, Saturation
 from reguidance.tasks import parse_task
 from tiny_models import tiny_adm_prior
@@ -85,7 +85,7 @@ def test_dps_and_daps_take_the_saturating_sensor(tiny_prior, method):
 
 
 def test_the_methods_that_refuse_a_nonlinear_operator_are_named_by_their_class():
-    from reguidance.methods import METHODS, needs_linear
+    from reguidance.app.methods import METHODS, needs_linear
 
     assert {m for m in METHODS if needs_linear(m)} == {"pinv", "diffpir", "pigdm", "reddiff"}
     assert parse_task("satblur").linear is False and parse_task("deblur").linear is True

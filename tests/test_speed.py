@@ -10,7 +10,7 @@ import torch
 from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
-from reguidance.speed import Cost, Floor, SpeedConfig, format_speed, interleave, measure_speed, summarise_rounds
+from reguidance.studies.speed import Cost, Floor, SpeedConfig, format_speed, interleave, measure_speed, summarise_rounds
 from tiny_models import tiny_unet_config
 
 TINY = tiny_unet_config(16)
@@ -127,7 +127,7 @@ def test_optimize_names_the_compile_modes_it_accepts():
 def test_cpu_facts_reads_the_model_name_and_the_bf16_units(monkeypatch):
     from pathlib import Path
 
-    from reguidance import speed
+    from reguidance.studies import speed
 
     info = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu avx2 amx_bf16 avx512f\n"
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: info)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reguidance import stats
+from reguidance.evaluation import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from reguidance.classifier import accuracy, frechet_distance, gaussian_fit, load_classifier
+from reguidance.app.train import TrainConfig, draw_samples, ema_decay, train, update_ema
 from reguidance.cli import main
 from reguidance.conventions import REPRODUCIBILITY_ATOL, InputError
-from reguidance.data import load_test_subset
-from reguidance.images import load_images
+from reguidance.evaluation.classifier import accuracy, frechet_distance, gaussian_fit, load_classifier
+from reguidance.io.datasets import load_test_subset
+from reguidance.io.images import load_images
 from reguidance.priors import load_prior
-from reguidance.train import TrainConfig, draw_samples, ema_decay, train, update_ema
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,7 +12,7 @@ from reguidance.bench.tune import (
     parse_grid,
     tune_pair,
 )
-from reguidance.metrics import ssim
+from reguidance.evaluation.metrics import ssim
 from reguidance.tasks import get_task, wrapper_rng
 from reguidance.wrapper import ReGuidanceConfig, reguide
 from tiny_models import tiny_adm_prior
@@ -91,7 +91,7 @@ def test_the_table_counts_every_setting_each_row_had(entry):
 @pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
 def test_a_renoise_row_is_the_benchmarks_renoise_with_the_tuned_candidate(tiny_prior, entry):
     # recompute the renoise ddim row by hand, one image at a time, from the chosen candidate
-    from reguidance.methods import get_method
+    from reguidance.app.methods import get_method
     from reguidance.tasks import method_rng
 
     images, e = entry
@@ -151,7 +151,7 @@ def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch
 
 def _more(prior, options, own):
     """``solve_batch``'s candidate, ReGuidance and ``more`` (its own options ``own``) on sr4, 1 + 1 wrapper steps."""
-    from reguidance.batch import solve_batch
+    from reguidance.app.batch import solve_batch
 
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     op, y = get_task("sr4").measure(x, [0, 1], 0)

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .conventions import BatchRNG, InputError
     from .guidance import DAPS, DPS, DiffPIR, PiGDM, Problem, RedDiff, solve
-    from .images import load_images, save_images
+    from .io.images import load_images, save_images
     from .operators import Blur, GaussianBlur, Inpainting, LinearOperator, MatrixOperator, Operator, SuperResolution
     from .priors import load_prior
     from .tasks import make_operator
@@ -67,8 +67,8 @@ _SOURCES = {
     "Problem": "guidance",
     "RedDiff": "guidance",
     "solve": "guidance",
-    "load_images": "images",
-    "save_images": "images",
+    "load_images": "io.images",
+    "save_images": "io.images",
     "Blur": "operators",
     "GaussianBlur": "operators",
     "Inpainting": "operators",

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "ASSETS_DIR",
     "DTYPES",
     "IMAGE_SCALE_LIMIT",
     "REPRODUCIBILITY_ATOL",
@@ -54,6 +56,11 @@ __all__ = [
     "check_unit_interval",
     "derive_seed",
 ]
+
+
+#: the package's own data files: embedded models and their cards (``models/``), committed data subsets
+#: (``data/``) and tuned tables (``bench/``); inside the wheel, beside the code
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
 class InputError(ValueError):

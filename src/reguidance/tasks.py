@@ -194,7 +194,7 @@ def _mask_image(path: str, sha256: str) -> Tensor:
     """The mask image at ``path`` as bool ``(1, 1, H, W)``, observed = white (gray >= 128); cached by content."""
     import numpy as np
 
-    from .images import open_image, upright
+    from .io.images import open_image, upright
 
     try:
         with open_image(path) as img:  # EXIF orientation applied, as for every image read
@@ -452,7 +452,7 @@ def _parse_body(spec: str, head: str, rest: list[str]) -> Task:
         file = Path(path).expanduser()
         if not file.is_file():
             raise _bad(spec, f"no such mask file {path!r}")
-        from .hashing import sha256_file
+        from .io.hashing import sha256_file
 
         task = Task(f"mask:{path}", "mask", 0, DEFAULT_SIGMA_Y, mask=str(file), mask_sha256=sha256_file(file))
         _mask_image(task.mask, task.mask_sha256)  # it must read as an image now, before anything heavy loads

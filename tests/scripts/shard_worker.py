@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
+from reguidance.app.shard import sharded
 from reguidance.bench.runner import BenchSpec, run_bench
-from reguidance.shard import sharded
 from reguidance.wrapper import ReGuidanceConfig
 from tiny_models import tiny_adm_prior
 

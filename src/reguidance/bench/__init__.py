@@ -5,10 +5,10 @@
   place a method's options are put together and checked;
 - :mod:`.inputs`: where the images and metric networks come from;
 - :mod:`.runner`: :class:`.runner.BenchSpec` and the resumable :func:`.runner.run_bench` (batches solved by
-  :func:`reguidance.batch.solve_batch`, the folder owned by :class:`reguidance.runs.RunFolder`);
+  :func:`reguidance.app.batch.solve_batch`, the folder owned by :class:`reguidance.app.runs.RunFolder`);
 - :mod:`.report` (summaries, tables, pictures) and :mod:`.tune` (the validation sweep);
 - :mod:`.session`: a whole benchmark run, as ``reguidance bench`` and ``demo`` call it.
 
-Tasks, methods and sharding are library modules (:mod:`reguidance.tasks`, :mod:`reguidance.methods`,
-:mod:`reguidance.shard`).
+Tasks, methods and sharding are library modules (:mod:`reguidance.tasks`, :mod:`reguidance.app.methods`,
+:mod:`reguidance.app.shard`).
 """

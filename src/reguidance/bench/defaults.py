@@ -32,14 +32,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..conventions import InputError
-from ..files import read_json_object
+from ..app.methods import SANITY, check_method_options
+from ..conventions import ASSETS_DIR, InputError
 from ..guidance.registry import METHODS as SAMPLERS
-from ..methods import SANITY, check_method_options
+from ..io.files import read_json_object
 from ..wrapper import ReGuidanceConfig
 
 if TYPE_CHECKING:
@@ -106,7 +105,7 @@ def _check(protocol: str) -> str:
 def tuned_path(protocol: str, prior: str = "mnist"):
     """Where the tuned table of ``protocol`` for the embedded prior ``prior`` lives inside the package
     (``assets/bench/tuned_<protocol>_<prior>.json``): each prior is tuned on its own validation split."""
-    return resources.files("reguidance") / "assets" / "bench" / f"tuned_{_check(protocol)}_{prior}.json"
+    return ASSETS_DIR / "bench" / f"tuned_{_check(protocol)}_{prior}.json"
 
 
 @cache
@@ -199,7 +198,7 @@ def variant_options(
     """The ablations' own tuned options for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
     :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidanceConfig` (the protocol's wrapper budget, their tuned
     fields), ``more`` as the method's options (its budget and step size tuned at that budget). ``{}`` when the
-    table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.batch.
+    table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.app.batch.
     solve_batch`)."""
     entry = _tuned(protocol, prior, task, method.split(":", 1)[0], table)
     out: dict[str, ReGuidanceConfig | dict[str, object]] = {}
@@ -222,7 +221,7 @@ def resolve_options(
 ) -> dict[str, object]:
     """The options ``method`` runs with on ``task``: :func:`method_options` under ``protocol`` for ``prior``, then
     the user's ``overrides`` of that method (``{method name: {option: value}}``, e.g. ``--steps``), checked against
-    the options the method takes (:func:`reguidance.methods.check_method_options`: an unknown option or one of the
+    the options the method takes (:func:`reguidance.app.methods.check_method_options`: an unknown option or one of the
     wrong type is an ``InputError`` naming it). The one place a benchmark's method options are put together."""
     name = method.split(":", 1)[0]
     merged = {**method_options(task, method, protocol, prior=prior, table=table), **(overrides or {}).get(name, {})}

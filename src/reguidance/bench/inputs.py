@@ -1,11 +1,11 @@
 """Where the benchmark's images and metric networks come from.
 
 - ``--dataset mnist`` / ``fashion_mnist``: the test split of the prior's dataset. The full test split is used when
-  it is on disk (``reguidance.data.is_available``); otherwise the committed subset of its first 256 images, so
+  it is on disk (``reguidance.io.datasets.is_available``); otherwise the committed subset of its first 256 images, so
   that small runs, the demo and the tests work on a fresh clone without any download.
 - ``--data folder:PATH`` (:class:`ImageFolder`): every PNG/JPEG file directly in ``PATH``, RGB or gray, with id
   ``i`` = the ``i``-th file in sorted name order. Each image is fitted to the prior's ``(C, H, W)`` by one stated
-  rule (:func:`reguidance.images.load_images`, ``mode="center_crop"``): the largest central square, then a Pillow
+  rule (:func:`reguidance.io.images.load_images`, ``mode="center_crop"``): the largest central square, then a Pillow
   bicubic resize to ``H x W`` (antialiased when shrinking; skipped at the right size); gray files get their
   value in every channel for an RGB prior, colour files ITU-R 601 luma for a gray one. Files are read when a
   batch needs them. The folder's manifest (file name, sha256, id of every file) is written into the run folder
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..app.runs import known_signal_shape
 from ..conventions import InputError
-from ..data import DATASETS, is_available, load_dataset, load_test_subset
-from ..runs import known_signal_shape
+from ..io.datasets import DATASETS, is_available, load_dataset, load_test_subset
 from ..tasks import check_ids
 
 if TYPE_CHECKING:
-    from ..classifier import RealismScorer
+    from ..evaluation.classifier import RealismScorer
 
 __all__ = [
     "ImageFolder",
@@ -98,8 +98,8 @@ class ImageFolder:
     """
 
     def __init__(self, path: str | Path, signal_shape: Sequence[int]) -> None:
-        from ..hashing import sha256_file
-        from ..images import IMAGE_SUFFIXES
+        from ..io.hashing import sha256_file
+        from ..io.images import IMAGE_SUFFIXES
 
         root = Path(path).expanduser()
         if not root.is_dir():
@@ -123,7 +123,7 @@ class ImageFolder:
         return len(self.files)
 
     def __getitem__(self, ids: Sequence[int]) -> Tensor:
-        from ..images import read_images
+        from ..io.images import read_images
 
         c, h, _ = self.shape
         images = read_images([self.files[int(i)] for i in ids], h, c, mode="center_crop")
@@ -153,10 +153,11 @@ def parse_data(spec: str) -> Path:
 def load_classifier_features(dataset: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
     """``(logits_fn, features_fn)`` of the committed metric classifier of ``dataset``, or None if absent.
 
-    ``logits_fn`` is a :class:`reguidance.classifier.RealismScorer`: the runner also takes each image's confidence
-    and k-NN distance from it, against the reference training images (:func:`reguidance.classifier.reference_ids`)
-    when the training split is on disk (read at the first batch, never downloaded; without it, no k-NN distance).
-    One scorer per dataset and process, so the reference features are computed once per process."""
+    ``logits_fn`` is a :class:`reguidance.evaluation.classifier.RealismScorer`: the runner also takes each image's
+    confidence and k-NN distance from it, against the reference training images
+    (:func:`reguidance.evaluation.classifier.reference_ids`) when the training split is on disk (read at the first
+    batch, never downloaded; without it, no k-NN distance). One scorer per dataset and process, so the reference
+    features are computed once per process."""
     scorer = _realism_scorer(dataset)
     return None if scorer is None else (scorer, scorer.features)
 
@@ -166,7 +167,7 @@ def _realism_scorer(dataset: str) -> RealismScorer | None:
     if dataset not in DATASETS:
         return None
     try:
-        from ..classifier import RealismScorer, load_classifier, reference_ids
+        from ..evaluation.classifier import RealismScorer, load_classifier, reference_ids
     except ImportError:
         return None
     try:

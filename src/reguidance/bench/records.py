@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import FieldKind, Record, read_rows
+from ..io.files import FieldKind, Record, read_rows
 
 __all__ = [
     "ABLATIONS",
@@ -25,12 +25,12 @@ __all__ = [
     "variant_of",
 ]
 
-#: a results row: a JSON object (:data:`reguidance.files.Record`, the type of every record the benchmark reads)
+#: a results row: a JSON object (:data:`reguidance.io.files.Record`, the type of every record the benchmark reads)
 Row = Record
 
 #: the keys every results row holds (a row without them is refused by the reader)
 ROW_KEYS = ("task", "method", "reguidance", "id")
-#: the kinds of a row's fields, checked when rows are read (:func:`reguidance.files.read_rows`): an id that is not
+#: the kinds of a row's fields, checked when rows are read (:func:`reguidance.io.files.read_rows`): an id that is not
 #: an integer, or a metric that is NaN or infinite, is refused naming the file and line, never summarised
 ROW_FIELDS: dict[str, FieldKind] = {
     "task": "text",

@@ -1,10 +1,11 @@
 """Summaries of ``results.jsonl``: per (task, method, variant) means with 95% intervals, and ReGuidance's paired
 differences against the candidate and the ablations, as ``summary.json`` and ``summary.md``; BENCHMARK.md's tables.
 
-The statistics are :mod:`reguidance.stats`': Student-t intervals, effect sizes, ties only by TOST within stated
-margins, no test below the minimum n, and Holm's correction only within the declared primary family
-(:data:`reguidance.stats.PRIMARY_FAMILY`, printed verbatim by :func:`preregistration`); everything else is
-secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.metrics.fit_z`), not as the reward."""
+The statistics are :mod:`reguidance.evaluation.stats`': Student-t intervals, effect sizes, ties only by TOST within
+stated margins, no test below the minimum n, and Holm's correction only within the declared primary family
+(:data:`reguidance.evaluation.stats.PRIMARY_FAMILY`, printed verbatim by :func:`preregistration`); everything else is
+secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.evaluation.metrics.fit_z`), not as the
+reward."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .. import stats
 from ..conventions import InputError
-from ..files import atomic_path, read_json_object, replace_marked
-from ..images import read_images
-from ..metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
+from ..evaluation import stats
+from ..evaluation.metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
+from ..io.files import atomic_path, read_json_object, replace_marked
+from ..io.images import read_images
 from .records import Record, read_all_results, variant_of
 
 __all__ = [
@@ -46,8 +47,8 @@ __all__ = [
 
 #: per-image metrics of a row and whether higher is better (``lpips`` only in runs given LPIPS weights;
 #: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1]; ``fit`` is ``|fit_z|``, the
-#: noise-calibrated fit to y of :func:`reguidance.metrics.fit_z`; ``confidence`` and ``knn_dist`` are the metric
-#: classifier's per-image realism, :class:`reguidance.classifier.RealismScorer`)
+#: noise-calibrated fit to y of :func:`reguidance.evaluation.metrics.fit_z`; ``confidence`` and ``knn_dist`` are the
+#: metric classifier's per-image realism, :class:`reguidance.evaluation.classifier.RealismScorer`)
 METRICS = {
     "psnr": True,
     "ssim": True,
@@ -80,7 +81,7 @@ RULE = (
 )
 #: the comparisons of the report: ReGuidance against each of these variants of the same (task, method, image)
 AGAINST = ("candidate", "renoise", "fresh", "more")
-#: the calls a metric's change can get (:func:`reguidance.stats.call`)
+#: the calls a metric's change can get (:func:`reguidance.evaluation.stats.call`)
 CALLS = ("better", "tie", "inconclusive", "worse", "no test")
 #: the verdicts a tested comparison can get (:func:`verdict`; below the minimum n: "no verdict (...)")
 VERDICTS = ("helps", "equivalent", "no clear change", "mixed", "hurts")
@@ -110,9 +111,9 @@ def summarise(rows: list[Record], family: stats.Family = stats.PRIMARY_FAMILY) -
     ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS` present (and
     of the signed ``fit_z``), class accuracy (Wilson interval), NFE, seconds and peak memory. ``paired``: per
     (task, method) and each variant of :data:`AGAINST` present, ReGuidance minus that variant on the same images:
-    each metric's :func:`reguidance.stats.paired_comparison` (Student-t interval, effect size, win rate, p-value,
-    TOST p-value against :data:`reguidance.stats.MARGINS`), ``primary`` (in ``family``), ``p_holm`` /
-    ``p_tost_holm`` (Holm within ``family``; for secondary tests the raw values) and ``call``
+    each metric's :func:`reguidance.evaluation.stats.paired_comparison` (Student-t interval, effect size, win rate,
+    p-value, TOST p-value against :data:`reguidance.evaluation.stats.MARGINS`), ``primary`` (in ``family``), ``p_holm``
+    / ``p_tost_holm`` (Holm within ``family``; for secondary tests the raw values) and ``call``
     (:data:`CALLS`); the ``verdict`` and the metrics ``better`` and ``worse``. Below ``family.min_n`` images: no
     test, ``verdict`` says why.
 
@@ -323,15 +324,15 @@ def _folder(out: Path, task: str, method: str) -> Path:
 def add_fd_cls(summary: Record, out: Path, features: Callable[[torch.Tensor], torch.Tensor], groups: int = 20) -> None:
     """Fill each row's ``fd_cls``: FD-cls between the saved restorations and the same ids' ground truths, with a
     95% delete-a-group jackknife interval (images and their truths in ``groups`` groups by position, ``k % groups``;
-    each group left out once; :func:`reguidance.metrics.jackknife_ci95`, the lower end clipped at 0).
+    each group left out once; :func:`reguidance.evaluation.metrics.jackknife_ci95`, the lower end clipped at 0).
 
     Not the bootstrap: resampling with replacement repeats images, which shrinks the fitted covariances and biases
     a Frechet distance upwards, so percentile intervals of the bootstrap often miss the estimate itself.
 
-    The saved PNGs are read by :func:`reguidance.images.read_images` with their own channels (gray or RGB, as the
+    The saved PNGs are read by :func:`reguidance.io.images.read_images` with their own channels (gray or RGB, as the
     run wrote them), so ``features`` sees the images the run produced.
     """
-    from ..classifier import frechet_distance, gaussian_fit
+    from ..evaluation.classifier import frechet_distance, gaussian_fit
 
     for row in summary["rows"]:
         folder = _folder(out, row["task"], row["method"])
@@ -382,10 +383,10 @@ def _ids(folder: Path) -> list[int]:
 
 def save_grids(out: Path, n: int = 8) -> list[Path]:
     """Per (task, method): ``out/grids/<task>_<method>.png``, a labelled grid
-    (:func:`reguidance.pictures.labelled_grid`) with columns measurement | candidate | +ReGuidance | the ablations
+    (:func:`reguidance.io.pictures.labelled_grid`) with columns measurement | candidate | +ReGuidance | the ablations
     the run saved | truth and one row per id (the first ``n``, labelled ``id <i>``), titled ``<task> / <method>``,
     in the saved images' own channels (gray or RGB)."""
-    from ..pictures import save_labelled_grid
+    from ..io.pictures import save_labelled_grid
 
     paths = []
     for folder in sorted(p for p in (out / "images").glob("*/*") if p.is_dir()):
@@ -473,11 +474,11 @@ def write_report_html(out: Path, summary: Record, title: str | None = None) -> P
     columns measurement | candidate | +ReGuidance | the ablations the run saved | truth, each picture (the PNGs
     under ``out/images``, by relative path) with the metrics its row in ``results*.jsonl`` holds (PSNR, SSIM,
     LPIPS, consistency, reward, predicted class); then the run's summary (:func:`format_markdown` and the notes).
-    Opens in any browser without a server (:mod:`reguidance.webpage`)."""
+    Opens in any browser without a server (:mod:`reguidance.io.webpage`)."""
     from PIL import Image
 
-    from ..pictures import MIN_CELL, cell_scale
-    from ..webpage import Cell, image_table, markdown_html, relative_src, write_page
+    from ..io.pictures import MIN_CELL, cell_scale
+    from ..io.webpage import Cell, image_table, markdown_html, relative_src, write_page
 
     by_key: dict[tuple[str, str], dict[tuple[int, str], Record]] = {}
     for row in read_all_results(out):
@@ -525,12 +526,12 @@ def write_summary(
 
 def save_overview(grids: list[Path], path: Path, title: str, per_row: int | None = None) -> Path:
     """The per-(task, method) grids (:func:`save_grids`, each with its own title and labels) in one picture under
-    ``title``, ``per_row`` to a row (:func:`reguidance.pictures.overview`; pixels as in the grids, nothing
+    ``title``, ``per_row`` to a row (:func:`reguidance.io.pictures.overview`; pixels as in the grids, nothing
     resampled). By default a row per task: ``per_row`` is the number of methods among the grids (the method
     folders of the run that name a grid ``<task>_<method>``), 3 when that cannot be told."""
     from PIL import Image
 
-    from ..pictures import overview
+    from ..io.pictures import overview
 
     if per_row is None:
         out = grids[0].parent.parent if grids else path.parent
@@ -758,11 +759,11 @@ PREREGISTRATION_MARKERS = ("<!-- preregistration:begin -->", "<!-- preregistrati
 def preregistration(family: stats.Family = stats.PRIMARY_FAMILY) -> str:
     """The pre-registered analysis (Markdown), written into BENCHMARK.md's pre-registration section before the run
     (``reguidance bench-report`` rewrites it; a test checks that the committed section equals this text): the
-    primary family of :data:`reguidance.stats.PRIMARY_FAMILY` verbatim, the margins and the minimum n."""
+    primary family of :data:`reguidance.evaluation.stats.PRIMARY_FAMILY` verbatim, the margins and the minimum n."""
     return "\n".join(
         [
-            "Declared in code (`reguidance.stats.PRIMARY_FAMILY`, `MARGINS`, `MIN_N`) before the run; the report "
-            "tests exactly this family:",
+            "Declared in code (`reguidance.evaluation.stats.PRIMARY_FAMILY`, `MARGINS`, `MIN_N`) before the run; "
+            "the report tests exactly this family:",
             "",
             family.declaration(),
             "",
@@ -841,7 +842,7 @@ def primary_answer(runs: dict[str, Path]) -> str:
 
 def read_run(out: Path) -> tuple[Record, Record]:
     """``(summary, config)`` of the finished benchmark folder ``out``: ``summary.json`` and ``config.json``, each
-    checked (:func:`reguidance.files.read_json_object`): a broken or edited file is an ``InputError`` naming it."""
+    checked (:func:`reguidance.io.files.read_json_object`): a broken or edited file is an ``InputError`` naming it."""
     summary = read_json_object(out / "summary.json", ("rows", "paired", "rule"))
     config = read_json_object(out / "config.json", ("protocol", "tuned", "seed", "ids"))
     for key in ("rows", "paired"):

@@ -1,12 +1,12 @@
 """The resumable benchmark runner: each variant of a batch is appended to ``DIR/results.jsonl`` once it is done.
 
 For every (task, method) and every batch of test ids not yet done, the runner measures the ground truths (per-image
-operators and noise from :mod:`.protocol`) and solves the batch with :func:`reguidance.batch.solve_batch`, which
+operators and noise from :mod:`.protocol`) and solves the batch with :func:`reguidance.app.batch.solve_batch`, which
 computes its *variants* in turn: ``candidate`` (the method's output), ``reguidance`` (the wrapper on it), and with
 ``ablations`` the three runs that tell where the wrapper's gains come from (:data:`ABLATIONS`): ``renoise`` (the
 candidate forward-noised to the wrapper's ``t_end``, then the same DPS: SDEdit + DPS), ``fresh`` (the same DPS from
 fresh noise at ``t_end``: no candidate at all) and ``more`` (the base method given the wrapper's extra network
-evaluations, :func:`reguidance.methods.scaled_budget`). Every variant of an image shares its measurement, and the
+evaluations, :func:`reguidance.app.methods.scaled_budget`). Every variant of an image shares its measurement, and the
 wrapper's variants share its random stream.
 
 As each variant finishes, its rows (one per image) are appended in one write and its pictures saved as PNGs beside
@@ -21,10 +21,10 @@ random draw is per image (:func:`reguidance.tasks.stream_rng`), so a resumed run
 one's (up to float rounding where its batches differ, see :mod:`reguidance.conventions`).
 
 Every row carries ``run``, the identity hash of its (task, method) settings (:meth:`BenchSpec.identity`, see
-:mod:`reguidance.runs`). A folder holds one run: starting a spec whose hash for some row in the folder differs
+:mod:`reguidance.app.runs`). A folder holds one run: starting a spec whose hash for some row in the folder differs
 (another seed, prior, dtype, protocol or option) is refused with the difference named, unless ``overwrite`` clears
 the folder first; a spec that only adds tasks, methods or ids resumes. One process writes a folder at a time
-(:class:`reguidance.runs.RunFolder`, the same object as ``restore``'s). Everything is checked before the folder is
+(:class:`reguidance.app.runs.RunFolder`, the same object as ``restore``'s). Everything is checked before the folder is
 touched.
 """
 
@@ -39,16 +39,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..batch import Output, solve_batch
-from ..classifier import RealismScorer
+from ..app.batch import Output, solve_batch
+from ..app.methods import SANITY, MethodFn, budget_option, get_method, has_budget, needs_linear
+from ..app.runs import RunFolder, identity_hash
 from ..conventions import InputError, check_positive_int
 from ..diffusion import CHAIN_LENGTH, check_levels
-from ..files import atomic_path, atomic_write_json, drop_torn_tail, save_pngs
-from ..methods import SANITY, MethodFn, budget_option, get_method, has_budget, needs_linear
-from ..metrics import fit_z, psnr, ssim
+from ..evaluation.classifier import RealismScorer
+from ..evaluation.metrics import fit_z, psnr, ssim
+from ..io.files import atomic_path, atomic_write_json, drop_torn_tail, save_pngs
 from ..operators import Operator
 from ..priors.base import Prior
-from ..runs import RunFolder, identity_hash
 from ..tasks import Task, check_ids, get_task, id_span
 from ..wrapper import ReGuidanceConfig, reward
 from .defaults import check_table, is_tuned, reguidance_config, resolve_options, tuned_table, variant_options
@@ -107,7 +107,7 @@ class BenchSpec:
     reguidance: ReGuidanceConfig | None = None
     #: the budget and defaults table, ``"reference"`` or ``"cpu"`` (see :mod:`.defaults`)
     protocol: str = "reference"
-    #: what else determines the rows and is not in the spec: the prior and its dtype (:func:`reguidance.runs.
+    #: what else determines the rows and is not in the spec: the prior and its dtype (:func:`reguidance.app.runs.
     #: prior_facts`), the dataset; part of every row's identity
     context: Mapping[str, object] = field(default_factory=dict)
     #: the split the images come from (``"test"``, ``"folder"``, ...): it enters every random stream
@@ -170,7 +170,7 @@ class BenchSpec:
         ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``. When the
         spec overrides the method's budget (``--steps``) or the wrapper's (``--inversion-steps``, ``--dps-steps``),
         ``more`` keeps its tuned step size but not its tuned budget, which was scaled for the tuned budgets: it is
-        scaled again from this run's (:func:`reguidance.batch.solve_batch`), so ``more`` still spends the wrapper's
+        scaled again from this run's (:func:`reguidance.app.batch.solve_batch`), so ``more`` still spends the wrapper's
         extra evaluations."""
         if not self.ablations or self.reguidance is not None:
             return {}
@@ -328,9 +328,9 @@ def _rows_for(
     """One row per image of ``variant``: PSNR, SSIM, LPIPS (if given) against the truth; ``consistency``
     ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``, and
     ``consistency_raw`` of the output before the clamp (``raw``); ``fit_z``, the noise-calibrated fit of the output
-    before the clamp (:func:`reguidance.metrics.fit_z`, about N(0, 1) when it explains ``y`` up to the noise); the
-    classifier's prediction (if given), and with a :class:`reguidance.classifier.RealismScorer` the per-image
-    realism ``confidence`` and ``knn_dist``."""
+    before the clamp (:func:`reguidance.evaluation.metrics.fit_z`, about N(0, 1) when it explains ``y`` up to the
+    noise); the classifier's prediction (if given), and with a :class:`reguidance.evaluation.classifier.RealismScorer`
+    the per-image realism ``confidence`` and ``knn_dist``."""
     p, s = psnr(x, truth), ssim(x, truth)
     fit = fit_z(operator.residual_norm(raw, y), operator.sigma_y, operator.num_measurements)
     realism = classifier.realism(x) if isinstance(classifier, RealismScorer) else {}
@@ -489,8 +489,8 @@ def _run_batch(
     append: Callable[[list[Row]], None],
     progress: bool = False,
 ) -> None:
-    """The missing ``variants`` of the images ``chunk`` (:func:`reguidance.batch.solve_batch`, with its per-step bars
-    when ``progress``): each variant's rows given to ``append`` and its pictures saved as soon as it is computed.
+    """The missing ``variants`` of the images ``chunk`` (:func:`reguidance.app.batch.solve_batch`, with its per-step
+    bars when ``progress``): each variant's rows given to ``append`` and its pictures saved as soon as it is computed.
 
     The candidate's float output is saved too (:func:`_save_candidates`); when its rows are ``written`` already it
     is read back instead of recomputed (its NFE and time from its rows), or recomputed (same draws, same output)
@@ -591,8 +591,8 @@ def run_bench(
     already holds is skipped, so a rerun with another number of processes resumes too.
     ``stop_after_batches`` stops early (used by the resume test to simulate a kill between batches).
     ``overwrite`` (rank 0) first deletes the files an earlier run recorded in ``out``'s manifest
-    (:func:`reguidance.runs.clear_outputs`); otherwise a folder holding another run's rows is refused. ``out``
-    must be new, empty or a folder a ``kind`` run made (:func:`reguidance.runs.own_folder`).
+    (:func:`reguidance.app.runs.clear_outputs`); otherwise a folder holding another run's rows is refused. ``out``
+    must be new, empty or a folder a ``kind`` run made (:func:`reguidance.app.runs.own_folder`).
     ``images`` is a tensor ``(N, C, H, W)`` indexed by id or an :class:`.inputs.ImageFolder`; ``(C, H, W)`` must
     be the prior's ``signal_shape``. ``manifest`` (a folder's files, see :meth:`.inputs.ImageFolder.manifest`) is
     written to ``out/manifest.json``.

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from ..app.methods import budget_option, has_budget
+from ..app.runs import check_apart, check_output_folder, own_folder, path_inputs, prior_facts
 from ..conventions import InputError, check_positive_int, check_seed
-from ..files import Record, atomic_path, atomic_write_json, declare_output
-from ..methods import budget_option, has_budget
+from ..io.files import Record, atomic_path, atomic_write_json, declare_output
 from ..priors.base import Prior
-from ..runs import check_apart, check_output_folder, own_folder, path_inputs, prior_facts
 from .inputs import (
     ImageFolder,
     check_image_headers,
@@ -36,7 +36,7 @@ from .report import save_grids, save_overview, save_tradeoff_plot, write_report_
 from .runner import BenchSpec, run_bench
 
 if TYPE_CHECKING:
-    from ..lpips import LPIPS
+    from ..evaluation.lpips import LPIPS
 
 __all__ = ["BenchPlan", "BenchRequest", "BenchResult", "plan_benchmark", "run_benchmark"]
 
@@ -141,7 +141,7 @@ def _load_lpips(alexnet: Path, lin: Path, device: str) -> LPIPS:
     import pickle
     import sys
 
-    from ..lpips import LPIPS
+    from ..evaluation.lpips import LPIPS
 
     errors: list[type[BaseException]] = [RuntimeError, EOFError, OSError, pickle.UnpicklingError]
     if "safetensors" in sys.modules:
@@ -158,9 +158,9 @@ def _load_lpips(alexnet: Path, lin: Path, device: str) -> LPIPS:
 
 
 def _check_outputs(r: BenchRequest) -> None:
-    """The output folder may be written by a ``r.kind`` run (:func:`reguidance.runs.check_output_folder`), lies
-    apart from every input (:func:`reguidance.runs.check_apart`), and ``--json`` replaces no file this program did
-    not write (:func:`reguidance.files.declare_output`): all before any work."""
+    """The output folder may be written by a ``r.kind`` run (:func:`reguidance.app.runs.check_output_folder`), lies
+    apart from every input (:func:`reguidance.app.runs.check_apart`), and ``--json`` replaces no file this program did
+    not write (:func:`reguidance.io.files.declare_output`): all before any work."""
     data = parse_data(r.data) if r.data is not None else None
     inputs = {
         "--data": data,
@@ -200,7 +200,7 @@ def plan_benchmark(request: BenchRequest) -> BenchPlan:
             raise InputError(f"--data {r.data}: no such folder")
         plan = BenchPlan(r, None, None, None, "folder", "folder", folder_path=folder_path)
         if shape is None:  # a checkpoint file: the folder is built once it has loaded, its files are read now
-            from ..images import IMAGE_SUFFIXES
+            from ..io.images import IMAGE_SUFFIXES
 
             files = sorted(p for p in folder_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             check_image_headers(files, f"--data {r.data}")
@@ -226,12 +226,12 @@ def run_benchmark(
 ) -> BenchResult | None:
     """Run a checked request (:func:`plan_benchmark`) into ``request.out``; the result on rank 0, None elsewhere.
 
-    Under ``torchrun`` each process takes a share of the ids (:func:`reguidance.shard.sharded`); rank 0 holds the
+    Under ``torchrun`` each process takes a share of the ids (:func:`reguidance.app.shard.sharded`); rank 0 holds the
     folder's lock through the summary (``summary.json``, ``summary.md``), the grids and ``tradeoff.png`` (and
     ``request.json_path``). ``load_prior(name, device, dtype)`` loads the prior; ``fit_batch(prior, batch_size,
     device, n)`` may shrink the batch to the device's memory, ``n`` being the number of ids this process solves
     (the batch is not part of the identity)."""
-    from ..shard import sharded
+    from ..app.shard import sharded
 
     r = plan.request
     metric = load_classifier_features(plan.data_name)

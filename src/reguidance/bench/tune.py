@@ -2,7 +2,7 @@
 
 For one (task, method) the sweep has two stages on the same validation ids, measured exactly as the benchmark
 measures (per-image operators, noise and generators from :mod:`reguidance.tasks`; each batch solved by
-:func:`reguidance.batch.solve_batch`):
+:func:`reguidance.app.batch.solve_batch`):
 
 1. **the method's step size** (e.g. DPS ``step_size``), if a grid is given for it: candidates for each value;
 2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
@@ -14,7 +14,7 @@ rule on the same images, so no row borrows a setting tuned for another:
 3. ``renoise`` and ``fresh``: the wrapper's grid again, with ``start`` set to the variant, on the candidates of
    stage 1 (the candidate fixed, as for ReGuidance);
 4. ``more`` (methods with a step budget): the method's grid again at its *own* budget, the base method's steps
-   scaled by the evaluations the chosen wrapper adds (:func:`reguidance.methods.scaled_budget`).
+   scaled by the evaluations the chosen wrapper adds (:func:`reguidance.app.methods.scaled_budget`).
 
 Each entry records ``settings``, the number of settings each row had *in all*: the candidate its method stage's;
 ReGuidance and ``renoise`` the method stage's plus their own (the candidate was tuned first); ``fresh`` (no
@@ -25,7 +25,7 @@ measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` is at most ``max_con
 about as well as the noise allows), the one with the highest mean SSIM to the ground truth; if none qualifies, the
 highest SSIM overall. **Selection and votes never share images**: SSIM and consistency also vote in the report, but
 there on *test* images; the rule reads *validation* images only (training images 55,000-59,999 of MNIST /
-Fashion-MNIST, disjoint from the official test split, :func:`reguidance.data.load_dataset`): :func:`tune_pair`
+Fashion-MNIST, disjoint from the official test split, :func:`reguidance.io.datasets.load_dataset`): :func:`tune_pair`
 refuses any other split, and ``reguidance tune`` / ``tune-defaults`` load ``load_dataset(name, "val")`` only.
 
 **Equal budget.** Every method's grid (:data:`DEFAULT_METHOD_GRIDS`) has as many settings as the wrapper's
@@ -59,13 +59,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..batch import solve_batch
+from ..app.batch import solve_batch
+from ..app.methods import get_method, has_budget, scaled_budget
 from ..conventions import InputError
 from ..diffusion import check_levels
-from ..files import atomic_write_text, read_json_object
+from ..evaluation.metrics import ssim
 from ..guidance.registry import method_config
-from ..methods import get_method, has_budget, scaled_budget
-from ..metrics import ssim
+from ..io.files import atomic_write_text, read_json_object
 from ..operators import Operator
 from ..priors.base import Prior
 from ..tasks import get_task
@@ -472,7 +472,7 @@ def _variants(entry: Record) -> Record:
 def validation_split(prior_name: str, dataset: str | None, ids: str) -> tuple[Tensor, range]:
     """The VALIDATION images the sweeps run on (never the test split) and the ids ``A:B``, checked against its
     size; ``InputError`` when the split is not on disk."""
-    from ..data import is_available, load_dataset
+    from ..io.datasets import is_available, load_dataset
     from ..tasks import parse_ids
     from .inputs import dataset_for
 

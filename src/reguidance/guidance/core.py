@@ -119,7 +119,7 @@ def check_operator(operator: object, method: str, *, linear: bool) -> None:
         raise InputError(
             f"{method} needs a reguidance.operators.Operator, got {type(operator).__name__}: subclass Operator "
             "(any differentiable A) or LinearOperator (a linear A) and implement _forward(x), or wrap a deepinv "
-            "Physics with reguidance.interop.DeepinvOperator"
+            "Physics with reguidance.operators.deepinv.DeepinvOperator"
         )
     if linear and not isinstance(operator, LinearOperator):
         raise InputError(

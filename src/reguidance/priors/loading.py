@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..conventions import DTYPES, InputError, check_device
+from ..conventions import ASSETS_DIR, DTYPES, InputError, check_device
 from ..diffusion import Schedule, Variance
-from ..files import load_error_reason, torch_load_tensors
-from ..hashing import ChecksumError, check_sha256, sha256_file
+from ..io.files import load_error_reason, torch_load_tensors
+from ..io.hashing import ChecksumError, check_sha256, sha256_file
 from .adm import ADMPrior, ADMUNet, AttentionBlock, ResBlock, state_dict_shapes
 from .adm_config import check_unet_args, checkpoint_config, read_config_file
 from .base import NetworkPrior
-from .zoo import ASSETS_DIR, ENV_CHECKPOINTS, MODELS, ModelEntry, checkpoint_dirs, find_checkpoint, known_names
+from .zoo import ENV_CHECKPOINTS, MODELS, ModelEntry, checkpoint_dirs, find_checkpoint, known_names
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",

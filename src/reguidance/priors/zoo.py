@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conventions import ASSETS_DIR
 from ..diffusion import Schedule
 from .adm_config import unet_config_from_create_model
 
 __all__ = [
-    "ASSETS_DIR",
     "DEFAULT_CACHE",
     "EMBEDDED_UNET",
     "ENV_CHECKPOINTS",
@@ -64,7 +64,6 @@ EMBEDDED_UNET: dict[str, Any] = {
     "use_scale_shift_norm": True,
     "resblock_updown": True,
 }
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 
 # --------------------------------------------------------------------------------------------------- the registry

@@ -10,9 +10,9 @@ with the 1000-step linear chain of :meth:`reguidance.diffusion.Schedule.linear` 
 output channel). AdamW with a linear learning-rate warm-up; gradients clipped by norm. With ``hflip`` each image
 is mirrored left-right with probability 1/2 at each draw.
 
-Data (``dataset``): ``mnist`` / ``fashion_mnist`` (:func:`reguidance.data.load_dataset`'s ``train`` split),
-``emoji`` (:func:`reguidance.emoji.load_emoji`'s ``train`` split at the UNet's size), or ``folder:DIR`` (every
-PNG/JPEG/WebP file directly in ``DIR``, read by :func:`reguidance.images.load_images` at the UNet's size and
+Data (``dataset``): ``mnist`` / ``fashion_mnist`` (:func:`reguidance.io.datasets.load_dataset`'s ``train`` split),
+``emoji`` (:func:`reguidance.io.emoji.load_emoji`'s ``train`` split at the UNet's size), or ``folder:DIR`` (every
+PNG/JPEG/WebP file directly in ``DIR``, read by :func:`reguidance.io.images.load_images` at the UNet's size and
 channels: the central square, bicubic, alpha composited over ``background``). The sha256 of the training tensor
 is recorded in the config (``data_sha256``) and a resumed run refuses data that changed.
 
@@ -58,15 +58,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int
-from .diffusion import Schedule
-from .files import atomic_write_text, read_json_object, torch_load_tensors
-from .guidance.unconditional import sample
-from .images import DEFAULT_BACKGROUND, check_background
+from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int
+from ..diffusion import Schedule
+from ..guidance.unconditional import sample
+from ..io.files import atomic_write_text, read_json_object, torch_load_tensors
+from ..io.images import DEFAULT_BACKGROUND, check_background
+from ..priors.adm import ADMPrior, ADMUNet
+from ..priors.base import Prior
+from ..priors.zoo import EMBEDDED_UNET
 from .memory import check_fits_in_memory
-from .priors.adm import ADMPrior, ADMUNet
-from .priors.base import Prior
-from .priors.zoo import EMBEDDED_UNET
 
 __all__ = [
     "DATASETS",
@@ -137,7 +137,7 @@ class TrainConfig:
         (``lr_warmup`` >= 0), ``lr`` a finite number > 0, ``weight_decay`` and ``grad_clip`` finite >= 0 (0: no
         clipping), ``ema_decay`` in [0, 1), ``minutes`` > 0 when given, flags booleans, ``seed`` an integer >= 0,
         ``unet`` :class:`ADMUNet` arguments (:func:`reguidance.priors.adm_config.check_unet_args`). Returns self."""
-        from .priors.adm_config import check_unet_args
+        from ..priors.adm_config import check_unet_args
 
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "sample_steps", "num_timesteps"):
             check_positive_int(name, getattr(self, name))
@@ -250,15 +250,15 @@ def training_images(cfg: TrainConfig) -> Tensor:
     ``InputError`` when a named data set's images do not have the UNet's shape (a folder is read at that shape)."""
     size, channels = int(cfg.unet["image_size"]), int(cfg.unet["in_channels"])
     if cfg.dataset.startswith("folder:"):
-        from .images import load_images
+        from ..io.images import load_images
 
         images, _ = load_images(cfg.dataset[7:], size=size, channels=channels, background=cfg.background)
     elif cfg.dataset == "emoji":
-        from .emoji import load_emoji
+        from ..io.emoji import load_emoji
 
         images, _, _ = load_emoji("train", size=size)
     else:
-        from .data import load_dataset
+        from ..io.datasets import load_dataset
 
         images, _ = load_dataset(cfg.dataset, "train")
     shape = (channels, size, size)
@@ -271,7 +271,7 @@ def training_images(cfg: TrainConfig) -> Tensor:
 
 def data_digest(images: Tensor) -> str:
     """sha256 of the training tensor's float32 bytes (recorded as ``data_sha256``)."""
-    from .hashing import sha256_bytes
+    from ..io.hashing import sha256_bytes
 
     return sha256_bytes(images.float().contiguous().numpy().tobytes())
 
@@ -318,7 +318,7 @@ def draw_samples(
 def _progress_grid(ema: ADMUNet, cfg: TrainConfig, path: Path) -> None:
     """64 DDIM samples of the EMA weights (seed ``cfg.seed``, clipped) as an 8x8 grid at ``path``; the training
     generators are not touched, so a run with grids is the same run as one without."""
-    from .images import save_grid
+    from ..io.images import save_grid
 
     was_training = ema.training
     prior = ADMPrior(copy.deepcopy(ema).eval(), Schedule.linear(cfg.num_timesteps))
@@ -331,7 +331,7 @@ def _progress_grid(ema: ADMUNet, cfg: TrainConfig, path: Path) -> None:
 def init_unet(init: str, num_timesteps: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The UNet configuration and weights of the prior ``init`` (:func:`reguidance.priors.load_prior`), for
     fine-tuning; ``InputError`` unless it is an unconditional ADM UNet on the linear ``num_timesteps``-step chain."""
-    from .priors import load_prior
+    from ..priors import load_prior
 
     prior = load_prior(init)
     if not isinstance(prior, ADMPrior) or prior.unet.num_classes is not None:

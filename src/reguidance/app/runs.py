@@ -13,7 +13,7 @@
 - **Ownership.** A run writes only into a new or empty folder or one a run of the same *kind* made
   (``bench``, ``restore``, ``demo``, ``tune``, ``train``, ...): :func:`own_folder` writes the marker
   ``.reguidance-run.json`` (``{"kind": ...}``) and, while held, records every file written under the folder in
-  its manifest before writing it (:class:`reguidance.files.Manifest`); an existing file the manifest does not
+  its manifest before writing it (:class:`reguidance.io.files.Manifest`); an existing file the manifest does not
   list is never replaced. :func:`check_output_folder` is the same test without touching anything, for the
   commands' checks before any work. A folder an older version wrote (no marker) is recognised by its
   ``config.json`` (:func:`legacy_kind`) and adopted.
@@ -38,10 +38,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from .conventions import InputError
+from ..conventions import InputError
 
 if TYPE_CHECKING:
-    from .files import FieldKind
+    from ..io.files import FieldKind
 
 __all__ = [
     "MARKER",
@@ -95,8 +95,8 @@ def prior_facts(
     ``diffusion_pytorch_model.safetensors`` (a missing file gives ``None``; loading it then fails). For a known
     checkpoint without a recorded sha256, the file found in ``checkpoint_dir`` (then the usual folders) is hashed.
     """
-    from .hashing import sha256_file
-    from .priors.zoo import MODELS, find_checkpoint
+    from ..io.hashing import sha256_file
+    from ..priors.zoo import MODELS, find_checkpoint
 
     digest: str | None = None
     entry = MODELS.get(name)
@@ -108,7 +108,7 @@ def prior_facts(
     else:
         path = Path(name).expanduser()
         if path.is_dir():
-            from .priors.diffusers import WEIGHTS, find_diffusers_files
+            from ..priors.diffusers import WEIGHTS, find_diffusers_files
 
             files = find_diffusers_files(path)
             weights = files[0] / WEIGHTS if files is not None else None
@@ -123,7 +123,7 @@ def prior_facts(
 
 def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
     """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
-    from .priors.zoo import MODELS
+    from ..priors.zoo import MODELS
 
     entry = MODELS.get(prior_name)
     if entry is None:
@@ -248,9 +248,9 @@ _OWN_COUNT: dict[Path, int] = {}
 def own_folder(path: Path, kind: str, rank: int = 0, flag: str = "--out") -> Iterator[None]:
     """Hold ``path``'s lock (:func:`hold_folder`) and own it for the block: rank 0 checks it
     (:func:`check_output_folder`), adopts an older version's outputs into the manifest and writes the marker;
-    every rank records the files it writes under ``path`` in the manifest (:func:`reguidance.files.claim`).
+    every rank records the files it writes under ``path`` in the manifest (:func:`reguidance.io.files.claim`).
     Re-entrant in a process."""
-    from .files import _OWNED, Manifest
+    from ..io.files import _OWNED, Manifest
 
     path = Path(path)
     if rank == 0 and path.resolve() not in _OWN_COUNT:
@@ -282,7 +282,7 @@ def own_folder(path: Path, kind: str, rank: int = 0, flag: str = "--out") -> Ite
 def clear_outputs(out: Path) -> list[Path]:
     """Delete the files ``out``'s manifest lists (and the folders that leaves empty); nothing else, whoever wrote
     it. Returns what went."""
-    from .files import Manifest
+    from ..io.files import Manifest
 
     manifest = Manifest(out)
     gone: list[Path] = []
@@ -299,7 +299,7 @@ def clear_outputs(out: Path) -> list[Path]:
             folder.rmdir()
             folder = folder.parent
     manifest.forget_all()
-    from .files import _OWNED
+    from ..io.files import _OWNED
 
     if root in _OWNED:  # the run that owns the folder now records afresh what it writes
         _OWNED[root].paths.clear()
@@ -338,7 +338,7 @@ def path_inputs(
 ) -> dict[str, str | os.PathLike[str] | None]:
     """The file inputs behind the shared flags, by flag: ``--prior`` (when it names a path, not a known model),
     ``--prior-config``, ``--checkpoint-dir``, each ``mask:PATH`` task and each ``folder:PATH`` method."""
-    from .priors.zoo import MODELS
+    from ..priors.zoo import MODELS
 
     found: dict[str, str | os.PathLike[str] | None] = {
         "--prior": prior if prior is not None and prior not in MODELS and prior.strip() else None,
@@ -375,7 +375,7 @@ class RunFolder:
     ) -> None:
         self.path, self.stem, self.row_keys = Path(path), stem, tuple(row_keys)
         self.rank, self.world_size = rank, world_size
-        #: the kinds of the rows' fields (:func:`reguidance.files.read_rows`): a row with another is refused
+        #: the kinds of the rows' fields (:func:`reguidance.io.files.read_rows`): a row with another is refused
         self.fields = dict(fields or {})
         #: the marker's kind (``bench`` for ``results`` rows, ``restore`` for ``restore`` rows by default)
         self.kind = kind or {"results": "bench"}.get(stem, stem)
@@ -392,7 +392,7 @@ class RunFolder:
         with ``overwrite`` rank 0 first deletes what the manifest lists (:func:`clear_outputs`); after a barrier
         (every rank, under ``torchrun``) this rank's torn last line is dropped.
         Yields the rows of every process's file."""
-        from .files import claim, drop_torn_tail
+        from ..io.files import claim, drop_torn_tail
         from .shard import barrier
 
         with own_folder(self.path, self.kind, self.rank):
@@ -400,7 +400,7 @@ class RunFolder:
                 clear_outputs(self.path)
             barrier()  # under torchrun: no rank reads the folder before rank 0 has cleared it
             if self.rank != 0 and overwrite:  # rank 0 emptied the manifest: this rank reads it afresh
-                from .files import _OWNED, Manifest
+                from ..io.files import _OWNED, Manifest
 
                 _OWNED[self.path.resolve()] = Manifest(self.path)
             claim(self.log)
@@ -410,7 +410,7 @@ class RunFolder:
     def rows(self) -> list[dict[str, Any]]:
         """The rows of every process's file (a torn last line ignored; a row without ``row_keys``, or with a field
         not of its kind in ``fields``, refused naming the file and line)."""
-        from .files import read_rows
+        from ..io.files import read_rows
 
         paths = sorted(self.path.glob(f"{self.stem}*.jsonl"))
         return [row for p in paths for row in read_rows(p, self.row_keys, self.fields)]
@@ -425,7 +425,7 @@ class RunFolder:
 
     def write_config(self, config: Mapping[str, object]) -> None:
         """Write ``config.json`` atomically (recorded in the manifest while the folder is owned)."""
-        from .files import atomic_write_json
+        from ..io.files import atomic_write_json
 
         atomic_write_json(self.path / "config.json", config)
 
@@ -460,6 +460,6 @@ class RunFolder:
 
     def append(self, log: IO[str], rows: Sequence[Mapping[str, object]]) -> None:
         """Append ``rows`` to the open rows file ``log`` in one write."""
-        from .files import append_rows
+        from ..io.files import append_rows
 
         append_rows(log, rows)

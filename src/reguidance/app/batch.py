@@ -1,7 +1,7 @@
 """Solving one batch: a method's candidates, ReGuidance on them, and the ablations that explain its gains.
 
 One function, :func:`solve_batch`, is what the benchmark (:mod:`reguidance.bench.runner`), the tuning
-(:mod:`reguidance.bench.tune`) and ``reguidance restore`` (:mod:`reguidance.restore`) run on every batch. Given the
+(:mod:`reguidance.bench.tune`) and ``reguidance restore`` (:mod:`reguidance.app.restore`) run on every batch. Given the
 operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Task.measure`), it returns per
 *variant* an :class:`Output`:
 
@@ -10,7 +10,7 @@ operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Ta
 - ``reguidance``: the wrapper (:func:`reguidance.wrapper.reguide`, ``start="inversion"``) on the candidate;
 - ``renoise``: the candidate forward-noised to the wrapper's ``t_end``, then the same DPS (SDEdit + DPS);
 - ``fresh``: the same DPS from fresh noise at ``t_end`` (no candidate; its cost is its own);
-- ``more``: the method given the wrapper's extra network evaluations (:func:`reguidance.methods.scaled_budget`).
+- ``more``: the method given the wrapper's extra network evaluations (:func:`reguidance.app.methods.scaled_budget`).
 
 Each ablation runs with the wrapper's options (and ``more`` with the method's, its budget scaled) unless
 ``variant_options`` gives its own (tuned for it, :mod:`reguidance.bench.tune`): a
@@ -38,11 +38,11 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import Tensor
 
+from ..operators import Operator
+from ..priors.base import Prior
+from ..tasks import method_rng, wrapper_rng
+from ..wrapper import ReGuidanceConfig, Start, reguide
 from .methods import MethodFn, budget_option, get_method, scaled_budget
-from .operators import Operator
-from .priors.base import Prior
-from .tasks import method_rng, wrapper_rng
-from .wrapper import ReGuidanceConfig, Start, reguide
 
 __all__ = ["START", "Output", "solve_batch"]
 
@@ -92,7 +92,7 @@ def solve_batch(
         operator: the batch's forward operator; ``y`` its measurement (on the ``sigma_y`` scale of [-1, 1] images).
         seed, task, split: the run's seed, the task's name and the split: they name the random streams.
         method: the method's name (its stream and budget); ``method_fn`` the method itself (default
-            :func:`reguidance.methods.get_method` of it), called with ``options``.
+            :func:`reguidance.app.methods.get_method` of it), called with ``options``.
         config: the wrapper's options (default ``ReGuidanceConfig(clip=True)``); each variant sets its ``start``.
         candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted),
             or the method's own candidates computed earlier (an :class:`Output`: its ``nfe`` and ``seconds`` are

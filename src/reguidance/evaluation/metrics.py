@@ -2,7 +2,7 @@
 
 Intervals are normal-approximation intervals ``mean +- 1.96 s / sqrt(n)`` (``s`` the sample standard deviation),
 adequate for the n >= 30 samples our reports use. Paired differences are Student-t comparisons
-(:func:`reguidance.stats.paired_comparison`).
+(:func:`reguidance.evaluation.stats.paired_comparison`).
 This module imports nothing of ours but the conventions module.
 """
 

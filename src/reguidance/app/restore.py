@@ -29,7 +29,7 @@ derived from its file name (:func:`image_id`) in the random streams of split ``"
 before any file is read.
 
 Each finished batch is written at once (PNGs atomically, then a row per image in ``restore.jsonl``); a rerun
-skips inputs whose row carries the same identity (the run's settings, see :mod:`reguidance.runs`, and the sha256
+skips inputs whose row carries the same identity (the run's settings, see :mod:`reguidance.app.runs`, and the sha256
 of the input and candidate files) and refuses a folder whose rows were made with other settings or from files
 that have since changed (``overwrite`` clears it first). :func:`write_report` then writes ``report.json``: per
 input its candidate, its output and the measurement consistency ``||A x - y|| / (sigma_y sqrt(m))`` before
@@ -48,15 +48,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..conventions import InputError, check_positive_int
+from ..io.files import FieldKind, atomic_write_json, save_pngs
+from ..io.images import DEFAULT_MODE, load_images
+from ..priors.base import Prior
+from ..tasks import get_task, wrapper_rng
+from ..wrapper import ReGuidanceConfig, spread
 from .batch import solve_batch
-from .conventions import InputError, check_positive_int
-from .files import FieldKind, atomic_write_json, save_pngs
-from .images import DEFAULT_MODE, load_images
 from .methods import check_method_options, get_method
-from .priors.base import Prior
 from .runs import RunFolder, identity_hash
-from .tasks import get_task, wrapper_rng
-from .wrapper import ReGuidanceConfig, spread
 
 __all__ = [
     "RESIZE_RULE",
@@ -152,8 +152,8 @@ def _load(path: str | Path, size: int | None, channels: int, flag: str) -> tuple
         raise InputError(f"{flag}: {err}") from err
 
 
-#: how ``--resize`` fits an image to the prior's size: :func:`reguidance.images.load_images`' default rule
-#: (:data:`reguidance.images.DEFAULT_MODE`), the one ``bench --data folder:`` uses too
+#: how ``--resize`` fits an image to the prior's size: :func:`reguidance.io.images.load_images`' default rule
+#: (:data:`reguidance.io.images.DEFAULT_MODE`), the one ``bench --data folder:`` uses too
 RESIZE_RULE = "centre-cropped to a square, then resized with Pillow's bicubic filter"
 
 
@@ -168,7 +168,7 @@ def check_sizes(
     """Refuse image files under ``path`` (a file, or the images directly in a folder) whose ``(height, width)`` is
     not ``size``, naming them: an ``InputError`` that says what was ``expected`` and gives the ``hint`` (by default:
     ``--resize``). Only the files' headers are read."""
-    from .images import IMAGE_SUFFIXES, image_size
+    from ..io.images import IMAGE_SUFFIXES, image_size
 
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -189,7 +189,7 @@ def check_sizes(
 
 def count_inputs(path: str | Path | None) -> int:
     """How many inputs ``path`` holds: 1 for a file, the image files directly in a folder, 0 for ``None``."""
-    from .images import IMAGE_SUFFIXES
+    from ..io.images import IMAGE_SUFFIXES
 
     if path is None:
         return 0
@@ -205,7 +205,7 @@ def _files(path: str | Path, names: Sequence[str]) -> list[Path]:
 
 
 def _sha256(path: Path) -> str:
-    from .hashing import sha256_file
+    from ..io.hashing import sha256_file
 
     return sha256_file(path)
 
@@ -233,12 +233,12 @@ def restore(
 ) -> list[str]:
     """Restore every input under ``out``; returns the inputs' names, for :func:`write_report`.
 
-    ``context`` (e.g. :func:`reguidance.runs.prior_facts`) joins the run's identity. Everything (options, files,
+    ``context`` (e.g. :func:`reguidance.app.runs.prior_facts`) joins the run's identity. Everything (options, files,
     pairing, output names) is checked before ``out`` is touched. Sharded (``world_size > 1``, under ``torchrun``):
     rank ``r`` restores inputs ``r, r + world_size, ...`` into ``restore.rank<r>.jsonl``; after a barrier,
     :func:`write_report` merges every rank's rows. A clean image or candidate file of another size than the prior's
     images is an ``InputError`` naming it, its size and the prior's (:func:`check_sizes`) unless ``resize`` (then
-    it is fitted by :func:`reguidance.images.load_images`' default rule, :data:`RESIZE_RULE`; the rule joins the
+    it is fitted by :func:`reguidance.io.images.load_images`' default rule, :data:`RESIZE_RULE`; the rule joins the
     run's identity). A measurement file must have the task's measurement size (``operator.y_shape``); it is
     never resized, ``resize`` or not.
 
@@ -474,13 +474,13 @@ def save_pictures(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
     """``out/grid.png`` and ``out/report.html`` of a finished restore ``report`` (:func:`write_report`), both
     written atomically. Columns measurement | candidate | restored | uncertainty (``std/``, where ``samples > 1``
     made it) | truth (``truth/``, where the inputs were clean images), one row per input named by its file name:
-    ``grid.png`` is a labelled grid (:func:`reguidance.pictures.labelled_grid`) of the first :data:`GRID_ROWS`
+    ``grid.png`` is a labelled grid (:func:`reguidance.io.pictures.labelled_grid`) of the first :data:`GRID_ROWS`
     inputs; ``report.html`` shows every input, each picture with its numbers from the rows (consistency before
     and after, the mean standard deviation of the samples), and the run's summary. Returns both paths."""
-    from .files import atomic_path
-    from .images import read_images
-    from .pictures import cell_scale, labelled_grid
-    from .webpage import Cell, image_table, relative_src, text_table, write_page
+    from ..io.files import atomic_path
+    from ..io.images import read_images
+    from ..io.pictures import cell_scale, labelled_grid
+    from ..io.webpage import Cell, image_table, relative_src, text_table, write_page
 
     rows = list(report["images"])
     files = [Path(str(r["output"])).name for r in rows]
@@ -572,8 +572,8 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     apart from every input), the task (and that it fits a known prior), the wrapper's options and step counts
     (within the chain), the method and its options. ``InputError`` naming the flag (the task's is prefixed
     ``--task:``)."""
-    from .conventions import check_seed
-    from .diffusion import check_levels
+    from ..conventions import check_seed
+    from ..diffusion import check_levels
     from .methods import budget_option
     from .runs import check_apart, check_output_folder, known_signal_shape, path_inputs
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageColor, ImageOps
 from torch import Tensor
 
-from .conventions import InputError, check_finite, check_positive_int
+from ..conventions import InputError, check_finite, check_positive_int
 
 __all__ = [
     "DEFAULT_BACKGROUND",

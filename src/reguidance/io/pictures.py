@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from .conventions import InputError
+from ..conventions import InputError
 from .images import to_uint8
 
 __all__ = [

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conventions import InputError
-from .operators import LinearOperator, Operator, _check_shape
+from ..conventions import InputError
+from . import LinearOperator, Operator, _check_shape
 
 __all__ = ["DeepinvLatent", "DeepinvLinearOperator", "DeepinvOperator", "latent_to_deepinv"]
 
@@ -185,7 +185,7 @@ def latent_to_deepinv(latent: Tensor, alpha_bar: float) -> DeepinvLatent:
     (:meth:`reguidance.diffusion.Schedule.nearest`, the one snapping rule of this package); it is the latent's own
     timestep when the prior uses that chain (guided-diffusion's linear schedule: ``ffhq_10m``, the embedded priors).
     """
-    from .diffusion import Schedule
+    from ..diffusion import Schedule
 
     if not isinstance(latent, Tensor) or not latent.is_floating_point():
         got = latent.dtype if isinstance(latent, Tensor) else type(latent).__name__

@@ -42,7 +42,7 @@ Operators (all linear): :class:`MatrixOperator` (dense ``(m, d)`` matrix on flat
 convolution with any kernel: the motion blur of the benchmark) and :class:`GaussianBlur`; one nonlinear operator,
 :class:`Saturation` (a saturating sensor ``tanh(k L x)`` after a linear map ``L``). A nonlinear forward
 model subclasses :class:`Operator` and implements ``_forward``; a deepinv ``Physics`` is wrapped by
-:class:`reguidance.interop.DeepinvOperator`.
+:class:`reguidance.operators.deepinv.DeepinvOperator`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import (
+from ..conventions import (
     BatchRNG,
     InputError,
     check_finite,

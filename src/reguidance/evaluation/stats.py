@@ -15,8 +15,8 @@ are independent normal draws of mean ``mu`` (and approximately otherwise, by the
 
 Which tests are confirmatory is data, :data:`PRIMARY_FAMILY`: its :meth:`Family.declaration` is printed verbatim
 into BENCHMARK.md's pre-registration section and :meth:`Family.contains` selects the tests the report corrects
-together with Holm's method (:func:`reguidance.metrics.holm`), so the declaration and the analysis cannot drift.
-Every other test is secondary: effect size and raw interval, no correction.
+together with Holm's method (:func:`reguidance.evaluation.metrics.holm`), so the declaration and the analysis cannot
+drift. Every other test is secondary: effect size and raw interval, no correction.
 
 The t distribution is computed here from the regularised incomplete beta function (continued fraction, as in
 Numerical Recipes section 6.4), so the library needs no SciPy. This module imports only :mod:`.metrics`.
@@ -55,8 +55,9 @@ ALPHA = 0.05
 #: no test and no verdict with fewer pairs than this: below 10, ``t_{0.975, n-1}`` exceeds 2.26 and grows fast,
 #: one image moves the mean, and whether the differences are roughly normal cannot be judged
 MIN_N = 10
-#: equivalence margins per metric, in the metric's units (for ``fit``: |fit_z|, see :func:`reguidance.metrics.
-#: fit_z`), fixed before any run; a metric without a margin can never be called a tie
+#: equivalence margins per metric, in the metric's units (for ``fit``: |fit_z|, see
+#: :func:`reguidance.evaluation.metrics. fit_z`), fixed before any run; a metric without a margin can never be called a
+#: tie
 MARGINS: dict[str, float] = {"ssim": 0.01, "fit": 0.1, "psnr": 0.1, "lpips": 0.01, "class_acc": 0.02}
 #: why each margin is what it is (printed with the declaration)
 MARGIN_RATIONALE: dict[str, str] = {

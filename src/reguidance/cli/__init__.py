@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .cli_support import (
+from .. import __version__
+from .support import (
     BENCH_OPTIONS,
     BENCH_REPORT_OPTIONS,
     DEMO_OPTIONS,
@@ -54,7 +54,7 @@ from .cli_support import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .priors.base import Prior
+    from ..priors.base import Prior
 
 __all__ = ["DTYPE_NAMES", "cli", "main", "prior_options", "run", "runtime_options", "threads_option"]
 
@@ -63,8 +63,8 @@ def _load_prior(name: str, device: str, dtype: str, flag: str = "--prior", **opt
     """:func:`reguidance.priors.load_prior` of ``name`` on ``device`` at ``dtype`` (a name of :data:`DTYPE_NAMES`),
     with the command's ``--prior-config`` and ``--checkpoint-dir`` (:func:`prior_options`; ``optimize``: its
     further fast-path options); its refusal becomes one ``InputError`` line naming ``flag``."""
-    from .conventions import InputError
-    from .priors import load_prior
+    from ..conventions import InputError
+    from ..priors import load_prior
 
     config, checkpoint_dir = _prior_source()
     try:
@@ -83,8 +83,8 @@ def cli() -> None:
 @flags(THEORY_OPTIONS)
 def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
     """The paper's claim, measured on an exact-score Gaussian mixture."""
-    from .files import atomic_path, atomic_write_json
-    from .theory import TheoryConfig, format_table, run_theory, save_projection_plot
+    from ..io.files import atomic_path, atomic_write_json
+    from ..studies.theory import TheoryConfig, format_table, run_theory, save_projection_plot
 
     with _options():
         cfg = TheoryConfig(**options)
@@ -105,8 +105,8 @@ def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
 @flags(THEORY_SWEEP_OPTIONS)
 def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
     """The sweep over the wrapper's options (sampler, t_end, step_size) that chose its defaults."""
-    from .files import atomic_write_json
-    from .theory import TheoryConfig, format_sweep, sweep_theory
+    from ..io.files import atomic_write_json
+    from ..studies.theory import TheoryConfig, format_sweep, sweep_theory
 
     with _options():
         cfg = TheoryConfig(candidates=candidates, seed=seed)
@@ -118,7 +118,7 @@ def theory_sweep(candidates: int, seed: int, json_path: Path | None) -> None:
         click.echo(f"report: {json_path}")
 
 
-#: what ``reguidance train`` writes into ``--out`` (:mod:`reguidance.train`)
+#: what ``reguidance train`` writes into ``--out`` (:mod:`reguidance.app.train`)
 TRAIN_OUTPUTS = (
     "log.jsonl", "ema.safetensors", "model.json", "samples.png",
     *(f"checkpoint/{f}" for f in ("model.safetensors", "ema.safetensors", "state.pt", "config.json")),
@@ -131,11 +131,11 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
     """Train (or fine-tune) an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on a data set or a folder."""
     import json
 
-    from .conventions import InputError
-    from .files import claim
-    from .runs import own_folder
-    from .train import SMALL_UNET, TrainConfig
-    from .train import train as run_training
+    from ..app.runs import own_folder
+    from ..app.train import SMALL_UNET, TrainConfig
+    from ..app.train import train as run_training
+    from ..conventions import InputError
+    from ..io.files import claim
 
     base: dict[str, object] = {}
     if config_path is not None:
@@ -197,7 +197,7 @@ def models(checkpoint_dir: Path | None, as_json: bool) -> None:
     """List the known priors and whether each is present locally."""
     import json
 
-    from .priors.zoo import list_models
+    from ..priors.zoo import list_models
 
     rows = list_models(checkpoint_dir)
     if as_json:
@@ -222,8 +222,8 @@ def train_classifier_cmd(
     dataset: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, threads: int | None
 ) -> None:
     """Train the metric CNN (features for FD-cls) on a dataset's train split; report val and test accuracy."""
-    from .classifier import train_classifier
-    from .files import claim
+    from ..evaluation.classifier import train_classifier
+    from ..io.files import claim
 
     _positive("--epochs", epochs)
     _positive("--batch-size", batch_size)
@@ -264,12 +264,12 @@ def sample(
     import json
     import time
 
-    from .classifier import evaluate_samples, load_classifier
-    from .data import load_dataset, load_test_subset
-    from .memory import check_fits_in_memory
-    from .runs import known_signal_shape, own_folder
-    from .sampling_report import sample_report, save_samples, write_report
-    from .train import draw_samples
+    from ..app.memory import check_fits_in_memory
+    from ..app.runs import known_signal_shape, own_folder
+    from ..app.sampling import sample_report, save_samples, write_report
+    from ..app.train import draw_samples
+    from ..evaluation.classifier import evaluate_samples, load_classifier
+    from ..io.datasets import load_dataset, load_test_subset
 
     for flag, value in (("--n", n), ("--steps", steps), ("--batch-size", batch_size)):
         _positive(flag, value)
@@ -323,9 +323,9 @@ def bench(
     """Each method with and without ReGuidance on test images; resumable (rerun to continue)."""
     from functools import partial
 
-    from .bench.report import format_markdown
-    from .bench.session import BenchRequest, plan_benchmark, run_benchmark
-    from .tasks import parse_ids
+    from ..bench.report import format_markdown
+    from ..bench.session import BenchRequest, plan_benchmark, run_benchmark
+    from ..tasks import parse_ids
 
     tasks_, methods_ = _task_list(tasks, "--tasks"), _csv(methods, "--methods")
     request = BenchRequest(tasks=tasks_, methods=methods_, ids=parse_ids(ids), prior=prior_name, **options)
@@ -363,8 +363,8 @@ def _kept_records(folders: dict[str, Path], keep: Path | None) -> tuple[list[tup
     refused), and the records an earlier ``--keep`` left there that this run lacks (e.g. ``results.jsonl`` beside
     new ``results.rank*.jsonl``), to delete so that no copy mixes two runs. ``InputError`` when a run's folder is
     its own copy's folder or NAME would leave ``keep``."""
-    from .conventions import InputError
-    from .files import refuse_foreign
+    from ..conventions import InputError
+    from ..io.files import refuse_foreign
 
     if keep is None:
         return [], []
@@ -401,7 +401,7 @@ def bench_report(
     keep: Path | None,
 ) -> None:
     """Write the tables of finished benchmark runs into a Markdown file (e.g. BENCHMARK.md)."""
-    from .bench.report import (
+    from ..bench.report import (
         PREREGISTRATION_MARKERS,
         benchmark_tables,
         preregistration,
@@ -410,8 +410,8 @@ def bench_report(
         replace_marked,
         save_method_overview,
     )
-    from .conventions import InputError
-    from .files import atomic_write_bytes, check_marked
+    from ..conventions import InputError
+    from ..io.files import atomic_write_bytes, check_marked
 
     folders = {}
     for run in runs:
@@ -483,8 +483,8 @@ def speed(
     checkpoint_dir: Path | None,
 ) -> None:
     """Per-image time of DPS, DAPS, the inversion and ReGuidance next to the network's floor."""
-    from .files import atomic_write_json
-    from .speed import SpeedConfig, format_speed, measure_speed, timing_prior
+    from ..io.files import atomic_write_json
+    from ..studies.speed import SpeedConfig, format_speed, measure_speed, timing_prior
 
     with _options():
         cfg = SpeedConfig(
@@ -518,7 +518,7 @@ def restore(
     """ReGuidance on your own images: writes restored PNGs and per-image consistency before and after."""
     from functools import partial
 
-    from .restore import RestoreRequest, plan_restore, run_restore
+    from ..app.restore import RestoreRequest, plan_restore, run_restore
 
     request = RestoreRequest(prior=prior_name, **options)
     with _options():
@@ -547,8 +547,8 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
     each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
     import time
 
-    from .bench.report import format_markdown
-    from .bench.session import BenchRequest, plan_benchmark, run_benchmark
+    from ..bench.report import format_markdown
+    from ..bench.session import BenchRequest, plan_benchmark, run_benchmark
 
     _positive("--n", n_images)
     start = time.perf_counter()
@@ -585,8 +585,8 @@ def _sweep(
     **f: Any,
 ) -> list[dict[str, Any]]:
     """The sweep of ``tune`` and ``tune-defaults`` over ``pairs``; ``f``: the flags both commands share."""
-    from .bench.tune import check_sweep, sweep, validation_split
-    from .runs import own_folder
+    from ..app.runs import own_folder
+    from ..bench.tune import check_sweep, sweep, validation_split
 
     _positive("--batch-size", f["batch_size"])
     with _options():
@@ -613,7 +613,7 @@ def _sweep(
 @flags(TUNE_OPTIONS)
 def tune(task: str, method: str, grid: str | None, method_grid: str, out: Path, **f: Any) -> None:
     """Choose one (task, method)'s step size and wrapper options on validation images (never the test split)."""
-    from .bench.tune import DEFAULT_WRAPPER_GRID
+    from ..bench.tune import DEFAULT_WRAPPER_GRID
 
     _sweep([(task, method)], {method: method_grid} if method_grid else {}, grid or DEFAULT_WRAPPER_GRID, out=out, **f)
     click.echo(f"saved: {out / f'{task}_{method}.json'}")
@@ -623,17 +623,17 @@ def tune(task: str, method: str, grid: str | None, method_grid: str, out: Path, 
 @flags(TUNE_DEFAULTS_OPTIONS)
 def tune_defaults(tasks: str, methods: str, write_path: Path | None, sources: tuple[Path, ...], **f: Any) -> None:
     """The whole sweep behind the benchmark's defaults table: every (task, method), resumable in --out."""
-    from .bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
-    from .files import atomic_write_json
-    from .methods import needs_linear
-    from .tasks import get_task
+    from ..app.methods import needs_linear
+    from ..bench.tune import DEFAULT_METHOD_GRIDS, DEFAULT_WRAPPER_GRID, collect_table, table_header
+    from ..io.files import atomic_write_json
+    from ..tasks import get_task
 
     pairs = [(t, m) for t in _task_list(tasks, "--tasks") for m in _csv(methods, "--methods")]
     for t, m in [(t, m) for t, m in pairs if needs_linear(m) and not get_task(t).linear]:
         click.echo(f"skipped {t}/{m}: {m} needs a linear operator and {t} is nonlinear")
     pairs = [(t, m) for t, m in pairs if not (needs_linear(m) and not get_task(t).linear)]
     _writable(write_path, "--write", folder=False)
-    from .runs import MARKER, marked_kind
+    from ..app.runs import MARKER, marked_kind
 
     for folder in sources:  # another process's sweep folder: a tune run's own, read only
         if marked_kind(folder) != "tune":
@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         return 2
     except Exception as e:
-        from .conventions import InputError
+        from ..conventions import InputError
 
         if isinstance(e, (InputError, *_user_errors())):
             click.echo(f"error: {_one_line(e)}", err=True)

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import check_positive, check_positive_int, check_signal_shape
-from .hashing import check_sha256, sha256_file
+from ..conventions import ASSETS_DIR, check_positive, check_positive_int, check_signal_shape
+from ..io.hashing import check_sha256, sha256_file
 
 __all__ = [
     "CLASSIFIERS",
@@ -63,7 +63,7 @@ __all__ = [
     "train_classifier",
 ]
 
-ASSETS_MODELS = Path(__file__).resolve().parent / "assets" / "models"
+ASSETS_MODELS = ASSETS_DIR / "models"
 
 #: committed classifiers: asset file under ``assets/models/``, its sha256, and the test accuracy measured after
 #: training (``reguidance train-classifier``; see the model cards ``assets/models/<name>.md``)
@@ -286,7 +286,7 @@ def train_classifier(
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from .data import load_dataset
+    from ..io.datasets import load_dataset
 
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .conventions import InputError
-from .priors.base import NetworkPrior, Prior
+from ..conventions import InputError
+from ..priors.base import NetworkPrior, Prior
 
 __all__ = [
     "MARGIN",

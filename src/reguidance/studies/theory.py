@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_seed, derive_seed
-from .diffusion import Schedule, check_levels
-from .guidance.dps import Sampler, dps
-from .inversion import InversionMethod, roundtrip_error
-from .metrics import mean_ci95, proportion_ci95
-from .operators import MatrixOperator
-from .priors.gmm import GaussianMixture, GaussianMixturePosterior, GMMPrior
-from .stats import paired_comparison
-from .wrapper import ReGuidanceConfig, Start, reguide, reward
+from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive_int, check_seed, derive_seed
+from ..diffusion import Schedule, check_levels
+from ..evaluation.metrics import mean_ci95, proportion_ci95
+from ..evaluation.stats import paired_comparison
+from ..guidance.dps import Sampler, dps
+from ..inversion import InversionMethod, roundtrip_error
+from ..operators import MatrixOperator
+from ..priors.gmm import GaussianMixture, GaussianMixturePosterior, GMMPrior
+from ..wrapper import ReGuidanceConfig, Start, reguide, reward
 
 if TYPE_CHECKING:
-    from .files import Record
+    from ..io.files import Record
 
 __all__ = [
     "ABLATIONS",

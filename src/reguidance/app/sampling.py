@@ -1,6 +1,6 @@
 """What ``reguidance sample`` writes: the first samples as a grid, all samples as uint8 ``samples.npz``, and the
 report (FD-cls against the reference images, class histogram, mean confidence, the settings). Every file is
-written atomically (:mod:`reguidance.files`)."""
+written atomically (:mod:`reguidance.io.files`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .files import atomic_path, atomic_write_bytes, atomic_write_json
+from ..io.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 __all__ = ["sample_report", "save_samples", "write_report"]
 
@@ -20,7 +20,7 @@ __all__ = ["sample_report", "save_samples", "write_report"]
 def save_samples(x: Tensor, out: Path, grid: int = 100) -> tuple[Path, Path]:
     """``out/samples.png`` (the first ``grid`` samples, 10 per row) and ``out/samples.npz`` (``images``: every
     sample of ``x: (N, C, H, W)`` in [-1, 1] as uint8 ``(N, C, H, W)``, ``round((x + 1) * 127.5)``)."""
-    from .images import save_grid
+    from ..io.images import save_grid
 
     png, npz = out / "samples.png", out / "samples.npz"
     with atomic_path(png) as tmp:

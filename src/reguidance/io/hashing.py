@@ -1,9 +1,9 @@
 """sha256 digests of bytes and files, and their check against a recorded digest.
 
-The one place where reguidance hashes anything: the dataset files and caches (:mod:`reguidance.data`), the
+The one place where reguidance hashes anything: the dataset files and caches (:mod:`reguidance.io.datasets`), the
 committed test subsets, the embedded and downloaded model weights (:mod:`reguidance.priors.zoo`), the metric
-classifiers (:mod:`reguidance.classifier`) and the LPIPS weights (:mod:`reguidance.lpips`). Digests are lowercase
-hex strings of 64 characters (``hashlib.sha256(...).hexdigest()``).
+classifiers (:mod:`reguidance.evaluation.classifier`) and the LPIPS weights (:mod:`reguidance.evaluation.lpips`).
+Digests are lowercase hex strings of 64 characters (``hashlib.sha256(...).hexdigest()``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ ReGuidance starts DPS at level ``t_end`` from the probability-flow inversion of 
 (:class:`reguidance.wrapper.ReGuidanceConfig`). The map runs the three starts on the same problems, seeds and
 measurements over a grid of ``t_end x sampler x inversion steps x inversion method x DPS budget``; per cell it
 reports the paired, per-problem differences ``inversion - renoise`` and ``inversion - fresh`` of each metric, mean
-with 95% Student-t interval (:func:`reguidance.stats.paired_comparison`). ``renoise`` and ``fresh`` spend no
+with 95% Student-t interval (:func:`reguidance.evaluation.stats.paired_comparison`). ``renoise`` and ``fresh`` spend no
 inversion evaluations and do not depend on the inversion's settings: they run once per
 ``(t_end, sampler, DPS budget)`` and are paired with every inversion cell that shares those.
 
@@ -37,13 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .conventions import InputError
-from .guidance.dps import Sampler
-from .inversion import InversionMethod, invert
-from .metrics import mean_ci95
-from .stats import paired_comparison
+from ..conventions import InputError
+from ..evaluation.metrics import mean_ci95
+from ..evaluation.stats import paired_comparison
+from ..guidance.dps import Sampler
+from ..inversion import InversionMethod, invert
+from ..wrapper import ReGuidanceConfig, Start, reguide, reward
 from .theory import TheoryConfig, make_testbed, problem_stream
-from .wrapper import ReGuidanceConfig, Start, reguide, reward
 
 __all__ = [
     "CELL_KEYS",
@@ -168,7 +168,7 @@ def gmm_rows(
 ) -> Iterator[list[Row]]:
     """The mixture map, one cell at a time: yields the rows of the candidates' cell, then of every cell of
     ``grid`` whose key is not in ``done`` (:func:`cell_key`), on the problems of ``cfg``
-    (:class:`reguidance.theory.TheoryConfig`: testbed, candidates, ``step_size``, ``eta``, ``seed``).
+    (:class:`reguidance.studies.theory.TheoryConfig`: testbed, candidates, ``step_size``, ``eta``, ``seed``).
 
     Every start of every cell draws from the same per-problem generators (stream 3 of ``cfg.seed``, as
     ``reguidance theory``'s ReGuidance row); an inversion is computed once per ``(t_end, steps, method)`` and reused
@@ -228,12 +228,12 @@ def run_gmm_map(out: str | Path, cfg: TheoryConfig, grid: MapGrid, progress: boo
     ``out/config.json`` holds the configuration (``cfg`` and ``grid``); a folder made with another is refused
     (:class:`reguidance.conventions.InputError`, before anything is written). ``out/rows.jsonl`` gets the rows of
     each cell in one write as the cell finishes; a rerun skips every cell that holds a row for each problem (a torn
-    last line, from a kill, is dropped). One process at a time (:func:`reguidance.runs.hold_folder`).
+    last line, from a kill, is dropped). One process at a time (:func:`reguidance.app.runs.hold_folder`).
     """
     from dataclasses import asdict
 
-    from .files import append_rows, atomic_write_json, drop_torn_tail, read_rows
-    from .runs import describe_difference, hold_folder
+    from ..app.runs import describe_difference, hold_folder
+    from ..io.files import append_rows, atomic_write_json, drop_torn_tail, read_rows
 
     out = Path(out)
     facts = json.loads(json.dumps({"theory": asdict(cfg), "grid": asdict(grid)}))

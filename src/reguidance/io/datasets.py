@@ -1,7 +1,7 @@
 r"""The datasets MNIST and Fashion-MNIST: acquisition, checks and splits, as ``(B, 1, 32, 32)`` float batches in
-``[-1, 1]``. (Reading and writing image files is :mod:`reguidance.images`.)
+``[-1, 1]``. (Reading and writing image files is :mod:`reguidance.io.images`.)
 
-Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1`` (:func:`reguidance.images.from_uint8`),
+Scale. An 8-bit pixel ``u in {0, ..., 255}`` maps to ``x = u / 127.5 - 1`` (:func:`reguidance.io.images.from_uint8`),
 so ``0 -> -1`` (black, the digits' background) and ``255 -> 1``.
 
 Datasets. :func:`load_dataset` returns ``images (N, 1, 32, 32)`` float32 in ``[-1, 1]`` and ``labels (N,)``
@@ -37,14 +37,13 @@ training and test arrays, ``(n, 28, 28)`` images and ``(n,)`` labels; checked by
 
 Committed subsets. ``assets/data/<name>_test_subset.npz`` holds the first 256 official test images (uint8 28x28),
 their labels and their test-set indices, for tests and the demo without any download: :func:`load_test_subset`.
-:func:`build_test_subsets` (``python -m reguidance.data``) regenerates them from the full data; they are written
+:func:`build_test_subsets` (``python -m reguidance.io.datasets``) regenerates them from the full data; they are written
 uncompressed with fixed zip timestamps, so the same data always gives the same bytes and the same sha256.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.resources
 import io
 import math
 import os
@@ -64,7 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .conventions import InputError
+from ..conventions import ASSETS_DIR, InputError
 from .hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
 from .images import from_uint8
 
@@ -462,15 +461,15 @@ def load_test_subset(name: str) -> tuple[Tensor, Tensor, Tensor]:
     (256,)`` int64 and ``ids (256,)`` int64, the images' indices in the official test set (``0 .. 255``).
     """
     _check_name(name)
-    resource = importlib.resources.files(__package__ or "reguidance") / "assets" / "data" / _subset_filename(name)
+    resource = ASSETS_DIR / "data" / _subset_filename(name)
     try:
         data = resource.read_bytes()
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"the package file assets/data/{_subset_filename(name)} is missing; rebuild it with "
-            "`python -m reguidance.data`"
+            "`python -m reguidance.io.datasets`"
         ) from err
-    remedy = "regenerate it with `python -m reguidance.data` and, if the data changed on purpose, update data.py"
+    remedy = "regenerate it with `python -m reguidance.io.datasets` and, if the data changed on purpose, update data.py"
     check_sha256(f"assets/data/{_subset_filename(name)}", sha256_bytes(data), _SUBSET_SHA256[name], remedy)
     arrays = _read_npz(data)
     return (
@@ -492,7 +491,7 @@ def build_test_subsets(
     ``ids`` int64 ``(256,)``: official test images ``0 .. 255``. ``out_dir`` defaults to the package's
     ``assets/data``. A file whose sha256 differs from the one recorded in this module is reported with a warning.
     """
-    directory = Path(out_dir) if out_dir is not None else Path(__file__).parent / "assets" / "data"
+    directory = Path(out_dir) if out_dir is not None else ASSETS_DIR / "data"
     written = {}
     for name in DATASETS:
         arrays = _official_arrays(name, data_root(root), download)
@@ -515,7 +514,7 @@ def build_test_subsets(
 
 
 def main() -> None:
-    """``python -m reguidance.data``: regenerate the committed test subsets and print their sha256."""
+    """``python -m reguidance.io.datasets``: regenerate the committed test subsets and print their sha256."""
     for name, path in build_test_subsets().items():
         print(f"{name}: {path} sha256 {sha256_file(path)}")
 

@@ -15,8 +15,8 @@ without steps ignore it). ``folder:PATH`` reads external candidates, one PNG per
   chunks of :data:`RETRIEVAL_CHUNK` images, any operator, linear or not).
 
 Both take one option, ``dataset``: the name of the training split they read (``mnist`` or ``fashion_mnist``,
-:func:`reguidance.data.load_dataset`, split ``train``: never the validation or test images). The benchmark sets it
-from its run context (the dataset the test images come from, ``BenchSpec.context["dataset"]``), so it enters the
+:func:`reguidance.io.datasets.load_dataset`, split ``train``: never the validation or test images). The benchmark sets
+it from its run context (the dataset the test images come from, ``BenchSpec.context["dataset"]``), so it enters the
 rows' identity with the other options; without it they refuse (``InputError``). The training tensor is read once
 per process and cached (:func:`training_images`).
 """
@@ -32,12 +32,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .conventions import BatchRNG, InputError
-from .guidance.registry import METHODS as SAMPLERS
-from .guidance.registry import method_config, method_option_names
-from .guidance.solve import Problem, solve
-from .operators import Inpainting, LinearOperator, Operator
-from .priors.base import Prior
+from ..conventions import BatchRNG, InputError
+from ..guidance.registry import METHODS as SAMPLERS
+from ..guidance.registry import method_config, method_option_names
+from ..guidance.solve import Problem, solve
+from ..operators import Inpainting, LinearOperator, Operator
+from ..priors.base import Prior
 
 __all__ = [
     "METHODS",
@@ -183,7 +183,7 @@ def folder_method(path: str | Path) -> MethodFn:
     def load(
         prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], *, progress: bool = False
     ) -> Candidates:
-        from .images import load_images
+        from ..io.images import load_images
 
         c, h, w = prior.signal_shape
         images = []
@@ -206,7 +206,7 @@ RETRIEVAL_CHUNK = 2048
 
 
 def _dataset_name(method: str, dataset: object) -> str:
-    from .data import DATASETS
+    from ..io.datasets import DATASETS
 
     if dataset not in DATASETS:
         raise InputError(
@@ -218,9 +218,9 @@ def _dataset_name(method: str, dataset: object) -> str:
 
 @functools.lru_cache(maxsize=2)
 def training_images(dataset: str) -> Tensor:
-    """The training split of ``dataset`` (``(N, 1, 32, 32)`` float32 in [-1, 1], :func:`reguidance.data.
+    """The training split of ``dataset`` (``(N, 1, 32, 32)`` float32 in [-1, 1], :func:`reguidance.io.datasets.
     load_dataset`), read once per process."""
-    from .data import load_dataset
+    from ..io.datasets import load_dataset
 
     return load_dataset(dataset, "train")[0]
 

@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .conventions import DTYPES, BatchRNG, check_positive_int
-from .diffusion import check_levels
-from .guidance.daps import daps
-from .guidance.dps import dps
-from .inversion import invert
-from .operators import SuperResolution
-from .priors.base import Prior
-from .wrapper import ReGuidanceConfig, reguide
+from ..conventions import DTYPES, BatchRNG, check_positive_int
+from ..diffusion import check_levels
+from ..guidance.daps import daps
+from ..guidance.dps import dps
+from ..inversion import invert
+from ..operators import SuperResolution
+from ..priors.base import Prior
+from ..wrapper import ReGuidanceConfig, reguide
 
 if TYPE_CHECKING:
-    from .files import Record
+    from ..io.files import Record
 
 __all__ = [
     "DTYPES",
@@ -328,9 +328,9 @@ def timing_prior(
     """The prior ``reguidance speed`` times: a known model that is not embedded gets random weights of its
     registered architecture (the same cost as the real checkpoint, no file needed; ``prior_config`` is refused for
     it); anything else is ``load(name, device, dtype, **optimize)``."""
-    from .conventions import InputError
-    from .priors.loading import random_prior
-    from .priors.zoo import MODELS
+    from ..conventions import InputError
+    from ..priors.loading import random_prior
+    from ..priors.zoo import MODELS
 
     entry = MODELS.get(name)
     if entry is None or entry.embedded:

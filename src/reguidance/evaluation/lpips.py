@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .files import torch_load_tensors
-from .hashing import sha256_file
+from ..io.files import torch_load_tensors
+from ..io.hashing import sha256_file
 
 __all__ = ["LPIPS"]
 

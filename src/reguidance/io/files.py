@@ -10,12 +10,12 @@
   :func:`read_rows` reads them back, ignoring a torn last line (a run killed mid-write) but refusing a row that
   lacks a required key (a file that is not a log of ours, or was edited by hand); :func:`drop_torn_tail` cuts a
   torn last line before new rows are appended.
-- **Ownership.** Every file a run writes into a folder it owns (:func:`reguidance.runs.own_folder`) or into a
+- **Ownership.** Every file a run writes into a folder it owns (:func:`reguidance.app.runs.own_folder`) or into a
   single-file output the command declared (:func:`declare_output`) is first recorded in that folder's manifest
   ``.reguidance-manifest.jsonl`` (one JSON line per relative path, appended and synced *before* the file is
   written, so a crash never leaves a file of ours unrecorded). :func:`claim` refuses to replace an existing file
   the manifest does not list: nothing this program did not write is ever replaced, and ``--overwrite``
-  (:func:`reguidance.runs.clear_outputs`) deletes only what the manifest lists. Temporary files are named by a
+  (:func:`reguidance.app.runs.clear_outputs`) deletes only what the manifest lists. Temporary files are named by a
   hash of the target's name (:func:`atomic_path`), so any name the filesystem accepts can be written.
 
 This module imports nothing from the package but :mod:`.conventions` (and :mod:`.data` for the PNG encoder).
@@ -34,7 +34,7 @@ from typing import IO, Any, Literal
 
 from torch import Tensor
 
-from .conventions import InputError
+from ..conventions import InputError
 
 __all__ = [
     "MANIFEST",
@@ -107,7 +107,7 @@ class Manifest:
         self.paths.add(rel)
 
     def forget_all(self) -> None:
-        """Empty the manifest (after :func:`reguidance.runs.clear_outputs` deleted what it listed)."""
+        """Empty the manifest (after :func:`reguidance.app.runs.clear_outputs` deleted what it listed)."""
         self.paths.clear()
         if self.file.exists():
             with self.file.open("r+b") as f:
@@ -115,7 +115,7 @@ class Manifest:
                 os.fsync(f.fileno())
 
 
-#: folders a run owns now (resolved root -> its manifest; :func:`reguidance.runs.own_folder`)
+#: folders a run owns now (resolved root -> its manifest; :func:`reguidance.app.runs.own_folder`)
 _OWNED: dict[Path, Manifest] = {}
 #: single files a command declared as its outputs (:func:`declare_output`)
 _DECLARED: set[Path] = set()

@@ -6,7 +6,7 @@ RGBA, shaded: faces, people in five skin tones, animals, food, objects). ``emoji
 tests only): the Noto emoji PNGs of ``emoji-datasource-google@16.0.0`` (images Apache-2.0; 64x64 RGBA). Never the
 Apple set of emoji-datasource (its images are not licensed for reuse).
 
-Pixels. Each file is decoded by :func:`reguidance.images.decode`, the one rule of every image reader here:
+Pixels. Each file is decoded by :func:`reguidance.io.images.decode`, the one rule of every image reader here:
 composited over white at its own size (``u = a u_rgb + (1 - a) 255``), then resized to ``size x size`` with
 Pillow's antialiased bicubic filter, then ``x = u / 127.5 - 1``: white, the background, is ``+1``.
 
@@ -24,7 +24,7 @@ digits of ``sha256(base)`` read as an integer, ``h mod 10 == 0`` is ``test``, ``
 (:data:`CATEGORIES`), used by the feature network of the colour prior's Fréchet distance.
 
 Files. ``make data`` (or :func:`fetch`) runs ``npm pack`` for both packages into ``<root>/emoji/`` (the data
-root of :func:`reguidance.data.data_root`); their sha256 are recorded here and checked before any byte is read.
+root of :func:`reguidance.io.datasets.data_root`); their sha256 are recorded here and checked before any byte is read.
 The first load converts the package to ``<root>/emoji/emoji_<size>.npz`` (uint8 images, names, labels, splits)
 and later loads read that; the cache records the package's sha256 and the conversion's version and is rebuilt
 when either differs. The committed subset ``assets/data/emoji_test_subset.npz`` (the first
@@ -34,7 +34,6 @@ when either differs. The committed subset ``assets/data/emoji_test_subset.npz`` 
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import io
 import json
 import os
@@ -52,7 +51,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .conventions import InputError, check_positive_int
+from ..conventions import ASSETS_DIR, InputError, check_positive_int
 from .hashing import check_sha256, sha256_bytes, sha256_file
 from .images import decode, from_uint8
 
@@ -166,7 +165,7 @@ def _categories(metadata: bytes) -> dict[str, str]:
 
 
 def _dir(root: str | os.PathLike[str] | None) -> Path:
-    from .data import data_root
+    from .datasets import data_root
 
     return data_root(root) / "emoji"
 
@@ -271,7 +270,7 @@ def _read_member(data: bytes, member: str) -> bytes:
 def _cached(spec: EmojiSet, size: int, root: str | os.PathLike[str] | None) -> dict[str, np.ndarray]:
     """The converted set, from ``<root>/emoji/<name>_<size>.npz`` when it was made from this package by this
     conversion, else converted now and cached."""
-    from .data import _read_npz, _write_npz
+    from .datasets import _read_npz, _write_npz
 
     path = _dir(root) / f"{spec.name}_{size}.npz"
     stamp = np.array([spec.sha256, str(_CONVERSION)])
@@ -304,7 +303,7 @@ def load_emoji(
     ``labels (N,)`` int64 (indices into :data:`CATEGORIES`) and the emoji's canonical code-point ``names``.
 
     ``split`` is ``train``, ``val``, ``test`` (the module docstring's rule) or ``all``. ``FileNotFoundError`` says
-    how to fetch a package that is not on disk; :class:`~reguidance.hashing.ChecksumError` names a package whose
+    how to fetch a package that is not on disk; :class:`~reguidance.io.hashing.ChecksumError` names a package whose
     sha256 is not the recorded one.
     """
     spec = EMOJI_SETS[_check_name(name)]
@@ -325,14 +324,14 @@ def load_emoji(
 def load_emoji_test_subset() -> tuple[Tensor, Tensor, list[str]]:
     """The committed first :data:`SUBSET_SIZE` images of ``emoji``'s ``test`` split at 32x32 (no npm needed):
     ``images (256, 3, 32, 32)`` in ``[-1, 1]``, ``labels (256,)`` and names, as :func:`load_emoji` gives them."""
-    from .data import _read_npz
+    from .datasets import _read_npz
 
-    resource = importlib.resources.files(__package__ or "reguidance") / "assets" / "data" / _SUBSET_FILE
+    resource = ASSETS_DIR / "data" / _SUBSET_FILE
     try:
         data = resource.read_bytes()
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"the package file assets/data/{_SUBSET_FILE} is missing; rebuild it with `python -m reguidance.emoji`"
+            f"the package file assets/data/{_SUBSET_FILE} is missing; rebuild it with `python -m reguidance.io.emoji`"
         ) from err
     if _SUBSET_SHA256 is not None:
         check_sha256(f"assets/data/{_SUBSET_FILE}", sha256_bytes(data), _SUBSET_SHA256, "rebuild it")
@@ -345,18 +344,19 @@ def build_test_subset(
     root: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] | None = None
 ) -> Path:
     """Write ``assets/data/emoji_test_subset.npz`` from the full set (first :data:`SUBSET_SIZE` test images)."""
-    from .data import _write_npz
+    from .datasets import _write_npz
 
     arrays = _cached(FLUENT, 32, root)
     ids = np.flatnonzero(arrays["splits"] == SPLITS.index("test"))[:SUBSET_SIZE]
-    directory = Path(out_dir) if out_dir is not None else Path(__file__).parent / "assets" / "data"
+    directory = Path(out_dir) if out_dir is not None else ASSETS_DIR / "data"
     path = directory / _SUBSET_FILE
     _write_npz(path, {k: arrays[k][ids] for k in ("images", "names", "labels")})
     return path
 
 
 def main() -> None:
-    """``python -m reguidance.emoji``: fetch the packages, convert them, rebuild the subset, print sizes and sha256."""
+    """``python -m reguidance.io.emoji``: fetch the packages, convert them, rebuild the subset, print sizes and
+    sha256."""
     fetch()
     for spec in (FLUENT, GOOGLE):
         for split in (*SPLITS, "all"):

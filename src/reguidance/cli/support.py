@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .priors.base import Prior
+    from ..priors.base import Prior
 
 
 def flags(options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> Callable[..., Any]:
@@ -137,8 +137,8 @@ def _check_prior_config(ctx: click.Context, param: click.Parameter, value: Path 
     suffix other than .json / .yaml / .yml, or a file that does not parse to a mapping is a usage error."""
     if value is None:
         return None
-    from .conventions import InputError
-    from .priors.adm_config import read_config_file
+    from ..conventions import InputError
+    from ..priors.adm_config import read_config_file
 
     try:
         read_config_file(value)
@@ -182,9 +182,9 @@ def _prior_source() -> tuple[Path | None, Path | None]:
 
 def _fit_batch(prior: Prior, batch_size: int, device: str, n: int | None = None) -> int:
     """The batch a guided run of ``prior`` on ``n`` images (``None``: unknown) uses: ``min(batch_size, n)``, or the
-    largest that fits the free memory of ``device`` with a one-line notice (:func:`reguidance.memory.fit_batch`;
+    largest that fits the free memory of ``device`` with a one-line notice (:func:`reguidance.app.memory.fit_batch`;
     an ``InputError`` when one image does not fit)."""
-    from .memory import fit_batch
+    from ..app.memory import fit_batch
 
     fitted, notice = fit_batch(prior, batch_size, device, n=n)
     if notice is not None:
@@ -196,7 +196,7 @@ def _runtime(device: str = "cpu", threads: int | None = None) -> str:
     """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device."""
     import torch
 
-    from .conventions import check_device, check_positive_int
+    from ..conventions import check_device, check_positive_int
 
     check_device(device, "--device")
     if threads is not None:
@@ -222,7 +222,7 @@ def _flagged(message: str) -> str:
 def _options(flag: str | None = None) -> Iterator[None]:
     """Around code that checks what the user typed: any ``ValueError`` there is the user's, an ``InputError`` named
     by ``flag`` or by the option its message starts with."""
-    from .conventions import InputError
+    from ..conventions import InputError
 
     try:
         yield
@@ -232,7 +232,7 @@ def _options(flag: str | None = None) -> Iterator[None]:
 
 
 def _positive(flag: str, value: int | None) -> None:
-    from .conventions import check_positive_int
+    from ..conventions import check_positive_int
 
     if value is not None:
         check_positive_int(flag, value)
@@ -241,11 +241,11 @@ def _positive(flag: str, value: int | None) -> None:
 def _writable(path: Path | None, flag: str, *, folder: bool, kind: str | None = None) -> None:
     """Refuse an output path that cannot be written, before any work: a file where a folder is wanted (or the
     reverse), or a location under a file, a read-only folder or one without permission. A folder must be new,
-    empty or one a ``kind`` run made (:func:`reguidance.runs.check_output_folder`); a file is declared an output
-    (:func:`reguidance.files.declare_output`: an existing file this program did not write is refused)."""
-    from .conventions import InputError
-    from .files import declare_output
-    from .runs import check_output_folder
+    empty or one a ``kind`` run made (:func:`reguidance.app.runs.check_output_folder`); a file is declared an output
+    (:func:`reguidance.io.files.declare_output`: an existing file this program did not write is refused)."""
+    from ..app.runs import check_output_folder
+    from ..conventions import InputError
+    from ..io.files import declare_output
 
     if path is None:
         return
@@ -267,9 +267,9 @@ def _writable(path: Path | None, flag: str, *, folder: bool, kind: str | None = 
 
 
 def _apart(outputs: dict[str, Path | None], inputs: dict[str, Any]) -> None:
-    """:func:`reguidance.runs.check_apart` of the command's outputs and its inputs, with the inputs behind the
+    """:func:`reguidance.app.runs.check_apart` of the command's outputs and its inputs, with the inputs behind the
     shared ``--prior``, ``--prior-config`` and ``--checkpoint-dir`` of the running command added."""
-    from .runs import check_apart, path_inputs
+    from ..app.runs import check_apart, path_inputs
 
     ctx = click.get_current_context(silent=True)
     params = ctx.params if ctx is not None else {}
@@ -280,8 +280,8 @@ def _apart(outputs: dict[str, Path | None], inputs: dict[str, Any]) -> None:
 def _task_list(value: str, flag: str) -> list[str]:
     """The tasks of ``--tasks`` (:func:`reguidance.tasks.split_tasks`), each parsed (an ``InputError``
     naming a malformed one) before anything loads."""
-    from .conventions import InputError
-    from .tasks import get_task, split_tasks
+    from ..conventions import InputError
+    from ..tasks import get_task, split_tasks
 
     names = split_tasks(value)
     if not names:
@@ -293,7 +293,7 @@ def _task_list(value: str, flag: str) -> list[str]:
 
 def _csv(value: str, flag: str) -> list[str]:
     """The names in a comma-separated option; an empty list is an ``InputError`` naming ``flag``."""
-    from .conventions import InputError
+    from ..conventions import InputError
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
