@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..conventions import InputError
-from . import LinearOperator, Operator, _check_shape
+from .base import LinearOperator, Operator, _check_shape
 
 __all__ = ["DeepinvLatent", "DeepinvLinearOperator", "DeepinvOperator", "latent_to_deepinv"]
 
