@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from reguidance.app.methods import get_method
-from reguidance.bench.defaults import method_options, reguidance_config
+from reguidance.bench.defaults import method_for, wrapper_for
 from reguidance.bench.inputs import dataset_for, load_test_images
 from reguidance.evaluation.metrics import Interval, psnr, ssim
 from reguidance.evaluation.stats import paired_comparison
+from reguidance.guidance.solve import Problem, solve
 from reguidance.io.files import write_section
 from reguidance.io.images import save_grid
 from reguidance.priors import load_prior
@@ -53,15 +53,15 @@ def main() -> None:
     ids = list(id_range)
     depths = [float(d) for d in args.depths.split(",")]
     prior = load_prior(args.prior)
-    fn = get_method(args.method)
     spread_rows, depth_rows, pictures = [], [], []
     for name in args.tasks.split(","):
         task = get_task(name)
         truth = images[ids]
         operator, y = task.measure(truth, ids, args.seed, split="test")
-        options = method_options(name, args.method, "cpu", prior=args.prior)
-        cfg = reguidance_config(name, args.method, "cpu", prior=args.prior)
-        cand = fn(prior, operator, y, method_rng(args.seed, name, args.method, ids, split="test"), ids, **options).x
+        method = method_for(task, args.method, "cpu", prior=args.prior)
+        cfg = wrapper_for(task, args.method, "cpu", prior=args.prior)
+        rng = method_rng(args.seed, task.name, args.method, ids, split="test")
+        cand = solve(method, Problem(prior, operator, y, rng)).x.clamp(-1, 1)
         s = spread(cand, y, operator, prior, k=args.k, config=cfg, seed=args.seed, ids=ids)
         err = (truth - s.mean.clamp(-1, 1)).abs()
         within1 = float((err <= s.std).double().mean())

@@ -5,7 +5,7 @@ benchmark's tasks (default ``sr8``, ``box20``) and candidate methods (default ``
 protocol's tuned options (``--protocol cpu``: starved candidates) or at their reference budgets (``--protocol
 reference``: DPS 1000, DAPS 200 x 5 x 100, the primary table's candidates), the same DPS is started at level ``t_end``
 from three latents
-(:class:`reguidance.wrapper.ReGuidanceConfig` ``start``):
+(:class:`reguidance.wrapper.ReGuidance` ``start``):
 
 - ``inversion``: the candidate carried to ``t_end`` by the probability-flow ODE (ReGuidance);
 - ``renoise``: ``sqrt(ab) x_hat + sqrt(1 - ab) n`` (SDEdit + DPS; no inversion, so run once per
@@ -22,13 +22,13 @@ exact-score mixture (DDPM at the shallowest depth, DDIM at the deepest) first; t
 inversion budget (re-noising first), task, method and start.
 
 The wrapper's ``step_size`` (DPS's zeta, on the measurement's scale) is the tuned CPU-protocol value of the
-(task, method) (:func:`reguidance.bench.defaults.reguidance_config`, clipping on, Euler inversion,
+(task, method) (:func:`reguidance.bench.defaults.wrapper_for`, clipping on, Euler inversion,
 ``eta`` 0) and is recorded in every row; only ``t_end``, ``sampler``, ``inversion_steps``, ``dps_steps`` and
 ``start`` change across cells.
 
 Measurements, candidates and random streams are the benchmark's (:mod:`reguidance.bench.runner`): ground truths
 ``images[ids]`` in [-1, 1], ``(operator, y) = task.measure(truth, ids, seed, split="test")``, candidates from
-``METHODS[method](prior, operator, y, method_rng(seed, task, method, ids), ids, **method_options(...,"cpu"))``, the
+``solve(method_for(task, method, "cpu"), Problem(prior, operator, y, method_rng(seed, task, method, ids)))``, the
 wrapper with ``rng = wrapper_rng(seed, task, method, ids)`` (so a ``renoise`` cell at the tuned ``t_end`` with 20
 DDPM steps is the benchmark's ``renoise`` variant). Candidates are made once per (task, method, id) and cached in
 ``OUT/candidates/<task>/<method>/<id>.pt`` (``x``, ``raw``, ``y``, ``nfe``, ``seconds``) for every cell to reuse.
@@ -69,7 +69,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -79,11 +79,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from reguidance.app.methods import METHODS
-from reguidance.bench.defaults import method_options, reguidance_config
+from reguidance.bench.defaults import method_for, wrapper_for
 from reguidance.bench.records import read_all_results, variant_of
 from reguidance.bench.runner import load_candidates
 from reguidance.conventions import InputError
 from reguidance.evaluation.metrics import psnr, ssim
+from reguidance.guidance.solve import Method, Problem, solve
 from reguidance.io.datasets import load_dataset
 from reguidance.io.files import (
     append_rows,
@@ -95,11 +96,11 @@ from reguidance.io.files import (
 )
 from reguidance.priors import load_prior
 from reguidance.tasks import get_task, method_rng, parse_ids, wrapper_rng
-from reguidance.wrapper import ReGuidanceConfig, reguide, reward
+from reguidance.wrapper import ReGuidance, reguide, reward
 
 Row = dict[str, Any]
-StartName = Literal["inversion", "renoise", "fresh"]  # ReGuidanceConfig.start
-SamplerName = Literal["ddpm", "ddim"]  # ReGuidanceConfig.sampler
+StartName = Literal["inversion", "renoise", "fresh"]  # ReGuidance.start
+SamplerName = Literal["ddpm", "ddim"]  # ReGuidance.sampler
 ABLATION_STARTS: tuple[StartName, ...] = ("renoise", "fresh")
 #: the budgets and options the candidates and the wrapper's step size come from (:mod:`reguidance.bench.defaults`)
 PROTOCOLS = ("cpu", "reference")
@@ -218,12 +219,16 @@ class Study:
         self.device = torch.device("cpu")
 
     # --------------------------------------------------------------------------------- options and facts
-    def method_options(self, task: str, method: str) -> dict[str, object]:
-        opts = method_options(task, method, self.protocol, prior=self.prior_name)
-        return {**opts, **TINY_BUDGETS.get(method, {})} if self.args.tiny else opts
+    def method(self, task: str, method: str) -> Method:
+        """The candidate method's config, as the benchmark's (:func:`reguidance.bench.defaults.method_for`)."""
+        overrides = TINY_BUDGETS.get(method, {}) if self.args.tiny else {}
+        return method_for(get_task(task), method, self.protocol, prior=self.prior_name, overrides=overrides)
 
-    def wrapper_base(self, task: str, method: str) -> ReGuidanceConfig:
-        return reguidance_config(task, method, self.protocol, prior=self.prior_name)
+    def method_options(self, task: str, method: str) -> dict[str, object]:
+        return self.method(task, method).options()
+
+    def wrapper_base(self, task: str, method: str) -> ReGuidance:
+        return wrapper_for(get_task(task), method, self.protocol, prior=self.prior_name)
 
     def facts(self) -> dict[str, Any]:
         """What the rows depend on besides their own keys."""
@@ -237,7 +242,7 @@ class Study:
                 f"{t}/{m}": {
                     "task": get_task(t).definition(),
                     "method_options": self.method_options(t, m),
-                    "wrapper": asdict(self.wrapper_base(t, m)),
+                    "wrapper": self.wrapper_base(t, m).options(),
                 }
                 for t in self.args.tasks
                 for m in self.args.methods
@@ -279,12 +284,13 @@ class Study:
             operator, y = t.measure(truth, missing, self.seed, split="test")
             rng = method_rng(self.seed, t.name, method, missing, device=self.device)
             t0 = time.perf_counter()
-            cand = METHODS[method](self.prior, operator, y, rng, missing, **self.method_options(task, method))
+            out = solve(self.method(task, method), Problem(self.prior, operator, y, rng))
             seconds = (time.perf_counter() - t0) / len(missing)
+            raw = out.x.detach()
             for k, i in enumerate(missing):
-                blob = {"x": cand.x[k].detach().clone(), "raw": cand.raw[k].detach().clone(), "y": y[k].clone()}
+                blob = {"x": raw[k].clamp(-1, 1).clone(), "raw": raw[k].clone(), "y": y[k].clone()}
                 with atomic_path(self._candidate_file(task, method, i)) as tmp:
-                    torch.save({**blob, "nfe": int(cand.nfe), "seconds": seconds}, tmp)
+                    torch.save({**blob, "nfe": int(out.nfe), "seconds": seconds}, tmp)
         blobs = [torch.load(self._candidate_file(task, method, i)) for i in ids]
         truth = self.images[ids].to(self.device)
         operator = t.operator(ids, self.seed, tuple(truth.shape[1:]), split="test").to(self.device)
@@ -433,8 +439,7 @@ class Study:
         """Run ``cell`` on ``ids`` (one batch), append its rows; returns the wrapper's wall seconds."""
         got = self.candidates(cell.task, cell.method, ids)
         base = self.wrapper_base(cell.task, cell.method)
-        cfg = replace(
-            base,
+        cfg = base.replace(
             start=cell.start,
             t_end=cell.t_end,
             sampler=cell.sampler,
@@ -456,7 +461,7 @@ class Study:
             "inversion_method": cfg.inversion_method if cell.start == "inversion" else None,
             "dps_steps": cell.dps_steps,
             "step_size": cfg.step_size,
-            "eta": cfg.eta,
+            "eta": cfg.dps.eta,
             "clip": cfg.clip,
             "candidate_nfe": got["nfe"],
         }
@@ -562,11 +567,11 @@ def _grid(args: argparse.Namespace) -> Grid:
         dps_steps=_numbers("dps-steps", args.dps_steps, int),
     )
     for t in grid.t_ends:
-        ReGuidanceConfig(t_end=t)
+        ReGuidance(t_end=t)
     for s in grid.samplers:
-        ReGuidanceConfig(sampler=s)
+        ReGuidance().replace(sampler=s)
     for k in grid.inversion_steps + grid.dps_steps:
-        ReGuidanceConfig(inversion_steps=k)
+        ReGuidance(inversion_steps=k)
     return grid
 
 

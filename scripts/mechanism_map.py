@@ -286,7 +286,7 @@ def _change_table(cells: list[dict[str, Any]], metric: str, against: str) -> str
     return "\n".join(lines) + "\n"
 
 
-#: the wrapper's default setting (:class:`reguidance.ReGuidanceConfig`) as a mechanism-map cell
+#: the wrapper's default setting (:class:`reguidance.ReGuidance`) as a mechanism-map cell
 DEFAULT_CELL = {"t_end": 0.3, "sampler": "ddpm", "inversion_steps": 100, "inversion_method": "euler", "dps_steps": 100}
 
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch import Tensor
 
+from reguidance.app.methods import Pinv
 from reguidance.bench.report import summarise, write_summary
 from reguidance.bench.runner import BenchSpec, read_results, run_bench
+from reguidance.guidance import DPS
 from reguidance.operators import Inpainting, Operator
 from reguidance.tasks import TASKS, get_task, parse_ids
-from reguidance.wrapper import ReGuidanceConfig
+from reguidance.wrapper import ReGuidance
 from tiny_models import tiny_adm_prior
 
 
@@ -39,7 +41,7 @@ def spec(**kw):
         "ids": range(4),
         "seed": 3,
         "batch_size": 2,
-        "reguidance": ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True),
+        "reguidance": ReGuidance().replace(inversion_steps=3, dps_steps=3, clip=True),
     }
     return BenchSpec(**{**base, **kw})
 
@@ -121,7 +123,7 @@ def _quality(summary):
 
 def test_summary_intervals_and_paired_differences_match_a_hand_computation():
     def row(i, rg, psnr):
-        base = {"task": "sr4", "method": "pinv", "reguidance": rg, "id": i, "psnr": psnr, "ssim": 0.5}
+        base = {"task": "sr4", "method": Pinv(), "reguidance": rg, "id": i, "psnr": psnr, "ssim": 0.5}
         return {**base, "consistency": 1.0 + psnr / 100, "label": 0, "nfe": 6 if rg else 0}
 
     before, after = [10.0, 12.0, 14.0, 16.0], [11.0, 12.5, 13.0, 19.0]
@@ -200,13 +202,13 @@ def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
 
     x, _ = images
     save_images(x[:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
     names = restore(
         tiny_prior,
         "box16c",
         tmp_path / "out",
         images=tmp_path / "in",
-        method="pinv",
+        method=Pinv(),
         config=cfg,
         batch_size=2,
         progress=False,
@@ -215,7 +217,7 @@ def test_restore_writes_images_and_resumes(tiny_prior, images, tmp_path):
     assert [r["name"] for r in report["images"]] == ["img0.png", "img1.png", "img2.png"]
     assert (tmp_path / "out" / "restored" / "img2.png").exists()
     log = (tmp_path / "out" / "restore.jsonl").read_text()
-    restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method="pinv", config=cfg, progress=False)
+    restore(tiny_prior, "box16c", tmp_path / "out", images=tmp_path / "in", method=Pinv(), config=cfg, progress=False)
     assert (tmp_path / "out" / "restore.jsonl").read_text() == log  # nothing recomputed: the rows were read back
     assert write_report(tmp_path / "out", "box16c", cfg, names) == report
 
@@ -225,8 +227,8 @@ def test_sharded_restore_ranks_split_the_inputs_and_merge(tiny_prior, images, tm
     from reguidance.io.images import save_images
 
     save_images(images[0][:3], [tmp_path / "in" / f"img{k}.png" for k in range(3)])
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    kw = {"images": tmp_path / "in", "method": "pinv", "config": cfg, "progress": False, "world_size": 2}
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
+    kw = {"images": tmp_path / "in", "method": Pinv(), "config": cfg, "progress": False, "world_size": 2}
     names = restore(tiny_prior, "sr4", tmp_path / "out", rank=0, **kw)
     with pytest.raises(ValueError, match="no result yet"):
         write_report(tmp_path / "out", "sr4", cfg, names)
@@ -246,7 +248,7 @@ def test_restore_rejects_measurements_of_random_box_tasks(tiny_prior, images, tm
 
     save_images(images[0][:1], [tmp_path / "y.png"])
     with pytest.raises(ValueError, match="random box"):
-        restore(tiny_prior, "box16", tmp_path / "out", measurements=tmp_path / "y.png", method="pinv", progress=False)
+        restore(tiny_prior, "box16", tmp_path / "out", measurements=tmp_path / "y.png", method=Pinv(), progress=False)
 
 
 def test_torchrun_shards_merge_to_the_single_process_results(tmp_path):
@@ -292,7 +294,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     from reguidance.wrapper import reguide
 
     assert parse_grid("step_size=0.1,1.0;dps_steps=2") == {"step_size": [0.1, 1.0], "dps_steps": [2]}
-    base = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    base = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
     wrapper_grid = parse_grid("step_size=0.1,1.0")
     method_grid = parse_grid("step_size=0.5,5", fields=["step_size"])
     entry = tune_pair(
@@ -301,7 +303,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
         "sr4",
         "dps",
         range(3),
-        method_options={"steps": 2},
+        start=DPS(steps=2, clip=True),
         method_grid=method_grid,
         wrapper_grid=wrapper_grid,
         base=base,
@@ -312,8 +314,8 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
     assert [r["step_size"] for r in entry["method_sweep"]] == [0.5, 5.0]
     assert [r["step_size"] for r in entry["wrapper_sweep"]] == [0.1, 1.0]
     chosen_step = choose(entry["method_sweep"])["step_size"]
-    assert entry["method_options"] == {"steps": 2, "step_size": chosen_step}
-    assert entry["reguidance"] == {"step_size": choose(entry["wrapper_sweep"])["step_size"]}
+    assert entry["method_options"] == DPS(steps=2, step_size=chosen_step, clip=True).options()
+    assert entry["reguidance"] == base.replace(step_size=choose(entry["wrapper_sweep"])["step_size"]).options()
 
     # a sweep row is the benchmark's own measurement: recompute the last wrapper row by hand, batch size 1
     task, x, rows = get_task("sr4"), images[0][:3], []
@@ -325,7 +327,7 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
             y,
             op,
             tiny_prior,
-            config=ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True, step_size=1.0),
+            config=ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True, step_size=1.0),
             rng=stream_rng(0, "sr4", "reguidance/dps", [i], split="val"),
         ).x.clamp(-1, 1)
         rows.append(float(ssim(out, x[i : i + 1])[0]))
@@ -357,20 +359,20 @@ def test_tuning_sweeps_the_step_size_then_the_wrapper_and_applies_its_rule(tiny_
 
 
 def dps_candidates(prior, operator, y, i, step_size):
-    from reguidance.app.methods import get_method
+    from reguidance.guidance import DPS, Problem, solve
     from reguidance.tasks import stream_rng
 
-    return get_method("dps")(
-        prior, operator, y, stream_rng(0, "sr4", "method/dps", [i], split="val"), [i], steps=2, step_size=step_size
-    )[0]
+    rng = stream_rng(0, "sr4", "method/dps", [i], split="val")
+    return solve(DPS(steps=2, step_size=step_size, clip=True), Problem(prior, operator, y, rng)).x.clamp(-1, 1)
 
 
 def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
     from reguidance.bench import defaults
 
-    assert defaults.method_options("sr8", "dps") == {"step_size": 0.3, "steps": 1000}
-    assert defaults.method_options("sr8", "dps", "cpu", tuned=False) == {"step_size": 0.3, "steps": 50}
-    assert defaults.reguidance_config("sr8", "pinv", "cpu", tuned=False).inversion_steps == 10
+    sr8 = get_task("sr8")
+    assert defaults.method_for(sr8, "dps") == DPS(step_size=0.3, steps=1000, clip=True)
+    assert defaults.method_for(sr8, "dps", "cpu", tuned=False) == DPS(step_size=0.3, steps=50, clip=True)
+    assert defaults.wrapper_for(sr8, "pinv", "cpu", tuned=False).inversion_steps == 10
     table = {
         "entries": [
             {
@@ -384,13 +386,14 @@ def test_protocol_defaults_layer_reference_budget_and_tuned_table(monkeypatch):
     monkeypatch.setattr(
         defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: table if protocol == "cpu" else {}
     )
-    assert defaults.method_options("sr8", "dps", "cpu") == {"step_size": 7.0, "steps": 50}
-    cfg = defaults.reguidance_config("sr8", "dps", "cpu")
+    assert defaults.method_for(sr8, "dps", "cpu") == DPS(step_size=7.0, steps=50, clip=True)
+    assert defaults.method_for(get_task("sr:8"), "dps", "cpu") == DPS(step_size=7.0, steps=50, clip=True)  # one task
+    cfg = defaults.wrapper_for(sr8, "dps", "cpu")
     assert (cfg.step_size, cfg.t_end, cfg.dps_steps, cfg.clip) == (2.0, 0.5, 20, True)
     assert defaults.is_tuned("cpu") and not defaults.is_tuned("reference")
-    assert defaults.method_options("sr8", "dps") == {"step_size": 0.3, "steps": 1000}  # other protocols untouched
+    assert defaults.method_for(sr8, "dps") == DPS(step_size=0.3, steps=1000, clip=True)  # other protocols untouched
     with pytest.raises(ValueError, match="protocol must be one of"):
-        defaults.method_options("sr8", "dps", "gpu")
+        defaults.method_for(sr8, "dps", "gpu")
 
 
 def test_tuning_grid_rejects_unknown_fields():
@@ -405,8 +408,8 @@ def test_restore_resumes_after_a_torn_last_row(tiny_prior, images, tmp_path):
     from reguidance.io.images import save_images
 
     save_images(images[0][:2], [tmp_path / "in" / f"img{k}.png" for k in range(2)])
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
-    kw = {"images": tmp_path / "in", "method": "pinv", "config": cfg, "progress": False, "batch_size": 1}
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
+    kw = {"images": tmp_path / "in", "method": Pinv(), "config": cfg, "progress": False, "batch_size": 1}
     names = restore(tiny_prior, "sr4", tmp_path / "out", **kw)
     log = tmp_path / "out" / "restore.jsonl"
     log.write_text(log.read_text().splitlines()[0] + "\n" + '{"name": "img1.p')  # killed while writing row 2
@@ -473,7 +476,7 @@ def test_rows_carry_the_reward_and_the_consistency_before_the_clamp(tiny_prior, 
 
 
 def test_ablations_share_the_measurement_and_spend_the_stated_evaluations(tiny_prior, images: Images, tmp_path):
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=3, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=3, clip=True)
     base = spec(tasks=["sr4"], methods=["pinv", "dps"], ids=range(2), reguidance=cfg)
     base = replace(base, method_options={"dps": {"steps": 4}})
     run_bench(tiny_prior, *images, base, tmp_path, progress=False)
@@ -700,38 +703,30 @@ def test_widening_keeps_small_step_sizes():
     assert widen("step_size", [1e-6, 1e-5], 1e-6) == pytest.approx(1e-7)  # not rounded away to 0
 
 
-def _stand_in_dps(calls: list[tuple[list[int], int]], fail_above: int | None = None) -> Any:
-    """``get_method`` with DPS replaced by DPS that records each call's (ids, steps) and, given ``fail_above``, fails
-    when asked for more steps (the ``more`` variant), as the reference run failed after 24 minutes of work."""
-    from reguidance.app.methods import get_method
-
-    def dps(prior, operator, y, rng, ids, *, progress=False, **options):
-        calls.append((list(ids), options["steps"]))
-        if fail_above is not None and options["steps"] > fail_above:
-            raise RuntimeError("out of memory")
-        return get_method("dps")(prior, operator, y, rng, ids, progress=progress, **options)
-
-    return lambda name: dps if name == "dps" else get_method(name)
-
-
 def _fail_at(variant: str, calls: list[tuple[list[int], int]], monkeypatch) -> None:
-    """Make ``variant`` fail on the first batch (ids 0, 1); DPS calls are recorded in ``calls``."""
+    """Make ``variant`` fail on the first batch (ids 0, 1), as the reference run failed after 24 minutes of work: the
+    wrapper's variant when it starts so, ``more`` when DPS is asked for more steps than the candidate's 3. Every DPS
+    candidate solve is recorded in ``calls`` as (ids, steps)."""
     from reguidance.app import batch
-    from reguidance.bench import runner
-    from reguidance.wrapper import reguide
+    from reguidance.guidance import DPS
 
-    monkeypatch.setattr(runner, "get_method", _stand_in_dps(calls, fail_above=3 if variant == "more" else None))
+    real = batch.solve
 
-    def wrapper(*args, config, **kwargs):
-        if config.start == variant:
+    def solve(config, problem, **kwargs):
+        if isinstance(config, DPS):
+            assert config.steps is not None  # the benchmark always sets the budget
+            calls.append((list(problem.rng.ids), config.steps))
+            if variant == "more" and config.steps > 3:
+                raise RuntimeError("out of memory")
+        elif getattr(config, "start", None) == variant:
             raise RuntimeError("out of memory")
-        return reguide(*args, config=config, **kwargs)
+        return real(config, problem, **kwargs)
 
-    monkeypatch.setattr(batch, "reguide", wrapper)
+    monkeypatch.setattr(batch, "solve", solve)
 
 
 def _ablation_spec() -> BenchSpec:
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
     return spec(tasks=["sr4"], methods=["dps"], reguidance=cfg, method_options={"dps": {"steps": 3}}, ablations=True)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reguidance.evaluation.classifier import (
-    DigitClassifier,
+    MetricClassifier,
     RealismScorer,
     confidence,
     knn_distance,
@@ -90,7 +90,7 @@ def test_confidence_is_the_largest_class_probability():
 
 def test_realism_scorer_computes_the_reference_features_once():
     torch.manual_seed(0)
-    model = DigitClassifier().eval()
+    model = MetricClassifier().eval()
     g = torch.Generator().manual_seed(0)
     reference = torch.rand(12, 1, 32, 32, generator=g) * 2 - 1
     loads = []
@@ -126,7 +126,7 @@ def test_runner_rows_carry_fit_z_and_realism_and_keep_the_old_fields(tmp_path):
     from reguidance.diffusion import Schedule
     from reguidance.priors.adm import ADMPrior, ADMUNet
     from reguidance.tasks import get_task
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
     torch.manual_seed(0)
     unet = ADMUNet(
@@ -142,9 +142,9 @@ def test_runner_rows_carry_fit_z_and_realism_and_keep_the_old_fields(tmp_path):
     prior = ADMPrior(unet, Schedule.linear()).eval()
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(2, 1, 32, 32, generator=g) * 2 - 1, torch.arange(2)
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
     spec = BenchSpec(tasks=["box16"], methods=["pinv"], ids=range(2), seed=3, batch_size=2, reguidance=cfg)
-    scorer = RealismScorer(DigitClassifier().eval(), images, k=1)
+    scorer = RealismScorer(MetricClassifier().eval(), images, k=1)
     run_bench(prior, images, labels, spec, tmp_path, classifier=scorer, progress=False)
     rows = {(r["variant"], r["id"]): r for r in read_results(tmp_path / "results.jsonl")}
     op, _ = get_task("box16").measure(images, [0, 1], 3, split="test")

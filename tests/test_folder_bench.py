@@ -21,7 +21,7 @@ from reguidance.conventions import InputError
 from reguidance.diffusion import Schedule
 from reguidance.priors.base import Prior, PriorOutput
 from reguidance.tasks import PRESETS
-from reguidance.wrapper import ReGuidanceConfig
+from reguidance.wrapper import ReGuidance
 
 
 class ConvPrior(Prior):
@@ -92,8 +92,8 @@ def stand_in(monkeypatch):
 
     prior = ConvPrior()
     monkeypatch.setattr(cli, "_load_prior", lambda *args, **kwargs: prior)
-    tiny = ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True)
-    monkeypatch.setattr(runner, "reguidance_config", lambda *args, **kwargs: tiny)
+    tiny = ReGuidance().replace(inversion_steps=1, dps_steps=1, clip=True)
+    monkeypatch.setattr(runner, "wrapper_for", lambda *args, **kwargs: tiny)
     return prior
 
 

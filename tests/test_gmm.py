@@ -340,7 +340,7 @@ def test_alpha_bar_outside_unit_interval_is_refused() -> None:
 def test_theory_mode_accuracy_interval_stays_inside_zero_one():
     from reguidance.studies.theory import TheoryConfig, run_theory
 
-    report, _ = run_theory(TheoryConfig(candidates=8, candidate_steps=3, inversion_steps=3, dps_steps=3))
+    report, _ = run_theory(TheoryConfig(candidates=8, candidate_steps=3).with_options(inversion_steps=3, dps_steps=3))
     for method in report["methods"].values():
         lo, hi = method["ci95"]["mode_accuracy"]
         assert 0.0 <= lo <= method["mode_accuracy"] <= hi <= 1.0
@@ -352,7 +352,7 @@ def test_the_reported_theory_problems_are_held_out_from_the_sweeps():
 
     from reguidance.studies.theory import TheoryConfig, run_theory
 
-    cfg = TheoryConfig(candidates=4, candidate_steps=2, inversion_steps=2, dps_steps=2)
+    cfg = TheoryConfig(candidates=4, candidate_steps=2).with_options(inversion_steps=2, dps_steps=2)
     _, sweep = run_theory(replace(cfg, seed=0))
     _, report = run_theory(cfg)
     assert torch.equal(sweep["means"], report["means"])  # the same mixture

@@ -18,9 +18,9 @@ from reguidance.studies.mechanism import (
     summarise,
 )
 from reguidance.studies.theory import TheoryConfig, make_testbed, problem_stream, run_theory
-from reguidance.wrapper import ReGuidanceConfig, reguide
+from reguidance.wrapper import ReGuidance, reguide
 
-TINY = TheoryConfig(candidates=16, candidate_steps=3, step_size=0.2)
+TINY = TheoryConfig(candidates=16, candidate_steps=3).with_options(step_size=0.2)
 TWO_CELLS = MapGrid(
     t_end=(0.3,), sampler=("ddpm",), inversion_steps=(4, 8), inversion_method=("euler",), dps_steps=(6,)
 )
@@ -100,7 +100,7 @@ def test_renoise_and_fresh_run_once_and_do_not_depend_on_the_inversion_settings(
     for start in ("renoise", "fresh"):
         assert sum(r["start"] == start for r in two_cell_rows) == 16  # one cell for both inversion settings
         # the wrapper with other (unused) inversion settings gives the same rows
-        cfg = ReGuidanceConfig(t_end=0.3, dps_steps=6, start=start, inversion_steps=37, inversion_method="heun")
+        cfg = ReGuidance().replace(t_end=0.3, dps_steps=6, start=start, inversion_steps=37, inversion_method="heun")
         out = reguide(tb.candidate, tb.y, tb.operator, tb.prior, config=cfg, rng=problem_stream(TINY, 3, tb.ids))
         assert torch.allclose(_values(two_cell_rows, start), out.reward_after, rtol=1e-9, atol=1e-12)
     summary = summarise(two_cell_rows, GMM_METRICS)
@@ -113,7 +113,7 @@ def test_inversion_cells_are_the_wrapper_started_from_the_inversion(two_cell_row
     """The map reuses one inversion per (t_end, steps, method); that is the wrapper's own inversion start."""
     tb = make_testbed(TINY)
     for steps in (4, 8):
-        cfg = ReGuidanceConfig(t_end=0.3, dps_steps=6, inversion_steps=steps)
+        cfg = ReGuidance().replace(t_end=0.3, dps_steps=6, inversion_steps=steps)
         out = reguide(tb.candidate, tb.y, tb.operator, tb.prior, config=cfg, rng=problem_stream(TINY, 3, tb.ids))
         assert torch.allclose(_values(two_cell_rows, "inversion", steps), out.reward_after, rtol=1e-9, atol=1e-12)
         nfe = {r["nfe"] for r in two_cell_rows if r["inversion_steps"] == steps}
@@ -164,7 +164,7 @@ def test_tables_and_heat_map_are_written(tmp_path, two_cell_rows):
 
 
 def test_theory_reports_the_ablations_on_the_same_problems():
-    cfg = TheoryConfig(candidates=8, candidate_steps=3, inversion_steps=4, dps_steps=5)
+    cfg = TheoryConfig(candidates=8, candidate_steps=3).with_options(inversion_steps=4, dps_steps=5)
     report, _ = run_theory(cfg)
     methods = report["methods"]
     assert {"renoise", "fresh"} <= set(methods)

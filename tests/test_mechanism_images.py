@@ -11,17 +11,17 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
 import torch
 
-from reguidance.app.methods import METHODS
-from reguidance.bench.defaults import method_options, reguidance_config
+from reguidance.bench.defaults import method_for, wrapper_for
 from reguidance.bench.records import read_all_results, variant_of
 from reguidance.evaluation.metrics import ssim
+from reguidance.guidance import Problem, solve
 from reguidance.io.datasets import load_dataset
 from reguidance.priors import load_prior
 from reguidance.tasks import get_task, method_rng, wrapper_rng
@@ -60,7 +60,7 @@ def test_the_tiny_grid_writes_one_row_per_cell_and_image(tiny_run):
     )
     assert {r["id"] for r in rows} == set(IDS)
     assert all(r["inversion_steps"] is None for r in rows if r["start"] != "inversion")
-    tuned = reguidance_config("box20", "dps", "cpu", prior="mnist").step_size
+    tuned = wrapper_for(get_task("box20"), "dps", "cpu", prior="mnist").step_size
     assert {r["step_size"] for r in rows if r["start"] != "candidate"} == {tuned}
 
 
@@ -81,8 +81,9 @@ def test_the_candidates_are_the_benchmarks(tiny_run):
     images, _ = load_dataset("mnist", "test")
     task = get_task("box20")
     operator, y = task.measure(images[IDS], IDS, 0, split="test")
-    options = {**method_options("box20", "dps", "cpu", prior="mnist"), "steps": 3}  # --tiny's DPS budget
-    cand = METHODS["dps"](prior, operator, y, method_rng(0, "box20", "dps", IDS), IDS, **options)
+    method = method_for(task, "dps", "cpu", prior="mnist", overrides={"steps": 3})  # --tiny's DPS budget
+    raw = solve(method, Problem(prior, operator, y, method_rng(0, "box20", "dps", IDS))).x
+    cand = SimpleNamespace(x=raw.clamp(-1, 1))
     for k, i in enumerate(IDS):
         cached = torch.load(tiny_run / "candidates" / "box20" / "dps" / f"{i:05d}.pt")
         torch.testing.assert_close(cached["y"], y[k], rtol=0, atol=0)
@@ -99,14 +100,13 @@ def test_renoise_rows_do_not_depend_on_inversion_steps(tiny_run):
     task = get_task("box20")
     operator, y = task.measure(images[IDS], IDS, 0, split="test")
     x_hat = torch.stack([torch.load(tiny_run / "candidates" / "box20" / "dps" / f"{i:05d}.pt")["x"] for i in IDS])
-    base = reguidance_config("box20", "dps", "cpu", prior="mnist")
+    base = wrapper_for(task, "dps", "cpu", prior="mnist")
     rows = [r for r in _rows(tiny_run) if r["start"] == "renoise"]
     cases: list[tuple[float, Literal["ddpm", "ddim"], int]] = [(0.3, "ddpm", 2), (1.0, "ddim", 3)]
     for t_end, sampler, dps_steps in cases:
         outs = []
         for inversion_steps in (1, 50):  # neither is on the tiny grid: renoise must not read it
-            cfg = replace(
-                base,
+            cfg = base.replace(
                 start="renoise",
                 t_end=t_end,
                 sampler=sampler,

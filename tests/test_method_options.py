@@ -8,16 +8,17 @@ import pytest
 import torch
 
 import reguidance.bench.defaults as defaults
-from reguidance.app.methods import check_method_options
-from reguidance.bench.defaults import resolve_options
+from reguidance.app.methods import make_method
+from reguidance.bench.defaults import method_for
 from reguidance.bench.runner import BenchSpec, run_bench
 from reguidance.cli import main
 from reguidance.conventions import InputError
+from reguidance.tasks import get_task
 
 
 def test_an_unknown_option_is_refused_naming_it_and_the_options_that_exist() -> None:
-    with pytest.raises(InputError, match=r"method dps has no option 'bogus'; it takes .*step_size"):
-        check_method_options("dps", {"bogus": 1})
+    with pytest.raises(InputError, match=r"unknown DPS option\(s\) bogus; dps has the options .*step_size"):
+        make_method("dps", {"bogus": 1})
 
 
 @pytest.mark.parametrize(
@@ -31,12 +32,12 @@ def test_an_unknown_option_is_refused_naming_it_and_the_options_that_exist() -> 
 )
 def test_an_option_of_the_wrong_type_is_refused(method: str, options: dict[str, object]) -> None:
     with pytest.raises(InputError, match=f"option {next(iter(options))} must be"):
-        check_method_options(method, options)
+        make_method(method, options)
 
 
 def test_pinv_takes_no_options() -> None:
-    with pytest.raises(InputError, match="it takes no options"):
-        check_method_options("pinv", {"steps": 3})
+    with pytest.raises(InputError, match=r"pinv has the options $"):
+        make_method("pinv", {"steps": 3})
 
 
 def test_the_protocol_tables_hold_only_options_the_methods_take() -> None:
@@ -44,13 +45,13 @@ def test_the_protocol_tables_hold_only_options_the_methods_take() -> None:
         for prior in ("mnist", "fashion_mnist"):
             for task in ("box20", "box20c", "sr4", "sr8", "deblur"):
                 for method in ("pinv", "dps", "daps", "diffpir", "reddiff", "pigdm"):
-                    resolve_options(task, method, protocol, prior)
+                    method_for(get_task(task), method, protocol, prior=prior)
 
 
 def test_a_user_override_beats_the_table_and_is_checked() -> None:
-    assert resolve_options("sr8", "dps", "cpu", "mnist", {"dps": {"steps": 7}})["steps"] == 7
+    assert method_for(get_task("sr8"), "dps", "cpu", overrides={"steps": 7}).options()["steps"] == 7
     with pytest.raises(InputError, match="bogus"):
-        resolve_options("sr8", "dps", "cpu", "mnist", {"dps": {"bogus": 1}})
+        method_for(get_task("sr8"), "dps", "cpu", overrides={"bogus": 1})
 
 
 def test_run_bench_refuses_an_unknown_option_before_writing(tmp_path) -> None:
@@ -66,8 +67,9 @@ def test_run_bench_refuses_an_unknown_option_before_writing(tmp_path) -> None:
 
 def test_the_cli_refuses_an_unknown_table_option_in_one_line_before_writing(tmp_path, capsys, monkeypatch) -> None:
     """A defaults table holding an option the method does not take (e.g. a hand-edited tuned table)."""
-    real = defaults.method_options
-    monkeypatch.setattr(defaults, "method_options", lambda *a, **k: {**real(*a, **k), "bogus": 1})
+    real = defaults.tuned_table
+    hacked = {"entries": [{"task": "sr8", "method": "dps", "method_options": {"bogus": 1}, "reguidance": {}}]}
+    monkeypatch.setattr(defaults, "tuned_table", lambda *a, **k: hacked if a[0] == "reference" else real(*a, **k))
     out = tmp_path / "run"
     assert main(["bench", "--tasks", "sr8", "--methods", "dps", "--ids", "0:2", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -76,17 +78,10 @@ def test_the_cli_refuses_an_unknown_table_option_in_one_line_before_writing(tmp_
 
 
 def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
-    from reguidance.app.restore import RestoreRequest, plan_restore, restore
+    from reguidance.app.restore import RestoreRequest, plan_restore
+    from reguidance.guidance import DPS
 
-    (tmp_path / "in").mkdir()
     with pytest.raises(InputError, match="bogus"):
-        restore(
-            SimpleNamespace(signal_shape=(1, 32, 32)),  # type: ignore[arg-type]
-            "sr4",
-            tmp_path / "out",
-            images=tmp_path / "in",
-            method="dps",
-            method_options={"bogus": 1},
-        )
+        plan_restore(RestoreRequest("sr4", tmp_path / "out", method="dps", wrapper={"bogus": 1}))
     assert not (tmp_path / "out").exists()
-    assert plan_restore(RestoreRequest("sr4", tmp_path / "o", method="dps", steps=3)).method_options == {"steps": 3}
+    assert plan_restore(RestoreRequest("sr4", tmp_path / "o", method="dps", steps=3)).method == DPS(steps=3, clip=True)

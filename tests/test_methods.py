@@ -28,7 +28,7 @@ from reguidance.guidance import (
     solve,
 )
 from reguidance.guidance.solve import Functional
-from reguidance.wrapper import reguide
+from reguidance.wrapper import ReGuidance, reguide
 
 #: small non-default options of every method, and its functional form
 CASES: dict[str, tuple[Functional, dict[str, Any], int]] = {
@@ -135,6 +135,8 @@ def test_a_bad_problem_is_refused_before_any_network_evaluation(gmm_problem):
         schedule = Schedule.linear()
         calls = 0
 
+        signal_shape: tuple[int, ...] = (2,)
+
         def predict(self, x_t, t):
             Counting.calls += 1
             raise AssertionError("the network ran")
@@ -172,3 +174,41 @@ def test_a_sigma_snaps_to_the_nearest_level_in_log_sigma():
     assert chain.nearest(1e-9) == 0 and chain.nearest(1e9) == 999
     with pytest.raises(ValueError, match="sigma"):
         chain.nearest(0.0)
+
+
+class _Recording:
+    """A prior that records, per network call, whether its input asks for a gradient (a forward kept for a backward
+    pass) or not (a forward alone)."""
+
+    def __init__(self, prior) -> None:
+        self.prior, self.calls = prior, []
+        self.variance, self.schedule, self.signal_shape = prior.variance, prior.schedule, prior.signal_shape
+
+    def predict(self, x_t, t):
+        self.calls.append(bool(x_t.requires_grad and torch.is_grad_enabled()))
+        return self.prior.predict(x_t, t)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DPS(steps=5),
+        DAPS(steps=3, ode_steps=2, langevin_steps=2),
+        DiffPIR(steps=4),
+        RedDiff(steps=5),
+        PiGDM(steps=4),
+        ReGuidance().replace(inversion_steps=3, dps_steps=4),
+        ReGuidance().replace(inversion_steps=3, dps_steps=4, inversion_method="heun"),
+        ReGuidance().replace(inversion_steps=3, dps_steps=4, start="renoise"),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+def test_a_configs_cost_is_the_forward_and_backward_passes_its_run_makes(gmm_prior, gmm_problem, config) -> None:
+    operator, _, y = gmm_problem
+    prior = _Recording(gmm_prior)
+    problem = Problem(prior, operator, y, BatchRNG.from_seed(0, y.shape[0]))
+    candidate = operator.pinv(y).clamp(-1, 1) if isinstance(config, ReGuidance) else None
+    out = solve(config, problem, candidate=candidate)
+    cost = config.cost()
+    assert (cost.fwd, cost.fwd_grad) == (prior.calls.count(False), prior.calls.count(True))
+    assert out.nfe == cost.nfe

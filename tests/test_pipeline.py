@@ -108,7 +108,7 @@ def test_the_top_level_names_are_the_library_s_own_objects() -> None:
     from reguidance import guidance, operators, priors, tasks, wrapper
     from reguidance.io import images
 
-    assert reguidance.reguide is wrapper.reguide and reguidance.ReGuidanceConfig is wrapper.ReGuidanceConfig
+    assert reguidance.reguide is wrapper.reguide and reguidance.ReGuidance is wrapper.ReGuidance
     assert reguidance.load_prior is priors.load_prior and reguidance.make_operator is tasks.make_operator
     assert reguidance.load_images is images.load_images and reguidance.save_images is images.save_images
     assert reguidance.DPS is guidance.DPS and reguidance.solve is guidance.solve
@@ -159,13 +159,13 @@ def test_channels_last_changes_results_by_rounding_only_and_not_the_run_identity
 def test_solve_batch_shows_per_step_bars_of_the_method_and_the_wrapper(capsys: pytest.CaptureFixture[str]) -> None:
     from reguidance.app.batch import solve_batch
     from reguidance.priors import load_prior
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
     prior = load_prior("mnist")
     x = torch.zeros(1, 1, 32, 32)
     op = make_operator("sr4", (1, 32, 32))
     y = op.measure(x, BatchRNG.from_seed(0, 1))
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=4, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=4, clip=True)
     common: dict[str, Any] = {"seed": 0, "task": "sr4", "split": "test", "method": "dps", "config": cfg}
     common["options"] = {"steps": 3}
     solve_batch(prior, op, y, [0], **common)

@@ -77,12 +77,13 @@ def test_a_measurement_of_another_size_is_refused_and_never_resized(
 
 # ----------------------------------------------------------------------------------------- bench's wrapper budget
 def test_bench_records_the_wrapper_steps_it_was_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from reguidance.bench.defaults import reguidance_config
+    from reguidance.bench.defaults import wrapper_for
+    from reguidance.tasks import get_task
 
     out = tmp_path / "run"
     assert main([*FAST_BENCH, "--inversion-steps", "2", "--dps-steps", "3", "--out", str(out)]) == 0
     (run,) = json.loads((out / "config.json").read_text())["runs"]
-    protocol = reguidance_config("sr4", "pinv", "cpu", prior="mnist")  # the cpu protocol's 10 and 20 steps
+    protocol = wrapper_for(get_task("sr4"), "pinv", "cpu", prior="mnist")  # the cpu protocol's 10 and 20 steps
     assert (protocol.inversion_steps, protocol.dps_steps) != (2, 3)
     assert run["reguidance"] == {**run["reguidance"], "inversion_steps": 2, "dps_steps": 3}
     assert run["facts"]["reguidance"] == run["reguidance"]  # in the identity

@@ -267,10 +267,10 @@ def tiny():
 
 def tiny_spec(**kw):
     from reguidance.bench.runner import BenchSpec
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
     base = {"tasks": ["sr4"], "methods": ["pinv"], "ids": range(2), "seed": 0, "batch_size": 2}
-    return BenchSpec(**{**base, "reguidance": ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True), **kw})
+    return BenchSpec(**{**base, "reguidance": ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True), **kw})
 
 
 def test_a_changed_seed_into_an_old_folder_is_refused_naming_the_difference(tiny: Tiny, tmp_path):
@@ -287,11 +287,11 @@ def test_a_changed_seed_into_an_old_folder_is_refused_naming_the_difference(tiny
 
 def test_a_changed_option_is_refused_and_more_ids_resume(tiny: Tiny, tmp_path):
     from reguidance.bench.runner import read_results, run_bench
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
     run_bench(*tiny, tiny_spec(), tmp_path, progress=False)
     first = (tmp_path / "results.jsonl").read_text()
-    other = ReGuidanceConfig(inversion_steps=2, dps_steps=3, clip=True)
+    other = ReGuidance().replace(inversion_steps=2, dps_steps=3, clip=True)
     with pytest.raises(InputError, match="other settings"):
         run_bench(*tiny, tiny_spec(reguidance=other), tmp_path, progress=False)
     run_bench(*tiny, tiny_spec(ids=range(3)), tmp_path, progress=False)
@@ -410,9 +410,9 @@ def test_ctrl_c_exits_130_with_one_line_and_nothing_torn(tmp_path):
 # ---------------------------------------------------------------------------------------------------- restore
 def _restore(tiny_prior, out, **kw):
     from reguidance.app.restore import restore, write_report
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
     names = restore(tiny_prior, kw.pop("task", "sr4"), out, config=cfg, progress=False, **kw)
     return write_report(out, "sr4", cfg, names)
 
@@ -505,13 +505,15 @@ def test_seeds_are_64_bit_without_aliasing():
 )
 def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_tolerance(method, options):
     from reguidance.app.batch import solve_batch
+    from reguidance.app.methods import make_method
     from reguidance.io.datasets import load_test_subset
     from reguidance.priors import load_prior
     from reguidance.tasks import get_task
-    from reguidance.wrapper import ReGuidanceConfig
+    from reguidance.wrapper import ReGuidance
 
     prior, x, task = load_prior("mnist"), load_test_subset("mnist")[0][:3], get_task("sr4")
-    cfg = ReGuidanceConfig(inversion_steps=2, dps_steps=2, clip=True)
+    cfg = ReGuidance().replace(inversion_steps=2, dps_steps=2, clip=True)
+    config = make_method(method, {**options, "clip": True})
 
     def run(batch: int, threads: int) -> torch.Tensor:
         before = torch.get_num_threads()
@@ -522,7 +524,7 @@ def test_outputs_agree_across_batch_sizes_and_thread_counts_within_the_stated_to
                 ids = list(range(s, min(s + batch, 3)))
                 op, y = task.measure(x[ids], ids, 0)
                 solved = solve_batch(
-                    prior, op, y, ids, seed=0, task="sr4", split="test", method=method, options=options, config=cfg
+                    prior, op, y, ids, seed=0, task="sr4", split="test", name=method, method=config, config=cfg
                 )
                 cands.append(solved["candidate"].x)
                 outs.append(solved["reguidance"].raw)

@@ -4,7 +4,7 @@ the runner treats like any candidate (options, identity, variants)."""
 import pytest
 import torch
 
-from reguidance.app.methods import check_method_options, get_method, has_budget, retrieve
+from reguidance.app.methods import Retrieval, make_method, method_class, retrieve
 from reguidance.bench.runner import BenchSpec
 from reguidance.conventions import BatchRNG, InputError
 from reguidance.operators import Inpainting, SuperResolution
@@ -49,16 +49,15 @@ def test_retrieval_takes_a_nonlinear_operator():
 
 @pytest.mark.parametrize("method", ["mean", "retrieval"])
 def test_a_sanity_method_without_a_training_dataset_is_refused(method):
-    operator = SuperResolution((1, 32, 32), 4)
-    y = torch.zeros(1, 1, 8, 8)
     with pytest.raises(InputError, match="dataset must be one of"):
-        get_method(method)(None, operator, y, BatchRNG.from_seed(0, 1), [0])
+        make_method(method)
     with pytest.raises(InputError, match="dataset must be one of"):
-        check_method_options(method, {"dataset": "cifar"})
+        make_method(method, {"dataset": "cifar"})
 
 
 def test_sanity_methods_have_no_budget_and_no_more_ablation():
-    assert not has_budget("mean") and not has_budget("retrieval") and not has_budget("pinv") and has_budget("dps")
+    budgets = {name: method_class(name).budget_option for name in ("mean", "retrieval", "pinv", "dps")}
+    assert budgets == {"mean": None, "retrieval": None, "pinv": None, "dps": "steps"}
     spec = BenchSpec(
         ["sr4"], ["mean", "retrieval", "dps"], range(2), ablations=True, context={"dataset": "mnist"}, protocol="cpu"
     )
@@ -69,7 +68,7 @@ def test_sanity_methods_have_no_budget_and_no_more_ablation():
 def test_no_more_ablation_for_a_method_that_already_takes_every_level_of_the_chain():
     # the reference budgets: DPS 1000 steps (every level of the 1000-level chain), DAPS 200 annealing steps
     spec = BenchSpec(["sr8"], ["dps", "daps"], range(2), ablations=True, protocol="reference")
-    assert spec.options("sr8", "dps")["steps"] == 1000 and spec.options("sr8", "daps")["steps"] == 200
+    assert spec.method("sr8", "dps").options()["steps"] == 1000 and spec.method("sr8", "daps").options()["steps"] == 200
     assert spec.variants("sr8", "dps") == ("candidate", "reguidance", "renoise", "fresh")
     assert spec.variants("sr8", "daps")[-1] == "more"
     assert spec.variants("sr8", "dps", chain=1001)[-1] == "more"  # a longer chain leaves room
@@ -77,19 +76,20 @@ def test_no_more_ablation_for_a_method_that_already_takes_every_level_of_the_cha
 
 def test_more_is_scaled_by_the_wrappers_evaluations_and_capped_at_the_chain():
     from reguidance.app.methods import scaled_budget
+    from reguidance.guidance import DAPS, DPS
 
     # 50 steps spent 50 NFE; the wrapper added 30: 50 * 80 / 50 = 80 steps
-    assert scaled_budget("dps", {"steps": 50, "step_size": 1.0}, 50, 30) == {"steps": 80, "step_size": 1.0}
+    assert scaled_budget(DPS(steps=50, step_size=1.0), 50, 30) == DPS(steps=80, step_size=1.0)
     # 900 steps + 200 extra would be 1100: capped at the chain's 1000 levels
-    assert scaled_budget("dps", {"steps": 900}, 900, 200, limit=1000) == {"steps": 1000}
+    assert scaled_budget(DPS(steps=900), 900, 200, limit=1000) == DPS(steps=1000)
     # DAPS spends 5 NFE per annealing step: 200 steps, 1000 NFE, + 200 NFE -> 240 steps
-    assert scaled_budget("daps", {"steps": 200}, 1000, 200, limit=1000) == {"steps": 240}
+    assert scaled_budget(DAPS(steps=200), 1000, 200, limit=1000) == DAPS(steps=240)
 
 
 def test_the_runner_gives_sanity_methods_the_runs_dataset_and_it_enters_the_identity():
     mnist = BenchSpec(["sr4"], ["retrieval"], range(2), context={"dataset": "mnist"})
     fashion = BenchSpec(["sr4"], ["retrieval"], range(2), context={"dataset": "fashion_mnist"})
-    assert mnist.options("sr4", "retrieval") == {"dataset": "mnist"}
+    assert mnist.method("sr4", "retrieval") == Retrieval(dataset="mnist")
     assert mnist.identity("sr4", "retrieval") != fashion.identity("sr4", "retrieval")
     with pytest.raises(InputError, match="dataset must be one of"):
         BenchSpec(["sr4"], ["mean"], range(2), context={"dataset": "folder"}).check()

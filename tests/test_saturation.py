@@ -4,8 +4,9 @@ against the hand derivation, and the methods that refuse it by the operator's cl
 import pytest
 import torch
 
-from reguidance.app.methods import get_method
+from reguidance.app.methods import make_method
 from reguidance.conventions import BatchRNG, InputError
+from reguidance.guidance import Problem, solve
 from reguidance.operators import GaussianBlur, LinearOperator, Operator, Saturation
 from reguidance.tasks import parse_task
 from tiny_models import tiny_adm_prior
@@ -70,9 +71,8 @@ def test_methods_that_need_a_linear_operator_refuse_the_saturating_sensor(tiny_p
     operator = parse_task("satblur").operator([0, 1], seed=0, x_shape=(1, 32, 32))
     y = operator.measure(images(2).float(), BatchRNG.from_seed(0, 2))
     with pytest.raises(InputError, match=r"linear|LinearOperator|pinv"):
-        get_method(method)(
-            tiny_prior, operator, y, BatchRNG.from_seed(1, 2), [0, 1], **({} if method == "pinv" else {"steps": 2})
-        )
+        config = make_method(method, {} if method == "pinv" else {"steps": 2})
+        solve(config, Problem(tiny_prior, operator, y, BatchRNG.from_seed(1, 2)))
 
 
 @pytest.mark.parametrize("method", ["dps", "daps"])
@@ -80,7 +80,7 @@ def test_dps_and_daps_take_the_saturating_sensor(tiny_prior, method):
     operator: Operator = parse_task("satblur").operator([0, 1], seed=0, x_shape=(1, 32, 32))
     y = operator.measure(images(2).float(), BatchRNG.from_seed(0, 2))
     options = {"steps": 2} if method == "dps" else {"steps": 2, "ode_steps": 1, "langevin_steps": 2}
-    out = get_method(method)(tiny_prior, operator, y, BatchRNG.from_seed(1, 2), [0, 1], **options)
+    out = solve(make_method(method, options), Problem(tiny_prior, operator, y, BatchRNG.from_seed(1, 2)))
     assert out.x.shape == (2, 1, 32, 32) and out.nfe > 0
 
 

@@ -13,8 +13,9 @@ from reguidance.bench.tune import (
     tune_pair,
 )
 from reguidance.evaluation.metrics import ssim
+from reguidance.guidance import DPS
 from reguidance.tasks import get_task, wrapper_rng
-from reguidance.wrapper import ReGuidanceConfig, reguide
+from reguidance.wrapper import ReGuidance, reguide
 from tiny_models import tiny_adm_prior
 
 
@@ -50,10 +51,10 @@ def entry(tiny_prior):
         "sr4",
         "dps",
         range(2),
-        method_options={"steps": 1},
+        start=DPS(steps=1, clip=True),
         method_grid=parse_grid("step_size=0.5,5", fields=["step_size"]),
         wrapper_grid=parse_grid("sampler=ddpm,ddim"),
-        base=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True),
+        base=ReGuidance().replace(inversion_steps=1, dps_steps=1, clip=True),
         batch_size=2,
         max_widen=1,
         ablations=True,
@@ -91,22 +92,21 @@ def test_the_table_counts_every_setting_each_row_had(entry):
 @pytest.mark.slow  # the shared sweep takes about 15 s on 2 busy cores
 def test_a_renoise_row_is_the_benchmarks_renoise_with_the_tuned_candidate(tiny_prior, entry):
     # recompute the renoise ddim row by hand, one image at a time, from the chosen candidate
-    from reguidance.app.methods import get_method
+    from reguidance.guidance import Problem, solve
     from reguidance.tasks import method_rng
 
     images, e = entry
     task, scores = get_task("sr4"), []
     for i in range(2):
         op, y = task.measure(images[i : i + 1], [i], 0, split="val")
-        cand = get_method("dps")(
-            tiny_prior, op, y, method_rng(0, "sr4", "dps", [i], split="val"), [i], **e["method_options"]
-        ).x
+        rng = method_rng(0, "sr4", "dps", [i], split="val")
+        cand = solve(DPS.from_options(e["method_options"]), Problem(tiny_prior, op, y, rng)).x.clamp(-1, 1)
         out = reguide(
             cand,
             y,
             op,
             tiny_prior,
-            config=ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True, sampler="ddim", start="renoise"),
+            config=ReGuidance().replace(inversion_steps=1, dps_steps=1, clip=True, sampler="ddim", start="renoise"),
             rng=wrapper_rng(0, "sr4", "dps", [i], split="val"),
         ).x.clamp(-1, 1)
         scores.append(float(ssim(out, images[i : i + 1])[0]))
@@ -138,33 +138,35 @@ def test_the_benchmark_runs_each_ablation_with_its_own_tuned_options(monkeypatch
         defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: TUNED if protocol == "cpu" else {}
     )
     spec = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True)
-    own = spec.ablation_options("sr8", "dps")
-    assert (own["renoise"].step_size, own["renoise"].t_end, own["renoise"].sampler) == (5.0, 1.0, "ddim")
-    assert own["renoise"].dps_steps == 20 and own["renoise"].inversion_steps == 10  # the protocol's wrapper budget
-    assert own["fresh"].t_end == 0.6 and own["more"] == {"steps": 90, "step_size": 4.0}
+    own = spec.ablations_of("sr8", "dps")
+    renoise, fresh = own["renoise"], own["fresh"]
+    assert isinstance(renoise, ReGuidance) and isinstance(fresh, ReGuidance)
+    assert (renoise.step_size, renoise.t_end, renoise.dps.sampler) == (5.0, 1.0, "ddim")
+    assert renoise.dps_steps == 20 and renoise.inversion_steps == 10  # the protocol's wrapper budget
+    assert fresh.t_end == 0.6 and own["more"] == DPS(steps=90, step_size=4.0, clip=True)
     recorded = spec.facts("sr8", "dps")["ablation_options"]
-    assert isinstance(recorded, dict) and recorded["more"] == {"steps": 90, "step_size": 4.0}
-    # without the ablations, or with untuned ablations, the identity holds no such entry (older runs resume)
+    assert isinstance(recorded, dict) and recorded["more"] == DPS(steps=90, step_size=4.0, clip=True).options()
+    # without the ablations the identity holds no such entry
     plain = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu")
-    assert plain.ablation_options("sr8", "dps") == {} and "ablation_options" not in plain.facts("sr8", "dps")
+    assert plain.ablations_of("sr8", "dps") == {} and "ablation_options" not in plain.facts("sr8", "dps")
 
 
-def _more(prior, options, own):
-    """``solve_batch``'s candidate, ReGuidance and ``more`` (its own options ``own``) on sr4, 1 + 1 wrapper steps."""
+def _more(prior, method, own):
+    """``solve_batch``'s candidate, ReGuidance and ``more`` (its own config ``own``) on sr4, 1 + 1 wrapper steps."""
     from reguidance.app.batch import solve_batch
 
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     op, y = get_task("sr4").measure(x, [0, 1], 0)
-    config = ReGuidanceConfig(inversion_steps=1, dps_steps=1, clip=True)
+    config = ReGuidance().replace(inversion_steps=1, dps_steps=1, clip=True)
     variants = ("candidate", "reguidance", "more")
     return solve_batch(
-        prior, op, y, [0, 1], seed=0, task="sr4", split="test", method="dps", options=options, config=config,
+        prior, op, y, [0, 1], seed=0, task="sr4", split="test", name="dps", method=method, config=config,
         variants=variants, variant_options={"more": own},
     )  # fmt: skip
 
 
 def test_solve_batch_runs_more_with_its_own_options(tiny_prior):
-    out = _more(tiny_prior, {"steps": 1}, {"steps": 4})
+    out = _more(tiny_prior, DPS(steps=1), DPS(steps=4))
     assert out["more"].nfe == 4  # one evaluation per DPS step, not the scaled 1 + 2
 
 
@@ -198,7 +200,7 @@ def test_the_report_lists_the_settings_each_row_had_and_a_categorical_choice(mon
 
 
 def test_more_without_its_budget_is_scaled_from_this_runs_budget_with_its_own_step_size(tiny_prior):
-    out = _more(tiny_prior, {"steps": 1, "step_size": 0.5}, {"step_size": 2.0})
+    out = _more(tiny_prior, DPS(steps=1, step_size=0.5), DPS(steps=None, step_size=2.0))
     # the wrapper spends 1 + 1 evaluations on top of the candidate's 1: more gets round(1 * 3 / 1) = 3 steps
     assert out["reguidance"].nfe == 3 and out["more"].nfe == 3
 
@@ -209,13 +211,14 @@ def test_a_run_that_overrides_the_budgets_drops_mores_tuned_budget_but_keeps_its
 
     monkeypatch.setattr(defaults, "tuned_table", lambda protocol, prior="mnist", table_=None: TUNED)
     quick = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, method_options={"dps": {"steps": 5}})
-    assert quick.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
+    assert quick.ablations_of("sr8", "dps")["more"] == DPS(steps=None, step_size=4.0, clip=True)
     # a method without a step budget (pinv, the sanity rows) has no more to rescale, and its spec still works
     for method in ("pinv", "mean"):
         plain = BenchSpec(
             ["sr8"], [method], range(2), protocol="cpu", ablations=True, method_options={"dps": {"steps": 5}}
         )
-        assert plain.ablation_options("sr8", method) == {}
+        assert plain.ablations_of("sr8", method) == {}
     fewer = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, wrapper_overrides={"dps_steps": 5})
-    assert fewer.ablation_options("sr8", "dps")["more"] == {"step_size": 4.0}
-    assert fewer.ablation_options("sr8", "dps")["renoise"].dps_steps == 5
+    assert fewer.ablations_of("sr8", "dps")["more"] == DPS(steps=None, step_size=4.0, clip=True)
+    renoise = fewer.ablations_of("sr8", "dps")["renoise"]
+    assert isinstance(renoise, ReGuidance) and renoise.dps_steps == 5

@@ -13,6 +13,8 @@ import torch
 from reguidance.bench.report import write_summary
 from reguidance.bench.runner import BenchSpec, run_bench
 from reguidance.conventions import InputError
+from reguidance.guidance import DPS
+from reguidance.wrapper import ReGuidance
 from tiny_models import tiny_adm_prior
 
 #: a table as ``tune-defaults --write`` writes it, with values no default has (so a match cannot be a default's)
@@ -70,15 +72,17 @@ def table(tmp_path):
 def test_the_runs_options_come_from_the_file_and_not_from_the_package(table):
     spec = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True, tuned=table)
     spec.check()
-    assert spec.options("sr8", "dps") == {"steps": 50, "step_size": 7.0}
-    wrapper = spec.wrapper_config("sr8", "dps")
+    assert spec.method("sr8", "dps") == DPS(steps=50, step_size=7.0, clip=True)
+    wrapper = spec.wrapper("sr8", "dps")
     # the file's fields over the CPU protocol's wrapper budget (10-step inversion, 20 DPS steps)
     assert (wrapper.step_size, wrapper.t_end, wrapper.inversion_steps, wrapper.dps_steps) == (2.0, 0.5, 10, 20)
-    own = spec.ablation_options("sr8", "dps")
-    assert own["renoise"].step_size == 4.0 and own["fresh"].step_size == 2.0
-    assert own["more"] == {"steps": 80, "step_size": 9.0}
+    own = spec.ablations_of("sr8", "dps")
+    renoise, fresh = own["renoise"], own["fresh"]
+    assert isinstance(renoise, ReGuidance) and isinstance(fresh, ReGuidance)
+    assert renoise.step_size == 4.0 and fresh.step_size == 2.0
+    assert own["more"] == DPS(steps=80, step_size=9.0, clip=True)
     package = BenchSpec(["sr8"], ["dps"], range(2), protocol="cpu", ablations=True)
-    assert package.options("sr8", "dps")["step_size"] != 7.0  # the package's table chose otherwise
+    assert package.method("sr8", "dps").options()["step_size"] != 7.0  # the package's table chose otherwise
     assert package.identity("sr8", "dps") != spec.identity("sr8", "dps")  # so their rows never mix
 
 

@@ -8,7 +8,7 @@ import torch
 from reguidance.conventions import BatchRNG
 from reguidance.operators import MatrixOperator
 from reguidance.priors import Prior
-from reguidance.wrapper import ReGuidanceConfig, reguide
+from reguidance.wrapper import ReGuidance, reguide
 
 
 class Budget(TypedDict):
@@ -79,7 +79,7 @@ def test_result_reports_network_evaluations_and_time(gmm_prior, gmm_problem):
 
 def test_results_do_not_depend_on_the_batch(gmm_prior, gmm_problem):
     operator, truth, y = gmm_problem
-    cfg = ReGuidanceConfig(sampler="ddpm", **FAST)
+    cfg = ReGuidance().replace(sampler="ddpm", **FAST)
     full = reguide(truth, y, operator, gmm_prior, config=cfg, rng=BatchRNG.from_seed(0, range(6))).x
     part = reguide(truth[3:], y[3:], operator, gmm_prior, config=cfg, rng=BatchRNG.from_seed(0, [3, 4, 5])).x
     assert torch.allclose(full[3:], part, atol=1e-10)
@@ -130,7 +130,7 @@ def test_nan_candidate_is_rejected(gmm_prior, gmm_problem):
 )
 def test_bad_options_are_rejected_naming_them(option, word):
     with pytest.raises(ValueError, match=word):
-        ReGuidanceConfig(**option)
+        ReGuidance().replace(**option)
 
 
 def test_negative_sigma_y_is_rejected():
@@ -161,7 +161,7 @@ def test_fresh_start_ignores_the_candidate(gmm_prior, gmm_problem):
 
 def test_an_unknown_start_is_refused():
     with pytest.raises(ValueError, match="start"):
-        ReGuidanceConfig(start="sdedit")  # type: ignore[arg-type]  # not a Start, on purpose
+        ReGuidance(start="sdedit")  # type: ignore[arg-type]  # not a Start, on purpose
 
 
 def test_a_given_latent_skips_the_inversion_and_reproduces_the_run(gmm_prior, gmm_problem):
@@ -176,7 +176,7 @@ def test_spread_draws_k_restorations_from_one_latent(gaussian):
     from reguidance.wrapper import spread
 
     operator, candidate, y = _gaussian_problem(gaussian)
-    cfg = ReGuidanceConfig(inversion_steps=400, dps_steps=20, t_end=0.5)
+    cfg = ReGuidance().replace(inversion_steps=400, dps_steps=20, t_end=0.5)
     s = spread(candidate, y, operator, gaussian.prior, k=3, config=cfg, seed=4)
     assert s.nfe == 400 + 3 * 20  # one inversion, three DPS runs
     ab = float(gaussian.prior.schedule.alphas_cumprod[round(0.5 * 999)])
@@ -194,7 +194,7 @@ def test_spread_of_a_deterministic_dps_is_zero(gaussian):
     from reguidance.wrapper import spread
 
     operator, candidate, y = _gaussian_problem(gaussian)
-    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=10, sampler="ddim", eta=0.0)
+    cfg = ReGuidance().replace(inversion_steps=20, dps_steps=10, sampler="ddim", eta=0.0)
     s = spread(candidate, y, operator, gaussian.prior, k=2, config=cfg, seed=4)
     assert torch.equal(s.samples[0], s.samples[1])
     assert float(s.std.abs().max()) == 0.0
@@ -214,10 +214,21 @@ def test_adaptive_depth_keeps_the_depth_whose_consistency_is_closest_to_one(monk
     def by_hand(candidate, measurement, operator, prior, *, config, seed, ids):
         seen.append(config)
         x = scale[config.t_end].double()[:, None].expand(2, 2).clone()
-        return wrapper.ReGuidanceResult(x, -x, torch.zeros(2), torch.zeros(2), 7, 3, 0.0, config)
+        return wrapper.ReGuidanceResult(
+            x=x,
+            nfe=7,
+            timesteps=[],
+            residuals=torch.zeros(0, 2),
+            latent=-x,
+            reward_before=torch.zeros(2),
+            reward_after=torch.zeros(2),
+            nfe_inversion=3,
+            seconds=0.0,
+            config=config,
+        )
 
     monkeypatch.setattr(wrapper, "reguide", by_hand)
-    cfg = ReGuidanceConfig(inversion_steps=20, dps_steps=21)
+    cfg = ReGuidance().replace(inversion_steps=20, dps_steps=21)
     no_prior = cast(Prior, None)  # reguide is replaced: no prior runs
     out, chosen = wrapper.adaptive_depth(y, y, operator, no_prior, depths=[0.2, 0.6], config=cfg, seed=1)
     torch.testing.assert_close(chosen, torch.tensor([0.2, 0.6]))

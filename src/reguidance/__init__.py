@@ -8,7 +8,7 @@ The names most programs need are here at the top level (``import reguidance as r
   :class:`GaussianBlur`, :class:`MatrixOperator`, and :func:`make_operator` (a task spec such as ``"sr:8"`` or
   ``"paper:box128c"`` -> the operator for images of a given ``(C, H, W)``);
 - methods: the configs :class:`DPS`, :class:`DAPS`, :class:`DiffPIR`, :class:`RedDiff`, :class:`PiGDM`, run by
-  :func:`solve` on a :class:`Problem`; ReGuidance itself: :func:`reguide` with its :class:`ReGuidanceConfig`;
+  :func:`solve` on a :class:`Problem`; ReGuidance itself: :func:`reguide` with its :class:`ReGuidance`;
 - images: :func:`load_images` / :func:`save_images` (files and folders <-> ``(B, C, H, W)`` in ``[-1, 1]``);
 - randomness and errors: :class:`BatchRNG` (one generator per sample), :class:`InputError`.
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .operators import Blur, GaussianBlur, Inpainting, LinearOperator, MatrixOperator, Operator, SuperResolution
     from .priors import load_prior
     from .tasks import make_operator
-    from .wrapper import ReGuidanceConfig, reguide
+    from .wrapper import ReGuidance, reguide
 
 __all__ = [
     "DAPS",
@@ -44,7 +44,7 @@ __all__ = [
     "Operator",
     "PiGDM",
     "Problem",
-    "ReGuidanceConfig",
+    "ReGuidance",
     "RedDiff",
     "SuperResolution",
     "__version__",
@@ -78,7 +78,7 @@ _SOURCES = {
     "SuperResolution": "operators",
     "load_prior": "priors",
     "make_operator": "tasks",
-    "ReGuidanceConfig": "wrapper",
+    "ReGuidance": "wrapper",
     "reguide": "wrapper",
 }
 

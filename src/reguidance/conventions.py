@@ -236,13 +236,19 @@ class BatchRNG:
     """One ``torch.Generator`` per sample, so that sample ``i``'s random draws depend only on its own seed.
 
     ``BatchRNG.from_seed(seed, ids)`` derives the generator of sample ``ids[k]`` from ``(seed, ids[k])``; running
-    the same ids in batches of any size, in any order, gives the same draws per sample.
+    the same ids in batches of any size, in any order, gives the same draws per sample. ``ids`` keeps the samples'
+    ids when they are known (made by :meth:`from_seed`), else None.
     """
 
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, seeds: Sequence[int], device: torch.device | str = "cpu", ids: Sequence[int] | None = None
+    ) -> None:
         if len(seeds) == 0:
             raise InputError("seeds must hold at least one seed")
+        if ids is not None and len(ids) != len(seeds):
+            raise InputError(f"ids has {len(ids)} entries but there are {len(seeds)} seeds")
         self.device = torch.device(device)
+        self.ids = None if ids is None else [int(i) for i in ids]
         self.seeds = [int(s) for s in seeds]
         self.generators = []
         for s in self.seeds:
@@ -255,7 +261,7 @@ class BatchRNG:
         """Generators for samples ``ids`` (or ``range(ids)`` when an int) of a run seeded with ``seed``."""
         if isinstance(ids, (int, np.integer)):
             ids = range(check_positive_int("batch size", int(ids)))
-        return cls([derive_seed(seed, i) for i in ids], device)
+        return cls([derive_seed(seed, i) for i in ids], device, ids=list(ids))
 
     def __len__(self) -> int:
         return len(self.generators)

@@ -405,6 +405,7 @@ class EpsModel(Protocol):
 
     variance: Variance
     schedule: Schedule
+    signal_shape: tuple[int, ...]
 
     def predict(self, x_t: Tensor, t: Tensor) -> Any: ...
 

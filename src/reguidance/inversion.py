@@ -55,6 +55,10 @@ class InversionResult:
         return {"roundtrip_rel_error": relative_l2(back, x0), **latent_statistics(self.latent)}
 
 
+#: network evaluations per inversion step of each method (the fixed point with :func:`invert`'s default 2 iterations)
+EVALUATIONS_PER_STEP: dict[str, int] = {"euler": 1, "heun": 2, "fixed_point": 3}
+
+
 def invert(
     prior: EpsModel,
     x0: Tensor,

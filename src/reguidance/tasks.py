@@ -64,8 +64,10 @@ paper:gauss        Gaussian blur, std 3 px, 61x61 kernel (DPS's kernel), high no
 paper:motion       motion blur, a 31 px line at 45 degrees in a 61x61 kernel                           0.05
 =================  ==================================================================================  =========
 
-**Identity.** :meth:`Task.definition` (every parsed parameter, a mask's sha256, not the display name) is what a
-run's identity hash holds.
+**Identity.** A task is its definition (:meth:`Task.definition`: every parsed parameter, a mask's sha256). Names are
+resolved once, while parsing: every spelling of one definition parses to one task with one name (the alias, else
+the preset, else the canonical spec: ``sr:8`` and ``paper:sr8`` are ``sr8``), so its random streams, its defaults
+and its rows are the same whichever spelling was typed; a run's identity hash holds the definition.
 
 **Random streams.** Every random choice for image ``id`` of split ``split`` under run ``seed`` (its box position,
 its measurement noise, a method's draws) comes from a generator seeded by ``(seed, split, task, stream, id)``
@@ -92,6 +94,7 @@ from .operators import Blur, GaussianBlur, Inpainting, Operator, Saturation, Sup
 
 __all__ = [
     "DEFAULT_SIGMA_Y",
+    "FAMILIES",
     "GRAMMAR",
     "PRESETS",
     "TASKS",
@@ -212,6 +215,17 @@ def _odd(k: float) -> int:
 
 Kind = Literal["box", "box_centred", "sr", "deblur", "motion", "saturation", "mask"]
 
+#: the family of each kind of task (:attr:`Task.family`): what per-task reference options key on
+FAMILIES: dict[str, str] = {
+    "box": "inpainting",
+    "box_centred": "inpainting",
+    "mask": "inpainting",
+    "sr": "super_resolution",
+    "deblur": "deblur",
+    "motion": "motion_deblur",
+    "saturation": "saturation",
+}
+
 
 @dataclass(frozen=True)
 class Task:
@@ -235,6 +249,12 @@ class Task:
     gain: float = 0.0  # saturation: the sensor's gain k in tanh(k blur(x)) (0 for every other kind)
     mask: str = ""  # mask image path
     mask_sha256: str = ""
+
+    @property
+    def family(self) -> str:
+        """The kind of problem, as reference configs are organised (:data:`FAMILIES`): ``inpainting`` (boxes,
+        masks), ``super_resolution``, ``deblur`` (Gaussian), ``motion_deblur`` or ``saturation``."""
+        return FAMILIES[self.kind]
 
     @property
     def linear(self) -> bool:
@@ -485,6 +505,22 @@ def parse_task(spec: str) -> Task:
         raise InputError(f"task must be one of the names, presets or specs {GRAMMAR}; got {text!r}")
     if sigma is not None and sigma != task.sigma_y:
         task = replace(task, name=f"{task.name},sigma_y={_fmt(sigma)}", sigma_y=sigma)
+    return _canonical(task)
+
+
+def _canonical(task: Task) -> Task:
+    """One name per operator: the alias, else the preset, whose definition is the task's (``sr:8`` is ``sr8``,
+    ``box:20c`` is ``box20c``; with another ``sigma_y``, that name followed by ``,sigma_y=V``), else the task as
+    parsed (its canonical spec). Streams, defaults and records all key on this name, so every spelling of one
+    operator gives the same rows."""
+    definition = task.definition()
+    known = (*TASKS.values(), *PRESETS.values())
+    for named in known:
+        if named.definition() == definition:
+            return named
+    for named in known:
+        if replace(named, sigma_y=task.sigma_y).definition() == definition:
+            return replace(named, name=f"{named.name},sigma_y={_fmt(task.sigma_y)}", sigma_y=task.sigma_y)
     return task
 
 

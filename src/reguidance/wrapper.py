@@ -27,9 +27,9 @@ README's "Reproducibility").
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints
 
 import torch
 from torch import Tensor
@@ -39,14 +39,14 @@ from .conventions import (
     InputError,
     check_finite,
     check_image_scale,
-    check_nonnegative,
     check_positive_int,
     check_signal_shape,
 )
-from .guidance.core import Callback, check_operator
-from .guidance.dps import DPS, Sampler
-from .guidance.solve import Problem, solve
-from .inversion import InversionMethod, invert
+from .diffusion import Schedule
+from .guidance.core import Callback, Cost, SampleResult, check_operator
+from .guidance.dps import DPS
+from .guidance.solve import Method, Problem, option_names, solve
+from .inversion import EVALUATIONS_PER_STEP, InversionMethod, invert
 
 if TYPE_CHECKING:
     from .operators import Operator
@@ -54,64 +54,215 @@ if TYPE_CHECKING:
 
 Start = Literal["inversion", "renoise", "fresh"]
 
-__all__ = ["ReGuidanceConfig", "ReGuidanceResult", "Spread", "adaptive_depth", "reguide", "reward", "spread"]
+__all__ = ["ReGuidance", "ReGuidanceResult", "Spread", "adaptive_depth", "reguide", "reward", "spread"]
+
+
+#: the flat name of the DPS's ``steps`` among the wrapper's options; every other DPS field keeps its own name
+DPS_STEPS = "dps_steps"
+
+
+def _dps_options() -> dict[str, str]:
+    """The wrapper's flat option names of the fields of the DPS it runs: ``steps`` is ``dps_steps``, every other DPS
+    option keeps its name (``step_size``, ``sampler``, ...), so a new DPS option is a new wrapper option."""
+    return {(DPS_STEPS if name == "steps" else name): name for name in option_names(DPS)}
 
 
 @dataclass(frozen=True)
-class ReGuidanceConfig:
-    """The wrapper's options. ``t_end`` in (0, 1] is the inversion depth as a fraction of the prior's chain.
+class ReGuidance(Method):
+    """ReGuidance as a method: it wraps a *candidate* (``solve(ReGuidance(), problem, candidate=x_hat)``).
+
+    ``t_end`` in (0, 1] is the inversion depth as a fraction of the prior's chain; ``inversion_steps`` levels of
+    the probability-flow ODE (``inversion_method``) take the candidate there; ``dps`` is the DPS that runs from the
+    latent down to the data (its ``steps`` levels of the same chain below ``t_end``).
 
     ``start`` chooses the latent DPS starts from, at level ``t_end``: ``"inversion"`` (ReGuidance: the
     probability-flow ODE run backwards from the candidate), or the two ablations that tell where its gains come
     from: ``"renoise"`` (the candidate forward-noised, ``sqrt(ab) x_hat + sqrt(1 - ab) n``: SDEdit followed by DPS)
     and ``"fresh"`` (fresh noise ``n ~ N(0, I)``, DPS's own start, at that level: DPS over the same final levels
     with no candidate at all). The ablations spend no inversion evaluations.
+
+    Serialized flat (:meth:`options`): the wrapper's own fields, then the DPS's, ``steps`` as ``dps_steps`` and every
+    other under its own name (``step_size``, ``sampler``, ``eta``, ``clip``); :meth:`from_options` and
+    :meth:`replace` take those names, and the command line's flags are made from them (:meth:`option_fields`): a new
+    field of :class:`ReGuidance` or of :class:`~reguidance.guidance.DPS` is a new option and flag of the wrapper.
     """
 
-    inversion_steps: int = 100
-    t_end: float = 0.3
-    inversion_method: InversionMethod = "euler"
-    start: Start = "inversion"
-    dps_steps: int = 100
-    step_size: float = 0.2
-    sampler: Sampler = "ddpm"
-    eta: float = 0.0
-    clip: bool = False
+    name: ClassVar[str] = "reguidance"
+    label: ClassVar[str] = "ReGuidance"
+    takes_candidate: ClassVar[bool] = True
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {"cpu": {"inversion_steps": 10, "dps_steps": 20}}
+    image_options: ClassVar[Mapping[str, object]] = {"clip": True}
 
-    def __post_init__(self) -> None:
+    inversion_steps: int = field(default=100, metadata={"help": "levels of the ODE inversion (forward passes only)"})
+    t_end: float = field(default=0.3, metadata={"help": "inversion depth, a fraction of the prior's chain in (0, 1]"})
+    inversion_method: InversionMethod = field(
+        default="euler", metadata={"help": "the inversion's ODE step: euler (DDIM), heun or fixed_point"}
+    )
+    start: Start = field(
+        default="inversion",
+        metadata={"help": "where DPS starts at t_end: inversion (ReGuidance), renoise (SDEdit) or fresh (noise)"},
+    )
+    dps: DPS = field(default=DPS(steps=100, step_size=0.2), metadata={"help": "the DPS run from the latent"})
+
+    def check(self) -> None:
         check_positive_int("inversion_steps", self.inversion_steps)
-        check_positive_int("dps_steps", self.dps_steps)
-        check_nonnegative("step_size", self.step_size)
-        check_nonnegative("eta", self.eta)
-        if not (isinstance(self.t_end, (int, float)) and 0 < self.t_end <= 1):
+        if self.dps.steps is None:
+            raise InputError("the wrapper's DPS needs its number of steps (dps_steps): DPS(steps=..., ...)")
+        if not 0 < self.t_end <= 1:
             raise InputError(f"t_end must lie in (0, 1], got {self.t_end!r}")
-        if self.inversion_method not in ("euler", "heun", "fixed_point"):
-            raise InputError(
-                f"inversion_method must be 'euler', 'heun' or 'fixed_point', got {self.inversion_method!r}"
+
+    @property
+    def dps_steps(self) -> int:
+        """DPS levels from ``t_end`` down to the data."""
+        assert self.dps.steps is not None  # checked when built
+        return self.dps.steps
+
+    @property
+    def step_size(self) -> float:
+        """DPS's step size (zeta)."""
+        return self.dps.step_size
+
+    @property
+    def clip(self) -> bool:
+        return self.dps.clip
+
+    # ------------------------------------------------------------------------------------------- the serializer
+    def options(self) -> dict[str, object]:
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dps"}
+        return {**own, **{flat: getattr(self.dps, name) for flat, name in _dps_options().items()}}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, data: bool = False) -> ReGuidance:
+        flat = _dps_options()
+        known = [*(f.name for f in fields(cls) if f.name != "dps"), *flat]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InputError(f"unknown ReGuidance option(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
+        base = cls()
+        dps = {name: options.get(key, getattr(base.dps, name)) for key, name in flat.items()}
+        own = {k: v for k, v in options.items() if k not in flat}
+        return cls(**own, dps=DPS(**dps))  # type: ignore[arg-type]
+
+    @classmethod
+    def option_fields(cls) -> list[tuple[str, object, object, str]]:
+        """``(name, type hint, default, meaning)`` of every flat option, in :meth:`options` order: what a command
+        line makes its flags from (one declaration, one default)."""
+        own_hints, dps_hints = get_type_hints(cls), get_type_hints(DPS)
+        default = cls()
+        meaning = {f.name: str(f.metadata.get("help", "")) for f in fields(DPS)}
+        meaning["steps"] = "DPS levels from t_end down to the data (one forward and one backward pass each)"
+        rows = [
+            (f.name, own_hints[f.name], getattr(default, f.name), str(f.metadata.get("help", "")))
+            for f in fields(cls)
+            if f.name != "dps"
+        ]
+        rows += [
+            (key, dps_hints[name], getattr(default.dps, name), meaning[name]) for key, name in _dps_options().items()
+        ]
+        return rows
+
+    def cost(self) -> Cost:
+        """The inversion's forward passes (when it inverts: ``inversion_steps`` times the method's evaluations per
+        step, :data:`reguidance.inversion.EVALUATIONS_PER_STEP`) and the DPS's forward passes with their backward
+        pass; the candidate's own cost is not included."""
+        inversion = (
+            self.inversion_steps * EVALUATIONS_PER_STEP[self.inversion_method] if self.start == "inversion" else 0
+        )
+        return Cost(fwd=inversion) + self.dps.cost()
+
+    # ---------------------------------------------------------------------------------------------------- solving
+    def run(
+        self,
+        problem: Problem,
+        *,
+        candidate: Tensor | None = None,
+        steps: int | None = None,
+        levels: Schedule | None = None,
+        latent: Tensor | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+    ) -> ReGuidanceResult:
+        """Invert ``candidate`` to ``t_end`` (or start there as :attr:`start` says), then run :attr:`dps` from the
+        latent. ``latent`` (B, *signal_shape), a state at level ``t_end`` made earlier (e.g. a result's
+        ``latent``), skips the start step (no inversion evaluations are counted). The chain is the wrapper's:
+        ``steps`` and ``levels`` are refused (set ``dps_steps`` / ``inversion_steps``)."""
+        if steps is not None or levels is not None:
+            raise InputError("ReGuidance sets its own chains: give inversion_steps and dps_steps, not steps or levels")
+        prior, operator, measurement, rng = problem.prior, problem.operator, problem.measurement, problem.rng
+        if candidate is None or not isinstance(candidate, Tensor) or not candidate.is_floating_point():
+            got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
+            raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
+        shape = tuple(prior.signal_shape)
+        if tuple(operator.x_shape) != shape:
+            raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
+        check_signal_shape("candidate", candidate, shape, "the prior")
+        check_image_scale("candidate", candidate)
+        if candidate.shape[0] != measurement.shape[0]:
+            raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
+        base = prior.schedule
+        available = base.levels_up_to(self.t_end)
+        for name, n in (("inversion_steps", self.inversion_steps), ("dps_steps", self.dps_steps)):
+            if n > available and (name == "dps_steps" or (latent is None and self.start == "inversion")):
+                raise InputError(
+                    f"{name}={n} exceeds the {available} levels of the prior's {len(base)}-level chain up to "
+                    f"t_end={self.t_end}: at most {available}"
+                )
+        began = time.perf_counter()
+        chain = base.spaced(self.dps_steps, self.t_end)
+        nfe_inversion = 0
+        if latent is not None:
+            check_signal_shape("latent", latent, shape, "the prior")
+            latent = latent.detach().clone()
+        elif self.start == "inversion":
+            inv = invert(
+                prior,
+                candidate,
+                base,
+                steps=self.inversion_steps,
+                t_end=self.t_end,
+                method=self.inversion_method,
+                progress=progress,
             )
-        if self.start not in ("inversion", "renoise", "fresh"):
-            raise InputError(f"start must be 'inversion', 'renoise' or 'fresh', got {self.start!r}")
-        if self.sampler not in ("ddpm", "ddim"):
-            raise InputError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+            latent = inv.latent.clone()  # leave inference mode: DPS differentiates through the network
+            nfe_inversion = inv.nfe
+        else:
+            ab = float(chain.alphas_cumprod[-1])  # the level DPS starts at, where the inversion would end
+            noise = rng.randn_like(candidate)
+            latent = ab**0.5 * candidate + (1 - ab) ** 0.5 * noise if self.start == "renoise" else noise
+        out = self.dps.run(problem, levels=chain, latent=latent, callback=callback, progress=progress)
+        if candidate.device.type == "cuda":
+            torch.cuda.synchronize(candidate.device)
+        seconds = time.perf_counter() - began
+        with torch.no_grad():
+            before = reward(operator, candidate, measurement)
+            after = reward(operator, check_finite("restoration", out.x), measurement)
+        return ReGuidanceResult(
+            x=out.x,
+            nfe=nfe_inversion + out.nfe,
+            timesteps=out.timesteps,
+            residuals=out.residuals,
+            stopped=out.stopped,
+            latent=latent,
+            reward_before=before,
+            reward_after=after,
+            nfe_inversion=nfe_inversion,
+            seconds=seconds,
+            config=self,
+        )
 
-    def dps(self) -> DPS:
-        """The DPS that runs from the latent (its chain, ``dps_steps`` levels down from ``t_end``, is the
-        wrapper's: :func:`reguide` passes it as ``levels``)."""
-        return DPS(step_size=self.step_size, sampler=self.sampler, eta=self.eta, clip=self.clip)
 
+@dataclass(kw_only=True)
+class ReGuidanceResult(SampleResult):
+    """What :meth:`ReGuidance.run` returns: a :class:`~reguidance.guidance.SampleResult` (``x`` (B, *signal_shape)
+    the restorations, ``nfe`` network evaluations per sample: inversion (forward only) + DPS (forward and backward),
+    the DPS steps' ``timesteps`` and ``residuals``) with the ``latent`` DPS started from and diagnostics."""
 
-@dataclass
-class ReGuidanceResult:
-    """``x`` (B, *signal_shape) the restorations, the ``latent`` they started from, and diagnostics."""
-
-    x: Tensor
     latent: Tensor
     reward_before: Tensor  # (B,) -||y - A x_hat||^2 of the candidate
     reward_after: Tensor  # (B,) -||y - A x||^2 of the restoration
-    nfe: int  # network evaluations per sample: inversion (forward only) + DPS (forward and backward)
     nfe_inversion: int
     seconds: float
-    config: ReGuidanceConfig = field(default_factory=ReGuidanceConfig)
+    config: ReGuidance
 
 
 def reward(operator: Operator, x: Tensor, measurement: Tensor) -> Tensor:
@@ -125,7 +276,7 @@ def reguide(
     operator: Operator,
     prior: Prior,
     *,
-    config: ReGuidanceConfig | None = None,
+    config: ReGuidance | None = None,
     rng: BatchRNG | None = None,
     seed: int = 0,
     ids: Sequence[int] | None = None,
@@ -134,99 +285,41 @@ def reguide(
     progress: bool = False,
     **options: Any,
 ) -> ReGuidanceResult:
-    """Wrap a solver's ``candidate`` (B, *prior.signal_shape), in [-1, 1] for images, with ReGuidance.
+    """Wrap a solver's ``candidate`` (B, *prior.signal_shape), in [-1, 1] for images, with ReGuidance: a thin
+    convenience for ``solve(config, Problem(prior, operator, measurement, rng), candidate=candidate)``.
 
-    ``measurement`` (B, *operator.y_shape) is ``y``; options are those of :class:`ReGuidanceConfig`, given as a
-    ``config`` or as keywords. Randomness: ``rng`` (one generator per sample), or one derived from ``seed`` and each
-    sample's id in ``ids`` (default ``0 .. B - 1``): give the images' own ids so that an image's result does not
-    depend on its position in the batch. ``latent`` (B, *signal_shape), a state at level ``t_end`` made earlier
-    (e.g. ``reguide(...).latent``), skips the start step: DPS runs from it (no inversion evaluations are counted).
-    ``callback`` sees every DPS step (:class:`reguidance.guidance.StepInfo`).
+    ``measurement`` (B, *operator.y_shape) is ``y``; the wrapper is ``config`` (a :class:`ReGuidance`) or built from
+    keyword ``options`` (its flat option names: ``t_end``, ``dps_steps``, ``step_size``, ...). Randomness: ``rng``
+    (one generator per sample), or one derived from ``seed`` and each sample's id in ``ids`` (default
+    ``0 .. B - 1``): give the images' own ids so that an image's result does not depend on its position in the
+    batch. ``latent`` as in :meth:`ReGuidance.run`; ``callback`` sees every DPS step
+    (:class:`reguidance.guidance.StepInfo`).
     """
     if config is not None and options:
         raise InputError("pass either config or keyword options, not both")
-    if config is None:
-        known = {f.name for f in fields(ReGuidanceConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise InputError(
-                f"unknown ReGuidance option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
-            )
-        config = ReGuidanceConfig(**options)
-    cfg = config
-    check_operator(operator, "ReGuidance", linear=False)
-    if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
-        got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
-        raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
-    shape = tuple(prior.signal_shape)
-    if tuple(operator.x_shape) != shape:
-        raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
-    check_signal_shape("candidate", candidate, shape, "the prior")
-    check_image_scale("candidate", candidate)
-    check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
-    if candidate.shape[0] != measurement.shape[0]:
-        raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
+    method = config if config is not None else ReGuidance.from_options(options)
+    if not isinstance(method, ReGuidance):
+        raise InputError(f"config must be a ReGuidance, got {type(method).__name__}")
+    if not isinstance(candidate, Tensor):
+        raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {type(candidate).__name__}")
     if rng is None:
         if ids is not None and len(ids) != candidate.shape[0]:
             raise InputError(f"ids has {len(ids)} entries but candidate has {candidate.shape[0]} samples")
         rng = BatchRNG.from_seed(seed, list(ids) if ids is not None else candidate.shape[0], device=candidate.device)
     elif ids is not None:
         raise InputError("pass rng or ids, not both")
-
-    base = prior.schedule
-    available = base.levels_up_to(cfg.t_end)
-    for name, steps in (("inversion_steps", cfg.inversion_steps), ("dps_steps", cfg.dps_steps)):
-        if steps > available and (name == "dps_steps" or (latent is None and cfg.start == "inversion")):
-            raise InputError(
-                f"{name}={steps} exceeds the {available} levels of the prior's {len(base)}-level chain up to "
-                f"t_end={cfg.t_end}: at most {available}"
-            )
-    start = time.perf_counter()
-    levels = base.spaced(cfg.dps_steps, cfg.t_end)
-    nfe_inversion = 0
-    if latent is not None:
-        check_signal_shape("latent", latent, shape, "the prior")
-        latent = latent.detach().clone()
-    elif cfg.start == "inversion":
-        inv = invert(
-            prior,
-            candidate,
-            base,
-            steps=cfg.inversion_steps,
-            t_end=cfg.t_end,
-            method=cfg.inversion_method,
-            progress=progress,
-        )
-        latent = inv.latent.clone()  # leave inference mode: DPS differentiates through the network
-        nfe_inversion = inv.nfe
-    else:
-        ab = float(levels.alphas_cumprod[-1])  # the level DPS starts at, where the inversion would end
-        noise = rng.randn_like(candidate)
-        latent = ab**0.5 * candidate + (1 - ab) ** 0.5 * noise if cfg.start == "renoise" else noise
+    check_operator(operator, "ReGuidance", linear=False)
+    check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     out = solve(
-        cfg.dps(),
+        method,
         Problem(prior, operator, measurement, rng),
-        levels=levels,
+        candidate=candidate,
         latent=latent,
         callback=callback,
         progress=progress,
     )
-    if candidate.device.type == "cuda":
-        torch.cuda.synchronize(candidate.device)
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        before = reward(operator, candidate, measurement)
-        after = reward(operator, check_finite("restoration", out.x), measurement)
-    return ReGuidanceResult(
-        x=out.x,
-        latent=latent,
-        reward_before=before,
-        reward_after=after,
-        nfe=nfe_inversion + out.nfe,
-        nfe_inversion=nfe_inversion,
-        seconds=seconds,
-        config=cfg,
-    )
+    assert isinstance(out, ReGuidanceResult)
+    return out
 
 
 @dataclass
@@ -248,7 +341,7 @@ def spread(
     prior: Prior,
     *,
     k: int,
-    config: ReGuidanceConfig | None = None,
+    config: ReGuidance | None = None,
     seed: int = 0,
     ids: Sequence[int] | None = None,
     rngs: Sequence[BatchRNG] | None = None,
@@ -266,7 +359,7 @@ def spread(
         raise InputError(f"k must be at least 2 to give a spread, got {k}")
     if rngs is not None and len(rngs) != k:
         raise InputError(f"rngs has {len(rngs)} generators but k is {k}")
-    cfg = config or ReGuidanceConfig()
+    cfg = config or ReGuidance()
 
     def draw(j: int, latent: Tensor | None) -> ReGuidanceResult:
         if rngs is not None:
@@ -290,7 +383,7 @@ def adaptive_depth(
     prior: Prior,
     *,
     depths: Sequence[float],
-    config: ReGuidanceConfig | None = None,
+    config: ReGuidance | None = None,
     seed: int = 0,
     ids: Sequence[int] | None = None,
 ) -> tuple[ReGuidanceResult, Tensor]:
@@ -308,12 +401,11 @@ def adaptive_depth(
     """
     if not depths:
         raise InputError("depths is empty: give at least one t_end")
-    cfg = config or ReGuidanceConfig()
+    cfg = config or ReGuidance()
     n = len(depths)
     runs = []
     for depth in depths:
-        sub = replace(
-            cfg,
+        sub = cfg.replace(
             t_end=depth,
             inversion_steps=max(1, cfg.inversion_steps // n),
             dps_steps=max(1, cfg.dps_steps // n),
@@ -329,10 +421,12 @@ def adaptive_depth(
         after = reward(operator, x, measurement)
     result = ReGuidanceResult(
         x=x,
+        nfe=sum(r.nfe for r in runs),
+        timesteps=[],
+        residuals=x.new_zeros(0, x.shape[0]),
         latent=latent,
         reward_before=runs[0].reward_before,
         reward_after=after,
-        nfe=sum(r.nfe for r in runs),
         nfe_inversion=sum(r.nfe_inversion for r in runs),
         seconds=sum(r.seconds for r in runs),
         config=cfg,

@@ -7,7 +7,7 @@ import torch
 
 from reguidance.app.shard import sharded
 from reguidance.bench.runner import BenchSpec, run_bench
-from reguidance.wrapper import ReGuidanceConfig
+from reguidance.wrapper import ReGuidance
 from tiny_models import tiny_adm_prior
 
 
@@ -21,7 +21,7 @@ def tiny_setup():
         range(5),
         seed=3,
         batch_size=2,
-        reguidance=ReGuidanceConfig(inversion_steps=3, dps_steps=3, clip=True),
+        reguidance=ReGuidance().replace(inversion_steps=3, dps_steps=3, clip=True),
     )
     return prior, images, labels, spec
 

@@ -5,17 +5,17 @@ One function, :func:`solve_batch`, is what the benchmark (:mod:`reguidance.bench
 operator and measurement ``y`` of images ``ids`` (see :meth:`reguidance.tasks.Task.measure`), it returns per
 *variant* an :class:`Output`:
 
-- ``candidate``: the method's output from fresh noise (stream ``method/<method>`` of
+- ``candidate``: the method's output from fresh noise (stream ``method/<name>`` of
   :func:`reguidance.tasks.method_rng`), or the candidates the caller gives;
 - ``reguidance``: the wrapper (:func:`reguidance.wrapper.reguide`, ``start="inversion"``) on the candidate;
 - ``renoise``: the candidate forward-noised to the wrapper's ``t_end``, then the same DPS (SDEdit + DPS);
 - ``fresh``: the same DPS from fresh noise at ``t_end`` (no candidate; its cost is its own);
 - ``more``: the method given the wrapper's extra network evaluations (:func:`reguidance.app.methods.scaled_budget`).
 
-Each ablation runs with the wrapper's options (and ``more`` with the method's, its budget scaled) unless
+Each ablation runs with the wrapper's config (and ``more`` with the method's, its budget scaled) unless
 ``variant_options`` gives its own (tuned for it, :mod:`reguidance.bench.tune`): a
-:class:`~reguidance.wrapper.ReGuidanceConfig` for ``renoise`` / ``fresh``, the method's options for ``more`` (without
-its budget option, e.g. ``steps``, that budget is scaled from the candidate's as for an untuned ``more``).
+:class:`~reguidance.wrapper.ReGuidance` for ``renoise`` / ``fresh``, the method's config for ``more`` (with its
+budget option None, e.g. ``steps=None``, that budget is scaled from the candidate's as for an untuned ``more``).
 
 The wrapper's variants share one random stream (``reguidance/<wrapper_stream>``, by default the method's name), so
 they differ only in where DPS starts. Every draw is per image (:func:`reguidance.tasks.stream_rng`): the outputs of
@@ -31,24 +31,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
+from ..guidance.solve import Method, Problem, solve
 from ..operators import Operator
 from ..priors.base import Prior
 from ..tasks import method_rng, wrapper_rng
-from ..wrapper import ReGuidanceConfig, Start, reguide
-from .methods import MethodFn, budget_option, get_method, scaled_budget
+from ..wrapper import ReGuidance, Start
+from .methods import scaled_budget
 
 __all__ = ["START", "Output", "solve_batch"]
 
 T = TypeVar("T")
 
-#: the wrapper's start for each variant that runs it (:class:`reguidance.wrapper.ReGuidanceConfig`)
+#: the wrapper's start for each variant that runs it (:attr:`reguidance.wrapper.ReGuidance.start`)
 START: dict[str, Start] = {"reguidance": "inversion", "renoise": "renoise", "fresh": "fresh"}
 
 
@@ -72,15 +72,14 @@ def solve_batch(
     seed: int,
     task: str,
     split: str,
-    method: str,
-    method_fn: MethodFn | None = None,
-    options: Mapping[str, object] | None = None,
-    config: ReGuidanceConfig | None = None,
+    name: str,
+    method: Method | None = None,
+    config: ReGuidance | None = None,
     variants: Sequence[str] = ("candidate", "reguidance"),
     candidate: Tensor | Output | None = None,
     wrapper_stream: str | None = None,
     progress: bool = False,
-    variant_options: Mapping[str, ReGuidanceConfig | Mapping[str, object]] | None = None,
+    variant_options: Mapping[str, Method] | None = None,
     wrapper_nfe: int | None = None,
     on_output: Callable[[str, Output], None] | None = None,
 ) -> dict[str, Output]:
@@ -91,25 +90,28 @@ def solve_batch(
         prior: the diffusion prior; ``y`` and the outputs live on its device.
         operator: the batch's forward operator; ``y`` its measurement (on the ``sigma_y`` scale of [-1, 1] images).
         seed, task, split: the run's seed, the task's name and the split: they name the random streams.
-        method: the method's name (its stream and budget); ``method_fn`` the method itself (default
-            :func:`reguidance.app.methods.get_method` of it), called with ``options``.
-        config: the wrapper's options (default ``ReGuidanceConfig(clip=True)``); each variant sets its ``start``.
+        name: the candidate source's name (its random stream ``method/<name>``, e.g. ``dps``).
+        method: the candidate source's config (:mod:`reguidance.app.methods`), solved from fresh noise (None when
+            ``candidate`` is given and ``more`` is not asked for).
+        config: the wrapper (default ``ReGuidance`` with its image options); each variant sets its ``start``.
         candidate: given candidates ``(B, C, H, W)`` in [-1, 1] instead of the method's (no evaluations counted),
             or the method's own candidates computed earlier (an :class:`Output`: its ``nfe`` and ``seconds`` are
             counted in the variants that start from it, as when computed here).
-        wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``method``).
+        wrapper_stream: the name in the wrapper's stream ``reguidance/<name>`` (default ``name``).
         progress: per-step progress bars (steps done, elapsed time, ETA) of every loop that runs: the method's
             sampler, the wrapper's inversion and its DPS. They close when done (``leave=False``), so under a
             caller's outer bar each shows on the line below it while it runs.
-        variant_options: per ablation, its own options (module docstring); absent ones take the defaults above.
+        variant_options: per ablation, its own config (module docstring): a :class:`ReGuidance` for ``renoise`` /
+            ``fresh``; for ``more`` the method's config, whose budget is used as is, or, when its budget option is
+            None, is the candidate's scaled by the wrapper's extra evaluations (its step sizes kept). Absent
+            ablations take the defaults above.
         wrapper_nfe: the ``reguidance`` variant's evaluations per image (its candidate's included), for ``more``
             when ``reguidance`` is not among ``variants`` (computed earlier).
         on_output: called with each variant's name and :class:`Output` as soon as it is computed (the candidate
             only when the method ran here, not when ``candidate`` is given).
     """
     device = y.device
-    opts = dict(options or {})
-    cfg = config or ReGuidanceConfig(clip=True)
+    cfg = config or ReGuidance.from_options(ReGuidance.image_options)
 
     def timed(fn: Callable[[], T]) -> tuple[T, float]:
         t0 = time.perf_counter()
@@ -118,29 +120,33 @@ def solve_batch(
             torch.cuda.synchronize(device)
         return result, (time.perf_counter() - t0) / len(ids)
 
-    def run_method(method_options: dict[str, object]) -> Output:
-        fn = method_fn or get_method(method)
-        rng = method_rng(seed, task, method, ids, device=device, split=split)
-        out, seconds = timed(lambda: fn(prior, operator, y, rng, ids, progress=progress, **method_options))
-        return Output(out.x, out.raw, out.nfe, seconds)
+    def run_method(config: Method) -> Output:
+        problem = Problem(prior, operator, y, method_rng(seed, task, name, ids, device=device, split=split))
+        out, seconds = timed(lambda: solve(config, problem, progress=progress))
+        return Output(out.x.clamp(-1, 1), out.x, out.nfe, seconds)
 
-    def more(own: object) -> Output:
-        mine = dict(own) if isinstance(own, Mapping) else {}
-        if budget_option(method) in mine:
-            return run_method(mine)
+    def more(own: Method | None) -> Output:
+        if method is None:
+            raise ValueError("the 'more' variant needs the method's config")
+        key = method.budget_option
+        if key is None:
+            raise ValueError(f"the 'more' variant needs a method with a step budget; {method.name} has none")
+        if own is not None and own.options().get(key) is not None:
+            return run_method(own)
         wrapper = outputs["reguidance"].nfe if "reguidance" in outputs else wrapper_nfe
         if wrapper is None:
             raise ValueError(
                 "the 'more' variant needs the wrapper's evaluations: ask for 'reguidance' or give wrapper_nfe"
             )
         extra = wrapper - cand.nfe  # the wrapper's own evaluations
-        return run_method(scaled_budget(method, {**opts, **mine}, cand.nfe, extra, len(prior.schedule)))
+        base = method if own is None else own.replace(**{key: method.options()[key]})  # own step sizes
+        return run_method(scaled_budget(base, cand.nfe, extra, len(prior.schedule)))
 
-    def wrapped(variant: str, own: object) -> Output:
-        rng = wrapper_rng(seed, task, wrapper_stream or method, ids, device=device, split=split)
-        variant_cfg = replace(own if isinstance(own, ReGuidanceConfig) else cfg, start=START[variant])
+    def wrapped(variant: str, own: Method | None) -> Output:
+        rng = wrapper_rng(seed, task, wrapper_stream or name, ids, device=device, split=split)
+        variant_cfg = (own if isinstance(own, ReGuidance) else cfg).replace(start=START[variant])
         rg, seconds = timed(
-            partial(reguide, cand.x, y, operator, prior, config=variant_cfg, rng=rng, progress=progress)
+            partial(solve, variant_cfg, Problem(prior, operator, y, rng), candidate=cand.x, progress=progress)
         )
         with_candidate = variant != "fresh"  # fresh noise needs no candidate: its cost is its own
         return Output(
@@ -154,8 +160,10 @@ def solve_batch(
         cand = candidate
     elif candidate is not None:
         cand = Output(candidate, candidate, 0, 0.0)
+    elif method is None:
+        raise ValueError("solve_batch needs the method's config or given candidates")
     else:
-        cand = run_method(opts)
+        cand = run_method(method)
         if on_output is not None:
             on_output("candidate", cand)
     outputs = {"candidate": cand}

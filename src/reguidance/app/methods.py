@@ -1,55 +1,58 @@
-"""Candidate-producing methods for the benchmark, by command-line name.
+"""The candidate sources of the benchmark and of ``restore``, by command-line name, all of them method configs.
 
-A method maps ``(prior, operator, measurement, rng, ids, *, progress=False, **options)`` to :class:`Candidates`
-``(x, nfe, raw)``: candidates ``x (B, C, H, W)`` in [-1, 1], the network evaluations it spent per image, and
-``raw``, the output before the final clamp to [-1, 1] (the report measures how well the unclamped output fits ``y``
-too). ``progress=True`` shows a sampler's per-step bar with its ETA (:func:`reguidance.guidance.core.run`; methods
-without steps ignore it). ``folder:PATH`` reads external candidates, one PNG per test image named ``<id>.png`` or
-``<id:05d>.png``.
+Every name maps to a :class:`~reguidance.guidance.solve.Method` class (:data:`METHODS`, :func:`method_class`): the
+samplers of :mod:`reguidance.guidance` (``dps``, ``daps``, ``diffpir``, ``reddiff``, ``pigdm``) and three sources
+without a network, defined here; ``folder:PATH`` names :class:`FolderCandidates`. A config is run like any method,
+``solve(config, problem)``; its output ``x`` is the candidate *before* the final clamp to [-1, 1] (the report
+measures how well the unclamped output fits ``y`` too).
+
+- :class:`Pinv` (``pinv``): the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov), the
+  classical candidate; 0 network evaluations.
+- :class:`FolderCandidates` (``folder:PATH``): external candidates, one PNG per test image named ``<id>.png`` or
+  ``<id:05d>.png``; the problem's rng says which ids (:func:`candidate_ids`).
 
 **Sanity methods** (:data:`SANITY`), floors every table shows beside the solvers:
 
-- ``mean``: the mean training image ``(1 / N) sum_j x_j``, whatever ``y`` says (0 network evaluations);
-- ``retrieval``: the training image whose measurement best explains ``y``, ``argmin_j ||y - A(x_j)||^2`` over the
-  whole training split (a sample from the data that fits ``y``; 0 network evaluations, batched over the split in
-  chunks of :data:`RETRIEVAL_CHUNK` images, any operator, linear or not).
+- :class:`MeanImage` (``mean``): the mean training image ``(1 / N) sum_j x_j``, whatever ``y`` says;
+- :class:`Retrieval` (``retrieval``): the training image whose measurement best explains ``y``,
+  ``argmin_j ||y - A(x_j)||^2`` over the whole training split (a sample from the data that fits ``y``; batched over
+  the split in chunks of :data:`RETRIEVAL_CHUNK` images, any operator, linear or not).
 
-Both take one option, ``dataset``: the name of the training split they read (``mnist`` or ``fashion_mnist``,
-:func:`reguidance.io.datasets.load_dataset`, split ``train``: never the validation or test images). The benchmark sets
-it from its run context (the dataset the test images come from, ``BenchSpec.context["dataset"]``), so it enters the
-rows' identity with the other options; without it they refuse (``InputError``). The training tensor is read once
-per process and cached (:func:`training_images`).
+Both read the ``train`` split (never validation or test images) of their option ``dataset`` (``mnist``,
+``fashion_mnist`` or ``emoji``); the benchmark sets it from its run context (the dataset the test images come from),
+so it enters the rows' identity with the other options; without it they refuse (``InputError``). The training tensor
+is read once per process and cached (:func:`training_images`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ..conventions import BatchRNG, InputError
+from ..diffusion import Schedule
+from ..guidance.core import Callback, SampleResult
 from ..guidance.registry import METHODS as SAMPLERS
-from ..guidance.registry import method_config, method_option_names
-from ..guidance.solve import Problem, solve
-from ..operators import Inpainting, LinearOperator, Operator
-from ..priors.base import Prior
+from ..guidance.solve import Method, Problem
+from ..operators import Inpainting, Operator
 
 __all__ = [
     "METHODS",
     "RETRIEVAL_CHUNK",
     "SANITY",
-    "Candidates",
-    "MethodFn",
-    "budget_option",
-    "check_method_options",
-    "get_method",
-    "has_budget",
-    "method_option_defaults",
+    "FolderCandidates",
+    "MeanImage",
+    "Pinv",
+    "Retrieval",
+    "candidate_ids",
+    "make_method",
+    "method_class",
     "needs_linear",
     "retrieve",
     "scaled_budget",
@@ -57,137 +60,77 @@ __all__ = [
 ]
 
 
-class Candidates(NamedTuple):
-    """A method's output: ``x`` (B, C, H, W) clamped to [-1, 1], ``nfe`` network evaluations per image, ``raw`` the
-    same before the clamp (equal to ``x`` for methods that do not clamp)."""
-
-    x: Tensor
-    nfe: int
-    raw: Tensor
+def _result(x: Tensor) -> SampleResult:
+    """The output of a source without a network: ``x``, 0 evaluations, no steps."""
+    return SampleResult(x=x, nfe=0, timesteps=[], residuals=x.new_zeros(0, x.shape[0]))
 
 
-MethodFn = Callable[..., Candidates]
+@dataclass(frozen=True)
+class _Direct(Method):
+    """A candidate source without steps: :meth:`candidate` makes the images; ``steps``, ``levels`` and ``latent``
+    are refused (there is no chain)."""
 
-
-def pinv_method(
-    prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], *, progress: bool = False
-) -> Candidates:
-    """The classical candidate: the operator's pseudo-inverse (mask fill with 0, nearest upsampling, Tikhonov);
-    one closed-form solve, so no progress bar."""
-    if not isinstance(operator, LinearOperator):
-        raise InputError(
-            f"the pinv candidate needs a linear operator; {type(operator).__name__} is not a LinearOperator"
-        )
-    raw = operator.pinv(y)
-    return Candidates(raw.clamp(-1, 1), 0, raw)
-
-
-#: options a sampler's method sets itself (never a user's option): the benchmark clips ``x0_hat`` for images
-_FIXED: dict[str, object] = {"clip": True}
-
-
-def _solver(name: str) -> MethodFn:
-    """The sampler ``name`` of :data:`reguidance.guidance.METHODS` as a method: its config built from the options
-    by :func:`~reguidance.guidance.method_config`, fresh noise, ``x0_hat`` clipped for images."""
+    def candidate(self, problem: Problem) -> Tensor:
+        raise NotImplementedError
 
     def run(
-        prior: Prior,
-        operator: Operator,
-        y: Tensor,
-        rng: BatchRNG,
-        ids: Sequence[int],
+        self,
+        problem: Problem,
         *,
+        candidate: Tensor | None = None,
+        steps: int | None = None,
+        levels: Schedule | None = None,
+        latent: Tensor | None = None,
+        callback: Callback | None = None,
         progress: bool = False,
-        **options: object,
-    ) -> Candidates:
-        method = method_config(name, {**options, **_FIXED})
-        out = solve(method, Problem(prior, operator, y, rng), progress=progress)
-        return Candidates(out.x.clamp(-1, 1), out.nfe, out.x)
-
-    run.__doc__ = f"{SAMPLERS[name].label} from fresh noise with clipping; see :mod:`{SAMPLERS[name].__module__}`."
-    return run
+    ) -> SampleResult:
+        if steps is not None or levels is not None or latent is not None:
+            raise InputError(f"{self.label} has no chain: it takes no steps, levels or latent")
+        return _result(self.candidate(problem))
 
 
-def method_option_defaults(method: str) -> dict[str, object]:
-    """The options ``method`` takes, with their defaults (its config's fields; ``steps`` has ``None``: the
-    sampler's own budget); ``{}`` for ``pinv`` and ``folder:PATH``. ``InputError`` for an unknown method."""
-    get_method(method)
-    if method in SANITY:
-        return {"dataset": ""}
-    if method not in SAMPLERS:
-        return {}
-    defaults = {f.name: f.default for f in fields(SAMPLERS[method])}
-    return {name: defaults[name] for name in method_option_names(method) if name not in _FIXED}
+@dataclass(frozen=True)
+class Pinv(_Direct):
+    """The classical candidate: the operator's pseudo-inverse ``pinv(y)`` (one closed-form solve, no network)."""
+
+    name: ClassVar[str] = "pinv"
+    label: ClassVar[str] = "pinv"
+    needs_linear: ClassVar[bool] = True
+
+    def candidate(self, problem: Problem) -> Tensor:
+        return problem.linear_operator(self.label).pinv(problem.measurement)
 
 
-def check_method_options(method: str, options: Mapping[str, object]) -> dict[str, object]:
-    """``options`` as a dict when ``method`` takes every one of them with a value of its type, checked by building
-    its config (:func:`~reguidance.guidance.method_config`); else an ``InputError`` naming the option and the
-    options that exist."""
-    known = method_option_defaults(method)
-    for name in options:
-        if name not in known:
-            takes = ", ".join(sorted(known)) if known else "no options"
-            raise InputError(f"method {method} has no option {name!r}; it takes {takes}")
-    if method in SAMPLERS:
-        method_config(method, {**options, **_FIXED})
-    if method in SANITY and "dataset" in options:
-        _dataset_name(method, options["dataset"])
-    return dict(options)
+#: a run's ids, as the benchmark's per-image generators carry them (:class:`FolderCandidates` reads them)
+def candidate_ids(rng: BatchRNG) -> list[int]:
+    """The image ids a :class:`~reguidance.conventions.BatchRNG` was derived for (one per sample)."""
+    ids = rng.ids
+    if ids is None:
+        raise InputError("folder candidates need the images' ids: a BatchRNG made by BatchRNG.from_seed(seed, ids)")
+    return [int(i) for i in ids]
 
 
-def needs_linear(method: str) -> bool:
-    """Whether ``method`` refuses a nonlinear operator: ``pinv`` (a pseudo-inverse), DiffPIR and PiGDM (they solve
-    with ``A`` and its adjoint) and RED-diff (its start is ``pinv(y)``; the benchmark gives it no ``init``)."""
-    return method in ("pinv", "reddiff") or (method in SAMPLERS and SAMPLERS[method].needs_linear)
+@dataclass(frozen=True)
+class FolderCandidates(_Direct):
+    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per image, read with the prior's channels
+    and refused when their size is not the prior's (no resizing)."""
 
+    name: ClassVar[str] = "folder"
+    label: ClassVar[str] = "folder"
 
-def has_budget(method: str) -> bool:
-    """Whether ``method`` has a network-evaluation budget to scale (every sampler; not ``pinv``, the sanity
-    methods or ``folder:``): the ``more`` ablation exists only for these."""
-    return method in SAMPLERS
+    path: str = ""
 
+    def check(self) -> None:
+        if not Path(self.path).is_dir():
+            raise InputError(f"folder candidates: {self.path!r} is not a directory")
 
-def budget_option(method: str) -> str:
-    """The option that scales ``method``'s network-evaluation budget: ``"steps"`` (the number of levels) for every
-    sampler; an InputError for methods without one (``pinv``, ``folder:``)."""
-    if not has_budget(method):
-        raise InputError(f"method {method!r} has no step budget; only {', '.join(SAMPLERS)}")
-    return "steps"
-
-
-def scaled_budget(
-    method: str, options: dict[str, object], nfe: int, extra: int, limit: int | None = None
-) -> dict[str, object]:
-    """``options`` with ``method``'s budget (:func:`budget_option`) scaled so that it spends about ``nfe + extra``
-    network evaluations per image where it spent ``nfe``: ``steps * (nfe + extra) / nfe``, rounded (the ``more``
-    ablation: the base method given the wrapper's extra evaluations), and at most ``limit`` (the prior's number of
-    levels: a sampler cannot take more steps than its chain has; it then spends fewer than ``nfe + extra``, and
-    the table's NFE column shows it). Its step sizes stay as tuned."""
-    key = budget_option(method)
-    if nfe <= 0:
-        raise InputError(f"method {method!r} spent no network evaluations; its budget cannot be scaled")
-    steps = options[key]
-    if not isinstance(steps, int):
-        raise InputError(f"method {method!r}: {key} must be an integer to be scaled, got {steps!r}")
-    scaled = max(steps + 1, round(steps * (nfe + extra) / nfe))
-    return {**options, key: scaled if limit is None else min(limit, scaled)}
-
-
-def folder_method(path: str | Path) -> MethodFn:
-    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
-    root = Path(path)
-    if not root.is_dir():
-        raise InputError(f"folder candidates: {root} is not a directory")
-
-    def load(
-        prior: Prior, operator: Operator, y: Tensor, rng: BatchRNG, ids: Sequence[int], *, progress: bool = False
-    ) -> Candidates:
+    def candidate(self, problem: Problem) -> Tensor:
         from ..io.images import load_images
 
-        c, h, w = prior.signal_shape
+        root = Path(self.path)
+        c, h, w = problem.operator.x_shape
         images = []
-        for i in ids:
+        for i in candidate_ids(problem.rng):
             file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
             if file is None:
                 raise InputError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
@@ -195,22 +138,22 @@ def folder_method(path: str | Path) -> MethodFn:
             if tuple(x.shape[-2:]) != (h, w):
                 raise InputError(f"folder candidates: {file} is {x.shape[-1]}x{x.shape[-2]}, expected {w}x{h}")
             images.append(x[0])
-        x = torch.stack(images).to(y.device, y.dtype)
-        return Candidates(x, 0, x)
-
-    return load
+        y = problem.measurement
+        return torch.stack(images).to(y.device, y.dtype)
 
 
 #: images read per chunk by :func:`retrieve` (a chunk of MNIST's training split is 2048 x 1024 floats, 8 MiB)
 RETRIEVAL_CHUNK = 2048
 
 
-def _dataset_name(method: str, dataset: object) -> str:
-    from ..io.datasets import DATASETS
+#: the data sets whose training split a sanity method reads
+SANITY_DATASETS = ("mnist", "fashion_mnist", "emoji")
 
-    if dataset not in DATASETS:
+
+def _dataset_name(method: str, dataset: object) -> str:
+    if dataset not in SANITY_DATASETS:
         raise InputError(
-            f"the {method} sanity method reads a training split: dataset must be one of {', '.join(DATASETS)}, "
+            f"the {method} sanity method reads a training split: dataset must be one of {', '.join(SANITY_DATASETS)}, "
             f"got {dataset!r} (the benchmark sets it from the dataset of its test images)"
         )
     return str(dataset)
@@ -218,8 +161,12 @@ def _dataset_name(method: str, dataset: object) -> str:
 
 @functools.lru_cache(maxsize=2)
 def training_images(dataset: str) -> Tensor:
-    """The training split of ``dataset`` (``(N, 1, 32, 32)`` float32 in [-1, 1], :func:`reguidance.io.datasets.
-    load_dataset`), read once per process."""
+    """The training split of ``dataset`` (``(N, C, 32, 32)`` float32 in [-1, 1]: :func:`reguidance.io.datasets.
+    load_dataset` or :func:`reguidance.io.emoji.load_emoji`), read once per process."""
+    if dataset == "emoji":
+        from ..io.emoji import load_emoji
+
+        return load_emoji("train")[0]
     from ..io.datasets import load_dataset
 
     return load_dataset(dataset, "train")[0]
@@ -274,43 +221,92 @@ def _retrieve_masked(operator: Inpainting, y: Tensor, train: Tensor, chunk: int)
     return train[index.cpu()].to(y.device, y.dtype)
 
 
-def _mean_image(operator: Operator, y: Tensor, train: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class _Sanity(_Direct):
+    """A sanity floor over the training images of ``dataset`` (module docstring); 0 network evaluations."""
+
+    dataset: str = ""
+
+    def check(self) -> None:
+        _dataset_name(self.label, self.dataset)
+
+    def pick(self, operator: Operator, y: Tensor, train: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def candidate(self, problem: Problem) -> Tensor:
+        return self.pick(problem.operator, problem.measurement, training_images(self.dataset))
+
+
+@dataclass(frozen=True)
+class MeanImage(_Sanity):
     """The sanity floor that ignores ``y``: the mean training image, for every measurement."""
-    mean = train.mean(dim=0, keepdim=True, dtype=torch.float64).to(y.device, y.dtype)
-    return mean.expand(y.shape[0], *train.shape[1:]).contiguous()
+
+    name: ClassVar[str] = "mean"
+    label: ClassVar[str] = "mean"
+
+    def pick(self, operator: Operator, y: Tensor, train: Tensor) -> Tensor:
+        mean = train.mean(dim=0, keepdim=True, dtype=torch.float64).to(y.device, y.dtype)
+        return mean.expand(y.shape[0], *train.shape[1:]).contiguous()
 
 
-def _sanity(name: str, pick: Callable[[Operator, Tensor, Tensor], Tensor]) -> MethodFn:
-    """A sanity method: ``pick(operator, y, train)`` over the training images of its ``dataset`` option
-    (0 network evaluations; the module docstring)."""
+@dataclass(frozen=True)
+class Retrieval(_Sanity):
+    """The training image whose measurement best explains ``y`` (:func:`retrieve`)."""
 
-    def run(
-        prior: Prior,
-        operator: Operator,
-        y: Tensor,
-        rng: BatchRNG,
-        ids: Sequence[int],
-        *,
-        progress: bool = False,
-        dataset: str = "",
-    ) -> Candidates:
-        x = pick(operator, y, training_images(_dataset_name(name, dataset)))
-        return Candidates(x, 0, x)
+    name: ClassVar[str] = "retrieval"
+    label: ClassVar[str] = "retrieval"
 
-    run.__doc__ = pick.__doc__
-    return run
+    def pick(self, operator: Operator, y: Tensor, train: Tensor) -> Tensor:
+        return retrieve(operator, y, train)
 
 
 #: the sanity methods (module docstring): candidates from the training data, no network
-SANITY: dict[str, MethodFn] = {"mean": _sanity("mean", _mean_image), "retrieval": _sanity("retrieval", retrieve)}
+SANITY: dict[str, type[_Sanity]] = {"mean": MeanImage, "retrieval": Retrieval}
 
-METHODS: dict[str, MethodFn] = {"pinv": pinv_method, **{name: _solver(name) for name in SAMPLERS}, **SANITY}
+#: every candidate source by its command-line name (``folder:PATH`` names :class:`FolderCandidates`)
+METHODS: dict[str, type[Method]] = {"pinv": Pinv, **SAMPLERS, **SANITY}
 
 
-def get_method(name: str) -> MethodFn:
-    """The method called ``name`` (or ``folder:PATH``); an InputError lists the known ones."""
+def method_class(name: str) -> type[Method]:
+    """The class of the source called ``name`` (``folder:PATH`` is :class:`FolderCandidates`); an InputError lists
+    the known ones."""
     if name.startswith("folder:"):
-        return folder_method(name.split(":", 1)[1])
+        return FolderCandidates
     if name not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)} or folder:PATH; got {name!r}")
     return METHODS[name]
+
+
+def needs_linear(name: str) -> bool:
+    """Whether the source ``name``, as the benchmark and ``restore`` run it (a sampler with its defaults: RED-diff
+    without ``init`` starts from the pseudo-inverse), needs a :class:`~reguidance.operators.LinearOperator`."""
+    cls = method_class(name)
+    return cls.needs_linear or (name in SAMPLERS and SAMPLERS[name]().linear_only())
+
+
+def make_method(name: str, options: Mapping[str, object] | None = None) -> Method:
+    """The config of the source ``name`` with ``options`` over its defaults (a ``folder:PATH`` name sets ``path``);
+    an unknown name, an option it does not have or a value of the wrong type is an InputError naming it."""
+    cls = method_class(name)
+    given = dict(options or {})
+    if cls is FolderCandidates:
+        given.setdefault("path", name.split(":", 1)[1])
+    return cls.from_options(given)
+
+
+def scaled_budget(method: Method, nfe: int, extra: int, limit: int | None = None) -> Method:
+    """``method`` with its budget (:attr:`~reguidance.guidance.solve.Method.budget_option`) scaled so that it spends
+    about ``nfe + extra`` network evaluations per image where it spent ``nfe``: ``steps * (nfe + extra) / nfe``,
+    rounded (the ``more`` ablation: the base method given the wrapper's extra evaluations), and at most ``limit``
+    (the prior's number of levels: a sampler cannot take more steps than its chain has; it then spends fewer than
+    ``nfe + extra``, and the table's NFE column shows it). Its step sizes stay as tuned."""
+    key = method.budget_option
+    if key is None:
+        raise InputError(f"method {method.name!r} has no step budget; only {', '.join(SAMPLERS)}")
+    if nfe <= 0:
+        raise InputError(f"method {method.name!r} spent no network evaluations; its budget cannot be scaled")
+    steps = method.options()[key]
+    if not isinstance(steps, int):
+        raise InputError(f"method {method.name!r}: {key} must be an integer to be scaled, got {steps!r}")
+    scaled = max(steps + 1, round(steps * (nfe + extra) / nfe))
+    return method.replace(**{key: scaled if limit is None else min(limit, scaled)})

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..conventions import InputError, check_positive_int
+from ..guidance.solve import Method
 from ..io.files import FieldKind, atomic_write_json, save_pngs
 from ..io.images import DEFAULT_MODE, load_images
 from ..priors.base import Prior
 from ..tasks import get_task, wrapper_rng
-from ..wrapper import ReGuidanceConfig, spread
+from ..wrapper import ReGuidance, spread
 from .batch import solve_batch
-from .methods import check_method_options, get_method
+from .methods import make_method, method_class
 from .runs import RunFolder, identity_hash
 
 __all__ = [
@@ -218,9 +219,8 @@ def restore(
     images: str | Path | None = None,
     measurements: str | Path | None = None,
     candidates: str | Path | None = None,
-    method: str | None = None,
-    method_options: dict[str, object] | None = None,
-    config: ReGuidanceConfig | None = None,
+    method: Method | None = None,
+    config: ReGuidance | None = None,
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
@@ -255,9 +255,6 @@ def restore(
 
     check_apart({"out": out}, {"images": images, "measurements": measurements, "candidates": candidates})
     task = get_task(task_name)
-    fn = get_method(method) if method is not None else None
-    if method is not None:
-        check_method_options(method, method_options or {})
     check_positive_int("batch-size", batch_size)
     check_positive_int("samples", samples)
     c, h, w = prior.signal_shape
@@ -311,16 +308,17 @@ def restore(
         paired = [cand_names[k] for k in order]
         cand_sha = [_sha256(f) for f in _files(candidates, paired)]
     else:
-        cand_all, paired, cand_sha = None, [f"method:{method}"] * len(names), [None] * len(names)
-    cfg = config or ReGuidanceConfig(clip=True)
+        assert method is not None  # exactly one of candidates and method, checked above
+        cand_all, paired, cand_sha = None, [f"method:{method.name}"] * len(names), [None] * len(names)
+    cfg = config or ReGuidance.from_options(ReGuidance.image_options)
     facts = {
         **(context or {}),
         "task": task.definition(),
         "split": SPLIT,
         "inputs": "images" if images is not None else "measurements",
-        "method": method or "candidate files",
-        "method_options": dict(method_options or {}),
-        "reguidance": asdict(cfg),
+        "method": method.name if method is not None else "candidate files",
+        "method_options": method.options() if method is not None else {},
+        "reguidance": cfg.options(),
         "seed": seed,
         **({"samples": samples} if samples > 1 else {}),
         **({"resize": DEFAULT_MODE} if resize else {}),
@@ -354,9 +352,8 @@ def restore(
                     seed=seed,
                     task=task.name,
                     split=SPLIT,
-                    method=str(method),
-                    method_fn=fn,
-                    options=method_options,
+                    name=method.name if method is not None else "candidate files",
+                    method=method,
                     config=cfg,
                     variants=("candidate",) if samples > 1 else ("candidate", "reguidance"),
                     candidate=given,
@@ -445,14 +442,14 @@ def _check_rows(
     return {name for name in rows if name in sha}
 
 
-def write_report(out: Path, task_name: str, cfg: ReGuidanceConfig, names: Sequence[str]) -> dict[str, Any]:
+def write_report(out: Path, task_name: str, cfg: ReGuidance, names: Sequence[str]) -> dict[str, Any]:
     """Merge the rows of every process into ``out/report.json`` (in input order: each input's candidate, output
     and consistency before and after); returns the report."""
     rows = _read_rows(out)
     missing = [nm for nm in names if nm not in rows]
     if missing:
         raise InputError(f"{len(missing)} inputs have no result yet (first: {missing[0]}); rerun to finish them")
-    report: dict[str, Any] = {"task": task_name, "config": asdict(cfg), "images": [rows[nm] for nm in names]}
+    report: dict[str, Any] = {"task": task_name, "config": cfg.options(), "images": [rows[nm] for nm in names]}
     atomic_write_json(out / "report.json", report)
     save_pictures(out, report)
     return report
@@ -533,7 +530,7 @@ def save_pictures(out: Path, report: Mapping[str, Any]) -> tuple[Path, Path]:
 @dataclass(frozen=True)
 class RestoreRequest:
     """What ``reguidance restore`` was asked (each field is the flag of the same name; ``prior`` is ``--prior``;
-    ``t_end``, ``inversion_steps``, ``dps_steps``, ``step_size``: the wrapper's options, None for its default)."""
+    ``wrapper``: the wrapper's options that were given, by their flat names, over its defaults)."""
 
     task: str
     out: Path
@@ -545,10 +542,7 @@ class RestoreRequest:
     steps: int | None = None
     seed: int = 0
     batch_size: int = 16
-    t_end: float | None = None
-    inversion_steps: int | None = None
-    dps_steps: int | None = None
-    step_size: float | None = None
+    wrapper: Mapping[str, object] = field(default_factory=dict)
     resize: bool = False
     samples: int = 1
     device: str = "cpu"
@@ -563,8 +557,8 @@ class RestorePlan:
     """A checked request: the wrapper's config and the method's options."""
 
     request: RestoreRequest
-    config: ReGuidanceConfig
-    method_options: dict[str, object]
+    config: ReGuidance
+    method: Method | None
 
 
 def plan_restore(request: RestoreRequest) -> RestorePlan:
@@ -574,7 +568,6 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     ``--task:``)."""
     from ..conventions import check_seed
     from ..diffusion import check_levels
-    from .methods import budget_option
     from .runs import check_apart, check_output_folder, known_signal_shape, path_inputs
 
     r = request
@@ -593,22 +586,17 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
             task.check(shape)
     except ValueError as err:
         raise InputError(f"--task: {' '.join(str(err).split())}") from err
-    given: dict[str, Any] = {
-        "t_end": r.t_end,
-        "inversion_steps": r.inversion_steps,
-        "dps_steps": r.dps_steps,
-        "step_size": r.step_size,
-    }
-    cfg = replace(ReGuidanceConfig(clip=True), **{k: v for k, v in given.items() if v is not None})
+    cfg = ReGuidance.from_options({**ReGuidance.image_options, **r.wrapper})
     check_levels("--inversion-steps", cfg.inversion_steps, t_end=cfg.t_end)
     check_levels("--dps-steps", cfg.dps_steps, t_end=cfg.t_end)
-    options: dict[str, object] = {}
+    method = None
     if r.method is not None:
-        get_method(r.method)
-        if r.steps is not None and r.method != "pinv":
-            options[budget_option(r.method)] = check_levels("--steps", r.steps)
-        check_method_options(r.method, options)
-    return RestorePlan(r, cfg, options)
+        cls = method_class(r.method)
+        options: dict[str, object] = dict(cls.image_options)
+        if r.steps is not None and cls.budget_option is not None:
+            options[cls.budget_option] = check_levels("--steps", r.steps)
+        method = make_method(r.method, options)
+    return RestorePlan(r, cfg, method)
 
 
 def run_restore(
@@ -636,8 +624,7 @@ def run_restore(
             images=r.image,
             measurements=r.measurement,
             candidates=r.candidate,
-            method=r.method,
-            method_options=plan.method_options,
+            method=plan.method,
             config=plan.config,
             seed=r.seed,
             batch_size=batch_size,

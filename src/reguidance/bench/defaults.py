@@ -1,99 +1,66 @@
-"""Per-(task, method) defaults of the benchmark under two budgets ("protocols").
+"""The configs each (task, method) of the benchmark runs with, under two budgets ("protocols"), as typed objects.
 
-* ``reference``: every baseline at its paper's budget, which is its config's ``default_steps``
-  (:mod:`reguidance.guidance`: the one place the budgets are written; at the time of writing DPS 1000 DDPM steps,
-  DAPS 200 annealing steps with its config's 5 ODE x 100 Langevin steps, DiffPIR and PiGDM 100, RED-diff 50;
-  the one exception, written here, is DiffPIR's noiseless-inpainting config: 20 steps on the box tasks), the
-  reference configs' step sizes (DPS ``step_size`` (zeta) 0.5 as in its box-inpainting configs and 0.3 as in
-  its super-resolution and deblurring configs; DiffPIR ``noise_mix`` (zeta) 0.25 for super-resolution, 0.1 for
-  deblurring, 1.0 for inpainting) and the wrapper's testbed defaults
-  (:class:`reguidance.wrapper.ReGuidanceConfig`, chosen by ``reguidance theory-sweep``) with ``x0_hat`` clipping.
-  These values are *not tuned* on images. This is the primary study's table (``scripts/study.sh``).
-* ``cpu``: *starved* candidates (the study's second table, labelled as such), reduced budgets that fit the whole
-  benchmark (7 tasks x 6 methods x 200 images x 2 priors) into about an hour and a half on 2 CPU cores: DPS 50
-  steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff 30, PiGDM 20, and the wrapper with a 10-step inversion and 20
-  DPS steps. Its step sizes (DPS ``step_size``) and wrapper options
-  (``step_size``, ``t_end``) were chosen per (task, method) on *validation* images by ``reguidance tune-defaults``
-  (see :mod:`.tune`), which writes ``assets/bench/tuned_cpu_<prior>.json`` (one table per embedded prior, each
-  tuned on its own validation split); the file records the command that made it, the grids and where each choice
-  sits in them.
+Every per-method fact lives on the method's class (:class:`reguidance.guidance.solve.Method`: ``budget``,
+``reference``, ``image_options``); this module only puts them together for one task, in one order, lowest first:
 
-Precedence, lowest first: reference step sizes, the protocol's budget, the tuned table.
+1. the method's ``image_options`` (``clip=True``: ``x0_hat`` is clipped to [-1, 1] for images);
+2. its ``reference`` options for the task's family (:attr:`reguidance.tasks.Task.family`): the reference configs'
+   step sizes (DPS ``step_size`` (zeta) 0.5 for inpainting, 0.3 for super-resolution and deblurring; DiffPIR
+   ``noise_mix`` 1.0 / 0.25 / 0.1), applied under every protocol unless tuned;
+3. its budget under the protocol (:meth:`~reguidance.guidance.solve.Method.budget`):
 
-A tuned table made elsewhere (``reguidance tune-defaults --write FILE``, e.g. a sweep of a few (task, method) pairs
-with ``--ablations``) replaces the package's for one run: every function here takes it as ``table`` (its path), and
-``reguidance bench --tuned FILE`` passes it; its protocol and prior must be the run's, and it must hold every
-(task, method) the run asks for (:func:`check_table`).
+   * ``reference``: every baseline at its paper's budget (DPS 1000 DDPM steps, DAPS 200 annealing steps with 5 ODE
+     x 100 Langevin steps, DiffPIR and PiGDM 100, except DiffPIR's noiseless-inpainting config, 20, RED-diff 50)
+     and the wrapper's testbed defaults (:class:`reguidance.wrapper.ReGuidance`, chosen by ``reguidance
+     theory-sweep``). These values are *not tuned* on images. The primary study's table (``scripts/study.sh``).
+   * ``cpu``: *starved* candidates (the study's second table, labelled as such), reduced budgets that fit the whole
+     benchmark into about an hour and a half on 2 CPU cores (DPS 50 steps, DAPS 20 x 2 x 50, DiffPIR 20, RED-diff
+     30, PiGDM 20; the wrapper 10 inversion + 20 DPS steps);
+
+4. the tuned table's choice for this (task, method), if any: ``assets/bench/tuned_<protocol>_<prior>.json``, one
+   table per embedded prior, tuned on its own validation split by ``reguidance tune-defaults`` (:mod:`.tune`; the
+   file records the command that made it, the grids and where each choice sits in them);
+5. the run's own overrides (``--steps``, ``--inversion-steps``, ``--dps-steps``; the sanity methods' ``dataset``).
+
+A tuned table made elsewhere (``reguidance tune-defaults --write FILE``) replaces the package's for one run: every
+function here takes it as ``table`` (its path), and ``reguidance bench --tuned FILE`` passes it; its protocol and
+prior must be the run's, and it must hold every (task, method) the run asks for (:func:`check_table`). Entries are
+matched by task *definition* (a task's name is resolved when it is parsed, :func:`reguidance.tasks.parse_task`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..app.methods import SANITY, check_method_options
+from ..app.methods import SANITY, make_method, method_class
 from ..conventions import ASSETS_DIR, InputError
-from ..guidance.registry import METHODS as SAMPLERS
+from ..guidance.solve import Method
 from ..io.files import read_json_object
-from ..wrapper import ReGuidanceConfig
+from ..tasks import Task, get_task
+from ..wrapper import ReGuidance
 
 if TYPE_CHECKING:
     from .records import Record
 
 __all__ = [
     "PROTOCOLS",
+    "ablation_configs",
     "check_table",
     "is_tuned",
-    "method_options",
-    "reguidance_config",
-    "resolve_options",
+    "method_for",
     "tuned_path",
     "tuned_table",
-    "variant_options",
+    "wrapper_for",
 ]
 
 PROTOCOLS = ("reference", "cpu")
 
-#: methods a tuned table has no entry for: the sanity rows and restorations read from a folder
+#: methods a tuned table has no entry for: the sanity rows and candidates read from a folder
 _UNTUNED = (*SANITY, "folder")
-
-_BOX = ("box16", "box20", "box16c", "box20c")
-
-_SR = ("sr4", "sr8")
-
-#: step sizes from the public reference configs (used by every protocol unless the tuned table overrides them):
-#: DPS ``configs/{inpainting,super_resolution,gaussian_deblur}_config.yaml`` (``scale``), DiffPIR
-#: ``configs/{inpaint,sisr,deblur}.yaml`` (``zeta``, here ``noise_mix``)
-_REFERENCE_STEP: dict[tuple[str, str], dict[str, object]] = {
-    **{(t, "dps"): {"step_size": 0.5} for t in _BOX},
-    **{(t, "dps"): {"step_size": 0.3} for t in (*_SR, "deblur")},
-    **{(t, "diffpir"): {"noise_mix": 1.0} for t in _BOX},
-    **{(t, "diffpir"): {"noise_mix": 0.25} for t in _SR},
-    ("deblur", "diffpir"): {"noise_mix": 0.1},
-}
-
-#: DiffPIR's reference config for noiseless inpainting (``configs/inpaint.yaml``) runs 20 steps, not its 100
-_DIFFPIR_INPAINTING_STEPS = 20
-
-#: per-protocol budgets: network-evaluation counts of each method and of the wrapper
-_BUDGET: dict[str, dict[str, dict[str, object]]] = {
-    "reference": {name: {"steps": config.default_steps} for name, config in SAMPLERS.items()},
-    "cpu": {
-        "dps": {"steps": 50},
-        "daps": {"steps": 20, "ode_steps": 2, "langevin_steps": 50},
-        "diffpir": {"steps": 20},
-        "reddiff": {"steps": 30},
-        "pigdm": {"steps": 20},
-    },
-}
-_WRAPPER_BUDGET: dict[str, dict[str, object]] = {
-    "reference": {},
-    "cpu": {"inversion_steps": 10, "dps_steps": 20},
-}
 
 
 def _check(protocol: str) -> str:
@@ -102,7 +69,7 @@ def _check(protocol: str) -> str:
     return protocol
 
 
-def tuned_path(protocol: str, prior: str = "mnist"):
+def tuned_path(protocol: str, prior: str = "mnist") -> Path:
     """Where the tuned table of ``protocol`` for the embedded prior ``prior`` lives inside the package
     (``assets/bench/tuned_<protocol>_<prior>.json``): each prior is tuned on its own validation split."""
     return ASSETS_DIR / "bench" / f"tuned_{_check(protocol)}_{prior}.json"
@@ -135,94 +102,119 @@ def is_tuned(protocol: str, prior: str = "mnist", table: str | None = None) -> b
     return bool(tuned_table(protocol, prior, table).get("entries"))
 
 
-def _tuned(protocol: str, prior: str, task: str, method: str, table: str | None = None) -> Record:
+@cache
+def _definition(name: str) -> str:
+    return json.dumps(get_task(name).definition(), sort_keys=True)
+
+
+def _same_task(a: str, b: Task) -> bool:
+    return _definition(a) == json.dumps(b.definition(), sort_keys=True)
+
+
+def _tuned(protocol: str, prior: str, task: Task, method: str, table: str | None = None) -> Record:
     for entry in tuned_table(protocol, prior, table).get("entries", []):
-        if entry["task"] == task and entry["method"] == method:
+        if entry["method"] == method and _same_task(entry["task"], task):
             return entry
     return {}
 
 
-def check_table(table: str, protocol: str, prior: str, pairs: Sequence[tuple[str, str]]) -> None:
+def check_table(table: str, protocol: str, prior: str, pairs: Sequence[tuple[Task, str]]) -> None:
     """Refuse (``InputError``) a tuned table file ``table`` of another protocol or prior, or one without an entry
     for some (task, method) of ``pairs`` that has options to tune (the sanity methods have none): a run never
     falls back to untuned options for part of its pairs without saying so."""
-    held = {(e["task"], e["method"]) for e in tuned_table(protocol, prior, table)["entries"]}
-    names = [(t, m.split(":", 1)[0]) for t, m in pairs]
-    missing = [f"{t}/{m}" for t, m in names if m not in _UNTUNED and (t, m) not in held]
+    entries = tuned_table(protocol, prior, table)["entries"]
+    missing = [
+        f"{t.name}/{m}"
+        for t, m in pairs
+        if m.split(":", 1)[0] not in _UNTUNED and not _tuned(protocol, prior, t, m.split(":", 1)[0], table)
+    ]
     if missing:
+        held = ", ".join(sorted(f"{e['task']}/{e['method']}" for e in entries)) or "none"
         raise InputError(
-            f"--tuned {table} has no entry for {', '.join(missing)}; it holds "
-            f"{', '.join(sorted(f'{t}/{m}' for t, m in held)) or 'none'} (tune them with reguidance tune-defaults)"
+            f"--tuned {table} has no entry for {', '.join(missing)}; it holds {held} (tune them with reguidance "
+            "tune-defaults)"
         )
 
 
-def method_options(
-    task: str,
+def method_for(
+    task: Task,
     method: str,
     protocol: str = "reference",
     *,
     prior: str = "mnist",
     tuned: bool = True,
     table: str | None = None,
-) -> dict[str, object]:
-    """Options of ``method`` on ``task`` under ``protocol`` for ``prior`` (empty for ``pinv`` or folders);
-    ``tuned=False`` leaves the tuned table out (the sweep itself starts from there)."""
+    overrides: Mapping[str, object] | None = None,
+) -> Method:
+    """The config ``method`` (a name of :mod:`reguidance.app.methods`, or ``folder:PATH``) runs with on ``task``
+    under ``protocol`` for ``prior`` (the module docstring's order; ``tuned=False`` leaves the tuned table out, as
+    the sweep that makes it does). An option the method does not take, or a value of the wrong type, is an
+    ``InputError`` naming it."""
     name = method.split(":", 1)[0]
+    cls = method_class(method)
     entry = _tuned(protocol, prior, task, name, table) if tuned else {}
-    budget = dict(_BUDGET[_check(protocol)].get(name, {}))
-    if protocol == "reference" and name == "diffpir" and task in _BOX:
-        budget["steps"] = _DIFFPIR_INPAINTING_STEPS
-    return {**_REFERENCE_STEP.get((task, name), {}), **budget, **entry.get("method_options", {})}
+    options = {
+        **cls.image_options,
+        **cls.reference.get(task.family, {}),
+        **cls.budget(_check(protocol), task.family),
+        **entry.get("method_options", {}),
+        **(overrides or {}),
+    }
+    return make_method(method, options)
 
 
-def reguidance_config(
-    task: str,
+def wrapper_for(
+    task: Task,
     method: str,
     protocol: str = "reference",
     *,
     prior: str = "mnist",
     tuned: bool = True,
     table: str | None = None,
-) -> ReGuidanceConfig:
-    """The wrapper's options on top of ``method`` for ``task`` under ``protocol`` for ``prior`` (clipping on for
-    images)."""
-    name = method.split(":", 1)[0]
-    entry = _tuned(protocol, prior, task, name, table) if tuned else {}
-    options: dict[str, Any] = {**_WRAPPER_BUDGET[_check(protocol)], **entry.get("reguidance", {})}
-    return replace(ReGuidanceConfig(clip=True), **options)
+    overrides: Mapping[str, object] | None = None,
+) -> ReGuidance:
+    """The wrapper on top of ``method`` for ``task`` under ``protocol`` for ``prior`` (the module docstring's
+    order; ``overrides`` are flat wrapper options such as ``{"inversion_steps": 10}``)."""
+    entry = _tuned(protocol, prior, task, method.split(":", 1)[0], table) if tuned else {}
+    options = {
+        **ReGuidance.image_options,
+        **ReGuidance.budget(_check(protocol), task.family),
+        **entry.get("reguidance", {}),
+        **(overrides or {}),
+    }
+    return ReGuidance.from_options(options)
 
 
-def variant_options(
-    task: str, method: str, protocol: str = "reference", *, prior: str = "mnist", table: str | None = None
-) -> dict[str, ReGuidanceConfig | dict[str, object]]:
-    """The ablations' own tuned options for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
-    :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidanceConfig` (the protocol's wrapper budget, their tuned
-    fields), ``more`` as the method's options (its budget and step size tuned at that budget). ``{}`` when the
-    table holds none: every ablation then borrows the wrapper's and the method's (:func:`reguidance.app.batch.
-    solve_batch`)."""
+def ablation_configs(
+    task: Task,
+    method: str,
+    protocol: str = "reference",
+    *,
+    prior: str = "mnist",
+    table: str | None = None,
+    wrapper_overrides: Mapping[str, object] | None = None,
+    rescale: bool = False,
+) -> dict[str, Method]:
+    """The ablations' own tuned configs for ``method`` on ``task`` (``reguidance tune-defaults --ablations``, see
+    :mod:`.tune`): ``renoise`` / ``fresh`` as a :class:`ReGuidance` (the protocol's wrapper budget, their tuned
+    fields, ``wrapper_overrides``), ``more`` as the method's config (its budget and step size tuned at that budget;
+    with ``rescale`` its budget option is None: the run changed the budgets the tuned one was scaled for, so it is
+    scaled again from this run's, :func:`reguidance.app.batch.solve_batch`). ``{}`` when the table holds none:
+    every ablation then borrows the wrapper's and the method's."""
     entry = _tuned(protocol, prior, task, method.split(":", 1)[0], table)
-    out: dict[str, ReGuidanceConfig | dict[str, object]] = {}
+    out: dict[str, Method] = {}
     for variant, chosen in entry.get("variants", {}).items():
         if variant == "more":
-            out[variant] = check_method_options(method, chosen["method_options"])
+            config = make_method(method, {**method_class(method).image_options, **chosen["method_options"]})
+            key = config.budget_option
+            out[variant] = config.replace(**{key: None}) if rescale and key is not None else config
         else:
-            fields = {**_WRAPPER_BUDGET[_check(protocol)], **chosen["reguidance"]}
-            out[variant] = replace(ReGuidanceConfig(clip=True), **fields)
+            out[variant] = ReGuidance.from_options(
+                {
+                    **ReGuidance.image_options,
+                    **ReGuidance.budget(_check(protocol), task.family),
+                    **chosen["reguidance"],
+                    **(wrapper_overrides or {}),
+                }
+            )
     return out
-
-
-def resolve_options(
-    task: str,
-    method: str,
-    protocol: str = "reference",
-    prior: str = "mnist",
-    overrides: Mapping[str, Mapping[str, object]] | None = None,
-    table: str | None = None,
-) -> dict[str, object]:
-    """The options ``method`` runs with on ``task``: :func:`method_options` under ``protocol`` for ``prior``, then
-    the user's ``overrides`` of that method (``{method name: {option: value}}``, e.g. ``--steps``), checked against
-    the options the method takes (:func:`reguidance.app.methods.check_method_options`: an unknown option or one of the
-    wrong type is an ``InputError`` naming it). The one place a benchmark's method options are put together."""
-    name = method.split(":", 1)[0]
-    merged = {**method_options(task, method, protocol, prior=prior, table=table), **(overrides or {}).get(name, {})}
-    return check_method_options(method, merged)

@@ -996,3 +996,18 @@ def readme_summary(runs: dict[str, Path]) -> str:
             "",
         ]
     return "\n".join(text)
+
+
+def format_compact(summary: Record) -> str:
+    """A terminal-width table of ``summary``: per task, method and variant (candidate, ReGuidance), the mean PSNR,
+    SSIM and measurement consistency and the seconds per image (seven columns; every interval, paired test and the
+    other metrics are in ``summary.md`` and ``report.html``)."""
+    lines = ["| task | method | variant | PSNR | SSIM | consistency | s/image |", "|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        variant = r.get("variant", "reguidance" if r["reguidance"] else "candidate")
+        label = "+ReGuidance" if variant == "reguidance" else variant
+        lines.append(
+            f"| {r['task']} | {r['method']} | {label} | {r['psnr']['mean']:.2f} | {r['ssim']['mean']:.3f} | "
+            f"{r['consistency']['mean']:.2f} | {r['sec_per_image']:.2f} |"
+        )
+    return "\n".join(lines)

@@ -31,7 +31,7 @@ touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +40,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..app.batch import Output, solve_batch
-from ..app.methods import SANITY, MethodFn, budget_option, get_method, has_budget, needs_linear
+from ..app.methods import SANITY, method_class
 from ..app.runs import RunFolder, identity_hash
 from ..conventions import InputError, check_positive_int
 from ..diffusion import CHAIN_LENGTH, check_levels
 from ..evaluation.classifier import RealismScorer
 from ..evaluation.metrics import fit_z, psnr, ssim
+from ..guidance.solve import Method
 from ..io.files import atomic_path, atomic_write_json, drop_torn_tail, save_pngs
 from ..operators import Operator
 from ..priors.base import Prior
 from ..tasks import Task, check_ids, get_task, id_span
-from ..wrapper import ReGuidanceConfig, reward
-from .defaults import check_table, is_tuned, reguidance_config, resolve_options, tuned_table, variant_options
+from ..wrapper import ReGuidance, reward
+from .defaults import ablation_configs, check_table, is_tuned, method_for, tuned_table, wrapper_for
 from .inputs import ImageFolder, check_images_fit
 from .records import (
     ABLATIONS,
@@ -91,20 +92,23 @@ Distance = Callable[[Tensor, Tensor], Tensor]  # two image batches -> per-image 
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """What to run: task and method names, test ids, the run's seed and batch size, and per-method options.
+    """What to run: task and method names, test ids, the run's seed and batch size, and per-method overrides.
 
-    Each task string is parsed once, and each (task, method)'s options and identity computed once, per spec
-    (memoised; a :func:`dataclasses.replace` starts afresh)."""
+    Each (task, method) resolves once to typed configs (:mod:`.defaults`): :meth:`method` (the candidate source, a
+    :class:`~reguidance.guidance.solve.Method`), :meth:`wrapper` (a :class:`~reguidance.wrapper.ReGuidance`) and
+    :meth:`ablations` (their own tuned configs, if any); each task string is parsed once. All memoised per spec (a
+    :func:`dataclasses.replace` starts afresh)."""
 
     tasks: Sequence[str]
     methods: Sequence[str]
     ids: Sequence[int]
     seed: int = 0
     batch_size: int = 16
-    #: per-method overrides of the (task, method) defaults of :mod:`.defaults`
+    #: per-method overrides of the (task, method) configs of :mod:`.defaults`: ``{method name: {option: value}}``
+    #: (``--steps`` is ``{name: {"steps": n}}`` for every method with a step budget)
     method_options: dict[str, Row] = field(default_factory=dict)
-    #: the wrapper's options for every (task, method); None takes :func:`.defaults.reguidance_config`
-    reguidance: ReGuidanceConfig | None = None
+    #: the wrapper for every (task, method); None takes :func:`.defaults.wrapper_for`
+    reguidance: ReGuidance | None = None
     #: the budget and defaults table, ``"reference"`` or ``"cpu"`` (see :mod:`.defaults`)
     protocol: str = "reference"
     #: what else determines the rows and is not in the spec: the prior and its dtype (:func:`reguidance.app.runs.
@@ -115,8 +119,8 @@ class BenchSpec:
     split: str = "test"
     #: also run the ablations (:data:`ABLATIONS`; ``more`` only for methods with a step budget)
     ablations: bool = False
-    #: wrapper options (e.g. ``{"inversion_steps": 10}``) set on top of :meth:`wrapper_config`'s config, for
-    #: every (task, method); part of the identity through the config
+    #: flat wrapper options (e.g. ``{"inversion_steps": 10}``) set on top of :meth:`wrapper`'s config, for every
+    #: (task, method); part of the identity through the config
     wrapper_overrides: dict[str, Any] = field(default_factory=dict)
     #: a tuned table file (``reguidance tune-defaults --write``) in place of the package's for this protocol and
     #: prior; it must hold every (task, method) of the spec (:func:`.defaults.check_table`)
@@ -134,7 +138,8 @@ class BenchSpec:
         levels: at the chain's length (DPS at its reference 1000 steps) it cannot take more steps."""
         if not self.ablations:
             return ("candidate", "reguidance")
-        steps = self.options(task, method).get(budget_option(method)) if has_budget(method) else None
+        config = self.method(task, method)
+        steps = config.options()[config.budget_option] if config.budget_option is not None else None
         more = isinstance(steps, int) and steps < chain
         return ("candidate", "reguidance", "renoise", "fresh", *(("more",) if more else ()))
 
@@ -147,59 +152,83 @@ class BenchSpec:
         """The parsed task ``name`` (parsed once per spec)."""
         return self._cached(("task", name), lambda: get_task(name))
 
-    def options(self, task: str, method: str) -> dict[str, object]:
-        """``method``'s options on ``task`` (:func:`.defaults.resolve_options`: checked against the method). The
-        sanity methods (``mean``, ``retrieval``) read the training split of the run's dataset
-        (``context["dataset"]``), unless the overrides name another."""
-        overrides = self.method_options
+    def _overrides(self, method: str) -> dict[str, object]:
+        """The spec's overrides of ``method``; the sanity methods (``mean``, ``retrieval``) read the training split
+        of the run's dataset (``context["dataset"]``) unless the overrides name another."""
+        own = dict(self.method_options.get(method, {}))
         if method in SANITY:
-            overrides = {**overrides, method: {"dataset": self.context.get("dataset"), **overrides.get(method, {})}}
+            own = {"dataset": self.context.get("dataset"), **own}
+        return own
+
+    def method(self, task: str, method: str) -> Method:
+        """``method``'s config on ``task`` (:func:`.defaults.method_for` with this spec's overrides; checked)."""
         return self._cached(
-            ("options", task, method),
-            lambda: resolve_options(task, method, self.protocol, self.prior, overrides, table=self.tuned),
+            ("method", task, method),
+            lambda: method_for(
+                self.task(task),
+                method,
+                self.protocol,
+                prior=self.prior,
+                table=self.tuned,
+                overrides=self._overrides(method),
+            ),
         )
 
-    def wrapper_config(self, task: str, method: str) -> ReGuidanceConfig:
-        if self.reguidance is not None:
-            return replace(self.reguidance, **self.wrapper_overrides)
-        config = reguidance_config(task, method, self.protocol, prior=self.prior, table=self.tuned)
-        return replace(config, **self.wrapper_overrides)
+    def wrapper(self, task: str, method: str) -> ReGuidance:
+        """The wrapper on top of ``method`` on ``task`` (the spec's own, else :func:`.defaults.wrapper_for`), with
+        :attr:`wrapper_overrides`."""
 
-    def ablation_options(self, task: str, method: str) -> dict[str, Any]:
-        """The ablations' own tuned options (:func:`.defaults.variant_options`, the wrapper overrides applied to
+        def make() -> ReGuidance:
+            if self.reguidance is not None:
+                return self.reguidance.replace(**self.wrapper_overrides)
+            return wrapper_for(
+                self.task(task),
+                method,
+                self.protocol,
+                prior=self.prior,
+                table=self.tuned,
+                overrides=self.wrapper_overrides,
+            )
+
+        return self._cached(("wrapper", task, method), make)
+
+    def ablations_of(self, task: str, method: str) -> dict[str, Method]:
+        """The ablations' own tuned configs (:func:`.defaults.ablation_configs`, the wrapper overrides applied to
         ``renoise`` / ``fresh``) when this spec runs them and no wrapper config is given; else ``{}``. When the
         spec overrides the method's budget (``--steps``) or the wrapper's (``--inversion-steps``, ``--dps-steps``),
         ``more`` keeps its tuned step size but not its tuned budget, which was scaled for the tuned budgets: it is
-        scaled again from this run's (:func:`reguidance.app.batch.solve_batch`), so ``more`` still spends the wrapper's
-        extra evaluations."""
+        scaled again from this run's (:func:`reguidance.app.batch.solve_batch`), so ``more`` still spends the
+        wrapper's extra evaluations."""
         if not self.ablations or self.reguidance is not None:
             return {}
-        own = variant_options(task, method, self.protocol, prior=self.prior, table=self.tuned)
         name = method.split(":", 1)[0]
-        budget = budget_option(name) if has_budget(name) else None  # pinv, the sanity rows, folders: none
+        budget = method_class(method).budget_option
         rescale = budget is not None and (bool(self.wrapper_overrides) or budget in self.method_options.get(name, {}))
-        out: dict[str, Any] = {}
-        for v, o in own.items():
-            if isinstance(o, ReGuidanceConfig):
-                out[v] = replace(o, **self.wrapper_overrides)
-            else:
-                out[v] = {k: x for k, x in o.items() if not (rescale and k == budget)}
-        return out
+        return self._cached(
+            ("ablations", task, method),
+            lambda: ablation_configs(
+                self.task(task),
+                method,
+                self.protocol,
+                prior=self.prior,
+                table=self.tuned,
+                wrapper_overrides=self.wrapper_overrides,
+                rescale=rescale,
+            ),
+        )
 
     def facts(self, task: str, method: str) -> dict[str, object]:
-        """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`."""
-        own = {
-            v: asdict(o) if isinstance(o, ReGuidanceConfig) else o
-            for v, o in self.ablation_options(task, method).items()
-        }
+        """Everything that determines the rows of (``task``, ``method``) (ids aside): hashed by :meth:`identity`.
+        The configs enter by their serialized options (:meth:`~reguidance.guidance.solve.Method.options`)."""
+        own = {v: o.options() for v, o in self.ablations_of(task, method).items()}
         return {
-            **({"ablation_options": own} if own else {}),  # absent when untuned: older identities stay
+            **({"ablation_options": own} if own else {}),
             **self.context,
             "task": self.task(task).definition(),
             "split": self.split,
             "method": method,
-            "method_options": self.options(task, method),
-            "reguidance": asdict(self.wrapper_config(task, method)),
+            "method_options": self.method(task, method).options(),
+            "reguidance": self.wrapper(task, method).options(),
             "seed": self.seed,
             "protocol": self.protocol,
         }
@@ -210,8 +239,8 @@ class BenchSpec:
 
     def check(self, n_images: int | None = None, x_shape: Sequence[int] | None = None) -> None:
         """Refuse (``InputError``) unknown or malformed tasks (and, given the images' ``x_shape``, tasks that do not
-        fit it), unknown methods, an empty list, a bad batch size, ids outside ``[0, n_images)`` or options a
-        method does not take (:func:`.defaults.resolve_options`), before anything runs."""
+        fit it), unknown methods, an empty list, a bad batch size, ids outside ``[0, n_images)``, options a method
+        does not take or values of the wrong type (by building every config once), before anything runs."""
         if not self.tasks:
             raise InputError("tasks is empty: name at least one task")
         if not self.methods:
@@ -221,13 +250,10 @@ class BenchSpec:
             if x_shape is not None:
                 task.check(x_shape)
         for m in self.methods:
-            get_method(m)
+            method_class(m)
         if self.tuned is not None:
             check_table(
-                self.tuned,
-                self.protocol,
-                self.prior,
-                [(self.task(t).name, m) for t in self.tasks for m in self.methods],
+                self.tuned, self.protocol, self.prior, [(self.task(t), m) for t in self.tasks for m in self.methods]
             )
         check_positive_int("batch-size", self.batch_size)
         id_span(self.ids)  # not empty (a range is checked arithmetically, never walked)
@@ -239,22 +265,24 @@ class BenchSpec:
                     check_positive_int(f"{m} {key}", value)
         for t in self.tasks:
             for m in self.methods:
-                if not self.task(t).linear and needs_linear(m):
+                config = self.method(t, m)
+                if not self.task(t).linear and config.linear_only():
                     raise InputError(
                         f"method {m} needs a linear operator but task {t} is nonlinear; run it with methods that "
                         "differentiate through the forward model (dps, daps, mean, retrieval)"
                     )
-                self.options(self.task(t).name, m)
-                self.check_levels(self.task(t).name, m)
+                self.wrapper(t, m)
+                self.ablations_of(t, m)
+                self.check_levels(t, m)
 
     def check_levels(self, task: str, method: str, chain: int = CHAIN_LENGTH) -> None:
         """Refuse step counts beyond a ``chain``-level prior's levels (:func:`reguidance.diffusion.check_levels`):
         the method's ``steps`` and the wrapper's ``inversion_steps`` and ``dps_steps`` (up to its ``t_end``); the
         message starts with the option's name (the CLI names the flag)."""
-        steps = self.options(task, method).get("steps")
+        steps = self.method(task, method).options().get("steps")
         if isinstance(steps, int):
             check_levels("steps", steps, chain)
-        cfg = self.wrapper_config(task, method)
+        cfg = self.wrapper(task, method)
         check_levels("inversion_steps", cfg.inversion_steps, chain, cfg.t_end)
         check_levels("dps_steps", cfg.dps_steps, chain, cfg.t_end)
 
@@ -393,8 +421,8 @@ def _write_config(spec: BenchSpec, out: Path, rows: list[Row]) -> None:
             {
                 "task": t,
                 "method": m,
-                "method_options": spec.options(t, m),
-                "reguidance": asdict(spec.wrapper_config(t, m)),
+                "method_options": spec.method(t, m).options(),
+                "reguidance": spec.wrapper(t, m).options(),
                 "identity": spec.identity(t, m),
                 "facts": spec.facts(t, m),
             }
@@ -479,7 +507,6 @@ def _run_batch(
     spec: BenchSpec,
     task: Task,
     name: str,
-    method: MethodFn,
     chunk: list[int],
     out: Path,
     classifier: Classifier | None,
@@ -554,13 +581,12 @@ def _run_batch(
         seed=spec.seed,
         task=task.name,
         split=spec.split,
-        method=name,
-        method_fn=method,
-        options=spec.options(task.name, name),
-        config=spec.wrapper_config(task.name, name),
+        name=name,
+        method=spec.method(task.name, name),
+        config=spec.wrapper(task.name, name),
         variants=variants,
         candidate=candidate,
-        variant_options=spec.ablation_options(task.name, name),
+        variant_options=spec.ablations_of(task.name, name),
         wrapper_nfe=int(wrapper_row["nfe"]) if wrapper_row is not None else None,
         on_output=on_output,
         progress=progress,
@@ -604,7 +630,7 @@ def run_bench(
         for m in spec.methods:
             spec.check_levels(spec.task(t).name, m, len(prior.schedule))
     tasks = [spec.task(t) for t in spec.tasks]
-    methods = {m: get_method(m) for m in spec.methods}
+    methods = list(spec.methods)
     folder = _folder(out, rank, world_size, kind)
     with folder.open(overwrite) as rows:
         check_folder(spec, out, rows)
@@ -652,7 +678,6 @@ def run_bench(
                         spec,
                         task,
                         name,
-                        methods[name],
                         chunk,
                         out,
                         classifier,

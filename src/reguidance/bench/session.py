@@ -9,7 +9,7 @@ that ``out`` can be written and prints what :func:`run_benchmark` returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from ..app.methods import budget_option, has_budget
+from ..app.methods import method_class
 from ..app.runs import check_apart, check_output_folder, own_folder, path_inputs, prior_facts
 from ..conventions import InputError, check_positive_int, check_seed
 from ..io.files import Record, atomic_path, atomic_write_json, declare_output
 from ..priors.base import Prior
+from ..wrapper import ReGuidance
 from .inputs import (
     ImageFolder,
     check_image_headers,
@@ -62,8 +63,9 @@ class BenchRequest:
     #: a tuned table file in place of the package's (:attr:`.runner.BenchSpec.tuned`)
     tuned: Path | None = None
     ablations: bool = False
-    inversion_steps: int | None = None
-    dps_steps: int | None = None
+    #: the wrapper's options that were given (``--inversion-steps``, ``--t-end``, ...) by their flat names: set on
+    #: top of every (task, method)'s wrapper
+    wrapper: Mapping[str, object] = field(default_factory=dict)
     lpips_alexnet: Path | None = None
     lpips_lin: Path | None = None
     json_path: Path | None = None
@@ -110,9 +112,9 @@ class BenchResult:
 
 def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context: dict[str, object]) -> BenchSpec:
     r = plan.request
-    wrapper_steps = {"inversion_steps": r.inversion_steps, "dps_steps": r.dps_steps}
+    budgets = {m: method_class(m).budget_option for m in r.methods}
     overrides: dict[str, dict[str, object]] = {
-        m: {budget_option(m): r.steps} for m in r.methods if r.steps is not None and has_budget(m)
+        m: {key: r.steps} for m, key in budgets.items() if r.steps is not None and key is not None
     }
     spec = BenchSpec(
         r.tasks,
@@ -129,7 +131,7 @@ def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context
         },
         split=plan.split,
         ablations=r.ablations,
-        wrapper_overrides={k: v for k, v in wrapper_steps.items() if v is not None},
+        wrapper_overrides=dict(r.wrapper),
         tuned=None if r.tuned is None else str(r.tuned),
     )
     spec.check(n_images, x_shape)
@@ -181,9 +183,9 @@ def plan_benchmark(request: BenchRequest) -> BenchPlan:
     methods, ids, method options and step counts (:meth:`.runner.BenchSpec.check`), the seed, and the output
     folder (:func:`_check_outputs`). ``InputError`` naming the flag."""
     r = request
-    for flag, value in (("--steps", r.steps), ("--inversion-steps", r.inversion_steps), ("--dps-steps", r.dps_steps)):
-        if value is not None:
-            check_positive_int(flag, value)
+    if r.steps is not None:
+        check_positive_int("--steps", r.steps)
+    ReGuidance().replace(**r.wrapper)  # the wrapper's own checks of what was given
     check_seed("--seed", r.seed)
     if (r.lpips_alexnet is None) != (r.lpips_lin is None):
         raise InputError("LPIPS needs both --lpips-alexnet and --lpips-lin (or neither)")
@@ -292,3 +294,31 @@ def run_benchmark(
         if r.json_path is not None:
             atomic_write_json(r.json_path, summary)
     return BenchResult(summary, notes, grids, plot, page)
+
+
+def estimate_seconds(plan: BenchPlan, prior: Prior) -> float:
+    """About how long ``plan``'s run takes here, in seconds: every (task, method)'s network evaluations per image
+    (:meth:`reguidance.guidance.solve.Method.cost` of the candidate's config, of the wrapper and, with the ablations,
+    of ``renoise`` and ``fresh``, and ``more`` at about the method's plus the wrapper's) at the network's floor on
+    this machine (:func:`reguidance.app.timing.measure_floor`: one timed batch), times the number of images. What a
+    method does besides the network (DAPS's Langevin steps, the operators) is not counted: a lower bound of the
+    right size, printed before a run starts."""
+    from ..app.timing import measure_floor
+
+    spec = plan.spec
+    if spec is None:  # a checkpoint whose shape was not known at plan time: nothing to estimate from yet
+        return 0.0
+    floor = measure_floor(prior, batch_size=min(spec.batch_size, 16), iters=1)
+    per_image = 0.0
+    for t in spec.tasks:
+        for m in spec.methods:
+            method, wrapper = spec.method(t, m), spec.wrapper(t, m)
+            cost = method.cost() + wrapper.cost()
+            variants = spec.variants(t, m, len(prior.schedule))
+            for variant in ("renoise", "fresh"):
+                if variant in variants:
+                    cost = cost + wrapper.replace(start=variant).cost()
+            if "more" in variants:
+                cost = cost + method.cost() + wrapper.cost()
+            per_image += cost.seconds(floor["fwd_s_per_image"], floor["fwd_grad_s_per_image"])
+    return per_image * len(spec.ids)

@@ -5,7 +5,7 @@ measures (per-image operators, noise and generators from :mod:`reguidance.tasks`
 :func:`reguidance.app.batch.solve_batch`):
 
 1. **the method's step size** (e.g. DPS ``step_size``), if a grid is given for it: candidates for each value;
-2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidanceConfig`, e.g. ``step_size`` and
+2. **the wrapper's options** (fields of :class:`reguidance.wrapper.ReGuidance`, e.g. ``step_size`` and
    ``t_end``): the candidates of the chosen step size are made *once* and wrapped with every combination.
 
 With ``ablations`` (``--ablations``) every other variant the benchmark reports gets its own tuning too, by the same
@@ -50,7 +50,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,16 +59,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..app.batch import solve_batch
-from ..app.methods import get_method, has_budget, scaled_budget
+from ..app.methods import make_method, method_class, scaled_budget
 from ..conventions import InputError
 from ..diffusion import check_levels
 from ..evaluation.metrics import ssim
-from ..guidance.registry import method_config
+from ..guidance.registry import METHODS as SAMPLERS
+from ..guidance.solve import Method
 from ..io.files import atomic_write_text, read_json_object
 from ..operators import Operator
 from ..priors.base import Prior
 from ..tasks import get_task
-from ..wrapper import ReGuidanceConfig
+from ..wrapper import ReGuidance
 
 if TYPE_CHECKING:
     from .records import Record
@@ -94,26 +94,15 @@ __all__ = [
     "widen",
 ]
 
-#: the step-size options of each method that a method grid may sweep
-STEP_SIZES: dict[str, tuple[str, ...]] = {
-    "dps": ("step_size",),
-    "daps": ("step_size", "tau"),
-    "diffpir": ("lambda_", "noise_mix"),
-    "reddiff": ("step_size", "lambda_"),
-    "pigdm": ("scale",),
-}
+#: the step-size options of each method that a method grid may sweep (each class's ``step_sizes``)
+STEP_SIZES: dict[str, tuple[str, ...]] = {name: cls.step_sizes for name, cls in SAMPLERS.items()}
 #: settings in every default grid, the methods' and the wrapper's alike (before widening)
 GRID_SIZE = 12
-#: step-size grids of the sweep per method: :data:`GRID_SIZE` settings each (as many as the wrapper's), each holding
-#: the reference code's value: DPS zeta 0.3 / 0.5 (its SR-deblur / inpainting configs), DAPS lr 1e-4 with tau 0.01,
-#: DiffPIR lambda 1 with zeta (``noise_mix``) 0.1 / 0.25 / 1.0, RED-diff lr 0.1 with lambda 0.25, PiGDM scale 1
-DEFAULT_METHOD_GRIDS: dict[str, str] = {
-    "dps": "step_size=0.1,0.3,0.5,1,2,3,5,10,20,30,60,100",
-    "daps": "step_size=1e-5,3e-5,1e-4,3e-4,1e-3,3e-3;tau=0.01,0.1",
-    "diffpir": "lambda_=1,2,4,8;noise_mix=0.1,0.25,1.0",
-    "reddiff": "step_size=0.03,0.1,0.3;lambda_=0.1,0.25,0.5,1",
-    "pigdm": "scale=0.125,0.25,0.5,1,1.5,2,3,4,6,8,12,16",
-}
+#: step-size grids of the sweep per method (each class's ``tuning_grid``): :data:`GRID_SIZE` settings each (as many
+#: as the wrapper's), each holding the reference code's value: DPS zeta 0.3 / 0.5 (its SR-deblur / inpainting
+#: configs), DAPS lr 1e-4 with tau 0.01, DiffPIR lambda 1 with zeta (``noise_mix``) 0.1 / 0.25 / 1.0, RED-diff lr 0.1
+#: with lambda 0.25, PiGDM scale 1
+DEFAULT_METHOD_GRIDS: dict[str, str] = {name: cls.tuning_grid for name, cls in SAMPLERS.items()}
 #: the wrapper's grid of the sweep (:data:`GRID_SIZE` settings: the inversion depth up to the whole chain, both
 #: samplers; numeric axes widened at an edge like the methods'), used alike for ReGuidance, ``renoise`` and ``fresh``
 DEFAULT_WRAPPER_GRID = "step_size=1,10;t_end=0.3,0.6,1.0;sampler=ddpm,ddim"
@@ -137,10 +126,10 @@ def _numeric(values: Sequence[object]) -> bool:
 def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list[object]]:
     """``"step_size=0.1,0.3;t_end=0.3,0.6"`` -> ``{"step_size": [0.1, 0.3], "t_end": [0.3, 0.6]}``.
 
-    ``fields`` names the allowed keys (default: the fields of :class:`ReGuidanceConfig`, values parsed as the type of
+    ``fields`` names the allowed keys (default: the fields of :class:`ReGuidance`, values parsed as the type of
     the field's default); with ``fields`` given (a method's step sizes, :data:`STEP_SIZES`) values are floats.
     """
-    defaults = asdict(ReGuidanceConfig())
+    defaults = ReGuidance().options()
     allowed = list(fields) if fields is not None else list(defaults)
     grid: dict[str, list[object]] = {}
     for part in filter(None, (p.strip() for p in spec.split(";"))):
@@ -150,7 +139,7 @@ def parse_grid(spec: str, fields: Sequence[str] | None = None) -> dict[str, list
             raise InputError(
                 f"grid entries look like FIELD=V1,V2 with FIELD one of {', '.join(allowed) or '(none)'}; got {part!r}"
             )
-        kind = type(defaults[name]) if fields is None else float
+        kind: Any = type(defaults[name]) if fields is None else float
         try:
             grid[name] = [kind(v.strip()) for v in values.split(",")]
         except ValueError:
@@ -283,10 +272,10 @@ def tune_pair(
     method: str,
     ids: Sequence[int],
     *,
-    method_options: dict[str, object] | None = None,
+    start: Method | None = None,
     method_grid: dict[str, list[object]] | None = None,
     wrapper_grid: dict[str, list[object]],
-    base: ReGuidanceConfig | None = None,
+    base: ReGuidance | None = None,
     seed: int = 0,
     batch_size: int = 16,
     max_consistency: float = 1.5,
@@ -299,19 +288,20 @@ def tune_pair(
     (stages 3-4, the ablations' own tuning, with ``ablations``).
 
     ``split`` names the split ``images`` come from: anything but ``"val"`` is refused (tuning never reads a test
-    image). Returns ``{"task", "method", "method_options", "reguidance", "method_sweep", "wrapper_sweep",
-    "edges", "settings"}`` and with ``ablations`` ``"variants"``: the chosen method options (``method_options``
-    updated with the chosen step size), the chosen wrapper fields, each stage's rows (their options with mean
-    ``ssim`` and ``consistency``; the wrapper rows also carry the candidates' means as ``candidate_ssim`` /
+    image). ``start`` is the method's config the sweep starts from (default: its defaults with its image options),
+    ``base`` the wrapper's. Returns ``{"task", "method", "method_options", "reguidance", "method_sweep",
+    "wrapper_sweep", "edges", "settings"}`` and with ``ablations`` ``"variants"``: the chosen method config and
+    wrapper config (serialized, :meth:`~reguidance.guidance.solve.Method.options`), each stage's rows (their options
+    with mean ``ssim`` and ``consistency``; the wrapper rows also carry the candidates' means as ``candidate_ssim`` /
     ``candidate_consistency``), per stage and axis where the choice sits in the values tried (:func:`edges`), the
     settings each variant had in all, and per ablation its choice (``reguidance`` fields for ``renoise`` /
     ``fresh``, ``method_options`` for ``more``), rows and edges.
     """
     if split != "val":
         raise InputError(f"tuning reads validation images only; got split {split!r} (the test split is for the report)")
-    spec_task, fn = get_task(task), get_method(method)
-    base = base or ReGuidanceConfig(clip=True)
-    fixed = dict(method_options or {})
+    spec_task = get_task(task)
+    first = start or make_method(method, method_class(method).image_options)
+    base = base or ReGuidance.from_options(ReGuidance.image_options)
     chunks = [list(ids[k : k + batch_size]) for k in range(0, len(ids), batch_size)]
     device = prior.device
     measured = []
@@ -320,16 +310,17 @@ def tune_pair(
         measured.append((chunk, truth, *spec_task.measure(truth, chunk, seed, split="val")))
     bar = tqdm(total=0, disable=not progress, desc=f"tune {task}/{method}", unit="img")
     nfe: dict[str, int] = {}  # network evaluations per image of each evaluated setting, by its key
-    solve = partial(solve_batch, prior, seed=seed, task=task, split="val", method=method)  # every solve here
+    solve = partial(solve_batch, prior, seed=seed, task=task, split="val", name=method)  # every solve here
 
     def key_of(kind: str, options: Mapping[str, Any]) -> str:
         return kind + json.dumps(options, sort_keys=True)
 
-    def candidates(options: dict[str, Any], start: Mapping[str, object], key: str) -> list[Tensor]:
+    def candidates(options: dict[str, Any], start: Method, key: str) -> list[Tensor]:
         bar.total += len(ids)
         out = []
+        config = start.replace(**options)
         for chunk, _, operator, y in measured:
-            solved = solve(operator, y, chunk, method_fn=fn, options={**start, **options}, variants=("candidate",))
+            solved = solve(operator, y, chunk, method=config, variants=("candidate",))
             out.append(_finite(solved["candidate"].x))
             nfe[key] = solved["candidate"].nfe
             bar.update(len(chunk))
@@ -343,7 +334,7 @@ def tune_pair(
 
     cached: dict[str, list[Tensor]] = {}
 
-    def method_evaluator(start: Mapping[str, object], kind: str) -> Callable[[dict[str, Any]], Record]:
+    def method_evaluator(start: Method, kind: str) -> Callable[[dict[str, Any]], Record]:
         def evaluate(options: dict[str, Any]) -> Record:
             key = key_of(kind, options)
             try:
@@ -354,7 +345,7 @@ def tune_pair(
 
         return evaluate
 
-    def method_stage(start: Mapping[str, object], kind: str) -> tuple[list[Record], dict[str, Any], Record]:
+    def method_stage(start: Method, kind: str) -> tuple[list[Record], dict[str, Any], Record]:
         """(rows, chosen options, edges) of the method's grid from the options ``start`` (one row without a grid)."""
         evaluate = method_evaluator(start, kind)
         if not method_grid:
@@ -363,22 +354,23 @@ def tune_pair(
         return rows, {k: best[k] for k in method_grid}, edges(rows, best, list(method_grid))
 
     result_edges: dict[str, dict[str, Record]] = {}
-    method_rows, chosen_method, method_edges = method_stage(fixed, "candidate")
+    method_rows, chosen_method, method_edges = method_stage(first, "candidate")
     if method_grid:
         result_edges["method"] = method_edges
     cand_key = key_of("candidate", chosen_method)
     cands = cached[cand_key]
+    chosen = first.replace(**chosen_method)
     cand_scores = _summary({}, score(cands))
 
     def wrapper_evaluator(variant: str) -> Callable[[dict[str, Any]], Record]:
         def evaluate(options: dict[str, Any]) -> Record:
-            cfg = replace(base, **options)
+            cfg = base.replace(**options)
             bar.total += len(ids)
 
             def restorations() -> list[Tensor]:
                 outs = []
                 for cand, (chunk, _, operator, y) in zip(cands, measured, strict=True):
-                    solved = solve(operator, y, chunk, config=cfg, candidate=cand, variants=(variant,))
+                    solved = solve(operator, y, chunk, method=chosen, config=cfg, candidate=cand, variants=(variant,))
                     outs.append(_finite(solved[variant].x))
                     nfe[key_of(variant, options)] = solved[variant].nfe  # the wrapper's own (the candidate is given)
                     bar.update(len(chunk))
@@ -397,13 +389,14 @@ def tune_pair(
         return evaluate
 
     rows, best = _stage(wrapper_grid, wrapper_evaluator("reguidance"), max_consistency, max_widen)
-    chosen_wrapper = {key: best[key] for key in wrapper_grid}
+    chosen_grid = {key: best[key] for key in wrapper_grid}
+    chosen_wrapper = base.replace(**{key: best[key] for key in wrapper_grid}).options()
     result_edges["reguidance"] = edges(rows, best, list(wrapper_grid))
     n_method = len(method_rows)
     entry: Record = {
         "task": task,
         "method": method,
-        "method_options": {**fixed, **chosen_method},
+        "method_options": chosen.options(),
         "reguidance": chosen_wrapper,
         "method_sweep": method_rows if method_grid else [],
         "wrapper_sweep": rows,
@@ -415,16 +408,17 @@ def tune_pair(
         for variant in ("renoise", "fresh"):
             v_rows, v_best = _stage(wrapper_grid, wrapper_evaluator(variant), max_consistency, max_widen)
             variants[variant] = {
-                "reguidance": {key: v_best[key] for key in wrapper_grid},
+                "reguidance": base.replace(**{key: v_best[key] for key in wrapper_grid}).options(),
                 "sweep": v_rows,
                 "edges": edges(v_rows, v_best, list(wrapper_grid)),
             }
             entry["settings"][variant] = len(v_rows) + (n_method if variant == "renoise" else 0)
-        if has_budget(method):
-            extra = nfe[key_of("reguidance", chosen_wrapper)]  # what the chosen wrapper adds per image
-            start = scaled_budget(method, {**fixed, **chosen_method}, nfe[cand_key], extra)
-            m_rows, m_chosen, m_edges = method_stage(start, "more")
-            variants["more"] = {"method_options": {**start, **m_chosen}, "sweep": m_rows, "edges": m_edges}
+        if chosen.budget_option is not None:
+            extra = nfe[key_of("reguidance", chosen_grid)]  # what the chosen wrapper adds per image
+            more_start = scaled_budget(chosen, nfe[cand_key], extra)
+            m_rows, m_chosen, m_edges = method_stage(more_start, "more")
+            more = more_start.replace(**m_chosen).options()
+            variants["more"] = {"method_options": more, "sweep": m_rows, "edges": m_edges}
             entry["settings"]["more"] = len(m_rows)
         entry["variants"] = variants
     bar.close()
@@ -491,8 +485,8 @@ def check_sweep(
     for task, method in pairs:
         if "/" in get_task(task).name:
             raise InputError(f"--task {task}: a mask file cannot be tuned (the table keys on task names)")
-        get_method(method)
-    grids = {m: parse_grid(g, fields=STEP_SIZES.get(m, ())) for m, g in method_grids.items()}
+        method_class(method)
+    grids = {m: parse_grid(g, fields=method_class(m).step_sizes) for m, g in method_grids.items()}
     wrapper = parse_grid(wrapper_grid)
     for m, grid in grids.items():
         _check_values("--method-grid", grid, partial(_method_values, m.split(":", 1)[0]))
@@ -502,12 +496,12 @@ def check_sweep(
 
 def _method_values(method: str, options: dict[str, Any]) -> None:
     """The method's config with ``options`` (its own checks)."""
-    method_config(method, options)
+    make_method(method, options)
 
 
 def _wrapper_levels(options: dict[str, Any]) -> None:
     """The wrapper's config with ``options`` (its own checks) and its step counts within the chain."""
-    cfg = replace(ReGuidanceConfig(), **options)
+    cfg = ReGuidance().replace(**options)
     check_levels("inversion_steps", cfg.inversion_steps, t_end=cfg.t_end)
     check_levels("dps_steps", cfg.dps_steps, t_end=cfg.t_end)
 
@@ -541,7 +535,7 @@ def sweep(
     """:func:`tune_pair` for every (task, method) of ``pairs`` not yet saved in ``out`` or ``sources``
     (:func:`run_sweep`), each from ``protocol``'s untuned defaults (with ``ablations``, every variant tuned); returns
     every entry of ``pairs``."""
-    from .defaults import method_options, reguidance_config
+    from .defaults import method_for, wrapper_for
 
     def run_pair(task: str, method: str) -> Record:
         return tune_pair(
@@ -550,10 +544,10 @@ def sweep(
             task,
             method,
             ids,
-            method_options=method_options(task, method, protocol, tuned=False),
+            start=method_for(get_task(task), method, protocol, tuned=False),
             method_grid=method_grids.get(method),
             wrapper_grid=wrapper_grid,
-            base=reguidance_config(task, method, protocol, tuned=False),
+            base=wrapper_for(get_task(task), method, protocol, tuned=False),
             seed=seed,
             batch_size=batch_size,
             ablations=ablations,

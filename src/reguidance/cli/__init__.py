@@ -32,6 +32,7 @@ from .support import (
     TRAIN_OPTIONS,
     TUNE_DEFAULTS_OPTIONS,
     TUNE_OPTIONS,
+    WrapperCommand,
     _apart,
     _csv,
     _echo_sweep,
@@ -79,15 +80,16 @@ def cli() -> None:
     """ReGuidance: make diffusion posterior samplers solve hard inverse problems."""
 
 
-@cli.command()
+@cli.command(cls=WrapperCommand)
 @flags(THEORY_OPTIONS)
-def theory(json_path: Path | None, plot_path: Path, **options: Any) -> None:
+def theory(json_path: Path | None, plot_path: Path, wrapper: dict[str, Any], **options: Any) -> None:
     """The paper's claim, measured on an exact-score Gaussian mixture."""
     from ..io.files import atomic_path, atomic_write_json
     from ..studies.theory import TheoryConfig, format_table, run_theory, save_projection_plot
+    from ..wrapper import ReGuidance
 
     with _options():
-        cfg = TheoryConfig(**options)
+        cfg = TheoryConfig(**options, reguidance=ReGuidance().replace(**wrapper))
     _writable(json_path, "--json", folder=False)
     _writable(plot_path, "--plot", folder=False)
     _apart({"--plot": plot_path}, {"--json": json_path})
@@ -250,6 +252,7 @@ def sample(
     seed: int,
     batch_size: int,
     dataset: str | None,
+    memorisation: bool,
     reference: str,
     clip: bool,
     threads: int | None,
@@ -260,21 +263,28 @@ def sample(
     prior_config: Path | None,
     checkpoint_dir: Path | None,
 ) -> None:
-    """Draw unconditional samples from a prior and score them with the metric classifier (FD-cls, not FID)."""
+    """Draw unconditional samples from a prior and score them: FD-cls with the metric classifier (not FID) against
+    its real-data floor, and memorisation against the training split."""
     import json
     import time
 
     from ..app.memory import check_fits_in_memory
     from ..app.runs import known_signal_shape, own_folder
-    from ..app.sampling import sample_report, save_samples, write_report
+    from ..app.sampling import (
+        reference_images,
+        sample_report,
+        save_memorisation,
+        save_samples,
+        training_split,
+        write_report,
+    )
     from ..app.train import draw_samples
     from ..evaluation.classifier import evaluate_samples, load_classifier
-    from ..io.datasets import load_dataset, load_test_subset
 
     for flag, value in (("--n", n), ("--steps", steps), ("--batch-size", batch_size)):
         _positive(flag, value)
     dataset = dataset or prior_name
-    if dataset not in ("mnist", "fashion_mnist"):
+    if dataset not in ("mnist", "fashion_mnist", "emoji"):
         raise click.BadParameter(f"cannot tell the dataset of prior {prior_name!r}; pass it", param_hint="--dataset")
     _writable(out, "--out", folder=True, kind="sample")
     _writable(json_path, "--json", folder=False)
@@ -283,13 +293,12 @@ def sample(
     shape = known_signal_shape(prior_name)
     if shape is not None:  # a file's shape is known once it loads: draw_samples checks it then
         check_fits_in_memory("--n", n, shape)
+    ref = reference_images(dataset, reference)
+    train = training_split(dataset) if memorisation else None  # before the prior loads: a missing split says so now
     prior = _load_prior(prior_name, device, dtype)
     t0 = time.perf_counter()
     x = draw_samples(prior, n, steps=steps, seed=seed, batch_size=batch_size, clip=clip, progress=True).cpu()
     wall = time.perf_counter() - t0
-    with own_folder(out, "sample"):
-        save_samples(x, out)
-    ref = load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]
     settings = {
         "prior": prior_name,
         "dataset": dataset,
@@ -301,13 +310,24 @@ def sample(
         "dtype": dtype,
     }
     report = sample_report(settings, evaluate_samples(load_classifier(dataset), x, ref), wall)
+    memorised: dict[str, Any] | None = None
+    with own_folder(out, "sample"):
+        save_samples(x, out)
+        if train is not None:
+            memorised = save_memorisation(x, ref, train, out, prior_name, dataset)
     click.echo(json.dumps(report, indent=2))
+    if memorised is not None:
+        report["memorisation"] = m = memorised
+        click.echo(
+            f"memorisation: {m['near_copy_share']:.1%} of samples closer to a training image than 99% of the "
+            f"reference images are (about 1% without copies); picture: {out / 'memorisation.png'}"
+        )
     if json_path is not None:
         write_report(report, json_path)
         click.echo(f"report: {json_path}")
 
 
-@cli.command()
+@cli.command(cls=WrapperCommand)
 @flags(BENCH_OPTIONS)
 def bench(
     prior_name: str,
@@ -505,7 +525,7 @@ def speed(
         atomic_write_json(json_path, report)
 
 
-@cli.command()
+@cli.command(cls=WrapperCommand)
 @flags(RESTORE_OPTIONS)
 def restore(
     prior_name: str,
@@ -540,23 +560,32 @@ def restore(
     )
 
 
+#: the demo's tasks: identifiable ones (a box at a random position, x4 and x8 super-resolution), so its pictures show
+#: what the measurement allows; its methods: the pseudo-inverse, DPS and DAPS under the benchmark's CPU protocol
+DEMO_TASKS = ("box20", "sr4", "sr8")
+DEMO_METHODS = ("pinv", "dps", "daps")
+
+
 @cli.command()
 @flags(DEMO_OPTIONS)
-def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: int | None, overwrite: bool) -> None:
-    """The main job: the pseudo-inverse, DPS and DAPS on hard MNIST tasks (20x20 centred box, x8 super-resolution),
-    each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets, validation-tuned options)."""
+def demo(
+    out: Path, n_images: int, prior_name: str, seed: int, device: str, dtype: str, threads: int | None, overwrite: bool
+) -> None:
+    """The main job: the pseudo-inverse, DPS and DAPS on three hard tasks (a 20x20 box at a random position, x4 and
+    x8 super-resolution), each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets,
+    validation-tuned options); the embedded MNIST prior unless --prior says otherwise."""
     import time
 
-    from ..bench.report import format_markdown
-    from ..bench.session import BenchRequest, plan_benchmark, run_benchmark
+    from ..bench.report import format_compact
+    from ..bench.session import BenchRequest, estimate_seconds, plan_benchmark, run_benchmark
 
     _positive("--n", n_images)
-    start = time.perf_counter()
     request = BenchRequest(
         out,
-        ["box20c", "sr8"],
-        ["pinv", "dps", "daps"],
+        list(DEMO_TASKS),
+        list(DEMO_METHODS),
         range(n_images),
+        prior=prior_name,
         seed=seed,
         batch_size=min(n_images, 16),
         protocol="cpu",
@@ -565,16 +594,30 @@ def demo(out: Path, n_images: int, seed: int, device: str, dtype: str, threads: 
         overwrite=overwrite,
         notes=False,
         fit_batch=False,
-        overview=f"MNIST, embedded prior; {n_images} test images per task",
+        overview=f"{prior_name}, embedded prior; {n_images} test images per task",
         kind="demo",
     )
     plan = plan_benchmark(request)
     _writable(out, "--out", folder=True, kind="demo")
     _runtime(device, threads)
-    result = run_benchmark(plan, _load_prior)
+    prior = _load_prior(prior_name, device, dtype)
+    seconds = estimate_seconds(plan, prior)
+    click.echo(
+        f"demo: {len(DEMO_TASKS)} tasks x {len(DEMO_METHODS)} methods x {n_images} images, with and without "
+        f"ReGuidance; expected about {seconds / 60:.1f} min here ({torch_threads()} threads; resumable: rerun to go on)"
+    )
+    start = time.perf_counter()
+    result = run_benchmark(plan, lambda *_: prior)
     assert result is not None  # demo runs in one process
-    click.echo(format_markdown(result.summary))
-    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}; report: {result.page}")
+    click.echo(format_compact(result.summary))
+    click.echo(f"{time.perf_counter() - start:.0f} s; picture: {out / 'demo.png'}; every number: {result.page}")
+
+
+def torch_threads() -> int:
+    """The number of threads torch computes with here."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _sweep(

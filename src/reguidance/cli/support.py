@@ -46,11 +46,69 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        """No range in ``--help`` for an unbounded number (click would print ``x<=None``)."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 #: any finite number
 FINITE = FiniteFloat()
 #: a finite number > 0 (a learning rate, a duration)
 POSITIVE = FiniteFloat(min=0, min_open=True)
+
+
+def _click_type(hint: object) -> Any:
+    """The click type of a config field's type hint: ``int``, a finite ``float``, a ``Literal``'s choices."""
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    if get_origin(hint) in (Union, types.UnionType):  # X | None: the flag is X (None is "not given")
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is Literal:
+        return click.Choice([str(a) for a in get_args(hint)])
+    if hint is int:
+        return click.INT
+    if hint is float:
+        return FINITE
+    return click.STRING
+
+
+def wrapper_params() -> list[click.Option]:
+    """One flag per option of the wrapper (:meth:`reguidance.wrapper.ReGuidance.option_fields`): ``--t-end``,
+    ``--dps-steps``, ``--step-size``, ..., ``--clip/--no-clip``; each defaults to None, "the config's own", whose
+    value ``--help`` shows, and is checked by the config itself when it is built. The one declaration of these
+    flags: a new wrapper option is a new flag of every command that takes them, with nothing written here."""
+    from ..wrapper import ReGuidance
+
+    params = []
+    for name, hint, default, meaning in ReGuidance.option_fields():
+        flag = "--" + name.replace("_", "-")
+        text = f"{meaning[0].upper()}{meaning[1:]} (ReGuidance; default {default})."
+        if hint is bool:
+            params.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=text))
+        else:
+            params.append(click.Option([flag, name], type=_click_type(hint), default=None, help=text))
+    return params
+
+
+class WrapperCommand(click.Command):
+    """A command that takes the wrapper's flags (:func:`wrapper_params`): they are made when the command's flags are
+    first asked for (its ``--help`` or its call, not ``reguidance --help``, so the list of commands does not import
+    the library), and reach the callback as one ``wrapper`` dict of the flags given."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not getattr(self, "_wrapper_made", False):
+            extra = wrapper_params()
+            self._wrapper_names = [str(p.name) for p in extra]
+            at = next((k for k, p in enumerate(self.params) if p.name in ("json_path", "out")), len(self.params))
+            self.params[at:at] = extra
+            self._wrapper_made = True
+        return super().get_params(ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        given = {n: ctx.params.pop(n) for n in list(getattr(self, "_wrapper_names", ())) if n in ctx.params}
+        ctx.params["wrapper"] = {k: v for k, v in given.items() if v is not None}
+        return super().invoke(ctx)
 
 
 #: precision names of ``--dtype`` (the keys of :data:`reguidance.conventions.DTYPES`; kept literal so that
@@ -393,22 +451,6 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="Baseline producing the candidates: DPS with few steps, or the pseudo-inverse.",
     ),
     click.option("--candidate-steps", default=10, show_default=True, help="Steps of the candidate DPS."),
-    click.option("--inversion-steps", default=100, show_default=True),
-    click.option(
-        "--inversion-method", type=click.Choice(["euler", "heun", "fixed_point"]), default="euler", show_default=True
-    ),
-    click.option(
-        "--t-end", type=FINITE, default=0.3, show_default=True, help="Inversion depth, fraction of the chain in (0, 1]."
-    ),
-    click.option("--dps-steps", default=100, show_default=True),
-    click.option("--step-size", type=FINITE, default=0.2, show_default=True, help="DPS step size (zeta)."),
-    click.option(
-        "--sampler",
-        type=click.Choice(["ddim", "ddpm"]),
-        default="ddpm",
-        show_default=True,
-        help="DPS steps after the inversion.",
-    ),
     click.option(
         "--json",
         "json_path",
@@ -501,7 +543,7 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 
 #: the flags of ``reguidance train-classifier``, in --help order
 TRAIN_CLASSIFIER_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-    click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist"]), required=True),
+    click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "emoji"]), required=True),
     click.option(
         "--out",
         "out",
@@ -530,9 +572,16 @@ SAMPLE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--batch-size", default=250, show_default=True, help="Samples per batch (does not change results)."),
     click.option(
         "--dataset",
-        type=click.Choice(["mnist", "fashion_mnist"]),
+        type=click.Choice(["mnist", "fashion_mnist", "emoji"]),
         default=None,
         help="Reference data and metric classifier (default: the prior's name).",
+    ),
+    click.option(
+        "--memorisation/--no-memorisation",
+        default=True,
+        show_default=True,
+        help="Also measure memorisation: each sample's distance to its nearest training image against the same for "
+        "the reference images (needs the training split on disk: make data); writes memorisation.png.",
     ),
     click.option(
         "--reference",
@@ -614,15 +663,6 @@ BENCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="Also run the ablations that tell where ReGuidance's gains come from: the candidate re-noised to t_end "
         "then the same DPS (renoise), the same DPS from fresh noise (fresh), the base method given the same extra "
         "network evaluations (more).",
-    ),
-    click.option(
-        "--inversion-steps",
-        type=int,
-        default=None,
-        help="Override the wrapper's inversion steps (default: the protocol's).",
-    ),
-    click.option(
-        "--dps-steps", type=int, default=None, help="Override the wrapper's DPS steps (default: the protocol's)."
     ),
     click.option(
         "--lpips-alexnet",
@@ -772,10 +812,6 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True),
     click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--batch-size", default=16, show_default=True),
-    click.option("--t-end", type=FINITE, default=None, help="Inversion depth (default: the wrapper's)."),
-    click.option("--inversion-steps", type=int, default=None),
-    click.option("--dps-steps", type=int, default=None),
-    click.option("--step-size", type=FINITE, default=None, help="The wrapper's DPS step size (zeta)."),
     click.option(
         "--resize",
         is_flag=True,
@@ -802,7 +838,15 @@ DEMO_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True
     ),
-    click.option("--n", "n_images", default=32, show_default=True, help="Test images per task."),
+    click.option("--n", "n_images", default=16, show_default=True, help="Test images per task."),
+    click.option(
+        "--prior",
+        "prior_name",
+        type=click.Choice(["mnist", "fashion_mnist", "emoji"]),
+        default="mnist",
+        show_default=True,
+        help="The embedded prior (and its test images).",
+    ),
     click.option("--seed", type=SEED, default=0, show_default=True),
     runtime_options,
     _OVERWRITE,
@@ -816,7 +860,7 @@ TUNE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--grid",
         default=None,
-        help="ReGuidanceConfig fields and values: 'FIELD=V1,V2;FIELD=...' (default: the grid of tune-defaults).",
+        help="ReGuidance fields and values: 'FIELD=V1,V2;FIELD=...' (default: the grid of tune-defaults).",
     ),
     click.option("--method-grid", default="", help="The method's step size, e.g. 'step_size=1,3,10' for dps."),
     _tune_options,

@@ -1,11 +1,13 @@
-r"""Metric classifiers for MNIST and Fashion-MNIST, and FD-cls, the Frechet distance of their features.
+r"""Metric classifiers for MNIST, Fashion-MNIST and the emoji, and FD-cls, the Frechet distance of their features.
 
-Classifier. A small CNN on ``x: (B, 1, 32, 32)`` in [-1, 1]:
+Classifier. A small CNN on ``x: (B, C, 32, 32)`` in [-1, 1] (C = 1, or 3 for the colour emoji):
 
     conv3x3(32) BN ReLU maxpool -> conv3x3(64) BN ReLU maxpool -> conv3x3(128) BN ReLU maxpool    (4x4x128)
-    -> linear(2048, 128) ReLU  = the *features* phi(x) (128-d)  -> dropout -> linear(128, 10) = logits
+    -> linear(2048, 128) ReLU  = the *features* phi(x) (128-d)  -> dropout -> linear(128, K) = logits
 
-trained with cross-entropy on the ``train`` split, the epoch with the best ``val`` accuracy kept.
+trained with cross-entropy on the ``train`` split, the epoch with the best ``val`` accuracy kept. K is the number of
+classes: the 10 digits or clothes, or the emoji's 8 categories (:data:`reguidance.io.emoji.CATEGORIES`, with
+horizontal flips, as the emoji prior is trained).
 
 FD-cls. For two image sets with feature means ``m1, m2`` and covariances ``S1, S2`` (Gaussian fits of ``phi``),
 
@@ -48,7 +50,7 @@ __all__ = [
     "CLASSIFIERS",
     "KNN_K",
     "REFERENCE_SIZE",
-    "DigitClassifier",
+    "MetricClassifier",
     "RealismScorer",
     "classifier_features",
     "confidence",
@@ -81,31 +83,34 @@ CLASSIFIERS: dict[str, dict[str, Any]] = {
 }
 
 
-class DigitClassifier(nn.Module):
-    """The metric CNN; :meth:`features` gives the 128-d penultimate features, :meth:`forward` the 10 logits."""
+class MetricClassifier(nn.Module):
+    """The metric CNN on ``(B, in_channels, 32, 32)`` images; :meth:`features` gives the 128-d penultimate features,
+    :meth:`forward` the ``num_classes`` logits."""
 
     feature_dim = 128
 
-    def __init__(self, num_classes: int = 10, dropout: float = 0.3) -> None:
+    def __init__(self, num_classes: int = 10, dropout: float = 0.3, in_channels: int = 1) -> None:
         super().__init__()
+        self.in_channels = in_channels
+        self.num_classes = num_classes
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
             )
 
-        self.body = nn.Sequential(block(1, 32), block(32, 64), block(64, 128), nn.Flatten())
+        self.body = nn.Sequential(block(in_channels, 32), block(32, 64), block(64, 128), nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(128 * 4 * 4, self.feature_dim), nn.ReLU())
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.feature_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
-        """``phi(x)`` (B, 128) for ``x: (B, 1, 32, 32)`` in [-1, 1]."""
-        check_signal_shape("x", x, (1, 32, 32), "the classifier")
+        """``phi(x)`` (B, 128) for ``x: (B, in_channels, 32, 32)`` in [-1, 1]."""
+        check_signal_shape("x", x, (self.in_channels, 32, 32), "the classifier")
         return self.fc(self.body(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits (B, 10)."""
+        """Logits (B, num_classes)."""
         return self.head(self.drop(self.features(x)))
 
 
@@ -115,14 +120,14 @@ def _batched(fn: Any, x: Tensor, batch_size: int) -> Tensor:
     return torch.cat([fn(x[k : k + batch_size]) for k in range(0, len(x), batch_size)])
 
 
-def classifier_features(model: DigitClassifier, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Features (N, 128) float64 of ``x: (N, 1, 32, 32)`` in [-1, 1] (model in eval mode)."""
+def classifier_features(model: MetricClassifier, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Features (N, 128) float64 of ``x: (N, C, 32, 32)`` in [-1, 1] (model in eval mode)."""
     model.eval()
     return _batched(model.features, x, batch_size).double()
 
 
-def predict(model: DigitClassifier, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Class probabilities (N, 10) of ``x: (N, 1, 32, 32)`` in [-1, 1]."""
+def predict(model: MetricClassifier, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Class probabilities (N, K) of ``x: (N, C, 32, 32)`` in [-1, 1]."""
     model.eval()
     return _batched(lambda b: model(b).softmax(-1), x, batch_size)
 
@@ -169,7 +174,7 @@ class RealismScorer:
     held for the run.
     """
 
-    def __init__(self, model: DigitClassifier, reference: Tensor | Any | None = None, k: int = KNN_K) -> None:
+    def __init__(self, model: MetricClassifier, reference: Tensor | Any | None = None, k: int = KNN_K) -> None:
         self.model = model
         self.k = k
         self._reference = reference
@@ -231,17 +236,19 @@ def frechet_distance(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> float:
     return float(value.clamp(min=0))
 
 
-def fd_cls(model: DigitClassifier, x: Tensor, y: Tensor) -> float:
-    """FD-cls between image sets ``x: (N, 1, 32, 32)`` and ``y: (M, 1, 32, 32)`` in [-1, 1] (N, M >= 2)."""
+def fd_cls(model: MetricClassifier, x: Tensor, y: Tensor) -> float:
+    """FD-cls between image sets ``x: (N, C, 32, 32)`` and ``y: (M, C, 32, 32)`` in [-1, 1] (N, M >= 2)."""
     return frechet_distance(*gaussian_fit(classifier_features(model, x)), *gaussian_fit(classifier_features(model, y)))
 
 
-def evaluate_samples(model: DigitClassifier, samples: Tensor, test_images: Tensor) -> dict[str, Any]:
-    """Sample quality of ``samples: (N, 1, 32, 32)`` against ``test_images: (M, 1, 32, 32)``, both in [-1, 1].
+def evaluate_samples(model: MetricClassifier, samples: Tensor, test_images: Tensor) -> dict[str, Any]:
+    """Sample quality of ``samples: (N, C, 32, 32)`` against ``test_images: (M, C, 32, 32)``, both in [-1, 1].
 
     Returns ``fd_cls`` (samples vs all test images), ``fd_cls_floor`` (FD-cls between the first ``n`` and the next
-    ``n`` test images, ``n = min(N, 5000, M // 2)``), ``class_histogram`` (fraction of samples per predicted class)
-    and ``mean_confidence`` (mean of the largest class probability).
+    ``n`` test images, ``n = min(N, 5000, M // 2)``), ``fd_cls_matched`` (the first ``n`` samples vs the same next
+    ``n`` test images: the number to set beside the floor, both sets the same size, since small sets bias FD-cls
+    upwards), ``class_histogram`` (fraction of samples per predicted class) and ``mean_confidence`` (mean of the
+    largest class probability).
     """
     n = min(len(samples), 5000, len(test_images) // 2)
     if n < 2:
@@ -250,10 +257,11 @@ def evaluate_samples(model: DigitClassifier, samples: Tensor, test_images: Tenso
     f_samples = classifier_features(model, samples)
     g_test = gaussian_fit(f_test)
     probs = predict(model, samples)
-    hist = torch.bincount(probs.argmax(-1), minlength=10).double() / len(samples)
+    hist = torch.bincount(probs.argmax(-1), minlength=model.num_classes).double() / len(samples)
     return {
         "fd_cls": frechet_distance(*gaussian_fit(f_samples), *g_test),
         "fd_cls_floor": frechet_distance(*gaussian_fit(f_test[:n]), *gaussian_fit(f_test[n : 2 * n])),
+        "fd_cls_matched": frechet_distance(*gaussian_fit(f_samples[:n]), *gaussian_fit(f_test[n : 2 * n])),
         "floor_size": n,
         "n_samples": len(samples),
         "class_histogram": [round(float(h), 4) for h in hist],
@@ -262,7 +270,19 @@ def evaluate_samples(model: DigitClassifier, samples: Tensor, test_images: Tenso
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def accuracy(model: DigitClassifier, x: Tensor, labels: Tensor) -> float:
+def _labelled(dataset: str, split: str) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` of a split: the digits or clothes and their class, or the emoji and their category."""
+    if dataset == "emoji":
+        from ..io.emoji import load_emoji
+
+        images, labels, _ = load_emoji(split)
+        return images, labels
+    from ..io.datasets import load_dataset
+
+    return load_dataset(dataset, split)
+
+
+def accuracy(model: MetricClassifier, x: Tensor, labels: Tensor) -> float:
     """Fraction of ``x`` whose most probable class is ``labels``."""
     return float((predict(model, x).argmax(-1) == labels).double().mean())
 
@@ -286,19 +306,16 @@ def train_classifier(
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from ..io.datasets import load_dataset
-
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive("lr", lr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x_train, y_train = load_dataset(dataset, "train")
-    x_val, y_val = load_dataset(dataset, "val")
-    x_test, y_test = load_dataset(dataset, "test")
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (_labelled(dataset, s) for s in ("train", "val", "test"))
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed + 1)
-    model = DigitClassifier()
+    flips = dataset == "emoji"  # as the emoji prior is trained: a mirrored emoji is the same category
+    model = MetricClassifier(int(y_train.max()) + 1, in_channels=x_train.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     per_epoch = len(x_train) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.15)
@@ -310,8 +327,12 @@ def train_classifier(
         bar = tqdm(range(per_epoch), disable=not progress, desc=f"{dataset} epoch {epoch + 1}/{epochs}")
         for k in bar:
             idx = perm[k * batch_size : (k + 1) * batch_size]
+            x = x_train[idx]
+            if flips:
+                mirror = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(x_train[idx]).float(), y_train[idx])
+                loss = F.cross_entropy(model(x).float(), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -345,7 +366,7 @@ def train_classifier(
 
 
 # ----------------------------------------------------------------------------------------------------- loading
-def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> DigitClassifier:
+def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> MetricClassifier:
     """The committed metric classifier of dataset ``name`` (eval mode, frozen), checked against its sha256.
 
     ``path`` loads a classifier file of the same architecture instead (no sha256 check).
@@ -363,6 +384,8 @@ def load_classifier(name: str, path: str | os.PathLike[str] | None = None) -> Di
         remedy = "the package file is corrupt; reinstall reguidance"
         check_sha256(str(asset), sha256_file(asset), entry["sha256"], remedy)
         path = asset
-    model = DigitClassifier()
-    model.load_state_dict(load_file(str(path)))
+    weights = load_file(str(path))  # its first convolution and last layer give the channels and classes
+    channels, classes = int(weights["body.0.0.weight"].shape[1]), int(weights["head.weight"].shape[0])
+    model = MetricClassifier(classes, in_channels=channels)
+    model.load_state_dict(weights)
     return model.eval().requires_grad_(False)

@@ -1,7 +1,18 @@
 """Guided samplers for inverse problems: one loop (:mod:`.core`), methods as typed configs run by one
 :func:`~.solve.solve` (:mod:`.solve`), and one file per method with its own update."""
 
-from .core import Callback, SampleResult, StepInfo, Update, check_operator, check_problem, choose_levels, run, start
+from .core import (
+    Callback,
+    Cost,
+    SampleResult,
+    StepInfo,
+    Update,
+    check_operator,
+    check_problem,
+    choose_levels,
+    run,
+    start,
+)
 from .daps import DAPS, daps
 from .diffpir import DiffPIR, diffpir
 from .dps import DPS, GuidanceWarning, dps
@@ -15,6 +26,7 @@ __all__ = [
     "DPS",
     "METHODS",
     "Callback",
+    "Cost",
     "DiffPIR",
     "GuidanceWarning",
     "Method",

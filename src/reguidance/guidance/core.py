@@ -50,6 +50,7 @@ from ..operators import LinearOperator, Operator
 
 __all__ = [
     "Callback",
+    "Cost",
     "SampleResult",
     "StepFn",
     "StepInfo",
@@ -86,6 +87,30 @@ class StepInfo:
 
 
 Callback = Callable[[StepInfo], bool | None]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Network evaluations per image of a run: ``fwd`` forward passes alone, and ``fwd_grad`` forward passes whose
+    graph is kept for one backward pass (the gradient with respect to the input, what DPS and PiGDM take per step).
+    Equal NFE is not equal compute: a ``fwd_grad`` costs a few forwards (``reguidance speed`` measures both), so
+    comparisons at equal compute weigh them by their measured seconds (:meth:`seconds`)."""
+
+    fwd: int = 0
+    fwd_grad: int = 0
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations, with or without a backward pass."""
+        return self.fwd + self.fwd_grad
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.fwd + other.fwd, self.fwd_grad + other.fwd_grad)
+
+    def seconds(self, fwd_s: float, fwd_grad_s: float) -> float:
+        """The bare network's time for these evaluations, given its seconds per forward and per forward with the
+        input gradient."""
+        return self.fwd * fwd_s + self.fwd_grad * fwd_grad_s
 
 
 @dataclass

@@ -44,6 +44,7 @@ What we changed, and why:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -51,8 +52,8 @@ from torch import Tensor
 
 from ..conventions import InputError, check_nonnegative, check_positive_int
 from ..diffusion import Denoiser, Level, Schedule
-from .core import StepFn, Update, start
-from .solve import Functional, Method, Problem
+from .core import Cost, StepFn, Update, start
+from .solve import ChainMethod, Functional, Problem
 
 __all__ = ["DAPS", "annealing_levels", "daps", "poly_sigmas"]
 
@@ -79,7 +80,7 @@ def annealing_levels(schedule: Schedule, steps: int, sigma_max: float = 100.0, s
 
 
 @dataclass(frozen=True)
-class DAPS(Method):
+class DAPS(ChainMethod):
     """DAPS's options (the module docstring gives their meaning): annealing from ``sigma_max`` to ``sigma_min``
     (> 0), ``ode_steps`` Euler steps down to ``ode_sigma_min``, ``langevin_steps`` Langevin steps of size
     ``step_size`` decaying to ``step_size * step_size_min_ratio``, the reference's likelihood scale ``tau`` (> 0);
@@ -89,6 +90,10 @@ class DAPS(Method):
     name: ClassVar[str] = "daps"
     label: ClassVar[str] = "DAPS"
     default_steps: ClassVar[int] = 200
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {"cpu": {"steps": 20, "ode_steps": 2, "langevin_steps": 50}}
+    step_sizes: ClassVar[tuple[str, ...]] = ("step_size", "tau")
+    #: the reference code's Langevin lr 1e-4 with tau 0.01 among them
+    tuning_grid: ClassVar[str] = "step_size=1e-5,3e-5,1e-4,3e-4,1e-3,3e-3;tau=0.01,0.1"
 
     sigma_max: float = 100.0
     sigma_min: float = 0.1
@@ -99,6 +104,10 @@ class DAPS(Method):
     step_size_min_ratio: float = 0.01
     tau: float = 0.01
     clip: bool = False
+
+    def cost(self) -> Cost:
+        """``ode_steps`` forward passes per annealing level (its Langevin steps use no network)."""
+        return Cost(fwd=self.levels * self.ode_steps)
 
     def check(self) -> None:
         check_positive_int("ode_steps", self.ode_steps)

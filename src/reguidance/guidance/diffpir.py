@@ -36,6 +36,7 @@ every draw comes from the sample's own generator.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -43,8 +44,8 @@ from torch import Tensor
 
 from ..conventions import InputError, check_nonnegative, check_positive_int, check_unit_interval
 from ..diffusion import Denoiser, Level, Schedule, eps_from_x0
-from .core import StepFn, Update
-from .solve import Functional, Method, Problem
+from .core import Cost, StepFn, Update
+from .solve import ChainMethod, Functional, Problem
 
 SkipType = Literal["quad", "uniform"]
 
@@ -69,7 +70,7 @@ def time_grid(schedule: Schedule, steps: int, skip_type: SkipType = "quad") -> S
 
 
 @dataclass(frozen=True)
-class DiffPIR(Method):
+class DiffPIR(ChainMethod):
     """DiffPIR's options: ``lambda_`` >= 0 (0 turns the data step off: unconditional sampling), ``noise_mix`` in
     [0, 1], the time grid ``skip_type``; ``clip`` clamps ``x0_hat`` to [-1, 1] before the data step. Needs a linear
     operator (its data step is a proximal solve with ``A``). Reference budget: 100 levels, one network evaluation
@@ -79,11 +80,34 @@ class DiffPIR(Method):
     label: ClassVar[str] = "DiffPIR"
     default_steps: ClassVar[int] = 100
     needs_linear: ClassVar[bool] = True
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {"cpu": {"steps": 20}}
+    #: the reference configs' zeta (``configs/{inpaint,sisr,deblur}.yaml``)
+    reference: ClassVar[Mapping[str, Mapping[str, object]]] = {
+        "inpainting": {"noise_mix": 1.0},
+        "super_resolution": {"noise_mix": 0.25},
+        "deblur": {"noise_mix": 0.1},
+    }
+    step_sizes: ClassVar[tuple[str, ...]] = ("lambda_", "noise_mix")
+    tuning_grid: ClassVar[str] = "lambda_=1,2,4,8;noise_mix=0.1,0.25,1.0"
+    #: the reference config for noiseless inpainting (``configs/inpaint.yaml``) runs 20 steps, not 100
+    inpainting_steps: ClassVar[int] = 20
+
+    @classmethod
+    def budget(cls, protocol: str, family: str) -> dict[str, object]:
+        """The reference budget, except for inpainting under the reference protocol: :attr:`inpainting_steps`."""
+        budget = super().budget(protocol, family)
+        if protocol == "reference" and family == "inpainting":
+            budget["steps"] = cls.inpainting_steps
+        return budget
 
     lambda_: float = 1.0
     noise_mix: float = 0.1
     skip_type: SkipType = "quad"
     clip: bool = False
+
+    def cost(self) -> Cost:
+        """One forward pass per level."""
+        return Cost(fwd=self.levels)
 
     def check(self) -> None:
         check_nonnegative("lambda_", self.lambda_)

@@ -29,6 +29,7 @@ quantities throughout: a sample's result never depends on the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,14 +38,14 @@ from torch import Tensor
 
 from ..conventions import check_nonnegative
 from ..diffusion import Denoiser, Level, Schedule, ddim_step, eps_from_x0
-from .core import StepFn, Update
-from .solve import Functional, Method, Problem
+from .core import Cost, StepFn, Update
+from .solve import ChainMethod, Functional, Problem
 
 __all__ = ["PiGDM", "pigdm"]
 
 
 @dataclass(frozen=True)
-class PiGDM(Method):
+class PiGDM(ChainMethod):
     """PiGDM's options: the guidance ``scale`` >= 0 (0 gives plain DDIM), the DDIM ``eta`` >= 0; ``clip`` clamps
     ``x0_hat`` to [-1, 1] (the DDIM direction is then recomputed from the clamped estimate). Needs a linear operator
     (its guidance solves with ``A A^T``). Reference budget: 100 evenly spaced levels, one forward and one backward
@@ -54,10 +55,17 @@ class PiGDM(Method):
     label: ClassVar[str] = "PiGDM"
     default_steps: ClassVar[int] = 100
     needs_linear: ClassVar[bool] = True
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {"cpu": {"steps": 20}}
+    step_sizes: ClassVar[tuple[str, ...]] = ("scale",)
+    tuning_grid: ClassVar[str] = "scale=0.125,0.25,0.5,1,1.5,2,3,4,6,8,12,16"
 
     scale: float = 1.0
     eta: float = 0.0
     clip: bool = False
+
+    def cost(self) -> Cost:
+        """One forward pass with its backward pass (a vector-Jacobian product) per level."""
+        return Cost(fwd_grad=self.levels)
 
     def check(self) -> None:
         check_nonnegative("eta", self.eta)

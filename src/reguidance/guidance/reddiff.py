@@ -33,6 +33,7 @@ one and never depends on the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -42,8 +43,8 @@ from torch import Tensor
 from ..conventions import InputError, check_nonnegative, check_signal_shape
 from ..diffusion import Denoiser, Level, Schedule
 from ..operators import LinearOperator
-from .core import StepFn, Update
-from .solve import Functional, Method, Problem
+from .core import Cost, StepFn, Update
+from .solve import ChainMethod, Functional, Problem
 
 Weighting = Literal["linear", "sqrt", "const"]
 
@@ -51,7 +52,7 @@ __all__ = ["RedDiff", "reddiff"]
 
 
 @dataclass(frozen=True)
-class RedDiff(Method):
+class RedDiff(ChainMethod):
     """RED-diff's options: Adam's ``step_size`` >= 0, the regulariser's weight ``lambda_`` >= 0 and the data term's
     ``obs_weight`` >= 0, the ``weighting`` ``w_t`` as a function of ``sigma_t`` (``"linear"``: ``sigma_t``, the
     reference default; ``"sqrt"``; ``"const"``: 1); ``clip`` clamps the returned ``mu`` to [-1, 1]. Reference budget:
@@ -65,6 +66,10 @@ class RedDiff(Method):
     name: ClassVar[str] = "reddiff"
     label: ClassVar[str] = "RED-diff"
     default_steps: ClassVar[int] = 50
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {"cpu": {"steps": 30}}
+    step_sizes: ClassVar[tuple[str, ...]] = ("step_size", "lambda_")
+    #: the reference lr 0.1 with lambda 0.25 among them
+    tuning_grid: ClassVar[str] = "step_size=0.03,0.1,0.3;lambda_=0.1,0.25,0.5,1"
 
     step_size: float = 0.1
     lambda_: float = 0.25
@@ -73,10 +78,18 @@ class RedDiff(Method):
     clip: bool = False
     init: Tensor | None = field(default=None, repr=False, compare=False, metadata={"option": False})
 
+    def cost(self) -> Cost:
+        """One forward pass per level but the last (the reference returns ``mu`` before that level's step)."""
+        return Cost(fwd=self.levels - 1)
+
     def check(self) -> None:
         check_nonnegative("step_size", self.step_size)
         check_nonnegative("lambda_", self.lambda_)
         check_nonnegative("obs_weight", self.obs_weight)
+
+    def linear_only(self) -> bool:
+        """Without ``init`` RED-diff starts from ``operator.pinv(y)``, which only a linear operator has."""
+        return self.init is None
 
     def first_state(self, problem: Problem, levels: Schedule, latent: Tensor | None) -> Tensor:
         """``init``, else ``operator.pinv(y)``: the initial ``mu``."""

@@ -17,12 +17,12 @@ from .diffpir import DiffPIR
 from .dps import DPS
 from .pigdm import PiGDM
 from .reddiff import RedDiff
-from .solve import Method, configure, option_names
+from .solve import ChainMethod, configure, option_names
 
 __all__ = ["METHODS", "method_config", "method_option_names"]
 
 #: the methods by their CLI names
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DPS, DAPS, DiffPIR, RedDiff, PiGDM)}
+METHODS: dict[str, type[ChainMethod]] = {cls.name: cls for cls in (DPS, DAPS, DiffPIR, RedDiff, PiGDM)}
 
 
 def method_option_names(name: str) -> tuple[str, ...]:
@@ -30,13 +30,13 @@ def method_option_names(name: str) -> tuple[str, ...]:
     return option_names(_method_class(name))
 
 
-def _method_class(name: str) -> type[Method]:
+def _method_class(name: str) -> type[ChainMethod]:
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
     return METHODS[name]
 
 
-def method_config(name: str, options: Mapping[str, object] | None = None) -> Method:
+def method_config(name: str, options: Mapping[str, object] | None = None) -> ChainMethod:
     """The config of method ``name`` with ``options`` over its reference defaults.
 
     Raises an InputError for an unknown method (listing the known), an unknown option (naming it and listing the

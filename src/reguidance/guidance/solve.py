@@ -1,21 +1,40 @@
 r"""A method is a frozen, typed config; a problem is what it solves; :func:`solve` runs one on the other.
 
-- :class:`Method` is the base of every method's config (``DPS``, ``DAPS``, ``DiffPIR``, ``RedDiff``, ``PiGDM``): a
-  frozen dataclass whose fields are the method's options with the reference defaults, checked when it is built
-  (a value of the wrong type or out of range raises an :class:`~reguidance.conventions.InputError` naming the option
-  and what is expected). Its class constants: ``name`` (the CLI's name, e.g. ``"dps"``), ``label`` (the paper's,
-  e.g. ``"DPS"``), ``default_steps`` (the reference budget: levels of the chain; the one place it is written) and
-  ``needs_linear`` (the method solves with ``A`` and its adjoint). A method writes ``stepper``, its update for one
-  transition, and optionally ``grid`` (its default chain of ``steps`` levels) and ``first_state``.
+- :class:`Method` is the base of every method's config: the samplers (``DPS``, ``DAPS``, ``DiffPIR``, ``RedDiff``,
+  ``PiGDM``, all :class:`ChainMethod`), ReGuidance (:class:`reguidance.wrapper.ReGuidance`, which also takes a
+  *candidate*) and the benchmark's candidate sources without a network (:mod:`reguidance.app.methods`). A config is
+  a frozen dataclass whose fields are the method's options with the reference defaults, checked when it is built (a
+  value of the wrong type or out of range raises an :class:`~reguidance.conventions.InputError` naming the option
+  and what is expected). What a program needs to know about a method lives on its class, nowhere else:
+
+  =====================  ======================================================================================
+  class constant         meaning
+  =====================  ======================================================================================
+  ``name`` / ``label``   the command line's name (``"dps"``) and the paper's (``"DPS"``)
+  ``needs_linear``       it solves with ``A`` and its adjoint (a :class:`~reguidance.operators.LinearOperator`)
+  ``budget_option``      the option that scales its network evaluations (``"steps"``), or None
+  ``budgets``            per benchmark protocol (``"reference"``, ``"cpu"``), the options that set its budget
+  ``reference``          per task family (:func:`reguidance.tasks.family`), the reference code's options
+  ``step_sizes``         the options that are step sizes (what a tuning sweep varies)
+  ``tuning_grid``        the default grid of that sweep (``"step_size=0.1,0.3"``)
+  ``image_options``      what it is always given on [-1, 1] images (``clip=True`` for the samplers)
+  =====================  ======================================================================================
+
+- :class:`ChainMethod` adds ``steps`` (levels of the method's default chain; ``None`` for the reference budget
+  ``default_steps``) and the extension points of a sampler: ``stepper`` (its update for one transition) and
+  optionally ``grid`` (its default chain of ``steps`` levels) and ``first_state``.
 - :class:`Problem` holds the prior, the operator, the measurement ``y`` (B, *operator.y_shape) and the generators
   (one per sample).
-- :func:`solve` checks the problem against the method once, chooses the levels, counts network evaluations with a
-  :class:`~reguidance.diffusion.Denoiser` and runs :func:`~reguidance.guidance.core.run`: the part every method
-  shares, written once.
-- :class:`Functional` makes a method's functional form (``dps = Functional(DPS)``):
+- :func:`solve` checks the problem against the method once and runs it (:meth:`Method.run`); a chain method chooses
+  the levels, counts network evaluations with a :class:`~reguidance.diffusion.Denoiser` and runs
+  :func:`~reguidance.guidance.core.run`: the part every sampler shares, written once.
+- One serializer: :meth:`Method.options` (a JSON-able ``{option: value}``: a config's identity in records, tuned
+  tables and run folders) and :meth:`Method.from_options` (its inverse, refusing an unknown option), with
+  :meth:`Method.replace` for "these options changed". :func:`options_of` and :func:`configure` are the same as
+  functions.
+- :class:`Functional` makes a chain method's functional form (``dps = Functional(DPS)``):
   ``dps(prior, operator, y, rng=..., steps=..., step_size=...)`` is
   ``solve(DPS(step_size=...), Problem(prior, operator, y, rng), steps=...)``.
-- :func:`configure` builds a config from ``{option: value}``, refusing an option the method does not have.
 
 Option types: a ``float`` option accepts an ``int`` (stored as the float, so ``1`` and ``1.0`` are one config) but
 not a ``bool`` (``True`` for a step size is a mistake, not 1.0); an ``int`` option refuses floats and bools; a
@@ -36,9 +55,10 @@ from torch import Tensor
 from ..conventions import BatchRNG, InputError, check_positive_int
 from ..diffusion import Denoiser, EpsModel, Schedule
 from ..operators import LinearOperator, Operator
-from .core import Callback, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
+from .core import Callback, Cost, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
 
 __all__ = [
+    "ChainMethod",
     "Functional",
     "Method",
     "Problem",
@@ -130,26 +150,114 @@ class Problem:
         return self.operator
 
 
+M = TypeVar("M", bound="Method")
+
+
 @dataclass(frozen=True)
 class Method:
-    """The base of the methods' configs: ``steps`` (levels of the method's default chain; ``None`` for the
-    reference budget ``default_steps``) and what each method adds. See the module docstring."""
+    """The base of every method's config (the module docstring): class constants for what programs need to know
+    about the method, :meth:`run` to solve a problem, and the serializer :meth:`options` / :meth:`from_options`."""
 
     name: ClassVar[str]
     label: ClassVar[str]
-    default_steps: ClassVar[int]
     needs_linear: ClassVar[bool] = False
-
-    steps: int | None = None
+    #: whether :meth:`run` needs a candidate (ReGuidance) or refuses one (every other method)
+    takes_candidate: ClassVar[bool] = False
+    budget_option: ClassVar[str | None] = None
+    budgets: ClassVar[Mapping[str, Mapping[str, object]]] = {}
+    reference: ClassVar[Mapping[str, Mapping[str, object]]] = {}
+    step_sizes: ClassVar[tuple[str, ...]] = ()
+    tuning_grid: ClassVar[str] = ""
+    image_options: ClassVar[Mapping[str, object]] = {}
 
     def __post_init__(self) -> None:
         check_fields(self, self.label)
-        if self.steps is not None:
-            check_positive_int(f"{self.label} option steps", self.steps)
         self.check()
 
     def check(self) -> None:
         """Check the options' values (their types are already checked); raise an InputError naming the option."""
+
+    # ------------------------------------------------------------------------------------------- the serializer
+    def options(self) -> dict[str, object]:
+        """The config as a JSON-able dict ``{option: value}`` (numbers, strings, bools, None), every option
+        included: its identity in a run's records. Fields that hold data of one problem (RED-diff's ``init``, a
+        tensor) are not options and are left out."""
+        return {name: getattr(self, name) for name in option_names(type(self))}
+
+    @classmethod
+    def from_options(cls: type[M], options: Mapping[str, object], *, data: bool = False) -> M:
+        """The config with ``options`` (the keys of :meth:`options`) over the defaults, or an InputError naming the
+        options ``cls`` does not have and listing those it has; ``data`` admits the data fields too. Values are
+        checked by the config itself."""
+        known = option_names(cls, data=data)
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InputError(
+                f"unknown {cls.label} option(s) {', '.join(unknown)}; {cls.name} has the options {', '.join(known)}"
+            )
+        return cls(**options)
+
+    def replace(self: M, **changes: object) -> M:
+        """This config with some options changed (the keys of :meth:`options`), checked like a new one."""
+        return type(self).from_options({**self.options(), **changes})
+
+    def cost(self) -> Cost:
+        """The network evaluations per image of one run of this config (its ``nfe`` is what the run reports)."""
+        return Cost()
+
+    def linear_only(self) -> bool:
+        """Whether this config needs a :class:`~reguidance.operators.LinearOperator` (:attr:`needs_linear`, or what
+        its options imply: RED-diff without ``init`` starts from the pseudo-inverse)."""
+        return self.needs_linear
+
+    @classmethod
+    def budget(cls, protocol: str, family: str) -> dict[str, object]:
+        """The options that set the budget under the benchmark ``protocol`` for a task of ``family`` (:attr:`budgets`;
+        a method whose reference code budgets a family differently overrides this)."""
+        return dict(cls.budgets.get(protocol, {}))
+
+    # ---------------------------------------------------------------------------------------------------- solving
+    def run(
+        self,
+        problem: Problem,
+        *,
+        candidate: Tensor | None = None,
+        steps: int | None = None,
+        levels: Schedule | None = None,
+        latent: Tensor | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Solve ``problem`` (checked by :func:`solve`, which calls this); the arguments are :func:`solve`'s."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ChainMethod(Method):
+    """The base of the samplers' configs: ``steps`` (levels of the method's default chain; ``None`` for the reference
+    budget ``default_steps``) and what each method adds; a sampler writes :meth:`stepper`. See the module
+    docstring."""
+
+    default_steps: ClassVar[int]
+    budget_option: ClassVar[str | None] = "steps"
+    image_options: ClassVar[Mapping[str, object]] = {"clip": True}
+
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps is not None:
+            check_positive_int(f"{self.label} option steps", self.steps)
+
+    @classmethod
+    def budget(cls, protocol: str, family: str) -> dict[str, object]:
+        """The reference protocol's budget is ``default_steps`` unless :attr:`budgets` says otherwise."""
+        return {**({"steps": cls.default_steps} if protocol == "reference" else {}), **super().budget(protocol, family)}
+
+    @property
+    def levels(self) -> int:
+        """The number of levels of its chain: ``steps``, or ``default_steps`` when None."""
+        return self.default_steps if self.steps is None else self.steps
 
     def grid(self, schedule: Schedule, steps: int) -> Schedule:
         """The method's chain of ``steps`` levels of ``schedule``: evenly spaced unless the method says otherwise."""
@@ -164,77 +272,92 @@ class Method:
         seeing the prior through ``net`` (which counts the network evaluations)."""
         raise NotImplementedError
 
-
-M = TypeVar("M", bound=Method)
+    def run(
+        self,
+        problem: Problem,
+        *,
+        candidate: Tensor | None = None,
+        steps: int | None = None,
+        levels: Schedule | None = None,
+        latent: Tensor | None = None,
+        callback: Callback | None = None,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Choose the chain (``levels``, else :meth:`grid` with ``steps``, else ``self.steps``, else
+        ``default_steps`` levels; giving both ``levels`` and ``steps`` is refused) and run :meth:`stepper` down it
+        from :meth:`first_state`."""
+        if levels is None and steps is None:
+            steps = self.steps  # an explicit chain (``levels``) replaces the config's own number of steps
+        chain = choose_levels(problem.prior, steps, levels, self.grid, default_steps=self.default_steps)
+        net = Denoiser(problem.prior)
+        step = self.stepper(problem, chain, net)
+        x = self.first_state(problem, chain, latent)
+        with torch.no_grad():  # a method that differentiates enables gradients inside its own step
+            return run(
+                step,
+                x,
+                chain,
+                net,
+                problem.operator,
+                problem.measurement,
+                callback=callback,
+                progress=progress,
+                desc=self.label,
+            )
 
 
 def option_names(cls: type[Method], *, data: bool = False) -> tuple[str, ...]:
-    """The names of ``cls``'s options, ``steps`` first; with ``data``, also the fields that hold data of one problem
+    """The names of ``cls``'s options, in field order; with ``data``, also the fields that hold data of one problem
     (RED-diff's ``init``: a tensor, not an option, so not part of a run's identity)."""
     return tuple(f.name for f in fields(cls) if data or f.metadata.get("option", True))
 
 
 def options_of(method: Method) -> dict[str, object]:
-    """A method's options as a JSON-able dict ``{option: value}`` (numbers, strings, bools, None): its identity in
-    a run's records. Fields that hold tensors (RED-diff's ``init``) are data, not options, and are left out."""
-    return {name: getattr(method, name) for name in option_names(type(method))}
+    """``method.options()``: its options as a JSON-able dict, its identity in a run's records."""
+    return method.options()
 
 
 def configure(cls: type[M], options: Mapping[str, object], *, data: bool = False) -> M:
-    """``cls(**options)``, or an InputError naming the options ``cls`` does not have and listing those it has
-    (:func:`option_names`; ``data`` as there). Values are checked by the config itself."""
-    known = option_names(cls, data=data)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise InputError(
-            f"unknown {cls.label} option(s) {', '.join(unknown)}; {cls.name} has the options {', '.join(known)}"
-        )
-    return cls(**options)  # type: ignore[arg-type]
+    """``cls.from_options(options)``: the config with ``options`` over its defaults (an unknown option refused)."""
+    return cls.from_options(options, data=data)
 
 
 def solve(
     method: Method,
     problem: Problem,
     *,
+    candidate: Tensor | None = None,
     steps: int | None = None,
     levels: Schedule | None = None,
     latent: Tensor | None = None,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SampleResult:
-    """Solve ``problem`` with ``method``: check them, choose the chain, run the method's stepper down it.
+    """Solve ``problem`` with ``method``: check them, then run the method (:meth:`Method.run`).
 
-    The chain is ``levels`` if given, else ``method.grid`` with ``steps`` levels (``steps`` here, else
-    ``method.steps``, else ``method.default_steps``); giving both ``levels`` and a number of steps is refused.
-    ``latent`` (B, *operator.x_shape) replaces the fresh start at the first level. ``callback`` and ``progress`` as
-    in :func:`~reguidance.guidance.core.run`. Raises an InputError before any network evaluation when the operator
-    lacks what the method uses (a linear operator for DiffPIR and PiGDM) or the measurement and generators do not
-    fit it.
+    For a chain method the chain is ``levels`` if given, else ``method.grid`` with ``steps`` levels (``steps`` here,
+    else ``method.steps``, else ``method.default_steps``); giving both ``levels`` and a number of steps is refused.
+    ``latent`` (B, *operator.x_shape) replaces the fresh start at the first level. ``candidate`` (B,
+    *operator.x_shape) in [-1, 1] is what ReGuidance wraps (a method that takes none refuses it). ``callback`` and
+    ``progress`` as in :func:`~reguidance.guidance.core.run`. Raises an InputError before any network evaluation
+    when the operator lacks what the method uses (a linear operator for DiffPIR and PiGDM) or the measurement and
+    generators do not fit it.
     """
     if not isinstance(method, Method):
         raise InputError(f"method must be a method config (e.g. DPS()), got {type(method).__name__}")
     if not isinstance(problem, Problem):
         raise InputError(f"problem must be a Problem, got {type(problem).__name__}")
+    if candidate is None and method.takes_candidate:
+        raise InputError(f"{method.label} wraps a candidate: pass candidate= (B, C, H, W) in [-1, 1]")
+    if candidate is not None and not method.takes_candidate:
+        raise InputError(
+            f"{method.label} takes no candidate (ReGuidance does: solve(ReGuidance(), problem, candidate=x))"
+        )
     check_operator(problem.operator, method.label, linear=method.needs_linear)
     check_problem(problem.operator, problem.measurement, problem.rng)
-    if steps is None:
-        steps = method.steps
-    chain = choose_levels(problem.prior, steps, levels, method.grid, default_steps=method.default_steps)
-    net = Denoiser(problem.prior)
-    step = method.stepper(problem, chain, net)
-    x = method.first_state(problem, chain, latent)
-    with torch.no_grad():  # a method that differentiates enables gradients inside its own step
-        return run(
-            step,
-            x,
-            chain,
-            net,
-            problem.operator,
-            problem.measurement,
-            callback=callback,
-            progress=progress,
-            desc=method.label,
-        )
+    return method.run(
+        problem, candidate=candidate, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress
+    )
 
 
 class Functional:
@@ -248,7 +371,7 @@ class Functional:
     ``method.name`` and its docstring lists the options with their defaults.
     """
 
-    def __init__(self, method: type[Method]) -> None:
+    def __init__(self, method: type[ChainMethod]) -> None:
         self.method = method
         self.__name__ = self.__qualname__ = method.name
         self.__module__ = method.__module__

@@ -41,6 +41,7 @@ __all__ = [
     "overview",
     "row_label_width",
     "save_labelled_grid",
+    "save_memorisation_figure",
 ]
 
 #: images narrower than this many pixels are enlarged by an integer factor (labels need the room)
@@ -173,3 +174,48 @@ def overview(
             x0 += widths[j] + space
         y += heights[r] + space
     return sheet
+
+
+def save_memorisation_figure(
+    report: dict[str, object],
+    samples: Tensor,
+    train: Tensor,
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    pairs: int = 8,
+) -> None:
+    """The memorisation figure of :func:`reguidance.evaluation.memorisation.memorisation`'s ``report``: on the left
+    the histograms of the samples' and the held-out images' nearest-training-image distances with the near-copy
+    threshold, on the right the ``pairs`` samples closest to a training image beside that image (shown unmirrored,
+    also where the match was its mirror image). ``samples (N, C, H, W)`` and ``train`` in [-1, 1], as the report was
+    computed on them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    d_s = torch.tensor(report["sample_distance"], dtype=torch.float64)
+    d_h = torch.tensor(report["heldout_distance"], dtype=torch.float64)
+    nearest: list[int] = list(report["sample_nearest"])  # type: ignore[call-overload]
+    order = d_s.argsort()[:pairs].tolist()
+    pictures = torch.stack([t for k in order for t in (samples[k], train[nearest[k]])])  # row-major: 2 columns
+    grid = labelled_grid(pictures, ["sample", "nearest training image"], [f"d = {float(d_s[k]):.3f}" for k in order])
+    fig, (ax, ay) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1.2, 1]})
+    bins = np.linspace(0, float(max(d_s.max(), d_h.max())) * 1.02, 40)
+    ax.hist(d_h.numpy(), bins=bins, alpha=0.6, density=True, label=f"held-out images (n={len(d_h)})")
+    ax.hist(d_s.numpy(), bins=bins, alpha=0.6, density=True, label=f"samples (n={len(d_s)})")
+    threshold = float(report["near_copy_threshold"])  # type: ignore[arg-type]
+    share = float(report["near_copy_share"])  # type: ignore[arg-type]
+    ax.axvline(threshold, color="black", linestyle="--", label=f"held-out 1% quantile: {share:.1%} of samples below")
+    ax.set_xlabel("RMS distance to the nearest training image ([-1, 1] scale)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ay.imshow(np.asarray(grid), cmap="gray" if grid.mode == "L" else None, vmin=0, vmax=255)
+    ay.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

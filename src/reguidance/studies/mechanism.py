@@ -3,7 +3,7 @@ r"""The mechanism map: where does the inverted latent do what re-noising the can
 ReGuidance starts DPS at level ``t_end`` from the probability-flow inversion of the candidate ``x_hat`` (start
 ``"inversion"``). Its two ablations start the same DPS at the same level from ``sqrt(ab) x_hat + sqrt(1 - ab) n``
 (``"renoise"``: SDEdit, then DPS) or from ``n ~ N(0, I)`` (``"fresh"``), ``ab`` the level's ``alpha_bar``
-(:class:`reguidance.wrapper.ReGuidanceConfig`). The map runs the three starts on the same problems, seeds and
+(:class:`reguidance.wrapper.ReGuidance`). The map runs the three starts on the same problems, seeds and
 measurements over a grid of ``t_end x sampler x inversion steps x inversion method x DPS budget``; per cell it
 reports the paired, per-problem differences ``inversion - renoise`` and ``inversion - fresh`` of each metric, mean
 with 95% Student-t interval (:func:`reguidance.evaluation.stats.paired_comparison`). ``renoise`` and ``fresh`` spend no
@@ -30,7 +30,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..evaluation.metrics import mean_ci95
 from ..evaluation.stats import paired_comparison
 from ..guidance.dps import Sampler
 from ..inversion import InversionMethod, invert
-from ..wrapper import ReGuidanceConfig, Start, reguide, reward
+from ..wrapper import ReGuidance, Start, reguide, reward
 from .theory import TheoryConfig, make_testbed, problem_stream
 
 __all__ = [
@@ -97,13 +97,13 @@ class Cell:
     inversion_steps: int | None = None
     inversion_method: InversionMethod | None = None
 
-    def config(self, step_size: float, eta: float = 0.0) -> ReGuidanceConfig:
+    def config(self, step_size: float, eta: float = 0.0) -> ReGuidance:
         """The wrapper's options of this cell (the ablations keep the wrapper's default inversion settings, which
         they do not use)."""
         inv: dict[str, Any] = {}
         if self.start == "inversion":
             inv = {"inversion_steps": self.inversion_steps, "inversion_method": self.inversion_method}
-        return ReGuidanceConfig(
+        return ReGuidance().replace(
             t_end=self.t_end,
             sampler=self.sampler,
             dps_steps=self.dps_steps,
@@ -140,7 +140,7 @@ class MapGrid:
             if not values:
                 raise InputError(f"the map's {axis} axis is empty; give at least one value")
             for v in values:
-                ReGuidanceConfig(**{axis: v})  # one check of each value: the wrapper's own
+                ReGuidance().replace(**{axis: v})  # one check of each value: the wrapper's own
 
     def cells(self) -> list[Cell]:
         """Per ``(t_end, sampler, dps_steps)``: ``renoise``, ``fresh``, then every inversion setting."""
@@ -204,7 +204,7 @@ def gmm_rows(
     for cell in tqdm(todo, desc="mechanism map", disable=not progress):
         start = time.perf_counter()
         dps_run = min(cell.dps_steps, _levels_up_to(num_levels, cell.t_end))
-        config = replace(cell.config(cfg.step_size, cfg.eta), dps_steps=dps_run)
+        config = cell.config(cfg.reguidance.step_size, cfg.reguidance.dps.eta).replace(dps_steps=dps_run)
         latent, nfe_inv = None, 0
         if cell.start == "inversion":
             key = (cell.t_end, cell.inversion_steps, cell.inversion_method)
@@ -236,7 +236,7 @@ def run_gmm_map(out: str | Path, cfg: TheoryConfig, grid: MapGrid, progress: boo
     from ..io.files import append_rows, atomic_write_json, drop_torn_tail, read_rows
 
     out = Path(out)
-    facts = json.loads(json.dumps({"theory": asdict(cfg), "grid": asdict(grid)}))
+    facts = json.loads(json.dumps({"theory": cfg.facts(), "grid": asdict(grid)}))
     facts_path, log_path = out / "config.json", out / "rows.jsonl"
     if facts_path.exists():
         old = json.loads(facts_path.read_text())

@@ -32,16 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
 
+from ..app.timing import Clock, Floor, floor_fns, measure_floor, peak_mb, timed, warm
 from ..conventions import DTYPES, BatchRNG, check_positive_int
 from ..diffusion import check_levels
+from ..guidance.core import Cost
 from ..guidance.daps import daps
 from ..guidance.dps import dps
 from ..inversion import invert
 from ..operators import SuperResolution
 from ..priors.base import Prior
-from ..wrapper import ReGuidanceConfig, reguide
+from ..wrapper import ReGuidance, reguide
 
 if TYPE_CHECKING:
     from ..io.files import Record
@@ -59,8 +60,6 @@ __all__ = [
     "summarise_rounds",
     "timing_prior",
 ]
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -82,53 +81,6 @@ class SpeedConfig:
             check_levels(name, getattr(self, name))
 
 
-@dataclass(frozen=True)
-class Floor:
-    """The network's floor, seconds per image: a forward pass (``fwd_s``) and a forward pass with the gradient
-    with respect to the input (``fwd_grad_s``)."""
-
-    fwd_s: float
-    fwd_grad_s: float
-
-
-@dataclass(frozen=True)
-class Cost:
-    """A method's network evaluations: ``fwd`` forward passes and ``fwd_grad`` forward passes with the input
-    gradient. Its floor is ``fwd * floor.fwd_s + fwd_grad * floor.fwd_grad_s`` seconds per image."""
-
-    fwd: int = 0
-    fwd_grad: int = 0
-
-    @property
-    def nfe(self) -> int:
-        return self.fwd + self.fwd_grad
-
-    def on(self, floor: Floor) -> float:
-        """Seconds per image the bare network needs for these evaluations."""
-        return self.fwd * floor.fwd_s + self.fwd_grad * floor.fwd_grad_s
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _warm(fn: Callable[[], object], device: torch.device) -> None:
-    """One untimed call (compilation, allocator and kernel caches)."""
-    fn()
-    _sync(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, iters: int = 1, clock: Clock = time.perf_counter) -> float:
-    """Seconds per call of ``fn``, the mean of ``iters`` back-to-back calls (no warm-up: see :func:`_warm`)."""
-    _sync(device)
-    start = clock()
-    for _ in range(iters):
-        fn()
-    _sync(device)
-    return (clock() - start) / iters
-
-
 def interleave(
     time_floor: Callable[[], Floor], time_methods: Mapping[str, Callable[[], float]], repeats: int
 ) -> dict[str, list[tuple[Floor, float]]]:
@@ -145,14 +97,15 @@ def interleave(
 
 def summarise_rounds(rounds: Sequence[tuple[Floor, float]], cost: Cost) -> Record:
     """One method's entry of the report from its ``(floor, seconds per image)`` rounds: the ratio of each round is
-    ``seconds / cost.on(floor)``; ``ratio_to_floor`` is their median, ``ratio_min`` / ``ratio_max`` their range,
-    ``ms_per_image`` the median time, ``per_repeat`` every round's figures (ms per image)."""
+    ``seconds / cost.seconds(...)`` (the floor's time for the cost); ``ratio_to_floor`` is their median, ``ratio_min``
+    / ``ratio_max`` their range, ``ms_per_image`` the median time, ``per_repeat`` every round's figures (ms per
+    image)."""
     per_repeat = [
         {
             "floor_fwd_ms_per_image": floor.fwd_s * 1e3,
             "floor_fwd_grad_ms_per_image": floor.fwd_grad_s * 1e3,
             "ms_per_image": seconds * 1e3,
-            "ratio_to_floor": seconds / cost.on(floor),
+            "ratio_to_floor": seconds / cost.seconds(floor.fwd_s, floor.fwd_grad_s),
         }
         for floor, seconds in rounds
     ]
@@ -167,64 +120,13 @@ def summarise_rounds(rounds: Sequence[tuple[Floor, float]], cost: Cost) -> Recor
     }
 
 
-def _peak_mb(device: torch.device, fn: Callable[[], object]) -> float:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _sync(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    fn()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _floor_fns(prior: Prior, b: int) -> tuple[Tensor, Callable[[], Tensor], Callable[[], Tensor]]:
-    """A fixed noisy batch and the two floor computations on it: a forward pass, and a forward pass plus the
-    gradient with respect to the input (what DPS needs per step)."""
-    device = prior.device
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn((b, *tuple(prior.signal_shape)), generator=g, device=device)
-    t = torch.full((b,), len(prior.schedule) // 2, device=device, dtype=torch.int64)
-
-    def fwd() -> Tensor:
-        with torch.inference_mode():
-            return prior.predict(x, t).eps
-
-    def fwd_grad() -> Tensor:
-        xr = x.clone().requires_grad_(True)
-        eps = prior.predict(xr, t).eps
-        (grad,) = torch.autograd.grad(eps.square().sum(), xr)
-        return grad
-
-    return x, fwd, fwd_grad
-
-
-def measure_floor(prior: Prior, batch_size: int = 1, iters: int = 2) -> Record:
-    """The network's floor on ``prior``: seconds per image of a forward pass and of a forward pass with the input
-    gradient (each after a warm-up, mean of ``iters``), and the peak memory of the latter (MB: CUDA's allocator
-    peak on GPU, the process's peak resident set on CPU, so call it in a fresh process)."""
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("iters", iters)
-    _, fwd, fwd_grad = _floor_fns(prior, batch_size)
-    _warm(fwd, prior.device)
-    _warm(fwd_grad, prior.device)
-    return {
-        "fwd_s_per_image": _timed(fwd, prior.device, iters) / batch_size,
-        "fwd_grad_s_per_image": _timed(fwd_grad, prior.device, iters) / batch_size,
-        "fwd_grad_peak_mb": _peak_mb(prior.device, fwd_grad),
-        "batch_size": batch_size,
-        "threads": torch.get_num_threads(),
-    }
-
-
 def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32", *, clock: Clock = time.perf_counter) -> Record:
     """Time the floor and each method on ``prior`` (its device) in ``cfg.repeats`` interleaved rounds (module
     docstring); returns the JSON report of ``reguidance speed``. ``clock`` (seconds) is injectable for tests."""
     device = prior.device
     b = cfg.batch_size
     shape = tuple(prior.signal_shape)
-    x, fwd, fwd_grad = _floor_fns(prior, b)
+    x, fwd, fwd_grad = floor_fns(prior, b)
 
     factor = 4 if shape[-1] % 4 == 0 else 2
     operator = SuperResolution(shape, factor, sigma_y=0.05).to(device)
@@ -249,26 +151,26 @@ def measure_speed(prior: Prior, cfg: SpeedConfig, dtype: str = "fp32", *, clock:
                 operator,
                 prior,
                 rng=rng(),
-                config=ReGuidanceConfig(inversion_steps=s, dps_steps=k, t_end=1.0, clip=True),
+                config=ReGuidance().replace(inversion_steps=s, dps_steps=k, t_end=1.0, clip=True),
             ),
             Cost(fwd=s, fwd_grad=k),
         ),
     }
     for fn in (fwd, fwd_grad, *(fn for fn, _ in runs.values())):
-        _warm(fn, device)
+        warm(fn, device)
 
     def time_floor() -> Floor:
         return Floor(
-            _timed(fwd, device, cfg.floor_iters, clock) / b, _timed(fwd_grad, device, cfg.floor_iters, clock) / b
+            timed(fwd, device, cfg.floor_iters, clock) / b, timed(fwd_grad, device, cfg.floor_iters, clock) / b
         )
 
     def timer(fn: Callable[[], object]) -> Callable[[], float]:
-        return lambda: _timed(fn, device, 1, clock) / b
+        return lambda: timed(fn, device, 1, clock) / b
 
     rounds = interleave(time_floor, {name: timer(fn) for name, (fn, _) in runs.items()}, cfg.repeats)
     methods = {}
     for name, (fn, cost) in runs.items():
-        methods[name] = {**summarise_rounds(rounds[name], cost), "peak_mem_mb": _peak_mb(device, fn)}
+        methods[name] = {**summarise_rounds(rounds[name], cost), "peak_mem_mb": peak_mb(device, fn)}
     floors = [floor for pairs in rounds.values() for floor, _ in pairs]
     return {
         "floor": {

@@ -24,7 +24,7 @@ samples and on candidates. ReGuidance and its two ablations draw from the same p
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +35,11 @@ from ..conventions import BatchRNG, InputError, check_nonnegative, check_positiv
 from ..diffusion import Schedule, check_levels
 from ..evaluation.metrics import mean_ci95, proportion_ci95
 from ..evaluation.stats import paired_comparison
-from ..guidance.dps import Sampler, dps
-from ..inversion import InversionMethod, roundtrip_error
+from ..guidance.dps import dps
+from ..inversion import roundtrip_error
 from ..operators import MatrixOperator
 from ..priors.gmm import GaussianMixture, GaussianMixturePosterior, GMMPrior
-from ..wrapper import ReGuidanceConfig, Start, reguide, reward
+from ..wrapper import ReGuidance, Start, reguide, reward
 
 if TYPE_CHECKING:
     from ..io.files import Record
@@ -79,13 +79,8 @@ class TheoryConfig:
     candidate: str = "dps"
     candidate_steps: int = 10
     candidate_step_size: float = 1.0
-    inversion_steps: int = 100
-    inversion_method: InversionMethod = "euler"
-    t_end: float = 0.3
-    dps_steps: int = 100
-    step_size: float = 0.2
-    sampler: Sampler = "ddpm"
-    eta: float = 0.0
+    #: the wrapper under test (its defaults are the library's)
+    reguidance: ReGuidance = field(default_factory=ReGuidance)
 
     def __post_init__(self) -> None:
         for name in ("dim", "modes", "rank", "measurements", "candidates", "candidate_steps"):
@@ -99,21 +94,24 @@ class TheoryConfig:
             raise InputError(f"candidate must be 'dps' or 'pinv', got {self.candidate!r}")
         check_seed("seed", self.seed)
         check_seed("testbed_seed", self.testbed_seed)
-        cfg = self.reguidance()  # the wrapper's own checks (t_end in (0, 1], a finite step size >= 0, ...)
+        if not isinstance(self.reguidance, ReGuidance):
+            raise InputError(f"reguidance must be a ReGuidance config, got {type(self.reguidance).__name__}")
+        cfg = self.reguidance
         check_levels("inversion_steps", cfg.inversion_steps, t_end=cfg.t_end)  # the testbed's 1000-level chain
         check_levels("dps_steps", cfg.dps_steps, t_end=cfg.t_end)
         check_levels("candidate_steps", self.candidate_steps)
 
-    def reguidance(self) -> ReGuidanceConfig:
-        return ReGuidanceConfig(
-            inversion_steps=self.inversion_steps,
-            t_end=self.t_end,
-            inversion_method=self.inversion_method,
-            dps_steps=self.dps_steps,
-            step_size=self.step_size,
-            sampler=self.sampler,
-            eta=self.eta,
-        )
+    def with_options(self, **options: Any) -> TheoryConfig:
+        """This config with some fields changed: the experiment's own, or the wrapper's flat options
+        (:meth:`reguidance.wrapper.ReGuidance.options`: ``t_end``, ``step_size``, ...)."""
+        own = {k: v for k, v in options.items() if k in {f.name for f in fields(self)}}
+        wrapper = {k: v for k, v in options.items() if k not in own}
+        return replace(self, **own, reguidance=self.reguidance.replace(**wrapper))
+
+    def facts(self) -> dict[str, Any]:
+        """The config as a flat JSON-able dict: the experiment's fields and the wrapper's flat options."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "reguidance"}
+        return {**own, **self.reguidance.options()}
 
 
 def _measurement_matrix(cfg: TheoryConfig) -> Tensor:
@@ -127,7 +125,7 @@ def problem_stream(cfg: TheoryConfig, k: int, ids: range) -> BatchRNG:
     return BatchRNG.from_seed(derive_seed(cfg.seed, k), ids)
 
 
-#: the wrapper's starts other than the inversion, reported next to it (:class:`reguidance.wrapper.ReGuidanceConfig`)
+#: the wrapper's starts other than the inversion, reported next to it (:class:`reguidance.wrapper.ReGuidance`)
 ABLATIONS: tuple[Start, ...] = ("renoise", "fresh")
 
 
@@ -210,7 +208,7 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
     truth, candidate, candidate_nfe, ids = tb.truth, tb.candidate, tb.candidate_nfe, tb.ids
     base = prior.schedule
 
-    rg_cfg = cfg.reguidance()
+    rg_cfg = cfg.reguidance
     rg = reguide(candidate, y, operator, prior, config=rg_cfg, rng=problem_stream(cfg, 3, ids), progress=progress)
     ablations = {
         start: reguide(
@@ -218,7 +216,7 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
             y,
             operator,
             prior,
-            config=replace(rg_cfg, start=start),
+            config=rg_cfg.replace(start=start),
             rng=problem_stream(cfg, 3, ids),
             progress=progress,
         )
@@ -230,9 +228,9 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
         operator,
         y,
         levels=base.spaced(min(budget, len(base))),
-        step_size=cfg.step_size,
-        sampler=cfg.sampler,
-        eta=cfg.eta,
+        step_size=rg_cfg.step_size,
+        sampler=rg_cfg.dps.sampler,
+        eta=rg_cfg.dps.eta,
         rng=problem_stream(cfg, 4, ids),
         progress=progress,
     )
@@ -254,11 +252,11 @@ def run_theory(cfg: TheoryConfig, progress: bool = False) -> tuple[Record, dict[
     def minus(other: str) -> Record:
         return {k: paired_comparison(per["reguidance"][k], per[other][k], h) for k, h in higher.items()}
 
-    inv_opts = {"steps": cfg.inversion_steps, "t_end": 1.0, "method": cfg.inversion_method}
+    inv_opts = {"steps": rg_cfg.inversion_steps, "t_end": 1.0, "method": rg_cfg.inversion_method}
     roundtrip_prior = roundtrip_error(prior, truth, base, **inv_opts)
     roundtrip_cand = roundtrip_error(prior, candidate, base, **inv_opts)
     report = {
-        "config": asdict(cfg),
+        "config": cfg.facts(),
         "methods": methods,
         "reguidance_minus_candidate": minus("candidate"),
         **{f"reguidance_minus_{start}": minus(start) for start in ABLATIONS},
@@ -414,7 +412,6 @@ def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None 
     paired improvements over the candidate (95% intervals), next to fresh DPS at the same budget.
     """
     import itertools
-    from dataclasses import replace
 
     from tqdm.auto import tqdm
 
@@ -423,7 +420,7 @@ def sweep_theory(base: TheoryConfig, grid: dict[str, tuple[object, ...]] | None 
     combos = list(itertools.product(*grid.values()))
     for values in tqdm(combos, desc="theory sweep"):
         options: dict[str, Any] = dict(zip(grid.keys(), values, strict=True))
-        report, _ = run_theory(replace(base, **options))
+        report, _ = run_theory(base.with_options(**options))
         m: dict[str, Record] = report["methods"]
         imp: dict[str, Record] = report["reguidance_minus_candidate"]
         rows.append(
