@@ -181,7 +181,8 @@ class _Recording:
     pass) or not (a forward alone)."""
 
     def __init__(self, prior) -> None:
-        self.prior, self.calls = prior, []
+        self.prior = prior
+        self.calls: list[bool] = []
         self.variance, self.schedule, self.signal_shape = prior.variance, prior.schedule, prior.signal_shape
 
     def predict(self, x_t, t):

@@ -158,6 +158,7 @@ def test_channels_last_changes_results_by_rounding_only_and_not_the_run_identity
 # ------------------------------------------------------------------------------------------------- progress
 def test_solve_batch_shows_per_step_bars_of_the_method_and_the_wrapper(capsys: pytest.CaptureFixture[str]) -> None:
     from reguidance.app.batch import solve_batch
+    from reguidance.guidance import DPS
     from reguidance.priors import load_prior
     from reguidance.wrapper import ReGuidance
 
@@ -166,8 +167,8 @@ def test_solve_batch_shows_per_step_bars_of_the_method_and_the_wrapper(capsys: p
     op = make_operator("sr4", (1, 32, 32))
     y = op.measure(x, BatchRNG.from_seed(0, 1))
     cfg = ReGuidance().replace(inversion_steps=2, dps_steps=4, clip=True)
-    common: dict[str, Any] = {"seed": 0, "task": "sr4", "split": "test", "method": "dps", "config": cfg}
-    common["options"] = {"steps": 3}
+    common: dict[str, Any] = {"seed": 0, "task": "sr4", "split": "test", "name": "dps", "config": cfg}
+    common["method"] = DPS(steps=3, clip=True)
     solve_batch(prior, op, y, [0], **common)
     assert capsys.readouterr().err == ""  # quiet unless asked
     solve_batch(prior, op, y, [0], **common, progress=True)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from reguidance.app.methods import Pinv
 from reguidance.cli import main
 from reguidance.conventions import REPRODUCIBILITY_ATOL, InputError, derive_seed
 
@@ -421,7 +422,7 @@ def test_restore_keeps_inputs_that_share_a_stem_apart(tiny, tmp_path):
     from reguidance.io.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "a.jpg"])
-    report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
+    report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method=Pinv())
     assert [r["output"] for r in report["images"]] == ["restored/a.jpg.png", "restored/a.png"]
     assert sorted(p.name for p in (tmp_path / "out" / "restored").iterdir()) == ["a.jpg.png", "a.png"]
 
@@ -466,13 +467,13 @@ def test_restore_refuses_a_folder_of_another_run_and_redoes_a_changed_input_only
     from reguidance.io.images import save_images
 
     save_images(tiny[1][:2], [tmp_path / "in" / "a.png", tmp_path / "in" / "b.png"])
-    _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
+    _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method=Pinv())
     with pytest.raises(InputError, match=r"other settings \(seed: 0 in the folder, 5 now"):
-        _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv", seed=5)
+        _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method=Pinv(), seed=5)
     save_images(tiny[1][2:3], [tmp_path / "in" / "b.png"])
     with pytest.raises(InputError, match="another version of that file"):
-        _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv")
-    report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method="pinv", overwrite=True)
+        _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method=Pinv())
+    report = _restore(tiny[0], tmp_path / "out", images=tmp_path / "in", method=Pinv(), overwrite=True)
     assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]
 
 
@@ -481,8 +482,8 @@ def test_an_input_s_result_does_not_depend_on_the_other_files_in_its_folder(tiny
 
     save_images(tiny[1][[0, 0]], [tmp_path / "one" / "b.png", tmp_path / "two" / "b.png"])
     save_images(tiny[1][2:3], [tmp_path / "two" / "a.png"])
-    one = _restore(tiny[0], tmp_path / "o1", images=tmp_path / "one", method="pinv", task="box16")["images"][0]
-    two = _restore(tiny[0], tmp_path / "o2", images=tmp_path / "two", method="pinv", task="box16")["images"][1]
+    one = _restore(tiny[0], tmp_path / "o1", images=tmp_path / "one", method=Pinv(), task="box16")["images"][0]
+    two = _restore(tiny[0], tmp_path / "o2", images=tmp_path / "two", method=Pinv(), task="box16")["images"][1]
     assert two["name"] == "b.png"
     assert one["consistency_after"] == pytest.approx(two["consistency_after"], abs=1e-4)
 

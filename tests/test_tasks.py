@@ -159,7 +159,7 @@ def test_a_bad_spec_is_an_input_error_naming_it_and_the_grammar(spec, why):
 def test_a_task_that_does_not_fit_the_images_names_both():
     with pytest.raises(InputError, match=r"task box:128 does not fit 1x32x32 images"):
         parse_task("box:128").check((1, 32, 32))
-    with pytest.raises(InputError, match=r"sr:16 does not fit 3x40x40"):
+    with pytest.raises(InputError, match=r"paper:sr16 does not fit 3x40x40"):
         parse_task("sr:16").check((3, 40, 40))
 
 

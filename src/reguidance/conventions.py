@@ -151,7 +151,7 @@ def check_image_scale(name: str, x: Tensor) -> Tensor:
     )
 
 
-def check_positive_int(name: str, value: int) -> int:
+def check_positive_int(name: str, value: object) -> int:
     """Raise ``InputError`` unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be an integer >= 1, got {value!r}")

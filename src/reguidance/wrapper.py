@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints
 
 import torch
@@ -138,6 +138,8 @@ class ReGuidance(Method):
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise InputError(f"unknown ReGuidance option(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
+        if DPS_STEPS in options:  # named as the wrapper's option, not as the DPS's own steps
+            check_positive_int(DPS_STEPS, options[DPS_STEPS])
         base = cls()
         dps = {name: options.get(key, getattr(base.dps, name)) for key, name in flat.items()}
         own = {k: v for k, v in options.items() if k not in flat}
@@ -229,7 +231,8 @@ class ReGuidance(Method):
             ab = float(chain.alphas_cumprod[-1])  # the level DPS starts at, where the inversion would end
             noise = rng.randn_like(candidate)
             latent = ab**0.5 * candidate + (1 - ab) ** 0.5 * noise if self.start == "renoise" else noise
-        out = self.dps.run(problem, levels=chain, latent=latent, callback=callback, progress=progress)
+        dps = replace(self.dps, steps=None)  # its chain is the wrapper's: dps_steps levels below t_end
+        out = dps.run(problem, levels=chain, latent=latent, callback=callback, progress=progress)
         if candidate.device.type == "cuda":
             torch.cuda.synchronize(candidate.device)
         seconds = time.perf_counter() - began

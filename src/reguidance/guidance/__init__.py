@@ -19,13 +19,14 @@ from .dps import DPS, GuidanceWarning, dps
 from .pigdm import PiGDM, pigdm
 from .reddiff import RedDiff, reddiff
 from .registry import METHODS, method_config, method_option_names
-from .solve import Method, Problem, options_of, solve
+from .solve import ChainMethod, Method, Problem, options_of, solve
 
 __all__ = [
     "DAPS",
     "DPS",
     "METHODS",
     "Callback",
+    "ChainMethod",
     "Cost",
     "DiffPIR",
     "GuidanceWarning",

@@ -284,11 +284,11 @@ class ChainMethod(Method):
         progress: bool = False,
     ) -> SampleResult:
         """Choose the chain (``levels``, else :meth:`grid` with ``steps``, else ``self.steps``, else
-        ``default_steps`` levels; giving both ``levels`` and ``steps`` is refused) and run :meth:`stepper` down it
-        from :meth:`first_state`."""
-        if levels is None and steps is None:
-            steps = self.steps  # an explicit chain (``levels``) replaces the config's own number of steps
-        chain = choose_levels(problem.prior, steps, levels, self.grid, default_steps=self.default_steps)
+        ``default_steps`` levels; giving ``levels`` and a number of steps, here or in the config, is refused) and run
+        :meth:`stepper` down it from :meth:`first_state`."""
+        chain = choose_levels(
+            problem.prior, self.steps if steps is None else steps, levels, self.grid, default_steps=self.default_steps
+        )
         net = Denoiser(problem.prior)
         step = self.stepper(problem, chain, net)
         x = self.first_state(problem, chain, latent)
