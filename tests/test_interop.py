@@ -13,6 +13,7 @@ zero-filled upsampling followed by the transposed convolution.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from reguidance.conventions import BatchRNG, InputError
 from reguidance.guidance import daps, diffpir, dps, pigdm, reddiff
 from reguidance.operators import Inpainting, LinearOperator, Operator
-from reguidance.operators.deepinv import DeepinvLinearOperator, DeepinvOperator
+from reguidance.operators.deepinv import DeepinvLinearOperator, DeepinvOperator, PriorDenoiser
 from reguidance.priors import load_prior
 from reguidance.wrapper import reguide
 
@@ -380,3 +381,22 @@ def test_methods_that_solve_with_the_adjoint_refuse_a_nonlinear_physics(prior, m
     op, y = _problem(SquarePhysics())
     with pytest.raises(InputError, match="needs a linear operator"):
         METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2))
+
+
+# -------------------------------------------------------------------------------- the prior as deepinv's denoiser
+@pytest.mark.parametrize("index", [10, 300, 999])
+def test_the_prior_as_a_deepinv_denoiser_returns_tweedies_estimate_on_the_unit_scale(gaussian, index: int) -> None:
+    """deepinv's denoiser convention: ``x = x0_01 + sigma n`` in [0, 1] units. For data ``N(mu, v I)`` on our scale the
+    posterior mean is in closed form (``conftest.GaussianLaw``); at a level of the chain, ``sigma`` is half its
+    noise-to-signal ratio and the estimate comes back as ``(x0_hat + 1) / 2``."""
+    ab = float(gaussian.prior.schedule.alphas_cumprod[index])
+    sigma = math.sqrt((1 - ab) / ab) / 2
+    x0 = gaussian.mu + 0.5 * _rand(4, 6)
+    noisy = (x0 + 1) / 2 + sigma * _rand(4, 6, seed=5)  # what a deepinv denoiser is given
+    x_t = math.sqrt(ab) * (2 * noisy - 1)  # the same on our VP scale
+    want = (gaussian.x0_hat(x_t, ab) + 1) / 2
+    denoiser = PriorDenoiser(gaussian.prior)
+    torch.testing.assert_close(denoiser(noisy, sigma), want)
+    torch.testing.assert_close(denoiser(noisy, torch.full((4,), sigma)), want)  # one sigma per sample
+    assert denoiser.nfe == 2
+    torch.testing.assert_close(denoiser(noisy, 0.0), noisy)  # no noise: nothing to remove

@@ -368,14 +368,15 @@ class PriorDenoiser(nn.Module):
 
 # ------------------------------------------------------------------------------------------ the latent for DPS
 def deepinv_time(alpha_bar: float) -> float:
-    """The time ``t`` in ``[0, 1]`` of deepinv's VP SDE whose ``ab(t) = exp(-(0.1 t + 9.95 t^2))`` is ``alpha_bar``
-    (the positive root of ``9.95 t^2 + 0.1 t + log(ab) = 0``); an InputError unless ``ab(1) <= alpha_bar < 1``."""
+    """The time ``t`` of deepinv's VP SDE whose ``ab(t) = exp(-(0.1 t + 9.95 t^2))`` is ``alpha_bar`` in (0, 1): the
+    positive root of ``9.95 t^2 + 0.1 t + log(ab) = 0``, at most 1. The discrete chain's last levels lie a little
+    past the SDE's end (``ab_999 = 4.04e-5 < ab(1) = 4.32e-5``): a level below ``ab(1)`` is given ``t = 1``."""
     ab = float(alpha_bar)
+    if not 0 < ab < 1:
+        raise InputError(f"alpha_bar must lie in (0, 1), got {alpha_bar!r}")
     half_slope = (VP_BETA_MAX - VP_BETA_MIN) / 2
-    floor = math.exp(-(VP_BETA_MIN + half_slope))
-    if not floor <= ab < 1:
-        raise InputError(f"alpha_bar must lie in [{floor:.3g}, 1) (deepinv's VP SDE from t = 0 to 1), got {alpha_bar!r}")
-    return (-VP_BETA_MIN + math.sqrt(VP_BETA_MIN**2 - 4 * half_slope * math.log(ab))) / (2 * half_slope)
+    t = (-VP_BETA_MIN + math.sqrt(VP_BETA_MIN**2 - 4 * half_slope * math.log(ab))) / (2 * half_slope)
+    return min(t, 1.0)
 
 
 @dataclass(frozen=True)
