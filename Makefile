@@ -76,12 +76,13 @@ test-scalar: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(PY) -c "import torch; assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT'"
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q $(NUMERIC_TESTS)
 
-# The deepinv tier: tests/deepinv/ against the real deepinv 0.5.0 (the adapter, the docs' deepinv examples, the
+# The deepinv tier: tests/deepinv_tier/ against the real deepinv 0.5.0 (the adapter, the docs' deepinv examples, the
 # side-by-side DPS script), in a second environment: deepinv imports torchvision, which does not import beside the
 # pinned torch 2.13. .venv-deepinv is built from nothing when absent or older than pyproject.toml (torch 2.14.1 and
 # torchvision 0.29.1 from this machine's disk: a CUDA build that runs on the CPU, about 2 minutes and 5.5 GB), then
 # deepinv, then the project's dependencies and test tools, then the project itself without dependencies (pip must not
-# touch that torch). `make test` leaves tests/deepinv/ out (pyproject.toml's norecursedirs).
+# touch that torch). `make test` leaves tests/deepinv_tier/ out (tests/conftest.py collects it only where deepinv
+# imports).
 DEEPINV_VENV := .venv-deepinv
 DEEPINV_PY := $(DEEPINV_VENV)/bin/python
 DEEPINV_STAMP := $(DEEPINV_VENV)/.installed
@@ -100,7 +101,7 @@ $(DEEPINV_STAMP): pyproject.toml
 	touch $(DEEPINV_STAMP)
 
 test-deepinv: $(DEEPINV_STAMP)
-	$(DEEPINV_PY) -m pytest -q -p no:cacheprovider tests/deepinv
+	$(DEEPINV_PY) -m pytest -q -p no:cacheprovider tests/deepinv_tier
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts

@@ -145,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print(f"{'':8} {'PSNR':>7} {'SSIM':>6} {'consistency':>11} {'s/step':>8} {'net calls/step':>14}")
     for label, row in rows.items():
         timing = (
-            f" {row['seconds_per_step']:8.3f} {row['network_calls_per_step']:14.2f}" if "seconds_per_step" in row else ""
+            f" {row['seconds_per_step']:8.3f} {row['network_calls_per_step']:14.2f}"
+            if "seconds_per_step" in row
+            else ""
         )
         print(f"{label:8} {row['psnr']:7.2f} {row['ssim']:6.3f} {row['consistency']:11.3f}{timing}")
     print(f"per-step time ratio (deepinv / ours): {ratio:.2f}")

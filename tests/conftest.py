@@ -68,6 +68,6 @@ def gaussian() -> GaussianLaw:
     return GaussianLaw(torch.linspace(-0.4, 0.6, 6, dtype=torch.float64), 0.25)
 
 
-# tests/deepinv/ needs the real deepinv, which does not import beside the pinned torch: `make test-deepinv` runs it in
-# its own environment, and a suite without deepinv does not collect it
-collect_ignore = [] if importlib.util.find_spec("deepinv") else ["deepinv"]
+# tests/deepinv_tier/ needs the real deepinv, which does not import beside the pinned torch: `make test-deepinv` runs it
+# in its own environment, and a suite without deepinv does not collect it
+collect_ignore = [] if importlib.util.find_spec("deepinv") else ["deepinv_tier"]

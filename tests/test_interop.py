@@ -2,7 +2,7 @@
 hierarchy (``Physics``, ``LinearPhysics``), attribute names, buffers and float32 filters.
 
 These run in the main suite, where deepinv cannot be imported (it imports torchvision, which does not import beside
-the pinned torch); ``tests/deepinv/`` (``make test-deepinv``) runs the adapter against the real deepinv 0.5.0. The
+the pinned torch); ``tests/deepinv_tier/`` (``make test-deepinv``) runs the adapter against the real deepinv 0.5.0. The
 stand-ins follow deepinv's source (``deepinv/physics/forward.py``, ``inpainting.py``, ``blur.py``, ``noise.py``):
 ``Physics.A`` is the noiseless map on images in [0, 1], ``LinearPhysics`` adds ``A_adjoint`` and ``A_dagger``,
 ``noise_model`` is a ``GaussianNoise`` module whose ``sigma`` is a buffer; ``Inpainting`` keeps its mask as a ``mask``

@@ -108,7 +108,9 @@ def _working_dtype(physics: nn.Module, complex_input: bool = False) -> torch.dty
     """The dtype the physics takes its input in: for real input, that of its first floating-point buffer or parameter
     (a filter); for complex input, that of its first complex one (a matrix), else the complex counterpart of the real
     one; ``None`` when it has none. The noise model's tensors (``GaussianNoise.sigma``) are left out."""
-    tensors = [t for n, t in (*physics.named_buffers(), *physics.named_parameters()) if not n.startswith("noise_model.")]
+    tensors = [
+        t for n, t in (*physics.named_buffers(), *physics.named_parameters()) if not n.startswith("noise_model.")
+    ]
     real = next((t.dtype for t in tensors if t.is_floating_point()), None)
     if not complex_input:
         return real
@@ -218,14 +220,17 @@ class DeepinvOperator(Operator):
             )
         shape = _check_shape("x_shape", x_shape)
         lo, hi = _check_range(image_range)
-        noise = _noise_sigma(physics, read=sigma_y is None)
-        if sigma_y is None and noise is None:
-            raise InputError(
-                f"the physics adds no noise ({type(getattr(physics, 'noise_model', None)).__name__}): pass sigma_y, "
-                f"the Gaussian noise std on our [-1, 1] scale ({2 / (hi - lo):g} times a std on image_range {(lo, hi)})"
-            )
+        noise = _noise_sigma(physics, read=sigma_y is None)  # the noise model's kind is checked either way
+        if sigma_y is None:
+            if noise is None:
+                kind = type(getattr(physics, "noise_model", None)).__name__
+                raise InputError(
+                    f"the physics adds no noise ({kind}): pass sigma_y, the Gaussian noise std on our [-1, 1] scale "
+                    f"({2 / (hi - lo):g} times a std on image_range {(lo, hi)})"
+                )
+            sigma_y = noise * 2 / (hi - lo)
         y_shape, complex_input = _probe_shape(physics, shape)
-        super().__init__(shape, y_shape, noise * 2 / (hi - lo) if sigma_y is None else sigma_y)
+        super().__init__(shape, y_shape, sigma_y)
         self.image_range = (lo, hi)
         self.complex_input = complex_input
         self.physics = physics  # a registered submodule: .to(device) and state_dict carry its buffers
