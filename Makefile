@@ -54,10 +54,17 @@ benchmark: $(STAMP)
 theory: $(STAMP)
 	$(VENV)/bin/reguidance theory
 
-# The whole check: lint (ruff and the mypy type check), the test suite, then the GPU check's script on CPU.
+# The whole check: lint (ruff and the mypy type check), the test suite, the GPU check's script on CPU, then the wheel.
 test: lint
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory gpu-check-cpu
+	$(MAKE) --no-print-directory test-wheel
+
+# scripts/wheel_check.sh: build the wheel (python -m build), install it into .venv-wheel (its own torch==2.13.0, kept
+# between runs; the package reinstalled from each new wheel), and run `reguidance demo --help`, `reguidance models`
+# and a tiny `restore` from a folder outside the checkout (about 30 s once .venv-wheel exists).
+test-wheel: $(STAMP)
+	PYTHON="$(abspath $(PY))" bash scripts/wheel_check.sh
 
 # scripts/gpu_check.sh --device cpu: every step of the GPU check on CPU with tiny budgets, so the script is known to
 # run before a GPU is lent (about a minute of CPU time; reports in a temporary folder, kept only if a step fails).
@@ -109,4 +116,4 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(DEEPINV_VENV) .venv-wheel .pytest_cache .ruff_cache .mypy_cache
