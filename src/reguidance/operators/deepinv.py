@@ -32,20 +32,22 @@ operator finds them once, as the entries where ``A`` of two random images is exa
 gives 0 on a Gaussian probe with probability 0), counts only the others in ``num_measurements`` (so the truth's
 ``consistency`` is about 1), and :meth:`DeepinvOperator.measure` puts noise only on them, as deepinv does.
 
-**Real images, real measurements, Gaussian noise.** Our images are real. A physics whose parameters are complex
-(``RandomPhaseRetrieval``'s ``B``) gets them as complex tensors with zero imaginary part; one whose measurement of a
-real image is complex (``CompressedSensing(dtype=torch.cfloat)``) is refused by name, as is one that cannot measure
-a real image at all (the error it raised is named). Every method here assumes Gaussian noise of one std:
-``sigma_y`` comes from deepinv's ``GaussianNoise`` (one value for the batch), must be given for ``ZeroNoise`` (or no
-noise model), and any other noise model (``PoissonNoise``, ``PoissonGaussianNoise``, ``GammaNoise``, ...: noise whose
-std depends on the signal, which no ``sigma_y`` expresses) is refused by name.
+**Real images, real measurements, Gaussian noise.** Our images are real. A physics that takes only complex input
+(``RandomPhaseRetrieval``, whose matrix ``B`` is complex: found by the shape probe, where a real probe raises and a
+complex one does not) gets our images as complex tensors with zero imaginary part; one whose measurement of a real
+image is complex (``CompressedSensing(dtype=torch.cfloat)``) is refused by name, as is one that measures neither
+(the error it raised is named). Every method here assumes Gaussian noise of one std: ``sigma_y`` comes from
+deepinv's ``GaussianNoise`` (one value for the batch), must be given for ``ZeroNoise`` (or no noise model), and any
+other noise model (``PoissonNoise``, ``PoissonGaussianNoise``, ``GammaNoise``, ...: noise that is not Gaussian of one
+std, often with a std that depends on the signal, which no ``sigma_y`` expresses) is refused by name, also when a
+``sigma_y`` is given.
 
 **Device and dtype.** The physics is a registered submodule (every deepinv ``Physics`` is a
 :class:`torch.nn.Module`), so ``operator.to(device)`` moves its buffers (masks, filters) and ``state_dict`` holds
 them. deepinv keeps its filters in float32: every call into the physics casts its input to the physics' working
-dtype (that of its first floating-point or complex buffer or parameter) and a real result back, so float64 solves
-and float32 filters work together at the physics' own accuracy. deepinv is an optional dependency: nothing here
-imports it.
+dtype (that of its first floating-point buffer or parameter outside its noise model; for complex input, of its first
+complex one) and a real result back, so float64 solves and float32 filters work together at the physics' own
+accuracy. deepinv is an optional dependency: nothing here imports it.
 
 **Our prior as deepinv's denoiser** (:class:`PriorDenoiser`): deepinv's denoisers take ``(x, sigma)`` with ``x`` an
 image in ``[0, 1]`` plus Gaussian noise of std ``sigma``. On our scale that is ``x0 + 2 sigma eps``, the VP state
