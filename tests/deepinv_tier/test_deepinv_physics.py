@@ -93,12 +93,15 @@ def test_methods_that_solve_with_the_adjoint_refuse_phase_retrieval(method: Call
 
 # --------------------------------------------------------------------------------------- forward and adjoint
 def test_our_forward_model_is_deepinvs_on_the_other_scale(name: str) -> None:
-    """``A(x) = (A_d(x_d) - b) / a`` with ``x_d = (x + 1) / 2``: deepinv's measurement, converted, is ours."""
+    """With ``x_d = (x + 1) / 2``: ``A(x) = 2 A_d(x_d) - A_d(1)`` for a linear physics, ``2 A_d(x_d)`` otherwise, by
+    deepinv's own ``A``; the conversion of deepinv's measurement is the same formula."""
     physics = PHYSICS[name]()
     op = DeepinvOperator(physics, SHAPE)
     x01 = _truth(4)
-    want = op.measurement_from_deepinv(physics.A(_deepinv_input(op, x01)))
-    torch.testing.assert_close(op(2 * x01 - 1), want, rtol=1e-4, atol=1e-5)
+    y_d = physics.A(_deepinv_input(op, x01))
+    offset = physics.A(torch.ones(1, *SHAPE)) if name in LINEAR else 0
+    torch.testing.assert_close(op(2 * x01 - 1), 2 * y_d - offset, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(op.measurement_from_deepinv(y_d), 2 * y_d - offset)
 
 
 @pytest.mark.parametrize("name", LINEAR)
