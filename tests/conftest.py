@@ -1,5 +1,7 @@
 """Shared fixtures: a small exact-score mixture prior and a hard linear problem on it."""
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -64,3 +66,8 @@ class GaussianLaw:
 def gaussian() -> GaussianLaw:
     """A broad 6-dimensional Gaussian data law with a non-zero mean (see :class:`GaussianLaw`)."""
     return GaussianLaw(torch.linspace(-0.4, 0.6, 6, dtype=torch.float64), 0.25)
+
+
+# tests/deepinv_tier/ needs the real deepinv, which does not import beside the pinned torch: `make test-deepinv` runs it
+# in its own environment, and a suite without deepinv does not collect it
+collect_ignore = [] if importlib.util.find_spec("deepinv") else ["deepinv_tier"]

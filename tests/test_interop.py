@@ -1,17 +1,19 @@
-"""deepinv interop through stand-ins that are what a deepinv Physics is: a torch.nn.Module with deepinv's attribute
-names, buffers and float32 filters.
+"""deepinv interop through stand-ins that are what a deepinv Physics is: a torch.nn.Module with deepinv's class
+hierarchy (``Physics``, ``LinearPhysics``), attribute names, buffers and float32 filters.
 
-deepinv itself cannot be installed beside the pinned torch (it replaces torch and imports torchvision at its top
-level). The stand-ins follow deepinv's source (main branch, version 0.4.x, read in ``deepinv/physics/forward.py``,
-``inpainting.py``, ``blur.py`` and ``noise.py``): ``Physics.A`` is the noiseless map on images in [0, 1],
-``LinearPhysics`` adds ``A_adjoint`` and ``A_dagger``, ``noise_model`` is a ``GaussianNoise`` module whose ``sigma`` is
-a buffer; ``Inpainting`` keeps its mask as a ``mask`` buffer ``(1, C or 1, H, W)`` and multiplies by it;
-``Downsampling`` keeps a float32 ``filter`` buffer ``(1, 1, k, k)``, convolves with circular padding, then keeps every
-``factor``-th pixel, and its adjoint is the zero-filled upsampling followed by the transposed convolution.
+These run in the main suite, where deepinv cannot be imported (it imports torchvision, which does not import beside
+the pinned torch); ``tests/deepinv_tier/`` (``make test-deepinv``) runs the adapter against the real deepinv 0.5.0. The
+stand-ins follow deepinv's source (``deepinv/physics/forward.py``, ``inpainting.py``, ``blur.py``, ``noise.py``):
+``Physics.A`` is the noiseless map on images in [0, 1], ``LinearPhysics`` adds ``A_adjoint`` and ``A_dagger``,
+``noise_model`` is a ``GaussianNoise`` module whose ``sigma`` is a buffer; ``Inpainting`` keeps its mask as a ``mask``
+buffer ``(1, C or 1, H, W)`` and multiplies by it; ``Downsampling`` keeps a float32 ``filter`` buffer
+``(1, 1, k, k)``, convolves with circular padding, then keeps every ``factor``-th pixel, and its adjoint is the
+zero-filled upsampling followed by the transposed convolution.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -22,19 +24,20 @@ from torch import Tensor, nn
 from reguidance.conventions import BatchRNG, InputError
 from reguidance.guidance import daps, diffpir, dps, pigdm, reddiff
 from reguidance.operators import Inpainting, LinearOperator, Operator
-from reguidance.operators.deepinv import DeepinvLinearOperator, DeepinvOperator
+from reguidance.operators.deepinv import DeepinvLinearOperator, DeepinvOperator, PriorDenoiser
 from reguidance.priors import load_prior
 from reguidance.wrapper import reguide
 
-try:  # the real package, where it can be installed
-    import deepinv  # noqa: F401
-
-    HAVE_DEEPINV = True
-except Exception:  # ImportError, or torchvision failing beside this torch
-    HAVE_DEEPINV = False
-
 
 # ------------------------------------------------------------------------------------------------ stand-ins
+class Physics(nn.Module):
+    """deepinv's ``Physics``: a module with ``A``; linearity is the subclass below, as in deepinv."""
+
+
+class LinearPhysics(Physics):
+    """deepinv's ``LinearPhysics``: the class that marks a linear ``A`` (with ``A_adjoint`` and ``A_dagger``)."""
+
+
 class GaussianNoise(nn.Module):
     """deepinv's ``GaussianNoise``: ``sigma`` a buffer, on the [0, 1] scale."""
 
@@ -48,7 +51,25 @@ class GaussianNoise(nn.Module):
         return y + self.sigma * torch.randn_like(y)
 
 
-class InpaintingPhysics(nn.Module):
+class ZeroNoise(nn.Module):
+    """deepinv's ``ZeroNoise``: no noise."""
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y
+
+
+class PoissonNoise(nn.Module):
+    """deepinv's ``PoissonNoise``: ``y = gain * Poisson(z / gain)``, noise whose std depends on the signal."""
+
+    def __init__(self, gain: float = 0.1) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.gain * torch.poisson(y / self.gain)
+
+
+class InpaintingPhysics(LinearPhysics):
     """deepinv's ``Inpainting``: ``A = A^T = A^dagger = mask *``, the mask a float32 buffer ``(1, 1, H, W)``."""
 
     mask: Tensor
@@ -68,7 +89,7 @@ class InpaintingPhysics(nn.Module):
         return self.mask * y
 
 
-class DownsamplingPhysics(nn.Module):
+class DownsamplingPhysics(LinearPhysics):
     """deepinv's ``Downsampling`` with ``padding="circular"``: a float32 ``filter`` buffer, circular convolution, then
     every ``factor``-th pixel. ``F.conv2d`` with a float32 weight refuses float64 input, as deepinv's filters do."""
 
@@ -118,7 +139,7 @@ class DownsamplingPhysics(nn.Module):
         return self.A_adjoint(u)
 
 
-class SquarePhysics(nn.Module):
+class SquarePhysics(Physics):
     """A nonlinear deepinv ``Physics`` (no ``A_adjoint``): the squared 2x2-pooled intensity, Gaussian noise."""
 
     def __init__(self) -> None:
@@ -157,16 +178,16 @@ def _rand(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> Ten
 
 
 #: the linear stand-ins
-LinearPhysics = InpaintingPhysics | DownsamplingPhysics
+LinearStandIn = InpaintingPhysics | DownsamplingPhysics
 
-PHYSICS: dict[str, Callable[[], LinearPhysics]] = {
+PHYSICS: dict[str, Callable[[], LinearStandIn]] = {
     "inpainting": lambda: InpaintingPhysics(_box_mask()),
     "downsampling": lambda: DownsamplingPhysics(_gaussian_filter()),
 }
 
 
 @pytest.fixture(params=sorted(PHYSICS))
-def physics(request: pytest.FixtureRequest) -> LinearPhysics:
+def physics(request: pytest.FixtureRequest) -> LinearStandIn:
     return PHYSICS[request.param]()
 
 
@@ -176,7 +197,7 @@ def prior():
 
 
 # ------------------------------------------------------------------------------------------ the operator itself
-def test_a_linear_physics_module_becomes_a_linear_operator(physics: LinearPhysics) -> None:
+def test_a_linear_physics_module_becomes_a_linear_operator(physics: LinearStandIn) -> None:
     op = DeepinvOperator(physics, SHAPE)  # a real nn.Module: no AttributeError before Module.__init__
     assert isinstance(op, DeepinvLinearOperator) and isinstance(op, LinearOperator)
     assert op.physics is physics and "physics" in dict(op.named_children())
@@ -190,7 +211,49 @@ def test_a_nonlinear_physics_module_is_an_operator_without_adjoint_or_solves() -
         assert not hasattr(op, name)
 
 
-def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: LinearPhysics) -> None:
+def test_linearity_is_the_class_not_an_a_adjoint_attribute() -> None:
+    """deepinv's ``PhaseRetrieval`` is a nonlinear ``Physics`` with an ``A_adjoint`` (that of its ``B``)."""
+
+    class WithAdjoint(SquarePhysics):
+        def A_adjoint(self, y: Tensor) -> Tensor:
+            return F.interpolate(y, scale_factor=2)
+
+    op = DeepinvOperator(WithAdjoint(), SHAPE)
+    assert not isinstance(op, LinearOperator) and not hasattr(op, "adjoint")
+
+
+def test_an_entry_the_forward_model_never_reaches_is_not_a_measurement() -> None:
+    """deepinv's inpainting keeps y the image's shape, 0 where unobserved: m counts the observed entries only, the
+    noise lands on them only, and the truth's consistency is about 1 (our Inpainting's m: the mask's ones)."""
+    mask = _box_mask()
+    op = DeepinvOperator(InpaintingPhysics(mask, sigma=0.05), SHAPE)
+    assert op.num_measurements == int(mask.sum()) == Inpainting(mask).num_measurements
+    truth = _images(64)
+    y = op.measure(truth, BatchRNG.from_seed(3, 64))
+    assert bool((y[:, :, ~mask[0, 0].bool()] == 0).all())
+    assert float(op.consistency(truth, y).mean()) == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_noise_model_no_sigma_y_expresses_is_refused_by_name() -> None:
+    physics = InpaintingPhysics(_box_mask())
+    physics.noise_model = PoissonNoise()
+    for sigma_y in (None, 0.1):  # also when a sigma_y is offered: it would not be the noise's law
+        with pytest.raises(InputError, match="noise model is PoissonNoise, not Gaussian noise of one std"):
+            DeepinvOperator(physics, SHAPE, sigma_y=sigma_y)
+
+
+def test_images_from_deepinv_must_lie_on_the_stated_range() -> None:
+    op = DeepinvOperator(InpaintingPhysics(_box_mask()), SHAPE)
+    x = _images()
+    torch.testing.assert_close(op.image_from_deepinv((x + 1) / 2), x)  # deepinv's [0, 1] by default
+    with pytest.raises(InputError, match=r"image_range is \(0, 1\)"):
+        op.image_from_deepinv(x)  # a [-1, 1] image handed over as a [0, 1] one
+    ours = DeepinvOperator(InpaintingPhysics(_box_mask()), SHAPE, image_range=(-1, 1))
+    torch.testing.assert_close(ours.image_from_deepinv(x), x)
+    assert ours.sigma_y == pytest.approx(0.05)  # the physics' own scale: no doubling
+
+
+def test_our_measurement_of_an_image_is_deepinvs_on_the_other_scale(physics: LinearStandIn) -> None:
     op = DeepinvOperator(physics, SHAPE)
     x = _images()
     y_deepinv = physics.A((x + 1) / 2)  # what deepinv measures of the same image (noise-free), on [0, 1]
@@ -210,9 +273,10 @@ def test_the_stand_in_inpainting_is_our_inpainting() -> None:
     torch.testing.assert_close(op.pinv(y), ours.pinv(y))
     torch.testing.assert_close(op.prox_l2(z, y, 3.0), ours.prox_l2(z, y, 3.0), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(op.solve_gram(y, 2.0, 0.5), ours.solve_gram(y, 2.0, 0.5), rtol=1e-5, atol=1e-5)
+    assert op.num_measurements == ours.num_measurements
 
 
-def test_the_adjoint_satisfies_the_inner_product_identity(physics: LinearPhysics) -> None:
+def test_the_adjoint_satisfies_the_inner_product_identity(physics: LinearStandIn) -> None:
     op = DeepinvOperator(physics, SHAPE)
     assert isinstance(op, DeepinvLinearOperator)
     x, v = _rand(2, *SHAPE), _rand(2, *op.y_shape, seed=2)
@@ -234,7 +298,7 @@ def test_float64_solves_run_through_float32_filters_and_solve_their_equations() 
     torch.testing.assert_close(op(op.pinv(y.float())), y.float(), rtol=1e-3, atol=1e-3)  # A_dagger: a right inverse
 
 
-def test_the_physics_follows_the_operator_to_another_device_and_dtype(physics: LinearPhysics) -> None:
+def test_the_physics_follows_the_operator_to_another_device_and_dtype(physics: LinearStandIn) -> None:
     op = DeepinvOperator(physics, SHAPE).to(torch.float64)
     assert all(b.dtype == torch.float64 for b in op.physics.buffers() if b.is_floating_point())
     x = _images(dtype=torch.float64)
@@ -251,7 +315,7 @@ def test_the_shape_probe_runs_where_the_physics_lives() -> None:
 
 def test_sigma_y_is_required_without_gaussian_noise() -> None:
     physics = InpaintingPhysics(_box_mask())
-    physics.noise_model = nn.Identity()  # deepinv's ZeroNoise
+    physics.noise_model = ZeroNoise()
     with pytest.raises(InputError, match="pass sigma_y"):
         DeepinvOperator(physics, SHAPE)
     assert DeepinvOperator(physics, SHAPE, sigma_y=0.2).sigma_y == 0.2
@@ -286,12 +350,12 @@ METHODS = {
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_runs_on_a_linear_physics_module(prior, physics: LinearPhysics, method: str) -> None:
+def test_every_method_runs_on_a_linear_physics_module(prior, physics: LinearStandIn, method: str) -> None:
     op, y = _problem(physics)
     _check(METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2)).x, op)
 
 
-def test_reguidance_runs_on_a_linear_physics_module(prior, physics: LinearPhysics) -> None:
+def test_reguidance_runs_on_a_linear_physics_module(prior, physics: LinearStandIn) -> None:
     op, y = _problem(physics)
     assert isinstance(op, DeepinvLinearOperator)
     candidate = op.pinv(y).clamp(-1, 1)
@@ -319,13 +383,20 @@ def test_methods_that_solve_with_the_adjoint_refuse_a_nonlinear_physics(prior, m
         METHODS[method](prior, op, y, BatchRNG.from_seed(0, 2))
 
 
-@pytest.mark.skipif(not HAVE_DEEPINV, reason="deepinv cannot be imported here (it needs torchvision)")
-def test_the_real_deepinv_downsampling_physics() -> None:
-    import deepinv as dinv
-
-    physics = dinv.physics.Downsampling(img_size=(1, 8, 8), factor=2, filter="gaussian")
-    op = DeepinvOperator(physics, (1, 8, 8), sigma_y=0.1)
-    assert isinstance(op, LinearOperator)
-    x = torch.rand(2, 1, 8, 8) * 2 - 1
-    torch.testing.assert_close(op.measurement_from_deepinv(physics.A((x + 1) / 2)), op(x), rtol=1e-5, atol=1e-5)
-    op.prox_l2(x.double(), op(x).double(), 1.0)
+# -------------------------------------------------------------------------------- the prior as deepinv's denoiser
+@pytest.mark.parametrize("index", [10, 300, 999])
+def test_the_prior_as_a_deepinv_denoiser_returns_tweedies_estimate_on_the_unit_scale(gaussian, index: int) -> None:
+    """deepinv's denoiser convention: ``x = x0_01 + sigma n`` in [0, 1] units. For data ``N(mu, v I)`` on our scale the
+    posterior mean is in closed form (``conftest.GaussianLaw``); at a level of the chain, ``sigma`` is half its
+    noise-to-signal ratio and the estimate comes back as ``(x0_hat + 1) / 2``."""
+    ab = float(gaussian.prior.schedule.alphas_cumprod[index])
+    sigma = math.sqrt((1 - ab) / ab) / 2
+    x0 = gaussian.mu + 0.5 * _rand(4, 6)
+    noisy = (x0 + 1) / 2 + sigma * _rand(4, 6, seed=5)  # what a deepinv denoiser is given
+    x_t = math.sqrt(ab) * (2 * noisy - 1)  # the same on our VP scale
+    want = (gaussian.x0_hat(x_t, ab) + 1) / 2
+    denoiser = PriorDenoiser(gaussian.prior)
+    torch.testing.assert_close(denoiser(noisy, sigma), want)
+    torch.testing.assert_close(denoiser(noisy, torch.full((4,), sigma)), want)  # one sigma per sample
+    assert denoiser.nfe == 2
+    torch.testing.assert_close(denoiser(noisy, 0.0), noisy)  # no noise: nothing to remove

@@ -1,6 +1,7 @@
 """The README's Python examples run as written, in order, in one namespace (except a block whose first line is
-``# not run by the tests``: it says why, e.g. it needs deepinv, which cannot be installed here), in a fresh folder
-that holds what the first example reads: ``photos/``, two PNGs of the committed MNIST test images."""
+``# not run by the tests``: it says why, e.g. it needs deepinv, whose examples ``make test-deepinv`` runs in its own
+environment), in a fresh folder that holds what the first example reads: ``photos/``, two PNGs of the committed MNIST
+test images."""
 
 import re
 from pathlib import Path
@@ -51,8 +52,8 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     assert projection is not None, out
     residual = float(projection.group(1))
     assert residual < 0.2  # the projection fits y; unguided sampling leaves about 0.8
-    # a latent inverted to t_end = 1 on the 1000-step linear chain is deepinv DPS's first state, t = 999
-    assert "deepinv timestep 999, denoiser sigma 79 on [0, 1]" in out  # sqrt((1 - ab_999) / ab_999) / 2 = 78.7
+    # a latent inverted to t_end = 0.3 (chain level 300) starts deepinv 0.5's VP SDE at the time of its level
+    assert "deepinv time 0.301, denoiser sigma 0.62 on [0, 1]" in out  # exp(-(0.1 t + 9.95 t^2)) = ab_300
 
 
 def test_the_readme_states_the_operator_contract_by_class_not_by_duck_typing():

@@ -108,28 +108,27 @@ def test_a_latent_of_known_image_and_noise_maps_to_deepinvs_values() -> None:
     # ab = 0.64: sqrt(ab) = 0.8, sqrt(1 - ab) = 0.6, so x_t = 0.8 x0 + 0.6 eps
     x0 = torch.tensor([-1.0, 0.0, 0.5, 1.0], dtype=torch.float64).reshape(1, 1, 2, 2)
     eps = torch.tensor([1.0, -1.0, 2.0, 0.0], dtype=torch.float64).reshape(1, 1, 2, 2)
-    d = latent_to_deepinv(0.8 * x0 + 0.6 * eps, 0.64)  # x_t = [-0.2, -0.6, 1.6, 0.8]
-    # DPS's x_init = (x_t + 1) / 2, so that its first state 2 x_init - 1 is x_t
-    torch.testing.assert_close(d.x_init.flatten(), torch.tensor([0.4, 0.2, 1.3, 0.9], dtype=torch.float64))
+    latent = 0.8 * x0 + 0.6 * eps
+    d = latent_to_deepinv(latent, 0.64)
+    # deepinv 0.5's DPS carries its state on the same [-1, 1] VP scale and takes x_init as that state
+    torch.testing.assert_close(d.x_init, latent)
     # the denoiser's input: (x0 + 1) / 2 + s eps with s = sqrt(0.36 / 0.64) / 2 = 0.375
     assert d.sigma == pytest.approx(0.375)
     want = torch.tensor([0.0 + 0.375, 0.5 - 0.375, 0.75 + 0.75, 1.0 + 0.0], dtype=torch.float64)
     torch.testing.assert_close(d.noisy_image.flatten(), want)
 
 
-def _linear_alpha_bar(t: int) -> float:
-    """alpha_bar of timestep t of deepinv's chain, by hand: prod_{s <= t} (1 - beta_s), beta linear 1e-4 .. 0.02."""
-    return math.prod(1 - (1e-4 + s * (0.02 - 1e-4) / 999) for s in range(t + 1))
+@pytest.mark.parametrize("t", [0.001, 0.3, 0.5, 1.0])
+def test_the_deepinv_time_is_the_one_whose_vp_level_is_the_latents(t: float) -> None:
+    """deepinv's VP SDE: beta(t) = 0.1 + 19.9 t, so ab(t) = exp(-(0.1 t + 19.9 t^2 / 2)), by hand."""
+    ab = math.exp(-(0.1 * t + 19.9 * t**2 / 2))
+    assert latent_to_deepinv(torch.zeros(1, 1, 2, 2), ab).time == pytest.approx(t, rel=1e-9)
 
 
-@pytest.mark.parametrize("t", [0, 1, 299, 999])
-def test_the_deepinv_timestep_is_the_one_of_the_latents_level_on_the_linear_chain(t: int) -> None:
-    assert latent_to_deepinv(torch.zeros(1, 1, 2, 2), _linear_alpha_bar(t)).timestep == t
-
-
-def test_a_latent_past_the_chains_end_maps_to_its_last_timestep_and_bad_levels_are_refused() -> None:
-    assert _linear_alpha_bar(999) > 1e-6
-    assert latent_to_deepinv(torch.zeros(1, 1, 2, 2), 1e-6).timestep == 999
+def test_a_latent_past_the_sdes_end_maps_to_time_one_and_bad_levels_are_refused() -> None:
+    ab_999 = math.prod(1 - (1e-4 + s * (0.02 - 1e-4) / 999) for s in range(1000))  # the linear chain's last level
+    assert ab_999 < math.exp(-(0.1 + 19.9 / 2))  # a little past the SDE's end
+    assert latent_to_deepinv(torch.zeros(1, 1, 2, 2), ab_999).time == 1.0
     for ab in (0.0, 1.0, -0.5):
         with pytest.raises(InputError, match="alpha_bar must lie in"):
             latent_to_deepinv(torch.zeros(1, 1, 2, 2), ab)
