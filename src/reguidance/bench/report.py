@@ -695,6 +695,8 @@ _NAMES = {
     "confidence": "classifier confidence",
     "knn_dist": "k-NN feature distance",
 }
+#: the short name of a metric in a sentence (the padded SSIM keeps its label)
+_SHORT = {"ssim_padded": "SSIM (padded)", "fit": "|fit_z|", "reward": "reward", "consistency": "|consistency - 1|"}
 #: the short label of a metric's change in the BENCHMARK.md tables
 _DELTA = {"ssim": "ΔSSIM", "ssim_padded": "ΔSSIM (padded)", "fit": "Δ\\|fit_z\\|", "psnr": "ΔPSNR"}
 
@@ -746,11 +748,11 @@ def _losses(entries: list[Record], against: str) -> list[str]:
     for e in entries:
         rival = e.get("against", against)
         if e["worse"]:
-            changes = ", ".join(f"{_NAMES[m].split(' (')[0]} {e[m]['mean']:+.3g}" for m in e["worse"])
+            changes = ", ".join(f"{_SHORT.get(m, _NAMES[m])} {e[m]['mean']:+.3g}" for m in e["worse"])
             out.append(f"- {e['task']} / {e['method']}: worse than `{rival}` on {changes} ({e['verdict']}).")
         worse = e.get("worse_secondary") or []
         if worse:
-            changes = ", ".join(f"{_NAMES[m].split(' (')[0]} {e[m]['mean']:+.3g}" for m in worse)
+            changes = ", ".join(f"{_SHORT.get(m, _NAMES[m])} {e[m]['mean']:+.3g}" for m in worse)
             secondary.append(f"{e['task']} / {e['method']} against `{rival}` ({changes})")
     out = out or [f"- none: no comparison with the {against} is worse on a family test after the correction."]
     if secondary:
@@ -758,12 +760,16 @@ def _losses(entries: list[Record], against: str) -> list[str]:
     return out
 
 
-def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None, table: Record | None = None) -> list[str]:
+def _tuned_section(
+    protocol: str, prior: str, tasks: set[str] | None = None, table: Record | None = None, padded: bool = False
+) -> list[str]:
     """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, the axes
     whose choice is still on an edge, and the settings each row had in all (tables tuned with ``--ablations``).
-    ``table``: the one a run recorded in its ``config.json`` (``bench --tuned``), else the package's."""
+    ``table``: the one a run recorded in its ``config.json`` (``bench --tuned``), else the package's. ``padded``: the
+    run's records hold torchmetrics' padded SSIM, so the recorded table, tuned with them, selected on that SSIM."""
     from .defaults import tuned_table
 
+    recorded = table is not None
     if table is None:
         table = tuned_table(protocol, prior)
     entries = [e for e in table.get("entries", []) if tasks is None or e["task"] in tasks]
@@ -775,7 +781,12 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None, tab
         f"{table.get('dtype', '?')}) by `{table.get('command')}`; rule: {table.get('rule')}. Grids: "
         + "; ".join(f"{m} `{g}`" for m, g in table.get("method_grids", {}).items())
         + f"; the wrapper `{table.get('wrapper_grid')}`; an axis whose choice sits on an edge is widened up to "
-        f"{table.get('max_widen', 0)} times.",
+        f"{table.get('max_widen', 0)} times."
+        + (
+            " The rule's SSIM is torchmetrics' padded variant, the one computed when it was tuned."
+            if padded and recorded
+            else ""
+        ),
         "",
         "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge "
         "| settings in all |" + (" ablations' own choices |" if own else ""),
@@ -1094,6 +1105,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         ablations = [p for p in summary["paired"] if p.get("against", "candidate") != "candidate"]
         n_images = sorted({p["n"] for p in main})
         prior_name = str(config.get("context", {}).get("prior", prior))
+        ssim = _ssim_key(summary["rows"])
         parts += [
             f"### {prior}",
             "",
@@ -1102,7 +1114,13 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             f"seed {config['seed']}, test ids {', '.join(config['ids'])} ({'/'.join(map(str, n_images))} images per "
             f"comparison), network in {config.get('context', {}).get('dtype', '?')}.",
             "",
-            *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}, config.get("tuned_table")),
+            *_tuned_section(
+                str(config["protocol"]),
+                prior_name,
+                {p["task"] for p in main},
+                config.get("tuned_table"),
+                padded=ssim == "ssim_padded",
+            ),
             *_primary_table(summary),
             f"**ReGuidance against its candidate**, {len(main)} comparisons (task x method). {summary['rule']}",
             "",
@@ -1115,8 +1133,9 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         ]
         if ablations:
             parts += [
-                "**Ablations** (same images, measurements and random streams; `renoise` and `more` on SSIM and the "
-                "fit to y are in the primary family, everything else is secondary): "
+                "**Ablations** (same images, measurements and random streams; `renoise` and `more` on "
+                f"{_SHORT.get(ssim, 'SSIM')} and the fit to y are in the primary family, everything else is "
+                "secondary): "
                 "`renoise` forward-noises the candidate to the wrapper's `t_end` and runs the same DPS (SDEdit + DPS); "
                 "`fresh` runs the same DPS from fresh noise at `t_end` (no candidate); `more` gives the base method "
                 "the wrapper's extra network evaluations (its step budget scaled, its tuned step size kept).",
