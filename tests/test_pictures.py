@@ -239,6 +239,8 @@ def _bench_folder(out: Path) -> list[dict[str, object]]:
                     "id": i,
                     "psnr": 10.0 + i + 0.25 * k,
                     "ssim": 0.5 + 0.01 * i + 0.001 * k,
+                    "ssim_padded": 0.6 + 0.01 * i + 0.001 * k,
+                    "ssim_kind": "wang2004",
                     "consistency": 2.0 - 0.5 * k,
                     "consistency_raw": 2.0 - 0.5 * k,
                     "reward": -1.5 - k,

@@ -21,6 +21,7 @@ def _run(folder: Path) -> Path:
             "task": "sr8",
             "method": "dps",
             "against": "candidate",
+            "n": 100,
             "nfe": [1200, 1000],
             "verdict": "helps",
             "ssim": _test(0.0412, 0.02, 0.0624, "better"),
@@ -31,13 +32,15 @@ def _run(folder: Path) -> Path:
             "task": "sr8",
             "method": "dps",
             "against": "renoise",
+            "n": 100,
             "nfe": [1200, 1100],
-            "verdict": "mixed",
+            "verdict": "hurts",
             "ssim": _test(-0.0205, -0.031, -0.01, "worse"),
             "fit": _test(0.3, -0.1, 0.7, "inconclusive"),
         },
     ]
-    (folder / "summary.json").write_text(json.dumps({"rows": [], "paired": paired, "rule": "r"}))
+    summary = {"rows": [], "paired": paired, "rule": "r", "ssim_kind": "wang2004"}  # written with the standard SSIM
+    (folder / "summary.json").write_text(json.dumps(summary))
     config = {"protocol": "reference", "tuned": False, "seed": 0, "ids": ["0:100"]}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
@@ -53,7 +56,7 @@ def test_the_answer_counts_only_primary_tests_and_shows_each_change(tmp_path: Pa
     ssim, fit = "+0.041 [+0.020, +0.062] ▲", "-0.01 [-0.05, +0.02] ≈"  # rounded by hand from _run's numbers
     assert f"| sr8 | dps | candidate | 1200 vs 1000 | {ssim} | {fit} | helps |" in lines
     ssim, fit = "-0.021 [-0.031, -0.010] ▼", "+0.30 [-0.10, +0.70]"  # inconclusive: no mark
-    assert f"| sr8 | dps | renoise | 1200 vs 1100 | {ssim} | {fit} | mixed |" in lines
+    assert f"| sr8 | dps | renoise | 1200 vs 1100 | {ssim} | {fit} | hurts |" in lines
 
 
 def test_the_wall_time_of_each_study_command_is_listed_and_a_broken_line_is_named(tmp_path: Path) -> None:

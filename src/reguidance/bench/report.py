@@ -4,14 +4,25 @@ differences against the candidate and the ablations, as ``summary.json`` and ``s
 The statistics are :mod:`reguidance.evaluation.stats`': Student-t intervals, effect sizes, ties only by TOST within
 stated margins, no test below the minimum n, and Holm's correction only within the declared primary family
 (:data:`reguidance.evaluation.stats.PRIMARY_FAMILY`, printed verbatim by :func:`preregistration`); everything else is
-secondary and uncorrected. The fit to y votes as ``|fit_z|`` (:func:`reguidance.evaluation.metrics.fit_z`), not as the
-reward."""
+secondary and uncorrected. Beside each t-interval the median change, the wins / ties / losses and the signed-rank
+p-value. Only the family's Holm-corrected calls vote (:func:`verdict`). The fit to y votes as ``|fit_z|``
+(:func:`reguidance.evaluation.metrics.fit_z`), not as the reward; beside it, per variant, the share of images whose
+residual the noise law finds implausibly small or large (:func:`reguidance.evaluation.metrics.fit_p`).
+
+SSIM. ``ssim`` is the standard SSIM; summaries written before it (no ``ssim_kind``) hold torchmetrics' padded
+variant under ``ssim``: :func:`read_run` re-derives them from their rows (which :mod:`.records` reads with that value
+as ``ssim_padded``) under the family as it was declared then (:data:`reguidance.evaluation.stats.LEGACY_FAMILY`), so
+a report never shows it as the standard SSIM.
+
+Tables are data (:class:`Table`): :func:`format_markdown` and ``report.html`` render the same tables, so a label can
+never sit over another column's values."""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +30,13 @@ import torch
 
 from ..conventions import InputError
 from ..evaluation import stats
-from ..evaluation.metrics import holm, jackknife_ci95, mean_ci95, proportion_ci95
+from ..evaluation.metrics import SSIM_KIND, Interval, holm, jackknife_ci95, mean_ci95, proportion_ci95
 from ..io.files import atomic_path, read_json_object, replace_marked
 from ..io.images import read_images
 from .records import Record, read_all_results, variant_of
 
 __all__ = [
+    "Table",
     "add_fd_cls",
     "benchmark_tables",
     "format_markdown",
@@ -37,6 +49,7 @@ __all__ = [
     "save_overview",
     "save_tradeoff_plot",
     "summarise",
+    "summary_blocks",
     "tradeoff_figure",
     "verdict",
     "write_report_html",
@@ -45,13 +58,16 @@ __all__ = [
 
 #: a row of ``results.jsonl``, a summary, or one of its rows: JSON objects, typed as such (values of any JSON type)
 
-#: per-image metrics of a row and whether higher is better (``lpips`` only in runs given LPIPS weights;
+#: per-image metrics of a row and whether higher is better (``ssim`` the standard SSIM, ``ssim_padded`` torchmetrics'
+#: variant, see :mod:`reguidance.evaluation.metrics`; ``lpips`` only in runs given LPIPS weights;
 #: ``consistency_raw`` is the output's consistency before the clamp to [-1, 1]; ``fit`` is ``|fit_z|``, the
 #: noise-calibrated fit to y of :func:`reguidance.evaluation.metrics.fit_z`; ``confidence`` and ``knn_dist`` are the
-#: metric classifier's per-image realism, :class:`reguidance.evaluation.classifier.RealismScorer`)
+#: metric classifier's per-image realism, :class:`reguidance.evaluation.classifier.RealismScorer`; ``knn_dist`` is
+#: the realism score a family can test, :data:`reguidance.evaluation.stats.REALISM`)
 METRICS = {
     "psnr": True,
     "ssim": True,
+    "ssim_padded": True,
     "lpips": False,
     "reward": True,
     "consistency": False,
@@ -60,31 +76,61 @@ METRICS = {
     "confidence": True,
     "knn_dist": False,
 }
-#: the paired changes that decide a verdict. The fit to y votes as ``fit`` (|fit_z|: explaining y up to the noise,
-#: not fitting the noise); the raw reward ``-||y - A x||^2`` is shown but does not vote (it rewards fitting the
-#: noise: every "reward worse" case of the earlier runs was a candidate with consistency below 1 moved to about 1);
-#: ``consistency`` (as ``|c - 1|``) does not vote either (it rewards the clamping artefact)
-VERDICT_METRICS = ("psnr", "ssim", "lpips", "fit", "class_acc")
+#: the changes whose "worse" call is a loss worth listing (the family's losses vote; the others are listed as
+#: secondary). Not the raw reward ``-||y - A x||^2`` (it rewards fitting the noise: every "reward worse" case of the
+#: earlier runs was a candidate with consistency below 1 moved to about 1) nor ``consistency`` as ``|c - 1|`` (it
+#: rewards the clamping artefact)
+QUALITY = ("psnr", "ssim", "ssim_padded", "lpips", "fit", "class_acc", "confidence", "knn_dist")
 #: the significance level of every test
 ALPHA = stats.ALPHA
 #: the verdict rule, in words (written next to every table that uses it)
 RULE = (
-    "Per metric (PSNR, SSIM, LPIPS where measured, the fit to y |fit_z|, class accuracy where a classifier exists), "
-    "the paired per-image change is tested (two-sided Student t). Tests of the declared primary family (see the "
+    "Per metric the paired per-image change is tested (two-sided Student t; beside it the median change, the wins / "
+    "ties / losses and a Wilcoxon signed-rank p-value). Tests of the declared primary family (see the "
     "pre-registration) are Holm-corrected within it; all others are secondary: raw 95% intervals, uncorrected "
     f"calls. A change is *better* or *worse* when its p-value is below {ALPHA}, a *tie* only when two one-sided "
-    "tests put it inside the metric's stated equivalence margin, and *inconclusive* otherwise. A comparison *helps* "
-    "when at least one metric is better and none worse, *hurts* when at least one is worse and none better, is "
-    "*mixed* when both happen, *equivalent* when every voting metric is a tie, and shows *no clear change* "
-    f"otherwise. Below {stats.MIN_N} images: no test, no verdict. The reward -||y - Ax||^2 and |consistency - 1| "
-    "are shown but do not vote (they reward fitting the noise and clamping artefacts)."
+    "tests put it inside the metric's stated equivalence margin, and *inconclusive* otherwise. Only the family's "
+    "calls vote: a comparison *helps* when at least one of its family tests is better and none worse, *hurts* when "
+    "at least one is worse and none better, is *mixed* when both happen, *equivalent* when every family test is a "
+    "tie, and shows *no clear change* otherwise; a comparison with no test in the family gets no verdict. Below "
+    f"{stats.MIN_N} images: no test, no verdict. Secondary tests (PSNR, LPIPS, class accuracy, realism, the reward, "
+    "|consistency - 1|) are shown and never vote."
 )
 #: the comparisons of the report: ReGuidance against each of these variants of the same (task, method, image)
 AGAINST = ("candidate", "renoise", "fresh", "more")
 #: the calls a metric's change can get (:func:`reguidance.evaluation.stats.call`)
 CALLS = ("better", "tie", "inconclusive", "worse", "no test")
-#: the verdicts a tested comparison can get (:func:`verdict`; below the minimum n: "no verdict (...)")
+#: the verdicts a tested comparison can get (:func:`verdict`; below the minimum n: "no verdict (n = ...)", and
+#: :data:`OUTSIDE` for a comparison without a test in the family)
 VERDICTS = ("helps", "equivalent", "no clear change", "mixed", "hurts")
+#: the verdict of a comparison none of whose tests is in the declared family
+OUTSIDE = "no verdict (outside the family)"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the report as data: ``header`` labels and ``rows`` of cell texts, all plain text (Markdown's ``|``
+    is escaped only when rendered as Markdown, HTML's ``<`` only as HTML). Every row has one cell per label."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            if len(row) != len(self.header):
+                raise ValueError(f"a row of {len(row)} cells under {len(self.header)} labels: {row}")
+
+    def markdown(self) -> list[str]:
+        """The table as Markdown lines (header, ``|---|`` rule, rows), every ``|`` in a cell escaped."""
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        return [line(self.header), "|" + "---|" * len(self.header), *(line(r) for r in self.rows)]
+
+
+#: a block of a summary: a paragraph of text (inline Markdown) or a table
+Block = str | Table
 
 
 def _value(row: Record, m: str) -> float | None:
@@ -104,18 +150,33 @@ def _paired(after: list[Record], before: list[Record], m: str, higher: bool) -> 
     return stats.paired_comparison(a, b, higher_is_better=higher, margin=stats.MARGINS.get(m))  # type: ignore[arg-type]
 
 
+def _implausible(rows: list[Record], alpha: float) -> tuple[Interval | None, Interval | None]:
+    """The shares (Wilson intervals) of ``rows`` whose residual the noise law finds implausibly small and
+    implausibly large at level ``alpha`` (two-sided: ``fit_p < alpha``, the side by the sign of ``fit_z``); None
+    when some row lacks ``fit_p`` (rows written before it)."""
+    if not all("fit_p" in r and "fit_z" in r for r in rows):
+        return None, None
+    flagged = [float(r["fit_p"]) < alpha for r in rows]
+    small = [float(f and float(r["fit_z"]) < 0) for f, r in zip(flagged, rows, strict=True)]
+    large = [float(f and float(r["fit_z"]) > 0) for f, r in zip(flagged, rows, strict=True)]
+    return proportion_ci95(small), proportion_ci95(large)
+
+
 def summarise(rows: list[Record], family: stats.Family = stats.PRIMARY_FAMILY) -> Record:
     """The summary ``{"rows": [...], "paired": [...], "rule": RULE, "alpha": ALPHA, "correction": ...,
-    "primary_family": ...}``.
+    "primary_family": ..., "ssim_kind": ...}`` of results rows as :func:`reguidance.bench.records.read_results`
+    returns them (``ssim`` the standard SSIM, ``ssim_padded`` torchmetrics' variant).
 
-    ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS` present (and
-    of the signed ``fit_z``), class accuracy (Wilson interval), NFE, seconds and peak memory. ``paired``: per
-    (task, method) and each variant of :data:`AGAINST` present, ReGuidance minus that variant on the same images:
-    each metric's :func:`reguidance.evaluation.stats.paired_comparison` (Student-t interval, effect size, win rate,
-    p-value, TOST p-value against :data:`reguidance.evaluation.stats.MARGINS`), ``primary`` (in ``family``), ``p_holm``
-    / ``p_tost_holm`` (Holm within ``family``; for secondary tests the raw values) and ``call``
-    (:data:`CALLS`); the ``verdict`` and the metrics ``better`` and ``worse``. Below ``family.min_n`` images: no
-    test, ``verdict`` says why.
+    ``rows``: per (task, method, variant) the mean and 95% interval of each metric of :data:`METRICS` present in
+    every row (and of the signed ``fit_z``), class accuracy (Wilson interval), ``fit_small`` / ``fit_large`` (the
+    shares of images whose residual is implausibly small / large under the noise law at level ``family.alpha``,
+    :func:`_implausible`), NFE, seconds and peak memory. ``paired``: per (task, method) and each variant of
+    :data:`AGAINST` present, ReGuidance minus that variant on the same images: each metric's
+    :func:`reguidance.evaluation.stats.paired_comparison` (Student-t interval, effect size, median, wins / ties /
+    losses, t and signed-rank p-values, TOST p-value against :data:`reguidance.evaluation.stats.MARGINS`), ``primary``
+    (in ``family``), ``p_holm`` / ``p_tost_holm`` (Holm within ``family``; for secondary tests the raw values) and
+    ``call`` (:data:`CALLS`); the ``verdict`` from the family's calls alone (:func:`_vote`). Below ``family.min_n``
+    images: no test, ``verdict`` says why.
 
     Rows are de-duplicated by (task, method, variant, id), so a resumed run summarises like an uninterrupted one.
     ``fd_cls`` is ``None`` here (it needs the classifier's features of the saved images); ``class_acc`` is ``None``
@@ -142,6 +203,7 @@ def summarise(rows: list[Record], family: stats.Family = stats.PRIMARY_FAMILY) -
         for m in (*METRICS, "fit_z"):
             values = [_value(r, m) for r in rs]
             row[m] = mean_ci95(values) if all(v is not None for v in values) else None  # type: ignore[arg-type]
+        row["fit_small"], row["fit_large"] = _implausible(rs, family.alpha)
         row["fd_cls"] = None
         row["class_acc"] = (
             proportion_ci95([float(r["pred"] == r["label"]) for r in rs]) if all("pred" in r for r in rs) else None
@@ -182,12 +244,13 @@ def summarise(rows: list[Record], family: stats.Family = stats.PRIMARY_FAMILY) -
         "min_n": family.min_n,
         "correction": "holm within the primary family; secondary tests uncorrected",
         "primary_family": family.declaration(),
+        "ssim_kind": SSIM_KIND,
     }
 
 
 def _call_all(paired: list[Record], family: stats.Family) -> None:
     """Mark each test primary or not, Holm-correct the primary family's p-values (differences and TOST separately),
-    and set every metric's ``call`` and every comparison's ``better`` / ``worse`` / ``verdict``."""
+    set every metric's ``call``, then every comparison's votes and verdict (:func:`_vote`)."""
     tests = [(e, m) for e in paired for m in (*METRICS, "class_acc") if e.get(m) is not None]
     primary = [(e, m) for e, m in tests if family.contains(e["task"], e["method"], e["against"], m)]
     primary = [(e, m) for e, m in primary if e[m]["p_value"] is not None]
@@ -202,12 +265,25 @@ def _call_all(paired: list[Record], family: stats.Family) -> None:
         p = d.get("p_holm", d["p_value"]) if d["primary"] else d["p_value"]
         p_tost = d.get("p_tost_holm", d["p_tost"]) if d["primary"] else d["p_tost"]
         d["call"] = stats.call(d["mean"], p, p_tost, METRICS.get(m, True), family.alpha)
+    _vote(paired, family.min_n)
+
+
+def _vote(paired: list[Record], min_n: int) -> None:
+    """Each comparison's votes from its tests' ``primary`` flags and ``call`` s: ``voting`` (its metrics tested in
+    the family), ``better`` / ``worse`` / ``ties`` (those of them with that call), ``worse_secondary`` (the
+    :data:`QUALITY` metrics outside the family called worse: shown, no vote) and ``verdict`` (:func:`verdict`;
+    ``"no verdict (n = ...)"`` below ``min_n`` images, :data:`OUTSIDE` with no test in the family)."""
     for e in paired:
-        e["better"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "better"]
-        e["worse"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "worse"]
-        e["ties"] = [m for m in VERDICT_METRICS if (e.get(m) or {}).get("call") == "tie"]
-        e["voting"] = [m for m in VERDICT_METRICS if e.get(m) is not None]
-        e["verdict"] = f"no verdict (n = {e['n']} < {family.min_n})" if e["n"] < family.min_n else verdict(e)
+        tested = {m: d for m in (*METRICS, "class_acc") if isinstance(d := e.get(m), dict) and "call" in d}
+        family = [m for m, d in tested.items() if d.get("primary")]
+        e["voting"] = family
+        for key, c in (("better", "better"), ("worse", "worse"), ("ties", "tie")):
+            e[key] = [m for m in family if tested[m]["call"] == c]
+        e["worse_secondary"] = [m for m in QUALITY if m in tested and m not in family and tested[m]["call"] == "worse"]
+        if e["n"] < min_n:
+            e["verdict"] = f"no verdict (n = {e['n']} < {min_n})"
+        else:
+            e["verdict"] = verdict(e) if family else OUTSIDE
 
 
 def _ci(v: Record | None, fmt: str) -> str:
@@ -216,105 +292,152 @@ def _ci(v: Record | None, fmt: str) -> str:
     return f"{v['mean']:{fmt}} [{v['ci95'][0]:{fmt}}, {v['ci95'][1]:{fmt}}]"
 
 
-def _change(d: Record | None, fmt: str = "+.3f") -> str:
+def _p(v: object) -> str:
+    """A p-value in two significant digits, "—" for none."""
+    return "—" if v is None else f"{float(v):.2g}"  # type: ignore[arg-type]
+
+
+def _change(d: Record | None, fmt: str = "+.3f", robust: bool = True) -> str:
     """A paired change: mean [interval], marked ▲ / ▼ when its test calls it better / worse (Holm-corrected in the
     primary family, uncorrected elsewhere), ≈ when two one-sided tests put it inside the margin (a tie), nothing
-    when inconclusive or untested (too few images)."""
+    when inconclusive or untested (too few images); then (``robust``, where the comparison has them) the median
+    change, the wins / ties / losses and the signed-rank p-value."""
     if d is None:
         return "—"
     if int(d.get("n", 2)) < 2:  # one image: no interval to show
         return f"{d['mean']:{fmt}} (one image)"
     mark = {"better": " ▲", "worse": " ▼", "tie": " ≈"}.get(str(d.get("call")), "")
-    return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]{mark}"
+    text = f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]{mark}"
+    if robust and "median" in d:
+        text += f"; median {d['median']:{fmt}}; {d['wins']}/{d['ties']}/{d['losses']}; W p {_p(d['p_signed_rank'])}"
+    return text
 
 
-def format_markdown(summary: Record) -> str:
-    """``summary`` as Markdown tables: every (task, method, variant)'s means, then ReGuidance's paired changes
-    against the candidate (and against the ablations, when the run has them), with their calls and verdicts."""
-    with_lpips = any(r.get("lpips") for r in summary["rows"])
-    with_acc = any(r.get("class_acc") or r.get("fd_cls") for r in summary["rows"])
-    with_fit = any(r.get("fit") for r in summary["rows"])
-    with_realism = any(r.get("confidence") for r in summary["rows"])
-    with_knn = any(r.get("knn_dist") for r in summary["rows"])
-    lines = [
-        "| task | method | variant | n | PSNR | SSIM |"
-        + (" LPIPS |" if with_lpips else "")
-        + " reward | consistency | consistency before clamp |"
-        + (" fit_z | \\|fit_z\\| |" if with_fit else "")
-        + (" FD-cls | class acc |" if with_acc else "")
-        + (" confidence |" if with_realism else "")
-        + (" k-NN distance |" if with_knn else "")
-        + " NFE | s/image |",
-        "|---|---|---|---|---|---|"
-        + ("---|" if with_lpips else "")
-        + "---|---|---|"
-        + ("---|---|" if with_fit else "")
-        + ("---|---|" if with_acc else "")
-        + ("---|" if with_realism else "")
-        + ("---|" if with_knn else "")
-        + "---|---|",
-    ]
-    for r in summary["rows"]:
-        lines.append(
-            f"| {r['task']} | {r['method']} | {r.get('variant', 'reguidance' if r['reguidance'] else 'candidate')} "
-            f"| {r['n']} | {_ci(r['psnr'], '.2f')} | {_ci(r['ssim'], '.3f')} | "
-            + (f"{_ci(r.get('lpips'), '.3f')} | " if with_lpips else "")
-            + f"{_ci(r.get('reward'), '.3g')} | {_ci(r['consistency'], '.2f')} | "
-            + f"{_ci(r.get('consistency_raw'), '.2f')} | "
-            + (f"{_ci(r.get('fit_z'), '+.2f')} | {_ci(r.get('fit'), '.2f')} | " if with_fit else "")
-            + (f"{_ci(r['fd_cls'], '.1f')} | {_ci(r['class_acc'], '.2f')} | " if with_acc else "")
-            + (f"{_ci(r.get('confidence'), '.3f')} | " if with_realism else "")
-            + (f"{_ci(r.get('knn_dist'), '.2f')} | " if with_knn else "")
-            + f"{r['nfe']} | {r['sec_per_image']:.2f} |"
-        )
+#: how a change is read in every table that shows one (:func:`_change`)
+CHANGE_KEY = (
+    "each change: mean [95% t interval], ▲ / ▼ better / worse, ≈ a tie within the margin; then the median change, "
+    "ReGuidance's wins / ties / losses over the images, and the Wilcoxon signed-rank p-value (W p)"
+)
+
+#: column labels of the metrics (plain text: the Markdown renderer escapes ``|``)
+LABELS_OF = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "ssim_padded": "SSIM (torchmetrics, padded)",
+    "lpips": "LPIPS",
+    "reward": "reward",
+    "consistency": "consistency",
+    "consistency_raw": "consistency before clamp",
+    "fit_z": "fit_z",
+    "fit": "|fit_z|",
+    "fit_small": "residual implausibly small (χ², 5%)",
+    "fit_large": "residual implausibly large (χ², 5%)",
+    "fd_cls": "FD-cls",
+    "class_acc": "class acc",
+    "confidence": "confidence",
+    "knn_dist": "k-NN distance",
+}
+#: per metric of a means table: its format
+_MEAN_FORMATS = {
+    "psnr": ".2f",
+    "ssim": ".3f",
+    "ssim_padded": ".3f",
+    "lpips": ".3f",
+    "reward": ".3g",
+    "consistency": ".2f",
+    "consistency_raw": ".2f",
+    "fit_z": "+.2f",
+    "fit": ".2f",
+    "fit_small": ".2f",
+    "fit_large": ".2f",
+    "fd_cls": ".1f",
+    "class_acc": ".2f",
+    "confidence": ".3f",
+    "knn_dist": ".2f",
+}
+#: the columns a means table always has (shown even when empty), the others only when some row has them
+_ALWAYS = ("psnr", "reward", "consistency", "consistency_raw")
+
+
+def _means_table(summary: Record) -> Table:
+    """Every (task, method, variant)'s means with their 95% intervals (a metric's column only when some row has it,
+    except :data:`_ALWAYS`; FD-cls and class accuracy together)."""
+    rows = summary["rows"]
+
+    def has(m: str) -> bool:
+        return m in _ALWAYS or any(r.get(m) for r in rows)
+
+    with_acc = any(r.get("class_acc") or r.get("fd_cls") for r in rows)
+    shown = [m for m in ("psnr", "ssim", "ssim_padded", "lpips", "reward", "consistency", "consistency_raw") if has(m)]
+    shown += [m for m in ("fit_z", "fit", "fit_small", "fit_large") if has(m)]
+    shown += ["fd_cls", "class_acc"] if with_acc else []
+    shown += [m for m in ("confidence", "knn_dist") if has(m)]
+    header = ("task", "method", "variant", "n", *(LABELS_OF[m] for m in shown), "NFE", "s/image")
+    body = []
+    for r in rows:
+        variant = r.get("variant", "reguidance" if r["reguidance"] else "candidate")
+        cells = [_ci(r.get(m), _MEAN_FORMATS[m]) for m in shown]
+        body.append((str(r["task"]), str(r["method"]), str(variant), str(r["n"]), *cells, str(r["nfe"])))
+        body[-1] += (f"{r['sec_per_image']:.2f}",)
+    return Table(header, tuple(body))
+
+
+#: per metric of a paired table: its label and format
+_PAIRED_COLUMNS = {
+    "psnr": ("ΔPSNR", "+.2f"),
+    "ssim": ("ΔSSIM", "+.3f"),
+    "ssim_padded": ("ΔSSIM (torchmetrics, padded)", "+.3f"),
+    "lpips": ("ΔLPIPS", "+.3f"),
+    "fit": ("Δ|fit_z|", "+.2f"),
+    "reward": ("Δreward (no vote)", "+.3g"),
+    "consistency": ("Δ(distance of consistency from 1) (no vote)", "+.2f"),
+    "class_acc": ("Δclass acc", "+.2f"),
+    "confidence": ("Δconfidence", "+.3f"),
+    "knn_dist": ("Δk-NN distance", "+.2f"),
+}
+
+
+def _paired_table(entries: list[Record]) -> Table:
+    """ReGuidance minus one rival per (task, method): each metric's change (:func:`_change`), the verdict and the
+    family metrics it is worse on (a metric's column only when some comparison has it)."""
+    shown = [m for m in _PAIRED_COLUMNS if any(e.get(m) for e in entries)]
+    header = ("task", "method", "n", "NFE", *(_PAIRED_COLUMNS[m][0] for m in shown), "verdict", "worse on")
+    body = []
+    for p in entries:
+        nfe = f"{p['nfe'][0]} vs {p['nfe'][1]}" if p.get("nfe") else "—"
+        cells = [_change(p.get(m), _PAIRED_COLUMNS[m][1]) for m in shown]
+        worse = ", ".join(p.get("worse", [])) or "—"
+        body.append((str(p["task"]), str(p["method"]), str(p["n"]), nfe, *cells, str(p.get("verdict", "—")), worse))
+    return Table(header, tuple(body))
+
+
+def summary_blocks(summary: Record) -> list[Block]:
+    """``summary`` as blocks (:data:`Block`): every (task, method, variant)'s means, then per rival of
+    :data:`AGAINST` present a sentence and ReGuidance's paired changes against it, with their calls and verdicts.
+    :func:`format_markdown` and ``report.html`` render these same blocks (the notes are added by their writers)."""
+    blocks: list[Block] = [_means_table(summary)]
     for against in AGAINST:
         entries = [p for p in summary["paired"] if p.get("against", "candidate") == against]
         if entries:
-            lines += ["", _paired_table(entries, against, with_lpips, with_acc, with_fit, with_realism)]
-    return "\n".join(lines) + "\n"
+            blocks.append(
+                f"ReGuidance minus {against} (same images; {CHANGE_KEY}; the family's tests Holm-corrected and the "
+                "only ones that vote, the others uncorrected):"
+            )
+            blocks.append(_paired_table(entries))
+    return blocks
 
 
-def _paired_table(
-    entries: list[Record],
-    against: str,
-    with_lpips: bool,
-    with_acc: bool,
-    with_fit: bool = False,
-    with_realism: bool = False,
-) -> str:
-    metrics = [("psnr", "+.2f"), ("ssim", "+.3f")]
-    metrics += [("lpips", "+.3f")] if with_lpips else []
-    metrics += [("fit", "+.2f")] if with_fit else []
-    metrics += [("reward", "+.3g"), ("consistency", "+.2f")]
-    metrics += [("class_acc", "+.2f")] if with_acc else []
-    metrics += [("confidence", "+.3f"), ("knn_dist", "+.2f")] if with_realism else []
-    names = {
-        "psnr": "ΔPSNR",
-        "ssim": "ΔSSIM",
-        "lpips": "ΔLPIPS",
-        "fit": "Δ\\|fit_z\\|",
-        "reward": "Δreward (no vote)",
-        "consistency": "Δ(distance of consistency from 1) (no vote)",
-        "class_acc": "Δclass acc",
-        "confidence": "Δconfidence (no vote)",
-        "knn_dist": "Δk-NN distance (no vote)",
-    }
-    lines = [
-        f"ReGuidance minus {against} (same images; ▲ / ▼ better / worse, ≈ a tie within the margin; primary tests "
-        "Holm-corrected, the others uncorrected):",
-        "",
-        "| task | method | n | NFE | " + " | ".join(names[m] for m, _ in metrics) + " | verdict | worse on |",
-        "|---|---|---|---|" + "---|" * len(metrics) + "---|---|",
-    ]
-    for p in entries:
-        nfe = f"{p['nfe'][0]} vs {p['nfe'][1]}" if p.get("nfe") else "—"
-        cells = [_change(p.get(m), fmt) for m, fmt in metrics]
-        lines.append(
-            f"| {p['task']} | {p['method']} | {p['n']} | {nfe} | "
-            + " | ".join(cells)
-            + f" | {p.get('verdict', '—')} | {', '.join(p.get('worse', [])) or '—'} |"
-        )
-    return "\n".join(lines)
+def format_markdown(summary: Record) -> str:
+    """``summary`` as Markdown (:func:`summary_blocks`: tables and paragraphs, separated by blank lines)."""
+    return "\n\n".join("\n".join(b.markdown()) if isinstance(b, Table) else b for b in summary_blocks(summary)) + "\n"
+
+
+def blocks_html(blocks: Sequence[Block]) -> list[str]:
+    """HTML of ``blocks``: each table with :func:`reguidance.io.webpage.text_table` (its header and cells as data,
+    escaped), each paragraph a ``<p>``."""
+    from ..io.webpage import text_table
+
+    return [text_table(b.header, b.rows) if isinstance(b, Table) else f"<p>{html.escape(b)}</p>" for b in blocks]
 
 
 def _folder(out: Path, task: str, method: str) -> Path:
@@ -417,7 +540,7 @@ def tradeoff_figure(summary: Record) -> Any:
         if r.get("variant") in (None, "candidate", "reguidance")
     }
     use_acc = bool(rows) and all(r.get("class_acc") is not None for r in rows.values())
-    realism = "class_acc" if use_acc else "ssim"
+    realism = "class_acc" if use_acc else _ssim_key(list(rows.values()))
     pairs = [(t, m) for (t, m, rg) in rows if not rg and (t, m, True) in rows]
     methods = sorted({m for _, m in pairs})
     tasks = sorted({t for t, _ in pairs})
@@ -435,7 +558,7 @@ def tradeoff_figure(summary: Record) -> Any:
         ax.scatter([xb], [yb], marker=mk, s=40, c=c, zorder=3)
     ax.axvline(1.0, ls=":", c="k", lw=0.8)
     ax.set_xlabel("measurement consistency ||Ax - y|| / (sigma_y sqrt(m))\n(1 = explains y up to the noise)")
-    ax.set_ylabel("class accuracy of restorations" if use_acc else "SSIM")
+    ax.set_ylabel("class accuracy of restorations" if use_acc else LABELS_OF[realism])
     ax.set_title("each arrow: candidate (hollow) -> + ReGuidance (filled)", fontsize=10)
     handles = [Line2D([], [], color=colours[m], lw=2, label=f"method {m}") for m in methods]
     handles += [Line2D([], [], ls="", marker=markers[t], color="gray", label=f"task {t}", markersize=7) for t in tasks]
@@ -461,7 +584,8 @@ def _metric_lines(row: Record | None) -> list[str]:
     """The metrics of one row as short lines (those the row holds; none for no row)."""
     if row is None:
         return []
-    shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("lpips", "LPIPS {:.3f}")]
+    ssim = ("ssim", "SSIM {:.3f}") if "ssim" in row else ("ssim_padded", "SSIM (torchmetrics, padded) {:.3f}")
+    shown = [("psnr", "PSNR {:.2f} dB"), ssim, ("lpips", "LPIPS {:.3f}")]
     shown += [("consistency", "consistency {:.2f}"), ("reward", "reward {:.3g}")]
     lines = [fmt.format(row[k]) for k, fmt in shown if isinstance(row.get(k), (int, float))]
     if row.get("pred") is not None:
@@ -473,12 +597,13 @@ def write_report_html(out: Path, summary: Record, title: str | None = None) -> P
     """``out/report.html``, written atomically: per (task, method) a table with one row per image id and the
     columns measurement | candidate | +ReGuidance | the ablations the run saved | truth, each picture (the PNGs
     under ``out/images``, by relative path) with the metrics its row in ``results*.jsonl`` holds (PSNR, SSIM,
-    LPIPS, consistency, reward, predicted class); then the run's summary (:func:`format_markdown` and the notes).
-    Opens in any browser without a server (:mod:`reguidance.io.webpage`)."""
+    LPIPS, consistency, reward, predicted class); then the run's summary: the tables of :func:`summary_blocks`
+    rendered from their data (not from Markdown) and the notes. Opens in any browser without a server
+    (:mod:`reguidance.io.webpage`)."""
     from PIL import Image
 
     from ..io.pictures import MIN_CELL, cell_scale
-    from ..io.webpage import Cell, image_table, markdown_html, relative_src, write_page
+    from ..io.webpage import Cell, image_table, relative_src, write_page
 
     by_key: dict[tuple[str, str], dict[tuple[int, str], Record]] = {}
     for row in read_all_results(out):
@@ -505,8 +630,8 @@ def write_report_html(out: Path, summary: Record, title: str | None = None) -> P
             table.append((f"id {i}", cells))
         parts.append(f"<h2>{html.escape(task)} / {html.escape(method)}</h2>")
         parts.append(image_table([LABELS[k] for k in kinds], table, width))
-    notes = "".join(f"\nNote: {n}\n" for n in summary.get("notes", []))
-    parts += ["<h2>Summary</h2>", markdown_html(format_markdown(summary) + notes)]
+    notes = [f"Note: {n}" for n in summary.get("notes", [])]
+    parts += ["<h2>Summary</h2>", *blocks_html([*summary_blocks(summary), *notes])]
     return write_page(out / "report.html", title or f"benchmark {out.name}", parts)
 
 
@@ -548,9 +673,9 @@ def save_overview(grids: list[Path], path: Path, title: str, per_row: int | None
 
 
 def verdict(paired: Record) -> str:
-    """The rule of :data:`RULE` from a paired entry's ``better``, ``worse`` and ``ties`` metrics (and ``voting``,
-    the voting metrics it has): ``helps`` / ``hurts`` / ``mixed`` / ``equivalent`` (every voting metric a tie) /
-    ``no clear change``."""
+    """The rule of :data:`RULE` from a paired entry's ``better``, ``worse`` and ``ties`` metrics among ``voting``,
+    its metrics tested in the declared family (secondary tests are not in these lists: they never vote):
+    ``helps`` / ``hurts`` / ``mixed`` / ``equivalent`` (every family test a tie) / ``no clear change``."""
     good, bad = bool(paired.get("better")), bool(paired.get("worse"))
     voting = paired.get("voting") or []
     if not good and not bad and voting and set(voting) <= set(paired.get("ties") or []):
@@ -561,12 +686,25 @@ def verdict(paired: Record) -> str:
 _NAMES = {
     "psnr": "PSNR",
     "ssim": "SSIM",
+    "ssim_padded": "SSIM (torchmetrics' padded variant)",
     "lpips": "LPIPS",
     "reward": "reward -‖y − Ax‖² (does not vote)",
     "fit": "fit to y |fit_z|",
     "class_acc": "class accuracy",
     "consistency": "consistency's distance from 1 (does not vote)",
+    "confidence": "classifier confidence",
+    "knn_dist": "k-NN feature distance",
 }
+#: the short name of a metric in a sentence (the padded SSIM keeps its label)
+_SHORT = {"ssim_padded": "SSIM (padded)", "fit": "|fit_z|", "reward": "reward", "consistency": "|consistency - 1|"}
+#: the short label of a metric's change in the BENCHMARK.md tables
+_DELTA = {"ssim": "ΔSSIM", "ssim_padded": "ΔSSIM (padded)", "fit": "Δ\\|fit_z\\|", "psnr": "ΔPSNR"}
+
+
+def _ssim_key(entries: Sequence[Record]) -> str:
+    """The SSIM that ``entries`` (paired entries or summary rows of one run) hold: ``ssim`` (the standard one) when
+    any holds it, else ``ssim_padded`` (records written before it). One table never shows both under one label."""
+    return "ssim" if any(e.get("ssim") for e in entries) else "ssim_padded"
 
 
 def _calls(m: str, entries: list[Record]) -> str:
@@ -576,42 +714,62 @@ def _calls(m: str, entries: list[Record]) -> str:
     return " / ".join(str(calls.count(c)) for c in ("better", "tie", "inconclusive", "worse"))
 
 
+def _verdict_counts(verdicts: list[str]) -> tuple[int, int]:
+    """``(too few images, outside the family)``: how many ``verdicts`` are no verdict, for each reason."""
+    outside = verdicts.count(OUTSIDE)
+    return sum(v.startswith("no verdict") for v in verdicts) - outside, outside
+
+
 def _counts_table(entries: list[Record]) -> list[str]:
-    """Per metric: how many comparisons got each call (primary tests Holm-corrected, the rest uncorrected)."""
+    """Per metric: how many comparisons got each call (primary tests Holm-corrected, the rest uncorrected); then the
+    verdicts, which count the family's calls only."""
     lines = ["| metric | better | tie | inconclusive | worse | no test (n too small) |", "|---|---|---|---|---|---|"]
-    for m in (*VERDICT_METRICS, "reward", "consistency"):
+    for m in (*QUALITY, "reward", "consistency"):
         calls = [e[m]["call"] for e in entries if e.get(m) is not None]
         if calls:
             lines.append(f"| {_NAMES[m]} | " + " | ".join(str(calls.count(c)) for c in CALLS) + " |")
     verdicts = [e["verdict"] for e in entries]
     worse_any = sum(bool(e["worse"]) for e in entries)
-    untested = sum(v.startswith("no verdict") for v in verdicts)
+    untested, outside = _verdict_counts(verdicts)
     lines += [
-        f"| **verdict** | **{verdicts.count('helps')} helps** | {verdicts.count('equivalent')} equivalent | "
-        f"{verdicts.count('no clear change')} no clear change, {verdicts.count('mixed')} mixed | "
-        f"**{verdicts.count('hurts')} hurts** | {untested} no verdict |",
-        f"| worse on at least one voting metric | | | | {worse_any} of {len(entries)} | |",
+        f"| **verdict** (family tests only) | **{verdicts.count('helps')} helps** | "
+        f"{verdicts.count('equivalent')} equivalent | {verdicts.count('no clear change')} no clear change, "
+        f"{verdicts.count('mixed')} mixed | **{verdicts.count('hurts')} hurts** | {untested} no verdict, "
+        f"{outside} outside the family |",
+        f"| worse on at least one family test | | | | {worse_any} of {len(entries)} | |",
     ]
     return lines
 
 
 def _losses(entries: list[Record], against: str) -> list[str]:
-    """One sentence per comparison where ReGuidance is worse on some metric than ``against``."""
-    out = []
+    """One sentence per comparison where ReGuidance is worse than ``against`` on a family test (a vote), then one
+    per comparison worse only on secondary tests (uncorrected; shown, no vote)."""
+    out, secondary = [], []
     for e in entries:
+        rival = e.get("against", against)
         if e["worse"]:
-            changes = ", ".join(f"{_NAMES[m].split(' ')[0]} {e[m]['mean']:+.3g}" for m in e["worse"])
-            rival = e.get("against", against)
+            changes = ", ".join(f"{_SHORT.get(m, _NAMES[m])} {e[m]['mean']:+.3g}" for m in e["worse"])
             out.append(f"- {e['task']} / {e['method']}: worse than `{rival}` on {changes} ({e['verdict']}).")
-    return out or [f"- none: no comparison with the {against} is worse on any metric after the correction."]
+        worse = e.get("worse_secondary") or []
+        if worse:
+            changes = ", ".join(f"{_SHORT.get(m, _NAMES[m])} {e[m]['mean']:+.3g}" for m in worse)
+            secondary.append(f"{e['task']} / {e['method']} against `{rival}` ({changes})")
+    out = out or [f"- none: no comparison with the {against} is worse on a family test after the correction."]
+    if secondary:
+        out.append("- secondary, uncorrected, no vote: worse on " + "; ".join(secondary) + ".")
+    return out
 
 
-def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None, table: Record | None = None) -> list[str]:
+def _tuned_section(
+    protocol: str, prior: str, tasks: set[str] | None = None, table: Record | None = None, padded: bool = False
+) -> list[str]:
     """The tuned table of ``prior``: per (task, method) the chosen options, the values tried on each axis, the axes
     whose choice is still on an edge, and the settings each row had in all (tables tuned with ``--ablations``).
-    ``table``: the one a run recorded in its ``config.json`` (``bench --tuned``), else the package's."""
+    ``table``: the one a run recorded in its ``config.json`` (``bench --tuned``), else the package's. ``padded``: the
+    run's records hold torchmetrics' padded SSIM, so the recorded table, tuned with them, selected on that SSIM."""
     from .defaults import tuned_table
 
+    recorded = table is not None
     if table is None:
         table = tuned_table(protocol, prior)
     entries = [e for e in table.get("entries", []) if tasks is None or e["task"] in tasks]
@@ -623,7 +781,12 @@ def _tuned_section(protocol: str, prior: str, tasks: set[str] | None = None, tab
         f"{table.get('dtype', '?')}) by `{table.get('command')}`; rule: {table.get('rule')}. Grids: "
         + "; ".join(f"{m} `{g}`" for m, g in table.get("method_grids", {}).items())
         + f"; the wrapper `{table.get('wrapper_grid')}`; an axis whose choice sits on an edge is widened up to "
-        f"{table.get('max_widen', 0)} times.",
+        f"{table.get('max_widen', 0)} times."
+        + (
+            " The rule's SSIM is torchmetrics' padded variant, the one computed when it was tuned."
+            if padded and recorded
+            else ""
+        ),
         "",
         "| task | method | method options chosen | values tried | wrapper chosen | values tried | still on an edge "
         "| settings in all |" + (" ablations' own choices |" if own else ""),
@@ -679,7 +842,7 @@ def _latent_vs_renoise(entries: list[Record]) -> list[str]:
     if not es:
         return []
     lines = ["Inverted latent against re-noising the candidate to the same depth (`renoise`), per metric:", ""]
-    for m in ("ssim", "fit", "psnr"):
+    for m in (_ssim_key(es), "fit", "psnr"):
         groups: dict[str, list[str]] = {c: [] for c in CALLS}
         for e in es:
             if e.get(m) is not None:
@@ -697,6 +860,7 @@ def _latent_vs_renoise(entries: list[Record]) -> list[str]:
 def _same_nfe(summary: Record) -> list[str]:
     """ReGuidance against the best ablation (highest mean SSIM) that spends at least its NFE, per (task, method)."""
     rows = {(r["task"], r["method"], r["variant"]): r for r in summary["rows"]}
+    ssim = _ssim_key(summary["rows"])
     lines = []
     for e in summary["paired"]:
         if e["against"] == "candidate":
@@ -711,19 +875,20 @@ def _same_nfe(summary: Record) -> list[str]:
             and p["against"] != "candidate"
             and rows[(p["task"], p["method"], p["against"])]["nfe"] >= rg["nfe"]
         ]
-        best = max(rivals, key=lambda p: rows[(p["task"], p["method"], p["against"])]["ssim"]["mean"])
+        best = max(rivals, key=lambda p: rows[(p["task"], p["method"], p["against"])][ssim]["mean"])
         if best is e:
             lines.append(
                 f"| {e['task']} | {e['method']} | {e['against']} | {e['nfe'][0]} vs {e['nfe'][1]} | "
-                f"{_change(e.get('psnr'), '+.2f')} | {_change(e.get('ssim'))} | {_change(e.get('fit'), '+.2f')} | "
+                f"{_change(e.get('psnr'), '+.2f')} | {_change(e.get(ssim))} | {_change(e.get('fit'), '+.2f')} | "
                 f"{e['verdict']} |"
             )
     if not lines:
         return []
     return [
-        "ReGuidance against the best ablation (highest mean SSIM) that spends at least as many network evaluations:",
+        f"ReGuidance against the best ablation (highest mean {_NAMES[ssim]}) that spends at least as many network "
+        f"evaluations ({CHANGE_KEY}):",
         "",
-        "| task | method | best at ≥ NFE | NFE | ΔPSNR | ΔSSIM | Δ\\|fit_z\\| | verdict |",
+        f"| task | method | best at ≥ NFE | NFE | ΔPSNR | {_DELTA[ssim]} | Δ\\|fit_z\\| | verdict |",
         "|---|---|---|---|---|---|---|---|",
         *lines,
         "",
@@ -732,8 +897,9 @@ def _same_nfe(summary: Record) -> list[str]:
 
 def _ablation_summary(entries: list[Record]) -> list[str]:
     """Per ablation: how often ReGuidance beats it, ties, or loses, on SSIM and on the fit to y, and its verdicts."""
+    ssim = _ssim_key(entries)
     lines = [
-        "| ReGuidance against | comparisons | SSIM better / tie / inconclusive / worse | "
+        f"| ReGuidance against | comparisons | {_NAMES[ssim]} better / tie / inconclusive / worse | "
         "\\|fit_z\\| better / tie / inconclusive / worse | verdicts |",
         "|---|---|---|---|---|",
     ]
@@ -743,10 +909,11 @@ def _ablation_summary(entries: list[Record]) -> list[str]:
             continue
 
         verdicts = [e["verdict"] for e in es]
+        untested, outside = _verdict_counts(verdicts)
         lines.append(
-            f"| {against} | {len(es)} | {_calls('ssim', es)} | {_calls('fit', es)} | "
+            f"| {against} | {len(es)} | {_calls(ssim, es)} | {_calls('fit', es)} | "
             + ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS)
-            + f", {sum(v.startswith('no verdict') for v in verdicts)} no verdict"
+            + f", {untested} no verdict, {outside} outside the family"
             + " |"
         )
     return lines
@@ -773,68 +940,103 @@ def preregistration(family: stats.Family = stats.PRIMARY_FAMILY) -> str:
 
 def _primary_table(summary: Record) -> list[str]:
     """Every test of the primary family: the change with its Student-t 95% interval, d_z, the raw and Holm-adjusted
-    p-values, the Holm-adjusted TOST p-value and the call."""
+    p-values, the Holm-adjusted TOST p-value and the call; beside them the median change, the wins / ties / losses
+    and the signed-rank p-value (uncorrected, shown beside the t test: it does not vote)."""
     tests = [
         (e, m)
         for e in summary["paired"]
         for m in (*METRICS, "class_acc")
         if e.get(m) is not None and e[m].get("primary")
     ]
-    untested = [e for e in summary["paired"] if str(e.get("verdict", "")).startswith("no verdict")]
+    untested = [e for e in summary["paired"] if str(e.get("verdict", "")).startswith("no verdict (n")]
     if not tests:
         note = (
             f" ({len(untested)} comparisons have fewer than {summary.get('min_n')} images: no test)" if untested else ""
         )
         return [f"**Primary family**: no test of the declared family in this run{note}.", ""]
 
-    def p(v: object) -> str:
-        return "—" if v is None else f"{float(v):.2g}"  # type: ignore[arg-type]
-
-    lines = [
-        f"**Primary family** ({len(tests)} tests, Holm-corrected together; ≈ = tie by TOST within the margin):",
+    table = Table(
+        (
+            "task",
+            "method",
+            "against",
+            "metric",
+            "n",
+            "change [95% CI]",
+            "d_z",
+            "p",
+            "p Holm",
+            "p TOST Holm (margin)",
+            "call",
+            "median",
+            "wins / ties / losses",
+            "signed-rank p",
+        ),
+        tuple(
+            (
+                str(e["task"]),
+                str(e["method"]),
+                str(e["against"]),
+                _NAMES.get(m, m),
+                str(e[m]["n"]),
+                _change(e[m], "+.3f", robust=False),
+                "—" if e[m].get("effect_size") is None else f"{e[m]['effect_size']:+.2f}",
+                _p(e[m]["p_value"]),
+                _p(e[m].get("p_holm")),
+                f"{_p(e[m].get('p_tost_holm'))} ({e[m].get('margin')})",
+                str(e[m]["call"]),
+                "—" if "median" not in e[m] else f"{e[m]['median']:+.3f}",
+                "—" if "wins" not in e[m] else f"{e[m]['wins']} / {e[m]['ties']} / {e[m]['losses']}",
+                _p(e[m].get("p_signed_rank")),
+            )
+            for e, m in tests
+        ),
+    )
+    return [
+        f"**Primary family** ({len(tests)} tests, Holm-corrected together; ≈ = tie by TOST within the margin; the "
+        "verdicts count these calls only):",
         "",
-        "| task | method | against | metric | n | change [95% CI] | d_z | p | p Holm | p TOST Holm (margin) | call |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *table.markdown(),
+        "",
     ]
-    for e, m in tests:
-        d = e[m]
-        dz = "—" if d.get("effect_size") is None else f"{d['effect_size']:+.2f}"
-        lines.append(
-            f"| {e['task']} | {e['method']} | {e['against']} | {_NAMES.get(m, m)} | {d['n']} | "
-            f"{_change(d, '+.3f')} | {dz} | {p(d['p_value'])} | {p(d.get('p_holm'))} | "
-            f"{p(d.get('p_tost_holm'))} ({d.get('margin')}) | {d['call']} |"
-        )
-    return [*lines, ""]
 
 
 def primary_answer(runs: dict[str, Path]) -> str:
     """BENCHMARK.md's computed answer (its ``primary_answer`` section): per run, how the declared primary family's
     tests came out (better / tie / inconclusive / worse, Holm-corrected within the family), then one line per
-    (task, method, against) with the change of SSIM and of ``|fit_z|`` (lower is better) and their calls."""
+    (task, method, against) with the change of each family metric (SSIM, ``|fit_z|``: lower is better) and their
+    calls (:func:`_change`: with the median, the wins / ties / losses and the signed-rank p-value)."""
     parts = []
     for name, out in runs.items():
         summary, config = read_run(out)
-        tests = [(e, m) for e in summary["paired"] for m in ("ssim", "fit") if (e.get(m) or {}).get("primary")]
+        metrics = [
+            m for m in (*METRICS, "class_acc") if any((e.get(m) or {}).get("primary") for e in summary["paired"])
+        ]
+        tests = [(e, m) for e in summary["paired"] for m in metrics if (e.get(m) or {}).get("primary")]
         n = sorted({int(e[m]["n"]) for e, m in tests})
         if not tests:
             parts += [f"**{name}**: no test of the primary family in this run.", ""]
             continue
         tally = ", ".join(f"{c} in {sum(e[m]['call'] == c for e, m in tests)}" for c in CALLS[:4])
+        formats = {m: "+.2f" if m in ("fit", "psnr", "knn_dist") else "+.3f" for m in metrics}
         parts += [
             f"**{name}** (protocol `{config['protocol']}`, test ids {', '.join(config['ids'])}, "
             f"{'/'.join(map(str, n))} images per comparison): of {len(tests)} primary tests ReGuidance comes out "
-            f"{tally} (Holm within the family; a tie is TOST within the stated margin).",
+            f"{tally} (Holm within the family; a tie is TOST within the stated margin; {CHANGE_KEY}).",
             "",
-            "| task | candidate | ReGuidance against | NFE | ΔSSIM [95% CI] | Δ\\|fit_z\\| [95% CI] | verdict |",
-            "|---|---|---|---|---|---|---|",
+            "| task | candidate | ReGuidance against | NFE | "
+            + " | ".join(f"{_DELTA.get(m, 'Δ' + m)} [95% CI]" for m in metrics)
+            + " | verdict |",
+            "|---|---|---|---|" + "---|" * len(metrics) + "---|",
         ]
         for e in summary["paired"]:
             if any(x is e for x, _ in tests):
                 nfe = e.get("nfe")
                 nfe_text = f"{nfe[0]} vs {nfe[1]}" if isinstance(nfe, list) and len(nfe) == 2 else "—"
                 parts.append(
-                    f"| {e['task']} | {e['method']} | {e['against']} | {nfe_text} | {_change(e.get('ssim'))} | "
-                    f"{_change(e.get('fit'), '+.2f')} | {e['verdict']} |"
+                    f"| {e['task']} | {e['method']} | {e['against']} | {nfe_text} | "
+                    + " | ".join(_change(e.get(m), formats[m]) for m in metrics)
+                    + f" | {e['verdict']} |"
                 )
         parts.append("")
     return "\n".join(parts)
@@ -850,7 +1052,41 @@ def read_run(out: Path) -> tuple[Record, Record]:
             raise InputError(f"{out / 'summary.json'}: {key} is not a list of objects; rerun `reguidance bench` there")
     if not isinstance(config["ids"], list) or not isinstance(config.get("context", {}), dict):
         raise InputError(f"{out / 'config.json'}: ids or context is not what `reguidance bench` writes")
+    kind = summary.get("ssim_kind")
+    if kind is None:
+        return _from_legacy(summary, out), config
+    if kind != SSIM_KIND:
+        raise InputError(
+            f"{out / 'summary.json'} holds an SSIM of kind {kind!r}, but this version knows only {SSIM_KIND!r}"
+        )
     return summary, config
+
+
+def _from_legacy(stored: Record, out: Path) -> Record:
+    """The summary of a folder whose ``summary.json`` was written before the standard SSIM (no ``ssim_kind``): its
+    ``ssim`` is torchmetrics' padded variant and its verdicts counted secondary tests.
+
+    With the folder's results rows (which :func:`reguidance.bench.records.read_results` reads with that value as
+    ``ssim_padded``), the summary is re-derived from them by :func:`summarise` under the family as declared then
+    (:data:`reguidance.evaluation.stats.LEGACY_FAMILY`: the same tests, so the same Holm correction, t statistics and
+    calls as stored), which adds the median, wins and signed-rank p-values and the family-only verdicts; FD-cls (it
+    needs the saved pictures) and the notes are carried over. Without rows, the stored summary itself, its ``ssim``
+    renamed ``ssim_padded`` and its verdicts recounted from the stored family calls (:func:`_vote`)."""
+    rows = read_all_results(out)
+    if rows:
+        summary = summarise(rows, stats.LEGACY_FAMILY)
+        fd = {(r["task"], r["method"], r.get("variant")): r.get("fd_cls") for r in stored["rows"]}
+        for r in summary["rows"]:
+            r["fd_cls"] = fd.get((r["task"], r["method"], r["variant"]))
+        summary["notes"] = list(stored.get("notes", []))
+        return summary
+    summary = json.loads(json.dumps(stored))  # a copy: the stored one stays as read
+    for record in (*summary["rows"], *summary["paired"]):
+        if "ssim" in record:
+            record["ssim_padded"] = record.pop("ssim")
+    _vote(summary["paired"], int(summary.get("min_n", stats.MIN_N)))
+    summary["ssim_kind"] = SSIM_KIND  # its `ssim` (none) is the standard one from here on
+    return summary
 
 
 def benchmark_tables(runs: dict[str, Path]) -> str:
@@ -869,6 +1105,7 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         ablations = [p for p in summary["paired"] if p.get("against", "candidate") != "candidate"]
         n_images = sorted({p["n"] for p in main})
         prior_name = str(config.get("context", {}).get("prior", prior))
+        ssim = _ssim_key(summary["rows"])
         parts += [
             f"### {prior}",
             "",
@@ -877,7 +1114,13 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
             f"seed {config['seed']}, test ids {', '.join(config['ids'])} ({'/'.join(map(str, n_images))} images per "
             f"comparison), network in {config.get('context', {}).get('dtype', '?')}.",
             "",
-            *_tuned_section(str(config["protocol"]), prior_name, {p["task"] for p in main}, config.get("tuned_table")),
+            *_tuned_section(
+                str(config["protocol"]),
+                prior_name,
+                {p["task"] for p in main},
+                config.get("tuned_table"),
+                padded=ssim == "ssim_padded",
+            ),
             *_primary_table(summary),
             f"**ReGuidance against its candidate**, {len(main)} comparisons (task x method). {summary['rule']}",
             "",
@@ -890,8 +1133,9 @@ def benchmark_tables(runs: dict[str, Path]) -> str:
         ]
         if ablations:
             parts += [
-                "**Ablations** (same images, measurements and random streams; `renoise` and `more` on SSIM and the "
-                "fit to y are in the primary family, everything else is secondary): "
+                "**Ablations** (same images, measurements and random streams; `renoise` and `more` on "
+                f"{_SHORT.get(ssim, 'SSIM')} and the fit to y are in the primary family, everything else is "
+                "secondary): "
                 "`renoise` forward-noises the candidate to the wrapper's `t_end` and runs the same DPS (SDEdit + DPS); "
                 "`fresh` runs the same DPS from fresh noise at `t_end` (no candidate); `more` gives the base method "
                 "the wrapper's extra network evaluations (its step budget scaled, its tuned step size kept).",
@@ -964,25 +1208,27 @@ def readme_summary(runs: dict[str, Path]) -> str:
     counts = "better / tie / inconclusive / worse"
     lines = [
         "| prior | comparisons | helps | equivalent | no clear change | mixed | hurts | no verdict (too few images) "
-        f"| worse on some metric | SSIM {counts} | \\|fit_z\\| {counts} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| outside the family | worse on some family test | SSIM {counts} | \\|fit_z\\| {counts} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ablation_lines = []
     for prior, out in runs.items():
         summary, _ = read_run(out)
         main = [p for p in summary["paired"] if p.get("against", "candidate") == "candidate"]
         verdicts = [p["verdict"] for p in main]
+        ssim = _ssim_key(summary["paired"])
+        padded = " (torchmetrics' padded SSIM)" if ssim == "ssim_padded" else ""
         lines.append(
             f"| {prior} | {len(main)} | "
             + " | ".join(str(verdicts.count(v)) for v in VERDICTS)
-            + f" | {sum(v.startswith('no verdict') for v in verdicts)} | {sum(bool(p['worse']) for p in main)} | "
-            f"{_calls('ssim', main)} | {_calls('fit', main)} |"
+            + " | {} | {} | ".format(*_verdict_counts(verdicts))
+            + f"{sum(bool(p['worse']) for p in main)} | {_calls(ssim, main)}{padded} | {_calls('fit', main)} |"
         )
         for against in AGAINST[1:]:
             es = [p for p in summary["paired"] if p.get("against") == against]
             if es:
                 ablation_lines.append(
-                    f"| {prior} | {against} | {len(es)} | {_calls('ssim', es)} | {_calls('fit', es)} | "
+                    f"| {prior} | {against} | {len(es)} | {_calls(ssim, es)}{padded} | {_calls('fit', es)} | "
                     f"{_calls('psnr', es)} |"
                 )
     text = [*lines, ""]
@@ -1006,8 +1252,9 @@ def format_compact(summary: Record) -> str:
     for r in summary["rows"]:
         variant = r.get("variant", "reguidance" if r["reguidance"] else "candidate")
         label = "+ReGuidance" if variant == "reguidance" else variant
+        ssim = f"{r['ssim']['mean']:.3f}" if r.get("ssim") else "—"
         lines.append(
-            f"| {r['task']} | {r['method']} | {label} | {r['psnr']['mean']:.2f} | {r['ssim']['mean']:.3f} | "
+            f"| {r['task']} | {r['method']} | {label} | {r['psnr']['mean']:.2f} | {ssim} | "
             f"{r['consistency']['mean']:.2f} | {r['sec_per_image']:.2f} |"
         )
     return "\n".join(lines)

@@ -45,7 +45,7 @@ from ..app.runs import RunFolder, identity_hash
 from ..conventions import InputError, check_positive_int
 from ..diffusion import CHAIN_LENGTH, check_levels
 from ..evaluation.classifier import RealismScorer
-from ..evaluation.metrics import fit_z, psnr, ssim
+from ..evaluation.metrics import SSIM_KIND, fit_p, fit_z, psnr, ssim, ssim_padded
 from ..guidance.solve import Method
 from ..io.files import atomic_path, atomic_write_json, drop_torn_tail, save_pngs
 from ..operators import Operator
@@ -353,14 +353,19 @@ def _rows_for(
     mem: float,
     lpips: Distance | None = None,
 ) -> list[Row]:
-    """One row per image of ``variant``: PSNR, SSIM, LPIPS (if given) against the truth; ``consistency``
-    ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``, and
-    ``consistency_raw`` of the output before the clamp (``raw``); ``fit_z``, the noise-calibrated fit of the output
-    before the clamp (:func:`reguidance.evaluation.metrics.fit_z`, about N(0, 1) when it explains ``y`` up to the
-    noise); the classifier's prediction (if given), and with a :class:`reguidance.evaluation.classifier.RealismScorer`
-    the per-image realism ``confidence`` and ``knn_dist``."""
-    p, s = psnr(x, truth), ssim(x, truth)
-    fit = fit_z(operator.residual_norm(raw, y), operator.sigma_y, operator.num_measurements)
+    """One row per image of ``variant``: PSNR, the standard SSIM ``ssim`` (with ``ssim_kind``, see
+    :mod:`.records`) and torchmetrics' padded variant ``ssim_padded``, LPIPS (if given) against the truth;
+    ``consistency`` ``||A x - y|| / (sigma_y sqrt(m))`` and ``reward`` ``-||y - A x||^2`` of the clamped output ``x``,
+    and ``consistency_raw`` of the output before the clamp (``raw``); the fit of the output before the clamp to the
+    noise law, ``fit_z`` (:func:`reguidance.evaluation.metrics.fit_z`, about N(0, 1) when it explains ``y`` up to the
+    noise) and ``fit_p``, its two-sided chi-square p-value with ``fit_dof`` (= m) degrees of freedom
+    (:func:`reguidance.evaluation.metrics.fit_p`); the classifier's prediction (if given), and with a
+    :class:`reguidance.evaluation.classifier.RealismScorer` the per-image realism ``confidence`` and ``knn_dist``."""
+    p, s, s_padded = psnr(x, truth), ssim(x, truth), ssim_padded(x, truth)
+    residual = operator.residual_norm(raw, y)
+    fit = fit_z(residual, operator.sigma_y, operator.num_measurements)
+    fit_pv = fit_p(residual, operator.sigma_y, operator.num_measurements)
+    dof = torch.as_tensor(operator.num_measurements).expand(len(ids))
     realism = classifier.realism(x) if isinstance(classifier, RealismScorer) else {}
     perceptual = lpips(x, truth) if lpips is not None else None
     cons, cons_raw = operator.consistency(x, y), operator.consistency(raw, y)
@@ -376,6 +381,8 @@ def _rows_for(
             "id": int(i),
             "psnr": float(p[k]),
             "ssim": float(s[k]),
+            "ssim_padded": float(s_padded[k]),
+            "ssim_kind": SSIM_KIND,
             "consistency": float(cons[k]),
             "consistency_raw": float(cons_raw[k]),
             "reward": float(rew[k]),
@@ -389,6 +396,8 @@ def _rows_for(
         if perceptual is not None:
             row["lpips"] = float(perceptual[k])
         row["fit_z"] = float(fit[k])
+        row["fit_p"] = float(fit_pv[k])
+        row["fit_dof"] = int(dof[k])
         row.update({name: float(v[k]) for name, v in realism.items()})
         rows.append(row)
     return rows

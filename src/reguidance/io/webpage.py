@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from .files import atomic_write_text
 
-__all__ = ["Cell", "image_table", "markdown_html", "page", "relative_src", "text_table", "write_page"]
+__all__ = ["Cell", "image_table", "page", "relative_src", "text_table", "write_page"]
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #111; }
@@ -64,40 +64,13 @@ def image_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[Cell]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain table of strings (escaped); no header row when ``header`` is empty."""
+    """A plain table of strings (escaped), from its data: one ``<th>`` per label of ``header``, one ``<td>`` per cell
+    (no header row when ``header`` is empty). Tables are never parsed back from Markdown, whose ``|`` a label such as
+    ``|fit_z|`` would split."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     thead = f"<thead><tr>{head}</tr></thead>\n" if header else ""
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f'<table class="text">\n{thead}<tbody>\n{body}\n</tbody>\n</table>'
-
-
-def markdown_html(text: str) -> str:
-    """The Markdown of a summary as HTML, just enough for its shape: runs of lines that start with ``|`` become a
-    table (the first line its header, ``|---|`` lines dropped), ``#`` lines headings, other non-empty lines
-    paragraphs. Inline Markdown is kept as text (escaped)."""
-    parts: list[str] = []
-    table: list[list[str]] = []
-
-    def flush() -> None:
-        if table:
-            parts.append(text_table(table[0], table[1:]))
-            table.clear()
-
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("|"):
-            cells = [c.strip() for c in s.strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):
-                table.append(cells)
-            continue
-        flush()
-        if s.startswith("#"):
-            level = min(len(s) - len(s.lstrip("#")) + 2, 6)
-            parts.append(f"<h{level}>{html.escape(s.lstrip('#').strip())}</h{level}>")
-        elif s:
-            parts.append(f"<p>{html.escape(s)}</p>")
-    flush()
-    return "\n".join(parts)
 
 
 def page(title: str, parts: Sequence[str]) -> str:
