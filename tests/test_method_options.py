@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 import reguidance.bench.defaults as defaults
 from reguidance.app.methods import check_method_options
@@ -89,4 +90,7 @@ def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
             method_options={"bogus": 1},
         )
     assert not (tmp_path / "out").exists()
-    assert plan_restore(RestoreRequest("sr4", tmp_path / "o", method="dps", steps=3)).method_options == {"steps": 3}
+    image = tmp_path / "in" / "a.png"
+    Image.new("L", (32, 32), 128).save(image)
+    plan = plan_restore(RestoreRequest("sr4", tmp_path / "o", image=image, method="dps", steps=3))
+    assert plan.method_options == {"steps": 3}

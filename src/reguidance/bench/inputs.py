@@ -77,29 +77,18 @@ def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-def check_image_headers(files: Sequence[Path], flag: str) -> None:
-    """Read every file's image header now, before any work: a file that is not an image Pillow can open (an
-    AppleDouble ``._a.png``, a text file named ``zz.png``) is an ``InputError`` naming ``flag`` and the file."""
-    from PIL import Image
-
-    for f in files:
-        try:
-            with Image.open(f):
-                pass
-        except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"{flag}: could not read image file {str(f)!r}: {' '.join(str(err).split())}") from err
-
-
 class ImageFolder:
-    """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule).
+    """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule),
+    each file read through once when the folder is made (:func:`reguidance.io.images.inspect_images`: a file that
+    is not an image, too large, truncated or corrupt is an ``InputError`` before the run writes anything).
 
     ``folder[ids]`` is ``(len(ids), C, H, W)`` float32 in [-1, 1]; ``len(folder)`` the number of files;
     :attr:`labels` is ``-1`` per image (no classes); :meth:`manifest` the file names, sha256 and ids.
     """
 
-    def __init__(self, path: str | Path, signal_shape: Sequence[int]) -> None:
+    def __init__(self, path: str | Path, signal_shape: Sequence[int], *, inspect: bool = True) -> None:
         from ..io.hashing import sha256_file
-        from ..io.images import IMAGE_SUFFIXES
+        from ..io.images import IMAGE_SUFFIXES, inspect_images
 
         root = Path(path).expanduser()
         if not root.is_dir():
@@ -115,7 +104,8 @@ class ImageFolder:
         if h != w:
             raise InputError(f"--data folder:{path}: the prior's images are {h}x{w}; folders need a square prior")
         self.shape = (c, h, w)
-        check_image_headers(self.files, f"--data folder:{path}")
+        if inspect:  # every file read through now, before the run writes anything (False: the caller has)
+            inspect_images(self.files, f"--data folder:{path}")
         self.sha256 = [sha256_file(p) for p in self.files]
         self.labels = torch.full((len(self.files),), -1, dtype=torch.int64)
 
