@@ -294,7 +294,7 @@ def _shape_hint(x: Tensor, expected: tuple[int, ...]) -> str:
     if x.dim() == 4 and shape[1:] == (h, w, c):
         return ": images stored channels-last (B, H, W, C); use x.permute(0, 3, 1, 2)"
     if x.dim() == 4 and shape[1] in (1, 3) and shape[1] != c and shape[2:] == (h, w):
-        kind = "gray (1 channel)" if c == 1 else "colour (3 channels)"
+        kind = "gray images (1 channel)" if c == 1 else "colour images (3 channels)"
         how = "ITU-R 601 luma" if c == 1 else "the gray value in every channel"
         return (
             f": {'colour' if shape[1] == 3 else 'gray'} images where {kind} are expected; convert them on purpose, "

@@ -43,7 +43,7 @@ from .conventions import (
     check_positive_int,
     check_signal_shape,
 )
-from .guidance.core import Callback, check_operator
+from .guidance.core import Callback, check_device, check_operator, check_prior
 from .guidance.dps import DPS, Sampler
 from .guidance.solve import Problem, solve
 from .inversion import InversionMethod, invert
@@ -154,6 +154,7 @@ def reguide(
             )
         config = ReGuidanceConfig(**options)
     cfg = config
+    check_prior(prior, "ReGuidance", needs=("signal_shape",))  # what the input checks below ask of it
     check_operator(operator, "ReGuidance", linear=False)
     if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
         got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
@@ -166,6 +167,8 @@ def reguide(
     check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     if candidate.shape[0] != measurement.shape[0]:
         raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
+    check_prior(prior, "ReGuidance")  # the inputs are right: now what the samplers ask of the prior
+    check_device("candidate", candidate, prior)
     if rng is None:
         if ids is not None and len(ids) != candidate.shape[0]:
             raise InputError(f"ids has {len(ids)} entries but candidate has {candidate.shape[0]} samples")

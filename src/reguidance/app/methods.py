@@ -174,8 +174,13 @@ def scaled_budget(
     return {**options, key: scaled if limit is None else min(limit, scaled)}
 
 
+def candidate_file(root: Path, i: int) -> Path | None:
+    """The external candidate of test image ``i`` in ``root``: ``<i>.png``, else ``<i:05d>.png``; None if absent."""
+    return next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
+
+
 def folder_method(path: str | Path) -> MethodFn:
-    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image."""
+    """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per test image (:func:`candidate_file`)."""
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"folder candidates: {root} is not a directory")
@@ -188,7 +193,7 @@ def folder_method(path: str | Path) -> MethodFn:
         c, h, w = prior.signal_shape
         images = []
         for i in ids:
-            file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
+            file = candidate_file(root, i)
             if file is None:
                 raise InputError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
             x, _ = load_images(file, None, c)

@@ -7,11 +7,18 @@ Inputs are image files or folders (every PNG/JPEG directly in a folder):
   ``sr8``, the blurred image for ``deblur``; tasks with a random box per image need ``images``);
 - ``candidates`` (a solver's outputs), or a ``method`` that makes them.
 
-**Sizes.** Clean images and candidates must have the prior's size, and measurements the task's measurement size
-(``operator.y_shape``); a file of another size is an ``InputError`` naming it, its size and the size expected
-(:func:`check_sizes`). With ``resize`` clean images and candidates are fitted to the prior's size instead, by the
-rule of ``bench --data folder:`` (:data:`RESIZE_RULE`: the largest central square, then a bicubic resize);
-measurements are never resized.
+**Sizes and colour.** Clean images and candidates must have the prior's size, and measurements the task's
+measurement size (``operator.y_shape``); a file of another size is an ``InputError`` naming it, its size and the size
+expected (:func:`check_sizes`). For a gray prior a colour file (some pixel's R, G and B differ) is refused the same
+way (:func:`check_gray`); a gray file for a colour prior has its gray in every channel. With ``resize`` clean images
+and candidates are fitted to the prior instead, by the rule of ``bench --data folder:`` (:data:`RESIZE_RULE`: the
+largest central square, then a bicubic resize; colour to gray by ITU-R 601 luma); measurements are never resized or
+converted.
+
+**Checked first.** Every input file is read and checked (:func:`read_inputs`: names that are text and give distinct
+output names, the pairing, sizes, colour, every file decoded through) before anything is written, and on the command
+line before the prior loads (:func:`plan_restore`; a checkpoint file's image shape is known only once it has loaded,
+so its inputs are checked right then, still before the first write).
 
 **Pairing by name.** Candidate files are matched to inputs by file name (:func:`match_candidates`): the candidate
 with the input's own name, else the one with the input's stem (``a.png`` for input ``a.jpg``). An input without a

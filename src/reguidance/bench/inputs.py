@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ImageFolder",
+    "check_candidate_folders",
     "check_images_fit",
     "dataset_for",
     "known_signal_shape",
@@ -130,6 +131,31 @@ class ImageFolder:
         import json
 
         return hashlib.sha256(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()
+
+
+def check_candidate_folders(methods: Sequence[str], ids: Sequence[int], shape: Sequence[int] | None) -> None:
+    """Before anything is written: every ``folder:PATH`` method holds the candidate of each id
+    (:func:`reguidance.app.methods.candidate_file`), each file reads through
+    (:func:`reguidance.io.images.inspect_images`) and, where the prior's ``shape`` ``(C, H, W)`` is known, has its
+    size; an ``InputError`` naming the method and the file."""
+    from ..app.methods import candidate_file
+    from ..io.images import inspect_images
+
+    for method in methods:
+        if not method.startswith("folder:"):
+            continue
+        root = Path(method[len("folder:") :])
+        files = []
+        for i in ids:
+            file = candidate_file(root, int(i))
+            if file is None:
+                raise InputError(f"--methods {method}: no {i}.png or {int(i):05d}.png in {root} (one per test id)")
+            files.append(file)
+        for file, facts in zip(files, inspect_images(files, f"--methods {method}"), strict=True):
+            if shape is not None and (facts.height, facts.width) != tuple(shape[1:]):
+                raise InputError(
+                    f"--methods {method}: {file.name} is {facts.width}x{facts.height}, expected {shape[2]}x{shape[1]}"
+                )
 
 
 def parse_data(spec: str) -> Path:

@@ -24,6 +24,7 @@ from ..io.files import Record, atomic_path, atomic_write_json, declare_output
 from ..priors.base import Prior
 from .inputs import (
     ImageFolder,
+    check_candidate_folders,
     check_images_fit,
     dataset_for,
     known_signal_shape,
@@ -132,6 +133,7 @@ def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context
         tuned=None if r.tuned is None else str(r.tuned),
     )
     spec.check(n_images, x_shape)
+    check_candidate_folders(r.methods, list(spec.ids), x_shape)  # external candidates read through before any write
     return spec
 
 

@@ -229,11 +229,16 @@ def _fit_batch(prior: Prior, batch_size: int, device: str, n: int | None = None)
 
 
 def _runtime(device: str = "cpu", threads: int | None = None) -> str:
-    """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device."""
+    """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device. Also
+    silences the library's :class:`~reguidance.conventions.ImageScaleWarning` (a hint for tensors a program passes):
+    the commands read every image from a file or a data set, on the [-1, 1] scale by construction."""
+    import warnings
+
     import torch
 
-    from ..conventions import check_device, check_threads
+    from ..conventions import ImageScaleWarning, check_device, check_threads
 
+    warnings.filterwarnings("ignore", category=ImageScaleWarning)
     check_device(device, "--device")
     if threads is not None:
         torch.set_num_threads(check_threads("--threads", threads))
@@ -828,9 +833,9 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--resize",
         is_flag=True,
-        help="Fit --image and --candidate images of another size to the prior's: centre-cropped to a square, then "
-        "resized (bicubic), the rule of bench --data folder:; without it such an image is an error. Measurements are "
-        "never resized.",
+        help="Fit --image and --candidate images of another size to the prior's (centre-cropped to a square, then "
+        "resized (bicubic), the rule of bench --data folder:) and colour ones to a gray prior (ITU-R 601 luma); "
+        "without it such an image is an error. Measurements are never resized or converted.",
     ),
     click.option(
         "--samples",

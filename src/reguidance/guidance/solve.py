@@ -36,7 +36,18 @@ from torch import Tensor
 from ..conventions import BatchRNG, InputError, check_positive_int
 from ..diffusion import Denoiser, EpsModel, Schedule
 from ..operators import LinearOperator, Operator
-from .core import Callback, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
+from .core import (
+    Callback,
+    SampleResult,
+    StepFn,
+    check_device,
+    check_operator,
+    check_prior,
+    check_problem,
+    choose_levels,
+    run,
+    start,
+)
 
 __all__ = [
     "Functional",
@@ -215,8 +226,10 @@ def solve(
         raise InputError(f"method must be a method config (e.g. DPS()), got {type(method).__name__}")
     if not isinstance(problem, Problem):
         raise InputError(f"problem must be a Problem, got {type(problem).__name__}")
+    check_prior(problem.prior, method.label)
     check_operator(problem.operator, method.label, linear=method.needs_linear)
     check_problem(problem.operator, problem.measurement, problem.rng)
+    check_device("measurement", problem.measurement, problem.prior)
     if steps is None:
         steps = method.steps
     chain = choose_levels(problem.prior, steps, levels, method.grid, default_steps=method.default_steps)
