@@ -185,9 +185,9 @@ def check_sizes(
         )
 
 
-def check_gray(path: str | Path, flag: str, hint: str) -> None:
-    """Refuse colour image files under ``path`` (some pixel's R, G and B differ) for a gray prior, naming them, with
-    the ``hint`` of how to ask for the conversion. Each file is read through
+def check_gray(path: str | Path, flag: str, hint: str, *, expected: str = "the prior's images are gray") -> None:
+    """Refuse colour image files under ``path`` (some pixel's R, G and B differ) where gray ones are ``expected``,
+    naming them, with the ``hint`` of how to ask for the conversion. Each file is read through
     (:func:`reguidance.io.images.inspect_images`)."""
     from ..io.images import inspect_images
 
@@ -197,7 +197,7 @@ def check_gray(path: str | Path, flag: str, hint: str) -> None:
         more = f" and {len(colour) - 3} more" if len(colour) > 3 else ""
         verb = "is" if len(colour) == 1 else "are"
         named = f"{', '.join(colour[:3])}{more} {verb}"
-        raise InputError(f"{flag}: {named} in colour but the prior's images are gray; {hint}")
+        raise InputError(f"{flag}: {named} in colour but {expected}; {hint}")
 
 
 def _listed(path: str | Path) -> list[Path]:
@@ -318,11 +318,12 @@ def _read_measurements(
     want = tuple(task.operator([0], seed, shape, split=SPLIT).y_shape)
     files = _listed(path)
     check_file_names(files, "--measurement")
-    never = "check --task and --prior; a measurement is never resized (that would change what it measures)"
     if len(want) == 3:
+        never = "check --task and --prior; a measurement is never resized (that would change what it measures)"
         check_sizes(path, (want[1], want[2]), "--measurement", expected=f"task {task.name} measures", hint=never)
         if want[0] == 1:
-            check_gray(path, "--measurement", never.replace("resized", "resized or converted"))
+            never = "check --task and --prior; a measurement is never converted (that would change what it measures)"
+            check_gray(path, "--measurement", never, expected=f"task {task.name} measures gray images")
     y, names = _load(path, None, shape[0], "--measurement")
     if tuple(y.shape[1:]) != want:
         raise InputError(
