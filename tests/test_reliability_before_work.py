@@ -89,7 +89,7 @@ def test_a_thread_count_is_bounded_by_the_cpus_this_process_may_use() -> None:
     assert usable_cpus() == cpus
     assert check_threads("--threads", cpus) == cpus
     for bad in (0, cpus + 1, 1_000_000):
-        with pytest.raises(InputError, match=f"--threads must be an integer from 1 to {cpus}"):
+        with pytest.raises(InputError, match=f"--threads must be an integer >= 1 and at most {cpus}"):
             check_threads("--threads", bad)
 
 

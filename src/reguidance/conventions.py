@@ -241,7 +241,9 @@ def check_threads(name: str, value: int) -> int:
     has: an integer in ``[1, usable_cpus()]``."""
     cpus = usable_cpus()
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= cpus:
-        raise InputError(f"{name} must be an integer from 1 to {cpus} (the CPUs this process may use), got {value!r}")
+        raise InputError(
+            f"{name} must be an integer >= 1 and at most {cpus} (the CPUs this process may use), got {value!r}"
+        )
     return int(value)
 
 

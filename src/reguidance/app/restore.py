@@ -727,7 +727,7 @@ class RestorePlan:
 
 
 def plan_restore(request: RestoreRequest) -> RestorePlan:
-    """Check ``request`` before any model loads: counts, the seed, the inputs given (one of ``--image`` and
+    """Check ``request`` before any model loads: the device, counts, the seed, the inputs given (one of ``--image`` and
     ``--measurement``, one of ``--candidate`` and ``--method``), the output folder (new, empty or a restore run's;
     apart from every input), the task (and that it fits a known prior), the wrapper's options and step counts
     (within the chain), the method and its options; and, for a known prior (whose image shape its configuration
@@ -740,6 +740,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     from .runs import check_apart, check_output_folder, known_signal_shape, path_inputs
 
     r = request
+    device = check_device(r.device, "--device")
     check_positive_int("--batch-size", r.batch_size)
     check_seed("--seed", r.seed)
     check_sources(r.image, r.measurement, r.candidate, r.method)
@@ -769,7 +770,7 @@ def plan_restore(request: RestoreRequest) -> RestorePlan:
     plan = RestorePlan(r, cfg, options, task)
     if shape is None:  # a checkpoint file: its image shape is known once it has loaded
         return plan
-    return replace(plan, inputs=_checked_inputs(plan, shape, check_device(r.device, "--device")))
+    return replace(plan, inputs=_checked_inputs(plan, shape, device))
 
 
 def _task(name: str, shape: tuple[int, int, int] | None) -> Task:

@@ -226,9 +226,9 @@ def solve(
         raise InputError(f"method must be a method config (e.g. DPS()), got {type(method).__name__}")
     if not isinstance(problem, Problem):
         raise InputError(f"problem must be a Problem, got {type(problem).__name__}")
-    check_prior(problem.prior, method.label)
     check_operator(problem.operator, method.label, linear=method.needs_linear)
     check_problem(problem.operator, problem.measurement, problem.rng)
+    check_prior(problem.prior, method.label)  # after the operator's checks, which never touch the prior
     check_device("measurement", problem.measurement, problem.prior)
     if steps is None:
         steps = method.steps
