@@ -82,7 +82,7 @@ from reguidance.app.methods import METHODS
 from reguidance.bench.defaults import method_for, wrapper_for
 from reguidance.bench.records import read_all_results, variant_of
 from reguidance.bench.runner import load_candidates
-from reguidance.conventions import InputError
+from reguidance.conventions import InputError, check_positive_int, check_seed, check_threads
 from reguidance.evaluation.metrics import psnr, ssim
 from reguidance.guidance.solve import Method, Problem, solve
 from reguidance.io.datasets import load_dataset
@@ -577,9 +577,9 @@ def _grid(args: argparse.Namespace) -> Grid:
 
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if args.threads < 1 or args.batch_size < 1:
-        raise InputError("--threads and --batch-size must be positive integers")
-    torch.set_num_threads(args.threads)
+    check_positive_int("--batch-size", args.batch_size)
+    check_seed("--seed", args.seed)
+    torch.set_num_threads(check_threads("--threads", args.threads))
     ids = list(parse_ids(args.ids, limit=10_000))
     args.tasks = [get_task(t).name for t in args.tasks.split(",") if t]
     args.methods = [m for m in args.methods.split(",") if m]

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 import reguidance.bench.defaults as defaults
 from reguidance.app.methods import make_method
@@ -84,4 +85,7 @@ def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
     with pytest.raises(InputError, match="bogus"):
         plan_restore(RestoreRequest("sr4", tmp_path / "out", method="dps", wrapper={"bogus": 1}))
     assert not (tmp_path / "out").exists()
-    assert plan_restore(RestoreRequest("sr4", tmp_path / "o", method="dps", steps=3)).method == DPS(steps=3, clip=True)
+    image = tmp_path / "in" / "a.png"
+    Image.new("L", (32, 32), 128).save(image)
+    plan = plan_restore(RestoreRequest("sr4", tmp_path / "o", image=image, method="dps", steps=3))
+    assert plan.method == DPS(steps=3, clip=True)

@@ -201,11 +201,12 @@ def test_identity_is_the_definition_not_the_name(tmp_path):
     assert parse_task("sr:8").definition() != parse_task("sr:8,sigma_y=0.1").definition()
     assert parse_task("sr:8").definition() != parse_task("sr:8,bicubic").definition()
     pixels = np.zeros((8, 8), dtype=np.uint8)
+    pixels[:, :4] = 255  # the left half observed (an all-black mask observes nothing: refused)
     for name in ("a.png", "b.png"):
         Image.fromarray(pixels).save(tmp_path / name)
     a, b = parse_task(f"mask:{tmp_path / 'a.png'}"), parse_task(f"mask:{tmp_path / 'b.png'}")
     assert a.definition() == b.definition() and a.name != b.name  # the same content, by sha256
-    Image.fromarray(pixels + 255).save(tmp_path / "b.png")
+    Image.fromarray(255 - pixels).save(tmp_path / "b.png")
     assert parse_task(f"mask:{tmp_path / 'b.png'}").definition() != a.definition()
 
 
@@ -249,8 +250,9 @@ def test_restore_refuses_a_bad_task_before_the_prior_loads(no_prior_loads, capsy
         ["restore", "--task", "box128c", "--image", str(tmp_path / "a.png"), "--method", "pinv", "--out", "o"], capsys
     )
     assert code == 2 and "\n" not in err and "'box128c'" in err and "box:S or box:Sc" in err
+    Image.fromarray(np.zeros((256, 256), dtype=np.uint8)).save(tmp_path / "big.png")  # ffhq_10m's image size
     with pytest.raises(AssertionError, match="the prior loaded"):  # a preset that fits ffhq_10m goes on to load it
-        image = str(tmp_path / "a.png")
+        image = str(tmp_path / "big.png")
         args = ["--task", "paper:sr16", "--prior", "ffhq_10m", "--image", image, "--method", "pinv", "--out", "o"]
         _run(["restore", *args], capsys)
     code, err = _run(

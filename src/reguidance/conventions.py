@@ -20,15 +20,24 @@ Scales and names used throughout the library:
   1e-4 after ReGuidance on the [-1, 1] scale, and tested within ``REPRODUCIBILITY_ATOL`` (1e-3). Saved 8-bit
   pictures can therefore differ by one level in a pixel that sits on a rounding edge.
 
+- Bounds on what a user may ask for: a seed is an integer in ``[0, SEED_MAX]`` (``2**63 - 1``: a seed plus a small
+  offset, e.g. ``seed + 1`` for a second generator, stays inside the ``[0, 2**64)`` that :func:`derive_seed` and
+  ``torch.Generator.manual_seed`` take); a thread count is an integer in ``[1, usable_cpus()]`` (the CPUs this
+  process may run on: asking for more only oversubscribes them, and a million threads exhausts the machine).
+
 Errors in user input raise :class:`InputError` (a :class:`ValueError` subclass) whose message names the argument
 and what was expected; the command line turns exactly these (and the I/O errors a user can cause) into one line
-and exit status 2, while any other exception is a bug and keeps its traceback.
+and exit status 2, while any other exception is a bug and keeps its traceback. Where an input is only *probably*
+wrong (an image batch with no value below 0 may be on the ``[0, 1]`` scale, or may be a bright picture), an
+:class:`ImageScaleWarning` says so instead.
 This module imports nothing else from the package.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +50,9 @@ __all__ = [
     "DTYPES",
     "IMAGE_SCALE_LIMIT",
     "REPRODUCIBILITY_ATOL",
+    "SEED_MAX",
     "BatchRNG",
+    "ImageScaleWarning",
     "InputError",
     "check_device",
     "check_dtype_name",
@@ -53,8 +64,10 @@ __all__ = [
     "check_positive_int",
     "check_seed",
     "check_signal_shape",
+    "check_threads",
     "check_unit_interval",
     "derive_seed",
+    "usable_cpus",
 ]
 
 
@@ -65,6 +78,16 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 class InputError(ValueError):
     """Bad input from a user: the message names the argument (or command-line flag) and what was expected."""
+
+
+class ImageScaleWarning(UserWarning):
+    """An image batch that is probably not on the ``[-1, 1]`` scale (no value below 0: ``[0, 1]`` data?); see
+    :func:`check_image_scale`. Silence it with ``warnings.filterwarnings("ignore", category=ImageScaleWarning)``
+    where bright pictures are expected."""
+
+
+#: the largest seed a user may give (see the module docstring)
+SEED_MAX = 2**63 - 1
 
 
 #: the names of the network precisions on the command line (fp32 is the default and the exact reference)
@@ -101,11 +124,21 @@ def check_dtype_name(dtype: str, name: str = "dtype") -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _check_has_values(name: str, x: Tensor) -> None:
+    """Refuse a tensor on PyTorch's ``meta`` device: it has a shape and a dtype but no values to compute with."""
+    if x.device.type == "meta":
+        raise InputError(
+            f"{name} is on the meta device: a shape {tuple(x.shape)} without values; give a tensor with values "
+            "(e.g. on cpu or cuda, where the prior is)"
+        )
+
+
 def check_float(name: str, x: Tensor) -> Tensor:
     """Raise ``InputError`` unless ``x`` is a floating-point tensor (images and signals are floats in [-1, 1];
     a uint8, bool or integer tensor is refused rather than silently reinterpreted)."""
     if not isinstance(x, Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    _check_has_values(name, x)
     if not x.is_floating_point():
         raise InputError(
             f"{name} has dtype {x.dtype} but a floating-point tensor is expected (images in [-1, 1]: convert "
@@ -118,11 +151,16 @@ def check_finite(name: str, x: Tensor) -> Tensor:
     """Raise ``InputError`` if ``x`` holds NaN or Inf; return ``x`` unchanged."""
     if not isinstance(x, Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    _check_has_values(name, x)
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{name} contains {bad} NaN or Inf values; expected finite numbers")
     return x
 
+
+#: the fewest pixels per image (``H W``) for which a batch in ``[0, 1]`` is called probably on the wrong scale (a tiny
+#: test tensor says nothing about a picture)
+SCALE_HINT_PIXELS = 64
 
 #: the largest ``|value|`` an image on the ``[-1, 1]`` scale may hold; room beyond 1 for unclamped estimates
 #: (a pseudo-inverse's overshoot, a sampler's output before clipping); a larger value means another scale
@@ -133,15 +171,29 @@ def check_image_scale(name: str, x: Tensor) -> Tensor:
     """Refuse (``InputError``) an image batch ``(B, C, H, W)`` that is not on the ``[-1, 1]`` scale.
 
     The rule: a 4-D floating-point tensor is an image batch and must satisfy ``max |x| <= IMAGE_SCALE_LIMIT`` (4);
-    ``[0, 255]`` pixels or unnormalised data are refused naming the scale found. Tensors of any other rank (the flat
+    ``[0, 255]`` pixels or unnormalised data are refused naming the scale found. A batch of one- or three-channel
+    images of at least :data:`SCALE_HINT_PIXELS` pixels whose values all lie in ``[0, 1]`` (none below 0, so no
+    pixel darker than mid-grey) is probably ``[0, 1]`` data and gets an :class:`ImageScaleWarning`: it cannot be
+    refused, as a bright picture looks the same. Tensors of any other rank (the flat
     ``(B, d)`` signals of the Gaussian-mixture testbed, whose scale is the mixture's own) are not checked. Where it
     is called: a truth measured by an operator (``Operator.measure``) and a candidate handed to ReGuidance; never on
     a sampler's intermediate states. Returns ``x`` unchanged.
     """
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point() or x.numel() == 0:
         return x
+    _check_has_values(name, x)
     lo, hi = float(x.min()), float(x.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or max(-lo, hi) <= IMAGE_SCALE_LIMIT:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return x
+    if 0 <= lo and hi <= 1 and hi > lo and x.shape[1] in (1, 3) and x[0, 0].numel() >= SCALE_HINT_PIXELS:
+        warnings.warn(
+            f"{name} holds values in [{lo:.4g}, {hi:.4g}], none below 0: is it on the [0, 1] scale? Images are on "
+            "the [-1, 1] scale (convert with 2 x - 1; black is -1). If these are bright pictures, ignore this "
+            "(warnings.filterwarnings('ignore', category=ImageScaleWarning))",
+            ImageScaleWarning,
+            stacklevel=3,
+        )
+    if max(-lo, hi) <= IMAGE_SCALE_LIMIT:
         return x
     found = f"{name} holds values in [{lo:.4g}, {hi:.4g}]"
     if lo >= 0 and hi <= 255.5:
@@ -168,9 +220,30 @@ def _is_real(value: object) -> bool:
 
 
 def check_seed(name: str, value: int) -> int:
-    """Raise ``InputError`` (naming ``name``, e.g. ``--seed``) unless ``value`` is an integer >= 0 (a seed)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+    """Raise ``InputError`` (naming ``name``, e.g. ``--seed``) unless ``value`` is a seed: an integer in
+    ``[0, SEED_MAX]`` (the module docstring says why the bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= SEED_MAX:
+        raise InputError(f"{name} must be an integer in [0, 2**63 - 1 = {SEED_MAX}], got {value!r}")
+    return int(value)
+
+
+def usable_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where the system has one, else
+    ``os.cpu_count()``; at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(name: str, value: int) -> int:
+    """Raise ``InputError`` (naming ``name``, e.g. ``--threads``) unless ``value`` is a thread count this machine
+    has: an integer in ``[1, usable_cpus()]``."""
+    cpus = usable_cpus()
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= cpus:
+        raise InputError(
+            f"{name} must be an integer >= 1 and at most {cpus} (the CPUs this process may use), got {value!r}"
+        )
     return int(value)
 
 
@@ -199,15 +272,39 @@ def check_unit_interval(name: str, value: float, *, open_left: bool = True) -> f
 
 
 def check_signal_shape(name: str, x: Tensor, expected: Sequence[int], what: str = "the operator") -> Tensor:
-    """Check that ``x`` is a finite floating-point batch ``(B, *expected)``; the message names ``name`` and ``what``
-    expects it."""
+    """Check that ``x`` is a finite floating-point batch ``(B, *expected)`` with values (not on the meta device); the
+    message names ``name`` and ``what`` expects it, and for an image batch ``expected = (C, H, W)`` also what the
+    given shape probably is: one image without its batch dimension, channels-last images, colour images for a gray
+    prior (or the reverse), images of another size, each with the conversion to ask for."""
     check_float(name, x)
     check_finite(name, x)
     expected = tuple(expected)
     if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
         want = ", ".join(["*", *map(str, expected)])
-        raise InputError(f"{name} has shape {tuple(x.shape)} but {what} expects ({want})")
+        raise InputError(f"{name} has shape {tuple(x.shape)} but {what} expects ({want}){_shape_hint(x, expected)}")
     return x
+
+
+def _shape_hint(x: Tensor, expected: tuple[int, ...]) -> str:
+    """What a batch of the wrong shape probably is, when it is an image batch off by a known mistake: ``""`` else."""
+    if len(expected) != 3 or expected[0] not in (1, 3):
+        return ""
+    c, h, w = expected
+    shape = tuple(x.shape)
+    if shape == expected:
+        return ": one image without its batch dimension (use x[None])"
+    if x.dim() == 4 and shape[1:] == (h, w, c):
+        return ": images stored channels-last (B, H, W, C); use x.permute(0, 3, 1, 2)"
+    if x.dim() == 4 and shape[1] in (1, 3) and shape[1] != c and shape[2:] == (h, w):
+        kind = "gray images (1 channel)" if c == 1 else "colour images (3 channels)"
+        how = "ITU-R 601 luma" if c == 1 else "the gray value in every channel"
+        return (
+            f": {'colour' if shape[1] == 3 else 'gray'} images where {kind} are expected; convert them on purpose, "
+            f"e.g. reguidance.load_images(..., channels={c}) ({how})"
+        )
+    if x.dim() == 4 and shape[1] == c and h == w:
+        return f": images of another size; fit them on purpose, e.g. reguidance.load_images(..., size={h}) (bicubic)"
+    return ""
 
 
 _U32 = 0xFFFFFFFF
@@ -248,6 +345,9 @@ class BatchRNG:
         if ids is not None and len(ids) != len(seeds):
             raise InputError(f"ids has {len(ids)} entries but there are {len(seeds)} seeds")
         self.device = torch.device(device)
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 1 << 64:
+                raise InputError(f"seeds must be integers in [0, 2**64), got {s!r}")
         self.ids = None if ids is None else [int(i) for i in ids]
         self.seeds = [int(s) for s in seeds]
         self.generators = []

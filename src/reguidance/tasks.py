@@ -24,6 +24,7 @@ spec                                   operator
                                        refused too, it has no start without a pseudo-inverse)
 ``mask:PATH``                          a mask image (PNG/JPEG): white (>= 128 after conversion to gray) =
                                        observed. It must have the images' own height and width (no resizing)
+                                       and observe something (an all-black mask is refused)
 =====================================  ===========================================================================
 
 Any spec, alias or preset takes ``,sigma_y=V`` (V > 0: the consistency and every likelihood divide by it; 0 is
@@ -204,7 +205,13 @@ def _mask_image(path: str, sha256: str) -> Tensor:
             gray = np.asarray(upright(img).convert("L"), dtype=np.uint8)
     except (InputError, OSError, SyntaxError) as err:
         raise InputError(f"task mask:{path}: the mask does not read as an image ({err})") from err
-    return torch.from_numpy(gray >= 128)[None, None]
+    observed = gray >= 128
+    if not observed.any():
+        raise InputError(
+            f"task mask:{path}: the mask observes nothing: every pixel is darker than 128 (black), and white marks "
+            "what is observed; an all-black mask leaves no measurement to restore from"
+        )
+    return torch.from_numpy(observed)[None, None]
 
 
 def _odd(k: float) -> int:

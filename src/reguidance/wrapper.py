@@ -43,7 +43,7 @@ from .conventions import (
     check_signal_shape,
 )
 from .diffusion import Schedule
-from .guidance.core import Callback, Cost, SampleResult, check_operator
+from .guidance.core import Callback, Cost, SampleResult, check_operator, check_prior
 from .guidance.dps import DPS
 from .guidance.solve import Method, Problem, option_names, solve
 from .inversion import EVALUATIONS_PER_STEP, InversionMethod, invert
@@ -199,6 +199,7 @@ class ReGuidance(Method):
             raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
         check_signal_shape("candidate", candidate, shape, "the prior")
         check_image_scale("candidate", candidate)
+        check_device("candidate", candidate, prior)
         if candidate.shape[0] != measurement.shape[0]:
             raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
         base = prior.schedule
@@ -300,6 +301,7 @@ def reguide(
     """
     if config is not None and options:
         raise InputError("pass either config or keyword options, not both")
+    check_prior(prior, "ReGuidance", needs=("signal_shape",))  # a None prior is named before anything asks it
     method = config if config is not None else ReGuidance.from_options(options)
     if not isinstance(method, ReGuidance):
         raise InputError(f"config must be a ReGuidance, got {type(method).__name__}")

@@ -40,9 +40,11 @@ from ..conventions import InputError
 from ..priors.base import NetworkPrior, Prior
 
 __all__ = [
+    "GENERATOR_BYTES",
     "MARGIN",
     "StepMemory",
     "available_bytes",
+    "check_draws_fit",
     "check_fits_in_memory",
     "estimate_step",
     "fit_batch",
@@ -148,6 +150,44 @@ def check_fits_in_memory(
             f"{format_bytes(free)} is available; ask for at most {free // (5 * numel)}"
         )
     return n
+
+
+#: bytes one ``torch.Generator`` holds on the CPU (its Mersenne Twister state, 2.5 KiB, and the object), rounded up
+GENERATOR_BYTES = 5 * 2**10
+
+
+def check_draws_fit(
+    name: str,
+    k: int,
+    shape: tuple[int, ...] | torch.Size,
+    batch_size: int,
+    *,
+    device: torch.device | str = "cpu",
+    available: int | None = None,
+) -> int:
+    """Refuse (``InputError`` naming ``name``) ``k`` restorations per image (``restore --samples``,
+    :func:`reguidance.wrapper.spread`) that a batch of ``batch_size`` images of ``shape`` cannot hold in the memory
+    available on ``device`` (:func:`available_bytes`; ``available`` overrides it). The draws of a batch are held at
+    once, twice (the K results and their stack, float32), each with its own generator per image:
+
+        need = k * batch_size * (8 prod(shape) + GENERATOR_BYTES)
+
+    Checked by arithmetic before any work, so ``--samples 10**9`` is refused at once instead of hanging; the
+    network's own activations come on top (:func:`fit_batch`). Returns ``k``."""
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    per_draw = batch_size * (8 * numel + GENERATOR_BYTES)
+    free = available_bytes(device) if available is None else available
+    if free is not None and k * per_draw > free:
+        most = free // per_draw
+        ask = f"ask for at most {most}" if most >= 2 else "ask for fewer"
+        raise InputError(
+            f"{name} {k}: {k} restorations of each of {batch_size} images of shape {tuple(shape)} need about "
+            f"{format_bytes(k * per_draw)} held at once but {format_bytes(free)} is available on {device}; {ask}, "
+            "or a smaller --batch-size"
+        )
+    return k
 
 
 def fit_batch(

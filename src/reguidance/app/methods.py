@@ -50,6 +50,7 @@ __all__ = [
     "MeanImage",
     "Pinv",
     "Retrieval",
+    "candidate_file",
     "candidate_ids",
     "make_method",
     "method_class",
@@ -110,6 +111,11 @@ def candidate_ids(rng: BatchRNG) -> list[int]:
     return [int(i) for i in ids]
 
 
+def candidate_file(root: Path, i: int) -> Path | None:
+    """The external candidate of image ``i`` in ``root``: ``<i>.png``, else ``<i:05d>.png``; None if absent."""
+    return next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
+
+
 @dataclass(frozen=True)
 class FolderCandidates(_Direct):
     """External candidates from ``path``: ``<id>.png`` or ``<id:05d>.png`` per image, read with the prior's channels
@@ -131,7 +137,7 @@ class FolderCandidates(_Direct):
         c, h, w = problem.operator.x_shape
         images = []
         for i in candidate_ids(problem.rng):
-            file = next((root / n for n in (f"{i}.png", f"{i:05d}.png") if (root / n).is_file()), None)
+            file = candidate_file(root, i)
             if file is None:
                 raise InputError(f"folder candidates: no {i}.png or {i:05d}.png in {root}")
             x, _ = load_images(file, None, c)

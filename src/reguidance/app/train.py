@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int
+from ..conventions import BatchRNG, InputError, check_nonnegative, check_positive, check_positive_int, check_seed
 from ..diffusion import Schedule
 from ..guidance.unconditional import sample
 from ..io.files import atomic_write_text, read_json_object, torch_load_tensors
@@ -135,16 +135,16 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every field's type and range (``InputError`` naming the field): counts are integers >= 1
         (``lr_warmup`` >= 0), ``lr`` a finite number > 0, ``weight_decay`` and ``grad_clip`` finite >= 0 (0: no
-        clipping), ``ema_decay`` in [0, 1), ``minutes`` > 0 when given, flags booleans, ``seed`` an integer >= 0,
-        ``unet`` :class:`ADMUNet` arguments (:func:`reguidance.priors.adm_config.check_unet_args`). Returns self."""
+        clipping), ``ema_decay`` in [0, 1), ``minutes`` > 0 when given, flags booleans, ``seed`` in
+        [0, 2**63 - 1] (``check_seed``), ``unet`` :class:`ADMUNet` arguments
+        (:func:`reguidance.priors.adm_config.check_unet_args`). Returns self."""
         from ..priors.adm_config import check_unet_args
 
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "sample_steps", "num_timesteps"):
             check_positive_int(name, getattr(self, name))
         if isinstance(self.lr_warmup, bool) or not isinstance(self.lr_warmup, int) or self.lr_warmup < 0:
             raise InputError(f"lr_warmup must be an integer >= 0, got {self.lr_warmup!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed("seed", self.seed)
         check_positive("lr", self.lr)
         check_nonnegative("weight_decay", self.weight_decay)
         check_nonnegative("grad_clip", self.grad_clip)

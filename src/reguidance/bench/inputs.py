@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ImageFolder",
+    "check_candidate_folders",
     "check_images_fit",
     "dataset_for",
     "known_signal_shape",
@@ -77,29 +78,18 @@ def load_test_images(dataset: str, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-def check_image_headers(files: Sequence[Path], flag: str) -> None:
-    """Read every file's image header now, before any work: a file that is not an image Pillow can open (an
-    AppleDouble ``._a.png``, a text file named ``zz.png``) is an ``InputError`` naming ``flag`` and the file."""
-    from PIL import Image
-
-    for f in files:
-        try:
-            with Image.open(f):
-                pass
-        except (OSError, SyntaxError, ValueError) as err:
-            raise InputError(f"{flag}: could not read image file {str(f)!r}: {' '.join(str(err).split())}") from err
-
-
 class ImageFolder:
-    """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule).
+    """The images of a folder as a benchmark dataset, read on demand (see the module docstring for the rule),
+    each file read through once when the folder is made (:func:`reguidance.io.images.inspect_images`: a file that
+    is not an image, too large, truncated or corrupt is an ``InputError`` before the run writes anything).
 
     ``folder[ids]`` is ``(len(ids), C, H, W)`` float32 in [-1, 1]; ``len(folder)`` the number of files;
     :attr:`labels` is ``-1`` per image (no classes); :meth:`manifest` the file names, sha256 and ids.
     """
 
-    def __init__(self, path: str | Path, signal_shape: Sequence[int]) -> None:
+    def __init__(self, path: str | Path, signal_shape: Sequence[int], *, inspect: bool = True) -> None:
         from ..io.hashing import sha256_file
-        from ..io.images import IMAGE_SUFFIXES
+        from ..io.images import IMAGE_SUFFIXES, inspect_images
 
         root = Path(path).expanduser()
         if not root.is_dir():
@@ -115,7 +105,8 @@ class ImageFolder:
         if h != w:
             raise InputError(f"--data folder:{path}: the prior's images are {h}x{w}; folders need a square prior")
         self.shape = (c, h, w)
-        check_image_headers(self.files, f"--data folder:{path}")
+        if inspect:  # every file read through now, before the run writes anything (False: the caller has)
+            inspect_images(self.files, f"--data folder:{path}")
         self.sha256 = [sha256_file(p) for p in self.files]
         self.labels = torch.full((len(self.files),), -1, dtype=torch.int64)
 
@@ -140,6 +131,31 @@ class ImageFolder:
         import json
 
         return hashlib.sha256(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()
+
+
+def check_candidate_folders(methods: Sequence[str], ids: Sequence[int], shape: Sequence[int] | None) -> None:
+    """Before anything is written: every ``folder:PATH`` method holds the candidate of each id
+    (:func:`reguidance.app.methods.candidate_file`), each file reads through
+    (:func:`reguidance.io.images.inspect_images`) and, where the prior's ``shape`` ``(C, H, W)`` is known, has its
+    size; an ``InputError`` naming the method and the file."""
+    from ..app.methods import candidate_file
+    from ..io.images import inspect_images
+
+    for method in methods:
+        if not method.startswith("folder:"):
+            continue
+        root = Path(method[len("folder:") :])
+        files = []
+        for i in ids:
+            file = candidate_file(root, int(i))
+            if file is None:
+                raise InputError(f"--methods {method}: no {i}.png or {int(i):05d}.png in {root} (one per test id)")
+            files.append(file)
+        for file, facts in zip(files, inspect_images(files, f"--methods {method}"), strict=True):
+            if shape is not None and (facts.height, facts.width) != tuple(shape[1:]):
+                raise InputError(
+                    f"--methods {method}: {file.name} is {facts.width}x{facts.height}, expected {shape[2]}x{shape[1]}"
+                )
 
 
 def parse_data(spec: str) -> Path:

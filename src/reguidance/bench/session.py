@@ -25,7 +25,7 @@ from ..priors.base import Prior
 from ..wrapper import ReGuidance
 from .inputs import (
     ImageFolder,
-    check_image_headers,
+    check_candidate_folders,
     check_images_fit,
     dataset_for,
     known_signal_shape,
@@ -135,6 +135,7 @@ def _spec(plan: BenchPlan, n_images: int, x_shape: Sequence[int] | None, context
         tuned=None if r.tuned is None else str(r.tuned),
     )
     spec.check(n_images, x_shape)
+    check_candidate_folders(r.methods, list(spec.ids), x_shape)  # external candidates read through before any write
     return spec
 
 
@@ -202,10 +203,10 @@ def plan_benchmark(request: BenchRequest) -> BenchPlan:
             raise InputError(f"--data {r.data}: no such folder")
         plan = BenchPlan(r, None, None, None, "folder", "folder", folder_path=folder_path)
         if shape is None:  # a checkpoint file: the folder is built once it has loaded, its files are read now
-            from ..io.images import IMAGE_SUFFIXES
+            from ..io.images import IMAGE_SUFFIXES, inspect_images
 
             files = sorted(p for p in folder_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            check_image_headers(files, f"--data {r.data}")
+            inspect_images(files, f"--data {r.data}")
         if shape is not None:
             folder = ImageFolder(folder_path, shape)
             plan.spec = _spec(plan, len(folder), shape, {"manifest_sha256": folder.manifest_sha256()})
@@ -254,7 +255,7 @@ def run_benchmark(
                 notes.append("LPIPS skipped: pass --lpips-alexnet and --lpips-lin (weight files) to compute it")
             prior = load_prior(r.prior, dev, r.dtype)
             if plan.folder_path is not None and plan.folder is None:  # a checkpoint file: its shape is known now
-                plan.folder = ImageFolder(plan.folder_path, prior.signal_shape)
+                plan.folder = ImageFolder(plan.folder_path, prior.signal_shape, inspect=False)  # read in the plan
                 plan.spec = _spec(
                     plan, len(plan.folder), plan.folder.shape, {"manifest_sha256": plan.folder.manifest_sha256()}
                 )

@@ -37,6 +37,7 @@ from .support import (
     _csv,
     _echo_sweep,
     _fit_batch,
+    _image_folder,
     _one_line,
     _options,
     _positive,
@@ -170,10 +171,8 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
         base["unet"] = {**unet, **unet_given}
     with _options(f"--config {config_path}" if config_path is not None else None):
         cfg = TrainConfig.from_dict(base).validate()
-    if cfg.dataset.startswith("folder:") and not Path(cfg.dataset[7:]).is_dir():
-        raise InputError(f"--data {cfg.dataset}: {cfg.dataset[7:]!r} is not a folder; expected folder:DIR of images")
-    if cfg.seed < 0:
-        raise InputError(f"--seed must be an integer >= 0, got {cfg.seed}")
+    if cfg.dataset.startswith("folder:"):
+        _image_folder(Path(cfg.dataset[7:]), f"--data {cfg.dataset}")  # every file read through before any write
     _writable(out, "--out", folder=True, kind="train")
     _apart({"--out": out}, {"--config": config_path})
     _runtime(threads=threads)

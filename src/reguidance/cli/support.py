@@ -116,8 +116,40 @@ class WrapperCommand(click.Command):
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 
 
-#: every ``--seed`` (seeds are integers >= 0: torch's generators refuse negatives); a click usage error names it
-SEED = click.IntRange(min=0)
+#: every ``--seed`` and ``--testbed-seed``: an integer in ``[0, 2**63 - 1]`` (:data:`reguidance.conventions.SEED_MAX`,
+#: kept literal so that parsing does not import torch); a click usage error names the flag, before any work
+SEED = click.IntRange(min=0, max=2**63 - 1)
+
+
+def _check_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--threads``: checked while the command line is parsed: an integer from 1 to the CPUs this process may use
+    (:func:`reguidance.conventions.check_threads`); applied by :func:`_runtime`."""
+    if value is None:
+        return None
+    from ..conventions import InputError, check_threads
+
+    try:
+        return check_threads("--threads", value)
+    except InputError as err:
+        raise click.BadParameter(str(err).removeprefix("--threads "), ctx=ctx, param=param) from err
+
+
+def _picture_suffix(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A picture file flag (``theory --plot``): its suffix must name a format matplotlib writes, checked while the
+    command line is parsed (before the work that makes the picture)."""
+    if value is None:
+        return None
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    if value.suffix.lower().lstrip(".") not in formats:
+        raise click.BadParameter(
+            f"{str(value)!r} ends in {value.suffix or 'no suffix'}; expected one of "
+            f"{', '.join('.' + f for f in formats)} (the picture's format)",
+            ctx=ctx,
+            param=param,
+        )
+    return value
 
 
 _DEVICE = click.option(
@@ -135,7 +167,11 @@ _DTYPE = click.option(
 
 
 _THREADS = click.option(
-    "--threads", type=int, default=None, help="torch.set_num_threads for this run (default: torch's choice)."
+    "--threads",
+    type=int,
+    default=None,
+    callback=_check_threads,
+    help="torch.set_num_threads for this run, at most the CPUs it may use (default: torch's choice).",
 )
 
 
@@ -251,14 +287,19 @@ def _fit_batch(prior: Prior, batch_size: int, device: str, n: int | None = None)
 
 
 def _runtime(device: str = "cpu", threads: int | None = None) -> str:
-    """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device."""
+    """Check ``--device`` and ``--threads`` (the one place) and apply ``--threads``; returns the device. Also
+    silences the library's :class:`~reguidance.conventions.ImageScaleWarning` (a hint for tensors a program passes):
+    the commands read every image from a file or a data set, on the [-1, 1] scale by construction."""
+    import warnings
+
     import torch
 
-    from ..conventions import check_device, check_positive_int
+    from ..conventions import ImageScaleWarning, check_device, check_threads
 
+    warnings.filterwarnings("ignore", category=ImageScaleWarning)
     check_device(device, "--device")
     if threads is not None:
-        torch.set_num_threads(check_positive_int("--threads", threads))
+        torch.set_num_threads(check_threads("--threads", threads))
     return device
 
 
@@ -333,6 +374,18 @@ def _apart(outputs: dict[str, Path | None], inputs: dict[str, Any]) -> None:
     params = ctx.params if ctx is not None else {}
     shared = path_inputs(params.get("prior_name"), params.get("prior_config"), params.get("checkpoint_dir"))
     check_apart(outputs, {**shared, **inputs})
+
+
+def _image_folder(folder: Path, flag: str) -> None:
+    """Refuse (``InputError`` naming ``flag``) a folder of input images that is not a folder, holds no image, or
+    holds a file that does not read through (:func:`reguidance.io.images.inspect_images`), before any write."""
+    from ..conventions import InputError
+    from ..io.images import image_files, inspect_images
+
+    if not folder.is_dir():
+        raise InputError(f"{flag}: {str(folder)!r} is not a folder; expected a folder of images")
+    with _options(flag):
+        inspect_images(image_files(folder))
 
 
 def _task_list(value: str, flag: str) -> list[str]:
@@ -462,6 +515,7 @@ THEORY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "--plot",
         "plot_path",
         type=click.Path(dir_okay=False, path_type=Path),
+        callback=_picture_suffix,
         default=Path("runs/theory/projection.png"),
         show_default=True,
         help="Where to save the picture.",
@@ -815,9 +869,9 @@ RESTORE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--resize",
         is_flag=True,
-        help="Fit --image and --candidate images of another size to the prior's: centre-cropped to a square, then "
-        "resized (bicubic), the rule of bench --data folder:; without it such an image is an error. Measurements are "
-        "never resized.",
+        help="Fit --image and --candidate images of another size to the prior's (centre-cropped to a square, then "
+        "resized (bicubic), the rule of bench --data folder:) and colour ones to a gray prior (ITU-R 601 luma); "
+        "without it such an image is an error. Measurements are never resized or converted.",
     ),
     click.option(
         "--samples",

@@ -55,7 +55,9 @@ __all__ = [
     "StepFn",
     "StepInfo",
     "Update",
+    "check_device",
     "check_operator",
+    "check_prior",
     "check_problem",
     "choose_levels",
     "run",
@@ -152,6 +154,35 @@ def check_operator(operator: object, method: str, *, linear: bool) -> None:
             f"adjoint); {type(operator).__name__} is not one: use dps, daps, reddiff (with init=) or reguide, which "
             "differentiate through the forward model"
         )
+
+
+#: what every method asks of a prior (:class:`reguidance.diffusion.EpsModel`)
+PRIOR_ATTRIBUTES = ("predict", "schedule", "variance")
+
+
+def check_prior(prior: object, method: str, *, needs: tuple[str, ...] = PRIOR_ATTRIBUTES) -> None:
+    """Check once, before any work, that ``prior`` is a diffusion prior ``method`` can run (it has every attribute
+    in ``needs``: ``predict(x_t, t)``, its ``schedule`` and ``variance``, and for ReGuidance its ``signal_shape``),
+    or raise an InputError naming what was given: ``None`` or another object is refused by name rather than failing
+    later on a missing attribute."""
+    missing = [name for name in needs if not hasattr(prior, name)]
+    if missing:
+        lacks = "" if prior is None else f" without {', '.join(missing)}"
+        raise InputError(
+            f"{method} needs a diffusion prior (e.g. reguidance.load_prior('mnist'), or a "
+            f"reguidance.priors.base.Prior), got {type(prior).__name__}{lacks}"
+        )
+
+
+def check_device(name: str, x: Tensor, prior: object) -> None:
+    """Refuse (InputError naming ``name``) a tensor on another device than ``prior`` (where it has one), before the
+    first network evaluation fails on it."""
+    device = getattr(prior, "device", None)
+    if not isinstance(device, torch.device) or not isinstance(x, Tensor):
+        return
+    here, there = x.device, device
+    if here.type != there.type or (here.index or 0) != (there.index or 0):
+        raise InputError(f"{name} is on {here} but the prior is on {there}; move it with .to(prior.device)")
 
 
 def check_problem(operator: Operator, measurement: Tensor, rng: BatchRNG) -> None:

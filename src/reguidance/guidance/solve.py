@@ -55,7 +55,19 @@ from torch import Tensor
 from ..conventions import BatchRNG, InputError, check_positive_int
 from ..diffusion import Denoiser, EpsModel, Schedule
 from ..operators import LinearOperator, Operator
-from .core import Callback, Cost, SampleResult, StepFn, check_operator, check_problem, choose_levels, run, start
+from .core import (
+    Callback,
+    Cost,
+    SampleResult,
+    StepFn,
+    check_device,
+    check_operator,
+    check_prior,
+    check_problem,
+    choose_levels,
+    run,
+    start,
+)
 
 __all__ = [
     "ChainMethod",
@@ -355,6 +367,8 @@ def solve(
         )
     check_operator(problem.operator, method.label, linear=method.needs_linear)
     check_problem(problem.operator, problem.measurement, problem.rng)
+    check_prior(problem.prior, method.label)  # after the operator's checks, which never touch the prior
+    check_device("measurement", problem.measurement, problem.prior)
     return method.run(
         problem, candidate=candidate, steps=steps, levels=levels, latent=latent, callback=callback, progress=progress
     )

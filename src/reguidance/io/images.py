@@ -23,6 +23,10 @@ Limit. A file of more than :data:`MAX_PIXELS` pixels (128 megapixels, e.g. 11313
 RGB once decoded) is refused with an :class:`~reguidance.conventions.InputError` naming it, from its header alone;
 below that no decompression-bomb warning is printed (Pillow warns from 89 megapixels).
 
+Checked before work (:func:`inspect_images`): every reader of users' files reads each file through (header, then
+the whole image decoded) before its command writes anything, so a file that is not an image, too large, truncated
+or corrupt is one ``InputError`` naming it, never a traceback and never found half-way through a run.
+
 Sizes. ``size=None`` keeps each file's own size (all files must then agree); otherwise each image is fitted to
 ``size x size`` by one of two rules: ``mode="center_crop"`` (the default, and the one rule of ``reguidance bench
 --data folder:`` and ``reguidance restore --resize``) takes the largest central square, then resizes it, so shapes
@@ -35,11 +39,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -54,12 +59,16 @@ __all__ = [
     "DEFAULT_MODE",
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "ImageFacts",
     "ResizeMode",
     "check_background",
+    "check_file_names",
     "composite",
     "decode",
     "from_uint8",
+    "image_files",
     "image_size",
+    "inspect_images",
     "load_images",
     "make_grid",
     "open_image",
@@ -119,6 +128,13 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
+def _too_large(path: Path, size: str) -> str:
+    return (
+        f"image file {str(path)!r} is too large ({size}); at most {MAX_PIXELS / 1e6:.0f} megapixels are read: "
+        "make it smaller first"
+    )
+
+
 @contextmanager
 def open_image(file: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Open an image file as Pillow does, lazily (the header only until pixels are asked for), for reading:
@@ -129,15 +145,14 @@ def open_image(file: str | os.PathLike[str]) -> Iterator[Image.Image]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # Pillow's own limit (twice its warning's), far above MAX_PIXELS
+        raise InputError(_too_large(path, f"{' '.join(str(err).split())}")) from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"could not read image file {str(path)!r}: {' '.join(str(err).split())}") from err
     with img:
         w, h = img.size
         if w * h > MAX_PIXELS:
-            raise InputError(
-                f"image file {str(path)!r} is {w}x{h} ({w * h / 1e6:.0f} megapixels); at most {MAX_PIXELS / 1e6:.0f} "
-                "megapixels are read: make it smaller first"
-            )
+            raise InputError(_too_large(path, f"{w}x{h}, {w * h / 1e6:.0f} megapixels"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield img
@@ -156,6 +171,62 @@ def image_size(file: str | os.PathLike[str]) -> tuple[int, int]:
     with open_image(file) as img:
         w, h = img.size
         return (h, w) if _orientation(img) in _SWAPPED else (w, h)
+
+
+class ImageFacts(NamedTuple):
+    """What reading an image file through found: its ``width`` and ``height`` as seen (EXIF orientation applied)
+    and whether it holds ``colour`` (after compositing alpha: some pixel whose R, G and B differ)."""
+
+    width: int
+    height: int
+    colour: bool
+
+
+def inspect_images(files: Sequence[str | os.PathLike[str]], flag: str | None = None) -> list[ImageFacts]:
+    """Read every image file through, now, before any work uses it: the facts of each (:class:`ImageFacts`).
+
+    The one check every reader of users' files makes before the first write: the header (:func:`open_image`:
+    not an image, or over :data:`MAX_PIXELS`), then the whole file decoded, which is the only way to find a
+    truncated or corrupt file (its header reads fine). A failure is an ``InputError`` naming the file, prefixed
+    by ``flag`` (e.g. ``--image``) when given. Files are read one at a time; nothing is kept but the facts."""
+    found = []
+    for file in files:
+        try:
+            with open_image(file) as img:
+                try:
+                    img.load()
+                    flat = composite(upright(img))
+                    colour = flat.mode not in _GRAY_MODES and _differs(np.asarray(flat.convert("RGB")))
+                except (OSError, SyntaxError, ValueError) as err:
+                    raise InputError(f"could not read image file {str(file)!r}: {' '.join(str(err).split())}") from err
+                found.append(ImageFacts(flat.size[0], flat.size[1], colour))
+        except InputError as err:
+            if flag is None:
+                raise
+            raise InputError(f"{flag}: {err}") from err
+    return found
+
+
+def _differs(rgb: np.ndarray) -> bool:
+    """Whether some pixel of an ``(H, W, 3)`` array has channels that differ."""
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+
+
+def check_file_names(files: Sequence[str | os.PathLike[str]], flag: str) -> None:
+    """Refuse (``InputError`` naming ``flag``) a file whose name is not text: bytes that do not decode in the file
+    system's encoding (under ``LC_ALL=C`` or on a disk written elsewhere), which Python keeps as lone surrogates.
+    Such a name cannot be written into a JSON row, a report page or a picture's label; rename the file."""
+    for file in files:
+        name = Path(file).name
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(name)
+            folder = ascii(str(Path(file).parent))
+            raise InputError(
+                f"{flag}: the file name {raw!r} in {folder} is not valid text in the file system's encoding "
+                f"({sys.getfilesystemencoding()}); rename it (names are written into rows, reports and pictures)"
+            ) from None
 
 
 def check_background(background: str) -> tuple[int, int, int]:
@@ -267,6 +338,19 @@ def read_images(
     return from_uint8(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
 
 
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files directly in ``folder`` (names ending in :data:`IMAGE_SUFFIXES`, any case; other files and
+    subfolders ignored), sorted by name: what :func:`load_images` reads from a folder. ``InputError`` when there
+    is none."""
+    root = Path(folder)
+    files = sorted(
+        (p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name
+    )
+    if not files:
+        raise InputError(f"folder {str(root)!r} holds no image; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+    return files
+
+
 def load_images(
     source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     size: int | None = None,
@@ -297,12 +381,7 @@ def load_images(
     if isinstance(source, (str, os.PathLike)):
         target = Path(source)
         if target.is_dir():
-            files = sorted(
-                (p for p in target.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                key=lambda p: p.name,
-            )
-            if not files:
-                raise InputError(f"folder {str(target)!r} holds no image; expected files ending in {suffixes}")
+            files = image_files(target)
         elif target.is_file():
             files = [target]
         else:

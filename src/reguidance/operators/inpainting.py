@@ -31,7 +31,8 @@ class Inpainting(LinearOperator):
     """``A x = x * mask``: keep the observed entries, zero the others; ``y`` has ``x``'s shape.
 
     ``mask`` is 0/1 with shape ``(B or 1, 1 or C, *spatial)`` for images (a one-channel mask is shared by all
-    channels) or ``(B or 1, d)`` for flat signals; a leading 1 means one mask for every sample. ``x_shape``
+    channels) or ``(B or 1, d)`` for flat signals; a leading 1 means one mask for every sample. Each sample's mask
+    must observe at least one entry (a mask of zeros measures nothing: refused). ``x_shape``
     defaults to ``mask.shape[1:]``; pass it to apply a one-channel mask to ``C``-channel images.
 
     The operator is its own adjoint and pseudo-inverse (an orthogonal projection): ``adjoint = pinv = y * mask``.
@@ -57,6 +58,12 @@ class Inpainting(LinearOperator):
         check_finite("mask", mask)
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("mask must hold only 0 and 1 (observed = 1)")
+        blind = (~mask.flatten(1).to(torch.bool).any(dim=1)).nonzero().flatten().tolist()
+        if blind:
+            raise ValueError(
+                f"mask observes nothing in sample(s) {blind[:5]} (every entry 0): there is no measurement to fit "
+                "(and its consistency would divide by 0); observed entries are 1"
+            )
         shape = tuple(mask.shape[1:]) if x_shape is None else _check_shape("x_shape", x_shape)
         compatible = len(shape) == mask.dim() - 1 and (
             tuple(mask.shape[1:]) == shape
