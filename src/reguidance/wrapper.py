@@ -43,7 +43,7 @@ from .conventions import (
     check_signal_shape,
 )
 from .diffusion import Schedule
-from .guidance.core import Callback, Cost, SampleResult, check_operator, check_prior
+from .guidance.core import Callback, Cost, SampleResult, check_device, check_operator, check_prior
 from .guidance.dps import DPS
 from .guidance.solve import Method, Problem, option_names, solve
 from .inversion import EVALUATIONS_PER_STEP, InversionMethod, invert
