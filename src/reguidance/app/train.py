@@ -62,17 +62,23 @@ from ..conventions import BatchRNG, InputError, check_nonnegative, check_positiv
 from ..diffusion import Schedule
 from ..guidance.unconditional import sample
 from ..io.files import atomic_write_text, read_json_object, torch_load_tensors
+from ..io.hashing import sha256_file
 from ..io.images import DEFAULT_BACKGROUND, check_background
 from ..priors.adm import ADMPrior, ADMUNet
 from ..priors.base import Prior
 from ..priors.zoo import EMBEDDED_UNET
 from .memory import check_fits_in_memory
 
+#: the format tag of a trained folder's ``model.json`` (what :func:`reguidance.priors.load_prior` recognises)
+TRAINED_FORMAT = "reguidance-trained-prior/1"
+
 __all__ = [
     "DATASETS",
     "SMALL_UNET",
+    "TRAINED_FORMAT",
     "TrainConfig",
     "check_dataset",
+    "describe_device",
     "diffusion_loss",
     "draw_samples",
     "ema_decay",
@@ -80,6 +86,7 @@ __all__ = [
     "train",
     "training_images",
     "update_ema",
+    "write_card",
 ]
 
 #: the embedded models' UNet (see :data:`reguidance.priors.zoo.EMBEDDED_UNET`)
@@ -355,13 +362,20 @@ def train(
     images: Tensor | None = None,
     progress: bool = True,
     final_samples: bool = True,
+    device: torch.device | str = "cpu",
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a UNet as :class:`TrainConfig` says, writing checkpoints and results under ``out``.
+    """Train (or resume) a UNet as :class:`TrainConfig` says, writing checkpoints and results under ``out``, on
+    ``device`` (the random draws are made on the CPU and moved, so they do not depend on the device; the arithmetic
+    does, so a run resumed on another device goes on from the same state but not bit for bit).
 
     ``images`` (N, C, H, W) in [-1, 1] replaces the data set's train split (for tests). Stops after
     ``cfg.steps`` steps or ``cfg.minutes`` of training (counted across resumes), whichever comes first, and
-    always saves a checkpoint then. Returns the run's facts (also written to ``model.json``). A resumed run
-    refuses training data whose sha256 is not the one the run started with.
+    always saves a checkpoint then. Returns the run's facts (also written to ``model.json``, which makes ``out`` a
+    prior :func:`reguidance.priors.load_prior` reads: the UNet's arguments, its chain, its weights file and their
+    sha256), and writes the model card ``README.md`` beside them (:func:`write_card`; ``command`` is the command
+    line that made the run, recorded there). A resumed run refuses training data whose sha256 is not the one the
+    run started with.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -388,15 +402,18 @@ def train(
     data_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 2)
+    dev = torch.device(device)
     model = ADMUNet(**cfg.unet)
     if init_weights is not None:
         model.load_state_dict(init_weights)
+    model.to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
     if resume:
         model.load_state_dict(model_sd)
         ema.load_state_dict(ema_sd)
+        ema.to(dev)
         opt.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
         noise_gen.set_state(state["noise_rng"])
@@ -409,7 +426,7 @@ def train(
     per_epoch = len(images) // cfg.batch_size
     if per_epoch < 1:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(images)} training images")
-    alphas_cumprod = Schedule.linear(cfg.num_timesteps).alphas_cumprod.float()
+    alphas_cumprod = Schedule.linear(cfg.num_timesteps).alphas_cumprod.float().to(dev)
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
     epoch_rng = data_gen.get_state() if not resume else state["epoch_rng"]
     batch_in_epoch = 0 if not resume else int(state["batch_in_epoch"])
@@ -444,9 +461,10 @@ def train(
             if cfg.hflip:
                 flip = torch.rand(len(idx), generator=noise_gen) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = diffusion_loss(model, x0, t, eps, alphas_cumprod)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {float(loss)} at step {step}")
@@ -480,8 +498,14 @@ def train(
         bar.close()
         log.close()
 
-    save_file({k: v.contiguous().float() for k, v in ema.state_dict().items()}, str(out / "ema.safetensors"))
+    save_file({k: v.contiguous().float().cpu() for k, v in ema.state_dict().items()}, str(out / "ema.safetensors"))
     facts = {
+        "format": TRAINED_FORMAT,
+        "unet": dict(cfg.unet),
+        "schedule": "linear",
+        "num_timesteps": cfg.num_timesteps,
+        "weights": "ema.safetensors",
+        "sha256": sha256_file(out / "ema.safetensors"),
         "config": asdict(cfg),
         "steps_done": step,
         "images_seen": step * cfg.batch_size,
@@ -489,9 +513,72 @@ def train(
         "last_loss": last_loss,
         "n_params": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
+        "device": describe_device(dev),
+        **({"command": command} if command else {}),
     }
     if final_samples:
         _progress_grid(ema, cfg, out / "samples.png")
-        facts["samples"] = str(out / "samples.png")
-    (out / "model.json").write_text(json.dumps(facts, indent=2))
+        facts["samples"] = "samples.png"
+    atomic_write_text(out / "model.json", json.dumps(facts, indent=2))
+    write_card(out, facts)
     return facts
+
+
+def describe_device(device: torch.device) -> str:
+    """The hardware a run used, in words: the GPU's name, or the CPU's model (Linux) and the thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    model = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} thread(s)"
+
+
+def write_card(out: Path, facts: Mapping[str, Any]) -> Path:
+    """``out/README.md``, the model card of a trained folder: what it is, how to load it, the data, the UNet, the
+    training settings and what the run spent (steps, images, wall time, hardware), the command, the samples."""
+    cfg = facts["config"]
+    lines = [
+        f"# A diffusion prior trained by `reguidance train` on {cfg['dataset']}",
+        "",
+        "An eps-prediction ADM UNet (guided-diffusion's `UNetModel`) trained with the DDPM loss on the 1000-step "
+        'linear chain. Load it with `reguidance.priors.load_prior("<this folder>")` or `--prior <this folder>`; the '
+        f"weights `{facts['weights']}` are checked against sha256 `{facts['sha256']}` on load.",
+        "",
+        "## Data",
+        "",
+        f"- `{cfg['dataset']}`, training images' sha256 `{cfg['data_sha256']}`; "
+        + ("mirrored left-right with probability 1/2" if cfg["hflip"] else "no augmentation")
+        + (f"; alpha composited over {cfg['background']}" if cfg["dataset"].startswith("folder:") else ""),
+        *([f"- fine-tuned from `{cfg['init']}`"] if cfg.get("init") else []),
+        "",
+        "## Training",
+        "",
+        f"- parameters: {facts['n_params']:,}; UNet: `{json.dumps(facts['unet'])}`",
+        f"- batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} (warm-up {cfg['lr_warmup']} steps), gradient norm "
+        f"clipped at {cfg['grad_clip']:g}, EMA decay {cfg['ema_decay']:g}, seed {cfg['seed']}, bf16: {cfg['bf16']}",
+        f"- steps: {facts['steps_done']:,} ({facts['images_seen']:,} images), training wall time "
+        f"{facts['train_wall_s'] / 60:.1f} min on {facts['device']}; last mean loss {facts['last_loss']:.4f}",
+        *([f"- command: `{facts['command']}`"] if facts.get("command") else []),
+        "",
+        *(
+            [
+                "## Samples",
+                "",
+                f"64 DDIM samples (50 steps, x0 clipped, seed {cfg['seed']}):",
+                "",
+                "![samples](samples.png)",
+            ]
+            if facts.get("samples")
+            else []
+        ),
+        "",
+    ]
+    path = out / "README.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

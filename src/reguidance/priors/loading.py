@@ -252,6 +252,33 @@ def _load_checkpoint(path: Path, config: ConfigArg, device: torch.device | str, 
     return _as_prior(_build_unet(cfg, state_dict, what), schedule, device, variance)
 
 
+#: what a trained folder's ``model.json`` must hold to be loaded (:func:`reguidance.app.train.train` writes it)
+_TRAINED_KEYS = ("format", "unet", "schedule", "num_timesteps", "weights", "sha256")
+
+
+def _load_trained(folder: Path, device: torch.device | str) -> ADMPrior:
+    """The prior a ``reguidance train`` run wrote into ``folder``: its ``model.json`` gives the UNet's arguments, the
+    chain and the weights file, checked against the sha256 recorded there."""
+    from ..io.files import read_json_object
+
+    facts = read_json_object(folder / "model.json", _TRAINED_KEYS)
+    if not str(facts["format"]).startswith("reguidance-trained-prior/"):
+        raise InputError(f"{folder / 'model.json'} is not a trained prior's (format {facts['format']!r})")
+    weights = folder / str(facts["weights"])
+    if not weights.is_file() or weights.parent.resolve() != folder.resolve():
+        raise InputError(f"{folder}: the weights {facts['weights']!r} named by model.json are not a file in the folder")
+    try:
+        check_sha256(str(weights), sha256_file(weights), str(facts["sha256"]), "the weights changed since training")
+    except ChecksumError as exc:
+        raise InputError(str(exc)) from None
+    config = facts["unet"]
+    if not isinstance(config, Mapping):
+        raise InputError(f"{folder / 'model.json'}: unet must be an object of ADMUNet arguments")
+    check_unet_args(config, f"{folder / 'model.json'} unet")
+    schedule = Schedule.named(str(facts["schedule"]), int(facts["num_timesteps"]))
+    return _as_prior(_build_unet(config, read_state_dict(weights), str(weights)), schedule, device, None)
+
+
 def _find_known(entry: ModelEntry, checkpoint_dir: str | os.PathLike[str] | None) -> Path:
     path = find_checkpoint(entry, checkpoint_dir)
     if path is None:
@@ -280,6 +307,10 @@ def _load(
     if entry is not None:
         return _load_checkpoint(_find_known(entry, checkpoint_dir), config, device, entry)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "model.json").is_file():
+        if config is not None:
+            raise InputError(f"config= is for guided-diffusion checkpoints; the trained folder {path} has its own")
+        return _load_trained(path, device)
     if path.is_dir():
         from .diffusers import is_diffusers_folder, load_diffusers_prior
 
