@@ -169,14 +169,14 @@ DEMO_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--prior",
         "prior_name",
-        type=click.Choice(["mnist", "fashion_mnist", "emoji"]),
         default="mnist",
         show_default=True,
-        help="The embedded prior (and its test images).",
+        help="The prior: an embedded name (mnist, fashion_mnist, emoji; their test images) or a path.",
     ),
     click.option("--seed", type=SEED, default=0, show_default=True),
     runtime_options,
     _OVERWRITE,
+    prior_options,
 ]
 
 
@@ -426,7 +426,16 @@ DEMO_METHODS = ("pinv", "dps", "daps")
 @cli.command()
 @flags(DEMO_OPTIONS)
 def demo(
-    out: Path, n_images: int, prior_name: str, seed: int, device: str, dtype: str, threads: int | None, overwrite: bool
+    out: Path,
+    n_images: int,
+    prior_name: str,
+    seed: int,
+    device: str,
+    dtype: str,
+    threads: int | None,
+    overwrite: bool,
+    prior_config: Path | None,
+    checkpoint_dir: Path | None,
 ) -> None:
     """The main job: the pseudo-inverse, DPS and DAPS on three hard tasks (a 20x20 box at a random position, x4 and
     x8 super-resolution), each with and without ReGuidance, under the benchmark's CPU protocol (reduced budgets,
@@ -443,6 +452,8 @@ def demo(
         list(DEMO_METHODS),
         range(n_images),
         prior=prior_name,
+        prior_config=prior_config,
+        checkpoint_dir=checkpoint_dir,
         seed=seed,
         batch_size=min(n_images, 16),
         protocol="cpu",
