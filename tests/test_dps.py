@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from reguidance.conventions import BatchRNG
+from reguidance.diffusion import Variance
 from reguidance.guidance.dps import dps
 
 
@@ -116,8 +117,8 @@ def test_one_ddim_dps_step_on_a_gaussian_prior_matches_the_hand_derivation():
 class _LinearEps:
     """A stand-in prior whose noise prediction is ``eps(x, t) = a x``: every step can be written out by hand."""
 
-    variance = "fixed_small"
-    signal_shape = (2,)
+    variance: Variance = "fixed_small"
+    signal_shape: tuple[int, ...] = (2,)
 
     def __init__(self, schedule, a: float) -> None:
         self.schedule, self.a = schedule, a
