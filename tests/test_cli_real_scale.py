@@ -86,7 +86,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 # ------------------------------------------------------------------------------ --prior-config, --checkpoint-dir
 def test_every_command_with_a_prior_takes_prior_config_checkpoint_dir_and_threads() -> None:
     with_prior = {name for name, cmd in cli.commands.items() if any(p.name == "prior_name" for p in cmd.params)}
-    assert with_prior == {"sample", "bench", "speed", "restore", "tune", "tune-defaults"}
+    assert with_prior == {"sample", "bench", "demo", "speed", "restore", "tune", "tune-defaults"}
     for name in with_prior:
         flags = {opt for p in cli.commands[name].params for opt in getattr(p, "opts", [])}
         assert {"--prior-config", "--checkpoint-dir", "--threads"} <= flags, name

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from reguidance.conventions import BatchRNG
+from reguidance.diffusion import Variance
 from reguidance.guidance.dps import dps
 
 
@@ -111,3 +112,61 @@ def test_one_ddim_dps_step_on_a_gaussian_prior_matches_the_hand_derivation():
         callback=keep_the_first_step,
     )
     torch.testing.assert_close(first[0], expected, rtol=1e-6, atol=1e-6)  # the mixture prior rounds to ~1e-7
+
+
+class _LinearEps:
+    """A stand-in prior whose noise prediction is ``eps(x, t) = a x``: every step can be written out by hand."""
+
+    variance: Variance = "fixed_small"
+    signal_shape: tuple[int, ...] = (2,)
+
+    def __init__(self, schedule, a: float) -> None:
+        self.schedule, self.a = schedule, a
+
+    def predict(self, x_t, t):
+        from reguidance.priors.base import PriorOutput
+
+        return PriorOutput(self.a * x_t)
+
+
+def test_the_jacobian_free_step_is_the_hand_written_one():
+    # one DDIM (eta 0) step from level ab to the data, A = I (2x2), sigma_y 0.1:
+    #   x0 = (x - sqrt(1 - ab) a x) / sqrt(ab),  g0 = (x0 - y) / ||x0 - y||,  x_next = x0 - zeta g0 / sqrt(ab)
+    from reguidance.diffusion import Schedule
+    from reguidance.guidance import DPS, Problem, solve
+    from reguidance.operators import MatrixOperator
+
+    base = Schedule.linear()
+    levels = base.spaced(1, 0.5)
+    ab = float(levels.alphas_cumprod[-1])
+    prior = _LinearEps(base, a=0.3)
+    x = torch.tensor([[0.4, -0.2]], dtype=torch.float64)
+    y = torch.tensor([[0.1, 0.3]], dtype=torch.float64)
+    op = MatrixOperator(torch.eye(2, dtype=torch.float64), sigma_y=0.1)
+    zeta = 0.05
+    config = DPS(step_size=zeta, sampler="ddim", guidance="tweedie")
+    out = solve(config, Problem(prior, op, y, BatchRNG.from_seed(0, 1)), levels=levels, latent=x).x
+    x0 = (x - (1 - ab) ** 0.5 * 0.3 * x) / ab**0.5
+    g0 = (x0 - y) / (x0 - y).norm()
+    torch.testing.assert_close(out, x0 - zeta * g0 / ab**0.5)
+
+
+@pytest.mark.parametrize(("every", "steps", "guided"), [(1, 7, 7), (3, 7, 3), (5, 10, 2), (100, 7, 1)])
+@pytest.mark.parametrize("guidance", ["network", "tweedie"])
+def test_only_every_kth_step_is_guided_counting_from_the_first(gmm_prior, gmm_problem, every, steps, guided, guidance):
+    from reguidance.guidance import DPS, Problem, solve
+    from reguidance.operators import MatrixOperator
+
+    operator, _, y = gmm_problem
+    calls = []
+
+    class Counting(MatrixOperator):
+        def residual_norm(self, x, measurement):
+            if torch.is_grad_enabled() and x.requires_grad:
+                calls.append(1)
+            return super().residual_norm(x, measurement)
+
+    counting = Counting(operator.matrix(), sigma_y=operator.sigma_y)
+    config = DPS(steps=steps, guidance_every=every, guidance=guidance)
+    solve(config, Problem(gmm_prior, counting, y, BatchRNG.from_seed(0, 6)))
+    assert len(calls) == guided == config.guided_levels()

@@ -91,7 +91,7 @@ def stand_in(monkeypatch):
     from reguidance.bench import runner
 
     prior = ConvPrior()
-    monkeypatch.setattr(cli, "_load_prior", lambda *args, **kwargs: prior)
+    monkeypatch.setattr(cli.support, "load_prior", lambda *args, **kwargs: prior)
     tiny = ReGuidance().replace(inversion_steps=1, dps_steps=1, clip=True)
     monkeypatch.setattr(runner, "wrapper_for", lambda *args, **kwargs: tiny)
     return prior

@@ -82,10 +82,11 @@ def test_restore_refuses_an_unknown_option_before_writing(tmp_path) -> None:
     from reguidance.app.restore import RestoreRequest, plan_restore
     from reguidance.guidance import DPS
 
-    with pytest.raises(InputError, match="bogus"):
-        plan_restore(RestoreRequest("sr4", tmp_path / "out", method="dps", wrapper={"bogus": 1}))
-    assert not (tmp_path / "out").exists()
     image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
     Image.new("L", (32, 32), 128).save(image)
+    with pytest.raises(InputError, match="bogus"):
+        plan_restore(RestoreRequest("sr4", tmp_path / "out", image=image, method="dps", wrapper={"bogus": 1}))
+    assert not (tmp_path / "out").exists()
     plan = plan_restore(RestoreRequest("sr4", tmp_path / "o", image=image, method="dps", steps=3))
     assert plan.method == DPS(steps=3, clip=True)

@@ -194,6 +194,8 @@ class _Recording:
     "config",
     [
         DPS(steps=5),
+        DPS(steps=7, guidance_every=3),
+        DPS(steps=5, guidance="tweedie"),
         DAPS(steps=3, ode_steps=2, langevin_steps=2),
         DiffPIR(steps=4),
         RedDiff(steps=5),
@@ -201,6 +203,7 @@ class _Recording:
         ReGuidance().replace(inversion_steps=3, dps_steps=4),
         ReGuidance().replace(inversion_steps=3, dps_steps=4, inversion_method="heun"),
         ReGuidance().replace(inversion_steps=3, dps_steps=4, start="renoise"),
+        ReGuidance().replace(inversion_steps=3, dps_steps=6, guidance_every=2, guidance="tweedie"),
     ],
     ids=lambda c: type(c).__name__,
 )

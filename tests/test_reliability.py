@@ -386,7 +386,7 @@ def test_kill_9_mid_run_then_resume_completes_without_duplicates(tmp_path, monke
     sys.path.insert(0, str(TINY_CLI.parent))
     from tiny_cli import tiny_prior
 
-    monkeypatch.setattr("reguidance.cli._load_prior", tiny_prior)  # the same network as the killed process's
+    monkeypatch.setattr("reguidance.cli.support.load_prior", tiny_prior)  # the same network as the killed process's
     assert main([*FAST_BENCH, "--ids", "0:2", "--batch-size", "1", "--out", str(out)]) == 0
     assert _prefix(out / "results.jsonl") == max(4, done)  # ids 0 and 1 complete, nothing lost or written twice
     assert not [p for p in out.rglob(".*tmp*")]  # no temporary file survived the kill's successor

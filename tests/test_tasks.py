@@ -234,7 +234,7 @@ def no_prior_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the prior loaded before the options were checked")
 
-    monkeypatch.setattr(cli, "_load_prior", refuse)
+    monkeypatch.setattr(cli.support, "load_prior", refuse)
 
 
 def _run(argv, capsys) -> tuple[int, str]:

@@ -54,7 +54,16 @@ if TYPE_CHECKING:
 
 Start = Literal["inversion", "renoise", "fresh"]
 
-__all__ = ["ReGuidance", "ReGuidanceResult", "Spread", "adaptive_depth", "reguide", "reward", "spread"]
+__all__ = [
+    "ReGuidance",
+    "ReGuidanceResult",
+    "Spread",
+    "adaptive_depth",
+    "check_candidate",
+    "reguide",
+    "reward",
+    "spread",
+]
 
 
 #: the flat name of the DPS's ``steps`` among the wrapper's options; every other DPS field keeps its own name
@@ -191,17 +200,9 @@ class ReGuidance(Method):
         if steps is not None or levels is not None:
             raise InputError("ReGuidance sets its own chains: give inversion_steps and dps_steps, not steps or levels")
         prior, operator, measurement, rng = problem.prior, problem.operator, problem.measurement, problem.rng
-        if candidate is None or not isinstance(candidate, Tensor) or not candidate.is_floating_point():
-            got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
-            raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
+        check_candidate(candidate, measurement, operator, prior)
+        assert candidate is not None  # checked
         shape = tuple(prior.signal_shape)
-        if tuple(operator.x_shape) != shape:
-            raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
-        check_signal_shape("candidate", candidate, shape, "the prior")
-        check_image_scale("candidate", candidate)
-        check_device("candidate", candidate, prior)
-        if candidate.shape[0] != measurement.shape[0]:
-            raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
         base = prior.schedule
         available = base.levels_up_to(self.t_end)
         for name, n in (("inversion_steps", self.inversion_steps), ("dps_steps", self.dps_steps)):
@@ -269,6 +270,24 @@ class ReGuidanceResult(SampleResult):
     config: ReGuidance
 
 
+def check_candidate(candidate: object, measurement: Tensor, operator: Operator, prior: object) -> None:
+    """Refuse (``InputError`` naming it) a candidate that is not a floating-point ``(B, *signal_shape)`` tensor in
+    [-1, 1] on the prior's device with one sample per measurement, or an operator on another signal shape than the
+    prior's; only ``prior.signal_shape`` and ``prior.device`` are read, so the inputs are refused before the prior
+    is used."""
+    if not isinstance(candidate, Tensor) or not candidate.is_floating_point():
+        got = candidate.dtype if isinstance(candidate, Tensor) else type(candidate).__name__
+        raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {got}")
+    shape = tuple(getattr(prior, "signal_shape", ()))
+    if tuple(operator.x_shape) != shape:
+        raise InputError(f"operator acts on signals of shape {tuple(operator.x_shape)} but the prior's are {shape}")
+    check_signal_shape("candidate", candidate, shape, "the prior")
+    check_image_scale("candidate", candidate)
+    check_device("candidate", candidate, prior)
+    if candidate.shape[0] != measurement.shape[0]:
+        raise InputError(f"candidate has {candidate.shape[0]} samples but measurement has {measurement.shape[0]}")
+
+
 def reward(operator: Operator, x: Tensor, measurement: Tensor) -> Tensor:
     """Per-sample reward ``-||y - A x||^2`` (B,), the quantity the paper's theorem says ReGuidance raises."""
     return -operator.residual_norm(x, measurement).pow(2)
@@ -305,16 +324,15 @@ def reguide(
     method = config if config is not None else ReGuidance.from_options(options)
     if not isinstance(method, ReGuidance):
         raise InputError(f"config must be a ReGuidance, got {type(method).__name__}")
-    if not isinstance(candidate, Tensor):
-        raise InputError(f"candidate must be a floating-point tensor in [-1, 1], got {type(candidate).__name__}")
+    check_operator(operator, "ReGuidance", linear=False)
+    check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
+    check_candidate(candidate, measurement, operator, prior)  # before its device makes generators
     if rng is None:
         if ids is not None and len(ids) != candidate.shape[0]:
             raise InputError(f"ids has {len(ids)} entries but candidate has {candidate.shape[0]} samples")
         rng = BatchRNG.from_seed(seed, list(ids) if ids is not None else candidate.shape[0], device=candidate.device)
     elif ids is not None:
         raise InputError("pass rng or ids, not both")
-    check_operator(operator, "ReGuidance", linear=False)
-    check_signal_shape("measurement", measurement, operator.y_shape, "the operator")
     out = solve(
         method,
         Problem(prior, operator, measurement, rng),

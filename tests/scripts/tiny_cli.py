@@ -6,6 +6,7 @@ import sys
 import torch
 
 import reguidance.cli as cli
+from reguidance.cli import support
 from reguidance.diffusion import Schedule
 from reguidance.priors.adm import ADMPrior, ADMUNet
 
@@ -17,5 +18,5 @@ def tiny_prior(name, device, dtype, flag="--prior", **optimize):
 
 
 if __name__ == "__main__":
-    cli._load_prior = tiny_prior
+    support.load_prior = tiny_prior
     sys.exit(cli.main(sys.argv[1:]))
