@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	command -v apt-get >/dev/null && [ ! -d /usr/share/datasets/fashion-mnist ] && \
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true
-	$(PY) -c "from reguidance.io.datasets import load_dataset as L; [L(n, s) for n in ('mnist', 'fashion_mnist') for s in ('train', 'val', 'test')]"
+	$(PY) -c "from reguidance.io.datasets import DATASETS, load_dataset as L; [L(n, s) for n in DATASETS for s in ('train', 'val', 'test')]"
+	$(PY) -c "from reguidance.io.emoji import load_emoji; load_emoji('all', name='emoji_google')"
 
 demo: $(STAMP)
 	$(VENV)/bin/reguidance demo
@@ -70,6 +71,7 @@ test-wheel: $(STAMP)
 # run before a GPU is lent (about a minute of CPU time; reports in a temporary folder, kept only if a step fails).
 gpu-check-cpu: $(STAMP)
 	PYTHON="$(abspath $(PY))" bash scripts/gpu_check.sh --device cpu
+	PYTHON="$(abspath $(PY))" bash scripts/gpu_train.sh --device cpu
 
 # The fast tier: lint, then every test not marked slow (a few minutes on 2 cores); `make test` stays the whole check.
 test-fast: lint

@@ -201,3 +201,29 @@ def test_fine_tuning_starts_from_the_priors_weights(tmp_path: Path) -> None:
 def test_fine_tuning_a_conditional_or_unknown_prior_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nosuchprior"):
         train(TrainConfig(steps=1, init="nosuchprior"), tmp_path, images=tiny_images(), progress=False)
+
+
+def test_a_trained_folder_is_a_prior_that_load_prior_reads_with_its_weights_checked(tmp_path: Path) -> None:
+    from reguidance.app.runs import known_signal_shape
+
+    write_folder(tmp_path / "data")
+    cfg = tiny_config(2, unet=RGB_UNET, dataset=f"folder:{tmp_path / 'data'}")
+    train(cfg, tmp_path / "run", progress=False, final_samples=False)
+    prior = load_prior(str(tmp_path / "run"))
+    assert prior.signal_shape == (3, 8, 8) == known_signal_shape(str(tmp_path / "run"))
+    saved = load_file(str(tmp_path / "run" / "ema.safetensors"))
+    assert all(torch.equal(prior.unet.state_dict()[k], saved[k]) for k in saved)
+    weights = tmp_path / "run" / "ema.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # the same size, another content
+    with pytest.raises(InputError, match="sha256"):
+        load_prior(str(tmp_path / "run"))
+
+
+def test_the_model_card_states_the_data_the_settings_and_what_the_run_spent(tmp_path: Path) -> None:
+    write_folder(tmp_path / "data")
+    cfg = tiny_config(3, unet=RGB_UNET, dataset=f"folder:{tmp_path / 'data'}", hflip=True)
+    facts = train(cfg, tmp_path / "run", progress=False, final_samples=False, command="reguidance train --x")
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert f"folder:{tmp_path / 'data'}" in card and cfg.data_sha256 is not None and cfg.data_sha256 in card
+    assert "mirrored left-right" in card and "steps: 3 (24 images)" in card and "`reguidance train --x`" in card
+    assert facts["sha256"] in card

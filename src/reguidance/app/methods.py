@@ -167,12 +167,8 @@ def _dataset_name(method: str, dataset: object) -> str:
 
 @functools.lru_cache(maxsize=2)
 def training_images(dataset: str) -> Tensor:
-    """The training split of ``dataset`` (``(N, C, 32, 32)`` float32 in [-1, 1]: :func:`reguidance.io.datasets.
-    load_dataset` or :func:`reguidance.io.emoji.load_emoji`), read once per process."""
-    if dataset == "emoji":
-        from ..io.emoji import load_emoji
-
-        return load_emoji("train")[0]
+    """The training split of ``dataset`` (``(N, C, 32, 32)`` float32 in [-1, 1], :func:`reguidance.io.datasets.
+    load_dataset`), read once per process."""
     from ..io.datasets import load_dataset
 
     return load_dataset(dataset, "train")[0]

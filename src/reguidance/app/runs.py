@@ -121,14 +121,28 @@ def prior_facts(
     return facts
 
 
+def trained_facts(prior_name: str) -> dict[str, Any] | None:
+    """The ``model.json`` of a folder ``reguidance train`` wrote (a prior :func:`reguidance.priors.load_prior`
+    reads), or None when ``prior_name`` is not such a folder."""
+    from ..io.files import read_json_object
+
+    path = Path(prior_name).expanduser() / "model.json"
+    if not path.is_file():
+        return None
+    facts = read_json_object(path)
+    return facts if str(facts.get("format", "")).startswith("reguidance-trained-prior/") else None
+
+
 def known_signal_shape(prior_name: str) -> tuple[int, int, int] | None:
-    """``(C, H, W)`` of a known model, read from its configuration without loading it; None for a file."""
+    """``(C, H, W)`` of a known model or a trained folder, read from its configuration without loading it; None
+    for a checkpoint file (its shape is known once it loads)."""
     from ..priors.zoo import MODELS
 
     entry = MODELS.get(prior_name)
-    if entry is None:
+    trained = trained_facts(prior_name) if entry is None else None
+    if entry is None and trained is None:
         return None
-    config = entry.unet_config()
+    config = entry.unet_config() if entry is not None else dict(trained["unet"])  # type: ignore[index]
     size = int(config["image_size"])
     return int(config["in_channels"]), size, size
 

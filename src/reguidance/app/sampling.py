@@ -31,10 +31,6 @@ FLIPPED = ("emoji",)
 def reference_images(dataset: str, reference: str) -> Tensor:
     """The real images samples are compared with: the test split of ``dataset`` (``reference="test"``) or its
     committed subset (``"subset"``), ``(M, C, 32, 32)`` in [-1, 1]."""
-    if dataset == "emoji":
-        from ..io.emoji import load_emoji, load_emoji_test_subset
-
-        return load_emoji_test_subset()[0] if reference == "subset" else load_emoji("test")[0]
     from ..io.datasets import load_dataset, load_test_subset
 
     return load_test_subset(dataset)[0] if reference == "subset" else load_dataset(dataset, "test")[0]

@@ -10,8 +10,8 @@ with the 1000-step linear chain of :meth:`reguidance.diffusion.Schedule.linear` 
 output channel). AdamW with a linear learning-rate warm-up; gradients clipped by norm. With ``hflip`` each image
 is mirrored left-right with probability 1/2 at each draw.
 
-Data (``dataset``): ``mnist`` / ``fashion_mnist`` (:func:`reguidance.io.datasets.load_dataset`'s ``train`` split),
-``emoji`` (:func:`reguidance.io.emoji.load_emoji`'s ``train`` split at the UNet's size), or ``folder:DIR`` (every
+Data (``dataset``): ``mnist``, ``fashion_mnist`` or ``emoji`` (the ``train`` split of
+:func:`reguidance.io.datasets.load_dataset`), or ``folder:DIR`` (every
 PNG/JPEG/WebP file directly in ``DIR``, read by :func:`reguidance.io.images.load_images` at the UNet's size and
 channels: the central square, bicubic, alpha composited over ``background``). The sha256 of the training tensor
 is recorded in the config (``data_sha256``) and a resumed run refuses data that changed.
@@ -260,10 +260,6 @@ def training_images(cfg: TrainConfig) -> Tensor:
         from ..io.images import load_images
 
         images, _ = load_images(cfg.dataset[7:], size=size, channels=channels, background=cfg.background)
-    elif cfg.dataset == "emoji":
-        from ..io.emoji import load_emoji
-
-        images, _, _ = load_emoji("train", size=size)
     else:
         from ..io.datasets import load_dataset
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..app.runs import known_signal_shape
+from ..app.runs import known_signal_shape, trained_facts
 from ..conventions import InputError
 from ..io.datasets import DATASETS, is_available, load_dataset, load_test_subset
 from ..tasks import check_ids
@@ -44,13 +44,17 @@ __all__ = [
 
 
 def dataset_for(prior_name: str, dataset: str | None) -> str:
-    """The dataset of an embedded prior, or the one given; a ValueError when neither says."""
+    """The dataset given, else an embedded prior's, else the one a trained folder was trained on; an
+    ``InputError`` when none says."""
     if dataset is not None:
         if dataset not in DATASETS:
             raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
         return dataset
     if prior_name in DATASETS:
         return prior_name
+    trained = trained_facts(prior_name)
+    if trained is not None and trained.get("config", {}).get("dataset") in DATASETS:
+        return str(trained["config"]["dataset"])  # a folder reguidance train wrote from a named data set
     raise InputError(
         f"--prior {prior_name!r} is not an embedded one: pass --dataset ({', '.join(DATASETS)}) or --data folder:PATH"
     )

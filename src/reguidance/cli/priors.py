@@ -21,6 +21,7 @@ from .support import (
     _positive,
     _runtime,
     _writable,
+    device_option,
     flags,
     prior_options,
     runtime_options,
@@ -72,6 +73,7 @@ TRAIN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="EMA decay (default 0.999, with warm-up).",
     ),
     click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (faster on CPUs with AMX / AVX512-BF16)."),
+    device_option,
     threads_option,
     click.option(
         "--config",
@@ -165,16 +167,18 @@ SAMPLE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 
 #: what ``reguidance train`` writes into ``--out`` (:mod:`reguidance.app.train`)
 TRAIN_OUTPUTS = (
-    "log.jsonl", "ema.safetensors", "model.json", "samples.png",
+    "log.jsonl", "ema.safetensors", "model.json", "samples.png", "README.md",
     *(f"checkpoint/{f}" for f in ("model.safetensors", "ema.safetensors", "state.pt", "config.json")),
 )  # fmt: skip
 
 
 @cli.command()
 @flags(TRAIN_OPTIONS)
-def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, **flags: Any) -> None:
+def train(out: Path, config_path: Path | None, resume: bool, threads: int | None, device: str, **flags: Any) -> None:
     """Train (or fine-tune) an eps-prediction ADM UNet (DDPM, linear 1000-step chain) on a data set or a folder."""
     import json
+    import shlex
+    import sys
 
     from ..app.runs import own_folder
     from ..app.train import SMALL_UNET, TrainConfig
@@ -217,11 +221,12 @@ def train(out: Path, config_path: Path | None, resume: bool, threads: int | None
         _image_folder(Path(cfg.dataset[7:]), f"--data {cfg.dataset}")  # every file read through before any write
     _writable(out, "--out", folder=True, kind="train")
     _apart({"--out": out}, {"--config": config_path})
-    _runtime(threads=threads)
+    device = _runtime(device, threads)
     with own_folder(out, "train"):
         for made in TRAIN_OUTPUTS:  # train writes these itself: recorded first, a user's file of that name refused
             claim(out / made)
-        facts = run_training(cfg, out, resume=resume)
+        command = "reguidance " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        facts = run_training(cfg, out, resume=resume, device=device, command=command)
     click.echo(
         f"steps {facts['steps_done']}, wall {facts['train_wall_s']} s, last loss {facts['last_loss']:.4f}; "
         f"EMA weights: {out / 'ema.safetensors'}"
@@ -334,6 +339,7 @@ def sample(
     shape = known_signal_shape(prior_name)
     if shape is not None:  # a file's shape is known once it loads: draw_samples checks it then
         check_fits_in_memory("--n", n, shape)
+    classifier = load_classifier(dataset)  # before the prior loads: a data set without one says so now
     ref = reference_images(dataset, reference)
     train = training_split(dataset) if memorisation else None  # before the prior loads: a missing split says so now
     prior = support.load_prior(prior_name, device, dtype)
@@ -350,7 +356,7 @@ def sample(
         "sampler": "ddim eta=0" + (", x0 clipped" if clip else ""),
         "dtype": dtype,
     }
-    report = sample_report(settings, evaluate_samples(load_classifier(dataset), x, ref), wall)
+    report = sample_report(settings, evaluate_samples(classifier, x, ref), wall)
     memorised: dict[str, Any] | None = None
     with own_folder(out, "sample"):
         save_samples(x, out)

@@ -188,6 +188,11 @@ def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _THREADS(fn)
 
 
+def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device`` alone (a command that runs a network at its own precision)."""
+    return _DEVICE(fn)
+
+
 def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``, ``--dtype`` and ``--threads``: the one definition every command that runs a network uses."""
     return _DEVICE(_DTYPE(_THREADS(fn)))

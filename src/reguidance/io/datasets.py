@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from ..conventions import ASSETS_DIR, InputError
+from .emoji import CATEGORIES as EMOJI_CATEGORIES
 from .hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
 from .images import from_uint8
 
@@ -84,7 +85,11 @@ __all__ = [
 ]
 
 
-DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
+#: every named data set: the two grey ones here and the colour emoji (:mod:`reguidance.io.emoji`), all read through
+#: :func:`load_dataset`, :func:`is_available` and :func:`load_test_subset`
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "emoji")
+#: the grey 28x28 data sets of this module's own files
+_GREY = ("mnist", "fashion_mnist")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NUM_VAL = 5_000
 """Size of ``val``: the last ``NUM_VAL`` images of the official 60_000 training images."""
@@ -92,6 +97,7 @@ SUBSET_SIZE = 256
 """Number of official test images (the first ones) in each committed subset."""
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "emoji": EMOJI_CATEGORIES,
     "mnist": tuple(str(d) for d in range(10)),
     "fashion_mnist": (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -244,6 +250,10 @@ def _fashion_source_dir(root: Path) -> Path | None:
 def is_available(name: str, root: str | os.PathLike[str] | None = None) -> bool:
     """Whether :func:`load_dataset` can load ``name`` without the network (a cache or source files on disk)."""
     _check_name(name)
+    if name == "emoji":
+        from . import emoji
+
+        return emoji.is_available("emoji", root)
     base = data_root(root)
     if _cache_path(name, base).is_file():
         return True
@@ -419,7 +429,9 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """One split of MNIST or Fashion-MNIST as ``images (N, 1, 32, 32)`` float32 in ``[-1, 1]``, ``labels (N,)`` int64.
+    """One split of a named data set as ``images (N, C, 32, 32)`` float32 in ``[-1, 1]``, ``labels (N,)`` int64: MNIST
+    or Fashion-MNIST (C = 1; this module's splits below), or the colour ``emoji`` (C = 3; its splits and category
+    labels are :func:`reguidance.io.emoji.load_emoji`'s, the packages fetched with npm when ``download``).
 
     Splits (indices into the official files, original order): ``train`` = training images ``0 .. 54_999``,
     ``val`` = training images ``55_000 .. 59_999``, ``test`` = the 10_000 test images. Images are padded from
@@ -435,6 +447,13 @@ def load_dataset(
     """
     _check_name(name)
     _check_split(split)
+    if name == "emoji":
+        from . import emoji
+
+        if download and not emoji.is_available("emoji", root):
+            emoji.fetch(root)
+        colour, categories, _ = emoji.load_emoji(split, root=root)
+        return colour, categories
     arrays = _official_arrays(name, data_root(root), download)
     n_train = _CACHE_SHAPES["train_images"][0] - NUM_VAL
     if split == "test":
@@ -457,10 +476,15 @@ def _subset_filename(name: str) -> str:
 def load_test_subset(name: str) -> tuple[Tensor, Tensor, Tensor]:
     """The committed first 256 official test images of ``name``, shipped with the package (no download).
 
-    Returns ``images (256, 1, 32, 32)`` float32 in ``[-1, 1]`` (padded like :func:`load_dataset`), ``labels
-    (256,)`` int64 and ``ids (256,)`` int64, the images' indices in the official test set (``0 .. 255``).
+    Returns ``images (256, C, 32, 32)`` float32 in ``[-1, 1]`` (as :func:`load_dataset` gives them), ``labels
+    (256,)`` int64 and ``ids (256,)`` int64, the images' indices in the test split (``0 .. 255``).
     """
     _check_name(name)
+    if name == "emoji":
+        from .emoji import load_emoji_test_subset
+
+        images, labels, _ = load_emoji_test_subset()
+        return images, labels, torch.arange(len(images))
     resource = ASSETS_DIR / "data" / _subset_filename(name)
     try:
         data = resource.read_bytes()
@@ -493,7 +517,7 @@ def build_test_subsets(
     """
     directory = Path(out_dir) if out_dir is not None else ASSETS_DIR / "data"
     written = {}
-    for name in DATASETS:
+    for name in _GREY:
         arrays = _official_arrays(name, data_root(root), download)
         ids = np.arange(SUBSET_SIZE, dtype=np.int64)
         subset = {
