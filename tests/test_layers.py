@@ -34,9 +34,10 @@ def _graph() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                if target in files:
+                submodules = {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files}
+                if target in files and len(submodules) < len(node.names):  # a name of the module itself
                     edges.add(target)
-                edges |= {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files}
+                edges |= submodules  # ``from pkg import sub`` imports the submodule, not the package's names
         graph[name] = edges - {name}
     return graph
 

